@@ -1,0 +1,33 @@
+"""Test-session setup. Runs before any test module, so before JAX is imported.
+
+Eight forced host devices let the pmap paths run on a CPU-only machine; setting them here (and never per
+module) is the only way that works under pytest-xdist, where JAX is already initialised when a module loads.
+"""
+import os
+import sys
+import tempfile
+
+os.environ['XLA_FLAGS'] = ' '.join(
+    [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8']).strip()
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# A persistent compilation cache shared by the xdist workers of one session cuts repeated compiles.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 's2s_jax_test_jit_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+# absltest.TestCase.create_tempdir reads absl flags; under pytest nobody parses them.
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
+
+try:
+  from hypothesis import settings  # pylint: disable=g-import-not-at-top
+  settings.register_profile('s2s', max_examples=25, deadline=None)
+  settings.load_profile('s2s')
+except ImportError:  # hypothesis is a test extra
+  pass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
