@@ -1,0 +1,96 @@
+"""Attention scores over an encoder memory, with masking, and the table of valid decoder combinations.
+
+Scores e(q, k_s) for a query q (a decoder state) and encoder states k_s:
+  additive    v' tanh(W_q q + b + W_k k_s)            Bahdanau et al. 2015 (with the bias most implementations add)
+  concat      v' tanh(W [q; k_s]) = v' tanh(W_q q + W_k k_s)   Luong et al. 2015's name for the same form, no bias
+  dot         q' k_s                                  Luong et al. 2015
+  scaled_dot  q' k_s / sqrt(d)                        Vaswani et al. 2017's scaling
+  general     q' W k_s                                Luong et al. 2015
+  location    (W q)_s                                 Luong et al. 2015: from the query alone; needs a fixed max length
+`dot` and `scaled_dot` need equal query and key sizes: the memory is projected to the query size when it differs
+(a bidirectional encoder). Every key-side matmul is time-independent, so `keys` computes it once per source
+sentence (in `encode`) and each decoder step only does the query side.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+FLOWS = ('none_init', 'none_concat', 'bahdanau', 'luong')
+SCORES = ('additive', 'dot', 'general', 'concat', 'location', 'scaled_dot')
+NO_ATTENTION = ('none_init', 'none_concat')
+
+# (model.attention, model.attention_score, model.input_feeding). Baselines without attention ignore the score
+# (None here); input feeding exists only in the Luong flow, where the query is the current state.
+VALID_COMBINATIONS: tuple[tuple[str, str | None, bool], ...] = (
+    ('none_init', None, False),
+    ('none_concat', None, False),
+    *(('bahdanau', score, False) for score in SCORES),
+    *(('luong', score, feed) for score in SCORES for feed in (False, True)),
+)
+
+
+def check_combination(attention: str, score: str, input_feeding: bool) -> None:
+  """Raises ValueError naming the valid choices unless the combination is in VALID_COMBINATIONS."""
+  if attention not in FLOWS:
+    raise ValueError(f'model.attention={attention!r} is not one of {FLOWS}.')
+  if score not in SCORES:
+    raise ValueError(f'model.attention_score={score!r} is not one of {SCORES}.')
+  key = (attention, None if attention in NO_ATTENTION else score, bool(input_feeding))
+  if key not in VALID_COMBINATIONS:
+    valid = sorted({f'{a}/{s or "-"}/feed={f}' for a, s, f in VALID_COMBINATIONS if a == attention})
+    raise ValueError(f'model.input_feeding={input_feeding} is not valid with model.attention={attention!r}: '
+                     f'input feeding exists only in the luong flow. Valid for {attention!r}: {valid}.')
+
+
+class Attention(nn.Module):
+  """One attention mechanism: `keys(memory)` once per sentence, then `__call__(query, ...)` per decoder step."""
+  score: str
+  query_dim: int
+  attention_dim: int  # hidden size of the additive / concat scorer
+  max_src_len: int = 0  # the fixed source length of the `location` score
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    if self.score not in SCORES:
+      raise ValueError(f'Unknown attention score {self.score!r}; choose one of {SCORES}.')
+    dense = lambda n, bias=False: nn.Dense(n, use_bias=bias, dtype=self.dtype)
+    if self.score in ('additive', 'concat'):
+      self.key = dense(self.attention_dim)
+      self.query = dense(self.attention_dim, bias=self.score == 'additive')
+      self.energy = dense(1)
+    elif self.score == 'general':
+      self.key = dense(self.query_dim)
+    elif self.score in ('dot', 'scaled_dot'):
+      self.key = dense(self.query_dim)  # used only when the memory size differs from the query size
+    else:
+      self.location = nn.Dense(self.max_src_len, dtype=self.dtype)
+
+  def keys(self, memory_BxSxD: jax.Array) -> jax.Array:
+    """The time-independent key side of the score, computed once per source sentence."""
+    if self.score == 'location':
+      return memory_BxSxD[..., :0]  # the location score does not look at the memory
+    if self.score in ('dot', 'scaled_dot') and memory_BxSxD.shape[-1] == self.query_dim:
+      return memory_BxSxD
+    return self.key(memory_BxSxD)
+
+  def scores(self, query_BxQ: jax.Array, keys_BxSxA: jax.Array) -> jax.Array:
+    if self.score in ('additive', 'concat'):
+      hidden = jnp.tanh(keys_BxSxA + self.query(query_BxQ)[:, None, :])
+      return self.energy(hidden)[..., 0]
+    if self.score in ('dot', 'general', 'scaled_dot'):
+      e = jnp.einsum('bq,bsq->bs', query_BxQ, keys_BxSxA)
+      return e / jnp.sqrt(jnp.asarray(self.query_dim, e.dtype)) if self.score == 'scaled_dot' else e
+    src_len = keys_BxSxA.shape[1]
+    if src_len > self.max_src_len:
+      raise ValueError(f'The location score was built for sources of at most {self.max_src_len} steps, '
+                       f'got {src_len}; raise data.max_src_len.')
+    return self.location(query_BxQ)[:, :src_len]
+
+  def __call__(self, query_BxQ: jax.Array, keys_BxSxA: jax.Array, values_BxSxD: jax.Array,
+               mask_BxS: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Returns (context [B, D], weights [B, S]); weights are 0 at padded positions and sum to 1."""
+    e = self.scores(query_BxQ, keys_BxSxA).astype(jnp.float32)
+    e = jnp.where(mask_BxS.astype(bool), e, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(e, axis=-1)
+    context = jnp.einsum('bs,bsd->bd', weights.astype(values_BxSxD.dtype), values_BxSxD)
+    return context, weights

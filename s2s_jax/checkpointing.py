@@ -1,0 +1,82 @@
+"""Orbax checkpoints: `checkpoints/` (latest N, for resume, with the data-iterator state) and `best/` (parameters of
+the best evaluation by eval.metric / eval.mode). The two managers own separate folders, so neither deletes the
+other's files. A saved state is a plain dict, never a TrainState object.
+"""
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(workdir, 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def make_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(workdir, 'best'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[metric], best_mode=mode,
+                                           create=True))
+
+
+def state_dict(state) -> dict[str, Any]:
+  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state, 'rng': state.rng}
+
+
+def save(mngr: ocp.CheckpointManager, state, data_iter, force: bool = False) -> None:
+  """Saves an unreplicated state and the iterator position (asynchronously)."""
+  mngr.save(int(state.step), force=force, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(jax.device_get(state_dict(state))),
+      data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+
+
+def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
+  """Restores the latest checkpoint (and the iterator in place) into `state`; returns `state` if there is none."""
+  step = mngr.latest_step()
+  if step is None:
+    return state
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(jax.device_get(state_dict(state))),
+      data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+  return state.replace(**restored.state)
+
+
+def best_value(mngr: ocp.CheckpointManager, metric: str) -> float | None:
+  step = mngr.best_step()
+  if step is None:
+    return None
+  return (mngr.metrics(step) or {}).get(metric)
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+  return best is None or (value > best if mode == 'max' else value < best)
+
+
+def save_best(mngr: ocp.CheckpointManager, step: int, params, metrics: dict[str, float]) -> None:
+  mngr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(jax.device_get(params))))
+
+
+def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:
+  """Parameters (numpy) from `best/` ('best'), the newest of `checkpoints/` ('latest'), or a step of either."""
+  folders = {'params': os.path.join(workdir, 'best'), 'state': os.path.join(workdir, 'checkpoints')}
+  candidates = []
+  for item, folder in folders.items():
+    if os.path.isdir(folder) and (which != 'best' or item == 'params'):
+      with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+        candidates += [(step, item, folder) for step in mngr.all_steps()]
+  if which.isdigit():
+    candidates = [c for c in candidates if c[0] == int(which)]
+  elif which not in ('best', 'latest'):
+    raise ValueError(f'--checkpoint must be best, latest or a step number, got {which!r}.')
+  if not candidates:
+    raise FileNotFoundError(f'No {which!r} checkpoint in {workdir}/best or {workdir}/checkpoints.')
+  step, item, folder = max(candidates, key=lambda c: (c[0], c[1] == 'state'))
+  with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+    restored = mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
+  tree = restored[item]
+  return (tree['params'] if item == 'state' else tree), step

@@ -1,0 +1,205 @@
+"""Experiment configs: every field with its default, `:k=v` argument parsing, validation and resume diffs.
+
+An experiment file starts from `base_config()`, so every field exists, has a type, and can be overridden from the
+command line (`--config.optim.learning_rate=3e-4`). `validate()` runs before anything is built or compiled and names
+the field, the bad value and what is allowed.
+"""
+import dataclasses
+import json
+import math
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from s2s_jax import models
+from s2s_jax.data import vocab as vocab_lib
+
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adadelta')
+SCHEDULES = ('constant', 'rsqrt', 'halving', 'cosine')
+LEN_POLICIES = ('filter', 'truncate')
+METRICS = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'chrf', 'rouge1', 'rouge2',
+           'rougeL', 'wer', 'cer')
+SIZES = ('tiny', 'small', 'base')
+DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition')
+# Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
+RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+             'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses 'k=v,flag' (from `--config=file.py:k=v,flag`) against typed defaults."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, has_value, value = item.partition('=')
+    if key not in defaults:
+      raise ValueError(f'Unknown config arg {key!r}; known: {sorted(defaults)}')
+    kind = type(defaults[key])
+    if kind is bool:
+      out[key] = (value.lower() in ('true', '1', 'yes')) if has_value else True
+    else:
+      out[key] = kind(value)
+  if 'size' in out and out.size not in SIZES:
+    raise ValueError(f'size={out.size!r} is not one of {SIZES}.')
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every config field with its default. Experiments change values; they never add fields."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # parameter initialisation and dropout
+  c.num_train_steps = 1_000
+  c.log_every_steps = 50
+  c.eval_every_steps = 500  # validation loss + decoded metric on a bounded sample
+  c.checkpoint_every_steps = 500  # a multiple of log_every_steps
+  c.keep_checkpoints = 2
+  c.data = ml_collections.ConfigDict(dict(
+      name='dates',
+      manual_dir=config_dict.placeholder(str),  # raw files of a dataset on disk; default $S2S_DATA_DIR/<folder>
+      data_dir=config_dict.placeholder(str),  # prepared data; default $S2S_CACHE_DIR or ~/.cache/s2s_jax
+      seed=0,  # generation seed of the built-in tasks (kept apart from `seed`, so seed sweeps share data)
+      num_train_examples=50_000,  # built-in tasks
+      num_eval_examples=2_000,  # built-in tasks: validation and test each
+      task_min_len=1,  # copy / reverse / sort: sequence lengths
+      task_max_len=10,
+      task_num_symbols=20,
+      task_max_digits=3,  # addition
+      tokenizer='char',  # char | word
+      lowercase=False,
+      vocab_min_count=1,
+      max_vocab_size=0,  # 0: no limit
+      max_src_len=64,  # tokens including EOS; also the padded length the location score is built for
+      max_tgt_len=64,
+      src_len_policy='filter',  # training examples over max_src_len: filter | truncate (eval data is truncated)
+      tgt_len_policy='filter',
+      batch_size=64,  # global (all devices, all processes)
+      eval_batch_size=256,
+      eval_split='validation',
+      test_splits='test',  # comma-separated
+  ))
+  c.model = ml_collections.ConfigDict(dataclasses.asdict(models.Seq2SeqConfig()))
+  c.optim = ml_collections.ConfigDict(dict(
+      optimizer='adam',
+      learning_rate=1e-3,
+      schedule='constant',  # constant | rsqrt | halving | cosine, all after a linear warmup
+      warmup_steps=0,
+      decay_start_steps=0,  # halving: first halving at this step
+      decay_every_steps=0,  # halving: then every this many steps
+      decay_factor=0.5,  # halving
+      grad_clip_norm=1.0,  # global norm; 0: off
+      label_smoothing=0.0,
+      weight_decay=0.0,  # adamw
+      momentum=0.0,  # sgd
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_accum_steps=1,  # micro-batches per update; batch_size is split over them
+  ))
+  c.decode = ml_collections.ConfigDict(dict(
+      beam_size=5,
+      length_alpha=0.6,  # GNMT length penalty ((5 + |y|) / 6) ** alpha; 0: off
+      max_len=0,  # 0: data.max_tgt_len
+  ))
+  c.eval = ml_collections.ConfigDict(dict(
+      metric='exact_match',  # which eval/<metric> picks best/ and is reported
+      mode='max',  # max | min
+      num_decode_examples=512,  # validation examples decoded at each evaluation
+      num_samples_to_log=3,
+  ))
+  return c
+
+
+def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def _check_keys_and_types(config: ml_collections.ConfigDict) -> None:
+  base = _flatten(to_dict(base_config()))
+  got = _flatten(to_dict(config))
+  for key in sorted(set(got) - set(base)):
+    section = key.rpartition('.')[0]
+    valid = sorted(k for k in base if k.rpartition('.')[0] == section)
+    raise ValueError(f'Unknown config field {key!r}; valid fields{" of " + section if section else ""}: {valid}.')
+  for key in sorted(set(base) - set(got)):
+    raise ValueError(f'Config field {key!r} is missing; start experiments from config_lib.base_config().')
+  for key, default in base.items():
+    value = got[key]
+    if default is None:  # an optional string (placeholder)
+      ok = value is None or isinstance(value, str)
+    elif isinstance(default, bool):
+      ok = isinstance(value, bool)
+    elif isinstance(default, float):
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+      ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+    if not ok:
+      raise ValueError(f'Config field {key!r} must be of type {type(default).__name__ if default is not None else "str"}'
+                       f', got {value!r} ({type(value).__name__}).')
+
+
+def _check_choice(name: str, value: Any, allowed) -> None:
+  if value not in allowed:
+    raise ValueError(f'{name}={value!r} is not one of {tuple(allowed)}.')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every field before anything is built; raises ValueError with what to change."""
+  _check_keys_and_types(config)
+  d, o = config.data, config.optim
+  _check_choice('data.name', d.name, DATASETS)
+  _check_choice('data.tokenizer', d.tokenizer, vocab_lib.TOKENIZERS)
+  _check_choice('data.src_len_policy', d.src_len_policy, LEN_POLICIES)
+  _check_choice('data.tgt_len_policy', d.tgt_len_policy, LEN_POLICIES)
+  _check_choice('optim.optimizer', o.optimizer, OPTIMIZERS)
+  _check_choice('optim.schedule', o.schedule, SCHEDULES)
+  _check_choice('eval.metric', config.eval.metric, METRICS)
+  _check_choice('eval.mode', config.eval.mode, ('max', 'min'))
+  positive = ['num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+              'keep_checkpoints', 'data.num_train_examples', 'data.num_eval_examples', 'data.max_src_len',
+              'data.max_tgt_len', 'data.batch_size', 'data.eval_batch_size', 'data.vocab_min_count',
+              'optim.grad_accum_steps', 'decode.beam_size', 'eval.num_decode_examples']
+  flat = _flatten(to_dict(config))
+  for key in positive:
+    if flat[key] <= 0:
+      raise ValueError(f'{key} must be positive, got {flat[key]}.')
+  for key in ('optim.learning_rate', 'optim.grad_clip_norm', 'optim.weight_decay', 'optim.momentum',
+              'optim.warmup_steps', 'decode.max_len', 'decode.length_alpha', 'data.max_vocab_size'):
+    if flat[key] < 0 or (isinstance(flat[key], float) and not math.isfinite(flat[key])):
+      raise ValueError(f'{key} must be a finite number >= 0, got {flat[key]}.')
+  if not 0.0 <= o.label_smoothing < 1.0:
+    raise ValueError(f'optim.label_smoothing must be in [0, 1), got {o.label_smoothing}.')
+  if o.schedule == 'halving' and o.decay_every_steps <= 0:
+    raise ValueError('optim.schedule=halving needs optim.decay_every_steps > 0.')
+  if d.batch_size % o.grad_accum_steps:
+    raise ValueError(f'data.batch_size={d.batch_size} must be a multiple of optim.grad_accum_steps='
+                     f'{o.grad_accum_steps}.')
+  if config.checkpoint_every_steps % config.log_every_steps:
+    raise ValueError(f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
+                     f'log_every_steps={config.log_every_steps}, so no partial logging sums are checkpointed.')
+  model = dict(to_dict(config.model))
+  model.update(src_vocab_size=model['src_vocab_size'] or 1, tgt_vocab_size=model['tgt_vocab_size'] or 1,
+               max_src_len=model['max_src_len'] or d.max_src_len)
+  models.Seq2SeqConfig.from_dict(model).validate()
+
+
+def model_config(config: ml_collections.ConfigDict) -> models.Seq2SeqConfig:
+  cfg = models.Seq2SeqConfig.from_dict(to_dict(config.model))
+  cfg.validate()
+  return cfg
+
+
+def diff(old: dict[str, Any], new: dict[str, Any], ignore=RESUMABLE) -> list[str]:
+  """Lines `key: old -> new` for every differing field outside `ignore`."""
+  a, b = _flatten(old), _flatten(new)
+  return [f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
+          for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]

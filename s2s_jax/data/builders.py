@@ -1,0 +1,99 @@
+"""TFDS builders (array_record files, no TensorFlow) for the datasets the project can make or find on disk.
+
+Prepared data lives in `data.data_dir` (default `$S2S_CACHE_DIR` or `~/.cache/s2s_jax`) and is read back with
+`tfds` data sources, whose records are `{'source': bytes, 'target': bytes}`. The generated tasks get one builder
+config per parameter set, so changing a task's lengths or sizes prepares new data instead of reusing stale files.
+"""
+import contextlib
+import dataclasses
+import fcntl
+import os
+
+import tensorflow_datasets as tfds
+
+from s2s_jax.data import synthetic
+
+GENERATED = synthetic.TASKS  # dates, copy, reverse, sort, addition
+
+
+def default_data_dir() -> str:
+  return os.environ.get('S2S_CACHE_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 's2s_jax')
+
+
+@dataclasses.dataclass
+class SyntheticConfig(tfds.core.BuilderConfig):
+  """Parameters of a generated task; the config name encodes all of them."""
+  task: str = 'dates'
+  num_train: int = 50_000
+  num_eval: int = 2_000
+  min_len: int = 1
+  max_len: int = 10
+  num_symbols: int = 20
+  max_digits: int = 3
+  seed: int = 0
+
+  @classmethod
+  def make(cls, **kw) -> 'SyntheticConfig':
+    c = cls(name='x', **kw)
+    parts = [c.task, f'n{c.num_train}-{c.num_eval}', f's{c.seed}']
+    if c.task in ('copy', 'reverse', 'sort'):
+      parts += [f'len{c.min_len}-{c.max_len}', f'sym{c.num_symbols}']
+    elif c.task == 'addition':
+      parts.append(f'dig{c.max_digits}')
+    return dataclasses.replace(c, name='_'.join(parts))
+
+
+class S2sSynthetic(tfds.core.GeneratorBasedBuilder):
+  """The generated tasks of `s2s_jax.data.synthetic` (dates -> ISO, copy, reverse, sort, addition)."""
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  BUILDER_CONFIGS = []  # one config per parameter set, made on demand by synthetic_builder()
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Generated source/target string pairs (see s2s_jax/data/synthetic.py).',
+        features=tfds.features.FeaturesDict({'source': tfds.features.Text(), 'target': tfds.features.Text()}),
+        supervised_keys=('source', 'target'))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    sizes = {'train': self.builder_config.num_train, 'validation': self.builder_config.num_eval,
+             'test': self.builder_config.num_eval}
+    return {split: self._generate_examples(split, n) for split, n in sizes.items()}
+
+  def _generate_examples(self, split: str, num_examples: int):
+    c = self.builder_config
+    pairs = synthetic.generate(c.task, split, num_examples=num_examples, seed=c.seed, min_len=c.min_len,
+                               max_len=c.max_len, num_symbols=c.num_symbols, max_digits=c.max_digits)
+    for i, (source, target) in enumerate(pairs):
+      yield i, {'source': source, 'target': target}
+
+
+@contextlib.contextmanager
+def _lock(data_dir: str, name: str):
+  """Serialises preparation of one dataset across processes sharing a data_dir (e.g. test workers)."""
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f'.{name}.lock'), 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
+  """Prepares `builder` once (locked) and returns its splits as random-access data sources."""
+  with _lock(builder.data_dir_root, builder.name + '-' + builder.builder_config.name):
+    if not builder.is_prepared():
+      tfds.disable_progress_bar()
+      builder.download_and_prepare()
+  return builder.as_data_source()
+
+
+def synthetic_builder(data_config, data_dir: str) -> S2sSynthetic:
+  config = SyntheticConfig.make(
+      task=data_config.name, num_train=data_config.num_train_examples, num_eval=data_config.num_eval_examples,
+      min_len=data_config.task_min_len, max_len=data_config.task_max_len, num_symbols=data_config.task_num_symbols,
+      max_digits=data_config.task_max_digits, seed=data_config.seed)
+  return S2sSynthetic(config=config, data_dir=data_dir, file_format='array_record')

@@ -1,0 +1,44 @@
+"""Trains, evaluates and tests one experiment.
+
+  python -m s2s_jax.main --config=experiments/default.py --workdir=/tmp/s2s_default
+  python -m s2s_jax.main --config=experiments/default.py:size=tiny --workdir=DIR --config.optim.learning_rate=3e-3
+"""
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from s2s_jax import train
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for config, checkpoints, metrics and evaluations.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file, e.g. experiments/default.py:size=tiny.',
+                                          lock_config=True)
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool('allow_config_change', False,
+                                         'Resume even if the config differs from the one in the workdir.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: address of process 0 (host:port).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
+flags.mark_flags_as_required(['workdir', 'config'])
+
+
+def _quiet_libraries() -> None:
+  """Keeps INFO lines of orbax, TFDS and grain (dozens per checkpoint) out of the terminal; warnings stay."""
+  noisy = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/absl/logging')
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= logging.converter.STANDARD_WARNING or not any(n in r.pathname for n in noisy))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _quiet_libraries()
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
+               jax.local_devices())
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

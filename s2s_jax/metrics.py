@@ -1,0 +1,80 @@
+"""Metrics: on-device token sums (divided on the host) and host-side scores of decoded text.
+
+On device, everything is a sum plus a denominator (`loss_sum`, `correct_sum`, `num_tokens`), psum'ed over devices,
+so means are exact with padding and any device count. Text scores use sacreBLEU (BLEU, lowercased BLEU, chrF, each
+with its signature); percent-like scores are 0-100 (CONVENTIONS §5).
+"""
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sacrebleu
+
+Metrics = dict[str, jax.Array]
+
+
+def weighted_xent(logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array,
+                  label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Returns (summed training loss with label smoothing, summed negative log-likelihood) over weighted tokens."""
+  logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
+  loss = nll
+  if label_smoothing:
+    loss = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
+  return (loss * weights_BxT).sum(), (nll * weights_BxT).sum()
+
+
+def token_sums(nll_sum: jax.Array, logits_BxTxV: jax.Array, targets_BxT: jax.Array,
+               weights_BxT: jax.Array) -> Metrics:
+  correct = (logits_BxTxV.argmax(axis=-1) == targets_BxT) * weights_BxT
+  return {'loss_sum': nll_sum, 'correct_sum': correct.sum(), 'num_tokens': weights_BxT.sum()}
+
+
+def finalize_token_sums(sums: dict[str, Any]) -> dict[str, float]:
+  """loss (mean NLL per target token, EOS included), perplexity and token accuracy from summed metrics."""
+  n = max(float(sums['num_tokens']), 1.0)
+  loss = float(sums['loss_sum']) / n
+  return {'loss': loss, 'perplexity': float(np.exp(min(loss, 100.0))),
+          'token_accuracy': 100.0 * float(sums['correct_sum']) / n}
+
+
+def exact_match(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+  """Percent of hypotheses equal (after stripping) to one of their references."""
+  hits = sum(h.strip() in {r[i].strip() for r in refs} for i, h in enumerate(hyps))
+  return 100.0 * hits / max(1, len(hyps))
+
+
+def text_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, Any]:
+  """sacreBLEU BLEU, lowercased BLEU and chrF (with signatures), exact match and the length ratio.
+
+  `refs` is a list of reference streams, each aligned with `hyps` (several references per sentence allowed).
+  """
+  hyps = list(hyps)
+  bleu = sacrebleu.metrics.BLEU()
+  bleu_lc = sacrebleu.metrics.BLEU(lowercase=True)
+  chrf = sacrebleu.metrics.CHRF()
+  b = bleu.corpus_score(hyps, [list(r) for r in refs])
+  return {
+      'bleu': b.score, 'bleu_signature': str(bleu.get_signature()),
+      'bleu_lc': bleu_lc.corpus_score(hyps, [list(r) for r in refs]).score,
+      'chrf': chrf.corpus_score(hyps, [list(r) for r in refs]).score,
+      'chrf_signature': str(chrf.get_signature()),
+      'exact_match': exact_match(hyps, refs),
+      'len_ratio': b.sys_len / max(1, b.ref_len),
+  }
+
+
+def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
+                   edges: Sequence[int] = (10, 20, 30, 40, 50, 60)) -> list[dict[str, Any]]:
+  """Corpus BLEU per source-length bucket [min_len, max_len] (source tokens, EOS excluded); empty buckets omitted."""
+  bounds = [0, *edges, max([*src_lengths, edges[-1]]) + 1]
+  out = []
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    idx = [i for i, n in enumerate(src_lengths) if lo < n <= hi or (lo == 0 and n == 0)]
+    if not idx:
+      continue
+    score = sacrebleu.metrics.BLEU().corpus_score([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])
+    out.append({'min_len': lo + (lo > 0), 'max_len': hi, 'n': len(idx), 'bleu': score.score})
+  return out

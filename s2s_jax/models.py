@@ -1,0 +1,166 @@
+"""Seq2Seq: an RNN encoder, a bridge and a decoder cell, used two ways (teacher forcing and step by step).
+
+  memory, state = model.apply(v, inputs, inputs_mask, method=Seq2Seq.encode)
+  logits, state = model.apply(v, ids, state, memory, method=Seq2Seq.decode_step)   # beam search
+  logits = model.apply(v, inputs, inputs_mask, targets, train=True, rngs=...)       # teacher forcing
+
+Both paths run the same `DecoderCell.step`; teacher forcing scans it over the target and hoists the time-independent
+matmuls (target embedding projection, vocabulary projection) out of the scan. Inputs carry explicit masks (1 for real
+steps, contiguous from the start), so the same code serves token ids, audio frames and image grids.
+"""
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from s2s_jax import attention as attention_lib
+from s2s_jax import data
+from s2s_jax import decoder as decoder_lib
+from s2s_jax import rnn
+
+BRIDGES = ('copy', 'dense', 'zeros')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+@flax.struct.dataclass
+class Seq2SeqConfig:
+  """Model hyperparameters: the fields of `config.model` (CONVENTIONS §3)."""
+  src_vocab_size: int = 0  # set from the data
+  tgt_vocab_size: int = 0  # set from the data
+  cell: str = 'lstm'  # rnn | gru | lstm
+  num_layers: int = 1  # encoder and decoder layers
+  bidirectional: bool = False  # encoder only
+  bridge: str = 'copy'  # copy | dense | zeros: how the encoder's final states initialise the decoder
+  attention: str = 'luong'  # none_init | none_concat | bahdanau | luong
+  attention_score: str = 'general'  # additive | dot | general | concat | location | scaled_dot
+  input_feeding: bool = False  # luong flow: feed h~_{t-1} into step t
+  context_to_output: bool = False  # none_concat: the output layer also sees the context
+  embed_to_output: bool = False  # the output layer also sees the previous target embedding
+  embed_dim: int = 64
+  hidden_dim: int = 128  # decoder units (and encoder units per direction unless encoder_hidden_dim is set)
+  encoder_hidden_dim: int = 0  # units per encoder direction; 0: hidden_dim, or hidden_dim // 2 when bidirectional
+  attention_dim: int = 0  # additive / concat scorer size; 0: hidden_dim
+  max_src_len: int = 0  # padded source length; the location score needs it (set from data.max_src_len)
+  dropout_rate: float = 0.0  # on embeddings, between layers, before the output layer
+  variational_dropout: bool = False  # one mask per sequence, shared over time
+  tie_embeddings: bool = False  # target embedding = output matrix (through a projection to embed_dim)
+  recurrent_init: str = 'orthogonal'  # orthogonal (recurrent) + lecun (input) | uniform (all weights U(-s, s))
+  init_scale: float = 0.1  # s of the uniform initialisation
+  dtype: str = 'float32'  # compute dtype; parameters stay float32
+
+  @property
+  def num_directions(self) -> int:
+    return 2 if self.bidirectional else 1
+
+  @property
+  def encoder_units(self) -> int:
+    if self.encoder_hidden_dim:
+      return self.encoder_hidden_dim
+    return self.hidden_dim // self.num_directions
+
+  def validate(self) -> None:
+    """Raises ValueError naming the field and the allowed values for every invalid choice."""
+    choices = {'cell': rnn.CELLS, 'bridge': BRIDGES, 'attention': attention_lib.FLOWS,
+               'attention_score': attention_lib.SCORES, 'recurrent_init': rnn.RECURRENT_INITS, 'dtype': DTYPES}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
+    attention_lib.check_combination(self.attention, self.attention_score, self.input_feeding)
+    for name in ('src_vocab_size', 'tgt_vocab_size', 'num_layers', 'embed_dim', 'hidden_dim'):
+      if getattr(self, name) <= 0:
+        raise ValueError(f'model.{name} must be positive, got {getattr(self, name)}.')
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f'model.dropout_rate must be in [0, 1), got {self.dropout_rate}.')
+    if self.bridge == 'copy' and self.encoder_units * self.num_directions != self.hidden_dim:
+      raise ValueError(f'model.bridge=copy needs encoder units x directions == hidden_dim '
+                       f'({self.encoder_units} x {self.num_directions} != {self.hidden_dim}); use bridge=dense or '
+                       f'change model.encoder_hidden_dim.')
+    if self.attention == 'none_init' and self.bridge == 'zeros':
+      raise ValueError('model.attention=none_init with model.bridge=zeros gives the decoder no information about '
+                       'the source; use bridge=copy or dense.')
+    if self.context_to_output and self.attention != 'none_concat':
+      raise ValueError('model.context_to_output applies only to model.attention=none_concat.')
+    if self.attention_score == 'location' and self.attention not in attention_lib.NO_ATTENTION \
+        and self.max_src_len <= 0:
+      raise ValueError('model.attention_score=location needs model.max_src_len > 0 (set from data.max_src_len).')
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> 'Seq2SeqConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(d) - known):
+      raise ValueError(f'Unknown model field(s) {unknown}; valid fields: {sorted(known)}.')
+    return cls(**d)
+
+
+def shift_right(targets_BxT: jax.Array) -> jax.Array:
+  """Decoder inputs: BOS, then the targets without their last position."""
+  bos = jnp.full((targets_BxT.shape[0], 1), data.BOS_ID, targets_BxT.dtype)
+  return jnp.concatenate([bos, targets_BxT[:, :-1]], axis=1)
+
+
+def _decoder_scan_body(cell: decoder_lib.DecoderCell, state, xs, memory):
+  return cell.step(state, xs, memory)
+
+
+_scan_decoder = nn.scan(_decoder_scan_body, variable_broadcast='params', split_rngs={'params': False},
+                        in_axes=(1, nn.broadcast), out_axes=1)
+
+
+class Seq2Seq(nn.Module):
+  """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
+  cfg: Seq2SeqConfig
+
+  def setup(self):
+    c = self.cfg
+    c.validate()
+    dtype = jnp.dtype(c.dtype)
+    self.src_embed = nn.Embed(c.src_vocab_size, c.embed_dim, dtype=dtype,
+                              embedding_init=nn.initializers.normal(stddev=1.0))
+    self.encoder = rnn.RNNStack(c.cell, c.num_layers, c.encoder_units, c.bidirectional, c.dropout_rate,
+                                c.variational_dropout, c.recurrent_init, c.init_scale, dtype)
+    if c.bridge == 'dense':
+      components = 2 if c.cell == 'lstm' else 1
+      self.bridge_proj = [[nn.Dense(c.hidden_dim, dtype=dtype, name=f'bridge{layer}_{j}')
+                           for j in range(components)] for layer in range(c.num_layers)]
+    self.decoder = decoder_lib.DecoderCell(c)
+    self.dropout = nn.Dropout(c.dropout_rate)
+
+  def _bridge(self, finals: tuple[rnn.Carry, ...]) -> tuple[rnn.Carry, ...]:
+    c = self.cfg
+    if c.bridge == 'copy':
+      return finals
+    if c.bridge == 'zeros':
+      return tuple(tuple(jnp.zeros(x.shape[:-1] + (c.hidden_dim,), x.dtype) for x in carry) for carry in finals)
+    return tuple(tuple(jnp.tanh(proj(x)) for proj, x in zip(projs, carry))
+                 for projs, carry in zip(self.bridge_proj, finals))
+
+  def encode(self, inputs: jax.Array, inputs_mask: jax.Array, train: bool = False
+             ) -> tuple[decoder_lib.Memory, decoder_lib.State]:
+    """Encodes a padded batch: returns (memory for the decoder, initial decoder state); leaves lead with B."""
+    x = self.dropout(self.src_embed(inputs), deterministic=not train)
+    values, finals = self.encoder(x, inputs_mask, train=train)
+    memory = self.decoder.prepare_memory(values, inputs_mask, finals[-1][-1])
+    return memory, self.decoder.initial_state(self._bridge(finals), memory)
+
+  def decode_step(self, ids_N: jax.Array, state: decoder_lib.State, memory: decoder_lib.Memory
+                  ) -> tuple[jax.Array, decoder_lib.State]:
+    """One step for beam search: (previous token ids [N], state) -> (logits float32 [N, V], new state)."""
+    emb = self.decoder.embed(ids_N)
+    xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, None)
+    state, (out, _) = self.decoder.step(state, xs, memory)
+    return self.decoder.readout(out), state
+
+  def __call__(self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False,
+               return_attention: bool = False):
+    """Teacher forcing: logits float32 [B, T, V] (and attention weights [B, T, S] or None)."""
+    memory, state = self.encode(inputs, inputs_mask, train=train)
+    emb = self.dropout(self.decoder.embed(shift_right(targets)), deterministic=not train)
+    batch_size, length = targets.shape
+    xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None,
+          self.decoder.dropout_masks(batch_size, length, train))
+    _, (outs, attn) = _scan_decoder(self.decoder, state, xs, memory)
+    logits = self.decoder.readout(outs, train=train)
+    return (logits, attn) if return_attention else logits

@@ -1,0 +1,70 @@
+"""A small clu-style metric writer: `metrics.jsonl` plus TensorBoard events (tensorboardX), and a progress line.
+
+clu's writers import TensorFlow, which this project does not require; this keeps their interface
+(`write_scalars`, `write_texts`, `flush`, `close`). Only process 0 writes files; other processes only log.
+"""
+import json
+import math
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+
+
+class MetricWriter:
+  """Appends one flat JSON object per call to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, start_time: float | None = None):
+    self._active = jax.process_index() == 0
+    self._start = time.time() if start_time is None else start_time
+    self._tb = None
+    if self._active:
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+
+  def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+    scalars = {k: float(v) for k, v in scalars.items()}
+    logging.info('[%d] %s', step, ', '.join(f'{k}={v:.4g}' for k, v in sorted(scalars.items())))
+    if not self._active:
+      return
+    record = {'step': int(step), 'wall_s': round(time.time() - self._start, 3)}
+    record.update({k: (v if math.isfinite(v) else str(v)) for k, v in scalars.items()})
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    for k, v in scalars.items():
+      self._tb.add_scalar(k, v, step)
+
+  def write_texts(self, step: int, texts: dict[str, str]) -> None:
+    for k, v in texts.items():
+      logging.info('[%d] %s:\n%s', step, k, v)
+      if self._tb is not None:
+        self._tb.add_text(k, v, step)
+
+  def flush(self) -> None:
+    if self._active:
+      self._jsonl.flush()
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._active:
+      self._jsonl.close()
+      self._tb.close()
+      self._active = False
+
+
+class Progress:
+  """A one-line progress report with rate and ETA, printed at log time."""
+
+  def __init__(self, first_step: int, num_steps: int):
+    self._first, self._num = first_step, num_steps
+    self._t0 = time.time()
+
+  def line(self, step: int) -> str:
+    elapsed = time.time() - self._t0
+    done = step - self._first
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (self._num - step) / rate if rate > 0 else float('nan')
+    return f'step {step}/{self._num} ({100.0 * step / self._num:.1f}%), {rate:.2f} steps/s, ETA {eta:.0f} s'
