@@ -11,7 +11,7 @@ import ml_collections
 from s2s_jax import config_lib
 
 # embed, hidden, train examples, eval examples, steps
-_SIZES = {'tiny': (16, 32, 2_000, 200, 40), 'small': (32, 128, 50_000, 2_000, 1_500),
+_SIZES = {'tiny': (16, 32, 2_000, 200, 40), 'small': (32, 128, 50_000, 2_000, 1_000),
           'base': (64, 256, 50_000, 2_000, 5_000)}
 
 

@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 import flax
-from flax.training import common_utils
 import jax
 
 from s2s_jax import checkpointing
 from s2s_jax import metrics as metrics_lib
+from s2s_jax import steps
 from s2s_jax.data import pipeline
 
 
@@ -23,16 +23,15 @@ class Evaluator:
   """Compiled eval/predict steps for one model, data and config."""
 
   def __init__(self, model, data: pipeline.TextData, config, writer):
-    from s2s_jax import train  # pylint: disable=g-import-not-at-top  (train imports this module)
     self.model, self.data, self.config, self.writer = model, data, config, writer
-    self.p_eval_step = jax.pmap(functools.partial(train.eval_step, model=model), axis_name='batch')
-    self.p_predict = train.make_predict_fn(model, config.decode, data.tgt_len)
+    self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
+    self.p_predict = steps.make_predict_fn(model, config.decode, data.tgt_len)
 
   def loss(self, params, split: str) -> dict[str, float]:
     """loss / perplexity / token_accuracy over a whole split (params replicated)."""
     total = None
     for batch, _ in pipeline.eval_batches(self.data, split, self.config.data.eval_batch_size):
-      sums = flax.jax_utils.unreplicate(self.p_eval_step(params, common_utils.shard(batch)))
+      sums = flax.jax_utils.unreplicate(self.p_eval_step(params, steps.shard_batch(batch)))
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
     return metrics_lib.finalize_token_sums(jax.device_get(total))
 
@@ -41,7 +40,7 @@ class Evaluator:
     hyps, scores = [], []
     start = time.time()
     for batch, n in pipeline.eval_batches(self.data, split, self.config.data.eval_batch_size, limit):
-      seqs, seq_scores = self.p_predict(params, common_utils.shard(batch))
+      seqs, seq_scores = self.p_predict(params, steps.shard_batch(batch))
       seqs, seq_scores = jax.device_get((seqs, seq_scores))
       seqs = seqs.reshape((-1,) + seqs.shape[2:])[:n, 0]
       hyps.extend(self.data.tgt_vocab.decode(s) for s in seqs)

@@ -1,0 +1,13 @@
+"""Generated task 'addition': add two decimal numbers written as 'a+b'.
+
+  python -m s2s_jax.main --config=experiments/tasks/addition.py --workdir=/tmp/s2s_addition
+  python -m s2s_jax.main --config=experiments/tasks/addition.py:size=tiny --workdir=/tmp/s2s_addition_tiny
+Expected: see the README's results table (test/exact_match).
+"""
+import ml_collections
+
+from s2s_jax import config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return config_lib.task_config('addition', arg)

@@ -1,0 +1,13 @@
+"""Generated task 'copy': copy the input sequence.
+
+  python -m s2s_jax.main --config=experiments/tasks/copy.py --workdir=/tmp/s2s_copy
+  python -m s2s_jax.main --config=experiments/tasks/copy.py:size=tiny --workdir=/tmp/s2s_copy_tiny
+Expected: see the README's results table (test/exact_match).
+"""
+import ml_collections
+
+from s2s_jax import config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return config_lib.task_config('copy', arg)
