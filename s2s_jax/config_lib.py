@@ -192,6 +192,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
   models.Seq2SeqConfig.from_dict(model).validate()
 
 
+def check_override_flags(argv: list[str]) -> None:
+  """Rejects `--config.a.b=v` flags naming no config field, listing the valid fields of that section.
+
+  Every experiment starts from base_config(), so the valid names are known before the experiment file is loaded;
+  this replaces ml_collections' bare AttributeError with the list of what exists.
+  """
+  base = _flatten(to_dict(base_config()))
+  sections = {k.rpartition('.')[0] for k in base}
+  for arg in argv[1:]:
+    if not arg.startswith('--config.'):
+      continue
+    key = arg[len('--config.'):].partition('=')[0]
+    if key in base or key in sections:
+      continue
+    section = key.rpartition('.')[0]
+    valid = sorted(k for k in base if k.rpartition('.')[0] == section) if section in sections else sorted(
+        sections - {''}) + sorted(k for k in base if '.' not in k)
+    raise SystemExit(f'Unknown config field {key!r} in {arg!r}; valid fields'
+                     f'{" of " + section if section in sections and section else ""}: {valid}')
+
+
 def model_config(config: ml_collections.ConfigDict) -> models.Seq2SeqConfig:
   cfg = models.Seq2SeqConfig.from_dict(to_dict(config.model))
   cfg.validate()

@@ -3,12 +3,15 @@
   python -m s2s_jax.main --config=experiments/default.py --workdir=/tmp/s2s_default
   python -m s2s_jax.main --config=experiments/default.py:size=tiny --workdir=DIR --config.optim.learning_rate=3e-3
 """
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 
+from s2s_jax import config_lib
 from s2s_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for config, checkpoints, metrics and evaluations.')
@@ -41,4 +44,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  config_lib.check_override_flags(sys.argv)
   app.run(main)

@@ -105,6 +105,22 @@ class TrainStepTest(parameterized.TestCase):
     _, sums = jax.jit(functools.partial(steps.train_step, axis_name=None))(state, batch)
     self.assertAlmostEqual(float(sums['loss_sum'] / sums['num_tokens']), _GOLDEN_FIRST_LOSS, places=4)
 
+  def test_a_sentence_decodes_the_same_alone_and_in_a_padded_batch(self):
+    model = _model(attention='luong', attention_score='general', input_feeding=True, cell='lstm')
+    state = steps.create_train_state(jax.random.PRNGKey(3), model, optax.sgd(0.1), 9, 6)
+    batch = _ragged_batch(batch_size=8, seed=1)
+    predict = jax.jit(functools.partial(steps.predict_step, model=model, beam_size=3, max_len=7, length_alpha=0.6))
+    seqs, scores = predict(state.params, batch)
+    self.assertEqual(seqs.shape, (8, 3, 7))
+    lengths = batch['inputs_mask'].sum(1)
+    for b in (0, 1, 2):
+      n = int(lengths[b])
+      alone = {'inputs': batch['inputs'][b:b + 1, :n], 'inputs_mask': batch['inputs_mask'][b:b + 1, :n],
+               'targets': batch['targets'][b:b + 1]}
+      seqs_b, scores_b = predict(state.params, alone)
+      np.testing.assert_array_equal(seqs_b[0], seqs[b])
+      np.testing.assert_allclose(scores_b[0], scores[b], atol=1e-5)
+
   def test_label_smoothing_raises_the_loss_of_a_confident_model(self):
     from s2s_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
     logits = jnp.array([[[10.0, 0.0, 0.0]]])

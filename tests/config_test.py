@@ -1,0 +1,144 @@
+"""Tests of experiment configs: every file builds for every size, round-trips through JSON, validates and trains."""
+import glob
+import importlib.util
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import ml_collections
+
+from s2s_jax import config_lib
+from s2s_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'experiments', '**', '*.py'),
+                                                                  recursive=True)
+                     if not os.path.basename(p).startswith('_') and '/sweeps/' not in p)
+
+
+def _load(path: str):
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0],
+                                                os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _case_name(path: str) -> str:
+  return path.replace('/', '_').replace('.py', '')
+
+
+class ExperimentFilesTest(parameterized.TestCase):
+
+  def test_the_fixed_names_exist(self):
+    for name in ('experiments/default.py', 'experiments/tasks/copy.py', 'experiments/tasks/reverse.py',
+                 'experiments/tasks/sort.py', 'experiments/tasks/addition.py'):
+      self.assertIn(name, EXPERIMENTS)
+
+  @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS])
+  def test_builds_for_every_size_and_round_trips(self, path):
+    module = _load(path)
+    self.assertIn('python -m s2s_jax.main', module.__doc__, 'the docstring opens with the command')
+    for size in config_lib.SIZES:
+      config = module.get_config(f'size={size}')
+      config_lib.validate(config)
+      again = ml_collections.ConfigDict(config_lib.to_dict(config))
+      config_lib.validate(again)
+      self.assertEqual(config_lib.to_dict(again), config_lib.to_dict(config))
+    self.assertEqual(config_lib.to_dict(module.get_config()), config_lib.to_dict(module.get_config(None)))
+    with self.assertRaisesRegex(ValueError, r"Unknown config arg 'sise'; known: \['size'\]"):
+      module.get_config('sise=tiny')
+
+  @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS])
+  def test_trains_at_size_tiny(self, path):
+    config = _load(path).get_config('size=tiny')
+    config.data.data_dir = self.create_tempdir().full_path
+    config.num_train_steps = 20
+    workdir = self.create_tempdir().full_path
+    train.train_and_evaluate(config, workdir)
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'DONE')))
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'eval_test.json')))
+
+
+def _config(**overrides):
+  c = config_lib.base_config()
+  for dotted, value in overrides.items():
+    section, _, key = dotted.rpartition('__')
+    (c[section] if section else c)[key] = value
+  return c
+
+
+class ValidationTest(parameterized.TestCase):
+
+  def test_base_config_is_valid(self):
+    config_lib.validate(config_lib.base_config())
+
+  @parameterized.named_parameters(
+      ('choice_attention', dict(model__attention='bahdanu'),
+       r"model.attention='bahdanu' is not one of \('none_init', 'none_concat', 'bahdanau', 'luong'\)"),
+      ('choice_cell', dict(model__cell='LSTM'), r"model.cell='LSTM' is not one of \('rnn', 'gru', 'lstm'\)"),
+      ('choice_optimizer', dict(optim__optimizer='adagrad'), r"optim.optimizer='adagrad' is not one of \('adam'"),
+      ('choice_schedule', dict(optim__schedule='linear'), r"optim.schedule='linear' is not one of"),
+      ('choice_metric', dict(eval__metric='accuracy'), r"eval.metric='accuracy' is not one of \('loss'"),
+      ('choice_mode', dict(eval__mode='maximum'), r"eval.mode='maximum' is not one of \('max', 'min'\)"),
+      ('choice_data', dict(data__name='wmt'), r"data.name='wmt' is not one of \('dates'"),
+      ('choice_tokenizer', dict(data__tokenizer='bpe'), r"data.tokenizer='bpe' is not one of \('char', 'word'\)"),
+      ('combination', dict(model__attention='bahdanau', model__input_feeding=True),
+       'input feeding exists only in the luong flow'),
+      ('dropout', dict(model__dropout_rate=1.5), r'dropout_rate must be in \[0, 1\)'),
+      ('beam', dict(decode__beam_size=0), 'decode.beam_size must be positive'),
+      ('batch', dict(data__batch_size=0), 'data.batch_size must be positive'),
+      ('hidden', dict(model__hidden_dim=-4), 'model.hidden_dim must be positive'),
+      ('learning_rate', dict(optim__learning_rate=-1.0), 'optim.learning_rate must be a finite number >= 0'),
+      ('smoothing', dict(optim__label_smoothing=1.0), r'optim.label_smoothing must be in \[0, 1\)'),
+      ('cadence', dict(log_every_steps=30, checkpoint_every_steps=100),
+       'checkpoint_every_steps=100 must be a multiple of log_every_steps=30'),
+      ('accumulation', dict(data__batch_size=10, optim__grad_accum_steps=4),
+       'must be a multiple of optim.grad_accum_steps=4'),
+      ('halving', dict(optim__schedule='halving'), 'halving needs optim.decay_every_steps > 0'),
+  )
+  def test_errors_name_the_field_and_the_choices(self, overrides, message):
+    with self.assertRaisesRegex(ValueError, message):
+      config_lib.validate(_config(**overrides))
+
+  def test_unknown_field_lists_the_valid_ones(self):
+    c = config_lib.base_config()
+    c.model.hiden_dim = 3
+    with self.assertRaisesRegex(ValueError, r"Unknown config field 'model.hiden_dim'; valid fields of model: .*"
+                                            r"'model.hidden_dim'"):
+      config_lib.validate(c)
+
+  def test_wrong_type(self):
+    c = config_lib.base_config()
+    c.unlock()
+    del c.model['hidden_dim']
+    c.model.hidden_dim = '128'
+    with self.assertRaisesRegex(ValueError, r"'model.hidden_dim' must be of type int, got '128'"):
+      config_lib.validate(c)
+
+  def test_override_flags_are_checked_against_the_fields(self):
+    config_lib.check_override_flags(['main', '--config.model.hidden_dim=3', '--workdir=x', '--config.seed=2'])
+    with self.assertRaisesRegex(SystemExit, r"Unknown config field 'model.hiden_dim'.*'model.hidden_dim'"):
+      config_lib.check_override_flags(['main', '--config.model.hiden_dim=3'])
+    with self.assertRaisesRegex(SystemExit, r"Unknown config field 'modle.cell'.*'model'"):
+      config_lib.check_override_flags(['main', '--config.modle.cell=gru'])
+
+  def test_parse_arg(self):
+    arg = config_lib.parse_arg('size=tiny,flag,n=3', size='small', flag=False, n=1)
+    self.assertEqual((arg.size, arg.flag, arg.n), ('tiny', True, 3))
+    self.assertFalse(config_lib.parse_arg('flag=false', flag=True).flag)
+    with self.assertRaisesRegex(ValueError, r"size='huge' is not one of \('tiny', 'small', 'base'\)"):
+      config_lib.parse_arg('size=huge', size='small')
+
+  def test_diff_ignores_resumable_fields(self):
+    a = config_lib.to_dict(config_lib.base_config())
+    b = config_lib.to_dict(config_lib.base_config())
+    b['num_train_steps'] = 5
+    b['data']['data_dir'] = '/elsewhere'
+    self.assertEqual(config_lib.diff(a, b), [])
+    b['model']['cell'] = 'gru'
+    self.assertEqual(config_lib.diff(a, b), ["model.cell: 'lstm' -> 'gru'"])
+
+
+if __name__ == '__main__':
+  absltest.main()
