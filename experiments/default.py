@@ -31,8 +31,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   if arg.size == 'tiny':
-    c.data.update(batch_size=16, eval_batch_size=64)
-    c.optim.warmup_steps = 5
-    c.update(log_every_steps=10, eval_every_steps=20, checkpoint_every_steps=20)
-    c.eval.num_decode_examples = 64
+    config_lib.shrink_cadence_to_tiny(c)
   return c

@@ -226,6 +226,14 @@ def diff(old: dict[str, Any], new: dict[str, Any], ignore=RESUMABLE) -> list[str
           for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
 
 
+def shrink_cadence_to_tiny(c: ml_collections.ConfigDict) -> None:
+  """Batches, warmup and cadence of every `size=tiny` config: small, divisible by 8 test devices, frequent."""
+  c.data.update(batch_size=16, eval_batch_size=64)
+  c.optim.warmup_steps = 5
+  c.update(log_every_steps=10, eval_every_steps=20, checkpoint_every_steps=20)
+  c.eval.num_decode_examples = 64
+
+
 # embed, hidden, layers, (min_len, max_len) or max_digits, train examples, eval examples, steps
 _TASK_SIZES = {
     'tiny': (16, 32, 1, (1, 6), 2, 2_000, 200, 40),
@@ -257,8 +265,5 @@ def task_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
   c.eval.update(metric='exact_match', mode='max', num_decode_examples=512)
   c.update(num_train_steps=num_steps, log_every_steps=100, eval_every_steps=1_000, checkpoint_every_steps=1_000)
   if arg.size == 'tiny':
-    c.data.update(batch_size=16, eval_batch_size=64)
-    c.optim.warmup_steps = 5
-    c.update(log_every_steps=10, eval_every_steps=20, checkpoint_every_steps=20)
-    c.eval.num_decode_examples = 64
+    shrink_cadence_to_tiny(c)
   return c
