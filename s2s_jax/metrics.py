@@ -69,7 +69,7 @@ def text_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str,
 def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
                    edges: Sequence[int] = (10, 20, 30, 40, 50, 60)) -> list[dict[str, Any]]:
   """Corpus BLEU per source-length bucket [min_len, max_len] (source tokens, EOS excluded); empty buckets omitted."""
-  bounds = [0, *edges, max([*src_lengths, edges[-1]]) + 1]
+  bounds = [0, *edges, max([*src_lengths, edges[-1]])]  # the last bucket ends at the longest source
   out = []
   for lo, hi in zip(bounds[:-1], bounds[1:]):
     idx = [i for i, n in enumerate(src_lengths) if lo < n <= hi or (lo == 0 and n == 0)]

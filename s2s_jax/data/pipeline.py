@@ -137,6 +137,11 @@ def prepare(data_config, vocab_dir: str | None = None) -> TextData:
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
     src_vocab, tgt_vocab = (vocab_lib.Vocab.load(p) for p in paths)
+    for vocab, path in zip((src_vocab, tgt_vocab), paths):
+      if (vocab.kind, vocab.lowercase) != (data_config.tokenizer, data_config.lowercase):
+        raise ValueError(f'{path} was built with tokenizer={vocab.kind!r}, lowercase={vocab.lowercase}, but the '
+                         f'config has data.tokenizer={data_config.tokenizer!r}, data.lowercase='
+                         f'{data_config.lowercase}; use a new workdir or delete the vocabulary files to rebuild them.')
   else:
     src_vocab, tgt_vocab = build_vocabs(raw['train'], data_config)
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):

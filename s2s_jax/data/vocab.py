@@ -89,5 +89,5 @@ class Vocab:
       with open(path, encoding='utf-8') as f:
         d = json.load(f)
       return cls(d['tokens'], d['kind'], d['lowercase'])
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:  # TypeError: valid JSON of the wrong shape
       raise ValueError(f'Cannot read the vocabulary {path}: {e}. Delete it to rebuild it from the data.') from e
