@@ -99,6 +99,11 @@ class VocabTest(parameterized.TestCase):
     v = vocab_lib.Vocab.build(['<unk> a </s> <pad>'], 'word')
     self.assertEqual(v.tokens, [*SPECIAL_TOKENS, 'a'])
 
+  def test_special_token_text_is_never_a_control_id(self):
+    v = vocab_lib.Vocab.build(['a b'], 'word')
+    self.assertEqual(v.encode('a </s> b <pad> <s>'), [4, UNK_ID, 5, UNK_ID, UNK_ID])
+    self.assertEqual(v.decode(v.encode('a </s> b')), 'a <unk> b')  # decoding does not stop at the literal
+
   @parameterized.parameters((1, 0, ['a', 'b', 'c', 'd']), (2, 0, ['a', 'b']), (3, 0, ['a']), (4, 0, []),
                             (1, 5, ['a']), (1, 6, ['a', 'b']), (1, 4, []), (1, 2, []), (2, 5, ['a']))
   def test_min_count_and_max_size(self, min_count, max_size, expected):
@@ -128,7 +133,7 @@ class VocabTest(parameterized.TestCase):
     v = vocab_lib.Vocab.build([text], 'word')
     ids = v.encode(text)
     self.assertLen(ids, len(text.split()))
-    if not set(text.split()) & set(SPECIAL_TOKENS):  # a literal '</s>' in the text is the EOS token
+    if not set(text.split()) & set(SPECIAL_TOKENS):  # a literal '</s>' in the text comes back as <unk>
       self.assertEqual(v.decode(ids), normalised)
 
   def test_word_round_trip_examples(self):

@@ -55,8 +55,12 @@ class Vocab:
     return list(text) if self.kind == 'char' else text.split()
 
   def encode(self, text: str) -> list[int]:
-    """Token ids of `text`, without BOS or EOS; unknown tokens map to UNK."""
-    return [self._ids.get(t, UNK_ID) for t in self.tokenize(text)]
+    """Token ids of `text`, without BOS or EOS; unknown tokens, and the text of special tokens, map to UNK.
+
+    A literal '</s>' or '<pad>' in the data is text, never a control id (it would otherwise end or hide a sequence).
+    """
+    num_special = len(SPECIAL_TOKENS)
+    return [i if (i := self._ids.get(t, UNK_ID)) >= num_special else UNK_ID for t in self.tokenize(text)]
 
   def decode(self, ids: Iterable[int]) -> str:
     """Text of `ids` up to the first EOS; PAD and BOS are dropped, UNK shows as <unk>."""
