@@ -1,39 +1,53 @@
-"""Model-agnostic beam search; greedy decoding is beam search with beam size 1.
+"""Model-agnostic beam search and sampling; greedy decoding is beam size 1.
 
-The decoder knows nothing about models. It calls a `StepFn`
+The decoders know nothing about models. They call a `StepFn`
 `(ids_N, dec_state) -> (logits_NxV, dec_state)` once per emitted token, with
-`N = B*K` rows laid out row-major: row `b*K + k` is beam `k` of batch row `b`.
-Anything the model needs besides the recurrent state (encoder memory, masks)
-is closed over by the step function, already tiled to `N` rows with
-`expand_to_beams`, so it never enters the loop carry.
+`N = B*K` rows laid out row-major: row `b*K + k` is beam (or sample) `k` of
+batch row `b`. Anything the model needs besides the recurrent state (encoder
+memory, masks) is closed over by the step function, already tiled to `N` rows
+with `expand_to_beams`, so it never enters the loop carry.
 
-Search: every step extends each live hypothesis by every token and keeps the
-top 2K of the K*V extensions. Those ending in EOS that rank among the top K
-finish (fairseq's rule, so beam 1 with `length_alpha=0` is exactly greedy);
-the best K that do not end in EOS stay live, so finishing never shrinks the
-beam. The loop stops at `max_len`, or once no live hypothesis of any row can
-beat that row's K-th finished one.
+Search: every step extends each live hypothesis by every allowed token and
+keeps the top 2K of the K*V extensions. Those ending in EOS that rank among the
+top K finish (fairseq's rule, so beam 1 with `length_alpha=0` is exactly
+greedy); the best K that do not end in EOS stay live, so finishing never
+shrinks the beam. The loop stops at `max_len`, or once no live hypothesis of
+any row can beat that row's K-th finished one.
 
 Contracts:
   * Outputs: `seqs_BxKxT` int32 (`T = max_len`) and `scores_BxK` float32,
-    sorted best FIRST within each batch row.
+    sorted best FIRST within each batch row (samples: in sample order).
   * A sequence excludes BOS, includes its EOS, and is padded with `pad_id` after
     it. The decoder never emits `pad_id` (its log-prob is forced to -inf, as in
     fairseq), so PAD appears only after EOS and `pad_id != eos_id` is required.
-  * Score of a finished hypothesis `y`: `sum_t log p(y_t) / lp(|y|)` with
-    `lp(L) = ((5 + L) / 6) ** length_alpha` (GNMT); `|y|` counts the EOS and
-    `length_alpha = 0` means no normalization. Log-probs are the model's own
-    (`log_softmax` in float32), not renormalized after masking PAD.
+  * Score of a finished hypothesis `y`: `sum_t log p(y_t) / lp(|y|) + cp(y)`
+    with `lp(L) = ((5 + L) / 6) ** length_alpha` (GNMT); `|y|` counts the EOS
+    and `length_alpha = 0` means no normalization. Log-probs are the model's
+    own (`log_softmax` in float32), never renormalized after masking tokens.
+    `cp` is the GNMT coverage penalty (0 unless `coverage_beta > 0`):
+    `beta * sum_i log(min(max(sum_t a_ti, 1e-6), 1))` over real source
+    positions i; the 1e-6 floor makes an unattended word cost a large finite
+    `beta * log(1e-6)` instead of -inf. It is added only when a hypothesis
+    finishes, never to the live log-probs that rank the search; as `cp <= 0`
+    the early-stop bound stays valid.
+  * Masks (beam search and sampling): no EOS while fewer than `min_len` tokens
+    precede it; at the step where a row reaches `row_max_len[b] < max_len`
+    tokens only EOS is allowed, so every hypothesis of that row has
+    `|y| <= row_max_len[b]`; with `no_repeat_ngram_size = n` no hypothesis
+    holds the same n tokens twice (BOS excluded, EOS counted).
   * A batch row without any finished hypothesis at `max_len` returns its live
     hypotheses scored with `|y| = max_len` (they contain no EOS). A row with
     fewer than K finished hypotheses returns them plus empty slots: score -inf,
-    all `pad_id`.
+    all `pad_id` (and zero attention); so does a row whose every hypothesis
+    has probability 0 (e.g. the model forbids EOS where its limit forces it).
 
-Shape suffixes: B batch, K beam, N = B*K, T = max_len, V vocab, M = 2K
-candidates.
+Shape suffixes: B batch, K beam (or sample), N = B*K, S source, T = max_len,
+V vocab, M = 2K candidates, C sampling candidates, W = T - n + 1 n-gram
+windows, P = n - 1.
 """
 # pylint: disable=invalid-name
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+import dataclasses
 from typing import Any
 
 import flax
@@ -45,6 +59,7 @@ PyTree = Any
 StepFn = Callable[[jax.Array, PyTree], tuple[jax.Array, PyTree]]
 
 NEG_INF = float('-inf')
+COVERAGE_FLOOR = 1e-6  # smallest coverage inside the log of the penalty
 
 
 @flax.struct.dataclass
@@ -57,17 +72,48 @@ class BeamState:
   done_seqs_BxKxT: jax.Array  # int32, EOS included, pad after
   done_score_BxK: jax.Array  # float32, length-normalized; -inf = empty slot
   dec_state: PyTree  # every leaf [B, K, ...]
+  live_cov_BxKxS: jax.Array | None = None  # summed attention; coverage only
+  live_attn_BxKxTxS: jax.Array | None = None  # per token; return_aux only
+  done_attn_BxKxTxS: jax.Array | None = None  # zeros after EOS; return_aux
+
+
+@flax.struct.dataclass
+class _SampleState:
+  """Loop carry of `sample`."""
+
+  t: jax.Array  # [] int32
+  seqs_BxKxT: jax.Array  # int32, pad after EOS
+  logp_BxK: jax.Array  # float32, summed untempered log-probs
+  alive_BxK: jax.Array  # bool, no EOS yet
+  dec_state: PyTree  # every leaf [B, K, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """Static decoding options, plus the traced per-row inputs they need."""
+
+  bos_id: int
+  eos_id: int
+  pad_id: int
+  max_len: int
+  length_alpha: float = 0.0
+  min_len: int = 0
+  no_repeat_ngram_size: int = 0
+  coverage_beta: float = 0.0
+  return_aux: bool = False
+  row_limit_B: jax.Array | None = None  # int32 in [min_len + 1, max_len]
+  source_mask_BxS: jax.Array | None = None  # float32
 
 
 def expand_to_beams(tree: PyTree, beam_size: int) -> PyTree:
   """Tiles every leaf `[B, ...] -> [B*K, ...]`, row `b*K + k` = row `b`.
 
   Use it for whatever the step function closes over (encoder memory, masks),
-  so that its rows line up with the `N = B*K` rows `beam_search` passes.
+  so that its rows line up with the `N = B*K` rows the decoders pass.
 
   Args:
     tree: pytree of arrays with leading dimension B.
-    beam_size: K.
+    beam_size: K (or `num_samples`).
 
   Returns:
     The same pytree with every leaf repeated K times along axis 0.
@@ -105,39 +151,99 @@ def _length_penalty(length: jax.Array | int, alpha: float) -> jax.Array:
   return ((5.0 + length) / 6.0) ** alpha
 
 
-def _init_state(init_state: PyTree, batch_size: int, beam_size: int,
-                max_len: int, pad_id: int) -> BeamState:
-  """Beam 0 alive (log-prob 0), the others -inf so hypotheses stay distinct."""
-  shape = (batch_size, beam_size, max_len)
-  live_logp_BxK = jnp.full((batch_size, beam_size), NEG_INF, jnp.float32)
-  return BeamState(
-      t=jnp.zeros((), jnp.int32),
-      live_seqs_BxKxT=jnp.full(shape, pad_id, jnp.int32),
-      live_logp_BxK=live_logp_BxK.at[:, 0].set(0.0),
-      done_seqs_BxKxT=jnp.full(shape, pad_id, jnp.int32),
-      done_score_BxK=jnp.full((batch_size, beam_size), NEG_INF, jnp.float32),
-      dec_state=_tile_beams(init_state, beam_size))
+def _coverage_penalty(cov_BxMxS: jax.Array, opts: _Options) -> jax.Array:
+  """GNMT beta * sum_i log(min(cov_i, 1)) over real positions, floored."""
+  log_cov_BxMxS = jnp.log(jnp.clip(cov_BxMxS, COVERAGE_FLOOR, 1.0))
+  mask_Bx1xS = opts.source_mask_BxS[:, None, :]
+  return opts.coverage_beta * jnp.sum(log_cov_BxMxS * mask_Bx1xS, axis=-1)
 
 
-def _step_log_probs(step_fn: StepFn, state: BeamState, bos_id: int,
-                    pad_id: int) -> tuple[jax.Array, PyTree]:
-  """Runs the model: (summed log-probs [B, K, V], new state [B, K, ...])."""
-  batch_size = state.live_logp_BxK.shape[0]
+def _repeated_ngram_mask(seqs_BxKxT: jax.Array, t: jax.Array, n: int,
+                         vocab_size: int) -> jax.Array:
+  """bool [B, K, V]: tokens that would repeat an n-gram of tokens [0, t)."""
+  batch_size, beam_size, max_len = seqs_BxKxT.shape
+  num_windows = max_len - n + 1  # window j: tokens j .. j+n-1
+  if num_windows < 1:
+    return jnp.zeros((batch_size, beam_size, vocab_size), bool)
+  seqs_NxT = seqs_BxKxT.reshape(-1, max_len)
+  # The n-1 tokens before position t (clamped when t < n-1: no window is
+  # complete then, so no token is banned).
+  suffix_NxP = lax.dynamic_slice_in_dim(seqs_NxT, t - (n - 1), n - 1, axis=1)
+  # Window j is complete (its last token emitted) when j + n - 1 < t.
+  complete_W = jnp.arange(num_windows) + n - 1 < t
+  match_NxW = jnp.broadcast_to(complete_W[None], (len(seqs_NxT), num_windows))
+  for i in range(n - 1):  # static: compares every window at once
+    match_NxW &= seqs_NxT[:, i:i + num_windows] == suffix_NxP[:, i:i + 1]
+  banned_NxW = jnp.where(match_NxW, seqs_NxT[:, n - 1:], vocab_size)
+  rows_NxW = jnp.broadcast_to(jnp.arange(len(seqs_NxT))[:, None],
+                              banned_NxW.shape)
+  mask_NxV = jnp.zeros((len(seqs_NxT), vocab_size), bool).at[
+      rows_NxW, banned_NxW].set(True, mode='drop')  # vocab_size: no ban
+  return mask_NxV.reshape(batch_size, beam_size, vocab_size)
+
+
+def _mask_tokens(logp_BxKxV: jax.Array, seqs_BxKxT: jax.Array, t: jax.Array,
+                 opts: _Options) -> jax.Array:
+  """-inf for PAD and for whatever min_len, row limits and n-grams forbid."""
+  logp_BxKxV = logp_BxKxV.at[..., opts.pad_id].set(NEG_INF)
+  vocab_size = logp_BxKxV.shape[-1]
+  if opts.min_len > 0:
+    logp_BxKxV = logp_BxKxV.at[..., opts.eos_id].set(jnp.where(
+        t < opts.min_len, NEG_INF, logp_BxKxV[..., opts.eos_id]))
+  if opts.row_limit_B is not None:
+    # Rows limited to max_len keep the plain behaviour (fallback at the end).
+    limit_B = opts.row_limit_B
+    at_limit_Bx1x1 = ((t + 1 >= limit_B) & (limit_B < opts.max_len))[
+        :, None, None]
+    not_eos_1x1xV = (jnp.arange(vocab_size) != opts.eos_id)[None, None]
+    logp_BxKxV = jnp.where(at_limit_Bx1x1 & not_eos_1x1xV, NEG_INF,
+                           logp_BxKxV)
+  if opts.no_repeat_ngram_size > 0:
+    banned_BxKxV = _repeated_ngram_mask(
+        seqs_BxKxT, t, opts.no_repeat_ngram_size, vocab_size)
+    logp_BxKxV = jnp.where(banned_BxKxV, NEG_INF, logp_BxKxV)
+  return logp_BxKxV
+
+
+def _next_log_probs(step_fn: StepFn, seqs_BxKxT: jax.Array, t: jax.Array,
+                    dec_state: PyTree,
+                    opts: _Options) -> tuple[jax.Array, PyTree]:
+  """Runs the model on the last tokens: masked log-probs [B, K, V], state."""
+  batch_size = seqs_BxKxT.shape[0]
   prev_BxK = lax.dynamic_index_in_dim(
-      state.live_seqs_BxKxT, jnp.maximum(state.t - 1, 0), axis=2,
-      keepdims=False)
-  ids_BxK = jnp.where(state.t == 0, bos_id, prev_BxK).astype(jnp.int32)
+      seqs_BxKxT, jnp.maximum(t - 1, 0), axis=2, keepdims=False)
+  ids_BxK = jnp.where(t == 0, opts.bos_id, prev_BxK).astype(jnp.int32)
   logits_NxV, dec_state_N = step_fn(
-      ids_BxK.reshape(-1), _flatten_beams(state.dec_state))
+      ids_BxK.reshape(-1), _flatten_beams(dec_state))
   logp_NxV = jax.nn.log_softmax(logits_NxV.astype(jnp.float32), axis=-1)
   # Masking after log_softmax keeps scores equal to the model's log-probs.
-  logp_NxV = logp_NxV.at[:, pad_id].set(NEG_INF)
-  logp_BxKxV = _unflatten_beams(logp_NxV, batch_size)
-  live_logp_BxKx1 = state.live_logp_BxK[..., None]
-  # Dead slots stay dead whatever the model returns for their (arbitrary) ids.
-  total_BxKxV = jnp.where(
-      live_logp_BxKx1 > NEG_INF, logp_BxKxV + live_logp_BxKx1, NEG_INF)
-  return total_BxKxV, _unflatten_beams(dec_state_N, batch_size)
+  logp_BxKxV = _mask_tokens(_unflatten_beams(logp_NxV, batch_size),
+                            seqs_BxKxT, t, opts)
+  return logp_BxKxV, _unflatten_beams(dec_state_N, batch_size)
+
+
+def _init_state(init_state: PyTree, batch_size: int, beam_size: int,
+                opts: _Options) -> BeamState:
+  """Beam 0 alive (log-prob 0), the others -inf so hypotheses stay distinct."""
+  shape = (batch_size, beam_size, opts.max_len)
+  live_logp_BxK = jnp.full((batch_size, beam_size), NEG_INF, jnp.float32)
+  aux = {}
+  if opts.source_mask_BxS is not None:
+    cov_BxKxS = jnp.zeros((batch_size, beam_size) +
+                          opts.source_mask_BxS.shape[1:], jnp.float32)
+    if opts.coverage_beta > 0:
+      aux['live_cov_BxKxS'] = cov_BxKxS
+    if opts.return_aux:
+      attn_BxKxTxS = jnp.zeros(shape + cov_BxKxS.shape[2:], jnp.float32)
+      aux.update(live_attn_BxKxTxS=attn_BxKxTxS,
+                 done_attn_BxKxTxS=attn_BxKxTxS)
+  return BeamState(
+      t=jnp.zeros((), jnp.int32),
+      live_seqs_BxKxT=jnp.full(shape, opts.pad_id, jnp.int32),
+      live_logp_BxK=live_logp_BxK.at[:, 0].set(0.0),
+      done_seqs_BxKxT=jnp.full(shape, opts.pad_id, jnp.int32),
+      done_score_BxK=jnp.full((batch_size, beam_size), NEG_INF, jnp.float32),
+      dec_state=_tile_beams(init_state, beam_size), **aux)
 
 
 def _top_candidates(
@@ -155,86 +261,142 @@ def _top_candidates(
   return logp_BxM, seqs_BxMxT, token_BxM, parent_BxM
 
 
-def _merge_done(state: BeamState, new_score_BxK: jax.Array,
-                new_seqs_BxKxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _candidate_aux(state: BeamState, dec_state: PyTree, parent_BxM: jax.Array,
+                   opts: _Options) -> dict[str, jax.Array]:
+  """Coverage ('cov') and attention history ('attn') of each candidate."""
+  if opts.source_mask_BxS is None:
+    return {}
+  # The attention that produced this step's token, zero on source padding.
+  attn_BxKxS = (dec_state['attention'].astype(jnp.float32) *
+                opts.source_mask_BxS[:, None, :])
+  aux = {}
+  if state.live_cov_BxKxS is not None:
+    aux['cov'] = _gather_beams(state.live_cov_BxKxS + attn_BxKxS, parent_BxM)
+  if state.live_attn_BxKxTxS is not None:
+    hist_BxKxTxS = state.live_attn_BxKxTxS.at[:, :, state.t].set(attn_BxKxS)
+    aux['attn'] = _gather_beams(hist_BxKxTxS, parent_BxM)
+  return aux
+
+
+def _merge_done(done_score_BxK: jax.Array, done: PyTree,
+                new_score_BxK: jax.Array, new: PyTree) -> tuple[jax.Array,
+                                                               PyTree]:
   """Keeps the K best of old and new finished hypotheses (old first on ties)."""
-  beam_size = state.done_score_BxK.shape[1]
-  score_Bx2K = jnp.concatenate([state.done_score_BxK, new_score_BxK], axis=1)
-  seqs_Bx2KxT = jnp.concatenate(
-      [state.done_seqs_BxKxT, new_seqs_BxKxT], axis=1)
+  beam_size = done_score_BxK.shape[1]
+  score_Bx2K = jnp.concatenate([done_score_BxK, new_score_BxK], axis=1)
+  both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), done, new)
   score_BxK, idx_BxK = lax.top_k(score_Bx2K, beam_size)
-  return _gather_beams(seqs_Bx2KxT, idx_BxK), score_BxK
+  return score_BxK, _gather_beams(both, idx_BxK)
 
 
-def _beam_step(state: BeamState, step_fn: StepFn, *, bos_id: int, eos_id: int,
-               pad_id: int, length_alpha: float) -> BeamState:
+def _beam_step(state: BeamState, step_fn: StepFn,
+               opts: _Options) -> BeamState:
   """One token for every hypothesis: grow, then split into done and live."""
   beam_size = state.live_logp_BxK.shape[1]
-  total_BxKxV, dec_state = _step_log_probs(step_fn, state, bos_id, pad_id)
+  logp_BxKxV, dec_state = _next_log_probs(
+      step_fn, state.live_seqs_BxKxT, state.t, state.dec_state, opts)
+  live_logp_BxKx1 = state.live_logp_BxK[..., None]
+  # Dead slots stay dead whatever the model returns for their (arbitrary) ids.
+  total_BxKxV = jnp.where(
+      live_logp_BxKx1 > NEG_INF, logp_BxKxV + live_logp_BxKx1, NEG_INF)
   # 2K candidates hold at least K non-EOS ones (one EOS per parent at most).
   num_candidates = min(2 * beam_size, total_BxKxV.shape[1] *
                        total_BxKxV.shape[2])
   logp_BxM, seqs_BxMxT, token_BxM, parent_BxM = _top_candidates(
       total_BxKxV, state.live_seqs_BxKxT, state.t, num_candidates)
-  is_eos_BxM = token_BxM == eos_id
+  aux_BxM = _candidate_aux(state, dec_state, parent_BxM, opts)
+  is_eos_BxM = token_BxM == opts.eos_id
   # As in fairseq, only EOS among the top K extensions finishes (so beam 1 is
   # exactly greedy); a dead (-inf) slot that picks EOS never finishes.
   finishes_BxK = (is_eos_BxM & (logp_BxM > NEG_INF))[:, :beam_size]
-  new_score_BxK = jnp.where(
-      finishes_BxK,
-      logp_BxM[:, :beam_size] / _length_penalty(state.t + 1, length_alpha),
-      NEG_INF)
-  done_seqs_BxKxT, done_score_BxK = _merge_done(
-      state, new_score_BxK, seqs_BxMxT[:, :beam_size])
+  new_score_BxK = logp_BxM[:, :beam_size] / _length_penalty(
+      state.t + 1, opts.length_alpha)
+  if 'cov' in aux_BxM:
+    new_score_BxK += _coverage_penalty(aux_BxM['cov'][:, :beam_size], opts)
+  new_score_BxK = jnp.where(finishes_BxK, new_score_BxK, NEG_INF)
+  new_done = {'seqs': seqs_BxMxT[:, :beam_size]}
+  done = {'seqs': state.done_seqs_BxKxT}
+  if 'attn' in aux_BxM:
+    new_done['attn'] = aux_BxM['attn'][:, :beam_size]
+    done['attn'] = state.done_attn_BxKxTxS
+  done_score_BxK, done = _merge_done(state.done_score_BxK, done,
+                                     new_score_BxK, new_done)
   live_logp_BxK, live_idx_BxK = lax.top_k(
       jnp.where(is_eos_BxM, NEG_INF, logp_BxM), beam_size)
   parent_BxK = jnp.take_along_axis(parent_BxM, live_idx_BxK, axis=1)
+  live = _gather_beams({'seqs': seqs_BxMxT, **aux_BxM}, live_idx_BxK)
   return BeamState(
       t=state.t + 1,
-      live_seqs_BxKxT=_gather_beams(seqs_BxMxT, live_idx_BxK),
+      live_seqs_BxKxT=live['seqs'],
       live_logp_BxK=live_logp_BxK,
-      done_seqs_BxKxT=done_seqs_BxKxT,
+      done_seqs_BxKxT=done['seqs'],
       done_score_BxK=done_score_BxK,
-      dec_state=_gather_beams(dec_state, parent_BxK))
+      dec_state=_gather_beams(dec_state, parent_BxK),
+      live_cov_BxKxS=live.get('cov'),
+      live_attn_BxKxTxS=live.get('attn'),
+      done_attn_BxKxTxS=done.get('attn'))
 
 
-def _not_finished(state: BeamState, *, max_len: int,
-                  length_alpha: float) -> jax.Array:
+def _not_finished(state: BeamState, opts: _Options) -> jax.Array:
   """False at max_len or once every row is finished (see the bound below)."""
-  # Log-probs only decrease, so a live beam's best possible final score is its
-  # log-prob over the largest penalty among the lengths still reachable.
-  max_penalty = jnp.maximum(_length_penalty(state.t + 1, length_alpha),
-                            _length_penalty(max_len, length_alpha))
+  # Log-probs only decrease and cp <= 0, so a live beam's best possible final
+  # score is its log-prob over the largest penalty among the reachable lengths.
+  max_penalty = jnp.maximum(_length_penalty(state.t + 1, opts.length_alpha),
+                            _length_penalty(opts.max_len, opts.length_alpha))
   best_bound_B = jnp.max(state.live_logp_BxK, axis=1) / max_penalty
   worst_done_B = jnp.min(state.done_score_BxK, axis=1)
   # With an empty done slot (-inf) a row finishes only when no beam is alive.
   row_finished_B = best_bound_B <= worst_done_B
-  return (state.t < max_len) & ~jnp.all(row_finished_B)
+  return (state.t < opts.max_len) & ~jnp.all(row_finished_B)
 
 
-def _finalize(state: BeamState, *, max_len: int, pad_id: int,
-              length_alpha: float) -> tuple[jax.Array, jax.Array]:
+def _finalize(state: BeamState, opts: _Options) -> tuple[jax.Array, ...]:
   """Done hypotheses, or live ones for rows that never finished; best first."""
   beam_size = state.done_score_BxK.shape[1]
-  has_done_Bx1 = jnp.max(state.done_score_BxK, axis=1, keepdims=True) > NEG_INF
-  fallback_BxK = state.live_logp_BxK / _length_penalty(max_len, length_alpha)
-  scores_BxK = jnp.where(has_done_Bx1, state.done_score_BxK, fallback_BxK)
-  seqs_BxKxT = jnp.where(has_done_Bx1[..., None], state.done_seqs_BxKxT,
-                         state.live_seqs_BxKxT)
+  has_done_B = jnp.max(state.done_score_BxK, axis=1) > NEG_INF
+  fallback_BxK = state.live_logp_BxK / _length_penalty(opts.max_len,
+                                                       opts.length_alpha)
+  if state.live_cov_BxKxS is not None:  # dead slots may hold NaN coverage
+    fallback_BxK = jnp.where(
+        fallback_BxK > NEG_INF,
+        fallback_BxK + _coverage_penalty(state.live_cov_BxKxS, opts), NEG_INF)
+  # None leaves (no attention kept) are empty subtrees and pass through.
+  done = (state.done_score_BxK, state.done_seqs_BxKxT, state.done_attn_BxKxTxS)
+  live = (fallback_BxK, state.live_seqs_BxKxT, state.live_attn_BxKxTxS)
+  pick = lambda d, l: jnp.where(_expand_as(has_done_B, d), d, l)
+  scores_BxK, *out = jax.tree.map(pick, done, live)
   scores_BxK, order_BxK = lax.top_k(scores_BxK, beam_size)
-  seqs_BxKxT = _gather_beams(seqs_BxKxT, order_BxK)
-  seqs_BxKxT = jnp.where(scores_BxK[..., None] > NEG_INF, seqs_BxKxT, pad_id)
-  return seqs_BxKxT.astype(jnp.int32), scores_BxK.astype(jnp.float32)
+  seqs_BxKxT, attn_BxKxTxS = _gather_beams(out, order_BxK)
+  valid_BxK = scores_BxK > NEG_INF
+  seqs_BxKxT = jnp.where(_expand_as(valid_BxK, seqs_BxKxT), seqs_BxKxT,
+                         opts.pad_id)
+  if attn_BxKxTxS is not None:  # NaN-safe: dead slots may hold anything
+    attn_BxKxTxS = jnp.where(_expand_as(valid_BxK, attn_BxKxTxS),
+                             attn_BxKxTxS, 0.0)
+  return (seqs_BxKxT.astype(jnp.int32), scores_BxK.astype(jnp.float32),
+          attn_BxKxTxS)
+
+
+def _expand_as(x: jax.Array, like: jax.Array) -> jax.Array:
+  """Appends unit axes to `x` up to the rank of `like` (for jnp.where)."""
+  return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
 
 
 def _check_args(init_state: PyTree, *, batch_size: int, beam_size: int,
-                max_len: int, eos_id: int, pad_id: int) -> None:
+                max_len: int, eos_id: int, pad_id: int, min_len: int,
+                row_max_len: jax.Array | None,
+                beam_name: str = 'beam_size') -> None:
   """Raises ValueError on arguments the static-shape loop cannot handle."""
   if batch_size < 1 or beam_size < 1 or max_len < 1:
-    raise ValueError(f'batch_size={batch_size}, beam_size={beam_size} and '
+    raise ValueError(f'batch_size={batch_size}, {beam_name}={beam_size} and '
                      f'max_len={max_len} must all be >= 1.')
   if pad_id == eos_id:
     raise ValueError(f'pad_id and eos_id must differ, both are {pad_id}.')
+  if not 0 <= min_len < max_len:
+    raise ValueError(f'min_len={min_len} must be in [0, max_len={max_len}).')
+  if row_max_len is not None and jnp.shape(row_max_len) != (batch_size,):
+    raise ValueError(f'row_max_len has shape {jnp.shape(row_max_len)}; '
+                     f'expected (batch_size,) = ({batch_size},).')
   for path, leaf in jax.tree_util.tree_leaves_with_path(init_state):
     if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch_size:
       raise ValueError(
@@ -243,41 +405,201 @@ def _check_args(init_state: PyTree, *, batch_size: int, beam_size: int,
           f'batch_size={batch_size}.')
 
 
-def beam_search(step_fn: StepFn, init_state: PyTree, *, batch_size: int,
-                beam_size: int, max_len: int, bos_id: int, eos_id: int,
-                pad_id: int = 0,
-                length_alpha: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def _check_beam_options(init_state: PyTree, source_mask: jax.Array | None, *,
+                        batch_size: int, no_repeat_ngram_size: int,
+                        coverage_beta: float, return_aux: bool) -> None:
+  """Coverage and return_aux read init_state['attention'] and source_mask."""
+  if no_repeat_ngram_size < 0:
+    raise ValueError(
+        f'no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0.')
+  if coverage_beta < 0:
+    raise ValueError(f'coverage_beta={coverage_beta} must be >= 0 (the '
+                     'penalty must not reward lack of coverage).')
+  if not (coverage_beta > 0 or return_aux):
+    return
+  mask_shape = None if source_mask is None else jnp.shape(source_mask)
+  if mask_shape is None or len(mask_shape) != 2 or (
+      mask_shape[0] != batch_size):
+    raise ValueError('coverage_beta > 0 and return_aux need source_mask of '
+                     f'shape [batch_size={batch_size}, S], got {mask_shape}.')
+  shape = (batch_size, mask_shape[1])
+  if not isinstance(init_state, Mapping) or 'attention' not in init_state or (
+      jnp.shape(init_state['attention']) != shape):
+    raise ValueError('coverage_beta > 0 and return_aux need a dict init_state '
+                     f"with an init_state['attention'] leaf of shape {shape}.")
+
+
+def _make_options(*, max_len: int, min_len: int,
+                  row_max_len: jax.Array | None,
+                  source_mask: jax.Array | None, **static) -> _Options:
+  """Static options plus traced row limits (clipped) and source mask."""
+  if row_max_len is not None:  # min_len wins over a smaller row limit
+    row_max_len = jnp.clip(jnp.asarray(row_max_len, jnp.int32), min_len + 1,
+                           max_len)
+  if source_mask is not None:
+    source_mask = jnp.asarray(source_mask, jnp.float32)
+  return _Options(max_len=max_len, min_len=min_len, row_limit_B=row_max_len,
+                  source_mask_BxS=source_mask, **static)
+
+
+def beam_search(
+    step_fn: StepFn, init_state: PyTree, *, batch_size: int, beam_size: int,
+    max_len: int, bos_id: int, eos_id: int, pad_id: int = 0,
+    length_alpha: float = 0.0, min_len: int = 0,
+    row_max_len: jax.Array | None = None, no_repeat_ngram_size: int = 0,
+    coverage_beta: float = 0.0, source_mask: jax.Array | None = None,
+    return_aux: bool = False) -> tuple[Any, ...]:
   """Beam search over `step_fn`; `beam_size=1` is greedy decoding.
 
   Static shapes throughout (one `lax.while_loop`), so it can be jitted with
   `functools.partial(beam_search, step_fn, batch_size=..., ...)` and reused for
-  new `init_state` values without retracing. The module docstring states the
-  output contract (sort order, EOS/PAD layout, scores).
+  new `init_state`, `row_max_len` and `source_mask` values without retracing.
+  The module docstring states the output contract (sort order, EOS/PAD layout,
+  scores, masks). The defaults reproduce plain beam search exactly.
 
   Args:
     step_fn: `(ids int32[N], state) -> (logits [N, V], new_state)` with
       `N = batch_size * beam_size`; state leaves are `[N, ...]`. The first call
       gets `bos_id` in every row. Logits may be any float dtype.
-    init_state: decoder state, every leaf `[batch_size, ...]`; tiled to beams
-      inside (rows ordered as `expand_to_beams` orders them).
+    init_state: decoder state, every leaf `[batch_size, ...]`, tiled to beams
+      inside as `expand_to_beams` tiles. Coverage and `return_aux` need a dict
+      with an `'attention'` leaf `[B, S]` that each step replaces by the
+      attention (`[N, S]`) behind that step's token.
     batch_size: B.
     beam_size: K; may exceed the vocabulary (surplus slots come back as -inf).
     max_len: T, the most tokens per hypothesis, EOS included.
-    bos_id: id fed at the first step; never part of the output.
-    eos_id: id that ends a hypothesis.
-    pad_id: id filling the output after EOS; never generated.
+    bos_id, eos_id, pad_id: fed first (never output); ends a hypothesis; fills
+      the output after EOS (never generated).
     length_alpha: GNMT length-penalty exponent; 0 means raw log-prob sums.
+    min_len: static; no EOS while fewer than `min_len` tokens were emitted.
+    row_max_len: optional int32 `[B]` limit on |y| (EOS included), clipped to
+      `[min_len + 1, max_len]`; below `max_len` a row must emit EOS there.
+    no_repeat_ngram_size: static n (0 = off); no n-gram occurs twice.
+    coverage_beta: static GNMT coverage-penalty weight (0 = off).
+    source_mask: `[B, S]`, 1 on real source positions (coverage, return_aux).
+    return_aux: also return `{'attention': float32[B, K, max_len, S]}` behind
+      every returned token (zero after EOS, on padding and in empty slots).
 
   Returns:
-    `(seqs int32[B, K, max_len], scores float32[B, K])`, best FIRST per row.
+    `(seqs int32[B, K, max_len], scores float32[B, K])`, best FIRST per row,
+    plus the aux dict when `return_aux`.
   """
   _check_args(init_state, batch_size=batch_size, beam_size=beam_size,
-              max_len=max_len, eos_id=eos_id, pad_id=pad_id)
-  state = _init_state(init_state, batch_size, beam_size, max_len, pad_id)
+              max_len=max_len, eos_id=eos_id, pad_id=pad_id, min_len=min_len,
+              row_max_len=row_max_len)
+  _check_beam_options(
+      init_state, source_mask, batch_size=batch_size, return_aux=return_aux,
+      no_repeat_ngram_size=no_repeat_ngram_size, coverage_beta=coverage_beta)
+  opts = _make_options(
+      bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, max_len=max_len,
+      length_alpha=length_alpha, min_len=min_len, row_max_len=row_max_len,
+      no_repeat_ngram_size=no_repeat_ngram_size, coverage_beta=coverage_beta,
+      return_aux=return_aux,
+      source_mask=source_mask if coverage_beta > 0 or return_aux else None)
+  state = _init_state(init_state, batch_size, beam_size, opts)
+  state = lax.while_loop(lambda s: _not_finished(s, opts),
+                         lambda s: _beam_step(s, step_fn, opts), state)
+  seqs_BxKxT, scores_BxK, attn_BxKxTxS = _finalize(state, opts)
+  if return_aux:
+    return seqs_BxKxT, scores_BxK, {'attention': attn_BxKxTxS}
+  return seqs_BxKxT, scores_BxK
+
+
+def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *,
+                   temperature: float, top_k: int, top_p: float) -> jax.Array:
+  """Draws from softmax(logp / temperature) cut to top_k, then to top_p."""
+  if temperature == 0:  # the limit: greedy
+    return jnp.argmax(logp_BxKxV, axis=-1).astype(jnp.int32)
+  logits_BxKxC, idx_BxKxC = logp_BxKxV / temperature, None
+  if top_k > 0 or top_p < 1.0:  # C candidates, most likely first
+    vocab_size = logp_BxKxV.shape[-1]
+    logits_BxKxC, idx_BxKxC = lax.top_k(
+        logits_BxKxC, min(top_k or vocab_size, vocab_size))
+  if top_p < 1.0:  # nucleus: keep tokens whose more likely ones hold < top_p
+    probs_BxKxC = jax.nn.softmax(logits_BxKxC, axis=-1)
+    before_BxKxC = jnp.cumsum(probs_BxKxC, axis=-1) - probs_BxKxC
+    keep_BxKxC = (before_BxKxC < top_p).at[..., 0].set(True)
+    logits_BxKxC = jnp.where(keep_BxKxC, logits_BxKxC, NEG_INF)
+  choice_BxK = jax.random.categorical(rng, logits_BxKxC, axis=-1)
+  if idx_BxKxC is not None:
+    choice_BxK = jnp.take_along_axis(idx_BxKxC, choice_BxK[..., None],
+                                     axis=-1)[..., 0]
+  return choice_BxK.astype(jnp.int32)
+
+
+def _sample_step(state: _SampleState, step_fn: StepFn, rng: jax.Array,
+                 opts: _Options, **sampling) -> _SampleState:
+  """One token for every unfinished sample; PAD after EOS."""
+  logp_BxKxV, dec_state = _next_log_probs(
+      step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
+  token_BxK = _sample_tokens(rng, logp_BxKxV, **sampling)
+  token_logp_BxK = jnp.take_along_axis(
+      logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
+  # Only when every allowed token has probability 0: end there, score -inf.
+  token_BxK = jnp.where(token_logp_BxK > NEG_INF, token_BxK, opts.eos_id)
+  token_BxK = jnp.where(state.alive_BxK, token_BxK, opts.pad_id)
+  return _SampleState(
+      t=state.t + 1,
+      seqs_BxKxT=state.seqs_BxKxT.at[:, :, state.t].set(token_BxK),
+      logp_BxK=state.logp_BxK + jnp.where(state.alive_BxK, token_logp_BxK,
+                                          0.0),
+      alive_BxK=state.alive_BxK & (token_BxK != opts.eos_id),
+      dec_state=dec_state)
+
+
+def sample(step_fn: StepFn, init_state: PyTree, rng: jax.Array, *,
+           batch_size: int, max_len: int, bos_id: int, eos_id: int,
+           pad_id: int = 0, num_samples: int = 1, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, min_len: int = 0,
+           row_max_len: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Ancestral sampling over `step_fn` (same contract as `beam_search`).
+
+  Each batch row is tiled `num_samples` times as beams are (close over
+  `expand_to_beams(..., num_samples)`). Every step draws from
+  `softmax(logp / temperature)` restricted to the `top_k` most likely tokens
+  (0 = all) and then to the smallest most-likely-first set whose (tempered,
+  top-k renormalized) probability reaches `top_p`; the most likely token is
+  always kept. PAD is never drawn; `min_len` and `row_max_len` mask as in
+  `beam_search`. A sample stops at EOS (PAD after it) or at `max_len`. Draws
+  depend only on `rng` (folded in with the step), so they are reproducible.
+
+  Args:
+    step_fn, init_state, batch_size, max_len, bos_id, eos_id, pad_id, min_len,
+      row_max_len: as in `beam_search`.
+    rng: PRNG key.
+    num_samples: samples per batch row.
+    temperature: > 0 divides the log-probs; 0 means argmax (greedy).
+    top_k: keep the k most likely tokens; 0 keeps all.
+    top_p: nucleus mass in (0, 1]; 1 keeps all.
+
+  Returns:
+    `(seqs int32[B, num_samples, max_len], scores float32[B, num_samples])` in
+    sample order; a score is the sum of the model's own UNtempered log-probs
+    of the sampled tokens (EOS included), not length-normalized. A sample
+    whose allowed tokens all have probability 0 ends there with EOS, -inf.
+  """
+  _check_args(init_state, batch_size=batch_size, beam_size=num_samples,
+              max_len=max_len, eos_id=eos_id, pad_id=pad_id, min_len=min_len,
+              row_max_len=row_max_len, beam_name='num_samples')
+  for name, value, ok, want in [
+      ('temperature', temperature, temperature >= 0, '>= 0'),
+      ('top_k', top_k, top_k >= 0, '>= 0'),
+      ('top_p', top_p, 0 < top_p <= 1, 'in (0, 1]')]:
+    if not ok:
+      raise ValueError(f'{name}={value} must be {want}.')
+  opts = _make_options(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
+                       max_len=max_len, min_len=min_len,
+                       row_max_len=row_max_len, source_mask=None)
+  shape = (batch_size, num_samples)
+  state = _SampleState(
+      t=jnp.zeros((), jnp.int32),
+      seqs_BxKxT=jnp.full(shape + (max_len,), pad_id, jnp.int32),
+      logp_BxK=jnp.zeros(shape, jnp.float32),
+      alive_BxK=jnp.ones(shape, bool),
+      dec_state=_tile_beams(init_state, num_samples))
   state = lax.while_loop(
-      lambda s: _not_finished(s, max_len=max_len, length_alpha=length_alpha),
-      lambda s: _beam_step(s, step_fn, bos_id=bos_id, eos_id=eos_id,
-                           pad_id=pad_id, length_alpha=length_alpha),
-      state)
-  return _finalize(state, max_len=max_len, pad_id=pad_id,
-                   length_alpha=length_alpha)
+      lambda s: (s.t < max_len) & jnp.any(s.alive_BxK),
+      lambda s: _sample_step(
+          s, step_fn, jax.random.fold_in(rng, s.t), opts,
+          temperature=temperature, top_k=top_k, top_p=top_p), state)
+  return state.seqs_BxKxT, state.logp_BxK

@@ -7,6 +7,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
@@ -88,17 +89,18 @@ def _markov_model(probs: np.ndarray):
 
 
 @functools.lru_cache(maxsize=None)
-def _decoder(step_fn, **kwargs):
-  """One jitted beam search per (model, static configuration)."""
+def _decoder(step_fn, fn=decode.beam_search, **kwargs):
+  """One jitted decoder per (model, function, static configuration)."""
   kwargs = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD) | kwargs
-  return jax.jit(functools.partial(decode.beam_search, step_fn, **kwargs))
+  return jax.jit(lambda state, traced: fn(step_fn, state, **traced, **kwargs))
 
 
-def _run(model, rows, **kwargs):
+def _run(model, rows, fn=decode.beam_search, traced=None, **kwargs):
+  """Decodes `rows`; `traced` holds the non-static arguments (rng, masks)."""
   step_fn, init_state = model
-  seqs, scores = _decoder(step_fn, batch_size=len(rows), **kwargs)(
-      init_state(rows))
-  return np.asarray(seqs), np.asarray(scores)
+  out = _decoder(step_fn, fn, batch_size=len(rows), **kwargs)(
+      init_state(rows), traced or {})
+  return jax.tree.map(np.asarray, out)
 
 
 def _lengths(seqs_MxT: np.ndarray) -> np.ndarray:
@@ -108,31 +110,48 @@ def _lengths(seqs_MxT: np.ndarray) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _teacher_forced_logp(step_fn, state, seqs_NxT):
-  """log p(y_t | y_<t) for every position; [N, T] float32."""
+def _teacher_forced(step_fn, state, seqs_NxT):
+  """Per-step log-probs [N, T, V] and attention leaves [N, T, S] (or None)."""
   ids_N = jnp.full(seqs_NxT.shape[:1], BOS, jnp.int32)
-  logp_T = []
+  logp_T, attn_T = [], []
   for t in range(seqs_NxT.shape[1]):
     logits_NxV, state = step_fn(ids_N, state)
-    logp_NxV = jax.nn.log_softmax(logits_NxV.astype(jnp.float32))
+    logp_T.append(jax.nn.log_softmax(logits_NxV.astype(jnp.float32)))
+    if 'attention' in state:
+      attn_T.append(state['attention'])
     ids_N = seqs_NxT[:, t]
-    logp_T.append(jnp.take_along_axis(logp_NxV, ids_N[:, None], axis=1)[:, 0])
-  return jnp.stack(logp_T, axis=1)
+  return jnp.stack(logp_T, axis=1), (jnp.stack(attn_T, 1) if attn_T else None)
 
 
-def _rescore(model, rows, seqs_BxKxT: np.ndarray, alpha: float) -> np.ndarray:
-  """Teacher-forces step_fn along each sequence; returns normalized scores."""
+def _teacher_force(model, rows, seqs_BxKxT: np.ndarray):
+  """Teacher-forces step_fn along each sequence.
+
+  Returns:
+    (log-prob sums up to |y| [B, K], |y| [B, K], per-step log-probs
+    [B, K, T, V], attention leaves [B, K, T, S] or None).
+  """
   step_fn, init_state = model
   batch_size, beam_size, max_len = seqs_BxKxT.shape
   seqs_NxT = seqs_BxKxT.reshape(-1, max_len)
   lengths_N = _lengths(seqs_NxT)
   state = decode.expand_to_beams(init_state(rows), beam_size)
-  logp_NxT = np.asarray(_teacher_forced_logp(step_fn, state, seqs_NxT))
+  logp_NxTxV, attn_NxTxS = jax.device_get(
+      _teacher_forced(step_fn, state, jnp.asarray(seqs_NxT)))
+  logp_NxT = np.take_along_axis(logp_NxTxV, seqs_NxT[..., None], 2)[..., 0]
   # A float32 running sum, like the decoder's.
   cumsum_NxT = np.cumsum(logp_NxT, axis=1, dtype=np.float32)
   total_N = cumsum_NxT[np.arange(len(lengths_N)), lengths_N - 1]
-  penalty_N = ((5.0 + lengths_N) / 6.0) ** alpha
-  return (total_N / penalty_N).reshape(batch_size, beam_size)
+  shape = (batch_size, beam_size)
+  return (total_N.reshape(shape), lengths_N.reshape(shape),
+          logp_NxTxV.reshape(shape + logp_NxTxV.shape[1:]),
+          None if attn_NxTxS is None else
+          attn_NxTxS.reshape(shape + attn_NxTxS.shape[1:]))
+
+
+def _rescore(model, rows, seqs_BxKxT: np.ndarray, alpha: float) -> np.ndarray:
+  """Teacher-forces step_fn along each sequence; returns normalized scores."""
+  total_BxK, lengths_BxK, _, _ = _teacher_force(model, rows, seqs_BxKxT)
+  return total_BxK / ((5.0 + lengths_BxK) / 6.0) ** alpha
 
 
 def _greedy(model, rows, max_len):
@@ -187,6 +206,97 @@ def _check_invariants(test, seqs_BxKxT, scores_BxK, expected_BxK):
   for b in range(seqs_BxKxT.shape[0]):
     hyps = [tuple(s) for s, ok in zip(seqs_BxKxT[b], finite[b]) if ok]
     test.assertLen(set(hyps), len(hyps), msg=f'duplicates in row {b}')
+
+
+SRC_LENGTHS = np.array([4, 2, 3, 1, 4, 2, 3, 1])  # real source positions
+
+
+@functools.lru_cache(maxsize=None)
+def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0,
+                 repeat_bias: float = 0.0, hidden: int = 8):
+  """A tiny random RNN whose weights ride in its state.
+
+  One jitted decoder then serves every seed. With `src_len > 0` it attends
+  over per-row random keys and keeps the weights in an 'attention' leaf; the
+  attention leaks onto source padding on purpose (the decoder must zero it).
+
+  Returns:
+    (step_fn, make_init(seed) -> init_state(rows)).
+  """
+
+  def step_fn(ids_N, state):
+    rows_N = jnp.arange(ids_N.shape[0])
+    h_NxH = jnp.tanh(state['emb'][rows_N, ids_N] +
+                     jnp.einsum('nh,nhg->ng', state['h'], state['w']))
+    logits_NxV = jnp.einsum('nh,nhv->nv', h_NxH, state['out'])
+    logits_NxV += repeat_bias * jax.nn.one_hot(ids_N, vocab_size)
+    new_state = dict(state, h=h_NxH)
+    if src_len:
+      attn_NxS = jax.nn.softmax(
+          jnp.einsum('nh,nsh->ns', h_NxH, state['keys']), axis=-1)
+      logits_NxV += jnp.einsum('ns,nsv->nv', attn_NxS, state['values'])
+      new_state['attention'] = attn_NxS
+    return logits_NxV.at[:, EOS].add(eos_bias), new_state
+
+  def make_init(seed):
+    rng = np.random.default_rng(seed)
+    shared = {'emb': rng.normal(size=(vocab_size, hidden)),
+              'w': rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+              'out': 1.5 * rng.normal(size=(hidden, vocab_size))}
+    per_row = {'h': rng.normal(size=(MAX_ROWS, hidden))}
+    if src_len:
+      per_row.update(
+          keys=2 * rng.normal(size=(MAX_ROWS, src_len, hidden)),
+          values=2 * rng.normal(size=(MAX_ROWS, src_len, vocab_size)),
+          attention=np.zeros((MAX_ROWS, src_len)))
+
+    def init_state(rows):
+      rows = list(rows)
+      state = {k: np.broadcast_to(v, (len(rows),) + v.shape)
+               for k, v in shared.items()}
+      state.update({k: v[rows] for k, v in per_row.items()})
+      return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), state)
+
+    return init_state
+
+  return step_fn, make_init
+
+
+def _source_mask(rows, src_len: int) -> jnp.ndarray:
+  """[B, S] float32: 1 on the first SRC_LENGTHS[row] positions."""
+  lengths_Bx1 = np.minimum(SRC_LENGTHS[list(rows)], src_len)[:, None]
+  return jnp.asarray(np.arange(src_len)[None] < lengths_Bx1, jnp.float32)
+
+
+def _with_attention(model, attn_VxS: np.ndarray):
+  """Adds an 'attention' leaf that depends only on the input token."""
+  step_fn, init_state = model
+  attn_VxS = jnp.asarray(attn_VxS, jnp.float32)
+
+  def attn_step_fn(ids_N, state):
+    logits_NxV, new_state = step_fn(ids_N, {k: v for k, v in state.items()
+                                            if k != 'attention'})
+    return logits_NxV, dict(new_state, attention=attn_VxS[ids_N])
+
+  def attn_init_state(rows):
+    return dict(init_state(rows),
+                attention=jnp.zeros((len(list(rows)), attn_VxS.shape[1])))
+
+  return attn_step_fn, attn_init_state
+
+
+def _coverage_penalty(attn_BxKxTxS, mask_BxS, beta):
+  """GNMT cp in numpy from per-token attention (1e-6 floor, as documented)."""
+  cov_BxKxS = attn_BxKxTxS.sum(axis=2)
+  log_BxKxS = np.log(np.clip(cov_BxKxS, 1e-6, 1.0))
+  return beta * (log_BxKxS * np.asarray(mask_BxS)[:, None]).sum(-1)
+
+
+def _repeats_ngram(seq, n: int) -> bool:
+  """Whether seq (cut at |y|, EOS included) holds some n-gram twice."""
+  toks = list(seq[:_lengths(seq[None])[0]])
+  grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+  return len(set(grams)) < len(grams)
 
 
 class BeamSearchTest(parameterized.TestCase):
@@ -346,6 +456,18 @@ class BeamSearchTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'must differ'):
       decode.beam_search(step_fn, init_state([0]), batch_size=1,
                          pad_id=EOS, **kwargs)
+    state = init_state([0])
+    for bad, message in [
+        (dict(min_len=3), 'min_len'), (dict(min_len=-1), 'min_len'),
+        (dict(no_repeat_ngram_size=-1), 'no_repeat_ngram_size'),
+        (dict(coverage_beta=-0.1), 'coverage_beta'),
+        (dict(coverage_beta=0.2), 'source_mask'),
+        (dict(return_aux=True), 'source_mask'),
+        (dict(coverage_beta=0.2, source_mask=jnp.ones((1, 4))),
+         r"init_state\['attention'\]"),
+        (dict(row_max_len=jnp.ones((2,), jnp.int32)), 'row_max_len')]:
+      with self.assertRaisesRegex(ValueError, message):
+        decode.beam_search(step_fn, state, batch_size=1, **kwargs, **bad)
 
   @given(batch_size=st.integers(1, 3), beam_size=st.integers(1, 6),
          vocab_size=st.integers(3, 8), max_len=st.integers(1, 5),
@@ -359,8 +481,349 @@ class BeamSearchTest(parameterized.TestCase):
                         length_alpha=length_alpha)
     chex.assert_shape(seqs, (batch_size, beam_size, max_len))
     self.assertTrue(np.isfinite(scores[:, 0]).all())
+    # The K-best list: distinct, best first, every score the model's own.
     _check_invariants(self, seqs, scores,
                       _rescore(model, rows, seqs, length_alpha))
+    # Its first entry is what a 1-best reader of the same search gets: the
+    # highest-scoring hypothesis of the list.
+    best = scores.argmax(axis=1)
+    np.testing.assert_array_equal(scores[:, 0], scores.max(axis=1))
+    np.testing.assert_array_equal(seqs[:, 0], seqs[np.arange(batch_size), best])
+
+
+class BeamOptionsTest(parameterized.TestCase):
+  """min_len, row_max_len, n-gram blocking, coverage and return_aux."""
+
+  @parameterized.parameters(0, 1, 2)
+  def test_exhaustive_beam_top_is_brute_force_and_beats_greedy(self, seed):
+    # Finished hypotheses only: a row that never finishes returns live ones,
+    # which brute force over finished outputs does not rank.
+    model = _state_model(5, eos_bias=1.0)
+    model = (model[0], model[1](seed))
+    rows = range(4)
+    top = {}
+    for beam_size in (1, 2, 4, 36):  # 36: nothing is ever pruned
+      seqs, scores = _run(model, rows, beam_size=beam_size, max_len=3)
+      top[beam_size] = np.where((seqs[:, 0] == EOS).any(-1), scores[:, 0],
+                                np.nan)
+    for b in rows:
+      want_seqs, want_scores = _brute_force(model, b, 5, 3, 0.0, True)
+      np.testing.assert_allclose(top[36][b], want_scores[0], rtol=1e-5)
+      for beam_size in (1, 2, 4):
+        self.assertFalse(top[beam_size][b] > want_scores[0] + 1e-5)
+    finished = np.isfinite(top[1])
+    self.assertTrue(finished.any())
+    self.assertTrue((top[36][finished] >= top[1][finished] - 1e-6).all())
+
+  def test_min_len(self):
+    model = _state_model(7, eos_bias=8.0)  # prefers EOS at once
+    model = (model[0], model[1](0))
+    rows = range(3)
+    seqs, _ = _run(model, rows, beam_size=3, max_len=6, length_alpha=0.6)
+    self.assertTrue((_lengths(seqs[:, 0]) == 1).all())  # the unmasked case
+    for min_len in (1, 2, 4):
+      seqs, scores = _run(model, rows, beam_size=3, max_len=6,
+                          length_alpha=0.6, min_len=min_len)
+      self.assertTrue(np.isfinite(scores).all())
+      self.assertTrue((_lengths(seqs.reshape(-1, 6)) >= min_len + 1).all())
+      self.assertTrue((_lengths(seqs[:, 0]) == min_len + 1).all())
+      _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, 0.6))
+
+  def test_row_max_len(self):
+    model = _state_model(7, eos_bias=-2.0)  # would rather go on
+    model = (model[0], model[1](1))
+    rows = range(6)
+    kwargs = dict(beam_size=3, max_len=6, length_alpha=0.6)
+    plain_seqs, plain_scores = _run(model, rows, **kwargs)
+    self.assertTrue((_lengths(plain_seqs[:, 0]) > 3).any())
+    limits = np.array([0, 1, 2, 4, 6, 9], np.int32)  # 0 -> 1, 9 -> 6
+    seqs, scores = _run(model, rows, traced=dict(row_max_len=limits),
+                        **kwargs)
+    _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, 0.6))
+    clipped = np.clip(limits, 1, 6)
+    for b in rows:
+      finite = np.isfinite(scores[b])
+      self.assertTrue(finite[0])
+      lengths = _lengths(seqs[b][finite])
+      self.assertTrue((lengths <= clipped[b]).all(), msg=f'row {b}')
+      if clipped[b] < 6:
+        self.assertTrue((seqs[b][finite, lengths - 1] == EOS).all())
+    np.testing.assert_array_equal(seqs[:2, 0], [[EOS] + [PAD] * 5] * 2)
+    np.testing.assert_array_equal(seqs[4:], plain_seqs[4:])
+    np.testing.assert_array_equal(scores[4:], plain_scores[4:])
+    same_seqs, same_scores = _run(
+        model, rows, traced=dict(row_max_len=np.full((6,), 6, np.int32)),
+        **kwargs)
+    np.testing.assert_array_equal(same_seqs, plain_seqs)
+    np.testing.assert_array_equal(same_scores, plain_scores)
+
+  @parameterized.parameters(1, 2, 3)
+  def test_no_repeat_ngram(self, n):
+    model = _state_model(7, eos_bias=-3.0, repeat_bias=4.0)  # loves repeats
+    model = (model[0], model[1](2))
+    rows = range(3)
+    kwargs = dict(beam_size=3, max_len=8, length_alpha=0.6)
+    seqs, _ = _run(model, rows, **kwargs)
+    self.assertTrue(any(_repeats_ngram(s, n) for s in seqs.reshape(-1, 8)))
+    seqs, scores = _run(model, rows, no_repeat_ngram_size=n, **kwargs)
+    self.assertTrue(np.isfinite(scores[:, 0]).all())
+    for seq, score in zip(seqs.reshape(-1, 8), scores.reshape(-1)):
+      if np.isfinite(score):
+        self.assertFalse(_repeats_ngram(seq, n), msg=f'{n}-gram in {seq}')
+    _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, 0.6))
+
+  def test_ngram_mask_bans_exactly_the_repeating_tokens(self):
+    seqs_1x1xT = jnp.asarray([[[3, 4, 3, 5, 3, 4, 0, 0]]], jnp.int32)
+    for n, t, banned in [(1, 3, {3, 4}), (2, 5, {4, 5}), (2, 6, {3}),
+                         (3, 5, set()), (3, 6, {3}), (2, 1, set()),
+                         (3, 2, set()), (9, 6, set())]:
+      mask = decode._repeated_ngram_mask(seqs_1x1xT, jnp.int32(t), n, 7)
+      self.assertEqual(set(np.flatnonzero(np.asarray(mask[0, 0]))), banned,
+                       msg=f'n={n}, t={t}')
+
+  def _check_aux(self, model, rows, seqs, scores, attn, mask, alpha, beta):
+    """Checks attention and scores against teacher forcing.
+
+    The attention must be the teacher-forced leaf, zero after EOS, on source
+    padding and in empty slots; scores must be logp / lp + cp from it.
+    """
+    total, lengths, _, want_attn = _teacher_force(model, rows, seqs)
+    max_len = seqs.shape[-1]
+    alive_BxKxT = (np.arange(max_len) < lengths[..., None])
+    alive_BxKxT &= np.isfinite(scores)[..., None]
+    want_attn = np.where(alive_BxKxT[..., None],
+                         want_attn * np.asarray(mask)[:, None, None], 0.0)
+    np.testing.assert_allclose(attn, want_attn, atol=1e-6)
+    pad_BxS = np.asarray(mask) == 0
+    self.assertTrue((attn.transpose(0, 3, 1, 2)[pad_BxS] == 0).all())
+    expected = (total / ((5.0 + lengths) / 6.0) ** alpha +
+                _coverage_penalty(attn, mask, beta))
+    _check_invariants(self, seqs, scores, expected)
+
+  @parameterized.parameters((6, 4, 5, 0.0), (6, 3, 4, float('-inf')),
+                            (4, 10, 3, 0.0))
+  def test_return_aux_attention(self, vocab_size, beam_size, max_len,
+                                eos_bias):
+    # Ordinary rows; rows that never finish (fallback); empty -inf slots.
+    model = _state_model(vocab_size, src_len=4, eos_bias=eos_bias)
+    model = (model[0], model[1](3))
+    rows = range(4)
+    mask = _source_mask(rows, 4)
+    kwargs = dict(beam_size=beam_size, max_len=max_len, length_alpha=0.6)
+    seqs, scores, aux = _run(model, rows, return_aux=True,
+                             traced=dict(source_mask=mask), **kwargs)
+    attn = aux['attention']
+    self.assertEqual(attn.dtype, np.float32)
+    chex.assert_shape(attn, (4, beam_size, max_len, 4))
+    self.assertGreater(np.abs(attn).sum(), 0)
+    self._check_aux(model, rows, seqs, scores, attn, mask, 0.6, 0.0)
+    plain = _run(model, rows, **kwargs)
+    np.testing.assert_array_equal(seqs, plain[0])
+    np.testing.assert_array_equal(scores, plain[1])
+
+  @parameterized.parameters(0.0, float('-inf'))
+  def test_coverage_scores_match_recomputation(self, eos_bias):
+    model = _state_model(6, src_len=4, eos_bias=eos_bias)
+    model = (model[0], model[1](4))
+    rows = range(4)
+    mask = _source_mask(rows, 4)
+    kwargs = dict(beam_size=3, max_len=5, length_alpha=0.6)
+    seqs, scores, aux = _run(model, rows, return_aux=True, coverage_beta=0.4,
+                             traced=dict(source_mask=mask), **kwargs)
+    cp = _coverage_penalty(aux['attention'], mask, 0.4)
+    self.assertTrue((cp[np.isfinite(scores)] < -1e-3).any())
+    self._check_aux(model, rows, seqs, scores, aux['attention'], mask, 0.6,
+                    0.4)
+    # beta = 0 is no coverage at all, even with a source mask given.
+    plain = _run(model, rows, **kwargs)
+    zero = _run(model, rows, coverage_beta=0.0,
+                traced=dict(source_mask=mask), **kwargs)
+    np.testing.assert_array_equal(zero[0], plain[0])
+    np.testing.assert_array_equal(zero[1], plain[1])
+
+  def test_coverage_reranks_towards_covering_hypotheses(self):
+    probs = np.zeros((1, 5, 5))
+    probs[0, BOS, [A, B]] = [0.6, 0.4]
+    probs[0, [A, B], EOS] = 1.0
+    attn_VxS = np.zeros((5, 2))
+    attn_VxS[[BOS, A], 0] = 1.0  # [A, EOS] attends position 0 twice
+    attn_VxS[B, 1] = 1.0  # [B, EOS] attends both positions
+    model = _with_attention(_markov_model(probs), attn_VxS)
+    traced = dict(source_mask=jnp.ones((1, 2)))
+    kwargs = dict(beam_size=2, max_len=3, return_aux=True, traced=traced)
+    seqs, scores, _ = _run(model, [0], coverage_beta=0.0, **kwargs)
+    np.testing.assert_array_equal(seqs[0, :, 0], [A, B])
+    np.testing.assert_allclose(scores[0], np.log([0.6, 0.4]), rtol=1e-6)
+    seqs, scores, aux = _run(model, [0], coverage_beta=0.1, **kwargs)
+    np.testing.assert_array_equal(seqs[0, :, 0], [B, A])
+    np.testing.assert_allclose(
+        scores[0], [np.log(0.4), np.log(0.6) + 0.1 * np.log(1e-6)],
+        rtol=1e-5)
+    np.testing.assert_array_equal(aux['attention'][0, :, :2],
+                                  [[[1, 0], [0, 1]], [[1, 0], [1, 0]]])
+
+  def test_new_options_trace_once(self):
+    chex.clear_trace_counter()
+    step_fn, make_init = _state_model(7, src_len=4)
+    init_state = make_init(5)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def search(state, row_max_len, source_mask):
+      return decode.beam_search(
+          step_fn, state, batch_size=2, beam_size=3, max_len=5, bos_id=BOS,
+          eos_id=EOS, pad_id=PAD, length_alpha=0.6, min_len=1,
+          row_max_len=row_max_len, no_repeat_ngram_size=2, coverage_beta=0.3,
+          source_mask=source_mask, return_aux=True)
+
+    outs = [search(init_state(rows), jnp.asarray(limits, jnp.int32),
+                   _source_mask(rows, 4))
+            for rows, limits in [([0, 1], [3, 5]), ([2, 3], [5, 2]),
+                                 ([4, 5], [4, 4])]]
+    seqs, scores, aux = outs[0]
+    self.assertEqual((seqs.dtype, scores.dtype, aux['attention'].dtype),
+                     (jnp.int32, jnp.float32, jnp.float32))
+    chex.assert_shape([seqs, scores, aux['attention']],
+                      [(2, 3, 5), (2, 3), (2, 3, 5, 4)])
+    self.assertFalse(np.array_equal(outs[0][0], outs[1][0]))
+
+
+class SampleTest(parameterized.TestCase):
+
+  @given(seed=st.integers(0, 2**16))
+  @settings(derandomize=True)  # a near-tie could flip a draw at T = 1e-4
+  def test_near_zero_temperature_is_greedy(self, seed):
+    step_fn, make_init = _state_model(7)
+    model = (step_fn, make_init(seed))
+    rows = range(3)
+    greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6)
+    seqs, scores = _run(model, rows, decode.sample, max_len=6, num_samples=2,
+                        temperature=1e-4,
+                        traced=dict(rng=jax.random.key(seed)))
+    np.testing.assert_array_equal(seqs, np.repeat(greedy_seqs, 2, axis=1))
+    np.testing.assert_allclose(scores, np.repeat(greedy_scores, 2, axis=1),
+                               rtol=1e-5, atol=1e-5)
+
+  @parameterized.parameters(
+      dict(temperature=3.0, top_k=1), dict(temperature=3.0, top_p=1e-6),
+      dict(temperature=0.0), dict(temperature=0.5, top_k=1, min_len=2))
+  def test_greedy_limits(self, min_len=1, **sampling):
+    # min_len and row_max_len mask sampling exactly as they mask beam search.
+    model = _state_model(7, eos_bias=1.0)
+    model = (model[0], model[1](6))
+    rows = range(4)
+    limits = dict(row_max_len=np.array([2, 6, 4, 3], np.int32))
+    greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6,
+                                      min_len=min_len, traced=limits)
+    seqs, scores = _run(model, rows, decode.sample, max_len=6, num_samples=3,
+                        min_len=min_len, **sampling,
+                        traced=dict(rng=jax.random.key(1), **limits))
+    np.testing.assert_array_equal(seqs, np.repeat(greedy_seqs, 3, axis=1))
+    np.testing.assert_allclose(scores, np.repeat(greedy_scores, 3, axis=1),
+                               rtol=1e-5, atol=1e-5)
+
+  def test_reproducible_scored_and_padded(self):
+    model = _state_model(7)
+    model = (model[0], model[1](7))
+    rows = range(3)
+    kwargs = dict(max_len=6, num_samples=8, temperature=1.5)
+    draw = lambda key: _run(model, rows, decode.sample,
+                            traced=dict(rng=jax.random.key(key)), **kwargs)
+    seqs, scores = draw(0)
+    np.testing.assert_array_equal(draw(0)[0], seqs)
+    self.assertFalse(np.array_equal(draw(1)[0], seqs))
+    self.assertEqual((seqs.dtype, scores.dtype), (np.int32, np.float32))
+    chex.assert_shape([seqs, scores], [(3, 8, 6), (3, 8)])
+    self.assertGreater(len({tuple(s) for s in seqs[0]}), 1)
+    total, lengths, _, _ = _teacher_force(model, rows, seqs)
+    np.testing.assert_allclose(scores, total, rtol=1e-5, atol=1e-5)
+    flat = seqs.reshape(-1, 6)
+    self.assertTrue((lengths < 6).any())
+    for seq, length in zip(flat, lengths.reshape(-1)):
+      self.assertNotIn(PAD, seq[:length])
+      self.assertNotIn(EOS, seq[:length - 1])
+      np.testing.assert_array_equal(seq[length:], PAD)
+
+  def test_top_k_and_top_p_restrict_every_draw(self):
+    model = _state_model(9)
+    model = (model[0], model[1](8))
+    rows = range(2)
+    key = dict(rng=jax.random.key(3))
+    kwargs = dict(max_len=6, num_samples=32, temperature=0.7)
+    inside = {}
+    for name, extra in [('all', {}), ('top_k', dict(top_k=2)),
+                        ('top_p', dict(top_p=0.5))]:
+      seqs, _ = _run(model, rows, decode.sample, traced=key, **kwargs, **extra)
+      _, lengths, logp_BxKxTxV, _ = _teacher_force(model, rows, seqs)
+      logp_BxKxTxV = np.array(logp_BxKxTxV)
+      logp_BxKxTxV[..., PAD] = -np.inf
+      probs = np.exp(logp_BxKxTxV / 0.7 - np.max(logp_BxKxTxV / 0.7, -1,
+                                                  keepdims=True))
+      probs /= probs.sum(-1, keepdims=True)
+      p_token = np.take_along_axis(probs, seqs[..., None], -1)[..., 0]
+      # Rank of the drawn token, and the mass of strictly likelier tokens.
+      rank = (probs > p_token[..., None]).sum(-1)
+      before = np.where(probs > p_token[..., None], probs, 0).sum(-1)
+      drawn = np.arange(6) < lengths[..., None]
+      inside[name] = ((rank < 2)[drawn].all(), (before < 0.5)[drawn].all())
+    self.assertEqual(inside['all'], (False, False))  # the checks can fail
+    self.assertTrue(inside['top_k'][0])
+    self.assertTrue(inside['top_p'][1])
+
+  @parameterized.parameters(
+      (1.0, 0, 1.0, [0.5, 0.3, 0.2]), (2.0, 0, 1.0, np.sqrt([0.5, 0.3, 0.2])),
+      (1.0, 2, 1.0, [0.5, 0.3, 0.0]), (1.0, 0, 0.7, [0.5, 0.3, 0.0]))
+  def test_first_token_frequencies(self, temperature, top_k, top_p, want):
+    probs = np.zeros((1, 5, 5))
+    probs[0, BOS, [EOS, A, B]] = [0.5, 0.3, 0.2]
+    probs[0, [A, B], EOS] = 1.0
+    seqs, scores = _run(_markov_model(probs), [0], decode.sample, max_len=3,
+                        num_samples=4000, temperature=temperature,
+                        top_k=top_k, top_p=top_p,
+                        traced=dict(rng=jax.random.key(0)))
+    freq = [(seqs[0, :, 0] == tok).mean() for tok in (EOS, A, B)]
+    np.testing.assert_allclose(freq, np.asarray(want) / np.sum(want),
+                               atol=0.03)
+    np.testing.assert_allclose(  # untempered, unrenormalized log-probs
+        scores[0], np.log(np.where(seqs[0, :, 0] == A, 0.3,
+                                   np.where(seqs[0, :, 0] == B, 0.2, 0.5))),
+        rtol=1e-6)
+
+  def test_steps_draw_independently(self):
+    # A fair coin over {A, B} at every step: each step needs fresh noise.
+    probs = np.zeros((1, 5, 5))
+    probs[0, [BOS, A, B], A] = probs[0, [BOS, A, B], B] = 0.5
+    seqs, scores = _run(_markov_model(probs), [0], decode.sample, max_len=4,
+                        num_samples=2000, traced=dict(rng=jax.random.key(0)))
+    self.assertTrue(np.isin(seqs, [A, B]).all())
+    np.testing.assert_allclose((seqs[0, :, 1:] == seqs[0, :, :-1]).mean(0),
+                               0.5, atol=0.05)
+    np.testing.assert_allclose(scores, 4 * np.log(0.5), rtol=1e-6)
+
+  def test_sample_traces_once_and_checks_arguments(self):
+    chex.clear_trace_counter()
+    step_fn, make_init = _state_model(7)
+    init_state = make_init(9)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def draw(state, rng, row_max_len):
+      return decode.sample(step_fn, state, rng, batch_size=2, max_len=5,
+                           bos_id=BOS, eos_id=EOS, pad_id=PAD, num_samples=3,
+                           top_k=3, top_p=0.9, min_len=1,
+                           row_max_len=row_max_len)
+
+    for key in range(3):
+      draw(init_state([key, key + 1]), jax.random.key(key),
+           jnp.asarray([key + 2, 4], jnp.int32))
+    kwargs = dict(batch_size=1, max_len=4, bos_id=BOS, eos_id=EOS)
+    for bad, message in [(dict(temperature=-1.0), 'temperature'),
+                         (dict(top_k=-1), 'top_k'), (dict(top_p=0.0), 'top_p'),
+                         (dict(num_samples=0), 'num_samples'),
+                         (dict(min_len=4), 'min_len')]:
+      with self.assertRaisesRegex(ValueError, message):
+        decode.sample(step_fn, init_state([0]), jax.random.key(0), **kwargs,
+                      **bad)
 
 
 if __name__ == '__main__':
