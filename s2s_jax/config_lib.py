@@ -21,6 +21,8 @@ LEN_POLICIES = ('filter', 'truncate')
 METRICS = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'chrf', 'rouge1', 'rouge2',
            'rougeL', 'wer', 'cer')
 SIZES = ('tiny', 'small', 'base')
+SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'chrf': ('chrf',), 'exact_match': ('exact_match',),
+                'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
 DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
 RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
@@ -98,10 +100,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.decode = ml_collections.ConfigDict(dict(
       beam_size=5,
       length_alpha=0.6,  # GNMT length penalty ((5 + |y|) / 6) ** alpha; 0: off
-      max_len=0,  # 0: data.max_tgt_len
+      max_len=0,  # static cap on output tokens (EOS included); 0: data.max_tgt_len
+      max_len_a=0.0,  # per sentence: at most max_len_a * source tokens + max_len_b output tokens; 0: off
+      max_len_b=0,
+      min_len=0,  # no EOS before this many tokens
+      no_repeat_ngram_size=0,  # no n-gram twice in a hypothesis; 0: off
+      coverage_beta=0.0,  # GNMT coverage penalty weight (attention flows only); 0: off
+      batch_size=64,  # sentences per decoding batch in translate / evaluate
   ))
   c.eval = ml_collections.ConfigDict(dict(
       metric='exact_match',  # which eval/<metric> picks best/ and is reported
+      scores='bleu,chrf,exact_match',  # decoded scores to compute: bleu, chrf, exact_match, rouge, wer
       mode='max',  # max | min
       num_decode_examples=512,  # validation examples decoded at each evaluation
       num_samples_to_log=3,
@@ -164,20 +173,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice('optim.schedule', o.schedule, SCHEDULES)
   _check_choice('eval.metric', config.eval.metric, METRICS)
   _check_choice('eval.mode', config.eval.mode, ('max', 'min'))
+  groups = [g for g in config.eval.scores.split(',') if g]
+  for group in groups:
+    _check_choice('eval.scores item', group, SCORE_GROUPS)
+  produced = {'loss', 'perplexity', 'token_accuracy'}.union(*(SCORE_GROUPS[g] for g in groups))
+  if config.eval.metric not in produced:
+    raise ValueError(f'eval.metric={config.eval.metric!r} is not computed by eval.scores={config.eval.scores!r}; '
+                     f'add its group ({[g for g, m in SCORE_GROUPS.items() if config.eval.metric in m]}).')
   positive = ['num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
               'keep_checkpoints', 'data.num_train_examples', 'data.num_eval_examples', 'data.max_src_len',
               'data.max_tgt_len', 'data.batch_size', 'data.eval_batch_size', 'data.vocab_min_count',
-              'optim.grad_accum_steps', 'decode.beam_size', 'eval.num_decode_examples']
+              'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples']
   flat = _flatten(to_dict(config))
   for key in positive:
     if flat[key] <= 0:
       raise ValueError(f'{key} must be positive, got {flat[key]}.')
   for key in ('optim.learning_rate', 'optim.grad_clip_norm', 'optim.weight_decay', 'optim.momentum',
-              'optim.warmup_steps', 'decode.max_len', 'decode.length_alpha', 'data.max_vocab_size'):
+              'optim.warmup_steps', 'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
+              'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size'):
     if flat[key] < 0 or (isinstance(flat[key], float) and not math.isfinite(flat[key])):
       raise ValueError(f'{key} must be a finite number >= 0, got {flat[key]}.')
   if not 0.0 <= o.label_smoothing < 1.0:
     raise ValueError(f'optim.label_smoothing must be in [0, 1), got {o.label_smoothing}.')
+  max_len = config.decode.max_len or d.max_tgt_len
+  if config.decode.min_len >= max_len:
+    raise ValueError(f'decode.min_len={config.decode.min_len} must be below the decoding length limit {max_len}.')
+  if config.decode.coverage_beta and config.model.attention in ('none_init', 'none_concat'):
+    raise ValueError('decode.coverage_beta needs attention weights; model.attention='
+                     f'{config.model.attention!r} has none.')
   if o.schedule == 'halving' and o.decay_every_steps <= 0:
     raise ValueError('optim.schedule=halving needs optim.decay_every_steps > 0.')
   if d.batch_size % o.grad_accum_steps:
@@ -219,9 +242,25 @@ def model_config(config: ml_collections.ConfigDict) -> models.Seq2SeqConfig:
   return cfg
 
 
+def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A config from a workdir's config.json; fields added to the project since it was written get their defaults."""
+  config = base_config()
+  flat = _flatten(to_dict(config))
+  for key, value in _flatten(saved).items():
+    if key not in flat:
+      raise ValueError(f'config.json has the field {key!r}, which this version of s2s_jax does not know.')
+    section, _, name = key.rpartition('.')
+    target = config
+    for part in filter(None, section.split('.')):
+      target = target[part]
+    target[name] = value
+  return config
+
+
 def diff(old: dict[str, Any], new: dict[str, Any], ignore=RESUMABLE) -> list[str]:
-  """Lines `key: old -> new` for every differing field outside `ignore`."""
-  a, b = _flatten(old), _flatten(new)
+  """Lines `key: old -> new` for every differing field outside `ignore` (absent old fields count as defaults)."""
+  a = _flatten(to_dict(from_saved(old)))
+  b = _flatten(new)
   return [f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
           for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
 

@@ -1,31 +1,61 @@
-"""Host-side evaluation loops: validation during training and the final test evaluation of the best checkpoint.
+"""Host-side evaluation: validation during training, the final test evaluation, and the shared scoring.
 
 Loss metrics run over the whole split; decoded metrics (beam search, `config.decode`) over a bounded sample during
 training and over the whole split at the end. Results go to metrics.jsonl (`eval/*`, `test/*`) and, for the final
-evaluation, to `eval_<split>.json` and `eval_<split>.hyp.txt` (CONVENTIONS §5).
+evaluation, to `eval_<split>.json` and `eval_<split>.hyp.txt` (CONVENTIONS §5). `python -m s2s_jax.evaluate`
+writes the same files through `score` and `write_eval`.
 """
 import functools
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import flax
 import jax
 
 from s2s_jax import checkpointing
+from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import steps
+from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
+
+# Scalars of an evaluation that also go to metrics.jsonl as test/<name>.
+REPORTED = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'chrf', 'rouge1', 'rouge2',
+            'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
+
+
+def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int], groups: str,
+          options: steps.DecodeOptions, seconds: float, step: int) -> dict[str, Any]:
+  """Every decoded score of CONVENTIONS §5 for one evaluation (`groups` as in eval.scores)."""
+  result = metrics_lib.text_scores(hyps, refs, [g for g in groups.split(',') if g])
+  result['bleu_by_src_len'] = metrics_lib.bleu_by_length(hyps, refs, src_lengths)
+  result.update(decode_s=seconds, sentences_per_s=len(hyps) / max(seconds, 1e-9), num_sentences=len(hyps),
+                beam_size=options.beam_size, length_alpha=options.length_alpha, checkpoint_step=step)
+  return result
+
+
+def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[str]) -> None:
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(workdir, f'eval_{name}.json'), 'w', encoding='utf-8') as f:
+    json.dump(result, f, indent=2, ensure_ascii=False)
+  with open(os.path.join(workdir, f'eval_{name}.hyp.txt'), 'w', encoding='utf-8') as f:
+    f.writelines(h + '\n' for h in hyps)
 
 
 class Evaluator:
-  """Compiled eval/predict steps for one model, data and config."""
+  """Compiled eval and decode steps for one model, data and config."""
 
   def __init__(self, model, data: pipeline.TextData, config, writer):
-    self.model, self.data, self.config, self.writer = model, data, config, writer
+    self.data, self.config, self.writer = data, config, writer
     self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
-    self.p_predict = steps.make_predict_fn(model, config.decode, data.tgt_len)
+    self.options = steps.DecodeOptions.from_config(config.decode, config.data.max_tgt_len)
+    self.decoder = inference.Decoder(model, self.options, data.tgt_vocab, src_len=data.src_len,
+                                     batch_size=config.data.eval_batch_size)
+    self._collate = inputs_lib.TextInputs(data.src_vocab, data.src_len).collate
 
   def loss(self, params, split: str) -> dict[str, float]:
     """loss / perplexity / token_accuracy over a whole split (params replicated)."""
@@ -35,45 +65,33 @@ class Evaluator:
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
     return metrics_lib.finalize_token_sums(jax.device_get(total))
 
-  def decode(self, params, split: str, limit: int | None = None) -> tuple[list[str], list[float], float]:
-    """Best hypothesis text and score per example of a split (or its first `limit`), and the seconds it took."""
-    hyps, scores = [], []
+  def decode(self, params, split: str, limit: int | None = None) -> tuple[list[str], float]:
+    """The best hypothesis per example of a split (or of its first `limit`) and the seconds it took."""
     start = time.time()
-    for batch, n in pipeline.eval_batches(self.data, split, self.config.data.eval_batch_size, limit):
-      seqs, seq_scores = self.p_predict(params, steps.shard_batch(batch))
-      seqs, seq_scores = jax.device_get((seqs, seq_scores))
-      seqs = seqs.reshape((-1,) + seqs.shape[2:])[:n, 0]
-      hyps.extend(self.data.tgt_vocab.decode(s) for s in seqs)
-      scores.extend(seq_scores.reshape(-1, seq_scores.shape[-1])[:n, 0].tolist())
-    return hyps, scores, time.time() - start
+    results = self.decoder(params, self.data.splits[split].src_ids[:limit], self._collate)
+    return [r.texts[0] for r in results], time.time() - start
 
   def validate(self, params, step: int) -> dict[str, float]:
     """Validation loss on the whole split and decoded scores on a bounded sample; written as eval/*."""
-    split = self.config.data.eval_split
-    scalars = {f'eval/{k}': v for k, v in self.loss(params, split).items()}
-    n = self.config.eval.num_decode_examples
-    hyps, _, _ = self.decode(params, split, n)
-    refs = [self.data.splits[split].targets[:len(hyps)]]
-    scores = metrics_lib.text_scores(hyps, refs)
+    split = self.data.splits[self.config.data.eval_split]
+    scalars = {f'eval/{k}': v for k, v in self.loss(params, split.name).items()}
+    hyps, _ = self.decode(params, split.name, self.config.eval.num_decode_examples)
+    refs = [split.targets[:len(hyps)]]
+    scores = metrics_lib.text_scores(hyps, refs, self.config.eval.scores.split(','))
     scalars.update({f'eval/{k}': v for k, v in scores.items() if not k.endswith('signature')})
     self.writer.write_scalars(step, scalars)
-    sources = self.data.splits[split].sources
-    k = self.config.eval.num_samples_to_log
     self.writer.write_texts(step, {'eval/samples': '\n\n'.join(
-        f'src: {sources[i]}\nref: {refs[0][i]}\nhyp: {hyps[i]}' for i in range(min(k, len(hyps))))})
+        f'src: {split.sources[i]}\nref: {refs[0][i]}\nhyp: {hyps[i]}'
+        for i in range(min(self.config.eval.num_samples_to_log, len(hyps))))})
     return scalars
 
-  def evaluate_split(self, params, split: str, step: int) -> dict[str, Any]:
-    """Full-split evaluation with every score of CONVENTIONS §5."""
-    result: dict[str, Any] = dict(self.loss(params, split))
-    hyps, _, seconds = self.decode(params, split)
-    refs = [self.data.splits[split].targets]
-    result.update(metrics_lib.text_scores(hyps, refs))
-    src_lengths = [len(ids) - 1 for ids in self.data.splits[split].src_ids]
-    result['bleu_by_src_len'] = metrics_lib.bleu_by_length(hyps, refs, src_lengths)
-    result.update(decode_s=seconds, sentences_per_s=len(hyps) / max(seconds, 1e-9), num_sentences=len(hyps),
-                  beam_size=self.config.decode.beam_size, length_alpha=self.config.decode.length_alpha,
-                  checkpoint_step=step)
+  def evaluate_split(self, params, split: str, step: int) -> tuple[dict[str, Any], list[str]]:
+    """Loss and every decoded score of a whole split."""
+    hyps, seconds = self.decode(params, split)
+    data = self.data.splits[split]
+    result = dict(self.loss(params, split))
+    result.update(score(hyps, [data.targets], [len(ids) - 1 for ids in data.src_ids], self.config.eval.scores,
+                        self.options, seconds, step))
     return result, hyps
 
   def test(self, workdir: str, step: int) -> None:
@@ -84,19 +102,4 @@ class Evaluator:
       result, hyps = self.evaluate_split(params, split, best_step)
       write_eval(workdir, split, result, hyps)
       prefix = 'test' if split == 'test' else split
-      self.writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in result.items()
-                                       if isinstance(v, (int, float)) and k != 'checkpoint_step'
-                                       and k in _REPORTED})
-
-
-_REPORTED = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'chrf', 'rouge1', 'rouge2',
-             'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
-
-
-def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: list[str]) -> None:
-  if jax.process_index() != 0:
-    return
-  with open(os.path.join(workdir, f'eval_{name}.json'), 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=2, ensure_ascii=False)
-  with open(os.path.join(workdir, f'eval_{name}.hyp.txt'), 'w', encoding='utf-8') as f:
-    f.writelines(h + '\n' for h in hyps)
+      self.writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in result.items() if k in REPORTED})

@@ -46,24 +46,57 @@ def exact_match(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
   return 100.0 * hits / max(1, len(hyps))
 
 
-def text_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, Any]:
-  """sacreBLEU BLEU, lowercased BLEU and chrF (with signatures), exact match and the length ratio.
+def text_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]],
+                groups: Sequence[str] = ('bleu', 'chrf', 'exact_match')) -> dict[str, Any]:
+  """Scores of decoded text; `refs` is a list of reference streams aligned with `hyps` (several allowed).
 
-  `refs` is a list of reference streams, each aligned with `hyps` (several references per sentence allowed).
+  groups: 'bleu' (sacreBLEU BLEU + signature, lowercased BLEU), 'chrf' (+ signature), 'exact_match', 'rouge'
+  (ROUGE-1/2/L F1), 'wer' (WER and CER against the first reference). The length ratio (hypothesis tokens over
+  reference tokens, sacreBLEU's 13a tokenisation) is always there.
   """
-  hyps = list(hyps)
+  hyps, refs = list(hyps), [list(r) for r in refs]
   bleu = sacrebleu.metrics.BLEU()
-  bleu_lc = sacrebleu.metrics.BLEU(lowercase=True)
-  chrf = sacrebleu.metrics.CHRF()
-  b = bleu.corpus_score(hyps, [list(r) for r in refs])
-  return {
-      'bleu': b.score, 'bleu_signature': str(bleu.get_signature()),
-      'bleu_lc': bleu_lc.corpus_score(hyps, [list(r) for r in refs]).score,
-      'chrf': chrf.corpus_score(hyps, [list(r) for r in refs]).score,
-      'chrf_signature': str(chrf.get_signature()),
-      'exact_match': exact_match(hyps, refs),
-      'len_ratio': b.sys_len / max(1, b.ref_len),
-  }
+  b = bleu.corpus_score(hyps, refs)
+  out: dict[str, Any] = {'len_ratio': b.sys_len / max(1, b.ref_len)}
+  if 'bleu' in groups:
+    out.update(bleu=b.score, bleu_signature=str(bleu.get_signature()),
+               bleu_lc=sacrebleu.metrics.BLEU(lowercase=True).corpus_score(hyps, refs).score)
+  if 'chrf' in groups:
+    chrf = sacrebleu.metrics.CHRF()
+    out.update(chrf=chrf.corpus_score(hyps, refs).score, chrf_signature=str(chrf.get_signature()))
+  if 'exact_match' in groups:
+    out['exact_match'] = exact_match(hyps, refs)
+  if 'rouge' in groups:
+    out.update(rouge(hyps, refs))
+  if 'wer' in groups:
+    out.update(error_rates(hyps, refs))
+  return out
+
+
+def rouge(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
+  """ROUGE-1/2/L F1 (rouge-score, Porter stemming), 0-100.
+
+  Each hypothesis is scored against each of its references; `rougeN` averages those scores over references (then
+  over sentences), `rougeN_max` takes the best reference per sentence.
+  """
+  from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+  names = ('rouge1', 'rouge2', 'rougeL')
+  scorer = rouge_scorer.RougeScorer(list(names), use_stemmer=True)
+  totals = {f'{n}{suffix}': 0.0 for n in names for suffix in ('', '_max')}
+  for i, hyp in enumerate(hyps):
+    per_ref = [scorer.score(r[i], hyp) for r in refs]
+    for n in names:
+      f1 = [s[n].fmeasure for s in per_ref]
+      totals[n] += sum(f1) / len(f1)
+      totals[f'{n}_max'] += max(f1)
+  return {k: 100.0 * v / max(1, len(hyps)) for k, v in totals.items()}
+
+
+def error_rates(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
+  """Corpus WER (words) and CER (characters) of the hypotheses against the first reference (jiwer), 0-100+."""
+  import jiwer  # pylint: disable=g-import-not-at-top
+  return {'wer': 100.0 * jiwer.process_words(list(refs[0]), list(hyps)).wer,
+          'cer': 100.0 * jiwer.process_characters(list(refs[0]), list(hyps)).cer}
 
 
 def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],

@@ -5,6 +5,7 @@ the jit path (tests, one device), 'batch' the pmap path. Losses are sums: gradie
 and divided by the GLOBAL token count, so an update does not depend on how tokens split over devices.
 (Kept apart from train.py so evaluation.py can use them without an import cycle.)
 """
+import dataclasses
 import functools
 
 from flax.training import common_utils
@@ -77,26 +78,61 @@ def eval_step(params, batch: Batch, *, model: models.Seq2Seq, axis_name: str | N
   return jax.lax.psum(sums, axis_name) if axis_name else sums
 
 
-def predict_step(params, batch: Batch, *, model: models.Seq2Seq, beam_size: int, max_len: int,
-                 length_alpha: float) -> tuple[jax.Array, jax.Array]:
-  """Beam search (greedy when beam_size == 1): (token ids [B, K, max_len], scores [B, K]), best first."""
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """Static decoding settings (a change recompiles; new parameters do not)."""
+  beam_size: int = 1
+  max_len: int = 32  # static cap on output tokens, EOS included
+  length_alpha: float = 0.0
+  max_len_a: float = 0.0  # per sentence: at most max_len_a * source tokens + max_len_b tokens (when a > 0)
+  max_len_b: int = 0
+  min_len: int = 0
+  no_repeat_ngram_size: int = 0
+  coverage_beta: float = 0.0
+  return_attention: bool = False
+
+  @classmethod
+  def from_config(cls, decode_config, default_max_len: int, **overrides) -> 'DecodeOptions':
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in dict(decode_config).items() if k in fields}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    kw['max_len'] = kw.get('max_len') or default_max_len
+    return cls(**kw)
+
+
+def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: DecodeOptions):
+  """Beam search (greedy when beam_size == 1): (token ids [B, K, max_len], scores [B, K][, attention]), best first.
+
+  With options.return_attention, a third output holds each hypothesis' attention [B, K, max_len, S].
+  """
+  o = options
   memory, state = model.apply({'params': params}, batch['inputs'], batch['inputs_mask'],
                               method=models.Seq2Seq.encode)
-  memory = decode.expand_to_beams(memory, beam_size)
+  memory = decode.expand_to_beams(memory, o.beam_size)
 
   def step_fn(ids, dec_state):
     return model.apply({'params': params}, ids, dec_state, memory, method=models.Seq2Seq.decode_step)
 
-  return decode.beam_search(step_fn, state, batch_size=batch['inputs'].shape[0], beam_size=beam_size,
-                            max_len=max_len, bos_id=data_lib.BOS_ID, eos_id=data_lib.EOS_ID,
-                            pad_id=data_lib.PAD_ID, length_alpha=length_alpha)
+  row_max_len = None
+  if o.max_len_a > 0:
+    src_tokens = batch['inputs_mask'].sum(axis=1) - 1  # EOS excluded
+    row_max_len = jnp.clip(jnp.floor(o.max_len_a * src_tokens).astype(jnp.int32) + o.max_len_b, 1, o.max_len)
+  attention = o.return_attention or o.coverage_beta > 0
+  out = decode.beam_search(
+      step_fn, state, batch_size=batch['inputs'].shape[0], beam_size=o.beam_size, max_len=o.max_len,
+      bos_id=data_lib.BOS_ID, eos_id=data_lib.EOS_ID, pad_id=data_lib.PAD_ID, length_alpha=o.length_alpha,
+      min_len=o.min_len, row_max_len=row_max_len, no_repeat_ngram_size=o.no_repeat_ngram_size,
+      coverage_beta=o.coverage_beta, source_mask=batch['inputs_mask'] if attention else None,
+      return_aux=o.return_attention)
+  if o.return_attention:
+    seqs, scores, aux = out
+    return seqs, scores, aux['attention']
+  return out
 
 
-def make_predict_fn(model: models.Seq2Seq, decode_config, default_max_len: int):
-  """The pmapped predict step for a decode config (changing beam or length recompiles; new params do not)."""
-  return jax.pmap(functools.partial(
-      predict_step, model=model, beam_size=decode_config.beam_size,
-      max_len=decode_config.max_len or default_max_len, length_alpha=decode_config.length_alpha))
+def make_predict_fn(model: models.Seq2Seq, options: DecodeOptions):
+  """The pmapped predict step (one compile per options and batch shape)."""
+  return jax.pmap(functools.partial(predict_step, model=model, options=options))
 
 
 def shard_batch(batch: dict[str, np.ndarray]) -> Batch:

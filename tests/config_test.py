@@ -96,6 +96,11 @@ class ValidationTest(parameterized.TestCase):
       ('accumulation', dict(data__batch_size=10, optim__grad_accum_steps=4),
        'must be a multiple of optim.grad_accum_steps=4'),
       ('halving', dict(optim__schedule='halving'), 'halving needs optim.decay_every_steps > 0'),
+      ('score_group', dict(eval__scores='bleu,meteor'), r"eval.scores item='meteor' is not one of \('bleu'"),
+      ('metric_not_scored', dict(eval__metric='rouge2'), r"eval.metric='rouge2' is not computed by eval.scores="),
+      ('min_len', dict(decode__min_len=64), 'decode.min_len=64 must be below the decoding length limit 64'),
+      ('coverage', dict(model__attention='none_init', decode__coverage_beta=0.2), 'coverage_beta needs attention'),
+      ('ngram', dict(decode__no_repeat_ngram_size=-1), 'decode.no_repeat_ngram_size must be a finite number >= 0'),
   )
   def test_errors_name_the_field_and_the_choices(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -129,6 +134,17 @@ class ValidationTest(parameterized.TestCase):
     self.assertFalse(config_lib.parse_arg('flag=false', flag=True).flag)
     with self.assertRaisesRegex(ValueError, r"size='huge' is not one of \('tiny', 'small', 'base'\)"):
       config_lib.parse_arg('size=huge', size='small')
+
+  def test_from_saved_fills_fields_added_since(self):
+    saved = config_lib.to_dict(config_lib.base_config())
+    del saved['decode']['min_len']
+    saved['model']['cell'] = 'gru'
+    config = config_lib.from_saved(saved)
+    self.assertEqual((config.decode.min_len, config.model.cell), (0, 'gru'))
+    self.assertEqual(config_lib.diff(saved, config_lib.to_dict(config)), [])
+    saved['model']['celll'] = 'gru'
+    with self.assertRaisesRegex(ValueError, "config.json has the field 'model.celll'"):
+      config_lib.from_saved(saved)
 
   def test_diff_ignores_resumable_fields(self):
     a = config_lib.to_dict(config_lib.base_config())

@@ -1,0 +1,130 @@
+"""Decoding a trained run: load a workdir, and batch, compile and run beam search over encoded inputs.
+
+`Decoder` always decodes batches of one fixed shape [batch_size, src_len] (short batches are filled with empty
+rows), so a sentence gets exactly the same output whichever batch it is in, and each shape compiles once.
+"""
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+
+from s2s_jax import checkpointing
+from s2s_jax import config_lib
+from s2s_jax import models
+from s2s_jax import steps
+from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import inputs as inputs_lib
+from s2s_jax.data import vocab as vocab_lib
+
+
+# Decoding flags shared by the translate and evaluate entry points (each defines them): name, type, help.
+DECODE_FLAGS = (
+    ('beam_size', int, 'Beam size (1: greedy).'),
+    ('length_alpha', float, 'GNMT length penalty alpha (0: none).'),
+    ('max_len_a', float, 'At most max_len_a * source tokens + max_len_b output tokens (0: off).'),
+    ('max_len_b', int, 'See max_len_a.'),
+    ('min_len', int, 'No EOS before this many tokens.'),
+    ('no_repeat_ngram_size', int, 'Never repeat an n-gram of this size (0: off).'),
+    ('coverage_beta', float, 'GNMT coverage penalty weight (0: off).'),
+    ('batch_size', int, 'Sentences per decoding batch.'),
+)
+
+
+def read_lines(path: str) -> list[str]:
+  """Lines of a UTF-8 text file ('-': stdin; '.gz' decompressed), without their line endings."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  if path == '-':
+    return sys.stdin.read().splitlines()
+  opener = gzip.open if path.endswith('.gz') else open
+  try:
+    with opener(path, 'rt', encoding='utf-8') as f:
+      return f.read().splitlines()
+  except UnicodeDecodeError as e:
+    raise ValueError(f'{path} is not valid UTF-8 ({e}).') from e
+
+
+def decode_options(run_config, max_len_default: int, **overrides) -> steps.DecodeOptions:
+  """The run's decode config with the non-None command-line overrides."""
+  overrides.pop('batch_size', None)
+  return steps.DecodeOptions.from_config(run_config.decode, max_len_default, **overrides)
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained run read back from its workdir."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  model: models.Seq2Seq
+  params: Any
+  step: int
+  src_vocab: vocab_lib.Vocab
+  tgt_vocab: vocab_lib.Vocab
+  inputs: inputs_lib.InputKind
+
+
+def load(workdir: str, checkpoint: str = 'best') -> Run:
+  """Config, vocabularies, model and parameters of `workdir` ('best', 'latest' or a step number)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: --workdir must be a directory written by s2s_jax.main.')
+  with open(path, encoding='utf-8') as f:
+    config = config_lib.from_saved(json.load(f))
+  config_lib.validate(config)
+  src_vocab, tgt_vocab = (vocab_lib.Vocab.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
+  params, step = checkpointing.restore_params(workdir, checkpoint)
+  return Run(workdir, config, models.Seq2Seq(config_lib.model_config(config)), params, step, src_vocab, tgt_vocab,
+             inputs_lib.for_config(config, src_vocab))
+
+
+@dataclasses.dataclass
+class Hypotheses:
+  """The n-best list of one input, best first."""
+  texts: list[str]
+  scores: list[float]
+  tokens: list[list[str]]  # target tokens of each hypothesis, EOS included when it was produced
+  attention: list[np.ndarray] | None  # per hypothesis [len(tokens), source steps]
+
+
+class Decoder:
+  """Beam search over encoded examples in fixed-shape batches, on all local devices."""
+
+  def __init__(self, model: models.Seq2Seq, options: steps.DecodeOptions, tgt_vocab: vocab_lib.Vocab, *,
+               src_len: int, batch_size: int):
+    devices = jax.local_device_count()
+    self.batch_size = -(-batch_size // devices) * devices  # a multiple of the device count
+    self.src_len, self.options, self.tgt_vocab = src_len, options, tgt_vocab
+    self._predict = steps.make_predict_fn(model, options)
+
+  def __call__(self, params, examples: Sequence[np.ndarray], collate: Callable[..., dict[str, np.ndarray]]
+               ) -> list[Hypotheses]:
+    """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch."""
+    out = []
+    for start in range(0, len(examples), self.batch_size):
+      chunk = examples[start:start + self.batch_size]
+      batch = collate(chunk, self.batch_size, self.src_len)
+      result = jax.device_get(self._predict(params, steps.shard_batch(batch)))
+      seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[:len(chunk)] for x in result]
+      for i, example in enumerate(chunk):
+        out.append(self._hypotheses(seqs[i], scores[i], attn[0][i, :, :, :len(example)] if attn else None))
+    return out
+
+  def _hypotheses(self, seqs_KxT: np.ndarray, scores_K: np.ndarray, attn_KxTxS: np.ndarray | None) -> Hypotheses:
+    texts, tokens, attention = [], [], []
+    for k, seq in enumerate(seqs_KxT):
+      n = int(np.argmax(seq == EOS_ID)) + 1 if (seq == EOS_ID).any() else int((seq != 0).sum())
+      texts.append(self.tgt_vocab.decode(seq))
+      tokens.append([SPECIAL_TOKENS[i] if i < len(SPECIAL_TOKENS) else self.tgt_vocab.tokens[i] for i in seq[:n]])
+      if attn_KxTxS is not None:
+        attention.append(attn_KxTxS[k, :n])
+    return Hypotheses(texts, [float(s) for s in scores_K], tokens, attention if attn_KxTxS is not None else None)
+
+
+def replicate(params):
+  return flax.jax_utils.replicate(params)

@@ -1,0 +1,24 @@
+"""Figures: attention heatmaps of one decoded sentence."""
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def save_attention_heatmap(path: str, attention_TxS: np.ndarray, source: Sequence[str], target: Sequence[str],
+                           title: str = '') -> None:
+  """Writes a PNG with one row per target token and one column per source step (darker = more attention)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows, cols = attention_TxS.shape
+  fig, ax = plt.subplots(figsize=(min(2 + 0.3 * cols, 30), min(1.5 + 0.3 * rows, 30)))
+  ax.imshow(attention_TxS, cmap='Greys', vmin=0.0, vmax=1.0, aspect='auto')
+  ax.set_xticks(range(cols), [s.replace('$', r'\$') for s in source], rotation=90, fontsize=8)
+  ax.set_yticks(range(rows), [t.replace('$', r'\$') for t in target], fontsize=8)
+  ax.set_xlabel('source')
+  ax.set_ylabel('output')
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)

@@ -1,0 +1,84 @@
+"""Decodes raw input lines with a trained run.
+
+  echo "le 3 mars 1998" | python -m s2s_jax.translate --workdir=/tmp/s2s_default
+  python -m s2s_jax.translate --workdir=DIR --input=src.txt --output=hyp.txt --beam_size=5 --n_best=3 \
+      --print_scores --attention_dir=/tmp/att
+
+One output line per input line (with --n_best=N, N consecutive lines, best first; --print_scores prefixes
+`score<TAB>`). Empty input lines give empty output lines (score `nan`). Inputs longer than data.max_src_len are
+truncated with a warning. For audio and image models each input line is a file path. With --attention_dir, the
+best hypothesis' attention of input line i (counted from 1) goes to DIR/<i:06d>.png. Decoding defaults come from
+the run's config.json.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from s2s_jax import inference
+from s2s_jax import plots
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
+_N_BEST = flags.DEFINE_integer('n_best', 1, 'Hypotheses printed per input (at most the beam size).')
+_PRINT_SCORES = flags.DEFINE_bool('print_scores', False, 'Prefix each output line with its score and a TAB.')
+_INPUT = flags.DEFINE_string('input', '-', 'Input file (.gz accepted), or - for stdin.')
+_OUTPUT = flags.DEFINE_string('output', '-', 'Output file, or - for stdout.')
+_ATTENTION_DIR = flags.DEFINE_string('attention_dir', None, 'Write an attention heatmap per input line here.')
+_DECODE = {name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
+           for name, kind, help_text in inference.DECODE_FLAGS}
+flags.mark_flag_as_required('workdir')
+
+
+def _format(hyps: inference.Hypotheses | None, n_best: int, print_scores: bool) -> list[str]:
+  if hyps is None:  # an empty input line
+    return [('nan\t' if print_scores else '')] * n_best
+  return [(f'{s:.6f}\t' if print_scores else '') + t for t, s in zip(hyps.texts[:n_best], hyps.scores[:n_best])]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
+  overrides = {name: holder.value for name, holder in _DECODE.items()}
+  wants_attention = _ATTENTION_DIR.value is not None
+  if wants_attention and run.config.model.attention in ('none_init', 'none_concat'):
+    raise app.UsageError(f'--attention_dir: model.attention={run.config.model.attention!r} has no attention.')
+  options = inference.decode_options(run.config, run.config.data.max_tgt_len, return_attention=wants_attention,
+                                     **overrides)
+  if not 1 <= _N_BEST.value <= options.beam_size:
+    raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')
+  lines = inference.read_lines(_INPUT.value)
+  examples, where = [], []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    example, truncated = run.inputs.encode(line)
+    if truncated:
+      logging.warning('Input line %d is longer than data.max_src_len=%d tokens; truncated.', i + 1,
+                      run.inputs.max_len)
+    examples.append(example)
+    where.append(i)
+  decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=run.inputs.max_len,
+                              batch_size=overrides['batch_size'] or run.config.decode.batch_size)
+  results = decoder(inference.replicate(run.params), examples, run.inputs.collate) if examples else []
+  by_line = dict(zip(where, results))
+  out = [text for i in range(len(lines)) for text in _format(by_line.get(i), _N_BEST.value, _PRINT_SCORES.value)]
+  if _OUTPUT.value == '-':
+    sys.stdout.write(''.join(line + '\n' for line in out))
+  else:
+    with open(_OUTPUT.value, 'w', encoding='utf-8') as f:
+      f.writelines(line + '\n' for line in out)
+  if wants_attention:
+    os.makedirs(_ATTENTION_DIR.value, exist_ok=True)
+    for i, example, hyps in zip(where, examples, results):
+      plots.save_attention_heatmap(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
+                                   np.asarray(hyps.attention[0]), run.inputs.labels(example), hyps.tokens[0],
+                                   title=f'line {i + 1}: {hyps.texts[0]}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,119 @@
+"""Tests of the translate and evaluate command lines on a real (tiny) trained run."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+
+from s2s_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from experiments import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_DATES = ['le 3 mars 1998', 'March 3, 1998', '1998/03/03', 'Tuesday, March 3rd 98', '3.3.1998', '19980303',
+          'the 21st of august, 1987', 'août 2099', '12/31/1999', '1 janvier 2000']
+
+
+def _run(module: str, *flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', module, *flags], cwd=ROOT, env=env, input=stdin,
+                        capture_output=True, text=True, timeout=600, check=False)
+
+
+class CliTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    root = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+    cls.workdir = os.path.join(root, 'cli_run')
+    config = default.get_config('size=tiny')
+    config.data.data_dir = os.path.join(root, 'cli_data')
+    config.num_train_steps = 60
+    config.eval_every_steps = 20
+    train.train_and_evaluate(config, cls.workdir)
+
+  def _write(self, name: str, lines: list[str]) -> str:
+    path = os.path.join(self.create_tempdir().full_path, name)
+    opener = gzip.open if name.endswith('.gz') else open
+    with opener(path, 'wt', encoding='utf-8') as f:
+      f.writelines(line + '\n' for line in lines)
+    return path
+
+  def test_translate_n_best_scores_empty_and_long_lines(self):
+    lines = ['le 3 mars 1998', '', 'x' * 200, 'March 3, 1998']
+    attention_dir = os.path.join(self.create_tempdir().full_path, 'att')
+    result = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=3', '--n_best=3', '--print_scores',
+                  f'--attention_dir={attention_dir}', stdin='\n'.join(lines) + '\n')
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    out = result.stdout.splitlines()
+    self.assertLen(out, 3 * len(lines))
+    self.assertEqual(out[3:6], ['nan\t'] * 3)  # the empty line
+    for group in (out[0:3], out[6:9], out[9:12]):
+      scores = [float(line.split('\t', 1)[0]) for line in group]
+      self.assertEqual(scores, sorted(scores, reverse=True))
+      self.assertTrue(all(np.isfinite(scores)))
+    self.assertIn('Input line 3 is longer than data.max_src_len', result.stderr)
+    self.assertEqual(sorted(os.listdir(attention_dir)), ['000001.png', '000003.png', '000004.png'])
+
+  def test_a_sentence_decodes_the_same_alone_and_in_a_batch_of_64(self):
+    rng = np.random.RandomState(0)
+    batch = [_DATES[i] + ' ' * int(rng.randint(0, 3)) + ('1' * int(rng.randint(0, 9))) for i in
+             rng.randint(0, len(_DATES), 64)]
+    batch[17] = 'Tuesday, March 3rd 98'
+    together = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=4', '--print_scores',
+                    '--batch_size=64', f'--input={self._write("batch.txt", batch)}')
+    alone = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=4', '--print_scores',
+                 '--batch_size=64', stdin='Tuesday, March 3rd 98\n')
+    self.assertEqual(together.returncode, 0, together.stderr[-3000:])
+    self.assertEqual(alone.returncode, 0, alone.stderr[-3000:])
+    self.assertEqual(alone.stdout.splitlines(), [together.stdout.splitlines()[17]])
+
+  def test_evaluate_split_matches_the_training_test_evaluation(self):
+    result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--name=test_again')
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(self.workdir, 'eval_test_again.json')) as f:
+      again = json.load(f)
+    with open(os.path.join(self.workdir, 'eval_test.json')) as f:
+      trained = json.load(f)
+    for key in ('bleu', 'bleu_lc', 'chrf', 'exact_match', 'len_ratio', 'num_sentences', 'checkpoint_step'):
+      self.assertEqual(again[key], trained[key], key)
+    with open(os.path.join(self.workdir, 'eval_test_again.hyp.txt')) as f:
+      hyps = f.read().splitlines()
+    with open(os.path.join(self.workdir, 'eval_test.hyp.txt')) as f:
+      self.assertEqual(hyps, f.read().splitlines())
+
+  def test_evaluate_files_with_two_gzipped_references(self):
+    source = self._write('dates.src.gz', _DATES)
+    ref1 = self._write('dates.ref1.gz', ['1998-03-03'] * len(_DATES))
+    ref2 = self._write('dates.ref2', ['1999-12-31'] * len(_DATES))
+    result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', f'--source_file={source}',
+                  f'--reference_file={ref1}', f'--reference_file={ref2}', '--beam_size=2')
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(self.workdir, 'eval_dates.json')) as f:  # the name defaults to the source stem
+      scores = json.load(f)
+    for key in ('bleu', 'bleu_signature', 'bleu_lc', 'chrf', 'chrf_signature', 'exact_match', 'bleu_by_src_len',
+                'len_ratio', 'decode_s', 'sentences_per_s', 'num_sentences', 'beam_size', 'length_alpha',
+                'checkpoint_step'):
+      self.assertIn(key, scores)
+    self.assertIn('nrefs:2', scores['bleu_signature'])
+    self.assertEqual((scores['num_sentences'], scores['beam_size']), (len(_DATES), 2))
+    with open(os.path.join(self.workdir, 'eval_dates.hyp.txt')) as f:
+      self.assertLen(f.read().splitlines(), len(_DATES))
+
+  def test_evaluate_refuses_misaligned_files(self):
+    source = self._write('a.txt', _DATES)
+    ref = self._write('b.txt', _DATES[:-1])
+    result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', f'--source_file={source}',
+                  f'--reference_file={ref}')
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn('has 9 lines but', result.stderr)
+
+
+if __name__ == '__main__':
+  absltest.main()
