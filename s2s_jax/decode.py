@@ -145,6 +145,15 @@ def _gather_beams(tree: PyTree, idx_BxM: jax.Array) -> PyTree:
   return jax.tree.map(lambda x: take(x, idx_BxM), tree)
 
 
+def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """lax.top_k behind an optimization barrier.
+
+  Without it, XLA:CPU (jaxlib 0.10.2) rewrites a top_k whose values are later sliced into a full stable sort of
+  the last axis: 85 ms instead of 0.75 ms for [64, 8000] (measured), which made a beam step 100x slower.
+  """
+  return lax.optimization_barrier(lax.top_k(x, k))
+
+
 def _length_penalty(length: jax.Array | int, alpha: float) -> jax.Array:
   """GNMT ((5 + length) / 6) ** alpha; exactly 1 when alpha == 0."""
   length = jnp.asarray(length, jnp.float32)
@@ -252,7 +261,7 @@ def _top_candidates(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Best extensions over all beams: (logp, seqs, token, parent beam)."""
   batch_size, _, vocab_size = total_BxKxV.shape
-  logp_BxM, flat_idx_BxM = lax.top_k(
+  logp_BxM, flat_idx_BxM = _top_k(
       total_BxKxV.reshape(batch_size, -1), num_candidates)
   parent_BxM = flat_idx_BxM // vocab_size
   token_BxM = (flat_idx_BxM % vocab_size).astype(jnp.int32)
@@ -285,7 +294,7 @@ def _merge_done(done_score_BxK: jax.Array, done: PyTree,
   beam_size = done_score_BxK.shape[1]
   score_Bx2K = jnp.concatenate([done_score_BxK, new_score_BxK], axis=1)
   both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), done, new)
-  score_BxK, idx_BxK = lax.top_k(score_Bx2K, beam_size)
+  score_BxK, idx_BxK = _top_k(score_Bx2K, beam_size)
   return score_BxK, _gather_beams(both, idx_BxK)
 
 
@@ -321,7 +330,7 @@ def _beam_step(state: BeamState, step_fn: StepFn,
     done['attn'] = state.done_attn_BxKxTxS
   done_score_BxK, done = _merge_done(state.done_score_BxK, done,
                                      new_score_BxK, new_done)
-  live_logp_BxK, live_idx_BxK = lax.top_k(
+  live_logp_BxK, live_idx_BxK = _top_k(
       jnp.where(is_eos_BxM, NEG_INF, logp_BxM), beam_size)
   parent_BxK = jnp.take_along_axis(parent_BxM, live_idx_BxK, axis=1)
   live = _gather_beams({'seqs': seqs_BxMxT, **aux_BxM}, live_idx_BxK)
@@ -365,7 +374,7 @@ def _finalize(state: BeamState, opts: _Options) -> tuple[jax.Array, ...]:
   live = (fallback_BxK, state.live_seqs_BxKxT, state.live_attn_BxKxTxS)
   pick = lambda d, l: jnp.where(_expand_as(has_done_B, d), d, l)
   scores_BxK, *out = jax.tree.map(pick, done, live)
-  scores_BxK, order_BxK = lax.top_k(scores_BxK, beam_size)
+  scores_BxK, order_BxK = _top_k(scores_BxK, beam_size)
   seqs_BxKxT, attn_BxKxTxS = _gather_beams(out, order_BxK)
   valid_BxK = scores_BxK > NEG_INF
   seqs_BxKxT = jnp.where(_expand_as(valid_BxK, seqs_BxKxT), seqs_BxKxT,
@@ -513,7 +522,7 @@ def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *,
   logits_BxKxC, idx_BxKxC = logp_BxKxV / temperature, None
   if top_k > 0 or top_p < 1.0:  # C candidates, most likely first
     vocab_size = logp_BxKxV.shape[-1]
-    logits_BxKxC, idx_BxKxC = lax.top_k(
+    logits_BxKxC, idx_BxKxC = _top_k(
         logits_BxKxC, min(top_k or vocab_size, vocab_size))
   if top_p < 1.0:  # nucleus: keep tokens whose more likely ones hold < top_p
     probs_BxKxC = jax.nn.softmax(logits_BxKxC, axis=-1)
