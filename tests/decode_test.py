@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax import decode
+from s2s_jax import sampling
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -697,7 +698,7 @@ class SampleTest(parameterized.TestCase):
     model = (step_fn, make_init(seed))
     rows = range(3)
     greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6)
-    seqs, scores = _run(model, rows, decode.sample, max_len=6, num_samples=2,
+    seqs, scores = _run(model, rows, sampling.sample, max_len=6, num_samples=2,
                         temperature=1e-4,
                         traced=dict(rng=jax.random.key(seed)))
     np.testing.assert_array_equal(seqs, np.repeat(greedy_seqs, 2, axis=1))
@@ -707,7 +708,7 @@ class SampleTest(parameterized.TestCase):
   @parameterized.parameters(
       dict(temperature=3.0, top_k=1), dict(temperature=3.0, top_p=1e-6),
       dict(temperature=0.0), dict(temperature=0.5, top_k=1, min_len=2))
-  def test_greedy_limits(self, min_len=1, **sampling):
+  def test_greedy_limits(self, min_len=1, **options):
     # min_len and row_max_len mask sampling exactly as they mask beam search.
     model = _state_model(7, eos_bias=1.0)
     model = (model[0], model[1](6))
@@ -715,8 +716,8 @@ class SampleTest(parameterized.TestCase):
     limits = dict(row_max_len=np.array([2, 6, 4, 3], np.int32))
     greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6,
                                       min_len=min_len, traced=limits)
-    seqs, scores = _run(model, rows, decode.sample, max_len=6, num_samples=3,
-                        min_len=min_len, **sampling,
+    seqs, scores = _run(model, rows, sampling.sample, max_len=6, num_samples=3,
+                        min_len=min_len, **options,
                         traced=dict(rng=jax.random.key(1), **limits))
     np.testing.assert_array_equal(seqs, np.repeat(greedy_seqs, 3, axis=1))
     np.testing.assert_allclose(scores, np.repeat(greedy_scores, 3, axis=1),
@@ -727,7 +728,7 @@ class SampleTest(parameterized.TestCase):
     model = (model[0], model[1](7))
     rows = range(3)
     kwargs = dict(max_len=6, num_samples=8, temperature=1.5)
-    draw = lambda key: _run(model, rows, decode.sample,
+    draw = lambda key: _run(model, rows, sampling.sample,
                             traced=dict(rng=jax.random.key(key)), **kwargs)
     seqs, scores = draw(0)
     np.testing.assert_array_equal(draw(0)[0], seqs)
@@ -753,7 +754,7 @@ class SampleTest(parameterized.TestCase):
     inside = {}
     for name, extra in [('all', {}), ('top_k', dict(top_k=2)),
                         ('top_p', dict(top_p=0.5))]:
-      seqs, _ = _run(model, rows, decode.sample, traced=key, **kwargs, **extra)
+      seqs, _ = _run(model, rows, sampling.sample, traced=key, **kwargs, **extra)
       _, lengths, logp_BxKxTxV, _ = _teacher_force(model, rows, seqs)
       logp_BxKxTxV = np.array(logp_BxKxTxV)
       logp_BxKxTxV[..., PAD] = -np.inf
@@ -777,7 +778,7 @@ class SampleTest(parameterized.TestCase):
     probs = np.zeros((1, 5, 5))
     probs[0, BOS, [EOS, A, B]] = [0.5, 0.3, 0.2]
     probs[0, [A, B], EOS] = 1.0
-    seqs, scores = _run(_markov_model(probs), [0], decode.sample, max_len=3,
+    seqs, scores = _run(_markov_model(probs), [0], sampling.sample, max_len=3,
                         num_samples=4000, temperature=temperature,
                         top_k=top_k, top_p=top_p,
                         traced=dict(rng=jax.random.key(0)))
@@ -793,7 +794,7 @@ class SampleTest(parameterized.TestCase):
     # A fair coin over {A, B} at every step: each step needs fresh noise.
     probs = np.zeros((1, 5, 5))
     probs[0, [BOS, A, B], A] = probs[0, [BOS, A, B], B] = 0.5
-    seqs, scores = _run(_markov_model(probs), [0], decode.sample, max_len=4,
+    seqs, scores = _run(_markov_model(probs), [0], sampling.sample, max_len=4,
                         num_samples=2000, traced=dict(rng=jax.random.key(0)))
     self.assertTrue(np.isin(seqs, [A, B]).all())
     np.testing.assert_allclose((seqs[0, :, 1:] == seqs[0, :, :-1]).mean(0),
@@ -808,7 +809,7 @@ class SampleTest(parameterized.TestCase):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def draw(state, rng, row_max_len):
-      return decode.sample(step_fn, state, rng, batch_size=2, max_len=5,
+      return sampling.sample(step_fn, state, rng, batch_size=2, max_len=5,
                            bos_id=BOS, eos_id=EOS, pad_id=PAD, num_samples=3,
                            top_k=3, top_p=0.9, min_len=1,
                            row_max_len=row_max_len)
@@ -822,7 +823,7 @@ class SampleTest(parameterized.TestCase):
                          (dict(num_samples=0), 'num_samples'),
                          (dict(min_len=4), 'min_len')]:
       with self.assertRaisesRegex(ValueError, message):
-        decode.sample(step_fn, init_state([0]), jax.random.key(0), **kwargs,
+        sampling.sample(step_fn, init_state([0]), jax.random.key(0), **kwargs,
                       **bad)
 
 
