@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
       name='dates',
       manual_dir=config_dict.placeholder(str),  # raw files of a dataset on disk; default $S2S_DATA_DIR/<folder>
       data_dir=config_dict.placeholder(str),  # prepared data; default $S2S_CACHE_DIR or ~/.cache/s2s_jax
+      source_lang='',  # corpora: the source language code, e.g. de
+      target_lang='',  # corpora: the target language code, e.g. en
+      files=config_dict.placeholder(str),  # parallel_text: 'train=a.de,a.en;validation=b.tsv;test=c.de,c.en'
+      tfds_name=config_dict.placeholder(str),  # tfds: a prepared catalogue dataset, e.g. wmt14_translate/de-en
+      download=False,  # corpora: fetch missing raw files from their official URLs (needs internet)
       seed=0,  # generation seed of the built-in tasks (kept apart from `seed`, so seed sweeps share data)
       num_train_examples=50_000,  # built-in tasks
       num_eval_examples=2_000,  # built-in tasks: validation and test each
@@ -66,10 +71,13 @@ def base_config() -> ml_collections.ConfigDict:
       task_max_len=10,
       task_num_symbols=20,
       task_max_digits=3,  # addition
-      tokenizer='char',  # char | word
+      tokenizer='char',  # char | word (whitespace) | moses (sacremoses) | sentencepiece
+      spm_model_type='unigram',  # sentencepiece: unigram | bpe
       lowercase=False,
-      vocab_min_count=1,
-      max_vocab_size=0,  # 0: no limit
+      vocab_min_count=1,  # char / word / moses
+      max_vocab_size=0,  # char / word / moses: 0 = no limit; sentencepiece: the vocabulary size (required)
+      num_buckets=1,  # training batches grouped by length into this many shapes (1: one padded shape)
+      batch_tokens=0,  # > 0: batches of about this many target tokens (per bucket) instead of batch_size
       max_src_len=64,  # tokens including EOS; also the padded length the location score is built for
       max_tgt_len=64,
       src_len_policy='filter',  # training examples over max_src_len: filter | truncate (eval data is truncated)
@@ -183,14 +191,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   positive = ['num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
               'keep_checkpoints', 'data.num_train_examples', 'data.num_eval_examples', 'data.max_src_len',
               'data.max_tgt_len', 'data.batch_size', 'data.eval_batch_size', 'data.vocab_min_count',
-              'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples']
+              'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples',
+              'data.num_buckets']
   flat = _flatten(to_dict(config))
   for key in positive:
     if flat[key] <= 0:
       raise ValueError(f'{key} must be positive, got {flat[key]}.')
   for key in ('optim.learning_rate', 'optim.grad_clip_norm', 'optim.weight_decay', 'optim.momentum',
               'optim.warmup_steps', 'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
-              'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size'):
+              'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size',
+              'data.batch_tokens'):
     if flat[key] < 0 or (isinstance(flat[key], float) and not math.isfinite(flat[key])):
       raise ValueError(f'{key} must be a finite number >= 0, got {flat[key]}.')
   if not 0.0 <= o.label_smoothing < 1.0:

@@ -51,7 +51,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
   config = workdir_lib.resolve_config(config)
   _check_batch_sizes(config)
   os.makedirs(workdir, exist_ok=True)
-  data = pipeline.prepare(config.data, vocab_dir=workdir)
+  data = pipeline.prepare(config.data, vocab_dir=workdir,
+                          batch_multiple=jax.device_count() * config.optim.grad_accum_steps)
   workdir_lib.set_data_fields(config, data)
   workdir_lib.check_and_write(workdir, config, data, allow_config_change)
   model = models.Seq2Seq(config_lib.model_config(config))

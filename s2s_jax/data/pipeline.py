@@ -22,6 +22,7 @@ import grain
 import numpy as np
 
 from s2s_jax.data import EOS_ID, PAD_ID, UNK_ID
+from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import vocab as vocab_lib
 
@@ -46,9 +47,10 @@ class TextData:
   src_vocab: vocab_lib.Vocab
   tgt_vocab: vocab_lib.Vocab
   splits: dict[str, Split]
-  src_len: int  # padded lengths of every batch
+  src_len: int  # padded lengths of every batch (bucketed training batches: at most these)
   tgt_len: int
   report: dict[str, Any]
+  buckets: list[bucketing.Bucket] | None = None  # training batches by length (data.num_buckets / batch_tokens)
 
 
 def resolve_paths(data_config) -> None:
@@ -129,8 +131,11 @@ def build_vocabs(train_pairs: Sequence[tuple[str, str]], data_config) -> tuple[v
           vocab_lib.Vocab.build((t for _, t in train_pairs), data_config.tokenizer, **kw))
 
 
-def prepare(data_config, vocab_dir: str | None = None) -> TextData:
-  """Loads every split, builds the vocabularies from train (or reuses those in `vocab_dir`) and encodes."""
+def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) -> TextData:
+  """Loads every split, builds the vocabularies from train (or reuses those in `vocab_dir`) and encodes.
+
+  `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to.
+  """
   raw = load_raw(data_config)
   if 'train' not in raw:
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
@@ -161,8 +166,18 @@ def prepare(data_config, vocab_dir: str | None = None) -> TextData:
         'target': round(1 - sum(map(len, split.tgt_ids)) / max(1, len(split) * tgt_len), 4)}
   report.update(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), padded_src_len=src_len,
                 padded_tgt_len=tgt_len)
+  buckets = None
+  if data_config.num_buckets > 1 or data_config.batch_tokens:
+    train = splits['train']
+    lengths = (np.array([len(x) for x in train.src_ids]), np.array([len(x) for x in train.tgt_ids]))
+    buckets = bucketing.make_buckets(*lengths, num_buckets=data_config.num_buckets,
+                                     batch_size=data_config.batch_size, batch_tokens=data_config.batch_tokens,
+                                     multiple=batch_multiple, src_cap=src_len, tgt_cap=tgt_len)
+    report['splits']['train']['padding_fraction'] = bucketing.padding_fraction(buckets, *lengths)
+    report['train_buckets'] = [{'examples': len(b.example_ids), 'src_len': b.src_len, 'tgt_len': b.tgt_len,
+                                'batch_size': b.batch_size} for b in buckets]
   logging.info('Data %s: %s', data_config.name, {k: len(v) for k, v in splits.items()})
-  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report)
+  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets)
 
 
 def _pad(ids: np.ndarray, length: int) -> np.ndarray:
@@ -189,12 +204,21 @@ class _Examples:
 
 def train_iterator(data: TextData, batch_size: int, seed: int, process_index: int = 0,
                    process_count: int = 1) -> grain.DatasetIterator:
-  """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch."""
+  """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch.
+
+  Without buckets: one padded shape, examples shuffled over the whole split. With `data.buckets`: batches of the
+  bucket plan (s2s_jax/data/bucketing.py), each process taking every process_count-th row of a global batch.
+  """
   if batch_size % process_count:
     raise ValueError(f'data.batch_size={batch_size} must be a multiple of the process count {process_count}.')
-  ds = grain.MapDataset.source(_Examples(data.splits['train'], data.src_len, data.tgt_len))
-  ds = ds.shuffle(seed=seed).repeat()
-  ds = ds[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
+  split = data.splits['train']
+  if data.buckets:
+    ds = grain.MapDataset.source(bucketing.BucketedBatches(split.src_ids, split.tgt_ids, data.buckets, seed))
+    if process_count > 1:
+      ds = ds.map(lambda batch: {k: v[process_index::process_count] for k, v in batch.items()})
+  else:
+    ds = grain.MapDataset.source(_Examples(split, data.src_len, data.tgt_len)).shuffle(seed=seed).repeat()
+    ds = ds[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 
 
