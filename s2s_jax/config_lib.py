@@ -18,10 +18,11 @@ from s2s_jax.data import vocab as vocab_lib
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adadelta')
 SCHEDULES = ('constant', 'rsqrt', 'halving', 'cosine')
 LEN_POLICIES = ('filter', 'truncate')
-METRICS = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'chrf', 'rouge1', 'rouge2',
-           'rougeL', 'wer', 'cer')
+METRICS = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'bleu_tok', 'chrf', 'rouge1',
+           'rouge2', 'rougeL', 'wer', 'cer')
 SIZES = ('tiny', 'small', 'base')
-SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'chrf': ('chrf',), 'exact_match': ('exact_match',),
+SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'bleu_tok': ('bleu_tok',), 'chrf': ('chrf',),
+                'exact_match': ('exact_match',),
                 'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
 DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
@@ -118,7 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.eval = ml_collections.ConfigDict(dict(
       metric='exact_match',  # which eval/<metric> picks best/ and is reported
-      scores='bleu,chrf,exact_match',  # decoded scores to compute: bleu, chrf, exact_match, rouge, wer
+      scores='bleu,chrf,exact_match',  # decoded scores: bleu, bleu_tok, chrf, exact_match, rouge, wer
       mode='max',  # max | min
       num_decode_examples=512,  # validation examples decoded at each evaluation
       num_samples_to_log=3,

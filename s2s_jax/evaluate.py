@@ -72,7 +72,7 @@ def main(argv):
   hyps = [h.texts[0] for h in decoder(params, examples, run.inputs.collate)]
   seconds = time.time() - start
   result = evaluation.score(hyps, refs, [len(x) - 1 for x in examples], run.config.eval.scores, options, seconds,
-                            run.step)
+                            run.step, run.config.data.target_lang)
   name = _NAME.value or default_name
   evaluation.write_eval(run.workdir, name, result, hyps)
   print(json.dumps({k: v for k, v in result.items() if k != 'bleu_by_src_len'}, indent=1))

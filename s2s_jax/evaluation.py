@@ -23,14 +23,14 @@ from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
 
 # Scalars of an evaluation that also go to metrics.jsonl as test/<name>.
-REPORTED = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'chrf', 'rouge1', 'rouge2',
-            'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
+REPORTED = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'bleu_tok', 'chrf', 'rouge1',
+            'rouge2', 'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
 
 
 def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int], groups: str,
-          options: steps.DecodeOptions, seconds: float, step: int) -> dict[str, Any]:
-  """Every decoded score of CONVENTIONS §5 for one evaluation (`groups` as in eval.scores)."""
-  result = metrics_lib.text_scores(hyps, refs, [g for g in groups.split(',') if g])
+          options: steps.DecodeOptions, seconds: float, step: int, lang: str = '') -> dict[str, Any]:
+  """Every decoded score of CONVENTIONS §5 for one evaluation (`groups` as in eval.scores; `lang`: target)."""
+  result = metrics_lib.text_scores(hyps, refs, [g for g in groups.split(',') if g], lang)
   result['bleu_by_src_len'] = metrics_lib.bleu_by_length(hyps, refs, src_lengths)
   result.update(decode_s=seconds, sentences_per_s=len(hyps) / max(seconds, 1e-9), num_sentences=len(hyps),
                 beam_size=options.beam_size, length_alpha=options.length_alpha, checkpoint_step=step)
@@ -77,7 +77,7 @@ class Evaluator:
     scalars = {f'eval/{k}': v for k, v in self.loss(params, split.name).items()}
     hyps, _ = self.decode(params, split.name, self.config.eval.num_decode_examples)
     refs = [split.targets[:len(hyps)]]
-    scores = metrics_lib.text_scores(hyps, refs, self.config.eval.scores.split(','))
+    scores = metrics_lib.text_scores(hyps, refs, self.config.eval.scores.split(','), self.config.data.target_lang)
     scalars.update({f'eval/{k}': v for k, v in scores.items() if not k.endswith('signature')})
     self.writer.write_scalars(step, scalars)
     self.writer.write_texts(step, {'eval/samples': '\n\n'.join(
@@ -91,7 +91,7 @@ class Evaluator:
     data = self.data.splits[split]
     result = dict(self.loss(params, split))
     result.update(score(hyps, [data.targets], [len(ids) - 1 for ids in data.src_ids], self.config.eval.scores,
-                        self.options, seconds, step))
+                        self.options, seconds, step, self.config.data.target_lang))
     return result, hyps
 
   def test(self, workdir: str, step: int) -> None:

@@ -1,5 +1,7 @@
 """Tests of s2s_jax.metrics: token sums against a numpy reference, and text scores against sacreBLEU itself."""
+import gzip
 import math
+import os
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -287,6 +289,33 @@ class BleuByLengthTest(parameterized.TestCase):
     allowed = [(0, 10)] + [(lo + 1, lo + 10) for lo in range(10, 60, 10)] + [(61, max(lengths))]
     for b in out:
       self.assertIn((b['min_len'], b['max_len']), allowed)
+
+
+class TokenizedBleuTest(parameterized.TestCase):
+
+  def test_bleu_tok_equals_bleu_on_moses_lc_text_with_tokenize_none(self):
+    hyps = ["A man's dog runs.", 'Two women, sitting.']
+    refs = [["a man's dog is running.", 'Two women are sitting.']]
+    got = metrics.text_scores(hyps, refs, ('bleu_tok',), 'en')
+    tok = lambda xs: [metrics.moses_lc([x], 'en')[0] for x in xs]
+    want = sacrebleu.metrics.BLEU(tokenize='none').corpus_score(tok(hyps), [tok(refs[0])]).score
+    self.assertAlmostEqual(got['bleu_tok'], want)
+    self.assertIn('tok:none', got['bleu_tok_signature'])
+    self.assertEqual(metrics.moses_lc(["A man's dog."], 'en'), ['a man &apos;s dog .'])
+
+  def test_moses_lc_reproduces_the_multi30k_tok_files(self):
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'data',
+                        'multi30k', 'task1')
+    raw_path = os.path.join(root, 'raw', 'test_2016_flickr.en.gz')
+    if not os.path.exists(raw_path):
+      if os.environ.get('S2S_REQUIRE_DATA') == '1':
+        self.fail(f'{raw_path} is missing and S2S_REQUIRE_DATA=1')
+      self.skipTest(f'{raw_path} not found (../shared/data is absent)')
+    with gzip.open(raw_path, 'rt', encoding='utf-8') as f:
+      raw = f.read().splitlines()[:200]
+    with open(os.path.join(root, 'tok', 'test_2016_flickr.lc.norm.tok.en'), encoding='utf-8') as f:
+      tok = f.read().splitlines()[:200]
+    self.assertEqual(metrics.moses_lc(raw, 'en'), tok)
 
 
 if __name__ == '__main__':
