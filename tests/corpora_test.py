@@ -1,0 +1,379 @@
+"""Tests of s2s_jax.data.corpora on small slices of the real corpora in ../shared/data.
+
+Every test copies the first lines of the files it needs into a temporary `data.manual_dir` and prepares into a
+temporary `data.data_dir`; ../shared/data is only read. Where it is absent the tests skip, or fail when
+S2S_REQUIRE_DATA=1 (CONVENTIONS §1). The network is never used: `urlopen` is replaced by a function that fails,
+and the download tests serve the real slices through it.
+"""
+import collections
+import contextlib
+import gzip
+import io
+import itertools
+import os
+import shutil
+from unittest import mock
+import zipfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from s2s_jax import config_lib
+from s2s_jax.data import corpora
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_M30K_SIZES = {'train': 300, 'val': 50, 'test_2016_flickr': 40}
+_M30K_SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test_2016_flickr'}
+_M30K_LANGS = ('de', 'en', 'fr')
+
+
+def _shared(test: absltest.TestCase, *parts: str) -> str:
+  """A path under the shared data root; skips the test where it is absent (fails with S2S_REQUIRE_DATA=1)."""
+  path = os.path.join(corpora.default_data_root(), *parts)
+  if not os.path.exists(path):
+    if os.environ.get('S2S_REQUIRE_DATA') == '1':
+      test.fail(f'../shared/data not found: {path} (S2S_REQUIRE_DATA=1 requires it)')
+    test.skipTest(f'../shared/data not found: {path}')
+  return path
+
+
+def _head(path: str, n: int, start: int = 0) -> list[str]:
+  """Lines start..start+n of a raw file (plain or .gz), read independently of the code under test."""
+  with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
+    return [line.decode('utf-8').rstrip('\n') for line in itertools.islice(f, start, start + n)]
+
+
+def _write(path: str, lines: list[str], ending: str = '\n') -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  data = ''.join(line + ending for line in lines).encode('utf-8')
+  with (gzip.open if path.endswith('.gz') else open)(path, 'wb') as f:
+    f.write(data)
+  return path
+
+
+def _fake_urlopen(served: dict[str, bytes], requested: list[str]):
+  def urlopen(request, timeout=None):
+    del timeout
+    requested.append(request.full_url)
+    return io.BytesIO(served[request.full_url])
+  return urlopen
+
+
+class _CorpusTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.manual = self.create_tempdir('raw').full_path
+    self.data_dir = self.create_tempdir('prepared').full_path
+    self.urlopen = self.enter_context(mock.patch.object(
+        corpora.urllib.request, 'urlopen', side_effect=AssertionError('network used without data.download=True')))
+
+  def config(self, name: str, source_lang: str = '', target_lang: str = '', **kw):
+    c = config_lib.base_config().data
+    c.update(dict(dict(name=name, manual_dir=self.manual, data_dir=self.data_dir, source_lang=source_lang,
+                       target_lang=target_lang), **kw))
+    return c
+
+  def prepared_files(self) -> dict[str, float]:
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(self.data_dir) for f in files if '.array_record' in f}
+
+
+class Multi30kTest(_CorpusTest):
+
+  def setUp(self):
+    super().setUp()
+    src = _shared(self, 'multi30k', 'task1', 'raw')
+    self.raw = {}
+    for stem, n in _M30K_SIZES.items():
+      for lang in _M30K_LANGS:
+        self.raw[stem, lang] = _head(os.path.join(src, f'{stem}.{lang}.gz'), n)
+        _write(os.path.join(self.manual, 'task1', 'raw', f'{stem}.{lang}.gz'), self.raw[stem, lang])
+
+  def expected(self, src: str, tgt: str) -> dict[str, list[tuple[str, str]]]:
+    return {split: list(zip(self.raw[stem, src], self.raw[stem, tgt])) for split, stem in _M30K_SPLITS.items()}
+
+  @parameterized.parameters(('de', 'en'), ('en', 'de'), ('de', 'fr'), ('fr', 'en'))
+  def test_splits_sizes_and_pairs(self, src, tgt):
+    pairs = corpora.load_pairs(self.config('multi30k', src, tgt))
+    self.assertEqual({s: len(p) for s, p in pairs.items()}, {'train': 300, 'validation': 50, 'test': 40})
+    self.assertEqual(pairs, self.expected(src, tgt))
+    self.assertEqual(os.listdir(os.path.join(self.data_dir, 's2s_multi30k')), ['-'.join(sorted((src, tgt)))])
+
+  def test_first_pairs_verbatim(self):
+    pairs = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    self.assertEqual(pairs['train'][0], ('Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.',
+                                         'Two young, White males are outside near many bushes.'))
+    pairs = corpora.load_pairs(self.config('multi30k', 'fr', 'de'))
+    self.assertEqual(pairs['test'][0][0], 'Un homme avec un chapeau orange regardant quelque chose.')
+
+  def test_both_directions_from_one_prepared_dataset(self):
+    forward = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    with mock.patch.object(corpora.S2sMulti30k, '_read', side_effect=AssertionError('prepared again')):
+      backward = corpora.load_pairs(self.config('multi30k', 'en', 'de'))
+    self.assertEqual(backward, {s: [(t, s_) for s_, t in p] for s, p in forward.items()})
+    self.assertEqual(os.listdir(os.path.join(self.data_dir, 's2s_multi30k')), ['de-en'])
+
+  def test_preparing_twice_does_not_regenerate(self):
+    first = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    files = self.prepared_files()
+    self.assertLen(files, 3)
+    with mock.patch.object(corpora.S2sMulti30k, '_read', side_effect=AssertionError('prepared again')):
+      self.assertEqual(corpora.load_pairs(self.config('multi30k', 'de', 'en')), first)
+    self.assertEqual(self.prepared_files(), files)
+
+  def test_changed_raw_files_are_prepared_again(self):
+    corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    for lang in ('de', 'en'):
+      _write(os.path.join(self.manual, 'task1', 'raw', f'val.{lang}.gz'), self.raw['val', lang][:7])
+    pairs = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    self.assertEqual(pairs['validation'], self.expected('de', 'en')['validation'][:7])
+
+  @parameterized.parameters(('de', 'de'), ('de', 'xx'), ('', ''), ('vi', 'en'))
+  def test_wrong_or_equal_languages(self, src, tgt):
+    with self.assertRaisesRegex(ValueError, 'two different codes of cs, de, en, fr'):
+      corpora.load_pairs(self.config('multi30k', src, tgt))
+
+  def test_mismatched_line_counts(self):
+    path = _write(os.path.join(self.manual, 'task1', 'raw', 'val.en.gz'), self.raw['val', 'en'][:49])
+    with self.assertRaises(ValueError) as cm:
+      corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    msg = str(cm.exception)
+    for part in (path, path.replace('.en.gz', '.de.gz'), '49 lines', '50 lines'):
+      self.assertIn(part, msg)
+
+  def test_missing_folder_names_what_was_expected_where(self):
+    missing = os.path.join(self.manual, 'nowhere')
+    with self.assertRaises(FileNotFoundError) as cm:
+      corpora.load_pairs(self.config('multi30k', 'de', 'en', manual_dir=missing))
+    msg = str(cm.exception)
+    for part in (missing, 'is missing', 'data.manual_dir', 'S2S_DATA_DIR', 'task1/raw/train.de.gz',
+                 'task1/raw/test_2016_flickr.en.gz', 'data.download=True'):
+      self.assertIn(part, msg)
+    self.urlopen.assert_not_called()
+
+  def test_missing_file_under_default_folder(self):
+    os.remove(os.path.join(self.manual, 'task1', 'raw', 'test_2016_flickr.en.gz'))
+    root = self.create_tempdir('root').full_path
+    shutil.copytree(self.manual, os.path.join(root, 'multi30k'))
+    with mock.patch.dict(os.environ, {'S2S_DATA_DIR': root}):
+      c = self.config('multi30k', 'de', 'en', manual_dir=None)
+      self.assertEqual(corpora.resolve_manual_dir(c), os.path.join(root, 'multi30k'))
+      with self.assertRaisesRegex(FileNotFoundError, r"S2S_DATA_DIR=.*lacks \['task1/raw/test_2016_flickr.en.gz'\]"):
+        corpora.load_pairs(c)
+
+  def test_download_fetches_missing_files_into_data_dir(self):
+    base = 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/'
+    served = {base + f'{stem}.{lang}.gz': gzip.compress(''.join(l + '\n' for l in self.raw[stem, lang]).encode())
+              for stem, lang in self.raw}
+    requested = []
+    self.urlopen.side_effect = _fake_urlopen(served, requested)
+    empty = self.create_tempdir('empty').full_path
+    pairs = corpora.load_pairs(self.config('multi30k', 'en', 'fr', manual_dir=empty, download=True))
+    self.assertEqual(pairs, self.expected('en', 'fr'))
+    self.assertLen(requested, 6)
+    self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, 'downloads', 'multi30k', 'task1', 'raw'))),
+                     sorted(f'{stem}.{lang}.gz' for stem in _M30K_SIZES for lang in ('en', 'fr')))
+    self.assertEqual(os.listdir(empty), [])
+
+  def test_tfds_reads_a_prepared_dataset(self):
+    forward = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    pairs = corpora.load_pairs(self.config('tfds', 'en', 'de', tfds_name='s2s_multi30k/de-en'))
+    self.assertEqual(pairs, {s: [(t, s_) for s_, t in p] for s, p in forward.items()})
+    with self.assertRaisesRegex(ValueError, 'two different codes of de, en'):
+      corpora.load_pairs(self.config('tfds', 'en', 'fr', tfds_name='s2s_multi30k/de-en'))
+
+  @parameterized.parameters('s2s_multi30k/cs-en', 'no_such_dataset_xyz/de-en')
+  def test_tfds_not_prepared(self, name):
+    with self.assertRaises(ValueError) as cm:
+      corpora.load_pairs(self.config('tfds', 'de', 'en', tfds_name=name))
+    msg = str(cm.exception)
+    self.assertIn(f'{name!r} is not prepared as array_record in data.data_dir={self.data_dir}', msg)
+    self.assertLess(len(msg), 1000)  # not TFDS' whole catalogue
+
+
+class TatoebaTest(_CorpusTest):
+
+  def setUp(self):
+    super().setUp()
+    self.lines = _head(_shared(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 3000)
+    self.raw = [tuple(line.split('\t')[:2]) for line in self.lines]
+    _write(os.path.join(self.manual, 'fra.txt.gz'), self.lines)
+
+  def test_splits_sizes_and_pairs(self):
+    pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr'))
+    # Pinned: the split rule must never change silently (it would mix evaluation data into training).
+    self.assertEqual({s: len(p) for s, p in pairs.items()}, {'train': 2879, 'validation': 60, 'test': 61})
+    self.assertEqual(pairs['train'][0], ('Go.', 'Va !'))
+    for split, split_pairs in pairs.items():
+      self.assertEqual(split_pairs, [p for p in self.raw if corpora.tatoeba_split(p[0]) == split])  # file order
+    backward = corpora.load_pairs(self.config('tatoeba', 'fr', 'en'))
+    self.assertEqual(backward, {s: [(t, s_) for s_, t in p] for s, p in pairs.items()})
+
+  def test_split_is_deterministic_and_english_sentences_disjoint(self):
+    pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr'))
+    self.data_dir = self.create_tempdir('again').full_path
+    self.assertEqual(corpora.load_pairs(self.config('tatoeba', 'en', 'fr')), pairs)
+    english = {s: {' '.join(en.lower().split()) for en, _ in p} for s, p in pairs.items()}
+    for a, b in itertools.combinations(english, 2):
+      self.assertEmpty(english[a] & english[b], msg=f'{a} and {b} share English sentences')
+    repeated = [en for en, n in collections.Counter(e for e, _ in self.raw).items() if n > 1]
+    self.assertNotEmpty(repeated)  # the slice has sentences with several translations, all in one split
+    self.assertEqual(corpora.tatoeba_split('Go.'), corpora.tatoeba_split('  GO. '))
+
+  def test_wrong_language(self):
+    with self.assertRaisesRegex(ValueError, "two different codes of en, fr; got 'de' and 'fr'"):
+      corpora.load_pairs(self.config('tatoeba', 'de', 'fr'))
+
+  def test_line_without_tab(self):
+    path = _write(os.path.join(self.manual, 'fra.txt.gz'), self.lines[:2] + ['no tab here'] + self.lines[3:10])
+    with self.assertRaisesRegex(ValueError, f'{path}:3: expected English<TAB>French'):
+      corpora.load_pairs(self.config('tatoeba', 'en', 'fr'))
+
+  def test_download_reads_the_first_two_fields_of_the_zip(self):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as z:
+      z.writestr('fra.txt', ''.join(f'{en}\t{fr}\tCC-BY 2.0 (France) Attribution: tatoeba.org\n'
+                                    for en, fr in self.raw))
+      z.writestr('_about.txt', 'about')
+    requested = []
+    self.urlopen.side_effect = _fake_urlopen({'https://www.manythings.org/anki/fra-eng.zip': buf.getvalue()},
+                                             requested)
+    pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
+    self.assertEqual(sorted(p for split in pairs.values() for p in split), sorted(self.raw))
+    self.assertTrue(os.path.isfile(os.path.join(self.data_dir, 'downloads', 'tatoeba', 'fra.txt.gz')))
+    corpora.load_pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
+    self.assertLen(requested, 1)
+
+
+class Iwslt15Test(_CorpusTest):
+
+  def setUp(self):
+    super().setUp()
+    src = _shared(self, 'iwslt15_en_vi')
+    self.raw = {}
+    for stem, n in (('tst2012', 300), ('tst2013', 200)):
+      for lang in ('en', 'vi'):
+        self.raw[stem, lang] = _head(os.path.join(src, f'{stem}.{lang}'), n)
+        _write(os.path.join(self.manual, f'{stem}.{lang}'), self.raw[stem, lang])
+
+  def test_without_train_files(self):
+    c = self.config('iwslt15', 'en', 'vi')
+    pairs = corpora.load_pairs(c)
+    self.assertEqual(sorted(pairs), ['test', 'validation'])
+    self.assertEqual(pairs['validation'], list(zip(self.raw['tst2012', 'en'], self.raw['tst2012', 'vi'])))
+    self.assertEqual(pairs['test'], list(zip(self.raw['tst2013', 'en'], self.raw['tst2013', 'vi'])))
+    self.assertTrue(pairs['test'][0][0].startswith('When I was little , I thought my country was the best'))
+    self.assertIs(corpora.require_split(pairs, 'test', c), pairs['test'])
+    with self.assertRaises(ValueError) as cm:
+      corpora.require_split(pairs, 'train', c)
+    msg = str(cm.exception)
+    for part in ("no 'train' split", "['train.en', 'train.vi']", self.manual, 'S2S_DATA_DIR/iwslt15_en_vi',
+                 'data.download=True', 'nlp.stanford.edu'):
+      self.assertIn(part, msg)
+
+  def test_train_files_added_later(self):
+    backward = corpora.load_pairs(self.config('iwslt15', 'vi', 'en'))
+    self.assertNotIn('train', backward)
+    # Stand-in train files (the real ones are not in ../shared/data): further real lines of tst2012.
+    src = _shared(self, 'iwslt15_en_vi')
+    train = {lang: _head(os.path.join(src, f'tst2012.{lang}'), 120, start=300) for lang in ('en', 'vi')}
+    for lang, lines in train.items():
+      _write(os.path.join(self.manual, f'train.{lang}'), lines)
+    pairs = corpora.load_pairs(self.config('iwslt15', 'vi', 'en'))
+    self.assertEqual(pairs['train'], list(zip(train['vi'], train['en'])))
+    self.assertEqual(pairs['validation'], backward['validation'])
+
+  def test_missing_dev_file(self):
+    os.remove(os.path.join(self.manual, 'tst2012.vi'))
+    with self.assertRaisesRegex(FileNotFoundError, r"lacks \['tst2012.vi'\]"):
+      corpora.load_pairs(self.config('iwslt15', 'en', 'vi'))
+    self.urlopen.assert_not_called()
+
+
+class ParallelTextTest(_CorpusTest):
+
+  def setUp(self):
+    super().setUp()
+    src = _shared(self, 'multi30k', 'task1', 'raw')
+    self.de, self.en = (_head(os.path.join(src, f'val.{lang}.gz'), 60) for lang in ('de', 'en'))
+    self.tsv = [tuple(l.split('\t')) for l in _head(_shared(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 40)]
+    self.dir = self.create_tempdir('files').full_path
+    _write(os.path.join(self.dir, 'a.de'), self.de[:30])
+    _write(os.path.join(self.dir, 'a.en'), self.en[:30], ending='\r\n')
+    _write(os.path.join(self.dir, 'b.de.gz'), self.de[30:])
+    _write(os.path.join(self.dir, 'b.en.gz'), self.en[30:])
+    _write(os.path.join(self.dir, 'c.tsv'), ['\t'.join(p) for p in self.tsv])
+
+  def test_plain_gz_and_tsv_with_relative_paths(self):
+    with contextlib.chdir(self.dir):
+      pairs = corpora.load_pairs(self.config('parallel_text', files='train=a.de,a.en;validation=b.de.gz,b.en.gz;'
+                                                                        'test=c.tsv'))
+    self.assertEqual(pairs, {'train': list(zip(self.de[:30], self.en[:30])),
+                             'validation': list(zip(self.de[30:], self.en[30:])), 'test': self.tsv})
+    self.assertIsNone(corpora.resolve_manual_dir(self.config('parallel_text')))
+    self.assertEqual(corpora.resolve_files(f'train={self.dir}/a.de, {self.dir}/a.en'),
+                     {'train': (os.path.join(self.dir, 'a.de'), os.path.join(self.dir, 'a.en'))})
+
+  def test_empty_lines_are_kept(self):
+    _write(os.path.join(self.dir, 'e.de'), ['eins', '', 'drei'])
+    _write(os.path.join(self.dir, 'e.en'), ['one', 'two', ''])
+    pairs = corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/e.de,{self.dir}/e.en'))
+    self.assertEqual(pairs, {'train': [('eins', 'one'), ('', 'two'), ('drei', '')]})
+
+  def test_mismatched_line_counts(self):
+    _write(os.path.join(self.dir, 'a.en'), self.en[:29])
+    with self.assertRaisesRegex(ValueError, f'{self.dir}/a.de: 30 lines, {self.dir}/a.en: 29 lines'):
+      corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/a.de,{self.dir}/a.en'))
+
+  def test_invalid_utf8_names_file_and_line(self):
+    path = os.path.join(self.dir, 'bad.en')
+    with open(path, 'wb') as f:
+      f.write(b'fine\nalso fine\nbroken \xff\xfe here\n')
+    _write(os.path.join(self.dir, 'bad.de'), ['a', 'b', 'c'])
+    with self.assertRaisesRegex(ValueError, f'{path}:3: invalid UTF-8'):
+      corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/bad.de,{path}'))
+
+  def test_tsv_line_without_tab(self):
+    path = _write(os.path.join(self.dir, 'd.tsv'), ['\t'.join(p) for p in self.tsv[:4]] + ['no tab'])
+    with self.assertRaisesRegex(ValueError, f'{path}:5: expected source<TAB>target'):
+      corpora.load_pairs(self.config('parallel_text', files=f'train={path}'))
+
+  def test_config_name_changes_when_a_file_changes(self):
+    c = self.config('parallel_text', files=f'train={self.dir}/a.de,{self.dir}/a.en')
+    name = corpora.get_builder(c).builder_config.name
+    self.assertEqual(corpora.get_builder(c).builder_config.name, name)
+    self.assertEqual(corpora.load_pairs(c)['train'][0], (self.de[0], self.en[0]))
+    path = _write(os.path.join(self.dir, 'a.en'), ['changed'] + self.en[1:30])
+    os.utime(path, ns=(1, 1))
+    self.assertNotEqual(corpora.get_builder(c).builder_config.name, name)
+    self.assertEqual(corpora.load_pairs(c)['train'][0], (self.de[0], 'changed'))
+    other = self.config('parallel_text', files=f'train={self.dir}/b.de.gz,{self.dir}/b.en.gz')
+    self.assertNotEqual(corpora.get_builder(other).builder_config.name, name)
+
+  @parameterized.parameters('', 'train=a,b,c', 'train', 'train=x.de,x.en', 'tr ain=c.tsv', 'test=c.tsv;test=c.tsv')
+  def test_bad_files_spec(self, spec):
+    with contextlib.chdir(self.dir), self.assertRaisesRegex((ValueError, FileNotFoundError), 'data.files'):
+      corpora.load_pairs(self.config('parallel_text', files=spec))
+
+
+class DataRootTest(absltest.TestCase):
+
+  def test_default_data_root_is_independent_of_the_cwd(self):
+    expected = os.path.abspath(os.path.join(_REPO_ROOT, '..', 'shared', 'data'))
+    with mock.patch.dict(os.environ):
+      os.environ.pop('S2S_DATA_DIR', None)
+      self.assertEqual(corpora.default_data_root(), expected)
+      with contextlib.chdir(self.create_tempdir().full_path):
+        self.assertEqual(corpora.default_data_root(), expected)
+        c = config_lib.base_config().data
+        c.name = 'tatoeba'
+        self.assertEqual(corpora.resolve_manual_dir(c), os.path.join(expected, 'tatoeba_fra_eng'))
+      os.environ['S2S_DATA_DIR'] = '/some/where'
+      self.assertEqual(corpora.default_data_root(), '/some/where')
+    self.assertEqual(corpora.FOLDERS, {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng',
+                                       'iwslt15': 'iwslt15_en_vi'})
+
+
+if __name__ == '__main__':
+  absltest.main()
