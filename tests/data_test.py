@@ -74,11 +74,13 @@ class VocabTest(parameterized.TestCase):
   def test_reserved_ids(self):
     self.assertEqual((PAD_ID, UNK_ID, BOS_ID, EOS_ID), (0, 1, 2, 3))
     self.assertEqual(SPECIAL_TOKENS, ('<pad>', '<unk>', '<s>', '</s>'))
+    expected = {'char': [' ', 'x', 'y', 'z'], 'word': ['x', 'y', 'z'], 'moses': ['x', 'y', 'z'],
+                'sentencepiece': ['▁', 'x', 'y', 'z']}
     for kind in vocab_lib.TOKENIZERS:
-      v = vocab_lib.Vocab.build(['x y', 'z'], kind)
+      v = vocab_lib.Vocab.build(['x y', 'z'], kind, max_size=8 if kind == 'sentencepiece' else 0)
       self.assertEqual(v.tokens[:4], ['<pad>', '<unk>', '<s>', '</s>'])
       self.assertEqual([v.tokens.index(t) for t in SPECIAL_TOKENS], [PAD_ID, UNK_ID, BOS_ID, EOS_ID])
-      self.assertEqual(v.tokens[4:], ['x', 'y', 'z'] if kind == 'word' else [' ', 'x', 'y', 'z'])
+      self.assertEqual(v.tokens[4:], expected[kind])
 
   def test_build_frequency_order_alphabetical_ties(self):
     v = vocab_lib.Vocab.build(['b a a', 'c b a', 'd'], 'word')
