@@ -24,7 +24,7 @@ SIZES = ('tiny', 'small', 'base')
 SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'bleu_tok': ('bleu_tok',), 'chrf': ('chrf',),
                 'exact_match': ('exact_match',),
                 'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
-DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition')
+DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba', 'iwslt15', 'parallel_text', 'tfds')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
 RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
@@ -217,6 +217,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if d.batch_size % o.grad_accum_steps:
     raise ValueError(f'data.batch_size={d.batch_size} must be a multiple of optim.grad_accum_steps='
                      f'{o.grad_accum_steps}.')
+  _check_choice('data.spm_model_type', d.spm_model_type, ('unigram', 'bpe'))
+  if d.tokenizer == 'sentencepiece' and d.max_vocab_size <= 0:
+    raise ValueError('data.tokenizer=sentencepiece needs data.max_vocab_size > 0 (the number of pieces).')
+  if d.name in ('multi30k', 'tatoeba', 'iwslt15', 'tfds') and not (d.source_lang and d.target_lang):
+    raise ValueError(f'data.name={d.name!r} needs data.source_lang and data.target_lang (e.g. de and en).')
+  if d.name == 'parallel_text' and not d.files:
+    raise ValueError("data.name='parallel_text' needs data.files, e.g. 'train=a.de,a.en;validation=b.tsv'.")
+  if d.name == 'tfds' and not d.tfds_name:
+    raise ValueError("data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")
   if config.checkpoint_every_steps % config.log_every_steps:
     raise ValueError(f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
                      f'log_every_steps={config.log_every_steps}, so no partial logging sums are checkpointed.')
@@ -316,4 +325,31 @@ def task_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
   c.update(num_train_steps=num_steps, log_every_steps=100, eval_every_steps=1_000, checkpoint_every_steps=1_000)
   if arg.size == 'tiny':
     shrink_cadence_to_tiny(c)
+  return c
+
+
+MULTI30K_TRAIN_EXAMPLES = 29_000
+
+
+def multi30k_config(size: str, *, epochs: int, batch_size: int, tokenizer: str = 'moses',
+                    max_vocab_size: int = 0) -> ml_collections.ConfigDict:
+  """Multi30k German -> English (test = test2016): the data, evaluation and cadence shared by its experiments.
+
+  Steps follow from `epochs` x 29,000 / batch_size; evaluation (validation loss, which picks best/, and BLEU on the
+  whole validation set) runs once per epoch. `size=tiny` keeps the real data but trains 20 steps of tiny batches.
+  """
+  c = base_config()
+  c.data.update(name='multi30k', source_lang='de', target_lang='en', tokenizer=tokenizer, lowercase=True,
+                vocab_min_count=2, max_vocab_size=max_vocab_size, max_src_len=64, max_tgt_len=64,
+                src_len_policy='truncate', tgt_len_policy='truncate', batch_size=batch_size, eval_batch_size=256,
+                num_buckets=4)
+  c.eval.update(metric='loss', mode='min', scores='bleu,bleu_tok,chrf', num_decode_examples=1_014)
+  steps_per_epoch = MULTI30K_TRAIN_EXAMPLES // batch_size
+  c.update(num_train_steps=epochs * steps_per_epoch, log_every_steps=50,
+           eval_every_steps=steps_per_epoch // 50 * 50 or 50, checkpoint_every_steps=steps_per_epoch // 50 * 50 or 50)
+  c.decode.update(batch_size=128)
+  if size == 'tiny':
+    c.data.update(batch_size=16, eval_batch_size=64, num_buckets=2)
+    c.update(num_train_steps=20, log_every_steps=10, eval_every_steps=20, checkpoint_every_steps=20)
+    c.eval.num_decode_examples = 64
   return c

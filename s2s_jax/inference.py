@@ -77,7 +77,7 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
   with open(path, encoding='utf-8') as f:
     config = config_lib.from_saved(json.load(f))
   config_lib.validate(config)
-  src_vocab, tgt_vocab = (vocab_lib.Vocab.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
+  src_vocab, tgt_vocab = (vocab_lib.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
   params, step = checkpointing.restore_params(workdir, checkpoint)
   return Run(workdir, config, models.Seq2Seq(config_lib.model_config(config)), params, step, src_vocab, tgt_vocab,
              inputs_lib.for_config(config, src_vocab))

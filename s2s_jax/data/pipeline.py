@@ -24,6 +24,7 @@ import numpy as np
 from s2s_jax.data import EOS_ID, PAD_ID, UNK_ID
 from s2s_jax.data import bucketing
 from s2s_jax.data import builders
+from s2s_jax.data import corpora
 from s2s_jax.data import vocab as vocab_lib
 
 Batch = dict[str, np.ndarray]
@@ -54,14 +55,23 @@ class TextData:
 
 
 def resolve_paths(data_config) -> None:
-  """Fills data.data_dir with an absolute path (CONVENTIONS §4). Generated datasets have no raw folder."""
+  """Absolute data.data_dir, data.manual_dir (a corpus' raw folder) and data.files paths (CONVENTIONS §4)."""
   data_config.data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or builders.default_data_dir()))
   if data_config.manual_dir:
     data_config.manual_dir = os.path.abspath(os.path.expanduser(data_config.manual_dir))
+  elif data_config.name in corpora.FOLDERS:
+    data_config.manual_dir = corpora.resolve_manual_dir(data_config)
+  if data_config.files:
+    data_config.files = ';'.join(f'{split}={",".join(paths)}'
+                                 for split, paths in corpora.resolve_files(data_config.files).items())
 
 
 def load_raw(data_config) -> dict[str, list[tuple[str, str]]]:
   """Prepares (once) and reads every split as (source, target) strings."""
+  if data_config.name in corpora.CORPORA:
+    pairs = corpora.load_pairs(data_config)
+    corpora.require_split(pairs, 'train', data_config)
+    return pairs
   builder = builders.synthetic_builder(data_config, data_config.data_dir)
   sources = builders.prepare(builder)
   out = {}
@@ -124,11 +134,16 @@ def encode_split(name: str, pairs: Sequence[tuple[str, str]], src_vocab: vocab_l
   return split, report
 
 
+def _vocab_settings(data_config, side: int) -> dict[str, object]:
+  lang = (data_config.source_lang, data_config.target_lang)[side]
+  return dict(lowercase=data_config.lowercase, lang=lang, model_type=data_config.spm_model_type)
+
+
 def build_vocabs(train_pairs: Sequence[tuple[str, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
-  kw = dict(lowercase=data_config.lowercase, min_count=data_config.vocab_min_count,
-            max_size=data_config.max_vocab_size)
-  return (vocab_lib.Vocab.build((s for s, _ in train_pairs), data_config.tokenizer, **kw),
-          vocab_lib.Vocab.build((t for _, t in train_pairs), data_config.tokenizer, **kw))
+  """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes)."""
+  return tuple(vocab_lib.build((pair[side] for pair in train_pairs), data_config.tokenizer,
+                               min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
+                               **_vocab_settings(data_config, side)) for side in (0, 1))
 
 
 def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) -> TextData:
@@ -141,12 +156,12 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
-    src_vocab, tgt_vocab = (vocab_lib.Vocab.load(p) for p in paths)
-    for vocab, path in zip((src_vocab, tgt_vocab), paths):
-      if (vocab.kind, vocab.lowercase) != (data_config.tokenizer, data_config.lowercase):
-        raise ValueError(f'{path} was built with tokenizer={vocab.kind!r}, lowercase={vocab.lowercase}, but the '
-                         f'config has data.tokenizer={data_config.tokenizer!r}, data.lowercase='
-                         f'{data_config.lowercase}; use a new workdir or delete the vocabulary files to rebuild them.')
+    src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
+    for side, (vocab, path) in enumerate(zip((src_vocab, tgt_vocab), paths)):
+      want = vocab_lib.settings(data_config.tokenizer, **_vocab_settings(data_config, side))
+      if vocab.settings() != want:
+        raise ValueError(f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
+                         'workdir or delete the vocabulary files to rebuild them.')
   else:
     src_vocab, tgt_vocab = build_vocabs(raw['train'], data_config)
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
