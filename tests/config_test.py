@@ -6,6 +6,7 @@ import os
 from absl.testing import absltest
 from absl.testing import parameterized
 import ml_collections
+import pytest
 
 from s2s_jax import config_lib
 from s2s_jax import train
@@ -27,6 +28,13 @@ def _load(path: str):
 
 def _case_name(path: str) -> str:
   return path.replace('/', '_').replace('.py', '')
+
+
+def _uses_a_corpus(path: str) -> bool:
+  return _load(path).get_config('size=tiny').data.name in corpora.CORPORA
+
+
+CORPUS_EXPERIMENTS = [p for p in EXPERIMENTS if _uses_a_corpus(p)]
 
 
 class ExperimentFilesTest(parameterized.TestCase):
@@ -52,20 +60,33 @@ class ExperimentFilesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"Unknown config arg 'sise'; known: \['size'\]"):
       module.get_config('sise=tiny')
 
-  @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS])
+  @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS if p not in CORPUS_EXPERIMENTS])
   def test_trains_at_size_tiny(self, path):
-    config = _load(path).get_config('size=tiny')
-    folder = corpora.resolve_manual_dir(config.data)
-    if folder and not os.path.isdir(folder):
-      if os.environ.get('S2S_REQUIRE_DATA') == '1':
-        self.fail(f'{folder} is missing and S2S_REQUIRE_DATA=1')
-      self.skipTest(f'{folder} not found: {path} trains on a real corpus from ../shared/data')
-    config.data.data_dir = self.create_tempdir().full_path
-    config.num_train_steps = 20
-    workdir = self.create_tempdir().full_path
-    train.train_and_evaluate(config, workdir)
-    self.assertTrue(os.path.exists(os.path.join(workdir, 'DONE')))
-    self.assertTrue(os.path.exists(os.path.join(workdir, 'eval_test.json')))
+    _train_tiny(self, path)
+
+
+def _train_tiny(test: absltest.TestCase, path: str) -> None:
+  config = _load(path).get_config('size=tiny')
+  folder = corpora.resolve_manual_dir(config.data)
+  if folder and not os.path.isdir(folder):
+    if os.environ.get('S2S_REQUIRE_DATA') == '1':
+      test.fail(f'{folder} is missing and S2S_REQUIRE_DATA=1')
+    test.skipTest(f'{folder} not found: {path} trains on a real corpus from ../shared/data')
+  config.data.data_dir = test.create_tempdir().full_path
+  config.num_train_steps = 20
+  workdir = test.create_tempdir().full_path
+  train.train_and_evaluate(config, workdir)
+  test.assertTrue(os.path.exists(os.path.join(workdir, 'DONE')))
+  test.assertTrue(os.path.exists(os.path.join(workdir, 'eval_test.json')))
+
+
+@pytest.mark.slow
+class CorpusExperimentsTest(parameterized.TestCase):
+  """Experiments on real corpora train at size=tiny (slow tier: each prepares and tokenises a whole corpus)."""
+
+  @parameterized.named_parameters(*[(_case_name(p), p) for p in CORPUS_EXPERIMENTS])
+  def test_trains_at_size_tiny(self, path):
+    _train_tiny(self, path)
 
 
 def _config(**overrides):
