@@ -7,6 +7,7 @@ writes the same files through `score` and `write_eval`.
 """
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -23,8 +24,8 @@ from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
 
 # Scalars of an evaluation that also go to metrics.jsonl as test/<name>.
-REPORTED = ('loss', 'perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'bleu_tok', 'chrf', 'rouge1',
-            'rouge2', 'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
+REPORTED = ('loss', 'perplexity', 'word_perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'bleu_tok',
+            'chrf', 'rouge1', 'rouge2', 'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
 
 
 def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int], groups: str,
@@ -57,13 +58,17 @@ class Evaluator:
                                      batch_size=config.data.eval_batch_size)
     self._collate = inputs_lib.TextInputs(data.src_vocab, data.src_len).collate
 
-  def loss(self, params, split: str) -> dict[str, float]:
-    """loss / perplexity / token_accuracy over a whole split (params replicated)."""
+  def loss_sums(self, params, split: str) -> dict[str, float]:
+    """Summed NLL, correct tokens and token count over a whole split (params replicated)."""
     total = None
     for batch, _ in pipeline.eval_batches(self.data, split, self.config.data.eval_batch_size):
       sums = flax.jax_utils.unreplicate(self.p_eval_step(params, steps.shard_batch(batch)))
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
-    return metrics_lib.finalize_token_sums(jax.device_get(total))
+    return {k: float(v) for k, v in jax.device_get(total).items()}
+
+  def loss(self, params, split: str) -> dict[str, float]:
+    """loss / perplexity / token_accuracy over a whole split (params replicated)."""
+    return metrics_lib.finalize_token_sums(self.loss_sums(params, split))
 
   def decode(self, params, split: str, limit: int | None = None) -> tuple[list[str], float]:
     """The best hypothesis per example of a split (or of its first `limit`) and the seconds it took."""
@@ -89,7 +94,11 @@ class Evaluator:
     """Loss and every decoded score of a whole split."""
     hyps, seconds = self.decode(params, split)
     data = self.data.splits[split]
-    result = dict(self.loss(params, split))
+    sums = self.loss_sums(params, split)
+    result = metrics_lib.finalize_token_sums(sums)
+    if self.config.data.target_lang:  # per word, whatever the tokenizer: Moses tokens of the reference + EOS
+      words = sum(len(x.split()) + 1 for x in metrics_lib.moses_lc(data.targets, self.config.data.target_lang))
+      result['word_perplexity'] = math.exp(min(sums['loss_sum'] / max(words, 1), 100.0))
     result.update(score(hyps, [data.targets], [len(ids) - 1 for ids in data.src_ids], self.config.eval.scores,
                         self.options, seconds, step, self.config.data.target_lang))
     return result, hyps

@@ -200,7 +200,12 @@ def _without_timing(records):
           for r in records]
 
 
-class TrainAndEvaluateTest(absltest.TestCase):
+def _with_buckets(config, num_buckets):
+  config.data.num_buckets = num_buckets
+  return config
+
+
+class TrainAndEvaluateTest(parameterized.TestCase):
 
   def test_end_to_end_writes_the_workdir_contract(self):
     workdir = self.create_tempdir().full_path
@@ -243,14 +248,16 @@ class TrainAndEvaluateTest(absltest.TestCase):
     train.train_and_evaluate(config, workdir)
     self.assertEqual(_records(workdir), records)
 
-  def test_stop_and_resume_is_exact(self):
-    """20 steps, stop, resume to 40 == 40 steps uninterrupted: same batches, parameters and metrics."""
+  @parameterized.parameters(1, 3)
+  def test_stop_and_resume_is_exact(self, num_buckets):
+    """20 steps (mid-epoch), stop, resume to 40 == 40 steps uninterrupted: same batches, parameters, metrics."""
     data_dir = self.create_tempdir().full_path
     straight, resumed = self.create_tempdir().full_path, self.create_tempdir().full_path
-    train.train_and_evaluate(_tiny_config(data_dir), straight)
-    train.train_and_evaluate(_tiny_config(data_dir, num_train_steps=20), resumed)
+    config = lambda **kw: _with_buckets(_tiny_config(data_dir, **kw), num_buckets)
+    train.train_and_evaluate(config(), straight)
+    train.train_and_evaluate(config(num_train_steps=20), resumed)
     self.assertEqual(checkpointing.make_manager(resumed, 2).latest_step(), 20)
-    train.train_and_evaluate(_tiny_config(data_dir), resumed)
+    train.train_and_evaluate(config(), resumed)
     self.assertEqual(checkpointing.make_manager(resumed, 2).latest_step(), 40)
     a, _ = checkpointing.restore_params(straight, 'latest')
     b, _ = checkpointing.restore_params(resumed, 'latest')
