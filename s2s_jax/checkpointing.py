@@ -5,15 +5,17 @@ other's files. A saved state is a plain dict, never a TrainState object.
 import os
 from typing import Any
 
+from absl import logging
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.join(workdir, 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
 
 
 def make_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointManager:
@@ -24,25 +26,56 @@ def make_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointMan
 
 
 def state_dict(state) -> dict[str, Any]:
-  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state, 'rng': state.rng}
+  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state, 'rng': state.rng,
+          'log_sums': state.log_sums}
+
+
+def all_finite(tree) -> bool:
+  return all(bool(np.all(np.isfinite(x))) for x in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(x).dtype, np.floating))
 
 
 def save(mngr: ocp.CheckpointManager, state, data_iter, force: bool = False) -> None:
-  """Saves an unreplicated state and the iterator position (asynchronously)."""
-  mngr.save(int(state.step), force=force, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(jax.device_get(state_dict(state))),
-      data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+  """Saves an unreplicated state and the iterator position (asynchronously); never non-finite parameters.
+
+  Orbax writes a new step to a temporary folder and renames it when complete; older steps beyond max_to_keep are
+  removed only after that, so an interrupted save never costs an older checkpoint.
+  """
+  tree = jax.device_get(state_dict(state))
+  if not all_finite((tree['params'], tree['opt_state'])):
+    raise FloatingPointError(f'Refusing to checkpoint non-finite parameters at step {int(tree["step"])}; the last '
+                             f'good checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
+  mngr.save(int(tree['step']), force=force, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(tree), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
 
 
 def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
-  """Restores the latest checkpoint (and the iterator in place) into `state`; returns `state` if there is none."""
-  step = mngr.latest_step()
-  if step is None:
-    return state
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(jax.device_get(state_dict(state))),
-      data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
-  return state.replace(**restored.state)
+  """Restores the newest intact checkpoint (and the iterator, in place) into `state`; `state` if there is none.
+
+  A damaged checkpoint (truncated or missing files, unreadable metadata, non-finite values) is skipped with a
+  warning naming the problem, and the next older one is tried; if every checkpoint is damaged this raises instead
+  of silently starting over.
+  """
+  target = jax.device_get(state_dict(state))
+  problems = []
+  for step in sorted(mngr.all_steps(read=True), reverse=True):
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+      if not all_finite(restored.state['params']):
+        raise ValueError('non-finite parameters')
+    except Exception as e:  # pylint: disable=broad-except  (any failure means this checkpoint is unusable)
+      problems.append(f'step {step}: {type(e).__name__}: {str(e)[:300]}')
+      logging.warning('Checkpoint %d in %s is damaged (%s); trying an older one.', step, mngr.directory,
+                      problems[-1])
+      continue
+    if problems:
+      logging.warning('Resuming from step %d after skipping damaged checkpoints: %s', step, '; '.join(problems))
+    return state.replace(**restored.state)
+  if problems:
+    raise RuntimeError(f'No intact checkpoint in {mngr.directory}: ' + '; '.join(problems) +
+                       '. Move the folder away to start the run again from scratch.')
+  return state
 
 
 def best_value(mngr: ocp.CheckpointManager, metric: str) -> float | None:

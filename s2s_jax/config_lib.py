@@ -105,6 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
       b2=0.999,
       eps=1e-8,
       grad_accum_steps=1,  # micro-batches per update; batch_size is split over them
+      skip_nonfinite=False,  # skip (and count) updates with a non-finite loss or gradient instead of stopping
   ))
   c.decode = ml_collections.ConfigDict(dict(
       beam_size=5,

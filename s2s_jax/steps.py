@@ -25,6 +25,15 @@ Batch = dict[str, jax.Array]
 
 class TrainState(train_state.TrainState):
   rng: jax.Array  # base key of dropout masks; folded with the step and the global device index
+  log_sums: dict[str, jax.Array]  # metric sums since the last log (part of every checkpoint: exact resume)
+
+
+def empty_log_sums() -> dict[str, jax.Array]:
+  """Summed training metrics since the last log, the number of steps and skipped updates, the first bad step."""
+  zero = jnp.zeros((), jnp.float32)
+  return {'loss_sum': zero, 'correct_sum': zero, 'num_tokens': zero, 'grad_norm_sum': zero,
+          'steps': jnp.zeros((), jnp.int32), 'skipped': jnp.zeros((), jnp.int32),
+          'first_nonfinite_step': jnp.full((), -1, jnp.int32)}
 
 
 def create_train_state(rng: jax.Array, model: models.Seq2Seq, tx: optax.GradientTransformation, src_len: int,
@@ -32,7 +41,20 @@ def create_train_state(rng: jax.Array, model: models.Seq2Seq, tx: optax.Gradient
   init_rng, dropout_rng = jax.random.split(rng)
   inputs = jnp.ones((1, src_len), jnp.int32)
   params = jax.jit(model.init)(init_rng, inputs, inputs, jnp.ones((1, tgt_len), jnp.int32))['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng, log_sums=empty_log_sums())
+
+
+def _accumulate(log_sums: dict[str, jax.Array], sums: dict[str, jax.Array], finite: jax.Array,
+                step: jax.Array, skip_nonfinite: bool) -> dict[str, jax.Array]:
+  """Adds one step's metrics to the running sums; a skipped update adds nothing but its count."""
+  keep = finite if skip_nonfinite else True
+  out = {k: log_sums[k] + jnp.where(keep, sums[k], 0.0) for k in ('loss_sum', 'correct_sum', 'num_tokens')}
+  out['grad_norm_sum'] = log_sums['grad_norm_sum'] + jnp.where(keep, sums['grad_norm'], 0.0)
+  out['steps'] = log_sums['steps'] + 1
+  out['skipped'] = log_sums['skipped'] + (~finite).astype(jnp.int32) * skip_nonfinite
+  first = log_sums['first_nonfinite_step']
+  out['first_nonfinite_step'] = jnp.where((first < 0) & ~finite, step.astype(jnp.int32), first)
+  return out
 
 
 def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothing: float):
@@ -44,8 +66,13 @@ def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothi
 
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0, grad_accum_steps: int = 1,
-               axis_name: str | None = 'batch') -> tuple[TrainState, metrics_lib.Metrics]:
-  """One optimizer step on this device's share of a global batch; returns psum'ed metric sums."""
+               skip_nonfinite: bool = False, axis_name: str | None = 'batch') -> tuple[TrainState, metrics_lib.Metrics]:
+  """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
+
+  The sums are also added to `state.log_sums`, with an on-device finite flag: the first step whose loss or gradient
+  is not finite is recorded, and with `skip_nonfinite` such an update leaves parameters and optimizer state as
+  they were (and is counted).
+  """
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
@@ -66,7 +93,14 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
     grads, sums = jax.lax.psum((grads, sums), axis_name)
   grads = jax.tree.map(lambda g: g / jnp.maximum(sums['num_tokens'], 1.0), grads)
   sums = dict(sums, grad_norm=optax.tree.norm(grads))
-  return state.apply_gradients(grads=grads), sums
+  finite = jnp.isfinite(sums['loss_sum']) & jnp.isfinite(sums['grad_norm'])
+  new_state = state.apply_gradients(grads=grads)
+  if skip_nonfinite:
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = new_state.replace(params=keep(new_state.params, state.params),
+                                  opt_state=keep(new_state.opt_state, state.opt_state))
+  log_sums = _accumulate(state.log_sums, sums, finite, new_state.step, skip_nonfinite)
+  return new_state.replace(log_sums=log_sums), sums
 
 
 def eval_step(params, batch: Batch, *, model: models.Seq2Seq, axis_name: str | None = 'batch'):

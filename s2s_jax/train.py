@@ -8,7 +8,6 @@ from absl import logging
 import flax
 import jax
 import ml_collections
-import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
@@ -16,6 +15,7 @@ from s2s_jax import evaluation
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import preemption as preemption_lib
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import writers
@@ -31,22 +31,39 @@ def _check_batch_sizes(config: ml_collections.ConfigDict) -> None:
                        f'{" x optim.grad_accum_steps" if key == "batch_size" else ""}.')
 
 
-def _log_train(writer, step: int, pending: list[Any], lr: float, seconds: float, progress) -> None:
-  """Pulls the accumulated step metrics to the host (the only sync in the loop) and writes them."""
-  sums = jax.device_get(flax.jax_utils.unreplicate(pending))
-  total = {k: sum(float(s[k]) for s in sums) for k in ('loss_sum', 'correct_sum', 'num_tokens')}
-  scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(total).items()}
-  scalars['train/grad_norm'] = float(np.mean([s['grad_norm'] for s in sums]))
-  if not all(np.isfinite([scalars['train/loss'], scalars['train/grad_norm']])):
-    raise FloatingPointError(f'Non-finite training loss or gradient before step {step}: {scalars}.')
-  scalars.update({'train/learning_rate': lr, 'train/steps_per_s': len(sums) / seconds,
-                  'train/target_tokens_per_s': total['num_tokens'] / seconds})
+def _log_train(writer, step: int, log_sums: dict[str, Any], lr: float, seconds: float, progress,
+               last_checkpoint: int | None, skip_nonfinite: bool) -> None:
+  """Writes the train/* metrics summed on device since the last log (pulling them is the loop's only host sync)."""
+  sums = {k: float(v) for k, v in log_sums.items()}
+  if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
+    raise FloatingPointError(
+        f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
+        f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.')
+  scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(sums).items()}
+  kept = max(sums['steps'] - sums['skipped'], 1)
+  scalars.update({'train/grad_norm': sums['grad_norm_sum'] / kept, 'train/learning_rate': lr,
+                  'train/steps_per_s': sums['steps'] / seconds,
+                  'train/target_tokens_per_s': sums['num_tokens'] / seconds})
+  if skip_nonfinite:
+    scalars['train/skipped_updates'] = sums['skipped']
   writer.write_scalars(step, scalars)
   logging.info('%s', progress.line(step))
 
 
+def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None:
+  """Checkpoints the current step (any step: the log sums are part of the state) and says how to resume."""
+  if mngr.latest_step() != step:
+    checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=True)
+  mngr.wait_until_finished()
+  logging.warning('%s: stopped at step %d with a checkpoint; run the same command to resume.',
+                  preemption.signal_name, step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> None:
-  """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE."""
+  """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE.
+
+  SIGTERM / SIGINT checkpoint the current step and return early (no DONE); run again to resume.
+  """
   start_time = time.time()
   config = workdir_lib.resolve_config(config)
   _check_batch_sizes(config)
@@ -70,33 +87,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
   workdir_lib.clear_done(workdir)
   logging.info('Training from step %d to %d on %d device(s).', first_step, config.num_train_steps,
                jax.device_count())
-  writer = writers.MetricWriter(workdir, start_time)
+  writer = writers.MetricWriter(workdir, start_time, resume_step=first_step)
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   p_train_step = jax.pmap(
       functools.partial(steps.train_step, label_smoothing=config.optim.label_smoothing,
-                        grad_accum_steps=config.optim.grad_accum_steps),
+                        grad_accum_steps=config.optim.grad_accum_steps,
+                        skip_nonfinite=config.optim.skip_nonfinite),
       axis_name='batch', donate_argnums=(0,))
   evaluator = evaluation.Evaluator(model, data, config, writer)
   state = flax.jax_utils.replicate(state)
-  progress = writers.Progress(first_step, config.num_train_steps)
-  pending, tick = [], time.time()
-  for step in range(first_step + 1, config.num_train_steps + 1):
-    state, sums = p_train_step(state, steps.shard_batch(next(train_iter)))
-    pending.append(sums)
-    is_last = step == config.num_train_steps
-    if step % config.log_every_steps == 0 or is_last:
-      _log_train(writer, step, pending, float(schedule(step - 1)), time.time() - tick, progress)
-      pending = []
-    if step % config.eval_every_steps == 0 or is_last:
-      params = flax.jax_utils.unreplicate(state.params)
-      scores = evaluator.validate(state.params, step)
-      key = f'eval/{config.eval.metric}'
-      if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
-        checkpointing.save_best(best_mngr, step, params, scores)
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
-    if pending == []:  # rate and ETA measure training only
-      tick = time.time()
+  progress, tick = writers.Progress(first_step, config.num_train_steps), time.time()
+  with preemption_lib.Preemption() as preemption:
+    for step in range(first_step + 1, config.num_train_steps + 1):
+      state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
+      is_last = step == config.num_train_steps
+      if step % config.log_every_steps == 0 or is_last:
+        _log_train(writer, step, jax.device_get(flax.jax_utils.unreplicate(state.log_sums)),
+                   float(schedule(step - 1)), time.time() - tick, progress, mngr.latest_step(),
+                   config.optim.skip_nonfinite)
+        state = state.replace(log_sums=flax.jax_utils.replicate(steps.empty_log_sums()))  # fresh: state is donated
+      if step % config.checkpoint_every_steps == 0 or is_last:
+        checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
+      if step % config.eval_every_steps == 0 or is_last:
+        scores = evaluator.validate(state.params, step)
+        key = f'eval/{config.eval.metric}'
+        if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
+          checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(state.params), scores)
+      if preemption.requested:
+        _stop_for_preemption(preemption, mngr, state, train_iter, step)
+        best_mngr.wait_until_finished()
+        writer.close()
+        return
+      if step % config.log_every_steps == 0:  # rate and ETA measure training only
+        tick = time.time()
   mngr.wait_until_finished()
   best_mngr.wait_until_finished()
   evaluator.test(workdir, config.num_train_steps)

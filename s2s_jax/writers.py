@@ -16,14 +16,19 @@ import jax
 class MetricWriter:
   """Appends one flat JSON object per call to `metrics.jsonl` and mirrors scalars to TensorBoard."""
 
-  def __init__(self, workdir: str, start_time: float | None = None):
+  def __init__(self, workdir: str, start_time: float | None = None, resume_step: int | None = None):
+    """With `resume_step`, records of later steps (written before a kill) are dropped, so none is duplicated."""
     self._active = jax.process_index() == 0
     self._start = time.time() if start_time is None else start_time
     self._tb = None
     if self._active:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      if resume_step is not None:
+        _truncate_records(path, resume_step)
+      self._jsonl = open(path, 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
+                               purge_step=None if resume_step is None else resume_step + 1)
 
   def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
     scalars = {k: float(v) for k, v in scalars.items()}
@@ -53,6 +58,26 @@ class MetricWriter:
       self._jsonl.close()
       self._tb.close()
       self._active = False
+
+
+def _truncate_records(path: str, last_step: int) -> None:
+  """Keeps the records of steps <= last_step, except final test evaluations (they are redone), and drops a torn
+  last line."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if record.get('step', 0) <= last_step and not any(k.startswith('test') for k in record):
+        kept.append(line if line.endswith('\n') else line + '\n')
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
 
 
 class Progress:
