@@ -33,6 +33,8 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Seque
   """Every decoded score of CONVENTIONS §5 for one evaluation (`groups` as in eval.scores; `lang`: target)."""
   result = metrics_lib.text_scores(hyps, refs, [g for g in groups.split(',') if g], lang)
   result['bleu_by_src_len'] = metrics_lib.bleu_by_length(hyps, refs, src_lengths)
+  if 'exact_match' in groups:
+    result['exact_match_by_src_len'] = metrics_lib.exact_match_by_length(hyps, refs, src_lengths)
   result.update(decode_s=seconds, sentences_per_s=len(hyps) / max(seconds, 1e-9), num_sentences=len(hyps),
                 beam_size=options.beam_size, length_alpha=options.length_alpha, checkpoint_step=step)
   return result

@@ -113,6 +113,19 @@ def error_rates(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str,
           'cer': 100.0 * jiwer.process_characters(list(refs[0]), list(hyps)).cer}
 
 
+def exact_match_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
+                          edges: Sequence[int] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)) -> list[dict[str, Any]]:
+  """Exact match per source-length bucket, like bleu_by_length (for tasks scored by exact match)."""
+  bounds = [0, *edges, max([*src_lengths, edges[-1]])]
+  out = []
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    idx = [i for i, n in enumerate(src_lengths) if lo < n <= hi or (lo == 0 and n == 0)]
+    if idx:
+      out.append({'min_len': lo + (lo > 0), 'max_len': hi, 'n': len(idx),
+                  'exact_match': exact_match([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])})
+  return out
+
+
 def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
                    edges: Sequence[int] = (10, 20, 30, 40, 50, 60)) -> list[dict[str, Any]]:
   """Corpus BLEU per source-length bucket [min_len, max_len] (source tokens, EOS excluded); empty buckets omitted."""

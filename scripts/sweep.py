@@ -1,0 +1,103 @@
+"""Launches every point of a sweep as its own run, through submitit (local processes here, SLURM on a cluster).
+
+  python scripts/sweep.py --sweep=experiments/sweeps/attention_ablation.py:size=small --root=/tmp/ablation \
+      [--executor=local|slurm] [--parallel=N] [--partition=P --time=MINUTES --gpus=G]
+
+`--sweep=FILE[:arg]` loads FILE's CONFIG and get_sweep(arg), and runs
+`python -m s2s_jax.main --config=CONFIG[:arg] --workdir=ROOT/<run name> --config.k=v ...` for every point, where
+the run name is made of the fields that vary across the sweep. Re-running skips runs with DONE and resumes
+unfinished ones (SIGTERM from SLURM preemption checkpoints them). A failed run is reported without stopping the
+others; the exit status is 1 if any failed. ROOT/sweep.json records the sweep for scripts/report.py.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import submitit
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+from s2s_jax import sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file and optional arg: experiments/sweeps/NAME.py[:size=small].')
+_ROOT = flags.DEFINE_string('root', None, 'One run directory per point goes here.')
+_EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where runs execute.')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at the same time (local executor).')
+_PARTITION = flags.DEFINE_string('partition', None, 'SLURM partition.')
+_TIME = flags.DEFINE_integer('time', 240, 'SLURM time limit per run, minutes.')
+_GPUS = flags.DEFINE_integer('gpus', 1, 'SLURM GPUs per run.')
+flags.mark_flags_as_required(['sweep', 'root'])
+
+
+def load_sweep(spec: str) -> tuple[str, str, list[dict]]:
+  """(config file, config arg, points) of 'FILE[:arg]'."""
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('sweep_module', os.path.join(_REPO, path)
+                                                       if not os.path.isabs(path) else path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  arg = arg or getattr(module, 'CONFIG_ARG', '')
+  return module.CONFIG, arg, module.get_sweep(arg or None)
+
+
+def run_one(cmd: list[str], log_path: str) -> int:
+  """The job: one training run as a subprocess, its output appended to log_path."""
+  with open(log_path, 'a', encoding='utf-8') as log:
+    return subprocess.run(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def _executor(root: str) -> submitit.Executor:
+  executor = submitit.AutoExecutor(folder=os.path.join(root, '.submitit'), cluster=_EXECUTOR.value)
+  if _EXECUTOR.value == 'slurm':
+    executor.update_parameters(slurm_partition=_PARTITION.value, timeout_min=_TIME.value,
+                               gpus_per_node=_GPUS.value, slurm_signal_delay_s=120)
+  else:
+    executor.update_parameters(timeout_min=_TIME.value)
+  return executor
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config, arg, points = load_sweep(_SWEEP.value)
+  root = os.path.abspath(_ROOT.value)
+  os.makedirs(root, exist_ok=True)
+  keys = sweep_lib.varying_keys(points)
+  runs = [{'name': sweep_lib.run_name(p, keys), 'overrides': p} for p in points]
+  if len({r['name'] for r in runs}) != len(runs):
+    raise app.UsageError('Two points of the sweep have the same run name; make them differ in a swept field.')
+  with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
+    json.dump({'sweep': _SWEEP.value, 'config': config, 'config_arg': arg, 'swept_keys': keys, 'runs': runs}, f,
+              indent=2)
+  config_flag = f'--config={config}' + (f':{arg}' if arg else '')
+  todo = [r for r in runs if not os.path.exists(os.path.join(root, r['name'], 'DONE'))]
+  print(f'{len(runs)} runs, {len(runs) - len(todo)} already DONE, {len(todo)} to run.')
+  executor, results, pending = _executor(root), {}, list(todo)
+  active = []
+  while pending or active:
+    while pending and (len(active) < _PARALLEL.value or _EXECUTOR.value == 'slurm'):
+      run = pending.pop(0)
+      cmd = [sys.executable, '-m', 's2s_jax.main', config_flag, f'--workdir={os.path.join(root, run["name"])}',
+             *sweep_lib.override_flags(run['overrides'])]
+      active.append((run['name'], executor.submit(run_one, cmd, os.path.join(root, f'{run["name"]}.log'))))
+    time.sleep(2)
+    for name, job in [a for a in active if a[1].done()]:
+      active.remove((name, job))
+      try:
+        code = job.result()
+      except Exception as e:  # pylint: disable=broad-except  (a failed job must not stop the others)
+        code = f'job failed: {e}'
+      results[name] = code
+      print(f'{name}: {"done" if code == 0 else f"FAILED ({code}); see {root}/{name}.log"}', flush=True)
+  failed = [n for n, c in results.items() if c != 0]
+  print(f'{len(results) - len(failed)} succeeded, {len(failed)} failed{": " + ", ".join(failed) if failed else ""}.')
+  sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+  app.run(main)
