@@ -138,3 +138,30 @@ def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengt
     score = sacrebleu.metrics.BLEU().corpus_score([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])
     out.append({'min_len': lo + (lo > 0), 'max_len': hi, 'n': len(idx), 'bleu': score.score})
   return out
+
+
+def mean_std_ci95(values: Sequence[float]) -> tuple[float, float | None, float | None]:
+  """Mean, sample standard deviation and half-width of the 95% t-interval of the mean (None, None for one value)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  x = np.asarray(values, np.float64)
+  if len(x) < 2:
+    return float(x.mean()), None, None
+  std = float(x.std(ddof=1))
+  return float(x.mean()), std, float(stats.t.ppf(0.975, len(x) - 1) * std / np.sqrt(len(x)))
+
+
+def paired_bootstrap_exact_match(baseline: np.ndarray, system: np.ndarray, n_samples: int = 1000,
+                                 seed: int | None = 12345) -> tuple[float, float]:
+  """(exact match of `system`, p-value of its difference from `baseline`) from per-sentence 0/1 matches.
+
+  sacreBLEU's paired bootstrap recipe (sacrebleu.significance._paired_bs_test) for a score sacreBLEU does not have:
+  the same resampled indices for a seed, p = (#{|d*| - mean|d*| > |d|} + 1) / (n_samples + 1). Identical inputs
+  give p = 1 (the recipe would give 1 / (n_samples + 1) for a difference of exactly zero).
+  """
+  baseline, system = 100.0 * np.asarray(baseline, np.float64), 100.0 * np.asarray(system, np.float64)
+  if np.array_equal(baseline, system):
+    return float(system.mean()), 1.0
+  idx = np.random.default_rng(seed).choice(len(system), size=(n_samples, len(system)), replace=True)
+  sample_diffs = np.abs(system[idx].mean(axis=1) - baseline[idx].mean(axis=1))
+  real = abs(system.mean() - baseline.mean())
+  return float(system.mean()), float((np.sum(sample_diffs - sample_diffs.mean() > real) + 1) / (n_samples + 1))

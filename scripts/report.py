@@ -1,0 +1,399 @@
+"""Tables, significance tests and figures for a sweep root (or any folder of runs).
+
+  python scripts/report.py --root=/tmp/smoke [--baseline=attention=none_concat] [--split=test]
+
+Runs: the directories of ROOT with a config.json (`<run>/seed_*/` sub-runs of num_seeds > 1 replace their parent).
+Variants: the values of sweep.json's swept keys except seed (no sweep.json: each top-level directory). Writes
+results.csv (a row per run: `run, config, <swept keys>, seed, num_params, train_s, best_step, eval/*, <split>/*`;
+eval/* is the validation record at best_step, the checkpoint <split>/* scores, or the last one without best/;
+num_params from jax.eval_shape of the model's init; train_s the wall_s of the last train record), results_agg.csv
+(a row per variant: `variant, <swept keys>, n, <metric>_{mean,std,ci95}`; sample std and half-width of the 95%
+t-interval, blank for n=1), and report.md with figures/*.png: that table, sacreBLEU's paired bootstrap of each
+variant's first seed against the baseline, learning curves, scores per source length and attention heatmaps.
+Runs without DONE get a row in results.csv and a warning; every aggregate, test and figure leaves them out.
+"""
+import csv
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from s2s_jax import attention as attention_lib
+from s2s_jax import config_lib
+from s2s_jax import metrics as metrics_lib
+from s2s_jax import sweep_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_ROOT = flags.DEFINE_string('root', None, 'A sweep root (scripts/sweep.py --root) or any folder of run workdirs.')
+_BASELINE = flags.DEFINE_string('baseline', None, 'A run name or a variant (e.g. attention=none_concat); '
+                                'default: the first run of sweep.json (or of the folder).')
+_SPLIT = flags.DEFINE_string('split', 'test', 'The test split whose records, hypotheses and references are used.')
+_NUM_ATTENTION = flags.DEFINE_integer('num_attention_sentences', 2, 'First sentences of the split shown as heatmaps.')
+_SAMPLES = flags.DEFINE_integer('bootstrap_samples', 1000, 'Resamples of the paired bootstrap.')
+flags.mark_flag_as_required('root')
+
+_SACREBLEU = (('BLEU', 'BLEU'), ('chrF', 'chrF2'))  # PairedTest metric key, the name of its scores
+_FIRST = ('exact_match', 'bleu', 'bleu_lc', 'bleu_tok', 'chrf', 'rougeL', 'wer', 'cer', 'loss', 'perplexity')
+_TIMING = ('decode_s', 'sentences_per_s')
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  return {key: value for k, v in d.items()
+          for key, value in (_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {prefix + k: v}).items()}
+
+
+def _read(path: str, parse=json.loads):
+  """parse(text of the file), or None when it does not exist."""
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      return parse(f.read())
+  return None
+
+
+def _config_flag(folders: tuple[str, ...], sweep: dict | None) -> str:
+  """The --config=FILE[:arg] a run was started with (its provenance.json, else sweep.json)."""
+  for folder in folders:
+    for item in (_read(os.path.join(folder, 'provenance.json')) or {}).get('command_line', []):
+      if item.startswith('--config='):
+        return item.partition('=')[2]
+  return sweep['config'] + (f':{sweep["config_arg"]}' if sweep.get('config_arg') else '') if sweep else ''
+
+
+def _seed_of(path: str) -> int:
+  return int(re.sub(r'\D', '', os.path.basename(path)) or 0)
+
+
+def find_runs(root: str, sweep: dict | None) -> list[dict]:
+  """Runs in sweep.json order, then the other run directories sorted; seed_* sub-runs replace their parent."""
+  names = [r['name'] for r in (sweep or {}).get('runs', [])]
+  names += sorted(n for n in os.listdir(root) if n not in names and os.path.isdir(os.path.join(root, n)))
+  runs = []
+  for name in names:
+    parent = os.path.join(root, name)
+    subs = sorted((d for d in glob.glob(os.path.join(parent, 'seed_*')) if os.path.isdir(d)), key=_seed_of)
+    for workdir in subs or [parent]:
+      own = _read(os.path.join(workdir, 'config.json'))
+      if (raw := own or _read(os.path.join(parent, 'config.json'))) is None:
+        continue
+      config, lines = _flatten(raw), _read(os.path.join(workdir, 'metrics.jsonl'), str.splitlines) or []
+      runs.append(dict(name=os.path.relpath(workdir, root), workdir=workdir, group=name, raw=raw, config=config,
+                       seed=config.get('seed', 0) if own else _seed_of(workdir),
+                       config_flag=_config_flag((workdir, parent), sweep),
+                       records=[json.loads(x) for x in lines if x.strip().endswith('}')],  # not a cut last line
+                       done=any(os.path.exists(os.path.join(d, 'DONE')) for d in {workdir, parent})))
+  return runs
+
+
+def count_params(saved_config: dict, cache: dict) -> int:
+  """Parameters of a run's model, counted from the shapes of its init (no checkpoint, no computation)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from s2s_jax import models  # pylint: disable=g-import-not-at-top
+  config = config_lib.from_saved(saved_config)
+  key = json.dumps(config_lib.to_dict(config.model), sort_keys=True)
+  if key not in cache:
+    src, tgt = (jax.ShapeDtypeStruct((1, n), np.int32) for n in (config.data.max_src_len, config.data.max_tgt_len))
+    model = models.Seq2Seq(config_lib.model_config(config))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), src, src, tgt)['params']
+    cache[key] = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+  return cache[key]
+
+
+def _last(records: list[dict], prefix: str, step: int | None = None) -> dict:
+  """The `prefix/*` metrics of the last record that has some (the last one at `step`, where there is one)."""
+  hits = [r for r in records if any(k.startswith(prefix + '/') for k in r)]
+  record = ([r for r in hits if r['step'] == step] or hits or [{}])[-1]
+  return {k: v for k, v in record.items() if k.startswith(prefix + '/')}
+
+
+def run_row(run: dict, keys: list[str], test_prefix: str, cache: dict) -> dict:
+  row = {'run': run['name'], 'config': run['config_flag'], **{k: run['config'].get(k, '') for k in keys},
+         'seed': run['seed'], 'num_params': ''}
+  try:
+    row['num_params'] = count_params(run['raw'], cache)
+  except Exception as e:  # pylint: disable=broad-except  (a row without a count beats no report)
+    print(f'WARNING: {run["name"]}: cannot count parameters ({type(e).__name__}: {e}).', file=sys.stderr)
+  train = [r for r in run['records'] if any(k.startswith('train/') for k in r)]
+  best = os.path.join(run['workdir'], 'best')
+  steps = [int(d) for d in os.listdir(best) if d.isdigit()] if os.path.isdir(best) else []
+  row.update(train_s=train[-1]['wall_s'] if train else '', best_step=max(steps) if steps else '')
+  return {**row, **_last(run['records'], 'eval', max(steps) if steps else None), **_last(run['records'], test_prefix)}
+
+
+def metric_columns(rows: list[dict], test_prefix: str) -> list[str]:
+  def order(col):
+    name = col.partition('/')[2]
+    return (name in _TIMING, _FIRST.index(name) if name in _FIRST else len(_FIRST), name)
+  return [c for prefix in ('eval', test_prefix)
+          for c in sorted({k for r in rows for k in r if k.startswith(prefix + '/')}, key=order)]
+
+
+def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
+  with open(path, 'w', encoding='utf-8', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def aggregate(variants: dict[str, list[dict]], keys: list[str], metrics: list[str]) -> list[dict]:
+  """A row per variant: its swept values, n, and mean / std / ci95 of each metric over its runs."""
+  out = []
+  for name, rows in variants.items():
+    agg = {'variant': name, **{k: rows[0].get(k, '') for k in keys}, 'n': len(rows)}
+    for m in metrics:
+      if values := [r[m] for r in rows if isinstance(r.get(m), (int, float))]:
+        agg[f'{m}_mean'], agg[f'{m}_std'], agg[f'{m}_ci95'] = metrics_lib.mean_std_ci95(values)
+    out.append(agg)
+  return out
+
+
+def agg_markdown(agg: list[dict], metrics: list[str]) -> list[str]:
+  """A row per variant, each cell `mean ± ci95` (the mean alone for one run)."""
+  cols = [m for m in metrics if any(f'{m}_mean' in a for a in agg)]
+  lines = ['| variant | n | ' + ' | '.join(cols) + ' |', '|---|---:|' + '---:|' * len(cols)]
+  for a in agg:
+    cells = [(f'{a[f"{m}_mean"]:.4g}' if f'{m}_mean' in a else '') +
+             (f' ± {round(a[f"{m}_ci95"], 12):.2g}' if a.get(f'{m}_ci95') is not None else '') for m in cols]
+    lines.append(f'| {a["variant"]} | {a["n"]} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def split_data(run: dict, split: str, cache: dict):
+  """(`split` of the run's prepared data, the padded source length); runs with the same data config share it."""
+  from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = config_lib.from_saved(run['raw'])
+  key = json.dumps(config_lib.to_dict(config.data), sort_keys=True)
+  if key not in cache:
+    cache[key] = pipeline.prepare(config.data, vocab_dir=run['workdir'])
+  if split not in cache[key].splits:
+    raise app.UsageError(f'--split={split!r} is not a split of {run["name"]}\'s data: {sorted(cache[key].splits)}.')
+  return cache[key].splits[split], cache[key].src_len
+
+
+def significance(base: dict, others: list[tuple[str, dict]], split: str, n_samples: int, cache: dict) -> list[str]:
+  """Markdown: sacreBLEU's paired bootstrap (PairedTest, test_type='bs') of each variant against the baseline."""
+  from sacrebleu import metrics as sacrebleu_metrics  # pylint: disable=g-import-not-at-top
+  from sacrebleu import significance as significance_lib  # pylint: disable=g-import-not-at-top
+  refs, hyp_file = split_data(base, split, cache)[0].targets, f'eval_{split}.hyp.txt'
+  fmt_p = lambda p: f'{p:.4f}' + (' *' if p < 0.05 else '')  # pylint: disable=unnecessary-lambda-assignment
+  systems, notes = [('(baseline)', base, _read(os.path.join(base['workdir'], hyp_file), str.splitlines))], []
+  if systems[0][2] is None or len(systems[0][2]) != len(refs):
+    return [f'No test: the baseline\'s {hyp_file} is missing or does not have one line per reference ({len(refs)}).']
+  for variant, run in others:
+    hyps = _read(os.path.join(run['workdir'], hyp_file), str.splitlines)
+    if hyps is None or len(hyps) != len(refs) or split_data(run, split, cache)[0].targets != refs:
+      notes.append(f'- {variant}: not tested ({hyp_file} missing, or not paired with the baseline\'s references).')
+    else:
+      systems.append((variant, run, hyps))
+  test = significance_lib.PairedTest([(run['name'], hyps) for _, run, hyps in systems],
+                                     {'BLEU': sacrebleu_metrics.BLEU(), 'chrF': sacrebleu_metrics.CHRF()},
+                                     references=[refs], test_type='bs', n_samples=n_samples)
+  sigs, scores = test()
+  seed = test._seed  # pylint: disable=protected-access  (sacreBLEU's SACREBLEU_SEED, 12345 by default)
+  exact = 'exact_match' in str(base['config'].get('eval.scores', ''))
+  names = [name for _, name in _SACREBLEU] + ['exact match'] * exact
+  lines = ['| variant | run | ' + ' | '.join(f'{n} (Δ) | {n} p' for n in names) + ' |',
+           '|---|---|' + '---:|' * 2 * len(names)]
+  matches = [np.array([h.strip() == r.strip() for h, r in zip(hyps, refs)]) for _, _, hyps in systems]
+  for i, (variant, run, hyps) in enumerate(systems):
+    cells = []
+    for _, name in _SACREBLEU:
+      r, b = scores[name][i], scores[name][0]
+      same = hyps == systems[0][2]  # sacreBLEU's p is 1 / (n + 1) for identical outputs; the difference is 0
+      cells += [f'{r.score:.2f} ({r.score - b.score:+.2f})', '' if i == 0 else '1 (same)' if same else fmt_p(r.p_value)]
+    if exact:
+      em, p = metrics_lib.paired_bootstrap_exact_match(matches[0], matches[i], n_samples, seed)
+      cells += [f'{em:.2f} ({em - 100.0 * matches[0].mean():+.2f})', '' if i == 0 else fmt_p(p)]
+    lines.append(f'| {variant} | {run["name"]} | ' + ' | '.join(cells) + ' |')
+  lines += [''] + notes + [f'- sacreBLEU signature, {k}: `{v.format()}`' for k, v in sigs.items()]
+  return lines + ['- Exact match is not a sacreBLEU metric, so sacreBLEU\'s test cannot score it; its p-value comes '
+                  'from the same paired bootstrap recipe (the same resampled sentences, seed and p-value formula) '
+                  'applied to per-sentence matches (`metrics.paired_bootstrap_exact_match`).'] * exact
+
+
+def _figure(path: str, panels: int, draw) -> None:
+  """Draws `panels` side-by-side axes with draw(axes) and writes a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+  draw(axes[0])
+  for ax in axes[0]:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def _mean_curve(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(steps, mean, std) of `key` over the runs' records, at every step where some run logged it."""
+  by_step = {}
+  for run in runs:
+    for r in run['records']:
+      if isinstance(r.get(key), (int, float)):
+        by_step.setdefault(r['step'], {})[run['name']] = r[key]
+  values = [np.array(list(by_step[s].values()), np.float64) for s in sorted(by_step)]
+  return np.array(sorted(by_step)), np.array([v.mean() for v in values]), np.array([v.std() for v in values])
+
+
+def plot_learning_curves(path: str, variants: dict[str, list[dict]], metric: str) -> None:
+  def draw(axes):
+    for ax, key in zip(axes, (f'eval/{metric}', 'train/loss')):
+      for name, runs in variants.items():
+        steps, mean, std = _mean_curve(runs, key)
+        line, = ax.plot(steps, mean, marker='.', label=f'{name} (n={len(runs)})')
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+      ax.set(xlabel='step', ylabel=key, title=f'{key} (mean ± std over seeds)')
+  _figure(path, 2, draw)
+
+
+def plot_by_length(path: str, variants: dict[str, list[dict]], split: str) -> list[str]:
+  """Score per source-length bucket (eval_<split>.json) per variant, mean ± std over seeds; the metrics drawn."""
+  evals = {v: [_read(os.path.join(r['workdir'], f'eval_{split}.json')) or {} for r in runs]
+           for v, runs in variants.items()}
+  found = [m for m in ('exact_match', 'bleu') if all(e.get(f'{m}_by_src_len') for es in evals.values() for e in es)]
+
+  def draw(axes):
+    for ax, m in zip(axes, found):
+      per = {}  # (min_len, max_len) -> variant -> scores over seeds, and the bucket's sentence count
+      for v, es in evals.items():
+        for b in (b for e in es for b in e[f'{m}_by_src_len']):
+          per.setdefault((b['min_len'], b['max_len']), {'n': b['n']}).setdefault(v, []).append(b[m])
+      buckets = sorted(per)
+      for v in evals:
+        x = [i for i, b in enumerate(buckets) if v in per[b]]
+        ax.errorbar(x, [np.mean(per[buckets[i]][v]) for i in x], yerr=[np.std(per[buckets[i]][v]) for i in x],
+                    marker='o', capsize=3, label=f'{v} (n={len(evals[v])})')
+      ax.set_xticks(range(len(buckets)), [f'{lo}-{hi}\n({per[(lo, hi)]["n"]})' for lo, hi in buckets], fontsize=8)
+      ax.set(xlabel='source tokens (sentences)', ylabel=f'{split} {m}', title=f'{split} {m} by source length')
+  if found:
+    _figure(path, len(found), draw)
+  return found
+
+
+def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: int, cache: dict
+                      ) -> tuple[dict[str, list[str]], list[str]]:
+  """Heatmaps of the split's first `num` sentences decoded by each variant's first seed's best checkpoint.
+
+  Returns ({variant: PNG file names}, [variants without attention]).
+  """
+  from s2s_jax import inference  # pylint: disable=g-import-not-at-top
+  from s2s_jax import plots  # pylint: disable=g-import-not-at-top
+  pngs, skipped = {}, []
+  for variant, run in firsts.items():
+    if run['config'].get('model.attention') in attention_lib.NO_ATTENTION:
+      skipped.append(variant)
+      continue
+    loaded = inference.load(run['workdir'], 'best')
+    data, src_len = split_data(run, split, cache)
+    examples, slug = data.src_ids[:num], re.sub(r'[^A-Za-z0-9_.-]+', '_', variant)
+    options = inference.decode_options(loaded.config, loaded.config.data.max_tgt_len, return_attention=True)
+    decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
+    results = decoder(inference.replicate(loaded.params), examples, loaded.inputs.collate)
+    pngs[variant] = [f'attention_{slug}_{i + 1}.png' for i in range(len(examples))]
+    for png, example, hyps in zip(pngs[variant], examples, results):
+      plots.save_attention_heatmap(os.path.join(fig_dir, png), np.asarray(hyps.attention[0]),
+                                   loaded.inputs.labels(example), hyps.tokens[0],
+                                   title=f'{variant}: {hyps.texts[0]} (step {loaded.step})')
+  return pngs, skipped
+
+
+def resolve_baseline(spec: str | None, runs: list[dict], firsts: dict[str, dict]) -> tuple[str, dict]:
+  """(variant, run) of --baseline: a run name, a variant (its first seed), or by default the first finished run."""
+  if named := [r for r in runs if r['name'] == spec] if spec else [next(r for r in runs if r['done'])]:
+    if not named[0]['done']:
+      raise app.UsageError(f'--baseline={spec}: that run has not finished (no DONE).')
+    return named[0]['variant'], named[0]
+  if spec in firsts:
+    return spec, firsts[spec]
+  raise app.UsageError(f'--baseline={spec!r} is neither a finished run ({", ".join(r["name"] for r in runs)}) nor a '
+                       f'variant ({", ".join(firsts)}).')
+
+
+def figures_markdown(root: str, variants: dict, firsts: dict, metric: str, split: str, cache: dict) -> list[str]:
+  fig_dir = os.path.join(root, 'figures')
+  os.makedirs(fig_dir, exist_ok=True)
+  plot_learning_curves(os.path.join(fig_dir, 'learning_curves.png'), variants, metric)
+  lines = ['## Figures', '', f'### Learning curves: eval/{metric} and train/loss (mean ± std over seeds)', '',
+           '![learning curves](figures/learning_curves.png)', '', f'### {split} score by source length', '']
+  if found := plot_by_length(os.path.join(fig_dir, 'score_by_src_len.png'), variants, split):
+    lines += [f'{" and ".join(found)} per source-length bucket (sentences per bucket under each label), mean ± std '
+              'over seeds.', '', '![score by source length](figures/score_by_src_len.png)', '']
+  else:
+    lines += [f'No per-length scores in the runs\' eval_{split}.json.', '']
+  pngs, skipped = attention_figures(fig_dir, firsts, split, _NUM_ATTENTION.value, cache)
+  data, _ = split_data(next(iter(firsts.values())), split, cache)
+  lines += [f'### Attention: the first {split} sentences, decoded by the best checkpoint of each variant\'s first '
+            'seed', ''] + [f'{i + 1}. source `{data.sources[i]}`, reference `{data.targets[i]}`'
+                           for i in range(min(_NUM_ATTENTION.value, len(data)))] + ['']
+  for variant, files in pngs.items():
+    lines += [f'#### {variant}', '', *(f'![attention {variant} {i + 1}](figures/{f})' for i, f in enumerate(files)),
+              '']
+  if skipped:
+    lines += [f'No attention in {", ".join(skipped)} (model.attention none_init / none_concat): no heatmaps.', '']
+  return lines
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.get_verbosity() if flags.FLAGS['verbosity'].present else logging.WARNING)
+  root, split = os.path.abspath(_ROOT.value), _SPLIT.value
+  sweep = _read(os.path.join(root, 'sweep.json'))
+  if not (runs := find_runs(root, sweep) if os.path.isdir(root) else []):
+    sys.exit(f'No runs in {root}: expected run directories with a config.json (as scripts/sweep.py --root writes).')
+  test_prefix = 'test' if split == 'test' else split
+  keys = [k for k in (sweep or {}).get('swept_keys', []) if k != 'seed']
+  param_cache, data_cache, variants = {}, {}, {}
+  rows = {run['name']: run_row(run, keys, test_prefix, param_cache) for run in runs}
+  metrics = metric_columns(list(rows.values()), test_prefix)
+  _write_csv(os.path.join(root, 'results.csv'),
+             ['run', 'config', *keys, 'seed', 'num_params', 'train_s', 'best_step', *metrics], list(rows.values()))
+  if unfinished := [r['name'] for r in runs if not r['done']]:
+    print(f'WARNING: unfinished runs (no DONE; left out of aggregates): {", ".join(unfinished)}', file=sys.stderr)
+  for run in runs:
+    run['variant'] = sweep_lib.run_name({k: run['config'].get(k) for k in keys}, keys) if sweep else run['group']
+    if run['done']:
+      variants.setdefault(run['variant'], []).append(run)
+  variants = {v: sorted(rs, key=lambda r: (r['seed'], r['name'])) for v, rs in variants.items()}
+  agg = aggregate({v: [rows[r['name']] for r in rs] for v, rs in variants.items()}, keys, metrics)
+  _write_csv(os.path.join(root, 'results_agg.csv'),
+             ['variant', *keys, 'n', *(f'{m}_{s}' for m in metrics for s in ('mean', 'std', 'ci95'))], agg)
+  lines = [f'# Report: {root}', '', f'Sweep `{(sweep or {}).get("sweep", "(no sweep.json)")}`: {len(runs)} runs '
+           f'({len(runs) - len(unfinished)} finished) in {len(variants)} variants; split `{split}`.', '']
+  if unfinished:
+    lines += [f'**Warning:** unfinished runs (no DONE), left out of everything below: {", ".join(unfinished)}.', '']
+  if variants:
+    firsts = {v: rs[0] for v, rs in variants.items()}
+    base_variant, base = resolve_baseline(_BASELINE.value, runs, firsts)
+    metric = base['config'].get('eval.metric', 'loss')
+    shown = [m for m in metrics if m.startswith(test_prefix + '/') and m.partition('/')[2] not in _TIMING]
+    lines += ['## Results (mean ± half-width of the 95% t-interval over seeds; n = finished runs)', '',
+              *agg_markdown(agg, shown + [m for m in (f'eval/{metric}', 'eval/loss') if m in metrics]), '',
+              f'`{test_prefix}/*`: the best checkpoint (by eval/{metric}) scored on the whole `{split}` split; '
+              '`eval/*`: the validation record at that step. Standard deviations and every metric: results_agg.csv; '
+              'each run: results.csv.', '',
+              f'## Significance against the baseline `{base_variant}` (run `{base["name"]}`)', '',
+              f'sacreBLEU\'s paired bootstrap resampling (`sacrebleu.significance.PairedTest`, test_type=bs, '
+              f'{_SAMPLES.value} resamples) of each variant\'s first seed (`eval_{split}.hyp.txt`) against the '
+              f'baseline\'s, on the `{split}` references; p < 0.05 is marked *.', '',
+              *significance(base, [(v, r) for v, r in firsts.items() if v != base_variant], split, _SAMPLES.value,
+                            data_cache), '',
+              *figures_markdown(root, variants, firsts, metric, split, data_cache)]
+  with open(path := os.path.join(root, 'report.md'), 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')
+  print(path)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,189 @@
+"""scripts/report.py end to end on the smoke sweep (run through scripts/sweep.py), and its statistics helpers.
+
+The sweep (2 tiny runs of the dates task: bahdanau vs none_concat) runs once per class, in a subprocess, into a
+temporary root with its own data cache; a copy of one run without DONE stands for an unfinished run.
+"""
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats
+
+from s2s_jax import checkpointing
+from s2s_jax import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _run(script: str, *flags: str, cache_dir: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+             S2S_CACHE_DIR=cache_dir)
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', script), *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900, check=False)
+
+
+def _csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
+  with open(path, encoding='utf-8', newline='') as f:
+    reader = csv.DictReader(f)
+    return list(reader.fieldnames), list(reader)
+
+
+class ReportTest(absltest.TestCase):
+  """One test method, so that pytest-xdist never runs the sweep twice (once per worker)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+    cls.cache_dir, cls.root = os.path.join(tmp, 'cache'), os.path.join(tmp, 'smoke')
+    sweep = _run('sweep.py', '--sweep=experiments/sweeps/smoke.py', f'--root={cls.root}', cache_dir=cls.cache_dir)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    # An unfinished run (no DONE, no test records, no best/) beside the sweep's runs.
+    unfinished = os.path.join(cls.root, 'unfinished')
+    os.makedirs(unfinished)
+    shutil.copy(os.path.join(cls.root, 'attention=bahdanau', 'config.json'), unfinished)
+    with open(os.path.join(cls.root, 'attention=bahdanau', 'metrics.jsonl'), encoding='utf-8') as f:
+      first = f.readline()
+    with open(os.path.join(unfinished, 'metrics.jsonl'), 'w', encoding='utf-8') as f:
+      f.write(first + first[:10])  # and a last line cut short
+    cls.report = _run('report.py', f'--root={cls.root}', '--baseline=attention=none_concat', cache_dir=cls.cache_dir)
+
+  def test_smoke_sweep_report(self):
+    self.assertEqual(self.report.returncode, 0, self.report.stderr[-5000:])
+    self.assertEqual(self.report.stdout.strip().splitlines()[-1], os.path.join(self.root, 'report.md'))
+    self.assertRegex(self.report.stderr, r'WARNING: unfinished runs .*: unfinished')
+    for check in (self._check_results_csv, self._check_agg_csv, self._check_markdown, self._check_bad_baseline):
+      with self.subTest(check.__name__):
+        check()
+
+  def _check_results_csv(self):
+    columns, rows = _csv(os.path.join(self.root, 'results.csv'))
+    fixed = ['run', 'config', 'model.attention', 'seed', 'num_params', 'train_s', 'best_step']
+    self.assertEqual(columns[:len(fixed)], fixed)
+    rest = columns[len(fixed):]
+    prefixes = [c.partition('/')[0] for c in rest]
+    self.assertEqual(prefixes, sorted(prefixes))  # eval/* then test/*
+    self.assertContainsSubset(['eval/exact_match', 'eval/loss', 'test/exact_match', 'test/bleu', 'test/chrf',
+                               'test/loss'], rest)
+    self.assertEqual([r['run'] for r in rows], ['attention=bahdanau', 'attention=none_concat', 'unfinished'])
+    params = {}
+    for row in rows[:2]:
+      workdir = os.path.join(self.root, row['run'])
+      tree, step = checkpointing.restore_params(workdir, 'best')
+      params[row['run']] = sum(np.size(x) for x in _leaves(tree))
+      self.assertEqual(int(row['num_params']), params[row['run']], row['run'])
+      self.assertEqual(int(row['best_step']), step)
+      self.assertEqual(row['config'], 'experiments/default.py:size=tiny')
+      self.assertEqual(row['model.attention'], row['run'].partition('=')[2])
+      self.assertEqual(row['seed'], '0')
+      self.assertGreater(float(row['train_s']), 0)
+      self.assertBetween(float(row['test/exact_match']), 0, 100)
+      self.assertBetween(float(row['test/chrf']), 0, 100)
+      with open(os.path.join(workdir, 'eval_test.json'), encoding='utf-8') as f:
+        self.assertAlmostEqual(float(row['test/bleu']), json.load(f)['bleu'], places=6)
+      with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+        at_best = [r for r in map(json.loads, f) if r['step'] == step and 'eval/loss' in r]
+      self.assertAlmostEqual(float(row['eval/loss']), at_best[-1]['eval/loss'], places=6)
+    self.assertGreater(params['attention=bahdanau'], params['attention=none_concat'])  # the attention layer
+    self.assertEqual((rows[2]['best_step'], rows[2]['test/exact_match']), ('', ''))
+    self.assertEqual(rows[2]['num_params'], rows[0]['num_params'])  # counted without any checkpoint
+
+  def _check_agg_csv(self):
+    columns, rows = _csv(os.path.join(self.root, 'results_agg.csv'))
+    self.assertEqual(columns[:3], ['variant', 'model.attention', 'n'])
+    for metric in ('test/exact_match', 'test/bleu', 'eval/exact_match'):
+      self.assertContainsSubset([f'{metric}_{s}' for s in ('mean', 'std', 'ci95')], columns)
+    self.assertEqual([(r['variant'], r['n']) for r in rows], [('attention=bahdanau', '1'),
+                                                              ('attention=none_concat', '1')])  # not the unfinished
+    _, runs = _csv(os.path.join(self.root, 'results.csv'))
+    for agg, run in zip(rows, runs):
+      self.assertAlmostEqual(float(agg['test/bleu_mean']), float(run['test/bleu']))
+      self.assertEqual((agg['test/bleu_std'], agg['test/bleu_ci95']), ('', ''))  # n = 1
+
+  def _check_markdown(self):
+    with open(os.path.join(self.root, 'report.md'), encoding='utf-8') as f:
+      text = f.read()
+    self.assertIn('| variant | n | test/exact_match |', text)
+    self.assertRegex(text, r'\n\| attention=bahdanau \| 1 \| [\d.]+ \|')
+    self.assertRegex(text, r'\n\| attention=none_concat \| 1 \| [\d.]+ \|')
+    self.assertIn('Significance against the baseline `attention=none_concat`', text)
+    self.assertIn('sacrebleu.significance.PairedTest', text)
+    p_value = r'(0\.\d{4}( \*)?|1\.0000|1 \(same\))'
+    self.assertRegex(text, rf'\| attention=bahdanau \| attention=bahdanau \| [\d.]+ \([+-][\d.]+\) \| {p_value} \| '
+                           rf'[\d.]+ \([+-][\d.]+\) \| {p_value} \|')
+    self.assertRegex(text, r'sacreBLEU signature, BLEU: `nrefs:1\|bs:1000\|seed:12345')
+    self.assertIn('unfinished', text)
+    self.assertIn('No attention in attention=none_concat', text)
+    links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
+    self.assertEqual(links, ['figures/learning_curves.png', 'figures/score_by_src_len.png',
+                             'figures/attention_attention_bahdanau_1.png', 'figures/attention_attention_bahdanau_2.png'])
+    from matplotlib import image  # pylint: disable=g-import-not-at-top
+    for link in links:
+      path = os.path.join(self.root, link)
+      with open(path, 'rb') as f:
+        self.assertEqual(f.read(8), _PNG_SIGNATURE, link)
+      self.assertGreater(os.path.getsize(path), 5_000, link)
+      pixels = image.imread(path)
+      self.assertGreaterEqual(min(pixels.shape[:2]), 200, link)
+      self.assertGreater(float(pixels[..., :3].std()), 0.01, link)  # not a blank canvas
+
+  def _check_bad_baseline(self):
+    result = _run('report.py', f'--root={self.root}', '--baseline=attention=luong', cache_dir=self.cache_dir)
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--baseline='attention=luong' is neither a finished run", result.stderr)
+    self.assertIn('attention=none_concat', result.stderr)
+
+
+def _leaves(tree):
+  if isinstance(tree, dict):
+    for value in tree.values():
+      yield from _leaves(value)
+  else:
+    yield tree
+
+
+class NoRunsTest(absltest.TestCase):
+
+  def test_empty_root_exits_with_a_message(self):
+    root = self.create_tempdir().full_path
+    os.makedirs(os.path.join(root, 'not_a_run'))  # a directory without config.json is no run
+    for path in (root, os.path.join(root, 'missing')):
+      result = _run('report.py', f'--root={path}', cache_dir=root)
+      self.assertNotEqual(result.returncode, 0)
+      self.assertIn(f'No runs in {path}', result.stderr)
+      self.assertFalse(os.path.exists(os.path.join(path, 'report.md')))
+
+
+class StatisticsTest(absltest.TestCase):
+
+  def test_mean_std_ci95_is_the_t_interval(self):
+    values = [21.0, 23.5, 22.0, 25.0]
+    mean, std, ci = metrics.mean_std_ci95(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    self.assertAlmostEqual(mean, np.mean(values))
+    self.assertAlmostEqual(std, np.std(values, ddof=1))
+    self.assertAlmostEqual(ci, (high - low) / 2)
+    self.assertEqual(metrics.mean_std_ci95([3.0]), (3.0, None, None))
+
+  def test_paired_bootstrap_exact_match(self):
+    rng = np.random.default_rng(0)
+    base = rng.random(300) < 0.5
+    self.assertEqual(metrics.paired_bootstrap_exact_match(base, base), (100.0 * base.mean(), 1.0))
+    better = base | (rng.random(300) < 0.5)  # about 25 points more
+    score, p = metrics.paired_bootstrap_exact_match(base, better)
+    self.assertAlmostEqual(score, 100.0 * better.mean())
+    self.assertLess(p, 0.01)
+    noisy = base ^ (rng.random(300) < 0.02)  # a few flips both ways
+    self.assertGreater(metrics.paired_bootstrap_exact_match(base, noisy)[1], 0.05)
+
+
+if __name__ == '__main__':
+  absltest.main()
