@@ -42,10 +42,11 @@ def save(mngr: ocp.CheckpointManager, state, data_iter, force: bool = False) -> 
   removed only after that, so an interrupted save never costs an older checkpoint.
   """
   tree = jax.device_get(state_dict(state))
+  step = int(np.max(tree['step']))  # max: vmapped seeds carry one step each (all equal)
   if not all_finite((tree['params'], tree['opt_state'])):
-    raise FloatingPointError(f'Refusing to checkpoint non-finite parameters at step {int(tree["step"])}; the last '
-                             f'good checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
-  mngr.save(int(tree['step']), force=force, args=ocp.args.Composite(
+    raise FloatingPointError(f'Refusing to checkpoint non-finite parameters at step {step}; the last good '
+                             f'checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
+  mngr.save(step, force=force, args=ocp.args.Composite(
       state=ocp.args.StandardSave(tree), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
 
 

@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Every config field with its default. Experiments change values; they never add fields."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter initialisation and dropout
+  c.num_seeds = 1  # > 1: seeds seed .. seed+num_seeds-1 trained as one vmapped program (workdir/seed_<s>/ each)
   c.num_train_steps = 1_000
   c.log_every_steps = 50
   c.eval_every_steps = 500  # validation loss + decoded metric on a bounded sample
@@ -190,7 +191,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.eval.metric not in produced:
     raise ValueError(f'eval.metric={config.eval.metric!r} is not computed by eval.scores={config.eval.scores!r}; '
                      f'add its group ({[g for g, m in SCORE_GROUPS.items() if config.eval.metric in m]}).')
-  positive = ['num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+  positive = ['num_seeds', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
               'keep_checkpoints', 'data.num_train_examples', 'data.num_eval_examples', 'data.max_src_len',
               'data.max_tgt_len', 'data.batch_size', 'data.eval_batch_size', 'data.vocab_min_count',
               'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples',

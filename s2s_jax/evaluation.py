@@ -52,8 +52,8 @@ def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[s
 class Evaluator:
   """Compiled eval and decode steps for one model, data and config."""
 
-  def __init__(self, model, data: pipeline.TextData, config, writer):
-    self.data, self.config, self.writer = data, config, writer
+  def __init__(self, model, data: pipeline.TextData, config):
+    self.data, self.config = data, config
     self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
     self.options = steps.DecodeOptions.from_config(config.decode, config.data.max_tgt_len)
     self.decoder = inference.Decoder(model, self.options, data.tgt_vocab, src_len=data.src_len,
@@ -78,7 +78,7 @@ class Evaluator:
     results = self.decoder(params, self.data.splits[split].src_ids[:limit], self._collate)
     return [r.texts[0] for r in results], time.time() - start
 
-  def validate(self, params, step: int) -> dict[str, float]:
+  def validate(self, params, step: int, writer) -> dict[str, float]:
     """Validation loss on the whole split and decoded scores on a bounded sample; written as eval/*."""
     split = self.data.splits[self.config.data.eval_split]
     scalars = {f'eval/{k}': v for k, v in self.loss(params, split.name).items()}
@@ -86,8 +86,8 @@ class Evaluator:
     refs = [split.targets[:len(hyps)]]
     scores = metrics_lib.text_scores(hyps, refs, self.config.eval.scores.split(','), self.config.data.target_lang)
     scalars.update({f'eval/{k}': v for k, v in scores.items() if not k.endswith('signature')})
-    self.writer.write_scalars(step, scalars)
-    self.writer.write_texts(step, {'eval/samples': '\n\n'.join(
+    writer.write_scalars(step, scalars)
+    writer.write_texts(step, {'eval/samples': '\n\n'.join(
         f'src: {split.sources[i]}\nref: {refs[0][i]}\nhyp: {hyps[i]}'
         for i in range(min(self.config.eval.num_samples_to_log, len(hyps))))})
     return scalars
@@ -105,7 +105,7 @@ class Evaluator:
                         self.options, seconds, step, self.config.data.target_lang))
     return result, hyps
 
-  def test(self, workdir: str, step: int) -> None:
+  def test(self, workdir: str, step: int, writer) -> None:
     """Evaluates the best checkpoint on every test split; writes eval_<split>.json, hypotheses and test/*."""
     params, best_step = checkpointing.restore_params(workdir, 'best')
     params = flax.jax_utils.replicate(params)
@@ -113,4 +113,4 @@ class Evaluator:
       result, hyps = self.evaluate_split(params, split, best_step)
       write_eval(workdir, split, result, hyps)
       prefix = 'test' if split == 'test' else split
-      self.writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in result.items() if k in REPORTED})
+      writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in result.items() if k in REPORTED})

@@ -8,6 +8,7 @@ from absl import logging
 import flax
 import jax
 import ml_collections
+import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
@@ -16,6 +17,7 @@ from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import optim
 from s2s_jax import preemption as preemption_lib
+from s2s_jax import seeds as seeds_lib
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import writers
@@ -62,7 +64,8 @@ def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> None:
   """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE.
 
-  SIGTERM / SIGINT checkpoint the current step and return early (no DONE); run again to resume.
+  SIGTERM / SIGINT checkpoint the current step and return early (no DONE); run again to resume. With
+  config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
   """
   start_time = time.time()
   config = workdir_lib.resolve_config(config)
@@ -74,27 +77,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
   workdir_lib.check_and_write(workdir, config, data, allow_config_change)
   model = models.Seq2Seq(config_lib.model_config(config))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
-  state = steps.create_train_state(jax.random.PRNGKey(config.seed), model, tx, data.src_len, data.tgt_len)
+  state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
   train_iter = pipeline.train_iterator(data, config.data.batch_size, config.seed, jax.process_index(),
                                        jax.process_count())
   mngr = checkpointing.make_manager(workdir, config.keep_checkpoints)
-  best_mngr = checkpointing.make_best_manager(workdir, f'eval/{config.eval.metric}', config.eval.mode)
   state = checkpointing.restore_or_init(mngr, state, train_iter)
-  first_step = int(state.step)
+  first_step = int(np.max(state.step))
   if first_step >= config.num_train_steps and workdir_lib.is_done(workdir):
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
     return
   workdir_lib.clear_done(workdir)
-  logging.info('Training from step %d to %d on %d device(s).', first_step, config.num_train_steps,
-               jax.device_count())
-  writer = writers.MetricWriter(workdir, start_time, resume_step=first_step)
+  logging.info('Training from step %d to %d on %d device(s), %d seed(s).', first_step, config.num_train_steps,
+               jax.device_count(), config.num_seeds)
+  runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
-  p_train_step = jax.pmap(
-      functools.partial(steps.train_step, label_smoothing=config.optim.label_smoothing,
-                        grad_accum_steps=config.optim.grad_accum_steps,
-                        skip_nonfinite=config.optim.skip_nonfinite),
-      axis_name='batch', donate_argnums=(0,))
-  evaluator = evaluation.Evaluator(model, data, config, writer)
+  p_train_step = jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,))
+  evaluator = evaluation.Evaluator(model, data, config)
   state = flax.jax_utils.replicate(state)
   progress, tick = writers.Progress(first_step, config.num_train_steps), time.time()
   with preemption_lib.Preemption() as preemption:
@@ -102,28 +100,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
       state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
       is_last = step == config.num_train_steps
       if step % config.log_every_steps == 0 or is_last:
-        _log_train(writer, step, jax.device_get(flax.jax_utils.unreplicate(state.log_sums)),
-                   float(schedule(step - 1)), time.time() - tick, progress, mngr.latest_step(),
-                   config.optim.skip_nonfinite)
-        state = state.replace(log_sums=flax.jax_utils.replicate(steps.empty_log_sums()))  # fresh: state is donated
+        sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
+        for k, writer in enumerate(runs.writers):
+          _log_train(writer, step, runs.pick(sums, k, replicated=False), float(schedule(step - 1)),
+                     time.time() - tick, progress, mngr.latest_step(), config.optim.skip_nonfinite)
+        state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
       if step % config.eval_every_steps == 0 or is_last:
-        scores = evaluator.validate(state.params, step)
-        key = f'eval/{config.eval.metric}'
-        if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
-          checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(state.params), scores)
+        for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
+          params = runs.pick(state.params, k)
+          scores = evaluator.validate(params, step, writer)
+          key = f'eval/{config.eval.metric}'
+          if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
+            checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
       if preemption.requested:
         _stop_for_preemption(preemption, mngr, state, train_iter, step)
-        best_mngr.wait_until_finished()
-        writer.close()
+        runs.close()
         return
       if step % config.log_every_steps == 0:  # rate and ETA measure training only
         tick = time.time()
   mngr.wait_until_finished()
-  best_mngr.wait_until_finished()
-  evaluator.test(workdir, config.num_train_steps)
-  writer.close()
+  for k, folder in enumerate(runs.dirs):
+    runs.best[k].wait_until_finished()
+    evaluator.test(folder, config.num_train_steps, runs.writers[k])
+    workdir_lib.mark_done(folder)
+  runs.close()
   mngr.close()
-  best_mngr.close()
   workdir_lib.mark_done(workdir)
