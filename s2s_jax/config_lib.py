@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
       tokenizer='char',  # char | word (whitespace) | moses (sacremoses) | sentencepiece
       spm_model_type='unigram',  # sentencepiece: unigram | bpe
       lowercase=False,
+      reverse_source=False,  # feed source tokens in reverse order (Sutskever et al. 2014)
       vocab_min_count=1,  # char / word / moses
       max_vocab_size=0,  # char / word / moses: 0 = no limit; sentencepiece: the vocabulary size (required)
       num_buckets=1,  # training batches grouped by length into this many shapes (1: one padded shape)

@@ -344,6 +344,28 @@ def figures_markdown(root: str, variants: dict, firsts: dict, metric: str, split
   return lines
 
 
+def decoding_markdown(runs: list[dict], evaluations: list[dict]) -> list[str]:
+  """The sweep's EVALUATIONS (decode settings scored on the test split) per finished run, as tables."""
+  if not evaluations:
+    return []
+  keys = [k for k in evaluations[0] if k != 'name']
+  cols = ('bleu', 'bleu_lc', 'chrf', 'exact_match', 'len_ratio', 'sentences_per_s')
+  lines = ['## Decoding settings', '', 'Each finished run\'s test split decoded with every setting of the sweep\'s '
+           'EVALUATIONS (`eval_<name>.json`).', '']
+  for run in runs:
+    results = [(e, _read(os.path.join(run['workdir'], f'eval_{e["name"]}.json'), json.loads)) for e in evaluations]
+    results = [(e, r) for e, r in results if r]
+    if not results:
+      continue
+    present = [c for c in cols if c in results[0][1]]
+    lines += [f'### {run["name"]}', '', '| ' + ' | '.join(keys + present) + ' |',
+              '|' + '---:|' * (len(keys) + len(present))]
+    lines += ['| ' + ' | '.join([str(e[k]) for k in keys] + [f'{r[c]:.4g}' for c in present]) + ' |'
+              for e, r in results]
+    lines.append('')
+  return lines
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -389,6 +411,7 @@ def main(argv):
               f'baseline\'s, on the `{split}` references; p < 0.05 is marked *.', '',
               *significance(base, [(v, r) for v, r in firsts.items() if v != base_variant], split, _SAMPLES.value,
                             data_cache), '',
+              *decoding_markdown([r for rs in variants.values() for r in rs], (sweep or {}).get('evaluations', [])),
               *figures_markdown(root, variants, firsts, metric, split, data_cache)]
   with open(path := os.path.join(root, 'report.md'), 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines) + '\n')

@@ -7,7 +7,9 @@
 `python -m s2s_jax.main --config=CONFIG[:arg] --workdir=ROOT/<run name> --config.k=v ...` for every point, where
 the run name is made of the fields that vary across the sweep. Re-running skips runs with DONE and resumes
 unfinished ones (SIGTERM from SLURM preemption checkpoints them). A failed run is reported without stopping the
-others; the exit status is 1 if any failed. ROOT/sweep.json records the sweep for scripts/report.py.
+others; the exit status is 1 if any failed. A sweep file may also list EVALUATIONS (decode flags, e.g. beam sizes):
+each finished run's test split is then scored once per entry (`eval_<name>.json`). ROOT/sweep.json records the
+sweep for scripts/report.py.
 """
 import importlib.util
 import json
@@ -34,15 +36,37 @@ _GPUS = flags.DEFINE_integer('gpus', 1, 'SLURM GPUs per run.')
 flags.mark_flags_as_required(['sweep', 'root'])
 
 
-def load_sweep(spec: str) -> tuple[str, str, list[dict]]:
-  """(config file, config arg, points) of 'FILE[:arg]'."""
+def load_sweep(spec: str) -> tuple[str, str, list[dict], list[dict]]:
+  """(config file, config arg, points, evaluations) of 'FILE[:arg]'."""
   path, _, arg = spec.partition(':')
   module_spec = importlib.util.spec_from_file_location('sweep_module', os.path.join(_REPO, path)
                                                        if not os.path.isabs(path) else path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   arg = arg or getattr(module, 'CONFIG_ARG', '')
-  return module.CONFIG, arg, module.get_sweep(arg or None)
+  return module.CONFIG, arg, module.get_sweep(arg or None), getattr(module, 'EVALUATIONS', [])
+
+
+def evaluation_name(flags_: dict) -> str:
+  return '_'.join(f'{key}{sweep_lib.run_name({key: value}).partition("=")[2]}' for key, value in flags_.items())
+
+
+def run_evaluations(root: str, runs: list[dict], evaluations: list[dict]) -> list[str]:
+  """Scores every finished run's test split once per EVALUATIONS entry (decode flags); returns failures."""
+  failed = []
+  for run in runs:
+    workdir = os.path.join(root, run['name'])
+    for flags_ in evaluations:
+      name = evaluation_name(flags_)
+      if not os.path.exists(os.path.join(workdir, 'DONE')) or os.path.exists(
+          os.path.join(workdir, f'eval_{name}.json')):
+        continue
+      cmd = [sys.executable, '-m', 's2s_jax.evaluate', f'--workdir={workdir}', '--split=test', f'--name={name}',
+             *(f'--{k}={v}' for k, v in flags_.items())]
+      if run_one(cmd, os.path.join(root, f'{run["name"]}.log')):
+        failed.append(f'{run["name"]}:{name}')
+      print(f'{run["name"]}: eval_{name}.json', flush=True)
+  return failed
 
 
 def run_one(cmd: list[str], log_path: str) -> int:
@@ -64,7 +88,7 @@ def _executor(root: str) -> submitit.Executor:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config, arg, points = load_sweep(_SWEEP.value)
+  config, arg, points, evaluations = load_sweep(_SWEEP.value)
   root = os.path.abspath(_ROOT.value)
   os.makedirs(root, exist_ok=True)
   keys = sweep_lib.varying_keys(points)
@@ -72,8 +96,8 @@ def main(argv):
   if len({r['name'] for r in runs}) != len(runs):
     raise app.UsageError('Two points of the sweep have the same run name; make them differ in a swept field.')
   with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
-    json.dump({'sweep': _SWEEP.value, 'config': config, 'config_arg': arg, 'swept_keys': keys, 'runs': runs}, f,
-              indent=2)
+    json.dump({'sweep': _SWEEP.value, 'config': config, 'config_arg': arg, 'swept_keys': keys, 'runs': runs,
+               'evaluations': [dict(e, name=evaluation_name(e)) for e in evaluations]}, f, indent=2)
   config_flag = f'--config={config}' + (f':{arg}' if arg else '')
   todo = [r for r in runs if not os.path.exists(os.path.join(root, r['name'], 'DONE'))]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} already DONE, {len(todo)} to run.')
@@ -94,7 +118,7 @@ def main(argv):
         code = f'job failed: {e}'
       results[name] = code
       print(f'{name}: {"done" if code == 0 else f"FAILED ({code}); see {root}/{name}.log"}', flush=True)
-  failed = [n for n, c in results.items() if c != 0]
+  failed = [n for n, c in results.items() if c != 0] + run_evaluations(root, runs, evaluations)
   print(f'{len(results) - len(failed)} succeeded, {len(failed)} failed{": " + ", ".join(failed) if failed else ""}.')
   sys.exit(1 if failed else 0)
 

@@ -29,11 +29,12 @@ class InputKind(Protocol):
 class TextInputs:
   """A line of text -> source token ids ending in EOS, at most max_len of them."""
 
-  def __init__(self, vocab: vocab_lib.Vocab, max_len: int):
-    self.vocab, self.max_len = vocab, max_len
+  def __init__(self, vocab: vocab_lib.Vocab, max_len: int, reverse: bool = False):
+    self.vocab, self.max_len, self.reverse = vocab, max_len, reverse
 
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     ids = self.vocab.encode(line)
+    ids = ids[::-1] if self.reverse else ids
     truncated = len(ids) + 1 > self.max_len
     return np.asarray(ids[:self.max_len - 1] + [EOS_ID], np.int32), truncated
 
@@ -53,4 +54,4 @@ class TextInputs:
 
 def for_config(config, src_vocab: vocab_lib.Vocab) -> InputKind:
   """The input kind of a run's dataset (text for every dataset so far)."""
-  return TextInputs(src_vocab, config.data.max_src_len)
+  return TextInputs(src_vocab, config.data.max_src_len, reverse=config.data.reverse_source)

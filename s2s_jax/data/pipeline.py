@@ -106,6 +106,8 @@ def encode_split(name: str, pairs: Sequence[tuple[str, str]], src_vocab: vocab_l
   split = Split(name, [], [], [], [])
   for src, tgt in pairs:
     ids = {'source': src_vocab.encode(src), 'target': tgt_vocab.encode(tgt)}
+    if data_config.reverse_source:  # Sutskever et al. 2014: feed the source backwards (EOS still last)
+      ids['source'] = ids['source'][::-1]
     for side in ids:
       lengths[side].append(len(ids[side]) + 1)
       unk[side] += sum(i == UNK_ID for i in ids[side])
