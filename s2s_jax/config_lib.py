@@ -164,8 +164,8 @@ def _check_keys_and_types(config: ml_collections.ConfigDict) -> None:
     else:
       ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
     if not ok:
-      raise ValueError(f'Config field {key!r} must be of type {type(default).__name__ if default is not None else "str"}'
-                       f', got {value!r} ({type(value).__name__}).')
+      kind = type(default).__name__ if default is not None else 'str'
+      raise ValueError(f'Config field {key!r} must be of type {kind}, got {value!r} ({type(value).__name__}).')
 
 
 def _check_choice(name: str, value: Any, allowed) -> None:

@@ -2,9 +2,9 @@
 
 With num_seeds = 1 the run is the workdir itself. With N > 1 the parameters, optimizer state and dropout RNGs
 carry a leading seed axis (initialisations and dropout from seeds seed .. seed+N-1) and every step is vmapped over
-it, on the same batches (their order follows `seed`, the first seed); the workdir holds the shared checkpoints, and `workdir/seed_<s>/` is a complete workdir per seed
-(config.json with that seed, vocabularies, metrics.jsonl, tensorboard/, best/, eval_test.json, DONE) that
-translate, evaluate and report use like any other run.
+it, on the same batches (their order follows `seed`, the first seed); the workdir holds the shared checkpoints,
+and `workdir/seed_<s>/` is a complete workdir per seed (config.json with that seed, vocabularies, metrics.jsonl,
+tensorboard/, best/, eval_test.json, DONE) that translate, evaluate and report use like any other run.
 """
 import functools
 import json

@@ -1,5 +1,4 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
-import functools
 import os
 import time
 from typing import Any

@@ -8,6 +8,7 @@ from absl.testing import parameterized
 import ml_collections
 import pytest
 
+import shared_data
 from s2s_jax import config_lib
 from s2s_jax import train
 from s2s_jax.data import corpora
@@ -67,11 +68,7 @@ class ExperimentFilesTest(parameterized.TestCase):
 
 def _train_tiny(test: absltest.TestCase, path: str) -> None:
   config = _load(path).get_config('size=tiny')
-  folder = corpora.resolve_manual_dir(config.data)
-  if folder and not os.path.isdir(folder):
-    if os.environ.get('S2S_REQUIRE_DATA') == '1':
-      test.fail(f'{folder} is missing and S2S_REQUIRE_DATA=1')
-    test.skipTest(f'{folder} not found: {path} trains on a real corpus from ../shared/data')
+  shared_data.require_folder(test, corpora.resolve_manual_dir(config.data), path)
   config.data.data_dir = test.create_tempdir().full_path
   config.num_train_steps = 20
   workdir = test.create_tempdir().full_path

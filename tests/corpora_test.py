@@ -18,6 +18,7 @@ import zipfile
 from absl.testing import absltest
 from absl.testing import parameterized
 
+import shared_data
 from s2s_jax import config_lib
 from s2s_jax.data import corpora
 
@@ -25,16 +26,6 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _M30K_SIZES = {'train': 300, 'val': 50, 'test_2016_flickr': 40}
 _M30K_SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test_2016_flickr'}
 _M30K_LANGS = ('de', 'en', 'fr')
-
-
-def _shared(test: absltest.TestCase, *parts: str) -> str:
-  """A path under the shared data root; skips the test where it is absent (fails with S2S_REQUIRE_DATA=1)."""
-  path = os.path.join(corpora.default_data_root(), *parts)
-  if not os.path.exists(path):
-    if os.environ.get('S2S_REQUIRE_DATA') == '1':
-      test.fail(f'../shared/data not found: {path} (S2S_REQUIRE_DATA=1 requires it)')
-    test.skipTest(f'../shared/data not found: {path}')
-  return path
 
 
 def _head(path: str, n: int, start: int = 0) -> list[str]:
@@ -83,7 +74,7 @@ class Multi30kTest(_CorpusTest):
 
   def setUp(self):
     super().setUp()
-    src = _shared(self, 'multi30k', 'task1', 'raw')
+    src = shared_data.require(self, 'multi30k', 'task1', 'raw')
     self.raw = {}
     for stem, n in _M30K_SIZES.items():
       for lang in _M30K_LANGS:
@@ -196,7 +187,7 @@ class TatoebaTest(_CorpusTest):
 
   def setUp(self):
     super().setUp()
-    self.lines = _head(_shared(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 3000)
+    self.lines = _head(shared_data.require(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 3000)
     self.raw = [tuple(line.split('\t')[:2]) for line in self.lines]
     _write(os.path.join(self.manual, 'fra.txt.gz'), self.lines)
 
@@ -250,7 +241,7 @@ class Iwslt15Test(_CorpusTest):
 
   def setUp(self):
     super().setUp()
-    src = _shared(self, 'iwslt15_en_vi')
+    src = shared_data.require(self, 'iwslt15_en_vi')
     self.raw = {}
     for stem, n in (('tst2012', 300), ('tst2013', 200)):
       for lang in ('en', 'vi'):
@@ -276,7 +267,7 @@ class Iwslt15Test(_CorpusTest):
     backward = corpora.load_pairs(self.config('iwslt15', 'vi', 'en'))
     self.assertNotIn('train', backward)
     # Stand-in train files (the real ones are not in ../shared/data): further real lines of tst2012.
-    src = _shared(self, 'iwslt15_en_vi')
+    src = shared_data.require(self, 'iwslt15_en_vi')
     train = {lang: _head(os.path.join(src, f'tst2012.{lang}'), 120, start=300) for lang in ('en', 'vi')}
     for lang, lines in train.items():
       _write(os.path.join(self.manual, f'train.{lang}'), lines)
@@ -295,9 +286,9 @@ class ParallelTextTest(_CorpusTest):
 
   def setUp(self):
     super().setUp()
-    src = _shared(self, 'multi30k', 'task1', 'raw')
+    src = shared_data.require(self, 'multi30k', 'task1', 'raw')
     self.de, self.en = (_head(os.path.join(src, f'val.{lang}.gz'), 60) for lang in ('de', 'en'))
-    self.tsv = [tuple(l.split('\t')) for l in _head(_shared(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 40)]
+    self.tsv = [tuple(l.split('\t')) for l in _head(shared_data.require(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 40)]
     self.dir = self.create_tempdir('files').full_path
     _write(os.path.join(self.dir, 'a.de'), self.de[:30])
     _write(os.path.join(self.dir, 'a.en'), self.en[:30], ending='\r\n')

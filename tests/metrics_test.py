@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import sacrebleu
 
+import shared_data
 from s2s_jax import metrics
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
@@ -304,13 +305,8 @@ class TokenizedBleuTest(parameterized.TestCase):
     self.assertEqual(metrics.moses_lc(["A man's dog."], 'en'), ['a man &apos;s dog .'])
 
   def test_moses_lc_reproduces_the_multi30k_tok_files(self):
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'data',
-                        'multi30k', 'task1')
+    root = shared_data.require(self, 'multi30k', 'task1')
     raw_path = os.path.join(root, 'raw', 'test_2016_flickr.en.gz')
-    if not os.path.exists(raw_path):
-      if os.environ.get('S2S_REQUIRE_DATA') == '1':
-        self.fail(f'{raw_path} is missing and S2S_REQUIRE_DATA=1')
-      self.skipTest(f'{raw_path} not found (../shared/data is absent)')
     with gzip.open(raw_path, 'rt', encoding='utf-8') as f:
       raw = f.read().splitlines()[:200]
     with open(os.path.join(root, 'tok', 'test_2016_flickr.lc.norm.tok.en'), encoding='utf-8') as f:

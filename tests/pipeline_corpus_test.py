@@ -7,19 +7,15 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
+import shared_data
 from s2s_jax import config_lib
 from s2s_jax.data import EOS_ID, PAD_ID
-from s2s_jax.data import corpora
 from s2s_jax.data import pipeline
 
 
 def _slice_multi30k(test: absltest.TestCase, n: int = 300) -> str:
   """Copies the first n lines of each de/en raw split into a temp manual dir; skips where the data is absent."""
-  root = os.path.join(corpora.default_data_root(), 'multi30k', 'task1', 'raw')
-  if not os.path.isdir(root):
-    if os.environ.get('S2S_REQUIRE_DATA') == '1':
-      test.fail(f'../shared/data not found: {root} (S2S_REQUIRE_DATA=1 requires it)')
-    test.skipTest(f'../shared/data not found: {root}')
+  root = shared_data.require(test, 'multi30k', 'task1', 'raw')
   manual = test.create_tempdir('raw').full_path
   os.makedirs(os.path.join(manual, 'task1', 'raw'))
   for split, lang in itertools.product(('train', 'val', 'test_2016_flickr'), ('de', 'en')):

@@ -124,7 +124,8 @@ class ReportTest(absltest.TestCase):
     self.assertIn('No attention in attention=none_concat', text)
     links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
     self.assertEqual(links, ['figures/learning_curves.png', 'figures/score_by_src_len.png',
-                             'figures/attention_attention_bahdanau_1.png', 'figures/attention_attention_bahdanau_2.png'])
+                             'figures/attention_attention_bahdanau_1.png',
+                             'figures/attention_attention_bahdanau_2.png'])
     from matplotlib import image  # pylint: disable=g-import-not-at-top
     for link in links:
       path = os.path.join(self.root, link)

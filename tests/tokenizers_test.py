@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import numpy as np
 
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
-from s2s_jax.data import corpora
+import shared_data
 from s2s_jax.data import vocab as vocab_lib
 
 _SUBJECTS = ('A man', 'Two young women', 'A little girl', 'An old dog', 'Three children', 'A woman in a red coat',
@@ -43,16 +43,6 @@ def _build(kind: str, texts=tuple(_SENTENCES), **kw) -> vocab_lib.Vocab:
   if kind == 'moses':
     kw.setdefault('lang', 'en')
   return vocab_lib.build(texts, kind, **kw)
-
-
-def _shared_file(test, *parts) -> str:
-  """A file under ../shared/data: skips where it is absent, fails instead when S2S_REQUIRE_DATA=1."""
-  path = os.path.join(corpora.default_data_root(), *parts)
-  if not os.path.exists(path):
-    if os.environ.get('S2S_REQUIRE_DATA') == '1':
-      test.fail(f'{path} is missing and S2S_REQUIRE_DATA=1')
-    test.skipTest(f'{path} not found (../shared/data is absent)')
-  return path
 
 
 class EveryKindTest(parameterized.TestCase):
@@ -300,7 +290,7 @@ class SentencePieceTest(parameterized.TestCase):
       vocab_lib.load(path)
 
   def test_multi30k_first_lines(self):
-    path = _shared_file(self, 'multi30k', 'task1', 'raw', 'train.en.gz')
+    path = shared_data.require(self, 'multi30k', 'task1', 'raw', 'train.en.gz')
     with gzip.open(path, 'rt', encoding='utf-8') as f:
       texts = [line.rstrip('\n') for line, _ in zip(f, range(200))]
     for model_type in vocab_lib.SPM_MODEL_TYPES:
@@ -342,7 +332,7 @@ class TokenFileTest(parameterized.TestCase):
       vocab_lib.from_token_file(self._write(['a\n']), 'sentencepiece')
 
   def test_the_stanford_iwslt15_file(self):
-    path = _shared_file(self, 'iwslt15_en_vi', 'vocab.en')
+    path = shared_data.require(self, 'iwslt15_en_vi', 'vocab.en')
     with open(path, encoding='utf-8') as f:
       lines = f.read().splitlines()
     self.assertEqual(lines[:3], ['<unk>', '<s>', '</s>'])
