@@ -74,7 +74,10 @@ def _train_tiny(test: absltest.TestCase, path: str) -> None:
   workdir = test.create_tempdir().full_path
   train.train_and_evaluate(config, workdir)
   test.assertTrue(os.path.exists(os.path.join(workdir, 'DONE')))
-  test.assertTrue(os.path.exists(os.path.join(workdir, 'eval_test.json')))
+  # config.num_seeds > 1 trains the seeds as one program and gives each a complete workdir seed_<s>/.
+  seed_dirs = [f'seed_{s}' for s in range(config.num_seeds)] if config.num_seeds > 1 else ['']
+  for seed_dir in seed_dirs:
+    test.assertTrue(os.path.exists(os.path.join(workdir, seed_dir, 'eval_test.json')), seed_dir or workdir)
 
 
 @pytest.mark.slow
