@@ -12,6 +12,8 @@ import io
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 from unittest import mock
 import zipfile
 
@@ -341,6 +343,27 @@ class ParallelTextTest(_CorpusTest):
     self.assertEqual(corpora.load_pairs(c)['train'][0], (self.de[0], 'changed'))
     other = self.config('parallel_text', files=f'train={self.dir}/b.de.gz,{self.dir}/b.en.gz')
     self.assertNotEqual(corpora.get_builder(other).builder_config.name, name)
+
+  def test_processes_preparing_at_once_all_see_every_split(self):
+    # Parallel sweep runs share data.data_dir: a process that made its builder while another was preparing used
+    # to find no splits. Four processes start together on a 3,000-line corpus; each must read all of it.
+    n = 3000
+    _write(os.path.join(self.dir, 'big.de'), [f'{self.de[i % 60]} {i}' for i in range(n)])
+    _write(os.path.join(self.dir, 'big.en'), [f'{self.en[i % 60]} {i}' for i in range(n)])
+    files = f'train={self.dir}/big.de,{self.dir}/big.en;validation={self.dir}/b.de.gz,{self.dir}/b.en.gz'
+    script = (
+        'import sys\n'
+        'from s2s_jax import config_lib\n'
+        'from s2s_jax.data import corpora\n'
+        'c = config_lib.base_config().data\n'
+        'c.update(name="parallel_text", files=sys.argv[1], data_dir=sys.argv[2])\n'
+        'print({k: len(v) for k, v in sorted(corpora.load_pairs(c).items())})\n')
+    procs = [subprocess.Popen([sys.executable, '-c', script, files, self.data_dir], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=_REPO_ROOT) for _ in range(4)]
+    for proc in procs:
+      out, err = proc.communicate(timeout=300)
+      self.assertEqual(proc.returncode, 0, err[-2000:])
+      self.assertEqual(out.strip().splitlines()[-1], "{'train': 3000, 'validation': 30}")
 
   @parameterized.parameters('', 'train=a,b,c', 'train', 'train=x.de,x.en', 'tr ain=c.tsv', 'test=c.tsv;test=c.tsv')
   def test_bad_files_spec(self, spec):

@@ -85,6 +85,9 @@ def _lock(data_dir: str, name: str):
 def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
   """Prepares `builder` once (locked) and returns its splits as random-access data sources."""
   with _lock(builder.data_dir_root, builder.name + '-' + builder.builder_config.name):
+    # Made again under the lock: a builder constructed while another process was preparing has no splits.
+    builder = type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root,
+                            file_format='array_record')
     if not builder.is_prepared():
       tfds.disable_progress_bar()
       builder.download_and_prepare()

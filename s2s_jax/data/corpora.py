@@ -325,6 +325,9 @@ def prepare(data_config) -> dict[str, object]:
   builder = get_builder(data_config)
   config = builder.builder_config
   with builders._lock(builder.data_dir_root, f'{builder.name}-{config.name}'):  # pylint: disable=protected-access
+    # A builder reads its dataset_info when constructed: one made while another process was preparing would see
+    # no splits, so it is made again under the lock.
+    builder = get_builder(data_config)
     if builder.is_prepared():
       stored = tfds.core.MetadataDict()
       try:
