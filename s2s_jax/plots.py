@@ -1,5 +1,6 @@
 """Figures: attention heatmaps of one decoded sentence."""
 from collections.abc import Sequence
+import textwrap
 
 import numpy as np
 
@@ -17,8 +18,9 @@ def save_attention_heatmap(path: str, attention_TxS: np.ndarray, source: Sequenc
   ax.set_yticks(range(rows), [t.replace('$', r'\$') for t in target], fontsize=8)
   ax.set_xlabel('source')
   ax.set_ylabel('output')
-  if title:
-    ax.set_title(title, fontsize=9)
+  if title:  # wrapped to the figure's width (long sweep variant names were cut off)
+    width = fig.get_size_inches()[0]
+    ax.set_title(textwrap.fill(title.replace('$', r'\$'), width=max(30, int(width * 14))), fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)

@@ -221,16 +221,20 @@ def significance(base: dict, others: list[tuple[str, dict]], split: str, n_sampl
 
 
 def _figure(path: str, panels: int, draw) -> None:
-  """Draws `panels` side-by-side axes with draw(axes) and writes a PNG."""
+  """Draws `panels` side-by-side axes with draw(axes) and writes a PNG; one legend below them all (variant names
+  are long, and a legend inside the axes hid the curves)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+  fig, axes = plt.subplots(1, panels, figsize=(5.5 * max(panels, 2), 4), squeeze=False)
   draw(axes[0])
   for ax in axes[0]:
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.tight_layout()
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  legend_h = 0.2 * len(labels) + 0.2
+  fig.set_size_inches(fig.get_size_inches()[0], 4 + legend_h)
+  fig.legend(handles, labels, loc='lower center', fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, legend_h / (4 + legend_h), 1, 1))
   fig.savefig(path, dpi=90)
   plt.close(fig)
 
@@ -309,13 +313,20 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
 
 
 def resolve_baseline(spec: str | None, runs: list[dict], firsts: dict[str, dict]) -> tuple[str, dict]:
-  """(variant, run) of --baseline: a run name, a variant (its first seed), or by default the first finished run."""
+  """(variant, run) of --baseline: a run name, a variant (its first seed) or a unique part of one (key=value,...),
+  or by default the first finished run."""
   if named := [r for r in runs if r['name'] == spec] if spec else [next(r for r in runs if r['done'])]:
     if not named[0]['done']:
       raise app.UsageError(f'--baseline={spec}: that run has not finished (no DONE).')
     return named[0]['variant'], named[0]
   if spec in firsts:
     return spec, firsts[spec]
+  # Or the one variant holding every key=value of the spec (variants name all swept keys, runs only those set).
+  wanted = set(spec.split(','))
+  if len(matches := [v for v in firsts if wanted <= set(v.split(','))]) == 1:
+    return matches[0], firsts[matches[0]]
+  if matches:
+    raise app.UsageError(f'--baseline={spec!r} matches several variants ({", ".join(matches)}); add keys.')
   raise app.UsageError(f'--baseline={spec!r} is neither a finished run ({", ".join(r["name"] for r in runs)}) nor a '
                        f'variant ({", ".join(firsts)}).')
 

@@ -143,6 +143,37 @@ class ReportTest(absltest.TestCase):
     self.assertIn('attention=none_concat', result.stderr)
 
 
+class ResolveBaselineTest(absltest.TestCase):
+  """--baseline names a run, a variant, or a unique part of a variant (in a subprocess: report.py defines flags)."""
+
+  def test_run_variant_and_unique_part(self):
+    script = (
+        'import importlib.util, json, sys\n'
+        'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
+        'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+        'variants = ["attention=none_init,context_to_output=false", "attention=none_concat,context_to_output=true",\n'
+        '            "attention=luong,context_to_output=false"]\n'
+        'firsts = {v: {"name": v + "/seed_0", "variant": v, "done": True} for v in variants}\n'
+        'runs = list(firsts.values())\n'
+        'for spec in sys.argv[2:]:\n'
+        '  try:\n'
+        '    print(json.dumps(report.resolve_baseline(spec, runs, firsts)[0]))\n'
+        '  except Exception as e:  # the UsageError message\n'
+        '    print(json.dumps("error: " + str(e)))\n')
+    specs = ['attention=luong,context_to_output=false/seed_0', 'attention=none_init,context_to_output=false',
+             'attention=none_concat', 'context_to_output=true,attention=none_concat', 'context_to_output=false',
+             'attention=bahdanau']
+    result = subprocess.run([sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), *specs],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    self.assertEqual(out[:4], ['attention=luong,context_to_output=false', 'attention=none_init,context_to_output=false',
+                               'attention=none_concat,context_to_output=true',
+                               'attention=none_concat,context_to_output=true'])
+    self.assertIn('matches several variants', out[4])
+    self.assertIn('is neither a finished run', out[5])
+
+
 def _leaves(tree):
   if isinstance(tree, dict):
     for value in tree.values():
