@@ -20,7 +20,7 @@ def save_attention_heatmap(path: str, attention_TxS: np.ndarray, source: Sequenc
   ax.set_ylabel('output')
   if title:  # wrapped to the figure's width (long sweep variant names were cut off)
     width = fig.get_size_inches()[0]
-    ax.set_title(textwrap.fill(title.replace('$', r'\$'), width=max(30, int(width * 14))), fontsize=9)
+    ax.set_title(textwrap.fill(title.replace('$', r'\$'), width=max(30, int(width * 11))), fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)
