@@ -48,6 +48,7 @@ class Attention(nn.Module):
   query_dim: int
   attention_dim: int  # hidden size of the additive / concat scorer
   max_src_len: int = 0  # the fixed source length of the `location` score
+  coverage: bool = False  # additive / concat: the coverage vector (summed past weights) joins the score
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
@@ -58,6 +59,8 @@ class Attention(nn.Module):
       self.key = dense(self.attention_dim)
       self.query = dense(self.attention_dim, bias=self.score == 'additive')
       self.energy = dense(1)
+      if self.coverage:
+        self.coverage_proj = dense(self.attention_dim)
     elif self.score == 'general':
       self.key = dense(self.query_dim)
     elif self.score in ('dot', 'scaled_dot'):
@@ -73,9 +76,12 @@ class Attention(nn.Module):
       return memory_BxSxD
     return self.key(memory_BxSxD)
 
-  def scores(self, query_BxQ: jax.Array, keys_BxSxA: jax.Array) -> jax.Array:
+  def scores(self, query_BxQ: jax.Array, keys_BxSxA: jax.Array, coverage_BxS: jax.Array | None = None) -> jax.Array:
     if self.score in ('additive', 'concat'):
-      hidden = jnp.tanh(keys_BxSxA + self.query(query_BxQ)[:, None, :])
+      pre = keys_BxSxA + self.query(query_BxQ)[:, None, :]
+      if self.coverage:
+        pre = pre + self.coverage_proj(coverage_BxS[..., None].astype(pre.dtype))
+      hidden = jnp.tanh(pre)
       return self.energy(hidden)[..., 0]
     if self.score in ('dot', 'general', 'scaled_dot'):
       e = jnp.einsum('bq,bsq->bs', query_BxQ, keys_BxSxA)
@@ -87,9 +93,9 @@ class Attention(nn.Module):
     return self.location(query_BxQ)[:, :src_len]
 
   def __call__(self, query_BxQ: jax.Array, keys_BxSxA: jax.Array, values_BxSxD: jax.Array,
-               mask_BxS: jax.Array) -> tuple[jax.Array, jax.Array]:
+               mask_BxS: jax.Array, coverage_BxS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Returns (context [B, D], weights [B, S]); weights are 0 at padded positions and sum to 1."""
-    e = self.scores(query_BxQ, keys_BxSxA).astype(jnp.float32)
+    e = self.scores(query_BxQ, keys_BxSxA, coverage_BxS).astype(jnp.float32)
     e = jnp.where(mask_BxS.astype(bool), e, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(e, axis=-1)
     context = jnp.einsum('bs,bsd->bd', weights.astype(values_BxSxD.dtype), values_BxSxD)

@@ -24,7 +24,8 @@ SIZES = ('tiny', 'small', 'base')
 SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'bleu_tok': ('bleu_tok',), 'chrf': ('chrf',),
                 'exact_match': ('exact_match',),
                 'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
-DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba', 'iwslt15', 'parallel_text', 'tfds')
+DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba', 'iwslt15', 'aeslc', 'parallel_text',
+            'tfds')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
 RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
@@ -76,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
       tokenizer='char',  # char | word (whitespace) | moses (sacremoses) | sentencepiece
       spm_model_type='unigram',  # sentencepiece: unigram | bpe
       lowercase=False,
+      shared_vocab=False,  # one vocabulary for both sides, built from both (model.pointer_generator needs it)
       reverse_source=False,  # feed source tokens in reverse order (Sutskever et al. 2014)
       vocab_min_count=1,  # char / word / moses
       max_vocab_size=0,  # char / word / moses: 0 = no limit; sentencepiece: the vocabulary size (required)
@@ -108,6 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
       eps=1e-8,
       grad_accum_steps=1,  # micro-batches per update; batch_size is split over them
       skip_nonfinite=False,  # skip (and count) updates with a non-finite loss or gradient instead of stopping
+      coverage_loss_weight=0.0,  # See et al. 2017: + weight x sum_i min(a_t, c_t) per target token (needs coverage)
   ))
   c.decode = ml_collections.ConfigDict(dict(
       beam_size=5,
@@ -202,7 +205,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if flat[key] <= 0:
       raise ValueError(f'{key} must be positive, got {flat[key]}.')
   for key in ('optim.learning_rate', 'optim.grad_clip_norm', 'optim.weight_decay', 'optim.momentum',
-              'optim.warmup_steps', 'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
+              'optim.warmup_steps', 'optim.coverage_loss_weight',
+              'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
               'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size',
               'data.batch_tokens'):
     if flat[key] < 0 or (isinstance(flat[key], float) and not math.isfinite(flat[key])):
@@ -215,6 +219,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.decode.coverage_beta and config.model.attention in ('none_init', 'none_concat'):
     raise ValueError('decode.coverage_beta needs attention weights; model.attention='
                      f'{config.model.attention!r} has none.')
+  if o.coverage_loss_weight > 0 and not config.model.coverage:
+    raise ValueError('optim.coverage_loss_weight > 0 needs model.coverage=True (the loss penalises attending again '
+                     'where the coverage vector is already high).')
+  if config.model.pointer_generator and not d.shared_vocab:
+    raise ValueError('model.pointer_generator copies source ids into the output, so source and target must share '
+                     'one vocabulary: set data.shared_vocab=True.')
   if o.schedule == 'halving' and o.decay_every_steps <= 0:
     raise ValueError('optim.schedule=halving needs optim.decay_every_steps > 0.')
   if d.batch_size % o.grad_accum_steps:

@@ -10,6 +10,13 @@ Flows (`model.attention`), for target embedding e_{t-1} and top decoder state h_
                feeds the output layer and, with `input_feeding`, joins the next step's RNN input [e_t; h~_t].
 With `embed_to_output` the output layer also sees e_{t-1} (as in Cho 2014 and bentrevett's models).
 
+Options of the attention flows (See et al. 2017, for summarization):
+  pointer_generator  p(w) = p_gen P_vocab(w) + (1 - p_gen) sum_{i: x_i = w} a_t[i], p_gen = sigmoid(w [out; e_{t-1}]),
+                     over one shared vocabulary (data.shared_vocab): copying works on source ids, so there is no
+                     per-sentence extended vocabulary; with subword vocabularies every word can be copied.
+  coverage           the coverage vector c_t = sum_{t' < t} a_t' (decoder state) joins the additive / concat score;
+                     the training loss can add sum_i min(a_t[i], c_t[i]) (optim.coverage_loss_weight).
+
 The layer-0 input projection of [e; extra] is split as W_e e + W_x extra, so W_e e for every step of a teacher-forced
 batch is one matmul outside the recurrence (`project_embedding`), and so is the vocabulary projection (`readout`).
 """
@@ -43,7 +50,9 @@ class DecoderCell(nn.Module):
     if c.attention not in attention_lib.NO_ATTENTION:
       self.attention = attention_lib.Attention(c.attention_score, query_dim=c.hidden_dim,
                                                attention_dim=c.attention_dim or c.hidden_dim,
-                                               max_src_len=c.max_src_len, dtype=dtype)
+                                               max_src_len=c.max_src_len, coverage=c.coverage, dtype=dtype)
+    if c.pointer_generator:
+      self.gen_gate = nn.Dense(1, dtype=dtype)
     if c.attention == 'luong':
       self.combine = nn.Dense(c.hidden_dim, use_bias=False, dtype=dtype)
     if c.tie_embeddings:
@@ -63,14 +72,18 @@ class DecoderCell(nn.Module):
     """Layer-0 input pre-activations from the embedding part of the input; any leading shape."""
     return self.cells[0].input_proj(emb)
 
-  def prepare_memory(self, values_BxSxD: jax.Array, mask_BxS: jax.Array, context_BxC: jax.Array) -> Memory:
+  def prepare_memory(self, values_BxSxD: jax.Array, mask_BxS: jax.Array, context_BxC: jax.Array,
+                     src_ids_BxS: jax.Array | None = None) -> Memory:
     """Everything a decoder step reads from the encoder, with its time-independent matmuls done once."""
     c = self.cfg
     if c.attention == 'none_concat':
       return {'context': context_BxC, 'context_proj': self.extra_proj(context_BxC)}
     if c.attention == 'none_init':
       return {}
-    return {'values': values_BxSxD, 'keys': self.attention.keys(values_BxSxD), 'mask': mask_BxS}
+    memory = {'values': values_BxSxD, 'keys': self.attention.keys(values_BxSxD), 'mask': mask_BxS}
+    if c.pointer_generator:
+      memory['src_ids'] = src_ids_BxS
+    return memory
 
   def initial_state(self, rnn_state: tuple[rnn.Carry, ...], memory: Memory) -> State:
     c = self.cfg
@@ -80,6 +93,8 @@ class DecoderCell(nn.Module):
       state['feed'] = jnp.zeros((batch_size, c.hidden_dim), rnn_state[0][-1].dtype)
     if 'mask' in memory:  # the last attention weights, for analysis and for beam-search outputs
       state['attention'] = jnp.zeros(memory['mask'].shape, jnp.float32)
+    if c.coverage:
+      state['coverage'] = jnp.zeros(memory['mask'].shape, jnp.float32)
     return state
 
   def step(self, state: State, xs: tuple[jax.Array, jax.Array | None, Any], memory: Memory
@@ -91,8 +106,9 @@ class DecoderCell(nn.Module):
     c = self.cfg
     xproj, emb, masks = xs
     context = attn = None
+    coverage = state.get('coverage')
     if c.attention == 'bahdanau':
-      context, attn = self.attention(state['rnn'][-1][-1], memory['keys'], memory['values'], memory['mask'])
+      context, attn = self.attention(state['rnn'][-1][-1], memory['keys'], memory['values'], memory['mask'], coverage)
       xproj = xproj + self.extra_proj(context)
     elif c.attention == 'luong' and c.input_feeding:
       xproj = xproj + self.extra_proj(state['feed'])
@@ -109,7 +125,7 @@ class DecoderCell(nn.Module):
     if c.attention == 'bahdanau':
       out = jnp.concatenate([top, context], axis=-1)
     elif c.attention == 'luong':
-      context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'])
+      context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'], coverage)
       out = jnp.tanh(self.combine(jnp.concatenate([context, top], axis=-1)))
       if c.input_feeding:
         new_state['feed'] = out
@@ -121,6 +137,8 @@ class DecoderCell(nn.Module):
       out = jnp.concatenate([out, emb], axis=-1)
     if attn is not None:
       new_state['attention'] = attn
+    if coverage is not None:
+      new_state['coverage'] = coverage + attn
     return new_state, (out, attn)
 
   def dropout_masks(self, batch_size: int, length: int, train: bool) -> tuple[jax.Array, ...] | None:
@@ -136,12 +154,31 @@ class DecoderCell(nn.Module):
       masks.append(jnp.broadcast_to(m, (batch_size, length, c.hidden_dim)))
     return tuple(masks)
 
-  def readout(self, out: jax.Array, train: bool = False) -> jax.Array:
-    """Logits (float32) from output-layer inputs of any leading shape, as one 2-D matmul."""
+  def readout(self, out: jax.Array, train: bool = False, *, emb: jax.Array | None = None,
+              attn: jax.Array | None = None, memory: Memory | None = None) -> jax.Array:
+    """Logits (float32) from output-layer inputs of any leading shape (batch first), as one 2-D matmul.
+
+    With pointer_generator: log-probabilities of the mixture with the copy distribution, which needs the step
+    inputs `emb`, the attention weights `attn` [..., S] and memory['src_ids'].
+    """
     lead = out.shape[:-1]
     out_2d = self.dropout(out.reshape(-1, out.shape[-1]), deterministic=not train)
     if self.cfg.tie_embeddings:
       logits = self.embed.attend(self.tie_proj(out_2d)) + self.output_bias[None, :]
     else:
       logits = self.output(out_2d)
-    return logits.astype(jnp.float32).reshape(lead + (logits.shape[-1],))
+    logits = logits.astype(jnp.float32).reshape(lead + (logits.shape[-1],))
+    if not self.cfg.pointer_generator:
+      return logits
+    p_gen = jax.nn.sigmoid(self.gen_gate(jnp.concatenate([out, emb.astype(out.dtype)], -1)).astype(jnp.float32))
+    copy = copy_distribution(attn.astype(jnp.float32), memory['src_ids'], logits.shape[-1])
+    mixed = p_gen * jax.nn.softmax(logits, axis=-1) + (1.0 - p_gen) * copy
+    return jnp.log(jnp.maximum(mixed, 1e-30))
+
+
+def copy_distribution(attn: jax.Array, src_ids_BxS: jax.Array, vocab_size: int) -> jax.Array:
+  """Attention weights [B, ..., S] summed onto the vocabulary ids of their source tokens: [B, ..., V]."""
+  batch, src_len = src_ids_BxS.shape
+  a = attn.reshape(batch, -1, src_len)
+  scatter = lambda a_NxS, ids_S: jnp.zeros((a_NxS.shape[0], vocab_size), a_NxS.dtype).at[:, ids_S].add(a_NxS)
+  return jax.vmap(scatter)(a, src_ids_BxS).reshape(attn.shape[:-1] + (vocab_size,))

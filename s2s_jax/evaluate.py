@@ -46,7 +46,7 @@ def _examples_and_refs(run: inference.Run):
     if _SPLIT.value not in data.splits:
       raise app.UsageError(f'--split={_SPLIT.value!r} is not one of {sorted(data.splits)}.')
     split = data.splits[_SPLIT.value]
-    return split.src_ids, [split.targets], data.src_len, _SPLIT.value
+    return split.src_ids, split.reference_streams(), data.src_len, _SPLIT.value
   if not _REFERENCES.value:
     raise app.UsageError('--source_file needs at least one --reference_file.')
   sources = inference.read_lines(_SOURCE.value)

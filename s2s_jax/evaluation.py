@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,25 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Seque
   result.update(decode_s=seconds, sentences_per_s=len(hyps) / max(seconds, 1e-9), num_sentences=len(hyps),
                 beam_size=options.beam_size, length_alpha=options.length_alpha, checkpoint_step=step)
   return result
+
+
+_SENTENCE_END = re.compile(r'(?<=[.!?])\s')
+
+
+def first_sentence(text: str) -> str:
+  """Text up to the first `.`, `!` or `?` followed by whitespace (all of it when there is none)."""
+  return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+
+
+def first_words(text: str, n: int) -> str:
+  return ' '.join(text.split()[:n])
+
+
+def lead_baselines(sources: Sequence[str], num_words: Sequence[int]) -> dict[str, list[str]]:
+  """Summaries that copy the start of each source: lead_sentence and lead_<N> (the first N words)."""
+  out = {'lead_sentence': [first_sentence(s) for s in sources]}
+  out.update({f'lead_{n}': [first_words(s, n) for s in sources] for n in num_words})
+  return out
 
 
 def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[str]) -> None:
@@ -83,7 +103,7 @@ class Evaluator:
     split = self.data.splits[self.config.data.eval_split]
     scalars = {f'eval/{k}': v for k, v in self.loss(params, split.name).items()}
     hyps, _ = self.decode(params, split.name, self.config.eval.num_decode_examples)
-    refs = [split.targets[:len(hyps)]]
+    refs = [stream[:len(hyps)] for stream in split.reference_streams()]
     scores = metrics_lib.text_scores(hyps, refs, self.config.eval.scores.split(','), self.config.data.target_lang)
     scalars.update({f'eval/{k}': v for k, v in scores.items() if not k.endswith('signature')})
     writer.write_scalars(step, scalars)
@@ -101,7 +121,7 @@ class Evaluator:
     if self.config.data.target_lang:  # per word, whatever the tokenizer: Moses tokens of the reference + EOS
       words = sum(len(x.split()) + 1 for x in metrics_lib.moses_lc(data.targets, self.config.data.target_lang))
       result['word_perplexity'] = math.exp(min(sums['loss_sum'] / max(words, 1), 100.0))
-    result.update(score(hyps, [data.targets], [len(ids) - 1 for ids in data.src_ids], self.config.eval.scores,
+    result.update(score(hyps, data.reference_streams(), [len(ids) - 1 for ids in data.src_ids], self.config.eval.scores,
                         self.options, seconds, step, self.config.data.target_lang))
     return result, hyps
 

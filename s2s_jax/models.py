@@ -39,6 +39,8 @@ class Seq2SeqConfig:
   input_feeding: bool = False  # luong flow: feed h~_{t-1} into step t
   context_to_output: bool = False  # none_concat: the output layer also sees the context
   embed_to_output: bool = False  # the output layer also sees the previous target embedding
+  pointer_generator: bool = False  # See et al. 2017: mix the vocabulary softmax with copying source ids (shared vocab)
+  coverage: bool = False  # See et al. 2017: the summed past attention joins the additive / concat score
   embed_dim: int = 64
   hidden_dim: int = 128  # decoder units (and encoder units per direction unless encoder_hidden_dim is set)
   encoder_hidden_dim: int = 0  # units per encoder direction; 0: hidden_dim, or hidden_dim // 2 when bidirectional
@@ -81,6 +83,15 @@ class Seq2SeqConfig:
     if self.attention == 'none_init' and self.bridge == 'zeros':
       raise ValueError('model.attention=none_init with model.bridge=zeros gives the decoder no information about '
                        'the source; use bridge=copy or dense.')
+    if (self.pointer_generator or self.coverage) and self.attention in attention_lib.NO_ATTENTION:
+      raise ValueError(f'model.pointer_generator and model.coverage need attention weights; model.attention='
+                       f'{self.attention!r} has none (use bahdanau or luong).')
+    if self.coverage and self.attention_score not in ('additive', 'concat'):
+      raise ValueError(f'model.coverage feeds the coverage vector into the additive / concat score; '
+                       f'model.attention_score={self.attention_score!r} has no place for it.')
+    if self.pointer_generator and self.src_vocab_size != self.tgt_vocab_size:
+      raise ValueError(f'model.pointer_generator needs one vocabulary for both sides (data.shared_vocab=True); got '
+                       f'{self.src_vocab_size} source and {self.tgt_vocab_size} target ids.')
     if self.context_to_output and self.attention != 'none_concat':
       raise ValueError('model.context_to_output applies only to model.attention=none_concat.')
     if self.attention_score == 'location' and self.attention not in attention_lib.NO_ATTENTION \
@@ -142,7 +153,8 @@ class Seq2Seq(nn.Module):
     """Encodes a padded batch: returns (memory for the decoder, initial decoder state); leaves lead with B."""
     x = self.dropout(self.src_embed(inputs), deterministic=not train)
     values, finals = self.encoder(x, inputs_mask, train=train)
-    memory = self.decoder.prepare_memory(values, inputs_mask, finals[-1][-1])
+    memory = self.decoder.prepare_memory(values, inputs_mask, finals[-1][-1],
+                                         inputs if self.cfg.pointer_generator else None)
     return memory, self.decoder.initial_state(self._bridge(finals), memory)
 
   def decode_step(self, ids_N: jax.Array, state: decoder_lib.State, memory: decoder_lib.Memory
@@ -150,17 +162,21 @@ class Seq2Seq(nn.Module):
     """One step for beam search: (previous token ids [N], state) -> (logits float32 [N, V], new state)."""
     emb = self.decoder.embed(ids_N)
     xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, None)
-    state, (out, _) = self.decoder.step(state, xs, memory)
-    return self.decoder.readout(out), state
+    state, (out, attn) = self.decoder.step(state, xs, memory)
+    return self.decoder.readout(out, emb=emb, attn=attn, memory=memory), state
 
   def __call__(self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False,
                return_attention: bool = False):
-    """Teacher forcing: logits float32 [B, T, V] (and attention weights [B, T, S] or None)."""
+    """Teacher forcing: logits float32 [B, T, V] (and attention weights [B, T, S] or None).
+
+    With cfg.pointer_generator the "logits" are the log-probabilities of the mixed distribution (already normalised,
+    so every consumer that applies log_softmax gets them back unchanged).
+    """
     memory, state = self.encode(inputs, inputs_mask, train=train)
     emb = self.dropout(self.decoder.embed(shift_right(targets)), deterministic=not train)
     batch_size, length = targets.shape
     xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None,
           self.decoder.dropout_masks(batch_size, length, train))
     _, (outs, attn) = _scan_decoder(self.decoder, state, xs, memory)
-    logits = self.decoder.readout(outs, train=train)
+    logits = self.decoder.readout(outs, train=train, emb=emb, attn=attn, memory=memory)
     return (logits, attn) if return_attention else logits

@@ -70,7 +70,8 @@ def create_states(config, model, tx, src_len: int, tgt_len: int) -> steps.TrainS
 def step_fn(config):
   """The train step for the pmap: vmapped over the seed axis (same batch for every seed) when num_seeds > 1."""
   fn = functools.partial(steps.train_step, label_smoothing=config.optim.label_smoothing,
-                         grad_accum_steps=config.optim.grad_accum_steps, skip_nonfinite=config.optim.skip_nonfinite)
+                         grad_accum_steps=config.optim.grad_accum_steps, skip_nonfinite=config.optim.skip_nonfinite,
+                         coverage_loss_weight=config.optim.coverage_loss_weight)
   return fn if config.num_seeds == 1 else jax.vmap(fn, in_axes=(0, None))
 
 

@@ -57,16 +57,28 @@ def _accumulate(log_sums: dict[str, jax.Array], sums: dict[str, jax.Array], fini
   return out
 
 
-def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothing: float):
-  logits = apply_fn({'params': params}, batch['inputs'], batch['inputs_mask'], batch['targets'], train=True,
-                    rngs={'dropout': rng})
+def coverage_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array) -> jax.Array:
+  """See et al. 2017: sum over target tokens of sum_i min(a_t[i], c_t[i]), c_t = the weights of steps before t."""
+  attn = attn_BxTxS.astype(jnp.float32)
+  coverage = jnp.cumsum(attn, axis=1) - attn
+  return (jnp.minimum(attn, coverage).sum(-1) * weights_BxT).sum()
+
+
+def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothing: float,
+                   coverage_loss_weight: float = 0.0):
+  """The objective (smoothed cross-entropy [+ coverage loss], summed) and the logged sums (plain NLL)."""
+  logits, attn = apply_fn({'params': params}, batch['inputs'], batch['inputs_mask'], batch['targets'], train=True,
+                          return_attention=True, rngs={'dropout': rng})
   weights = (batch['targets'] != data_lib.PAD_ID).astype(jnp.float32)
   loss_sum, nll_sum = metrics_lib.weighted_xent(logits, batch['targets'], weights, label_smoothing)
+  if coverage_loss_weight:
+    loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(attn, weights)
   return loss_sum, metrics_lib.token_sums(nll_sum, logits, batch['targets'], weights)
 
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0, grad_accum_steps: int = 1,
-               skip_nonfinite: bool = False, axis_name: str | None = 'batch') -> tuple[TrainState, metrics_lib.Metrics]:
+               skip_nonfinite: bool = False, coverage_loss_weight: float = 0.0, axis_name: str | None = 'batch'
+               ) -> tuple[TrainState, metrics_lib.Metrics]:
   """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
 
   The sums are also added to `state.log_sums`, with an on-device finite flag: the first step whose loss or gradient
@@ -76,7 +88,7 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
-  grad_fn = jax.grad(_loss_and_sums, has_aux=True)
+  grad_fn = jax.grad(functools.partial(_loss_and_sums, coverage_loss_weight=coverage_loss_weight), has_aux=True)
   if grad_accum_steps == 1:
     grads, sums = grad_fn(state.params, state.apply_fn, batch, rng, label_smoothing)
   else:

@@ -8,6 +8,8 @@ are kept) in file order, one Text feature per language code, so one prepared dat
   multi30k      task1/raw/{train,val,test_2016_flickr}.{de,en,fr,cs}.gz -> train / validation / test; config `de-en`
   tatoeba       fra.txt.gz (English TAB French [TAB attribution]) -> train / validation / test (see `tatoeba_split`)
   iwslt15       {train,tst2012,tst2013}.{en,vi} -> train (only if both train files exist) / validation / test
+  aeslc         enron_subject_line.tar.gz (train/, dev/) -> train / validation (see `aeslc_split`) / test (= dev);
+                features source (email body), target (subject line), references (the annotated subject lines)
   parallel_text data.files = 'train=a.de,a.en;validation=b.tsv': two aligned files (plain or .gz) or one TSV per split
   tfds          data.tfds_name, already prepared as array_record in data.data_dir
 
@@ -23,6 +25,7 @@ import io
 import os
 import re
 import shutil
+import tarfile
 import urllib.request
 import zipfile
 
@@ -31,14 +34,18 @@ import tensorflow_datasets as tfds
 
 from s2s_jax.data import builders
 
-CORPORA = ('multi30k', 'tatoeba', 'iwslt15', 'parallel_text', 'tfds')
-FOLDERS = {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng', 'iwslt15': 'iwslt15_en_vi'}
+CORPORA = ('multi30k', 'tatoeba', 'iwslt15', 'aeslc', 'parallel_text', 'tfds')
+FOLDERS = {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng', 'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'}
+# Corpora whose records are (source, target[, references]) rather than one feature per language.
+_FIXED_FEATURES = {'aeslc': ('references', 'source', 'target')}
+AESLC_ARCHIVE = 'enron_subject_line.tar.gz'
 LANGUAGES = {'multi30k': ('cs', 'de', 'en', 'fr'), 'tatoeba': ('en', 'fr'), 'iwslt15': ('en', 'vi')}
 _STEMS = {'multi30k': {'train': 'task1/raw/train', 'validation': 'task1/raw/val', 'test': 'task1/raw/test_2016_flickr'},
           'iwslt15': {'train': 'train', 'validation': 'tst2012', 'test': 'tst2013'}}
 _URLS = {'multi30k': 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/',
          'tatoeba': 'https://www.manythings.org/anki/fra-eng.zip',
-         'iwslt15': 'https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/'}
+         'iwslt15': 'https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/',
+         'aeslc': 'https://github.com/ryanzhumich/AESLC (enron_subject_line/, packed as enron_subject_line.tar.gz)'}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -68,6 +75,34 @@ def tatoeba_split(english: str) -> str:
   key = ' '.join(english.lower().split()).encode('utf-8')
   bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], 'big') % 100
   return 'validation' if bucket < 2 else 'test' if bucket < 4 else 'train'
+
+
+def aeslc_split(stem: str) -> str:
+  """The split of an AESLC training email from its file stem (e.g. 'allen-p_inbox_29'): the first 8 bytes of
+  sha256(stem), big-endian, mod 100 below 5 -> validation (about 5%, held out from train), else train."""
+  bucket = int.from_bytes(hashlib.sha256(stem.encode('utf-8')).digest()[:8], 'big') % 100
+  return 'validation' if bucket < 5 else 'train'
+
+
+def parse_aeslc(text: str, name: str = '') -> dict[str, object]:
+  """One AESLC `.subject` file -> {'source': body, 'target': @subject, 'references': [@ann0, @ann1, ...]}.
+
+  The body is everything before the first `@subject` line; each section's lines are joined with single spaces.
+  """
+  sections, current = {'body': []}, 'body'
+  for line in text.splitlines():
+    marker = line.strip()
+    if re.fullmatch(r'@(subject|ann\d+)', marker):
+      current = marker[1:]
+      sections[current] = []
+    else:
+      sections[current].append(line)
+  if 'subject' not in sections:
+    raise ValueError(f'{name}: no @subject line (not an AESLC .subject file?).')
+  join = lambda lines: ' '.join(' '.join(lines).split())
+  annotations = sorted((k for k in sections if k.startswith('ann')), key=lambda k: int(k[3:]))
+  return {'source': join(sections['body']), 'target': join(sections['subject']),
+          'references': [join(sections[k]) for k in annotations]}
 
 
 def _open(path: str):
@@ -189,6 +224,43 @@ class S2sIwslt15(_Corpus):
     return out
 
 
+class S2sAeslc(_Corpus):
+  """AESLC (Zhang and Tetreault 2019): Enron email bodies -> subject lines. train 14,436 emails (about 5% held out
+  as validation by `aeslc_split`) / test = the dev set (1,960 emails, each with 3 annotated subject lines).
+
+  Records: source (the body), target (the email's own subject line: teacher-forced loss and perplexity) and
+  references (the annotated subject lines joined by newlines; empty in train / validation), which ROUGE scores
+  against. The blind test set of the paper is not read even when present.
+  """
+
+  def _read(self):
+    path = os.path.join(self.builder_config.raw_dir, AESLC_ARCHIVE)
+    splits = {s: {'references': [], 'source': [], 'target': []} for s in ('train', 'validation', 'test')}
+    try:
+      with tarfile.open(path, 'r:gz') as tar:
+        members = sorted((m for m in tar if m.isfile() and m.name.endswith('.subject')), key=lambda m: m.name)
+        for member in members:
+          folder = os.path.basename(os.path.dirname(member.name))
+          if folder not in ('train', 'dev'):
+            continue
+          stem = os.path.basename(member.name)[:-len('.subject')]
+          try:
+            text = tar.extractfile(member).read().decode('utf-8')
+          except UnicodeDecodeError as e:
+            raise ValueError(f'{path}: {member.name} is not UTF-8 ({e.reason}).') from None
+          record = parse_aeslc(text, f'{path}: {member.name}')
+          split = splits['test' if folder == 'dev' else aeslc_split(stem)]
+          split['source'].append(record['source'])
+          split['target'].append(record['target'])
+          split['references'].append('\n'.join(record['references']) if folder == 'dev' else '')
+    except (tarfile.TarError, OSError, EOFError) as e:
+      raise ValueError(f'{path}: cannot read the archive ({e}).') from e
+    for name in [s for s, cols in splits.items() if not cols['source']]:
+      logging.warning('%s: no email falls into split %r; it is left out.', path, name)
+      del splits[name]
+    return splits
+
+
 class S2sParallelText(_Corpus):
   """User-given parallel text (data.files): per split two aligned files or one TSV; features source / target."""
 
@@ -202,7 +274,8 @@ class S2sParallelText(_Corpus):
     return out
 
 
-_BUILDERS = {'multi30k': S2sMulti30k, 'tatoeba': S2sTatoeba, 'iwslt15': S2sIwslt15, 'parallel_text': S2sParallelText}
+_BUILDERS = {'multi30k': S2sMulti30k, 'tatoeba': S2sTatoeba, 'iwslt15': S2sIwslt15, 'aeslc': S2sAeslc,
+             'parallel_text': S2sParallelText}
 
 
 def _fingerprint(paths: list[str], root: str = '') -> str:
@@ -217,6 +290,8 @@ def _expected_files(name: str, languages) -> dict[str, list[str]]:
   """split -> raw files (relative to the raw folder) of a named corpus."""
   if name == 'tatoeba':
     return {s: ['fra.txt.gz'] for s in ('train', 'validation', 'test')}
+  if name == 'aeslc':
+    return {s: [AESLC_ARCHIVE] for s in ('train', 'validation', 'test')}
   ext = '.gz' if name == 'multi30k' else ''
   return {split: [f'{stem}.{lang}{ext}' for lang in languages] for split, stem in _STEMS[name].items()}
 
@@ -250,6 +325,10 @@ def _raw_dir(data_config, data_dir: str, languages) -> tuple[str, list[str]]:
   required = sorted({f for files in expected.values() for f in files})
   manual = raw = resolve_manual_dir(data_config)
   missing = [f for f in required + optional if not os.path.isfile(os.path.join(manual, f))]
+  if data_config.download and missing and name == 'aeslc':
+    raise FileNotFoundError(f'data.name=aeslc: {missing} not found in {manual}, and it has no single-file official '
+                            f'download; get enron_subject_line/ from {_URLS[name]}, pack it as {AESLC_ARCHIVE} '
+                            '(tar czf) and put it in data.manual_dir.')
   if data_config.download and missing:
     raw = os.path.join(data_dir, 'downloads', name)
     _download(name, required + optional, raw)
@@ -311,7 +390,7 @@ def get_builder(data_config) -> _Corpus:
     config = CorpusConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], languages=('source', 'target'),
                           files=tuple(files.items()), fingerprint=fingerprint)
   elif name in FOLDERS:
-    languages = tuple(sorted(_languages(data_config, LANGUAGES[name])))
+    languages = _FIXED_FEATURES.get(name) or tuple(sorted(_languages(data_config, LANGUAGES[name])))
     raw, paths = _raw_dir(data_config, data_dir, languages)
     config = CorpusConfig(name='-'.join(languages), languages=languages, raw_dir=raw,
                           fingerprint=_fingerprint(paths, raw))
@@ -374,12 +453,31 @@ def load_pairs(data_config) -> dict[str, list[tuple[str, str]]]:
     src, tgt = _languages(data_config, available)
   else:
     sources = prepare(data_config)
-    src, tgt = ('source', 'target') if data_config.name == 'parallel_text' else (
+    src, tgt = ('source', 'target') if data_config.name in ('parallel_text', *_FIXED_FEATURES) else (
         data_config.source_lang, data_config.target_lang)
   out = {}
   for split, source in sources.items():
     records = source.__getitems__(list(range(len(source))))  # one batched read: ~10x faster than one by one
     out[split] = [(_text(r[src]), _text(r[tgt])) for r in records]
+  return out
+
+
+def load_references(data_config) -> dict[str, list[list[str]]]:
+  """split -> reference streams [K][N] for the splits of a corpus with several references per example (AESLC's
+  annotated subject lines); {} for every other corpus (their target is the one reference). Examples with fewer
+  than K references repeat their first one, so every stream is complete."""
+  if 'references' not in _FIXED_FEATURES.get(data_config.name, ()):
+    return {}
+  out = {}
+  for split, source in prepare(data_config).items():
+    rows = [_text(r['references']).split('\n') for r in source.__getitems__(list(range(len(source))))]
+    rows = [[x for x in row if x] for row in rows]
+    if not any(rows):
+      continue
+    if not all(rows):
+      raise ValueError(f'data.name={data_config.name!r}: split {split!r} has examples without references.')
+    k = max(map(len, rows))
+    out[split] = [[row[j] if j < len(row) else row[0] for row in rows] for j in range(k)]
   return out
 
 

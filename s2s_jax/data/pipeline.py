@@ -38,9 +38,14 @@ class Split:
   targets: list[str]
   src_ids: list[np.ndarray]
   tgt_ids: list[np.ndarray]
+  references: list[list[str]] | None = None  # streams [K][N] where a corpus has several references (AESLC test)
 
   def __len__(self) -> int:
     return len(self.src_ids)
+
+  def reference_streams(self) -> list[list[str]]:
+    """What decoded text is scored against: the corpus' reference streams, else the targets."""
+    return self.references or [self.targets]
 
 
 @dataclasses.dataclass
@@ -142,7 +147,16 @@ def _vocab_settings(data_config, side: int) -> dict[str, object]:
 
 
 def build_vocabs(train_pairs: Sequence[tuple[str, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
-  """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes)."""
+  """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
+
+  With data.shared_vocab, one vocabulary is built from both sides (with the source side's settings) and serves
+  both, so a source id and a target id name the same token (needed by the pointer-generator's copying).
+  """
+  if data_config.shared_vocab:
+    vocab = vocab_lib.build((text for pair in train_pairs for text in pair), data_config.tokenizer,
+                            min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
+                            **_vocab_settings(data_config, 0))
+    return vocab, vocab
   return tuple(vocab_lib.build((pair[side] for pair in train_pairs), data_config.tokenizer,
                                min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
                                **_vocab_settings(data_config, side)) for side in (0, 1))
@@ -159,8 +173,12 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
     src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
+    if data_config.shared_vocab and src_vocab.tokens != tgt_vocab.tokens:
+      raise ValueError(f'data.shared_vocab=True, but {paths[0]} and {paths[1]} differ; use a new workdir or delete '
+                       'the vocabulary files to rebuild them.')
     for side, (vocab, path) in enumerate(zip((src_vocab, tgt_vocab), paths)):
-      want = vocab_lib.settings(data_config.tokenizer, **_vocab_settings(data_config, side))
+      want = vocab_lib.settings(data_config.tokenizer,
+                                **_vocab_settings(data_config, 0 if data_config.shared_vocab else side))
       if vocab.settings() != want:
         raise ValueError(f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
                          'workdir or delete the vocabulary files to rebuild them.')
@@ -172,6 +190,11 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
   for name, pairs in raw.items():
     splits[name], report['splits'][name] = encode_split(name, pairs, src_vocab, tgt_vocab, data_config,
                                                         train=name == 'train')
+  for name, streams in corpora.load_references(data_config).items():
+    if name in splits and name != 'train':  # evaluation splits are never filtered: the streams stay aligned
+      assert all(len(x) == len(splits[name]) for x in streams), name
+      splits[name].references = streams
+      report['splits'][name]['references_per_example'] = len(streams)
   if not len(splits['train']):
     raise ValueError(f'Every training example was filtered out ({report["splits"]["train"]["filtered"]}); '
                      'raise data.max_src_len / data.max_tgt_len or use the truncate policy.')

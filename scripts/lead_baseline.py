@@ -1,0 +1,56 @@
+"""Lead baselines of a summarization dataset, scored by the code that scores the models (`evaluation.score`).
+
+  python scripts/lead_baseline.py --config=experiments/summarization/aeslc.py --split=test --json=/tmp/lead.json
+
+Baselines: `lead_sentence` (the source's first sentence: text up to the first `.`, `!` or `?` followed by a space)
+and `lead_<N>` (the first N whitespace words) for every N of --num_words. They are scored against the split's
+references (AESLC test: the three annotated subject lines; ROUGE averaged over references, and the best reference
+in the `_max` keys), exactly as `evaluate` scores a model on the same split. Nothing is trained or tokenised.
+"""
+import json
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from s2s_jax import config_lib
+from s2s_jax import evaluation
+from s2s_jax import steps
+from s2s_jax.data import corpora
+from s2s_jax.data import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file of the dataset.')
+_SPLIT = flags.DEFINE_string('split', 'test', 'Split to score.')
+_NUM_WORDS = flags.DEFINE_list('num_words', ['5', '8', '12'], 'Lengths of the first-N-words baselines.')
+_JSON = flags.DEFINE_string('json', None, 'Write {baseline: scores} here.')
+flags.mark_flags_as_required(['config'])
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config_lib.validate(config)
+  pipeline.resolve_paths(config.data)
+  if config.data.name not in corpora.CORPORA:
+    raise app.UsageError(f'data.name={config.data.name!r} is not a corpus with raw text; nothing to baseline.')
+  pairs = corpora.require_split(corpora.load_pairs(config.data), _SPLIT.value, config.data)
+  refs = corpora.load_references(config.data).get(_SPLIT.value) or [[target for _, target in pairs]]
+  sources = [source for source, _ in pairs]
+  lengths = [len(s.split()) for s in sources]
+  options = steps.DecodeOptions()
+  results = {}
+  for name, hyps in evaluation.lead_baselines(sources, [int(n) for n in _NUM_WORDS.value]).items():
+    result = evaluation.score(hyps, refs, lengths, config.eval.scores, options, seconds=0.0, step=0,
+                              lang=config.data.target_lang)
+    results[name] = {k: v for k, v in result.items() if not isinstance(v, list)}
+    shown = ', '.join(f'{k}={v:.2f}' for k, v in results[name].items()
+                      if k.startswith(('rouge', 'bleu', 'len_ratio')) and isinstance(v, float))
+    print(f'{name}: {shown}')
+  print(f'({len(sources)} examples of {config.data.name}/{_SPLIT.value}, {len(refs)} reference(s) each)')
+  if _JSON.value:
+    with open(_JSON.value, 'w', encoding='utf-8') as f:
+      json.dump({'split': _SPLIT.value, 'num_examples': len(sources), 'num_references': len(refs), **results}, f,
+                indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
