@@ -386,7 +386,7 @@ class DataRootTest(absltest.TestCase):
       os.environ['S2S_DATA_DIR'] = '/some/where'
       self.assertEqual(corpora.default_data_root(), '/some/where')
     self.assertEqual(corpora.FOLDERS, {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng',
-                                       'iwslt15': 'iwslt15_en_vi'})
+                                       'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'})  # CONVENTIONS §4
 
 
 if __name__ == '__main__':
