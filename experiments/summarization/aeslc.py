@@ -15,7 +15,7 @@ import ml_collections
 from s2s_jax import config_lib
 
 # embed, hidden (decoder; encoder: hidden / 2 per direction), vocabulary, source tokens, steps
-_SIZES = {'tiny': (16, 32, 0, 48, 20), 'small': (128, 256, 8_000, 128, 3_000), 'base': (256, 512, 16_000, 256, 20_000)}
+_SIZES = {'tiny': (16, 32, 0, 48, 20), 'small': (128, 256, 8_000, 128, 1_500), 'base': (256, 512, 16_000, 256, 20_000)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
