@@ -25,7 +25,8 @@ SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'bleu_tok': ('bleu_tok',), 'chrf': 
                 'exact_match': ('exact_match',),
                 'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
 DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba', 'iwslt15', 'aeslc', 'parallel_text',
-            'tfds')
+            'tfds', 'fsdd', 'yesno', 'audio_folder')
+SPEECH = ('fsdd', 'yesno', 'audio_folder')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
 RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
@@ -71,9 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
       num_train_examples=50_000,  # built-in tasks
       num_eval_examples=2_000,  # built-in tasks: validation and test each
       task_min_len=1,  # copy / reverse / sort: sequence lengths
-      task_max_len=10,
+      task_max_len=10,  # fsdd: the most digits in one connected-digit utterance
       task_num_symbols=20,
       task_max_digits=3,  # addition
+      num_mel_bins=40,  # speech: log-mel features per 10 ms frame (s2s_jax/data/audio.py)
       tokenizer='char',  # char | word (whitespace) | moses (sacremoses) | sentencepiece
       spm_model_type='unigram',  # sentencepiece: unigram | bpe
       lowercase=False,
@@ -237,6 +239,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'data.name={d.name!r} needs data.source_lang and data.target_lang (e.g. de and en).')
   if d.name == 'parallel_text' and not d.files:
     raise ValueError("data.name='parallel_text' needs data.files, e.g. 'train=a.de,a.en;validation=b.tsv'.")
+  if d.name in SPEECH:
+    if d.shared_vocab or d.reverse_source:
+      raise ValueError(f'data.name={d.name!r} reads audio: data.shared_vocab and data.reverse_source apply to text.')
+    if d.num_mel_bins <= 0:
+      raise ValueError(f'data.num_mel_bins must be positive, got {d.num_mel_bins}.')
+  if d.name == 'audio_folder' and not d.files:
+    raise ValueError("data.name='audio_folder' needs data.files, e.g. 'train=train.tsv;test=test.tsv' (lines "
+                     "AUDIO_PATH<TAB>transcript).")
   if d.name == 'tfds' and not d.tfds_name:
     raise ValueError("data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")
   if config.checkpoint_every_steps % config.log_every_steps:
@@ -244,6 +254,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f'log_every_steps={config.log_every_steps}, so no partial logging sums are checkpointed.')
   model = dict(to_dict(config.model))
   model.update(src_vocab_size=model['src_vocab_size'] or 1, tgt_vocab_size=model['tgt_vocab_size'] or 1,
+               input_features=model['input_features'] or 1,
+               input_kind='frames' if d.name in SPEECH and model['input_kind'] == 'tokens' else model['input_kind'],
                max_src_len=model['max_src_len'] or d.max_src_len)
   models.Seq2SeqConfig.from_dict(model).validate()
 

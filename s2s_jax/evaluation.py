@@ -78,7 +78,7 @@ class Evaluator:
     self.options = steps.DecodeOptions.from_config(config.decode, config.data.max_tgt_len)
     self.decoder = inference.Decoder(model, self.options, data.tgt_vocab, src_len=data.src_len,
                                      batch_size=config.data.eval_batch_size)
-    self._collate = inputs_lib.TextInputs(data.src_vocab, data.src_len).collate
+    self._collate = inputs_lib.collate_sources
 
   def loss_sums(self, params, split: str) -> dict[str, float]:
     """Summed NLL, correct tokens and token count over a whole split (params replicated)."""

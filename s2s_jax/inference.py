@@ -102,9 +102,10 @@ class Decoder:
     self.src_len, self.options, self.tgt_vocab = src_len, options, tgt_vocab
     self._predict = steps.make_predict_fn(model, options)
 
-  def __call__(self, params, examples: Sequence[np.ndarray], collate: Callable[..., dict[str, np.ndarray]]
-               ) -> list[Hypotheses]:
-    """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch."""
+  def __call__(self, params, examples: Sequence[np.ndarray], collate: Callable[..., dict[str, np.ndarray]],
+               memory_len: Callable[[np.ndarray], int] = len) -> list[Hypotheses]:
+    """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
+    `memory_len(example)` is how many encoder memory steps (attention columns) an example has."""
     out = []
     for start in range(0, len(examples), self.batch_size):
       chunk = examples[start:start + self.batch_size]
@@ -112,7 +113,7 @@ class Decoder:
       result = jax.device_get(self._predict(params, steps.shard_batch(batch)))
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[:len(chunk)] for x in result]
       for i, example in enumerate(chunk):
-        out.append(self._hypotheses(seqs[i], scores[i], attn[0][i, :, :, :len(example)] if attn else None))
+        out.append(self._hypotheses(seqs[i], scores[i], attn[0][i, :, :, :memory_len(example)] if attn else None))
     return out
 
   def _hypotheses(self, seqs_KxT: np.ndarray, scores_K: np.ndarray, attn_KxTxS: np.ndarray | None) -> Hypotheses:

@@ -23,13 +23,25 @@ from s2s_jax import rnn
 
 BRIDGES = ('copy', 'dense', 'zeros')
 DTYPES = ('float32', 'bfloat16', 'float16')
+# What a source step is: a token id, a feature frame (log-mel audio), or an image column (a CNN makes the grid).
+INPUT_KINDS = ('tokens', 'frames', 'image')
+FRAME_STRIDES = (1, 2, 4, 8)
 
 
 @flax.struct.dataclass
 class Seq2SeqConfig:
   """Model hyperparameters: the fields of `config.model` (CONVENTIONS §3)."""
-  src_vocab_size: int = 0  # set from the data
+  src_vocab_size: int = 0  # set from the data (tokens only)
   tgt_vocab_size: int = 0  # set from the data
+  input_kind: str = 'tokens'  # tokens | frames | image: set from the data
+  input_features: int = 0  # frames: features per frame (mel bins); image: pixels per column (height); from the data
+  frame_stride: int = 1  # frames: 1, 2, 4 or 8 = time subsampling by that many stride-2 convolutions (width 3)
+  pyramid: bool = False  # Listen, Attend and Spell: each encoder layer above the first halves time (concat pairs)
+  specaug_masks: int = 2  # SpecAugment (training only): frequency bands and time bands, each this many
+  specaug_freq_width: int = 0  # widest frequency band (mel bins); 0: no frequency masking
+  specaug_time_width: int = 0  # widest time band (frames, at most 20% of the utterance); 0: no time masking
+  cnn_layers: int = 2  # image: 3x3 convolution + ReLU + 2x2 max-pool blocks
+  cnn_features: int = 32  # image: channels of every block
   cell: str = 'lstm'  # rnn | gru | lstm
   num_layers: int = 1  # encoder and decoder layers
   bidirectional: bool = False  # encoder only
@@ -66,14 +78,25 @@ class Seq2SeqConfig:
   def validate(self) -> None:
     """Raises ValueError naming the field and the allowed values for every invalid choice."""
     choices = {'cell': rnn.CELLS, 'bridge': BRIDGES, 'attention': attention_lib.FLOWS,
-               'attention_score': attention_lib.SCORES, 'recurrent_init': rnn.RECURRENT_INITS, 'dtype': DTYPES}
+               'attention_score': attention_lib.SCORES, 'recurrent_init': rnn.RECURRENT_INITS, 'dtype': DTYPES,
+               'input_kind': INPUT_KINDS, 'frame_stride': FRAME_STRIDES}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
     attention_lib.check_combination(self.attention, self.attention_score, self.input_feeding)
-    for name in ('src_vocab_size', 'tgt_vocab_size', 'num_layers', 'embed_dim', 'hidden_dim'):
+    positive = ('src_vocab_size',) if self.input_kind == 'tokens' else ('input_features',)
+    for name in positive + ('tgt_vocab_size', 'num_layers', 'embed_dim', 'hidden_dim', 'cnn_layers', 'cnn_features'):
       if getattr(self, name) <= 0:
         raise ValueError(f'model.{name} must be positive, got {getattr(self, name)}.')
+    for name in ('specaug_masks', 'specaug_freq_width', 'specaug_time_width'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'model.{name} must be >= 0, got {getattr(self, name)}.')
+    if self.input_kind != 'frames' and (self.frame_stride > 1 or self.specaug_freq_width or self.specaug_time_width):
+      raise ValueError('model.frame_stride and model.specaug_* apply to audio frames only; model.input_kind='
+                       f'{self.input_kind!r} (set from the data).')
+    if self.pointer_generator and self.input_kind != 'tokens':
+      raise ValueError('model.pointer_generator copies source tokens; this dataset\'s source is '
+                       f'{self.input_kind}.')
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'model.dropout_rate must be in [0, 1), got {self.dropout_rate}.')
     if self.bridge == 'copy' and self.encoder_units * self.num_directions != self.hidden_dim:
@@ -120,6 +143,51 @@ _scan_decoder = nn.scan(_decoder_scan_body, variable_broadcast='params', split_r
                         in_axes=(1, nn.broadcast), out_axes=1)
 
 
+def spec_augment(rng: jax.Array, x_BxTxF: jax.Array, mask_BxT: jax.Array, num_masks: int, freq_width: int,
+                 time_width: int) -> jax.Array:
+  """SpecAugment's masking (Park et al. 2019) without time warping: per example, `num_masks` frequency bands of
+  0..freq_width bins and `num_masks` time bands of 0..time_width frames (each at most 20% of the example's real
+  frames) are set to 0, the mean of the per-utterance-normalised features."""
+  batch, steps, features = x_BxTxF.shape
+  k_fw, k_f0, k_tw, k_t0 = jax.random.split(rng, 4)
+
+  def bands(k_width, k_start, size, max_width, extent_B):
+    width = jax.random.randint(k_width, (batch, num_masks), 0, max_width + 1)
+    width = jnp.minimum(width, extent_B[:, None] if extent_B is not None else width)
+    room = (extent_B[:, None] if extent_B is not None else size) - width
+    start = (jax.random.uniform(k_start, (batch, num_masks)) * jnp.maximum(room, 0)).astype(jnp.int32)
+    pos = jnp.arange(size)[None, None, :]
+    return ((pos >= start[..., None]) & (pos < (start + width)[..., None])).any(axis=1)  # [B, size]
+
+  lengths = mask_BxT.sum(axis=1).astype(jnp.int32)
+  freq = bands(k_fw, k_f0, features, freq_width, None)
+  time = bands(k_tw, k_t0, steps, time_width, lengths // 5) if time_width else jnp.zeros((batch, steps), bool)
+  return jnp.where(freq[:, None, :] | time[:, :, None], jnp.zeros((), x_BxTxF.dtype), x_BxTxF)
+
+
+class GridEncoder(nn.Module):
+  """A small CNN over an image given as columns [B, W, H] (Show, Attend and Tell's annotation grid).
+
+  `num_layers` blocks of 3x3 convolution + ReLU + 2x2 max-pooling give a [W', H'] grid of `features`-dim vectors,
+  flattened column by column (left to right, top to bottom within a column) into a sequence of W' x H' cells; the
+  cells of padded columns are masked.
+  """
+  num_layers: int
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxWxH: jax.Array, mask_BxW: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = x_BxWxH[..., None]
+    for i in range(self.num_layers):
+      x = nn.relu(nn.Conv(self.features, (3, 3), padding='SAME', dtype=self.dtype, name=f'conv{i}')(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+      mask_BxW = mask_BxW[:, ::2]
+    batch, width, height, _ = x.shape
+    mask = jnp.repeat(mask_BxW, height, axis=1)
+    return x.reshape(batch, width * height, self.features), mask
+
+
 class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
   cfg: Seq2SeqConfig
@@ -128,10 +196,18 @@ class Seq2Seq(nn.Module):
     c = self.cfg
     c.validate()
     dtype = jnp.dtype(c.dtype)
-    self.src_embed = nn.Embed(c.src_vocab_size, c.embed_dim, dtype=dtype,
-                              embedding_init=nn.initializers.normal(stddev=1.0))
+    if c.input_kind == 'tokens':
+      self.src_embed = nn.Embed(c.src_vocab_size, c.embed_dim, dtype=dtype,
+                                embedding_init=nn.initializers.normal(stddev=1.0))
+    elif c.input_kind == 'frames':
+      self.subsample = [nn.Conv(c.embed_dim, (3,), strides=(2,), padding='SAME', dtype=dtype, name=f'subsample{i}')
+                        for i in range(c.frame_stride.bit_length() - 1)]
+      self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
+    else:
+      self.grid = GridEncoder(c.cnn_layers, c.cnn_features, dtype)
+      self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
     self.encoder = rnn.RNNStack(c.cell, c.num_layers, c.encoder_units, c.bidirectional, c.dropout_rate,
-                                c.variational_dropout, c.recurrent_init, c.init_scale, dtype)
+                                c.variational_dropout, c.recurrent_init, c.init_scale, dtype, pyramid=c.pyramid)
     if c.bridge == 'dense':
       components = 2 if c.cell == 'lstm' else 1
       self.bridge_proj = [[nn.Dense(c.hidden_dim, dtype=dtype, name=f'bridge{layer}_{j}')
@@ -151,11 +227,30 @@ class Seq2Seq(nn.Module):
   def encode(self, inputs: jax.Array, inputs_mask: jax.Array, train: bool = False
              ) -> tuple[decoder_lib.Memory, decoder_lib.State]:
     """Encodes a padded batch: returns (memory for the decoder, initial decoder state); leaves lead with B."""
-    x = self.dropout(self.src_embed(inputs), deterministic=not train)
-    values, finals = self.encoder(x, inputs_mask, train=train)
-    memory = self.decoder.prepare_memory(values, inputs_mask, finals[-1][-1],
-                                         inputs if self.cfg.pointer_generator else None)
+    x, mask = self._embed_source(inputs, inputs_mask, train)
+    x = self.dropout(x, deterministic=not train)
+    values, finals = self.encoder(x, mask, train=train)
+    if self.cfg.pyramid:
+      mask = rnn.pyramid_mask(mask, self.cfg.num_layers)
+    memory = self.decoder.prepare_memory(values, mask, finals[-1][-1], inputs if self.cfg.pointer_generator else None)
     return memory, self.decoder.initial_state(self._bridge(finals), memory)
+
+  def _embed_source(self, inputs: jax.Array, mask_BxS: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    """The encoder's input sequence and its mask: embedded ids, projected (subsampled, augmented) frames, or the
+    column-major flattened CNN grid of an image."""
+    c = self.cfg
+    if c.input_kind == 'tokens':
+      return self.src_embed(inputs), mask_BxS
+    x = inputs.astype(jnp.dtype(c.dtype))
+    if c.input_kind == 'image':
+      x, mask_BxS = self.grid(x, mask_BxS)
+      return self.frame_proj(x), mask_BxS
+    if train and (c.specaug_freq_width or c.specaug_time_width):
+      x = spec_augment(self.make_rng('dropout'), x, mask_BxS, c.specaug_masks, c.specaug_freq_width,
+                       c.specaug_time_width)
+    for conv in self.subsample:
+      x, mask_BxS = nn.relu(conv(x)), mask_BxS[:, ::2]
+    return self.frame_proj(x) * mask_BxS[..., None].astype(x.dtype), mask_BxS
 
   def decode_step(self, ids_N: jax.Array, state: decoder_lib.State, memory: decoder_lib.Memory
                   ) -> tuple[jax.Array, decoder_lib.State]:

@@ -12,9 +12,10 @@ def save_attention_heatmap(path: str, attention_TxS: np.ndarray, source: Sequenc
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   rows, cols = attention_TxS.shape
-  fig, ax = plt.subplots(figsize=(min(2 + 0.3 * cols, 30), min(1.5 + 0.3 * rows, 30)))
+  fig, ax = plt.subplots(figsize=(min(2 + 0.3 * min(cols, 60), 30), min(1.5 + 0.3 * rows, 30)))
   ax.imshow(attention_TxS, cmap='Greys', vmin=0.0, vmax=1.0, aspect='auto')
-  ax.set_xticks(range(cols), [s.replace('$', r'\$') for s in source], rotation=90, fontsize=8)
+  every = -(-cols // 60)  # long sources (audio frames, image cells): every k-th label, at most 60
+  ax.set_xticks(range(0, cols, every), [s.replace('$', r'\$') for s in source[::every]], rotation=90, fontsize=8)
   ax.set_yticks(range(rows), [t.replace('$', r'\$') for t in target], fontsize=8)
   ax.set_xlabel('source')
   ax.set_ylabel('output')

@@ -137,11 +137,27 @@ def run_layer(cell: RecurrentCell, x_BxTxD: jax.Array, mask_BxT: jax.Array,
   return carry, outputs
 
 
-class RNNStack(nn.Module):
-  """Multi-layer, optionally bidirectional, scanned RNN over a padded batch with explicit masks.
+def halve_time(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Pairs of consecutive steps concatenated: [B, ceil(T/2), 2D] and the mask of the pairs' first steps."""
+  if x_BxTxD.shape[1] % 2:
+    x_BxTxD = jnp.pad(x_BxTxD, ((0, 0), (0, 1), (0, 0)))
+  batch, steps, dim = x_BxTxD.shape
+  return x_BxTxD.reshape(batch, steps // 2, 2 * dim), mask_BxT[:, ::2]
 
-  Returns the top layer's outputs [B, T, H * directions] (zero at padded steps) and, per layer, the final carry
-  with the directions concatenated on the feature axis.
+
+def pyramid_mask(mask_BxT: jax.Array, num_layers: int) -> jax.Array:
+  """The mask of a pyramidal RNNStack's outputs: halved once per layer above the first."""
+  for _ in range(num_layers - 1):
+    mask_BxT = mask_BxT[:, ::2]
+  return mask_BxT
+
+
+class RNNStack(nn.Module):
+  """Multi-layer, optionally bidirectional and pyramidal, scanned RNN over a padded batch with explicit masks.
+
+  Returns the top layer's outputs [B, T', H * directions] (zero at padded steps; T' = T, or T halved per layer
+  above the first when `pyramid`, see `pyramid_mask`) and, per layer, the final carry with the directions
+  concatenated on the feature axis.
   """
   kind: str
   num_layers: int
@@ -152,6 +168,7 @@ class RNNStack(nn.Module):
   recurrent_init: str = 'orthogonal'
   init_scale: float = 0.1
   dtype: jnp.dtype = jnp.float32
+  pyramid: bool = False  # Listen, Attend and Spell: layers above the first read pairs of steps (time halves)
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, mask_BxT: jax.Array, *, train: bool = False
@@ -160,6 +177,8 @@ class RNNStack(nn.Module):
                              self.dtype)
     finals = []
     for layer in range(self.num_layers):
+      if layer > 0 and self.pyramid:
+        x_BxTxD, mask_BxT = halve_time(x_BxTxD, mask_BxT)
       if layer > 0:
         x_BxTxD = nn.Dropout(self.dropout_rate, broadcast_dims=(1,) if self.variational_dropout else ())(
             x_BxTxD, deterministic=not train)

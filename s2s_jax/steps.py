@@ -39,8 +39,9 @@ def empty_log_sums() -> dict[str, jax.Array]:
 def create_train_state(rng: jax.Array, model: models.Seq2Seq, tx: optax.GradientTransformation, src_len: int,
                        tgt_len: int) -> TrainState:
   init_rng, dropout_rng = jax.random.split(rng)
-  inputs = jnp.ones((1, src_len), jnp.int32)
-  params = jax.jit(model.init)(init_rng, inputs, inputs, jnp.ones((1, tgt_len), jnp.int32))['params']
+  mask = jnp.ones((1, src_len), jnp.int32)
+  inputs = mask if model.cfg.input_kind == 'tokens' else jnp.ones((1, src_len, model.cfg.input_features), jnp.float32)
+  params = jax.jit(model.init)(init_rng, inputs, mask, jnp.ones((1, tgt_len), jnp.int32))['params']
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng, log_sums=empty_log_sums())
 
 
@@ -154,6 +155,7 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: Decode
   o = options
   memory, state = model.apply({'params': params}, batch['inputs'], batch['inputs_mask'],
                               method=models.Seq2Seq.encode)
+  memory_mask = memory.get('mask')  # the encoder memory's steps (audio and image encoders subsample the input)
   memory = decode.expand_to_beams(memory, o.beam_size)
 
   def step_fn(ids, dec_state):
@@ -168,7 +170,7 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: Decode
       step_fn, state, batch_size=batch['inputs'].shape[0], beam_size=o.beam_size, max_len=o.max_len,
       bos_id=data_lib.BOS_ID, eos_id=data_lib.EOS_ID, pad_id=data_lib.PAD_ID, length_alpha=o.length_alpha,
       min_len=o.min_len, row_max_len=row_max_len, no_repeat_ngram_size=o.no_repeat_ngram_size,
-      coverage_beta=o.coverage_beta, source_mask=batch['inputs_mask'] if attention else None,
+      coverage_beta=o.coverage_beta, source_mask=memory_mask if attention else None,
       return_aux=o.return_attention)
   if o.return_attention:
     seqs, scores, aux = out

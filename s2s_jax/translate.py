@@ -56,15 +56,19 @@ def main(argv):
   for i, line in enumerate(lines):
     if not line.strip():
       continue
-    example, truncated = run.inputs.encode(line)
+    try:
+      example, truncated = run.inputs.encode(line)
+    except ValueError as e:  # e.g. an audio path that is missing or not audio
+      raise app.UsageError(f'Input line {i + 1}: {e}') from e
     if truncated:
-      logging.warning('Input line %d is longer than data.max_src_len=%d tokens; truncated.', i + 1,
+      logging.warning('Input line %d is longer than data.max_src_len=%d steps; truncated.', i + 1,
                       run.inputs.max_len)
     examples.append(example)
     where.append(i)
   decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=run.inputs.max_len,
                               batch_size=overrides['batch_size'] or run.config.decode.batch_size)
-  results = decoder(inference.replicate(run.params), examples, run.inputs.collate) if examples else []
+  results = decoder(inference.replicate(run.params), examples, run.inputs.collate,
+                    lambda x: len(run.inputs.labels(x))) if examples else []
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), _N_BEST.value, _PRINT_SCORES.value)]
   if _OUTPUT.value == '-':

@@ -12,6 +12,7 @@ import shared_data
 from s2s_jax import config_lib
 from s2s_jax import train
 from s2s_jax.data import corpora
+from s2s_jax.data import speech
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'experiments', '**', '*.py'),
@@ -32,7 +33,8 @@ def _case_name(path: str) -> str:
 
 
 def _uses_a_corpus(path: str) -> bool:
-  return _load(path).get_config('size=tiny').data.name in corpora.CORPORA
+  """Reads a corpus of ../shared/data (text or speech): slow tier (speech_test trains the speech configs fast)."""
+  return _load(path).get_config('size=tiny').data.name in corpora.CORPORA + speech.DATASETS
 
 
 CORPUS_EXPERIMENTS = [p for p in EXPERIMENTS if _uses_a_corpus(p)]
@@ -68,7 +70,8 @@ class ExperimentFilesTest(parameterized.TestCase):
 
 def _train_tiny(test: absltest.TestCase, path: str) -> None:
   config = _load(path).get_config('size=tiny')
-  shared_data.require_folder(test, corpora.resolve_manual_dir(config.data), path)
+  raw = corpora.resolve_manual_dir(config.data) or corpora.resolve_manual_dir(config.data, speech.FOLDERS)
+  shared_data.require_folder(test, raw, path)
   config.data.data_dir = test.create_tempdir().full_path
   config.num_train_steps = 20
   workdir = test.create_tempdir().full_path
@@ -77,7 +80,8 @@ def _train_tiny(test: absltest.TestCase, path: str) -> None:
   # config.num_seeds > 1 trains the seeds as one program and gives each a complete workdir seed_<s>/.
   seed_dirs = [f'seed_{s}' for s in range(config.num_seeds)] if config.num_seeds > 1 else ['']
   for seed_dir in seed_dirs:
-    test.assertTrue(os.path.exists(os.path.join(workdir, seed_dir, 'eval_test.json')), seed_dir or workdir)
+    for split in config.data.test_splits.split(','):
+      test.assertTrue(os.path.exists(os.path.join(workdir, seed_dir, f'eval_{split}.json')), seed_dir or workdir)
 
 
 @pytest.mark.slow

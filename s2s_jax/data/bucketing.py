@@ -72,8 +72,9 @@ class BucketedBatches:
     epoch, i = divmod(index, self.batches_per_epoch)
     b, ids = self._epoch_plan(epoch)[i]
     bucket = self._buckets[b]
-    inputs = np.full((bucket.batch_size, bucket.src_len), PAD_ID, np.int32)
-    mask = np.zeros_like(inputs)
+    first = self._src[0]  # token ids [S] or feature frames [S, F]
+    inputs = np.full((bucket.batch_size, bucket.src_len) + first.shape[1:], PAD_ID, first.dtype)
+    mask = np.zeros((bucket.batch_size, bucket.src_len), np.int32)
     targets = np.full((bucket.batch_size, bucket.tgt_len), PAD_ID, np.int32)
     for row, example in enumerate(ids):
       src, tgt = self._src[example], self._tgt[example]

@@ -55,13 +55,15 @@ def default_data_root() -> str:
   return os.path.abspath(os.path.expanduser(root))
 
 
-def resolve_manual_dir(data_config) -> str | None:
-  """The absolute raw folder of a named corpus: data.manual_dir or default_data_root()/<folder>."""
-  if data_config.name not in FOLDERS:
+def resolve_manual_dir(data_config, folders: dict[str, str] | None = None) -> str | None:
+  """The absolute raw folder of a named dataset: data.manual_dir or default_data_root()/<folder> (FOLDERS, or the
+  `folders` of another family of builders, e.g. speech.FOLDERS)."""
+  folders = FOLDERS if folders is None else folders
+  if data_config.name not in folders:
     return None
   if data_config.manual_dir:
     return os.path.abspath(os.path.expanduser(data_config.manual_dir))
-  return os.path.join(default_data_root(), FOLDERS[data_config.name])
+  return os.path.join(default_data_root(), folders[data_config.name])
 
 
 def tatoeba_split(english: str) -> str:
@@ -278,7 +280,7 @@ _BUILDERS = {'multi30k': S2sMulti30k, 'tatoeba': S2sTatoeba, 'iwslt15': S2sIwslt
              'parallel_text': S2sParallelText}
 
 
-def _fingerprint(paths: list[str], root: str = '') -> str:
+def fingerprint(paths: list[str], root: str = '') -> str:
   h = hashlib.sha256()
   for p in paths:
     st = os.stat(p)
@@ -385,30 +387,33 @@ def get_builder(data_config) -> _Corpus:
   if name == 'parallel_text':
     files = resolve_files(data_config.files)
     paths = [p for split_paths in files.values() for p in split_paths]
-    fingerprint = _fingerprint(paths)  # absolute paths, sizes and mtimes: changed files get a new config name
-    key = '|'.join(f'{s}={",".join(p)}' for s, p in files.items()) + fingerprint
+    fp = fingerprint(paths)  # absolute paths, sizes and mtimes: changed files get a new config name
+    key = '|'.join(f'{s}={",".join(p)}' for s, p in files.items()) + fp
     config = CorpusConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], languages=('source', 'target'),
-                          files=tuple(files.items()), fingerprint=fingerprint)
+                          files=tuple(files.items()), fingerprint=fp)
   elif name in FOLDERS:
     languages = _FIXED_FEATURES.get(name) or tuple(sorted(_languages(data_config, LANGUAGES[name])))
     raw, paths = _raw_dir(data_config, data_dir, languages)
     config = CorpusConfig(name='-'.join(languages), languages=languages, raw_dir=raw,
-                          fingerprint=_fingerprint(paths, raw))
+                          fingerprint=fingerprint(paths, raw))
   else:
     raise ValueError(f'data.name={name!r} is not one of the corpora {CORPORA[:-1]}.')
   return _BUILDERS[name](config=config, data_dir=data_dir, file_format='array_record')
 
 
-def prepare(data_config) -> dict[str, object]:
-  """Prepares a corpus once (locked; again when its raw files changed); returns split -> data source."""
-  builder = get_builder(data_config)
+def prepare(data_config, get_builder_fn=None, with_metadata: bool = False):
+  """Prepares a dataset once (locked; again when its raw files changed); returns split -> data source (and, with
+  `with_metadata`, the prepared dataset's metadata). `get_builder_fn(data_config)` makes the builder (default: the
+  text corpora's `get_builder`; the speech datasets pass theirs)."""
+  get = get_builder_fn or get_builder
+  builder = get(data_config)
   config = builder.builder_config
   with builders._lock(builder.data_dir_root, f'{builder.name}-{config.name}'):  # pylint: disable=protected-access
     # A builder reads its dataset_info when constructed: one made while another process was preparing would see
     # no splits, so it is made again under the lock.
-    builder = get_builder(data_config)
+    builder = get(data_config)
+    stored = tfds.core.MetadataDict()
     if builder.is_prepared():
-      stored = tfds.core.MetadataDict()
       try:
         stored.load_metadata(builder.data_dir)
       except (OSError, ValueError):
@@ -420,7 +425,9 @@ def prepare(data_config) -> dict[str, object]:
     if not builder.is_prepared():
       tfds.disable_progress_bar()
       builder.download_and_prepare()
-  return builder.as_data_source()
+      stored = builder.info.metadata
+  sources = builder.as_data_source()
+  return (sources, stored) if with_metadata else sources
 
 
 def _tfds_sources(data_config) -> tuple[dict[str, object], tuple[str, ...]]:

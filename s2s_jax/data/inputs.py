@@ -1,8 +1,8 @@
 """What a model reads, from raw input lines: the input abstraction of the translate / evaluate tools.
 
 An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example and
-pads examples into a batch {'inputs', 'inputs_mask'}. Text is the only kind the generated and text datasets need;
-speech and image kinds plug in by implementing the same three methods and being returned by `for_config`.
+pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names the encoder memory's steps for attention plots.
+`for_config` picks the kind from a run's source "vocabulary": a text vocabulary, or an audio frontend.
 """
 from collections.abc import Sequence
 from typing import Protocol
@@ -10,7 +10,28 @@ from typing import Protocol
 import numpy as np
 
 from s2s_jax.data import EOS_ID, PAD_ID, SPECIAL_TOKENS
+from s2s_jax.data import audio
 from s2s_jax.data import vocab as vocab_lib
+
+
+def source_kind(src_vocab) -> tuple[str, int]:
+  """(model.input_kind, model.input_features) of a dataset's source side."""
+  if isinstance(src_vocab, audio.AudioFrontend):
+    return 'frames', src_vocab.num_features
+  return 'tokens', 0
+
+
+def collate_sources(examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
+  """Token ids [S] or feature frames [S, F] padded (PAD / zero frames) into a batch of `batch_size` rows."""
+  if len(examples) > batch_size:
+    raise ValueError(f'{len(examples)} examples do not fit a batch of {batch_size}.')
+  first = examples[0] if len(examples) else np.zeros((0,), np.int32)
+  inputs = np.full((batch_size, length) + first.shape[1:], PAD_ID, first.dtype)
+  mask = np.zeros((batch_size, length), np.int32)
+  for i, x in enumerate(examples):
+    inputs[i, :len(x)] = x[:length]
+    mask[i, :len(x)] = 1
+  return {'inputs': inputs, 'inputs_mask': mask}
 
 
 class InputKind(Protocol):
@@ -23,7 +44,7 @@ class InputKind(Protocol):
     """A batch of `batch_size` rows padded to `length` steps (missing rows are empty, mask 0)."""
 
   def labels(self, example: np.ndarray) -> list[str]:
-    """One label per source step, for attention plots."""
+    """One label per step of the encoder's memory (the attention's columns), for attention plots."""
 
 
 class TextInputs:
@@ -39,19 +60,38 @@ class TextInputs:
     return np.asarray(ids[:self.max_len - 1] + [EOS_ID], np.int32), truncated
 
   def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
-    if len(examples) > batch_size:
-      raise ValueError(f'{len(examples)} examples do not fit a batch of {batch_size}.')
-    inputs = np.full((batch_size, length), PAD_ID, np.int32)
-    mask = np.zeros((batch_size, length), np.int32)
-    for i, ids in enumerate(examples):
-      inputs[i, :len(ids)] = ids
-      mask[i, :len(ids)] = 1
-    return {'inputs': inputs, 'inputs_mask': mask}
+    return collate_sources(examples, batch_size, length)
 
   def labels(self, example: np.ndarray) -> list[str]:
     return [SPECIAL_TOKENS[i] if i < len(SPECIAL_TOKENS) else self.vocab.tokens[i] for i in example]
 
 
-def for_config(config, src_vocab: vocab_lib.Vocab) -> InputKind:
-  """The input kind of a run's dataset (text for every dataset so far)."""
+class AudioInputs:
+  """A line naming an audio file -> log-mel frames [frames, num_mel], at most max_len frames."""
+
+  def __init__(self, frontend: audio.AudioFrontend, max_len: int, memory_stride: int = 1):
+    self.frontend, self.max_len, self.memory_stride = frontend, max_len, memory_stride
+
+  def encode(self, line: str) -> tuple[np.ndarray, bool]:
+    frames = self.frontend.encode(self.frontend.read(line.strip()))
+    return frames[:self.max_len], len(frames) > self.max_len
+
+  def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
+    return collate_sources(examples, batch_size, length)
+
+  def labels(self, example: np.ndarray) -> list[str]:
+    """The start time (seconds) of every memory step, `memory_stride` frames apart."""
+    steps = -(-len(example) // self.memory_stride)
+    return [f'{i * self.memory_stride * audio.HOP_MS / 1000:.2f}' for i in range(steps)]
+
+
+def memory_stride(model_config) -> int:
+  """Source frames per encoder memory step: the subsampling convolutions times the pyramid's halvings."""
+  return model_config.frame_stride * (2 ** (model_config.num_layers - 1) if model_config.pyramid else 1)
+
+
+def for_config(config, src_vocab) -> InputKind:
+  """The input kind of a run's dataset: text, or audio for a speech dataset's frontend."""
+  if isinstance(src_vocab, audio.AudioFrontend):
+    return AudioInputs(src_vocab, config.data.max_src_len, memory_stride(config.model))
   return TextInputs(src_vocab, config.data.max_src_len, reverse=config.data.reverse_source)

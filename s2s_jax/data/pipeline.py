@@ -22,9 +22,11 @@ import grain
 import numpy as np
 
 from s2s_jax.data import EOS_ID, PAD_ID, UNK_ID
+from s2s_jax.data import audio
 from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import speech
 from s2s_jax.data import vocab as vocab_lib
 
 Batch = dict[str, np.ndarray]
@@ -66,6 +68,8 @@ def resolve_paths(data_config) -> None:
     data_config.manual_dir = os.path.abspath(os.path.expanduser(data_config.manual_dir))
   elif data_config.name in corpora.FOLDERS:
     data_config.manual_dir = corpora.resolve_manual_dir(data_config)
+  elif data_config.name in speech.FOLDERS:
+    data_config.manual_dir = corpora.resolve_manual_dir(data_config, speech.FOLDERS)
   if data_config.files:
     data_config.files = ';'.join(f'{split}={",".join(paths)}'
                                  for split, paths in corpora.resolve_files(data_config.files).items())
@@ -94,15 +98,26 @@ def _stats(lengths: Sequence[int]) -> dict[str, float]:
           'p95': int(np.percentile(a, 95)), 'p99': int(np.percentile(a, 99)), 'max': int(a.max())}
 
 
-def _fit(ids: list[int], limit: int) -> np.ndarray:
-  """ids + EOS, cut to `limit` tokens with EOS kept last."""
+def _fit(ids, limit: int) -> np.ndarray:
+  """Token ids + EOS, cut to `limit` tokens with EOS kept last; feature frames [frames, F] cut to `limit` frames."""
+  if isinstance(ids, np.ndarray):
+    return ids[:limit]
   ids = ids[:limit - 1] + [EOS_ID]
   return np.asarray(ids, np.int32)
 
 
-def encode_split(name: str, pairs: Sequence[tuple[str, str]], src_vocab: vocab_lib.Vocab,
+def _steps(ids) -> int:
+  """Source / target steps of an encoded example: tokens + EOS, or feature frames."""
+  return len(ids) if isinstance(ids, np.ndarray) else len(ids) + 1
+
+
+def encode_split(name: str, pairs: Sequence[tuple[Any, str]], src_vocab: vocab_lib.Vocab,
                  tgt_vocab: vocab_lib.Vocab, data_config, train: bool) -> tuple[Split, dict[str, Any]]:
-  """Tokenises one split and applies the length policy; returns the split and its report entry."""
+  """Tokenises one split and applies the length policy; returns the split and its report entry.
+
+  A source is a string (text) or an `audio.Clip`, which the source "vocabulary" (an `audio.AudioFrontend`) turns
+  into frames; its length counts frames and its `sources` entry is the clip's name.
+  """
   limits = {'source': data_config.max_src_len, 'target': data_config.max_tgt_len}
   policy = {'source': data_config.src_len_policy, 'target': data_config.tgt_len_policy}
   filtered, truncated = collections.Counter(), collections.Counter()
@@ -111,15 +126,17 @@ def encode_split(name: str, pairs: Sequence[tuple[str, str]], src_vocab: vocab_l
   split = Split(name, [], [], [], [])
   for src, tgt in pairs:
     ids = {'source': src_vocab.encode(src), 'target': tgt_vocab.encode(tgt)}
-    if data_config.reverse_source:  # Sutskever et al. 2014: feed the source backwards (EOS still last)
+    # Sutskever et al. 2014: feed the source backwards (EOS still last)
+    if data_config.reverse_source and isinstance(src, str):
       ids['source'] = ids['source'][::-1]
     for side in ids:
-      lengths[side].append(len(ids[side]) + 1)
-      unk[side] += sum(i == UNK_ID for i in ids[side])
+      lengths[side].append(_steps(ids[side]))
+      if not isinstance(ids[side], np.ndarray):
+        unk[side] += sum(i == UNK_ID for i in ids[side])
     drop = None
     for side in ('source', 'target'):
-      too_long = len(ids[side]) + 1 > limits[side]
-      if train and not ids[side]:
+      too_long = _steps(ids[side]) > limits[side]
+      if train and not len(ids[side]):
         drop = drop or f'empty_{side}'
       elif train and too_long and policy[side] == 'filter':
         drop = drop or f'{side}_too_long'
@@ -127,8 +144,8 @@ def encode_split(name: str, pairs: Sequence[tuple[str, str]], src_vocab: vocab_l
       filtered[drop] += 1
       continue
     for side in ('source', 'target'):
-      truncated[side] += len(ids[side]) + 1 > limits[side]
-    split.sources.append(src)
+      truncated[side] += _steps(ids[side]) > limits[side]
+    split.sources.append(src if isinstance(src, str) else src.name)
     split.targets.append(tgt)
     split.src_ids.append(_fit(ids['source'], limits['source']))
     split.tgt_ids.append(_fit(ids['target'], limits['target']))
@@ -146,12 +163,19 @@ def _vocab_settings(data_config, side: int) -> dict[str, object]:
   return dict(lowercase=data_config.lowercase, lang=lang, model_type=data_config.spm_model_type)
 
 
-def build_vocabs(train_pairs: Sequence[tuple[str, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
+def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
   """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
+
+  A speech dataset's source side is an `audio.AudioFrontend` (data.num_mel_bins at the clips' sample rate).
 
   With data.shared_vocab, one vocabulary is built from both sides (with the source side's settings) and serves
   both, so a source id and a target id name the same token (needed by the pointer-generator's copying).
   """
+  if data_config.name in speech.DATASETS:
+    frontend = audio.AudioFrontend(data_config.num_mel_bins, train_pairs[0][0].rate)
+    return frontend, vocab_lib.build((pair[1] for pair in train_pairs), data_config.tokenizer,
+                                     min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
+                                     **_vocab_settings(data_config, 1))
   if data_config.shared_vocab:
     vocab = vocab_lib.build((text for pair in train_pairs for text in pair), data_config.tokenizer,
                             min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
@@ -167,7 +191,11 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
 
   `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to.
   """
-  raw = load_raw(data_config)
+  skipped = []
+  if data_config.name in speech.DATASETS:
+    raw, skipped = speech.load_clips(data_config)
+  else:
+    raw = load_raw(data_config)
   if 'train' not in raw:
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
@@ -177,9 +205,14 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
       raise ValueError(f'data.shared_vocab=True, but {paths[0]} and {paths[1]} differ; use a new workdir or delete '
                        'the vocabulary files to rebuild them.')
     for side, (vocab, path) in enumerate(zip((src_vocab, tgt_vocab), paths)):
-      want = vocab_lib.settings(data_config.tokenizer,
-                                **_vocab_settings(data_config, 0 if data_config.shared_vocab else side))
-      if vocab.settings() != want:
+      if isinstance(vocab, audio.AudioFrontend):
+        want, got = {'kind': 'audio', 'num_mel': data_config.num_mel_bins}, vocab.settings()
+        got.pop('sample_rate')
+      else:
+        want = vocab_lib.settings(data_config.tokenizer,
+                                  **_vocab_settings(data_config, 0 if data_config.shared_vocab else side))
+        got = vocab.settings()
+      if got != want:
         raise ValueError(f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
                          'workdir or delete the vocabulary files to rebuild them.')
   else:
@@ -187,6 +220,11 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
       vocab.save(path)
   splits, report = {}, {'dataset': data_config.name, 'splits': {}}
+  if data_config.name in speech.DATASETS:
+    report['skipped_audio'] = {'count': len(skipped), 'files': skipped}
+    if skipped:
+      logging.warning('%d unreadable audio files were skipped (listed in data_report.json): %s', len(skipped),
+                      skipped[:3])
   for name, pairs in raw.items():
     splits[name], report['splits'][name] = encode_split(name, pairs, src_vocab, tgt_vocab, data_config,
                                                         train=name == 'train')
@@ -204,8 +242,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
     report['splits'][name]['padding_fraction'] = {
         'source': round(1 - sum(map(len, split.src_ids)) / max(1, len(split) * src_len), 4),
         'target': round(1 - sum(map(len, split.tgt_ids)) / max(1, len(split) * tgt_len), 4)}
-  report.update(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), padded_src_len=src_len,
-                padded_tgt_len=tgt_len)
+  report.update(src_vocab_size=len(src_vocab) if isinstance(src_vocab, vocab_lib.Vocab) else 0,
+                tgt_vocab_size=len(tgt_vocab), padded_src_len=src_len, padded_tgt_len=tgt_len)
   buckets = None
   if data_config.num_buckets > 1 or data_config.batch_tokens:
     train = splits['train']
@@ -221,7 +259,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
 
 
 def _pad(ids: np.ndarray, length: int) -> np.ndarray:
-  out = np.full((length,), PAD_ID, np.int32)
+  """Token ids padded with PAD, or feature frames [frames, F] padded with zero frames, to `length` steps."""
+  out = np.full((length,) + ids.shape[1:], PAD_ID, ids.dtype)
   out[:len(ids)] = ids
   return out
 

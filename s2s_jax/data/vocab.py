@@ -31,6 +31,7 @@ import sacremoses
 import sentencepiece as spm
 
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from s2s_jax.data import audio
 
 TOKENIZERS = ('char', 'word', 'moses', 'sentencepiece')
 SPM_MODEL_TYPES = ('unigram', 'bpe')
@@ -260,6 +261,8 @@ def load(path: str) -> Vocab:
   try:
     with open(path, encoding='utf-8') as f:
       d = json.load(f)
+    if d['kind'] == 'audio':  # a speech dataset's source side: the frontend's settings (s2s_jax/data/audio.py)
+      return audio.AudioFrontend.from_dict(d)
     if d['kind'] == 'sentencepiece':
       return SentencePieceVocab(base64.b64decode(d['model'], validate=True), d['lowercase'], d['model_type'])
     return Vocab(d['tokens'], d['kind'], d['lowercase'], d['lang'] if d['kind'] == 'moses' else '')
