@@ -25,8 +25,9 @@ SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'bleu_tok': ('bleu_tok',), 'chrf': 
                 'exact_match': ('exact_match',),
                 'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
 DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba', 'iwslt15', 'aeslc', 'parallel_text',
-            'tfds', 'fsdd', 'yesno', 'audio_folder')
+            'tfds', 'fsdd', 'yesno', 'audio_folder', 'digits_captions', 'image_folder')
 SPEECH = ('fsdd', 'yesno', 'audio_folder')
+IMAGES = ('digits_captions', 'image_folder')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
 RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
@@ -76,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
       task_num_symbols=20,
       task_max_digits=3,  # addition
       num_mel_bins=40,  # speech: log-mel features per 10 ms frame (s2s_jax/data/audio.py)
+      image_height=24,  # images: every image is resized to (or, for digits_captions, drawn at) this size
+      image_width=100,
+      image_channels=1,  # 1 (grey) or 3 (RGB)
       tokenizer='char',  # char | word (whitespace) | moses (sacremoses) | sentencepiece
       spm_model_type='unigram',  # sentencepiece: unigram | bpe
       lowercase=False,
@@ -113,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
       grad_accum_steps=1,  # micro-batches per update; batch_size is split over them
       skip_nonfinite=False,  # skip (and count) updates with a non-finite loss or gradient instead of stopping
       coverage_loss_weight=0.0,  # See et al. 2017: + weight x sum_i min(a_t, c_t) per target token (needs coverage)
+      doubly_stochastic_weight=0.0,  # Xu et al. 2015: + weight x sum_i (1 - sum_t a_t[i])^2 per example
   ))
   c.decode = ml_collections.ConfigDict(dict(
       beam_size=5,
@@ -207,7 +212,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if flat[key] <= 0:
       raise ValueError(f'{key} must be positive, got {flat[key]}.')
   for key in ('optim.learning_rate', 'optim.grad_clip_norm', 'optim.weight_decay', 'optim.momentum',
-              'optim.warmup_steps', 'optim.coverage_loss_weight',
+              'optim.warmup_steps', 'optim.coverage_loss_weight', 'optim.doubly_stochastic_weight',
               'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
               'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size',
               'data.batch_tokens'):
@@ -244,6 +249,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'data.name={d.name!r} reads audio: data.shared_vocab and data.reverse_source apply to text.')
     if d.num_mel_bins <= 0:
       raise ValueError(f'data.num_mel_bins must be positive, got {d.num_mel_bins}.')
+  if o.doubly_stochastic_weight > 0 and config.model.attention in ('none_init', 'none_concat'):
+    raise ValueError('optim.doubly_stochastic_weight > 0 needs attention weights; model.attention='
+                     f'{config.model.attention!r} has none.')
+  if d.name in IMAGES:
+    if d.image_channels not in (1, 3):
+      raise ValueError(f'data.image_channels must be 1 (grey) or 3 (RGB), got {d.image_channels}.')
+    if d.image_height <= 0 or d.image_width <= 0:
+      raise ValueError(f'data.image_height and data.image_width must be positive, got {d.image_height} x '
+                       f'{d.image_width}.')
+    if d.shared_vocab or d.reverse_source:
+      raise ValueError(f'data.name={d.name!r} reads images: data.shared_vocab and data.reverse_source apply to text.')
+  if d.name == 'image_folder' and not d.files:
+    raise ValueError("data.name='image_folder' needs data.files, e.g. 'train=captions.tsv;test=test.tsv' (lines "
+                     "IMAGE_PATH<TAB>caption).")
   if d.name == 'audio_folder' and not d.files:
     raise ValueError("data.name='audio_folder' needs data.files, e.g. 'train=train.tsv;test=test.tsv' (lines "
                      "AUDIO_PATH<TAB>transcript).")
@@ -255,7 +274,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   model = dict(to_dict(config.model))
   model.update(src_vocab_size=model['src_vocab_size'] or 1, tgt_vocab_size=model['tgt_vocab_size'] or 1,
                input_features=model['input_features'] or 1,
-               input_kind='frames' if d.name in SPEECH and model['input_kind'] == 'tokens' else model['input_kind'],
+               input_kind=model['input_kind'] if model['input_kind'] != 'tokens' else
+               'frames' if d.name in SPEECH else 'image' if d.name in IMAGES else 'tokens',
                max_src_len=model['max_src_len'] or d.max_src_len)
   models.Seq2SeqConfig.from_dict(model).validate()
 

@@ -42,6 +42,7 @@ class Seq2SeqConfig:
   specaug_time_width: int = 0  # widest time band (frames, at most 20% of the utterance); 0: no time masking
   cnn_layers: int = 2  # image: 3x3 convolution + ReLU + 2x2 max-pool blocks
   cnn_features: int = 32  # image: channels of every block
+  image_channels: int = 1  # image: colour channels (input_features = height x channels); set from the data
   cell: str = 'lstm'  # rnn | gru | lstm
   num_layers: int = 1  # encoder and decoder layers
   bidirectional: bool = False  # encoder only
@@ -94,6 +95,9 @@ class Seq2SeqConfig:
     if self.input_kind != 'frames' and (self.frame_stride > 1 or self.specaug_freq_width or self.specaug_time_width):
       raise ValueError('model.frame_stride and model.specaug_* apply to audio frames only; model.input_kind='
                        f'{self.input_kind!r} (set from the data).')
+    if self.input_kind == 'image' and (self.image_channels <= 0 or self.input_features % self.image_channels):
+      raise ValueError(f'model.input_features={self.input_features} (image height x channels) must be a multiple '
+                       f'of model.image_channels={self.image_channels}.')
     if self.pointer_generator and self.input_kind != 'tokens':
       raise ValueError('model.pointer_generator copies source tokens; this dataset\'s source is '
                        f'{self.input_kind}.')
@@ -174,18 +178,39 @@ class GridEncoder(nn.Module):
   """
   num_layers: int
   features: int
+  channels: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxWxH: jax.Array, mask_BxW: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = x_BxWxH[..., None]
+  def __call__(self, x_BxWxF: jax.Array, mask_BxW: jax.Array) -> tuple[jax.Array, jax.Array]:
+    batch, width, features = x_BxWxF.shape
+    x = x_BxWxF.reshape(batch, width, features // self.channels, self.channels)
     for i in range(self.num_layers):
       x = nn.relu(nn.Conv(self.features, (3, 3), padding='SAME', dtype=self.dtype, name=f'conv{i}')(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
-      mask_BxW = mask_BxW[:, ::2]
-    batch, width, height, _ = x.shape
-    mask = jnp.repeat(mask_BxW, height, axis=1)
-    return x.reshape(batch, width * height, self.features), mask
+    _, grid_w, grid_h, _ = x.shape
+    return x.reshape(batch, grid_w * grid_h, self.features), grid_mask(mask_BxW, self.num_layers, grid_h)
+
+
+def grid_mask(mask_BxW: jax.Array, num_layers: int, grid_height: int) -> jax.Array:
+  """The mask of GridEncoder's cells: a cell is real when its column block starts in a real column."""
+  for _ in range(num_layers):
+    mask_BxW = mask_BxW[:, ::2]
+  return jnp.repeat(mask_BxW, grid_height, axis=1)
+
+
+def memory_mask(cfg: Seq2SeqConfig, inputs_mask_BxS: jax.Array) -> jax.Array:
+  """The encoder memory's mask for an input mask: what `Seq2Seq.encode` puts in memory['mask'] (the input mask,
+  subsampled by the frame convolutions and the pyramid, or the image grid's cells)."""
+  mask = inputs_mask_BxS
+  if cfg.input_kind == 'image':
+    height = cfg.input_features // cfg.image_channels
+    for _ in range(cfg.cnn_layers):
+      height = -(-height // 2)
+    return grid_mask(mask, cfg.cnn_layers, height)
+  if cfg.input_kind == 'frames':
+    mask = mask[:, ::cfg.frame_stride]
+  return rnn.pyramid_mask(mask, cfg.num_layers) if cfg.pyramid else mask
 
 
 class Seq2Seq(nn.Module):
@@ -204,7 +229,7 @@ class Seq2Seq(nn.Module):
                         for i in range(c.frame_stride.bit_length() - 1)]
       self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
     else:
-      self.grid = GridEncoder(c.cnn_layers, c.cnn_features, dtype)
+      self.grid = GridEncoder(c.cnn_layers, c.cnn_features, c.image_channels, dtype)
       self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
     self.encoder = rnn.RNNStack(c.cell, c.num_layers, c.encoder_units, c.bidirectional, c.dropout_rate,
                                 c.variational_dropout, c.recurrent_init, c.init_scale, dtype, pyramid=c.pyramid)

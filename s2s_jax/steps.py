@@ -65,20 +65,34 @@ def coverage_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array) -> jax.Arra
   return (jnp.minimum(attn, coverage).sum(-1) * weights_BxT).sum()
 
 
+def doubly_stochastic_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array, memory_mask_BxS: jax.Array
+                               ) -> jax.Array:
+  """Xu et al. 2015 (Show, Attend and Tell): sum over examples and real memory steps i of (1 - sum_t a_t[i])^2,
+  which pushes every image region (memory step) to be attended to about once over the caption."""
+  total_BxS = (attn_BxTxS.astype(jnp.float32) * weights_BxT[..., None]).sum(axis=1)
+  return (jnp.square(1.0 - total_BxS) * memory_mask_BxS.astype(jnp.float32)).sum()
+
+
 def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothing: float,
-                   coverage_loss_weight: float = 0.0):
-  """The objective (smoothed cross-entropy [+ coverage loss], summed) and the logged sums (plain NLL)."""
+                   coverage_loss_weight: float = 0.0, doubly_stochastic_weight: float = 0.0,
+                   memory_mask_fn=None):
+  """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed) and the
+  logged sums (plain NLL). `memory_mask_fn(inputs_mask)` is `models.memory_mask` of the model's config."""
   logits, attn = apply_fn({'params': params}, batch['inputs'], batch['inputs_mask'], batch['targets'], train=True,
                           return_attention=True, rngs={'dropout': rng})
   weights = (batch['targets'] != data_lib.PAD_ID).astype(jnp.float32)
   loss_sum, nll_sum = metrics_lib.weighted_xent(logits, batch['targets'], weights, label_smoothing)
   if coverage_loss_weight:
     loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(attn, weights)
+  if doubly_stochastic_weight:
+    loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(
+        attn, weights, memory_mask_fn(batch['inputs_mask']))
   return loss_sum, metrics_lib.token_sums(nll_sum, logits, batch['targets'], weights)
 
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0, grad_accum_steps: int = 1,
-               skip_nonfinite: bool = False, coverage_loss_weight: float = 0.0, axis_name: str | None = 'batch'
+               skip_nonfinite: bool = False, coverage_loss_weight: float = 0.0,
+               doubly_stochastic_weight: float = 0.0, memory_mask_fn=None, axis_name: str | None = 'batch'
                ) -> tuple[TrainState, metrics_lib.Metrics]:
   """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
 
@@ -89,7 +103,9 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
-  grad_fn = jax.grad(functools.partial(_loss_and_sums, coverage_loss_weight=coverage_loss_weight), has_aux=True)
+  grad_fn = jax.grad(functools.partial(_loss_and_sums, coverage_loss_weight=coverage_loss_weight,
+                                       doubly_stochastic_weight=doubly_stochastic_weight,
+                                       memory_mask_fn=memory_mask_fn), has_aux=True)
   if grad_accum_steps == 1:
     grads, sums = grad_fn(state.params, state.apply_fn, batch, rng, label_smoothing)
   else:

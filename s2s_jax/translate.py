@@ -20,6 +20,7 @@ import numpy as np
 
 from s2s_jax import inference
 from s2s_jax import plots
+from s2s_jax.data import inputs as inputs_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
@@ -79,6 +80,12 @@ def main(argv):
   if wants_attention:
     os.makedirs(_ATTENTION_DIR.value, exist_ok=True)
     for i, example, hyps in zip(where, examples, results):
+      if isinstance(run.inputs, inputs_lib.ImageInputs):  # per-token overlays on the image
+        plots.save_attention_overlay(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
+                                     run.inputs.pixels(example), np.asarray(hyps.attention[0]),
+                                     (run.inputs.grid_width, run.inputs.grid_height), hyps.tokens[0],
+                                     title=f'line {i + 1}: {hyps.texts[0]}')
+        continue
       plots.save_attention_heatmap(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
                                    np.asarray(hyps.attention[0]), run.inputs.labels(example), hyps.tokens[0],
                                    title=f'line {i + 1}: {hyps.texts[0]}')

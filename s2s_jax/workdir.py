@@ -36,10 +36,11 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
   """Model fields that come from the data: vocabulary sizes, the input kind and the padded source length."""
   from s2s_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
-  kind, features = inputs_lib.source_kind(data.src_vocab)
+  fields = inputs_lib.source_fields(data.src_vocab)
+  kind = fields['input_kind']
   src_size = len(data.src_vocab) if kind == 'tokens' else 0
   for key, value in (('src_vocab_size', src_size), ('tgt_vocab_size', len(data.tgt_vocab)),
-                     ('input_features', features)):
+                     ('input_features', fields['input_features'])):
     if config.model[key] not in (0, value):
       raise ValueError(f'model.{key}={config.model[key]} but the data gives {value}; leave it 0 (set from data).')
     config.model[key] = value
@@ -47,6 +48,7 @@ def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
     raise ValueError(f'model.input_kind={config.model.input_kind!r} but the data gives {kind!r}; leave it tokens '
                      '(set from data).')
   config.model.input_kind = kind
+  config.model.image_channels = fields['image_channels']
   config.model.max_src_len = config.model.max_src_len or config.data.max_src_len
 
 

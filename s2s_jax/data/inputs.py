@@ -2,7 +2,7 @@
 
 An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example and
 pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names the encoder memory's steps for attention plots.
-`for_config` picks the kind from a run's source "vocabulary": a text vocabulary, or an audio frontend.
+`for_config` picks the kind from a run's source "vocabulary": a text vocabulary, an audio or an image frontend.
 """
 from collections.abc import Sequence
 from typing import Protocol
@@ -11,14 +11,17 @@ import numpy as np
 
 from s2s_jax.data import EOS_ID, PAD_ID, SPECIAL_TOKENS
 from s2s_jax.data import audio
+from s2s_jax.data import images
 from s2s_jax.data import vocab as vocab_lib
 
 
-def source_kind(src_vocab) -> tuple[str, int]:
-  """(model.input_kind, model.input_features) of a dataset's source side."""
+def source_fields(src_vocab) -> dict[str, object]:
+  """The model fields a dataset's source side sets: input_kind, input_features, image_channels."""
   if isinstance(src_vocab, audio.AudioFrontend):
-    return 'frames', src_vocab.num_features
-  return 'tokens', 0
+    return {'input_kind': 'frames', 'input_features': src_vocab.num_features, 'image_channels': 1}
+  if isinstance(src_vocab, images.ImageFrontend):
+    return {'input_kind': 'image', 'input_features': src_vocab.num_features, 'image_channels': src_vocab.channels}
+  return {'input_kind': 'tokens', 'input_features': 0, 'image_channels': 1}
 
 
 def collate_sources(examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
@@ -85,13 +88,41 @@ class AudioInputs:
     return [f'{i * self.memory_stride * audio.HOP_MS / 1000:.2f}' for i in range(steps)]
 
 
+class ImageInputs:
+  """A line naming an image file -> float32 columns [W, H * C] (resized to the training size)."""
+
+  def __init__(self, frontend: images.ImageFrontend, model_config):
+    self.frontend, self.max_len = frontend, frontend.width
+    self.grid_width, self.grid_height = frontend.width, frontend.height
+    for _ in range(model_config.cnn_layers):
+      self.grid_width, self.grid_height = -(-self.grid_width // 2), -(-self.grid_height // 2)
+
+  def encode(self, line: str) -> tuple[np.ndarray, bool]:
+    return self.frontend.encode(self.frontend.read(line.strip())), False
+
+  def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
+    return collate_sources(examples, batch_size, length)
+
+  def labels(self, example: np.ndarray) -> list[str]:
+    """Grid cells column by column: 'x<column>y<row>'."""
+    del example
+    return [f'x{i}y{j}' for i in range(self.grid_width) for j in range(self.grid_height)]
+
+  def pixels(self, example: np.ndarray) -> np.ndarray:
+    """The example as an image [H, W, C] in [0, 1], for attention overlays."""
+    f = self.frontend
+    return example.reshape(f.width, f.height, f.channels).transpose(1, 0, 2)
+
+
 def memory_stride(model_config) -> int:
   """Source frames per encoder memory step: the subsampling convolutions times the pyramid's halvings."""
   return model_config.frame_stride * (2 ** (model_config.num_layers - 1) if model_config.pyramid else 1)
 
 
 def for_config(config, src_vocab) -> InputKind:
-  """The input kind of a run's dataset: text, or audio for a speech dataset's frontend."""
+  """The input kind of a run's dataset: text, audio (a speech dataset's frontend) or images."""
   if isinstance(src_vocab, audio.AudioFrontend):
     return AudioInputs(src_vocab, config.data.max_src_len, memory_stride(config.model))
+  if isinstance(src_vocab, images.ImageFrontend):
+    return ImageInputs(src_vocab, config.model)
   return TextInputs(src_vocab, config.data.max_src_len, reverse=config.data.reverse_source)

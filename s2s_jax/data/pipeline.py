@@ -26,6 +26,7 @@ from s2s_jax.data import audio
 from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import images
 from s2s_jax.data import speech
 from s2s_jax.data import vocab as vocab_lib
 
@@ -166,13 +167,17 @@ def _vocab_settings(data_config, side: int) -> dict[str, object]:
 def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
   """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
 
-  A speech dataset's source side is an `audio.AudioFrontend` (data.num_mel_bins at the clips' sample rate).
+  A speech dataset's source side is an `audio.AudioFrontend` (data.num_mel_bins at the clips' sample rate), an
+  image dataset's an `images.ImageFrontend` (data.image_height x image_width x image_channels).
 
   With data.shared_vocab, one vocabulary is built from both sides (with the source side's settings) and serves
   both, so a source id and a target id name the same token (needed by the pointer-generator's copying).
   """
-  if data_config.name in speech.DATASETS:
-    frontend = audio.AudioFrontend(data_config.num_mel_bins, train_pairs[0][0].rate)
+  if data_config.name in speech.DATASETS + images.DATASETS:
+    if data_config.name in speech.DATASETS:
+      frontend = audio.AudioFrontend(data_config.num_mel_bins, train_pairs[0][0].rate)
+    else:
+      frontend = images.ImageFrontend(data_config.image_height, data_config.image_width, data_config.image_channels)
     return frontend, vocab_lib.build((pair[1] for pair in train_pairs), data_config.tokenizer,
                                      min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
                                      **_vocab_settings(data_config, 1))
@@ -194,6 +199,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
   skipped = []
   if data_config.name in speech.DATASETS:
     raw, skipped = speech.load_clips(data_config)
+  elif data_config.name in images.DATASETS:
+    raw, skipped = images.load_pictures(data_config)
   else:
     raw = load_raw(data_config)
   if 'train' not in raw:
@@ -208,6 +215,10 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
       if isinstance(vocab, audio.AudioFrontend):
         want, got = {'kind': 'audio', 'num_mel': data_config.num_mel_bins}, vocab.settings()
         got.pop('sample_rate')
+      elif isinstance(vocab, images.ImageFrontend):
+        want = images.ImageFrontend(data_config.image_height, data_config.image_width,
+                                     data_config.image_channels).settings()
+        got = vocab.settings()
       else:
         want = vocab_lib.settings(data_config.tokenizer,
                                   **_vocab_settings(data_config, 0 if data_config.shared_vocab else side))
@@ -220,10 +231,11 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
       vocab.save(path)
   splits, report = {}, {'dataset': data_config.name, 'splits': {}}
-  if data_config.name in speech.DATASETS:
-    report['skipped_audio'] = {'count': len(skipped), 'files': skipped}
+  if data_config.name in speech.DATASETS + images.DATASETS:
+    what = 'audio' if data_config.name in speech.DATASETS else 'images'
+    report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
     if skipped:
-      logging.warning('%d unreadable audio files were skipped (listed in data_report.json): %s', len(skipped),
+      logging.warning('%d unreadable %s files were skipped (listed in data_report.json): %s', len(skipped), what,
                       skipped[:3])
   for name, pairs in raw.items():
     splits[name], report['splits'][name] = encode_split(name, pairs, src_vocab, tgt_vocab, data_config,

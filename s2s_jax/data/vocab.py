@@ -32,6 +32,7 @@ import sentencepiece as spm
 
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from s2s_jax.data import audio
+from s2s_jax.data import images
 
 TOKENIZERS = ('char', 'word', 'moses', 'sentencepiece')
 SPM_MODEL_TYPES = ('unigram', 'bpe')
@@ -263,6 +264,8 @@ def load(path: str) -> Vocab:
       d = json.load(f)
     if d['kind'] == 'audio':  # a speech dataset's source side: the frontend's settings (s2s_jax/data/audio.py)
       return audio.AudioFrontend.from_dict(d)
+    if d['kind'] == 'image':  # an image dataset's source side (s2s_jax/data/images.py)
+      return images.ImageFrontend.from_dict(d)
     if d['kind'] == 'sentencepiece':
       return SentencePieceVocab(base64.b64decode(d['model'], validate=True), d['lowercase'], d['model_type'])
     return Vocab(d['tokens'], d['kind'], d['lowercase'], d['lang'] if d['kind'] == 'moses' else '')
