@@ -13,6 +13,7 @@ from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import shared_data
 import soundfile
 
@@ -315,6 +316,7 @@ class EndToEndTest(absltest.TestCase):
     self.assertIn('Input line 2', bad.stderr)
     self.assertIn('not a readable audio file', bad.stderr)
 
+  @pytest.mark.slow  # the yesno run above covers the same path in the fast tier
   def test_fsdd_tiny_trains_and_scores_both_test_splits(self):
     shared_data.require(self, 'fsdd', speech.FSDD_ARCHIVE)
     config = fsdd.get_config('size=tiny')
