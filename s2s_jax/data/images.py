@@ -23,6 +23,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from s2s_jax.data import builders
 from s2s_jax.data import corpora
 
 DATASETS = ('digits_captions', 'image_folder')
@@ -206,7 +207,7 @@ def _image_path(tsv: str, field: str) -> str:
 def get_builder(data_config) -> _Images:
   """The builder of an image dataset for these settings (prepares nothing)."""
   d = data_config
-  data_dir = os.path.abspath(os.path.expanduser(d.data_dir or corpora.builders.default_data_dir()))
+  data_dir = os.path.abspath(os.path.expanduser(d.data_dir or builders.default_data_dir()))
   size = dict(height=d.image_height, width=d.image_width, channels=d.image_channels)
   if d.name == 'digits_captions':
     name = (f'h{d.image_height}w{d.image_width}_n{d.num_train_examples}-{d.num_eval_examples}_d{d.task_max_len}'

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from s2s_jax.data import audio
+from s2s_jax.data import builders
 from s2s_jax.data import corpora
 
 DATASETS = ('fsdd', 'yesno', 'audio_folder')
@@ -196,7 +197,7 @@ def _yesno_files(raw_dir: str) -> list[str]:
 def get_builder(data_config) -> _Speech:
   """The builder of a speech dataset for these settings; checks its raw files, prepares nothing."""
   name = data_config.name
-  data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or corpora.builders.default_data_dir()))
+  data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or builders.default_data_dir()))
   if name == 'audio_folder':
     files = corpora.resolve_files(data_config.files)
     if bad := [f'{s}={",".join(p)}' for s, p in files.items() if len(p) != 1]:
