@@ -1,6 +1,17 @@
 """Speed measurements (CONVENTIONS §7: idle machine, same-invocation comparisons, medians of alternating rounds).
 
+  python scripts/benchmark.py train --config=experiments/benchmarks/lstm512.py [--compare=torch] --json=/tmp/t.json
   python scripts/benchmark.py decode --config=experiments/benchmarks/lstm512.py --json=/tmp/decode.json
+
+`train` times the real pmapped train step (s2s_jax.steps.train_step with the config's optimizer) on a fixed
+synthetic batch of --batch_size x --src_len / --tgt_len random ids after warm-up: `target_tokens_per_s` (median of
+--rounds rounds of --steps steps), `steps_per_s`, `compile_s` (AOT lower().compile(), persistent cache off),
+`peak_rss_mb`, `flops_per_step` (3 x 2 x the multiply-accumulates of every matmul, counted from the shapes;
+XLA's cost_analysis() beside it as `xla_flops_per_step`) and `fraction_of_peak_jnp` / `fraction_of_peak_torch`
+(achieved FLOP/s over a 2048 x 2048 float32 `jnp.dot` / `torch.mm`, measured in the same invocation). With
+--compare=torch, scripts/torch_reference.py runs the same LSTM architecture in torch.nn.LSTM in subprocesses (1
+and 2 threads, OMP_WAIT_POLICY=PASSIVE), alternating with our rounds; `torch_target_tokens_per_s` is the better
+thread count's median and `ratio_vs_torch` ours over it.
 
 `decode` times beam search on a randomly initialised model of the config at fixed shapes: every decode runs exactly
 --max_len steps (EOS is allowed only at the last one), so per-step costs compare across beam sizes. For each batch
@@ -19,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import flax
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
@@ -38,6 +50,11 @@ _MAX_LEN = flags.DEFINE_integer('max_len', None, 'Decoded tokens (default: data.
 _VOCAB = flags.DEFINE_integer('vocab_size', None, 'Source and target vocabulary (default: the model config, or '
                               'task_num_symbols + 4 for the generated symbol tasks).')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating measurement rounds; medians are reported.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'train: global batch size (default: data.batch_size).')
+_TGT_LEN = flags.DEFINE_integer('tgt_len', None, 'train: target length (default: data.max_tgt_len).')
+_STEPS = flags.DEFINE_integer('steps', 20, 'train: timed steps per round.')
+_COMPARE = flags.DEFINE_enum('compare', None, ['torch'], 'train: also time the PyTorch reference.')
+_NO_WAIT = flags.DEFINE_bool('no_wait', False, 'Do not wait for an idle machine (timings are then labelled).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -120,6 +137,121 @@ def measure_decode(config, batch_sizes, beam_sizes, src_len, max_len, vocab, rou
   return {'rows': rows, 'src_len': src_len, 'max_len': max_len, 'vocab_size': vocab, 'rounds': rounds}
 
 
+def matmul_macs(cfg: models.Seq2SeqConfig, batch: int, src_len: int, tgt_len: int) -> int:
+  """Multiply-accumulates of the matmuls of one forward pass of a token-input model (embedding lookups excluded):
+  encoder and decoder gate matmuls, the bridge, attention (keys / query projections, scores, context, Luong's
+  combination) and the vocabulary projection. FLOPs per train step = 3 x 2 x this (forward + backward)."""
+  gates = {'lstm': 4, 'gru': 3, 'rnn': 1}[cfg.cell]
+  h, e, dirs = cfg.hidden_dim, cfg.embed_dim, cfg.num_directions
+  enc_h = cfg.encoder_units
+  macs, inp = 0, e
+  for _ in range(cfg.num_layers):
+    macs += dirs * batch * src_len * gates * enc_h * (inp + enc_h)
+    inp = dirs * enc_h
+  memory = dirs * enc_h
+  if cfg.bridge == 'dense':
+    macs += cfg.num_layers * (2 if cfg.cell == 'lstm' else 1) * batch * memory * h
+  extra = {'bahdanau': memory, 'none_concat': memory, 'luong': h if cfg.input_feeding else 0}.get(cfg.attention, 0)
+  macs += batch * tgt_len * gates * h * (e + extra + h)
+  macs += (cfg.num_layers - 1) * batch * tgt_len * gates * h * 2 * h
+  readout = h
+  if cfg.attention in ('bahdanau', 'luong'):
+    if cfg.attention_score == 'general' or memory != h:
+      macs += batch * src_len * memory * h  # keys (general: W a_s once per source step)
+    macs += 2 * batch * tgt_len * src_len * h  # scores and context
+    if cfg.attention == 'luong':
+      macs += batch * tgt_len * (memory + h) * h  # h~ = tanh(W_c [c; h])
+    else:
+      readout = h + memory
+  macs += batch * tgt_len * readout * cfg.tgt_vocab_size
+  return macs
+
+
+def _dot_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  x = jnp.asarray(np.random.RandomState(0).randn(n, n).astype(np.float32))
+  dot = jax.jit(jnp.dot)
+  jax.block_until_ready(dot(x, x))
+  return 2 * n ** 3 / statistics.median(_time(dot, x, x) for _ in range(repeats)) / 1e9
+
+
+def _torch_round(config, batch: int, src_len: int, tgt_len: int, vocab: int, steps: int, threads: int) -> dict:
+  """One run of scripts/torch_reference.py in a fresh process; its JSON line."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  m = config.model
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'torch_reference.py')
+  args = [sys.executable, script, f'--threads={threads}', f'--batch_size={batch}', f'--src_len={src_len}',
+          f'--tgt_len={tgt_len}', f'--vocab_size={vocab}', f'--embed_dim={m.embed_dim}',
+          f'--hidden_dim={m.hidden_dim}', f'--num_layers={m.num_layers}', f'--steps={steps}', '--repeats=1',
+          f'--grad_clip_norm={config.optim.grad_clip_norm}']
+  out = subprocess.run(args, env=dict(os.environ, OMP_WAIT_POLICY='PASSIVE'), capture_output=True, text=True,
+                       check=True, timeout=3600)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, steps: int, rounds: int,
+                  compare: str | None) -> dict:
+  """The train benchmark (see the module docstring)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  from s2s_jax import optim  # pylint: disable=g-import-not-at-top
+  from s2s_jax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  from s2s_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_enable_compilation_cache', False)
+  if compare == 'torch' and (config.model.cell != 'lstm' or config.model.bidirectional or config.model.attention
+                             != 'luong' or config.model.input_feeding or config.model.attention_score != 'general'):
+    raise app.UsageError('--compare=torch mirrors a unidirectional LSTM with Luong `general` attention and no input '
+                         'feeding (experiments/benchmarks/lstm512.py); this config is another model.')
+  config.model.update(src_vocab_size=config.model.src_vocab_size or vocab,
+                      tgt_vocab_size=config.model.tgt_vocab_size or vocab, max_src_len=src_len)
+  cfg = config_lib.model_config(config)
+  model = models.Seq2Seq(cfg)
+  tx = optim.make_optimizer(config.optim, 10 ** 6)
+  state = steps_lib.create_train_state(jax.random.PRNGKey(0), model, tx, src_len, tgt_len)
+  rng = np.random.RandomState(0)
+  host_batch = {'inputs': rng.randint(4, cfg.src_vocab_size, (batch, src_len)).astype(np.int32),
+                'inputs_mask': np.ones((batch, src_len), np.int32),
+                'targets': rng.randint(4, cfg.tgt_vocab_size, (batch, tgt_len)).astype(np.int32)}
+  device_batch = steps_lib.shard_batch(host_batch)
+  state = flax.jax_utils.replicate(state)
+  p_step = jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,))
+  start = time.perf_counter()
+  compiled = p_step.lower(state, device_batch).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  xla_flops = float(cost.get('flops', 0.0)) * jax.local_device_count() if cost else 0.0
+  for _ in range(3):  # warm-up
+    state, _ = compiled(state, device_batch)
+  jax.block_until_ready(state)
+  ours, torch_rows = [], []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, _ = compiled(state, device_batch)
+    jax.block_until_ready(state)
+    ours.append((time.perf_counter() - start) / steps)
+    if compare == 'torch':
+      torch_rows += [_torch_round(config, batch, src_len, tgt_len, vocab, steps, threads) for threads in (1, 2)]
+  step_s = statistics.median(ours)
+  flops = 3 * 2 * matmul_macs(cfg, batch, src_len, tgt_len)
+  peak = _dot_peak_gflops()
+  result = {'batch_size': batch, 'src_len': src_len, 'tgt_len': tgt_len, 'vocab_size': vocab, 'steps': steps,
+            'rounds': rounds, 'step_s_rounds': ours, 'steps_per_s': 1.0 / step_s,
+            'target_tokens_per_s': batch * tgt_len / step_s, 'compile_s': compile_s,
+            'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 'flops_per_step': flops,
+            'xla_flops_per_step': xla_flops, 'jnp_dot_gflops': peak,
+            'fraction_of_peak_jnp': flops / step_s / (peak * 1e9)}
+  if torch_rows:
+    by_threads = {t: statistics.median(r['target_tokens_per_s'] for r in torch_rows if r['threads'] == t)
+                  for t in (1, 2)}
+    best = max(by_threads, key=by_threads.get)
+    mm = statistics.median(r['mm_gflops'] for r in torch_rows)
+    result.update(torch_rounds=torch_rows, torch_threads=best, torch_target_tokens_per_s=by_threads[best],
+                  torch_version=torch_rows[0]['torch_version'], torch_mm_gflops=mm,
+                  fraction_of_peak_torch=flops / step_s / (mm * 1e9),
+                  ratio_vs_torch=result['target_tokens_per_s'] / by_threads[best])
+  return result
+
+
 def summarize(result: dict) -> dict:
   """Beam-5 vs greedy step cost and the bookkeeping share at the largest batch."""
   by = {(r['batch_size'], r['beam_size']): r for r in result['rows']}
@@ -132,20 +264,37 @@ def summarize(result: dict) -> dict:
   return out
 
 
+def _train_main(config, src_len: int, vocab: int, load: float) -> None:
+  result = measure_train(config, _BATCH_SIZE.value or config.data.batch_size, src_len,
+                         _TGT_LEN.value or config.data.max_tgt_len, vocab, _STEPS.value, _ROUNDS.value, _COMPARE.value)
+  result.update(load_average_before=load, device=str(jax.devices()[0]), command_line=' '.join(sys.argv))
+  for key in ('target_tokens_per_s', 'steps_per_s', 'compile_s', 'peak_rss_mb', 'flops_per_step', 'xla_flops_per_step',
+              'fraction_of_peak_jnp', 'torch_target_tokens_per_s', 'torch_threads', 'fraction_of_peak_torch',
+              'ratio_vs_torch'):
+    if key in result:
+      print(f'{key}: {result[key]:.4g}')
+  if _JSON.value:
+    with open(_JSON.value, 'w', encoding='utf-8') as f:
+      json.dump(result, f, indent=2)
+
+
 def main(argv):
-  if len(argv) < 2 or argv[1] != 'decode':
-    raise app.UsageError('usage: benchmark.py decode --config=FILE --json=OUT [flags]')
+  if len(argv) < 2 or argv[1] not in ('train', 'decode'):
+    raise app.UsageError('usage: benchmark.py train|decode --config=FILE --json=OUT [flags]')
   if len(argv) > 2:
     raise app.UsageError(f'Unexpected arguments: {argv[2:]}')
   config = config_lib.to_dict(_CONFIG.value)
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config)
-  load = wait_for_idle()
+  load = _load_average() if _NO_WAIT.value else wait_for_idle()
   print(f'1-minute load average before starting: {load:.2f}' + (' (NOT idle: timings unreliable)' if load >= 0.5
                                                                   else ' (idle)'))
   src_len = _SRC_LEN.value or config.data.max_src_len
-  max_len = _MAX_LEN.value or config.data.max_tgt_len
   vocab = _VOCAB.value or config.model.tgt_vocab_size or config.data.task_num_symbols + 4
+  if argv[1] == 'train':
+    _train_main(config, src_len, vocab, load)
+    return
+  max_len = _MAX_LEN.value or config.data.max_tgt_len
   result = measure_decode(config, [int(x) for x in _BATCH_SIZES.value], [int(x) for x in _BEAM_SIZES.value],
                           src_len, max_len, vocab, _ROUNDS.value)
   result.update(summarize(result), load_average_before=load, device=str(jax.devices()[0]),

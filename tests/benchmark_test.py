@@ -1,0 +1,83 @@
+"""scripts/benchmark.py: the FLOP count it reports, and the train / decode commands at size=tiny (the numbers
+themselves are only meaningful on an idle machine; here the tests check what is reported and how it is derived)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+
+from s2s_jax import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location('benchmark', os.path.join(ROOT, 'scripts', 'benchmark.py'))
+benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+             PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600, check=False)
+
+
+class MatmulMacsTest(absltest.TestCase):
+
+  def test_lstm_luong_general_by_hand(self):
+    cfg = models.Seq2SeqConfig(src_vocab_size=64, tgt_vocab_size=64, cell='lstm', num_layers=2, attention='luong',
+                               attention_score='general', embed_dim=16, hidden_dim=32)
+    b, s, t = 16, 12, 10
+    encoder = b * s * 4 * 32 * (16 + 32) + b * s * 4 * 32 * (32 + 32)
+    decoder = b * t * 4 * 32 * (16 + 32) + b * t * 4 * 32 * (32 + 32)
+    attention = b * s * 32 * 32 + 2 * b * t * s * 32 + b * t * 64 * 32
+    vocab = b * t * 32 * 64
+    self.assertEqual(benchmark.matmul_macs(cfg, b, s, t), encoder + decoder + attention + vocab)
+
+  def test_bidirectional_gru_bahdanau_by_hand(self):
+    cfg = models.Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=40, cell='gru', num_layers=1, bidirectional=True,
+                               encoder_hidden_dim=8, bridge='dense', attention='bahdanau',
+                               attention_score='additive', embed_dim=4, hidden_dim=12)
+    b, s, t = 2, 5, 3
+    encoder = 2 * b * s * 3 * 8 * (4 + 8)
+    bridge = b * 16 * 12
+    decoder = b * t * 3 * 12 * (4 + 16 + 12)
+    attention = b * s * 16 * 12 + 2 * b * t * s * 12
+    vocab = b * t * (12 + 16) * 40
+    self.assertEqual(benchmark.matmul_macs(cfg, b, s, t), encoder + bridge + decoder + attention + vocab)
+
+
+class CommandTest(absltest.TestCase):
+
+  def test_train_reports_every_field(self):
+    out_path = os.path.join(self.create_tempdir().full_path, 'train.json')
+    args = ['train', '--config=experiments/benchmarks/lstm512.py:size=tiny', '--no_wait', '--steps=2', '--rounds=1',
+            f'--json={out_path}']
+    if importlib.util.find_spec('torch') is not None:
+      args.append('--compare=torch')
+    out = _run(*args)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn('1-minute load average before starting', out.stdout)
+    with open(out_path) as f:
+      result = json.load(f)
+    for key in ('target_tokens_per_s', 'steps_per_s', 'compile_s', 'peak_rss_mb', 'flops_per_step',
+                'xla_flops_per_step', 'fraction_of_peak_jnp', 'jnp_dot_gflops'):
+      self.assertGreater(result[key], 0.0, key)
+    self.assertAlmostEqual(result['target_tokens_per_s'],
+                           result['steps_per_s'] * result['batch_size'] * result['tgt_len'],
+                           delta=1e-9 * result['target_tokens_per_s'])
+    if '--compare=torch' in args:
+      self.assertAlmostEqual(result['ratio_vs_torch'],
+                             result['target_tokens_per_s'] / result['torch_target_tokens_per_s'], places=6)
+      self.assertEqual({r['threads'] for r in result['torch_rounds']}, {1, 2})
+
+  def test_torch_comparison_refuses_other_architectures(self):
+    out = _run('train', '--config=experiments/default.py:size=tiny', '--no_wait', '--steps=1', '--rounds=1',
+               '--compare=torch')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn('--compare=torch mirrors a unidirectional LSTM', out.stderr)
+
+
+if __name__ == '__main__':
+  absltest.main()
