@@ -2,6 +2,7 @@
 the best evaluation by eval.metric / eval.mode). The two managers own separate folders, so neither deletes the
 other's files. A saved state is a plain dict, never a TrainState object.
 """
+import hashlib
 import os
 from typing import Any
 
@@ -114,3 +115,11 @@ def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:
     restored = mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
   tree = restored[item]
   return (tree['params'] if item == 'state' else tree), step
+
+
+def params_sha256(params) -> str:
+  """A digest of a parameter tree's values (leaves in tree order, as float32/int bytes): equal trees, equal digests."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(params)):
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()

@@ -119,6 +119,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
         return
       if step % config.log_every_steps == 0:  # rate and ETA measure training only
         tick = time.time()
+  # Every process logs a digest of its replica of the final parameters: data parallelism keeps them identical
+  # (the multi-host test compares the digests of all processes).
+  logging.info('Process %d: parameters at step %d have sha256 %s', jax.process_index(), config.num_train_steps,
+               checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)))
   mngr.wait_until_finished()
   for k, folder in enumerate(runs.dirs):
     runs.best[k].wait_until_finished()
