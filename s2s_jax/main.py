@@ -2,7 +2,12 @@
 
   python -m s2s_jax.main --config=experiments/default.py --workdir=/tmp/s2s_default
   python -m s2s_jax.main --config=experiments/default.py:size=tiny --workdir=DIR --config.optim.learning_rate=3e-3
+
+Multi-host: every process runs the same command, with --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I, or under srun / on a TPU pod / with mpirun, where JAX finds the cluster itself. Each process reads
+every process_count-th row of each global batch; the pmapped step spans all devices of all processes.
 """
+import os
 import sys
 
 from absl import app
@@ -32,12 +37,21 @@ def _quiet_libraries() -> None:
       lambda r: r.levelno >= logging.converter.STANDARD_WARNING or not any(n in r.pathname for n in noisy))
 
 
+def _launched_as_many_processes() -> bool:
+  """Whether the environment says this is one of several processes of a job (srun, a TPU pod slice, mpirun)."""
+  env = os.environ
+  return (int(env.get('SLURM_NTASKS', '1')) > 1 or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
+          or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1 or 'JAX_COORDINATOR_ADDRESS' in env)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   _quiet_libraries()
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _launched_as_many_processes():
+    jax.distributed.initialize()  # JAX detects the cluster (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
