@@ -303,7 +303,8 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
     examples, slug = data.src_ids[:num], re.sub(r'[^A-Za-z0-9_.-]+', '_', variant)
     options = inference.decode_options(loaded.config, loaded.config.data.max_tgt_len, return_attention=True)
     decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
-    results = decoder(inference.replicate(loaded.params), examples, loaded.inputs.collate)
+    results = decoder(inference.replicate(loaded.params), examples, loaded.inputs.collate,
+                      lambda x: len(loaded.inputs.labels(x)))
     pngs[variant] = [f'attention_{slug}_{i + 1}.png' for i in range(len(examples))]
     for png, example, hyps in zip(pngs[variant], examples, results):
       plots.save_attention_heatmap(os.path.join(fig_dir, png), np.asarray(hyps.attention[0]),
