@@ -244,7 +244,7 @@ def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, st
     by_threads = {t: statistics.median(r['target_tokens_per_s'] for r in torch_rows if r['threads'] == t)
                   for t in (1, 2)}
     best = max(by_threads, key=by_threads.get)
-    mm = statistics.median(r['mm_gflops'] for r in torch_rows)
+    mm = statistics.median(r['mm_gflops'] for r in torch_rows if r['threads'] == best)  # the thread count used
     result.update(torch_rounds=torch_rows, torch_threads=best, torch_target_tokens_per_s=by_threads[best],
                   torch_version=torch_rows[0]['torch_version'], torch_mm_gflops=mm,
                   fraction_of_peak_torch=flops / step_s / (mm * 1e9),
