@@ -3,15 +3,22 @@
 Eight forced host devices let the pmap paths run on a CPU-only machine; setting them here (and never per
 module) is the only way that works under pytest-xdist, where JAX is already initialised when a module loads.
 """
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8']).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# A persistent compilation cache shared by the xdist workers of one session cuts repeated compiles.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 's2s_jax_test_jit_cache'))
+# A persistent compilation cache shared by the xdist workers of one session cuts repeated compiles. It is made
+# fresh by the first process of the session (the xdist controller; workers inherit its environment) and removed at
+# its exit: a fixed path shared by every session on the machine, including concurrent ones, once served an entry
+# that crashed the deserialiser (a segfault in compilation_cache.get_executable_and_time).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='s2s_jax_test_jit_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], True)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
