@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import pytest
 
 from s2s_jax import models
 from s2s_jax import steps
@@ -161,6 +162,7 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 class EndToEndTest(absltest.TestCase):
 
+  @pytest.mark.slow  # about 60 s; the fast tier keeps the builder, frontend, encoder and regulariser tests
   def test_trains_evaluates_files_and_draws_overlays(self):
     config = digits.get_config('size=tiny')
     config.data.data_dir = self.create_tempdir().full_path

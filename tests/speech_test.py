@@ -272,6 +272,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 class EndToEndTest(absltest.TestCase):
 
+  @pytest.mark.slow  # about 45 s; the fast tier keeps the builders, frontend and encoder tests
   def test_yesno_trains_evaluates_and_transcribes_files(self):
     folder = shared_data.require(self, 'yesno', speech.YESNO_FOLDER)
     config = yesno.get_config('size=tiny')
