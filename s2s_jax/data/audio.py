@@ -11,13 +11,12 @@ An `AudioFrontend` stands where a text dataset has its source vocabulary: it is 
 """
 import dataclasses
 import functools
-import hashlib
 import io
-import json
-import os
 
 import numpy as np
 import soundfile
+
+from s2s_jax.data import saved
 
 WIN_MS, HOP_MS, PREEMPHASIS = 25.0, 10.0, 0.97
 
@@ -86,7 +85,7 @@ def log_mel(samples: np.ndarray, rate: int, num_mel: int = 40, normalize: bool =
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioFrontend:
+class AudioFrontend(saved.SavedJson):
   """Clips -> log-mel frames [frames, num_mel]: the source side of a speech dataset (saved as vocab.src.json)."""
   num_mel: int
   sample_rate: int
@@ -111,18 +110,6 @@ class AudioFrontend:
 
   def to_dict(self) -> dict[str, object]:
     return self.settings()
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=0, sort_keys=True)
-
-  def sha256(self) -> str:
-    return hashlib.sha256(self.to_json().encode('utf-8')).hexdigest()
-
-  def save(self, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(self.to_json())
-    os.replace(tmp, path)
 
   @classmethod
   def from_dict(cls, d: dict[str, object]) -> 'AudioFrontend':

@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import saved
 
 DATASETS = ('digits_captions', 'image_folder')
 DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
@@ -82,7 +83,7 @@ def read_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageFrontend:
+class ImageFrontend(saved.SavedJson):
   """Pictures -> float32 columns [W, H * C] in [0, 1]: the source side of a captioning dataset."""
   height: int
   width: int
@@ -108,18 +109,6 @@ class ImageFrontend:
 
   def to_dict(self) -> dict[str, object]:
     return self.settings()
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=0, sort_keys=True)
-
-  def sha256(self) -> str:
-    return hashlib.sha256(self.to_json().encode('utf-8')).hexdigest()
-
-  def save(self, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(self.to_json())
-    os.replace(tmp, path)
 
   @classmethod
   def from_dict(cls, d: dict[str, object]) -> 'ImageFrontend':

@@ -21,10 +21,8 @@ No text ever becomes a control id: `word` and `sentencepiece` map the literal of
 import base64
 import collections
 from collections.abc import Iterable, Sequence
-import hashlib
 import io
 import json
-import os
 import re
 
 import sacremoses
@@ -33,6 +31,7 @@ import sentencepiece as spm
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from s2s_jax.data import audio
 from s2s_jax.data import images
+from s2s_jax.data import saved
 
 TOKENIZERS = ('char', 'word', 'moses', 'sentencepiece')
 SPM_MODEL_TYPES = ('unigram', 'bpe')
@@ -43,7 +42,7 @@ _SPECIAL_RE = re.compile('|'.join(re.escape(t) for t in SPECIAL_TOKENS))
 _HOLE = '\ufdd0'
 
 
-class Vocab:
+class Vocab(saved.SavedJson):
   """A vocabulary for one side (source or target) of a dataset; this class is the token table of char/word/moses."""
 
   def __init__(self, tokens: Sequence[str], kind: str, lowercase: bool = False, lang: str = ''):
@@ -131,18 +130,6 @@ class Vocab:
     d['tokens'] = self.tokens
     return d
 
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), ensure_ascii=False, indent=0)
-
-  def sha256(self) -> str:
-    """Hash of the saved file's content (tokens or model bytes, and settings): the tokenizer hash of provenance."""
-    return hashlib.sha256(self.to_json().encode('utf-8')).hexdigest()
-
-  def save(self, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(self.to_json())
-    os.replace(tmp, path)
 
 
 class SentencePieceVocab(Vocab):

@@ -1,0 +1,24 @@
+"""The file form shared by vocabularies and input frontends: `vocab.{src,tgt}.json` in a workdir."""
+import hashlib
+import json
+import os
+
+
+class SavedJson:
+  """JSON of `to_dict()`, its sha256 (provenance's tokenizer hash) and an atomic save; subclasses give to_dict."""
+
+  def to_dict(self) -> dict[str, object]:
+    raise NotImplementedError
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), ensure_ascii=False, indent=0)
+
+  def sha256(self) -> str:
+    """Hash of the saved file's content (tokens or model bytes, and settings): the tokenizer hash of provenance."""
+    return hashlib.sha256(self.to_json().encode('utf-8')).hexdigest()
+
+  def save(self, path: str) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(self.to_json())
+    os.replace(tmp, path)
