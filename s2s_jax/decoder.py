@@ -141,6 +141,43 @@ class DecoderCell(nn.Module):
       new_state['coverage'] = coverage + attn
     return new_state, (out, attn)
 
+  @property
+  def layerwise(self) -> bool:
+    """Whether teacher forcing can run the RNN layer by layer, each layer one scan, with attention, the output
+    layer and the vocabulary projection for all steps at once after it: true when no step's RNN input depends on
+    an attention result (no bahdanau flow, no input feeding, no coverage)."""
+    c = self.cfg
+    return c.attention in attention_lib.NO_ATTENTION or (
+        c.attention == 'luong' and not c.input_feeding and not c.coverage)
+
+  def all_steps(self, state: State, emb_TxBxE: jax.Array, masks: tuple[jax.Array, ...] | None, memory: Memory
+                ) -> tuple[jax.Array, jax.Array | None]:
+    """Teacher forcing when `layerwise`, from the time-major target embeddings: what scanning `step` over the
+    target gives, (output-layer inputs [B, T, O], attention weights [B, T, S] or None), with every matmul but the
+    recurrent one batched over time."""
+    c = self.cfg
+    xproj = self.project_embedding(emb_TxBxE)
+    if c.attention == 'none_concat':
+      xproj = xproj + memory['context_proj'][None]
+    top = None
+    for i, cell in enumerate(self.cells):
+      if i > 0:
+        xproj = cell.input_proj(top if masks is None else top * masks[i - 1].swapaxes(0, 1))
+      top = rnn.scan_steps(cell, state['rnn'][i], xproj)[-1]
+    top = top.swapaxes(0, 1)  # [B, T, H]: transposed at the hidden width, not at the vocabulary's
+    attn = None
+    if c.attention == 'luong':
+      context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'])
+      out = jnp.tanh(self.combine(jnp.concatenate([context, top], axis=-1)))
+    elif c.attention == 'none_concat' and c.context_to_output:
+      out = jnp.concatenate([top, jnp.broadcast_to(memory['context'][:, None],
+                                                   top.shape[:2] + memory['context'].shape[-1:])], axis=-1)
+    else:
+      out = top
+    if c.embed_to_output:
+      out = jnp.concatenate([out, emb_TxBxE.swapaxes(0, 1)], axis=-1)
+    return out, attn
+
   def dropout_masks(self, batch_size: int, length: int, train: bool) -> tuple[jax.Array, ...] | None:
     """Scaled keep-masks [B, T, H] for the inputs of layers 1.. (shared over time when variational)."""
     c = self.cfg

@@ -5,6 +5,7 @@ so means are exact with padding and any device count. Text scores use sacreBLEU 
 with its signature); percent-like scores are 0-100 (CONVENTIONS §5).
 """
 from collections.abc import Sequence
+import functools
 from typing import Any
 
 import jax
@@ -18,17 +19,50 @@ Metrics = dict[str, jax.Array]
 def weighted_xent(logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array,
                   label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """Returns (summed training loss with label smoothing, summed negative log-likelihood) over weighted tokens."""
-  logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
+  loss, nll = token_xent(logits_BxTxV.astype(jnp.float32), targets_BxT, label_smoothing)
+  return (loss * weights_BxT).sum(), (nll * weights_BxT).sum()
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def token_xent(logits_NxV: jax.Array, targets_N: jax.Array, label_smoothing: float = 0.0
+               ) -> tuple[jax.Array, jax.Array]:
+  """Per-token (label-smoothed loss, NLL) of logits [..., V]: lse - (1 - e) x_y - e mean(x), and lse - x_y.
+
+  The backward pass is one elementwise pass over the logits, g (softmax(x) - (1 - e) onehot(y) - e / V), with the
+  softmax recomputed from the saved log-normaliser (autodiff of log_softmax + take_along_axis also writes a zero
+  tensor of the logits' size and scatters into it: measured -4% of the lstm512 train step).
+  """
+  return _token_xent_fwd(logits_NxV, targets_N, label_smoothing)[0]
+
+
+def _token_xent_fwd(logits, targets, label_smoothing):
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  nll = lse - picked
   loss = nll
   if label_smoothing:
-    loss = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
-  return (loss * weights_BxT).sum(), (nll * weights_BxT).sum()
+    loss = lse - (1.0 - label_smoothing) * picked - label_smoothing * logits.mean(axis=-1)
+  return (loss, nll), (logits, targets, lse)
+
+
+def _token_xent_bwd(label_smoothing, residuals, cotangents):
+  logits, targets, lse = residuals
+  g_loss, g_nll = cotangents
+  probs = jnp.exp(logits - lse[..., None])
+  onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+  g = g_loss + g_nll
+  d = g[..., None] * (probs - onehot) + g_loss[..., None] * label_smoothing * (onehot - 1.0 / logits.shape[-1])
+  return d, None
+
+
+token_xent.defvjp(_token_xent_fwd, _token_xent_bwd)
 
 
 def token_sums(nll_sum: jax.Array, logits_BxTxV: jax.Array, targets_BxT: jax.Array,
                weights_BxT: jax.Array) -> Metrics:
-  correct = (logits_BxTxV.argmax(axis=-1) == targets_BxT) * weights_BxT
+  # "the target's logit is the maximum": argmax without its index pass (a tie counts as correct)
+  picked = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+  correct = (picked >= logits_BxTxV.max(axis=-1)) * weights_BxT
   return {'loss_sum': nll_sum, 'correct_sum': correct.sum(), 'num_tokens': weights_BxT.sum()}
 
 

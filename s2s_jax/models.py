@@ -4,8 +4,11 @@
   logits, state = model.apply(v, ids, state, memory, method=Seq2Seq.decode_step)   # beam search
   logits = model.apply(v, inputs, inputs_mask, targets, train=True, rngs=...)       # teacher forcing
 
-Both paths run the same `DecoderCell.step`; teacher forcing scans it over the target and hoists the time-independent
-matmuls (target embedding projection, vocabulary projection) out of the scan. Inputs carry explicit masks (1 for real
+Both paths share the decoder's parameters and math: beam search calls `DecoderCell.step`; teacher forcing scans it
+over the target with the time-independent matmuls (target embedding projection, vocabulary projection) hoisted out
+of the scan, or, when no step's RNN input depends on attention (`DecoderCell.layerwise`: none_init, none_concat, luong
+without input feeding or coverage), runs each decoder layer as one scan of its recurrence and attends for all
+target steps at once (`DecoderCell.all_steps`); tests check that every path gives the same logits. Inputs carry explicit masks (1 for real
 steps, contiguous from the start), so the same code serves token ids, audio frames and image grids.
 """
 import dataclasses
@@ -293,10 +296,15 @@ class Seq2Seq(nn.Module):
     so every consumer that applies log_softmax gets them back unchanged).
     """
     memory, state = self.encode(inputs, inputs_mask, train=train)
-    emb = self.dropout(self.decoder.embed(shift_right(targets)), deterministic=not train)
     batch_size, length = targets.shape
-    xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None,
-          self.decoder.dropout_masks(batch_size, length, train))
-    _, (outs, attn) = _scan_decoder(self.decoder, state, xs, memory)
+    masks = self.decoder.dropout_masks(batch_size, length, train)
+    if self.decoder.layerwise:  # time-major from the embedding on, as the RNN layers run
+      emb_TxBxE = self.dropout(self.decoder.embed(shift_right(targets).T), deterministic=not train)
+      outs, attn = self.decoder.all_steps(state, emb_TxBxE, masks, memory)
+      emb = emb_TxBxE.swapaxes(0, 1)
+    else:
+      emb = self.dropout(self.decoder.embed(shift_right(targets)), deterministic=not train)
+      xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, masks)
+      _, (outs, attn) = _scan_decoder(self.decoder, state, xs, memory)
     logits = self.decoder.readout(outs, train=train, emb=emb, attn=attn, memory=memory)
     return (logits, attn) if return_attention else logits
