@@ -72,6 +72,21 @@ class TokenMetricsTest(parameterized.TestCase):
     np.testing.assert_allclose(nll_sum, (nll * weights).sum(), rtol=1e-5)  # the reported NLL is never smoothed
     self.assertNotAlmostEqual(float(loss), float(nll_sum), places=2)
 
+  @parameterized.parameters(0.0, 0.1)
+  def test_gradient_equals_autodiff_of_log_softmax(self, eps):
+    """`token_xent`'s hand-written backward pass against autodiff of the textbook expression, for both outputs."""
+    logits, targets, weights = _batch(4)
+
+    def reference(lg):
+      logp = jax.nn.log_softmax(lg, axis=-1)
+      nll = -jnp.take_along_axis(logp, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+      loss = (1 - eps) * nll - eps * logp.mean(-1)
+      return (loss * weights).sum() + 0.3 * (nll * weights).sum()
+
+    got = jax.grad(lambda lg: (lambda a, b: a + 0.3 * b)(*metrics.weighted_xent(lg, targets, weights, eps)))(logits)
+    np.testing.assert_allclose(got, jax.grad(reference)(jnp.asarray(logits)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[weights == 0], 0.0)
+
   def test_bfloat16_logits_are_computed_in_float32(self):
     logits, targets, weights = _batch()
     loss, nll_sum = metrics.weighted_xent(jnp.asarray(logits, jnp.bfloat16), targets, weights)
