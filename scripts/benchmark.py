@@ -2,6 +2,7 @@
 
   python scripts/benchmark.py train --config=experiments/benchmarks/lstm512.py [--compare=torch] --json=/tmp/t.json
   python scripts/benchmark.py decode --config=experiments/benchmarks/lstm512.py --json=/tmp/decode.json
+  python scripts/benchmark.py scaling --config=experiments/benchmarks/lstm512.py --json=/tmp/scaling.json
 
 `train` times the real pmapped train step (s2s_jax.steps.train_step with the config's optimizer) on a fixed
 synthetic batch of --batch_size x --src_len / --tgt_len random ids after warm-up: `target_tokens_per_s` (median of
@@ -12,6 +13,11 @@ XLA's cost_analysis() beside it as `xla_flops_per_step`) and `fraction_of_peak_j
 --compare=torch, scripts/torch_reference.py runs the same LSTM architecture in torch.nn.LSTM in subprocesses (1
 and 2 threads, OMP_WAIT_POLICY=PASSIVE), alternating with our rounds; `torch_target_tokens_per_s` is the better
 thread count's median and `ratio_vs_torch` ours over it.
+
+`scaling` runs `train` once per row, each in a fresh process (its own compile and peak RSS), varying one setting
+of the config at a time: --scale_batch_sizes, --scale_lengths (source and target length together) and
+--scale_hidden_dims (model.hidden_dim); it prints a Markdown table of target tokens/s, ms per step, compile seconds
+and peak RSS per row.
 
 `decode` times beam search on a randomly initialised model of the config at fixed shapes: every decode runs exactly
 --max_len steps (EOS is allowed only at the last one), so per-step costs compare across beam sizes. For each batch
@@ -55,6 +61,9 @@ _TGT_LEN = flags.DEFINE_integer('tgt_len', None, 'train: target length (default:
 _STEPS = flags.DEFINE_integer('steps', 20, 'train: timed steps per round.')
 _COMPARE = flags.DEFINE_enum('compare', None, ['torch'], 'train: also time the PyTorch reference.')
 _NO_WAIT = flags.DEFINE_bool('no_wait', False, 'Do not wait for an idle machine (timings are then labelled).')
+_SCALE_BATCH = flags.DEFINE_list('scale_batch_sizes', ['16', '32', '64', '128'], 'scaling: batch sizes.')
+_SCALE_LEN = flags.DEFINE_list('scale_lengths', ['15', '30', '60', '120'], 'scaling: source = target lengths.')
+_SCALE_HIDDEN = flags.DEFINE_list('scale_hidden_dims', ['256', '512', '1024'], 'scaling: model.hidden_dim values.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -278,9 +287,45 @@ def _train_main(config, src_len: int, vocab: int, load: float) -> None:
       json.dump(result, f, indent=2)
 
 
+def scaling_rows(config_arg: str, base: dict, steps: int, rounds: int) -> list[dict]:
+  """One `train` run per setting, each in a fresh process; the varied setting and the run's results per row."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  settings = ([('batch_size', int(b)) for b in _SCALE_BATCH.value] + [('length', int(n)) for n in _SCALE_LEN.value]
+              + [('hidden_dim', int(h)) for h in _SCALE_HIDDEN.value])
+  rows = []
+  for name, value in settings:
+    run = dict(base, **({'src_len': value, 'tgt_len': value} if name == 'length' else {name: value}))
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, 'row.json')
+      args = [sys.executable, os.path.abspath(__file__), 'train', f'--config={config_arg}', '--no_wait',
+              f'--batch_size={run["batch_size"]}', f'--src_len={run["src_len"]}', f'--tgt_len={run["tgt_len"]}',
+              f'--config.model.hidden_dim={run["hidden_dim"]}', f'--steps={steps}', f'--rounds={rounds}',
+              f'--json={out}']
+      subprocess.run(args, check=True, capture_output=True, text=True, timeout=3600)
+      with open(out, encoding='utf-8') as f:
+        result = json.load(f)
+    rows.append(dict(varied=name, hidden_dim=run['hidden_dim'], **{k: result[k] for k in (
+        'batch_size', 'src_len', 'tgt_len', 'target_tokens_per_s', 'steps_per_s', 'compile_s', 'peak_rss_mb',
+        'fraction_of_peak_jnp')}))
+    r = rows[-1]
+    print(f'| {name} | {r["batch_size"]} | {r["src_len"]} | {r["hidden_dim"]} | {r["target_tokens_per_s"]:,.0f} | '
+          f'{1e3 / r["steps_per_s"]:,.0f} | {r["compile_s"]:.1f} | {r["peak_rss_mb"]:,.0f} | '
+          f'{r["fraction_of_peak_jnp"]:.2f} |', flush=True)
+  return rows
+
+
+def _config_arg(argv_flags: list[str]) -> str:
+  """The --config=FILE[:args] argument as given (the scaling rows pass it to their subprocesses)."""
+  for arg in argv_flags:
+    if arg.startswith('--config='):
+      return arg[len('--config='):]
+  raise app.UsageError('scaling needs --config=FILE[:args].')
+
+
 def main(argv):
-  if len(argv) < 2 or argv[1] not in ('train', 'decode'):
-    raise app.UsageError('usage: benchmark.py train|decode --config=FILE --json=OUT [flags]')
+  if len(argv) < 2 or argv[1] not in ('train', 'decode', 'scaling'):
+    raise app.UsageError('usage: benchmark.py train|decode|scaling --config=FILE --json=OUT [flags]')
   if len(argv) > 2:
     raise app.UsageError(f'Unexpected arguments: {argv[2:]}')
   config = config_lib.to_dict(_CONFIG.value)
@@ -293,6 +338,17 @@ def main(argv):
   vocab = _VOCAB.value or config.model.tgt_vocab_size or config.data.task_num_symbols + 4
   if argv[1] == 'train':
     _train_main(config, src_len, vocab, load)
+    return
+  if argv[1] == 'scaling':
+    base = {'batch_size': _BATCH_SIZE.value or config.data.batch_size, 'src_len': src_len,
+            'tgt_len': _TGT_LEN.value or config.data.max_tgt_len, 'hidden_dim': config.model.hidden_dim}
+    print('| varied | batch | src = tgt length | hidden | target tok/s | ms/step | compile s | peak RSS MB | '
+          'fraction of jnp.dot peak |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+    rows = scaling_rows(_config_arg(sys.argv), base, _STEPS.value, _ROUNDS.value)
+    if _JSON.value:
+      with open(_JSON.value, 'w', encoding='utf-8') as f:
+        json.dump({'rows': rows, 'base': base, 'load_average_before': load, 'device': str(jax.devices()[0]),
+                   'command_line': ' '.join(sys.argv)}, f, indent=2)
     return
   max_len = _MAX_LEN.value or config.data.max_tgt_len
   result = measure_decode(config, [int(x) for x in _BATCH_SIZES.value], [int(x) for x in _BEAM_SIZES.value],

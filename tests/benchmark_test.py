@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from absl.testing import absltest
+import pytest
 
 from s2s_jax import models
 
@@ -71,6 +72,23 @@ class CommandTest(absltest.TestCase):
       self.assertAlmostEqual(result['ratio_vs_torch'],
                              result['target_tokens_per_s'] / result['torch_target_tokens_per_s'], places=6)
       self.assertEqual({r['threads'] for r in result['torch_rounds']}, {1, 2})
+
+  @pytest.mark.slow
+  def test_scaling_runs_one_train_row_per_setting(self):
+    out_path = os.path.join(self.create_tempdir().full_path, 'scaling.json')
+    out = _run('scaling', '--config=experiments/benchmarks/lstm512.py:size=tiny', '--no_wait', '--steps=1',
+               '--rounds=1', '--scale_batch_sizes=4', '--scale_lengths=6,9', '--scale_hidden_dims=24',
+               f'--json={out_path}')
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    with open(out_path) as f:
+      rows = json.load(f)['rows']
+    self.assertEqual([(r['varied'], r['batch_size'], r['src_len'], r['tgt_len'], r['hidden_dim']) for r in rows],
+                     [('batch_size', 4, 12, 12, 32), ('length', 16, 6, 6, 32), ('length', 16, 9, 9, 32),
+                      ('hidden_dim', 16, 12, 12, 24)])
+    for r in rows:
+      self.assertGreater(r['target_tokens_per_s'], 0.0)
+      self.assertGreater(r['compile_s'], 0.0)
+    self.assertEqual(out.stdout.count('\n| '), 4)  # one Markdown row each
 
   def test_torch_comparison_refuses_other_architectures(self):
     out = _run('train', '--config=experiments/default.py:size=tiny', '--no_wait', '--steps=1', '--rounds=1',

@@ -14,6 +14,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 from scipy import stats
 
 from s2s_jax import checkpointing
@@ -36,6 +37,7 @@ def _csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
     return list(reader.fieldnames), list(reader)
 
 
+@pytest.mark.slow  # runs a whole smoke sweep (about 50 s): the fast tier is near its 600 s budget
 class ReportTest(absltest.TestCase):
   """One test method, so that pytest-xdist never runs the sweep twice (once per worker)."""
 

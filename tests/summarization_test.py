@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import shared_data
 
 from s2s_jax import config_lib
@@ -78,6 +79,7 @@ def _tiny_config(manual_dir: str, data_dir: str):
   return config
 
 
+@pytest.mark.slow  # prepares a slice of AESLC and trains on it (about 40 s): the fast tier is near its 600 s budget
 class AeslcSliceTest(absltest.TestCase):
   """The builder, the references and a tiny training run on a slice of ../shared/data/aeslc."""
 
