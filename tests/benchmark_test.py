@@ -88,7 +88,7 @@ class CommandTest(absltest.TestCase):
     for r in rows:
       self.assertGreater(r['target_tokens_per_s'], 0.0)
       self.assertGreater(r['compile_s'], 0.0)
-    self.assertEqual(out.stdout.count('\n| '), 4)  # one Markdown row each
+    self.assertEqual(out.stdout.count('\n| '), 1 + 4)  # the Markdown header and one row each
 
   def test_torch_comparison_refuses_other_architectures(self):
     out = _run('train', '--config=experiments/default.py:size=tiny', '--no_wait', '--steps=1', '--rounds=1',
