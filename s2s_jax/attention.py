@@ -76,32 +76,34 @@ class Attention(nn.Module):
       return memory_BxSxD
     return self.key(memory_BxSxD)
 
-  def scores(self, query_BxNxQ: jax.Array, keys_BxSxA: jax.Array, coverage_BxS: jax.Array | None = None
-             ) -> jax.Array:
-    """Scores [B, N, S] of N queries per example (N = 1 for a decoder step, T for all steps of teacher forcing)."""
+  def scores(self, query: jax.Array, keys_BxSxA: jax.Array, coverage_BxS: jax.Array | None = None) -> jax.Array:
+    """Scores [B, S] of one query per example [B, Q] (a decoder step), or [B, N, S] of N queries [B, N, Q] (all
+    target steps of teacher forcing)."""
+    one = query.ndim == 2
     if self.score in ('additive', 'concat'):
-      pre = keys_BxSxA[:, None] + self.query(query_BxNxQ)[:, :, None, :]
+      q = self.query(query)
+      pre = keys_BxSxA + q[:, None, :] if one else keys_BxSxA[:, None] + q[:, :, None, :]
       if self.coverage:
-        pre = pre + self.coverage_proj(coverage_BxS[..., None].astype(pre.dtype))[:, None]
+        cov = self.coverage_proj(coverage_BxS[..., None].astype(pre.dtype))
+        pre = pre + (cov if one else cov[:, None])
       hidden = jnp.tanh(pre)
       return self.energy(hidden)[..., 0]
     if self.score in ('dot', 'general', 'scaled_dot'):
-      e = jnp.einsum('bnq,bsq->bns', query_BxNxQ, keys_BxSxA)
+      e = jnp.einsum('bq,bsq->bs' if one else 'bnq,bsq->bns', query, keys_BxSxA)
       return e / jnp.sqrt(jnp.asarray(self.query_dim, e.dtype)) if self.score == 'scaled_dot' else e
     src_len = keys_BxSxA.shape[1]
     if src_len > self.max_src_len:
       raise ValueError(f'The location score was built for sources of at most {self.max_src_len} steps, '
                        f'got {src_len}; raise data.max_src_len.')
-    return self.location(query_BxNxQ)[..., :src_len]
+    return self.location(query)[..., :src_len]
 
   def __call__(self, query: jax.Array, keys_BxSxA: jax.Array, values_BxSxD: jax.Array,
                mask_BxS: jax.Array, coverage_BxS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Returns (context, weights) for one query per example ([B, Q] -> [B, D], [B, S]) or N of them
     ([B, N, Q] -> [B, N, D], [B, N, S]); weights are 0 at padded positions and sum to 1."""
     one = query.ndim == 2
-    query_BxNxQ = query[:, None] if one else query
-    e = self.scores(query_BxNxQ, keys_BxSxA, coverage_BxS).astype(jnp.float32)
-    e = jnp.where(mask_BxS[:, None, :].astype(bool), e, jnp.finfo(jnp.float32).min)
+    e = self.scores(query, keys_BxSxA, coverage_BxS).astype(jnp.float32)
+    e = jnp.where((mask_BxS if one else mask_BxS[:, None, :]).astype(bool), e, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(e, axis=-1)
-    context = jnp.einsum('bns,bsd->bnd', weights.astype(values_BxSxD.dtype), values_BxSxD)
-    return (context[:, 0], weights[:, 0]) if one else (context, weights)
+    context = jnp.einsum('bs,bsd->bd' if one else 'bns,bsd->bnd', weights.astype(values_BxSxD.dtype), values_BxSxD)
+    return context, weights
