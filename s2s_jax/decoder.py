@@ -163,7 +163,7 @@ class DecoderCell(nn.Module):
     for i, cell in enumerate(self.cells):
       if i > 0:
         xproj = cell.input_proj(top if masks is None else top * masks[i - 1].swapaxes(0, 1))
-      top = rnn.scan_steps(cell, state['rnn'][i], xproj)[-1]
+      top = rnn.scan_steps(cell, state['rnn'][i], xproj, c.remat)[-1]
     top = top.swapaxes(0, 1)  # [B, T, H]: transposed at the hidden width, not at the vocabulary's
     attn = None
     if c.attention == 'luong':

@@ -68,6 +68,7 @@ class Seq2SeqConfig:
   recurrent_init: str = 'orthogonal'  # orthogonal (recurrent) + lecun (input) | uniform (all weights U(-s, s))
   init_scale: float = 0.1  # s of the uniform initialisation
   dtype: str = 'float32'  # compute dtype; parameters stay float32
+  remat: bool = False  # recompute the recurrences' forward in the backward pass: less memory for long sequences
 
   @property
   def num_directions(self) -> int:
@@ -148,6 +149,8 @@ def _decoder_scan_body(cell: decoder_lib.DecoderCell, state, xs, memory):
 
 _scan_decoder = nn.scan(_decoder_scan_body, variable_broadcast='params', split_rngs={'params': False},
                         in_axes=(1, nn.broadcast), out_axes=1)
+_scan_decoder_remat = nn.scan(nn.checkpoint(_decoder_scan_body), variable_broadcast='params',
+                              split_rngs={'params': False}, in_axes=(1, nn.broadcast), out_axes=1)
 
 
 def spec_augment(rng: jax.Array, x_BxTxF: jax.Array, mask_BxT: jax.Array, num_masks: int, freq_width: int,
@@ -235,7 +238,8 @@ class Seq2Seq(nn.Module):
       self.grid = GridEncoder(c.cnn_layers, c.cnn_features, c.image_channels, dtype)
       self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
     self.encoder = rnn.RNNStack(c.cell, c.num_layers, c.encoder_units, c.bidirectional, c.dropout_rate,
-                                c.variational_dropout, c.recurrent_init, c.init_scale, dtype, pyramid=c.pyramid)
+                                c.variational_dropout, c.recurrent_init, c.init_scale, dtype, pyramid=c.pyramid,
+                                remat=c.remat)
     if c.bridge == 'dense':
       components = 2 if c.cell == 'lstm' else 1
       self.bridge_proj = [[nn.Dense(c.hidden_dim, dtype=dtype, name=f'bridge{layer}_{j}')
@@ -305,6 +309,6 @@ class Seq2Seq(nn.Module):
     else:
       emb = self.dropout(self.decoder.embed(shift_right(targets)), deterministic=not train)
       xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, masks)
-      _, (outs, attn) = _scan_decoder(self.decoder, state, xs, memory)
+      _, (outs, attn) = (_scan_decoder_remat if self.cfg.remat else _scan_decoder)(self.decoder, state, xs, memory)
     logits = self.decoder.readout(outs, train=train, emb=emb, attn=attn, memory=memory)
     return (logits, attn) if return_attention else logits

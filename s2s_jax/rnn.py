@@ -155,12 +155,20 @@ def _step_scan_body(cell: 'RecurrentCell', carry: Carry, xproj_BxG: jax.Array):
 _scan_steps = nn.scan(_step_scan_body, variable_broadcast='params', split_rngs={'params': False})
 
 
-def scan_steps(cell: RecurrentCell, carry: Carry, xproj_TxBxG: jax.Array) -> Carry:
-  """`cell.step` over every step of time-major input pre-activations, without masks: every step's carry, stacked
-  ([T, B, H] each; the output is the last). LSTMs run `lstm_scan`, whose backward pass is hand-written."""
+def _scan_steps_any(cell: RecurrentCell, carry: Carry, xproj_TxBxG: jax.Array) -> Carry:
   if cell.kind != 'lstm':
     return _scan_steps(cell, carry, xproj_TxBxG)[1]
   return lstm_scan(cell.recurrent_kernel(), xproj_TxBxG, *carry)
+
+
+_scan_steps_remat = nn.checkpoint(_scan_steps_any)
+
+
+def scan_steps(cell: RecurrentCell, carry: Carry, xproj_TxBxG: jax.Array, remat: bool = False) -> Carry:
+  """`cell.step` over every step of time-major input pre-activations, without masks: every step's carry, stacked
+  ([T, B, H] each; the output is the last). LSTMs run `lstm_scan`, whose backward pass is hand-written. With
+  `remat` only the inputs are kept for the backward pass, which runs the recurrence forward again."""
+  return (_scan_steps_remat if remat else _scan_steps_any)(cell, carry, xproj_TxBxG)
 
 
 def reverse_within_lengths(x: jax.Array, lengths_B: jax.Array, time_axis: int = 1) -> jax.Array:
@@ -174,7 +182,7 @@ def reverse_within_lengths(x: jax.Array, lengths_B: jax.Array, time_axis: int = 
 
 
 def run_layer(cell: RecurrentCell, x_TxBxD: jax.Array, mask_BxT: jax.Array,
-              reverse: bool = False) -> tuple[Carry, jax.Array]:
+              reverse: bool = False, remat: bool = False) -> tuple[Carry, jax.Array]:
   """Runs one direction of one layer over a padded, time-major batch: (final carry, outputs [T, B, H]).
 
   The recurrence runs unmasked over every step: padding comes after each sequence's real steps (the backward
@@ -186,7 +194,7 @@ def run_layer(cell: RecurrentCell, x_TxBxD: jax.Array, mask_BxT: jax.Array,
   if reverse:
     xproj = reverse_within_lengths(xproj, lengths, time_axis=0)
   initial = cell.initial_carry(x_TxBxD.shape[1])
-  carries = scan_steps(cell, initial, xproj)
+  carries = scan_steps(cell, initial, xproj, remat)
   last = jnp.maximum(lengths - 1, 0)
   batch = jnp.arange(lengths.shape[0])
   final = tuple(jnp.where((lengths > 0)[:, None], x[last, batch], x0) for x, x0 in zip(carries, initial))
@@ -228,6 +236,7 @@ class RNNStack(nn.Module):
   init_scale: float = 0.1
   dtype: jnp.dtype = jnp.float32
   pyramid: bool = False  # Listen, Attend and Spell: layers above the first read pairs of steps (time halves)
+  remat: bool = False  # recompute each recurrence in the backward pass instead of keeping its activations
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, mask_BxT: jax.Array, *, train: bool = False
@@ -243,9 +252,10 @@ class RNNStack(nn.Module):
       if layer > 0:
         x_TxBxD = nn.Dropout(self.dropout_rate, broadcast_dims=(0,) if self.variational_dropout else ())(
             x_TxBxD, deterministic=not train)
-      carry, out = run_layer(cell(name=f'layer{layer}_fwd'), x_TxBxD, mask_BxT)
+      carry, out = run_layer(cell(name=f'layer{layer}_fwd'), x_TxBxD, mask_BxT, remat=self.remat)
       if self.bidirectional:
-        carry_bwd, out_bwd = run_layer(cell(name=f'layer{layer}_bwd'), x_TxBxD, mask_BxT, reverse=True)
+        carry_bwd, out_bwd = run_layer(cell(name=f'layer{layer}_bwd'), x_TxBxD, mask_BxT, reverse=True,
+                                       remat=self.remat)
         carry = tuple(jnp.concatenate(pair, axis=-1) for pair in zip(carry, carry_bwd))
         out = jnp.concatenate([out, out_bwd], axis=-1)
       finals.append(carry)

@@ -200,6 +200,17 @@ class ModelTest(parameterized.TestCase):
   def test_shift_right(self):
     np.testing.assert_array_equal(models.shift_right(jnp.array([[5, 6, 3, 0]])), [[2, 5, 6, 3]])
 
+  @parameterized.parameters(('luong', 'general', False, 'lstm'), ('bahdanau', 'additive', False, 'gru'),
+                            ('luong', 'dot', True, 'lstm'))
+  def test_remat_changes_no_gradient(self, flow, score, feed, cell):
+    """model.remat recomputes the recurrences in the backward pass (layer-wise and step-scanned decoders alike)."""
+    kw = dict(attention=flow, attention_score=score, input_feeding=feed, cell=cell, bidirectional=True)
+    plain, remat = models.Seq2Seq(_config(**kw)), models.Seq2Seq(_config(remat=True, **kw))
+    inputs, mask, targets = _batch()
+    variables = _random_variables(plain, inputs, mask, targets)
+    grad = lambda m: jax.jit(jax.grad(lambda v: (m.apply(v, inputs, mask, targets) ** 2).mean()))(variables)
+    chex.assert_trees_all_close(grad(remat), grad(plain), atol=1e-6)
+
   def test_bfloat16_compute_keeps_float32_params_and_logits(self):
     model = models.Seq2Seq(_config(dtype='bfloat16', attention='luong', attention_score='general'))
     inputs, mask, targets = _batch()
