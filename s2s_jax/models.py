@@ -8,8 +8,9 @@ Both paths share the decoder's parameters and math: beam search calls `DecoderCe
 over the target with the time-independent matmuls (target embedding projection, vocabulary projection) hoisted out
 of the scan, or, when no step's RNN input depends on attention (`DecoderCell.layerwise`: none_init, none_concat, luong
 without input feeding or coverage), runs each decoder layer as one scan of its recurrence and attends for all
-target steps at once (`DecoderCell.all_steps`); tests check that every path gives the same logits. Inputs carry explicit masks (1 for real
-steps, contiguous from the start), so the same code serves token ids, audio frames and image grids.
+target steps at once (`DecoderCell.all_steps`); tests check that every path gives the same logits. Inputs carry
+explicit masks (1 for real steps, contiguous from the start), so the same code serves token ids, audio frames and
+image grids.
 """
 import dataclasses
 from typing import Any
