@@ -287,7 +287,7 @@ def _train_main(config, src_len: int, vocab: int, load: float) -> None:
       json.dump(result, f, indent=2)
 
 
-def scaling_rows(config_arg: str, base: dict, steps: int, rounds: int) -> list[dict]:
+def scaling_rows(config_args: list[str], base: dict, steps: int, rounds: int) -> list[dict]:
   """One `train` run per setting, each in a fresh process; the varied setting and the run's results per row."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
@@ -298,7 +298,7 @@ def scaling_rows(config_arg: str, base: dict, steps: int, rounds: int) -> list[d
     run = dict(base, **({'src_len': value, 'tgt_len': value} if name == 'length' else {name: value}))
     with tempfile.TemporaryDirectory() as tmp:
       out = os.path.join(tmp, 'row.json')
-      args = [sys.executable, os.path.abspath(__file__), 'train', f'--config={config_arg}', '--no_wait',
+      args = [sys.executable, os.path.abspath(__file__), 'train', *config_args, '--no_wait',
               f'--batch_size={run["batch_size"]}', f'--src_len={run["src_len"]}', f'--tgt_len={run["tgt_len"]}',
               f'--config.model.hidden_dim={run["hidden_dim"]}', f'--steps={steps}', f'--rounds={rounds}',
               f'--json={out}']
@@ -307,7 +307,7 @@ def scaling_rows(config_arg: str, base: dict, steps: int, rounds: int) -> list[d
         result = json.load(f)
     rows.append(dict(varied=name, hidden_dim=run['hidden_dim'], **{k: result[k] for k in (
         'batch_size', 'src_len', 'tgt_len', 'target_tokens_per_s', 'steps_per_s', 'compile_s', 'peak_rss_mb',
-        'fraction_of_peak_jnp')}))
+        'flops_per_step', 'fraction_of_peak_jnp')}))
     r = rows[-1]
     print(f'| {name} | {r["batch_size"]} | {r["src_len"]} | {r["hidden_dim"]} | {r["target_tokens_per_s"]:,.0f} | '
           f'{1e3 / r["steps_per_s"]:,.0f} | {r["compile_s"]:.1f} | {r["peak_rss_mb"]:,.0f} | '
@@ -315,12 +315,12 @@ def scaling_rows(config_arg: str, base: dict, steps: int, rounds: int) -> list[d
   return rows
 
 
-def _config_arg(argv_flags: list[str]) -> str:
-  """The --config=FILE[:args] argument as given (the scaling rows pass it to their subprocesses)."""
-  for arg in argv_flags:
-    if arg.startswith('--config='):
-      return arg[len('--config='):]
-  raise app.UsageError('scaling needs --config=FILE[:args].')
+def _config_args() -> list[str]:
+  """--config=FILE[:args] and its --config.KEY=VALUE overrides as given, for the scaling rows' subprocesses (a row's
+  own settings come after them, so they win)."""
+  flag = flags.FLAGS['config']
+  overrides = config_flags.get_override_values(flag)
+  return [f'--config={config_flags.get_config_filename(flag)}'] + [f'--config.{k}={v}' for k, v in overrides.items()]
 
 
 def main(argv):
@@ -344,7 +344,7 @@ def main(argv):
             'tgt_len': _TGT_LEN.value or config.data.max_tgt_len, 'hidden_dim': config.model.hidden_dim}
     print('| varied | batch | src = tgt length | hidden | target tok/s | ms/step | compile s | peak RSS MB | '
           'fraction of jnp.dot peak |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|')
-    rows = scaling_rows(_config_arg(sys.argv), base, _STEPS.value, _ROUNDS.value)
+    rows = scaling_rows(_config_args(), base, _STEPS.value, _ROUNDS.value)
     if _JSON.value:
       with open(_JSON.value, 'w', encoding='utf-8') as f:
         json.dump({'rows': rows, 'base': base, 'load_average_before': load, 'device': str(jax.devices()[0]),

@@ -76,9 +76,9 @@ class CommandTest(absltest.TestCase):
   @pytest.mark.slow
   def test_scaling_runs_one_train_row_per_setting(self):
     out_path = os.path.join(self.create_tempdir().full_path, 'scaling.json')
-    out = _run('scaling', '--config=experiments/benchmarks/lstm512.py:size=tiny', '--no_wait', '--steps=1',
-               '--rounds=1', '--scale_batch_sizes=4', '--scale_lengths=6,9', '--scale_hidden_dims=24',
-               f'--json={out_path}')
+    out = _run('scaling', '--config=experiments/benchmarks/lstm512.py:size=tiny', '--config.model.embed_dim=8',
+               '--no_wait', '--steps=1', '--rounds=1', '--scale_batch_sizes=4', '--scale_lengths=6,9',
+               '--scale_hidden_dims=24', f'--json={out_path}')
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     with open(out_path) as f:
       rows = json.load(f)['rows']
@@ -89,6 +89,10 @@ class CommandTest(absltest.TestCase):
       self.assertGreater(r['target_tokens_per_s'], 0.0)
       self.assertGreater(r['compile_s'], 0.0)
     self.assertEqual(out.stdout.count('\n| '), 1 + 4)  # the Markdown header and one row each
+    # The --config.* override reached the rows' processes: their FLOP count is that of embeddings of 8 (tiny: 16).
+    cfg = models.Seq2SeqConfig(src_vocab_size=64, tgt_vocab_size=64, cell='lstm', num_layers=2, attention='luong',
+                               attention_score='general', embed_dim=8, hidden_dim=32)
+    self.assertEqual(rows[0]['flops_per_step'], 3 * 2 * benchmark.matmul_macs(cfg, 4, 12, 12))
 
   def test_torch_comparison_refuses_other_architectures(self):
     out = _run('train', '--config=experiments/default.py:size=tiny', '--no_wait', '--steps=1', '--rounds=1',
