@@ -29,8 +29,8 @@ def token_xent(logits_NxV: jax.Array, targets_N: jax.Array, label_smoothing: flo
   """Per-token (label-smoothed loss, NLL) of logits [..., V]: lse - (1 - e) x_y - e mean(x), and lse - x_y.
 
   The backward pass is one elementwise pass over the logits, g (softmax(x) - (1 - e) onehot(y) - e / V), with the
-  softmax recomputed from the saved log-normaliser (autodiff of log_softmax + take_along_axis also writes a zero
-  tensor of the logits' size and scatters into it: measured -4% of the lstm512 train step).
+  softmax recomputed from the saved log-normaliser. Autodiff of log_softmax + take_along_axis also wrote a zero
+  tensor of the logits' size and scattered into it (42 ms of a 1.18 s lstm512 train step in the XLA profile).
   """
   return _token_xent_fwd(logits_NxV, targets_N, label_smoothing)[0]
 

@@ -148,10 +148,10 @@ def _decoder_scan_body(cell: decoder_lib.DecoderCell, state, xs, memory):
   return cell.step(state, xs, memory)
 
 
-_scan_decoder = nn.scan(_decoder_scan_body, variable_broadcast='params', split_rngs={'params': False},
-                        in_axes=(1, nn.broadcast), out_axes=1)
-_scan_decoder_remat = nn.scan(nn.checkpoint(_decoder_scan_body), variable_broadcast='params',
-                              split_rngs={'params': False}, in_axes=(1, nn.broadcast), out_axes=1)
+# model.remat -> the decoder step scanned over the target (with remat, each step is recomputed in the backward pass)
+_SCAN_DECODER = {remat: nn.scan(nn.checkpoint(_decoder_scan_body) if remat else _decoder_scan_body,
+                                variable_broadcast='params', split_rngs={'params': False}, in_axes=(1, nn.broadcast),
+                                out_axes=1) for remat in (False, True)}
 
 
 def spec_augment(rng: jax.Array, x_BxTxF: jax.Array, mask_BxT: jax.Array, num_masks: int, freq_width: int,
@@ -310,6 +310,6 @@ class Seq2Seq(nn.Module):
     else:
       emb = self.dropout(self.decoder.embed(shift_right(targets)), deterministic=not train)
       xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, masks)
-      _, (outs, attn) = (_scan_decoder_remat if self.cfg.remat else _scan_decoder)(self.decoder, state, xs, memory)
+      _, (outs, attn) = _SCAN_DECODER[self.cfg.remat](self.decoder, state, xs, memory)
     logits = self.decoder.readout(outs, train=train, emb=emb, attn=attn, memory=memory)
     return (logits, attn) if return_attention else logits

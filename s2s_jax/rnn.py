@@ -147,7 +147,7 @@ def lstm_scan(kernel_HxG: jax.Array, xproj_TxBxG: jax.Array, c0_BxH: jax.Array, 
 lstm_scan.defvjp(_lstm_forward, _lstm_backward)
 
 
-def _step_scan_body(cell: 'RecurrentCell', carry: Carry, xproj_BxG: jax.Array):
+def _step_scan_body(cell: RecurrentCell, carry: Carry, xproj_BxG: jax.Array):
   carry = cell.step(carry, xproj_BxG)
   return carry, carry
 

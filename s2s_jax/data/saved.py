@@ -1,14 +1,16 @@
 """The file form shared by vocabularies and input frontends: `vocab.{src,tgt}.json` in a workdir."""
+import abc
 import hashlib
 import json
 import os
 
 
-class SavedJson:
+class SavedJson(abc.ABC):
   """JSON of `to_dict()`, its sha256 (provenance's tokenizer hash) and an atomic save; subclasses give to_dict."""
 
+  @abc.abstractmethod
   def to_dict(self) -> dict[str, object]:
-    raise NotImplementedError
+    """The saved content (a subclass without it cannot be instantiated)."""
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), ensure_ascii=False, indent=0)
