@@ -79,9 +79,17 @@ class RecurrentCell(nn.Module):
     return (zeros, zeros) if self.kind == 'lstm' else (zeros,)
 
   def recurrent_kernel(self) -> jax.Array:
-    """The recurrent weight [H, G] in the compute dtype (for `lstm_scan`)."""
-    self.recurrent_proj(jnp.zeros((1, self.hidden_dim), self.dtype))  # creates the parameter under init; no cost
-    return jnp.asarray(self.recurrent_proj.variables['params']['kernel'], self.dtype)
+    """The recurrent weight [H, G] in the compute dtype (for the hand-written layer scans)."""
+    return jnp.asarray(self._recurrent_params()['kernel'], self.dtype)
+
+  def recurrent_bias(self) -> jax.Array:
+    """The GRU's recurrent bias [G] in the compute dtype (for `gru_scan`)."""
+    return jnp.asarray(self._recurrent_params()['bias'], self.dtype)
+
+  def _recurrent_params(self):
+    if self.is_initializing():  # creates the parameters (the hand-written scans read them directly)
+      self.recurrent_proj(jnp.zeros((1, self.hidden_dim), self.dtype))
+    return self.recurrent_proj.variables['params']
 
   def step(self, carry: Carry, xproj_BxG: jax.Array) -> Carry:
     """One time step from precomputed input pre-activations `xproj = input_proj(x)`."""
@@ -147,18 +155,87 @@ def lstm_scan(kernel_HxG: jax.Array, xproj_TxBxG: jax.Array, c0_BxH: jax.Array, 
 lstm_scan.defvjp(_lstm_forward, _lstm_backward)
 
 
-def _step_scan_body(cell: RecurrentCell, carry: Carry, xproj_BxG: jax.Array):
-  carry = cell.step(carry, xproj_BxG)
-  return carry, carry
+def _gru_forward(kernel_HxG: jax.Array, bias_G: jax.Array, xproj_TxBxG: jax.Array, h0_BxH: jax.Array):
+  """The GRU recurrence of `RecurrentCell.step` over time-major pre-activations: (hs [T, B, H], residuals)."""
+  def body(h, xproj_BxG):
+    xr, xz, xn = jnp.split(xproj_BxG, 3, axis=-1)
+    hr, hz, hn = jnp.split(h @ kernel_HxG + bias_G[None], 3, axis=-1)
+    r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h_new = (1.0 - z) * n + z * h
+    return h_new, (h_new, (r, z, n, hn, h))
+  _, (hs, saved) = jax.lax.scan(body, h0_BxH, xproj_TxBxG)
+  return hs, (kernel_HxG, saved)
 
 
-_scan_steps = nn.scan(_step_scan_body, variable_broadcast='params', split_rngs={'params': False})
+def _gru_backward(residuals, dhs):
+  """Backward of `_gru_forward`: one reverse scan for the pre-activation gradients, then the recurrent weight and
+  bias gradients as one [H, T*B] x [T*B, 3H] matmul and one sum after it."""
+  kernel_HxG, (r, z, n, hn, h_prev) = residuals
+
+  def body(dh, xs):
+    dh_out, r, z, n, hn, h_prev = xs
+    dh = dh + dh_out
+    dn = dh * (1.0 - z) * (1.0 - n * n)
+    dr = dn * hn * r * (1.0 - r)
+    dz = dh * (h_prev - n) * z * (1.0 - z)
+    dhproj = jnp.concatenate([dr, dz, dn * r], axis=-1)
+    return dh * z + jnp.einsum('bg,hg->bh', dhproj, kernel_HxG), jnp.concatenate([dr, dz, dn], axis=-1)
+
+  dh0, dx = jax.lax.scan(body, jnp.zeros_like(h_prev[0]), (dhs, r, z, n, hn, h_prev), reverse=True)
+  hidden = r.shape[-1]
+  dhproj = jnp.concatenate([dx[..., :2 * hidden], dx[..., 2 * hidden:] * r], axis=-1)
+  return jnp.einsum('tbh,tbg->hg', h_prev, dhproj), dhproj.sum(axis=(0, 1)), dx, dh0
+
+
+@jax.custom_vjp
+def gru_scan(kernel_HxG: jax.Array, bias_G: jax.Array, xproj_TxBxG: jax.Array, h0_BxH: jax.Array) -> jax.Array:
+  """All outputs hs [T, B, H] of a GRU layer (cuDNN form: the reset gate multiplies h W + b), with a hand-written
+  backward pass."""
+  return _gru_forward(kernel_HxG, bias_G, xproj_TxBxG, h0_BxH)[0]
+
+
+gru_scan.defvjp(_gru_forward, _gru_backward)
+
+
+def _rnn_forward(kernel_HxH: jax.Array, xproj_TxBxH: jax.Array, h0_BxH: jax.Array):
+  """The simple-RNN recurrence h_t = tanh(x_t + h_{t-1} W): (hs [T, B, H], residuals)."""
+  def body(h, xproj_BxH):
+    h_new = jnp.tanh(xproj_BxH + h @ kernel_HxH)
+    return h_new, h_new
+  _, hs = jax.lax.scan(body, h0_BxH, xproj_TxBxH)
+  return hs, (kernel_HxH, hs, h0_BxH)
+
+
+def _rnn_backward(residuals, dhs):
+  """Backward of `_rnn_forward`; the recurrent weight gradient is one matmul after the reverse scan."""
+  kernel_HxH, hs, h0_BxH = residuals
+
+  def body(dh, xs):
+    dh_out, h = xs
+    dpre = (dh + dh_out) * (1.0 - h * h)
+    return jnp.einsum('bg,hg->bh', dpre, kernel_HxH), dpre
+
+  dh0, dx = jax.lax.scan(body, jnp.zeros_like(h0_BxH), (dhs, hs), reverse=True)
+  h_prev = jnp.concatenate([h0_BxH[None], hs[:-1]], axis=0)
+  return jnp.einsum('tbh,tbg->hg', h_prev, dx), dx, dh0
+
+
+@jax.custom_vjp
+def rnn_scan(kernel_HxH: jax.Array, xproj_TxBxH: jax.Array, h0_BxH: jax.Array) -> jax.Array:
+  """All outputs hs [T, B, H] of a simple-RNN (tanh) layer, with a hand-written backward pass."""
+  return _rnn_forward(kernel_HxH, xproj_TxBxH, h0_BxH)[0]
+
+
+rnn_scan.defvjp(_rnn_forward, _rnn_backward)
 
 
 def _scan_steps_any(cell: RecurrentCell, carry: Carry, xproj_TxBxG: jax.Array) -> Carry:
-  if cell.kind != 'lstm':
-    return _scan_steps(cell, carry, xproj_TxBxG)[1]
-  return lstm_scan(cell.recurrent_kernel(), xproj_TxBxG, *carry)
+  if cell.kind == 'lstm':
+    return lstm_scan(cell.recurrent_kernel(), xproj_TxBxG, *carry)
+  if cell.kind == 'gru':
+    return (gru_scan(cell.recurrent_kernel(), cell.recurrent_bias(), xproj_TxBxG, *carry),)
+  return (rnn_scan(cell.recurrent_kernel(), xproj_TxBxG, *carry),)
 
 
 _scan_steps_remat = nn.checkpoint(_scan_steps_any)
@@ -166,7 +243,8 @@ _scan_steps_remat = nn.checkpoint(_scan_steps_any)
 
 def scan_steps(cell: RecurrentCell, carry: Carry, xproj_TxBxG: jax.Array, remat: bool = False) -> Carry:
   """`cell.step` over every step of time-major input pre-activations, without masks: every step's carry, stacked
-  ([T, B, H] each; the output is the last). LSTMs run `lstm_scan`, whose backward pass is hand-written. With
+  ([T, B, H] each; the output is the last). Each cell kind runs its own scan with a hand-written backward pass
+  (`lstm_scan`, `gru_scan`, `rnn_scan`). With
   `remat` only the inputs are kept for the backward pass, which runs the recurrence forward again."""
   return (_scan_steps_remat if remat else _scan_steps_any)(cell, carry, xproj_TxBxG)
 

@@ -171,10 +171,11 @@ class LstmScanTest(parameterized.TestCase):
       np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
       self.assertGreater(float(jnp.abs(w).max()), 1e-3, name)  # the check compares gradients that are not zero
 
-  def test_stack_gradients_with_padding_equal_a_masked_reference(self):
+  @parameterized.parameters('rnn', 'gru', 'lstm')
+  def test_stack_gradients_with_padding_equal_a_masked_reference(self, kind):
     """Through RNNStack (unmasked recurrence, final state read at each length): a padded row's gradients equal
     those of the same row alone without padding."""
-    stack = rnn.RNNStack('lstm', num_layers=1, hidden_dim=4, bidirectional=True)
+    stack = rnn.RNNStack(kind, num_layers=1, hidden_dim=4, bidirectional=True)
     x = np.random.RandomState(1).randn(2, 6, 3).astype(np.float32)
     mask = _lengths_mask([6, 4], 6)
     v = stack.init(jax.random.PRNGKey(0), x, mask)
@@ -187,6 +188,71 @@ class LstmScanTest(parameterized.TestCase):
     g_batch = jax.grad(loss, argnums=1)(v, x, mask)
     np.testing.assert_allclose(g_batch[1, :4], g_row[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(g_batch[1, 4:], 0.0)  # padded steps get no gradient
+
+
+def _textbook_gru(kernel, bias, xproj, h0):
+  """The GRU of Cho et al. 2014 in cuDNN's form (the reset gate multiplies h W + b), as a plain scan."""
+  def body(h, x):
+    xr, xz, xn = jnp.split(x, 3, axis=-1)
+    hr, hz, hn = jnp.split(h @ kernel + bias[None], 3, axis=-1)
+    r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h = (1.0 - z) * n + z * h
+    return h, h
+  return jax.lax.scan(body, h0, xproj)[1]
+
+
+def _textbook_rnn(kernel, xproj, h0):
+  def body(h, x):
+    h = jnp.tanh(x + h @ kernel)
+    return h, h
+  return jax.lax.scan(body, h0, xproj)[1]
+
+
+class GruAndRnnScanTest(parameterized.TestCase):
+  """`gru_scan` and `rnn_scan`: hand-written backward passes against autodiff of the textbook recurrences."""
+
+  @parameterized.parameters('gru', 'rnn')
+  def test_forward_and_gradients_equal_autodiff(self, kind):
+    t, b, hdim = 7, 3, 5
+    rng = np.random.RandomState(0)
+    gates = 3 if kind == 'gru' else 1
+    args = [rng.randn(hdim, gates * hdim) * 0.5, rng.randn(gates * hdim), rng.randn(t, b, gates * hdim),
+            rng.randn(b, hdim)]
+    if kind == 'rnn':
+      del args[1]
+    args = tuple(jnp.asarray(a, jnp.float32) for a in args)
+    fn, reference = (rnn.gru_scan, _textbook_gru) if kind == 'gru' else (rnn.rnn_scan, _textbook_rnn)
+    weights = jnp.asarray(rng.randn(t, b, hdim), jnp.float32)  # a loss that reads every output
+    loss = lambda f: lambda *a: (weights * f(*a)).sum()
+    chex.assert_trees_all_close(fn(*args), reference(*args), atol=1e-6)
+    argnums = tuple(range(len(args)))
+    got = jax.grad(loss(fn), argnums=argnums)(*args)
+    want = jax.grad(loss(reference), argnums=argnums)(*args)
+    names = ('kernel', 'bias', 'xproj', 'h0') if kind == 'gru' else ('kernel', 'xproj', 'h0')
+    for g, w, name in zip(got, want, names):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
+      self.assertGreater(float(jnp.abs(w).max()), 1e-3, name)  # the check compares gradients that are not zero
+
+  @parameterized.parameters('gru', 'rnn')
+  def test_layer_gradients_equal_the_cell_step_scanned_by_autodiff(self, kind):
+    """Through `run_layer` with its parameters: the same gradients as scanning `RecurrentCell.step` with autodiff."""
+    cell = rnn.RecurrentCell(kind, 6)
+    x = jnp.asarray(np.random.RandomState(2).randn(5, 2, 4), jnp.float32)  # [T, B, D]
+    mask = jnp.ones((2, 5), jnp.int32)
+    params = cell.init(jax.random.PRNGKey(0), x, mask, method=lambda m, x, mask: rnn.run_layer(m, x, mask))
+
+    def by_step(m, x):
+      xproj, carry, outs = m.input_proj(x), m.initial_carry(x.shape[1]), []
+      for i in range(x.shape[0]):
+        carry = m.step(carry, xproj[i])
+        outs.append(carry[-1])
+      return jnp.stack(outs)
+
+    loss = lambda p, method: (cell.apply(p, x, method=method) ** 2).sum()
+    got = jax.grad(loss)(params, lambda m, x: rnn.run_layer(m, x, mask)[1])
+    want = jax.grad(loss)(params, by_step)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 if __name__ == '__main__':
