@@ -42,6 +42,45 @@ def check_combination(attention: str, score: str, input_feeding: bool) -> None:
                      f'input feeding exists only in the luong flow. Valid for {attention!r}: {valid}.')
 
 
+def _additive_pre(keys_BxSxA, query_BxNxA, coverage_BxNxS, w_cov_A):
+  pre = keys_BxSxA[:, None] + query_BxNxA[:, :, None]
+  if coverage_BxNxS is not None:
+    pre = pre + coverage_BxNxS[..., None] * w_cov_A[None, None, None]
+  return pre
+
+
+@jax.custom_vjp
+def additive_energies(keys_BxSxA: jax.Array, query_BxNxA: jax.Array, v_A: jax.Array,
+                      coverage_BxNxS: jax.Array | None = None, w_cov_A: jax.Array | None = None) -> jax.Array:
+  """e[b, n, s] = v' tanh(keys[b, s] + query[b, n] (+ coverage[b, n, s] w_cov)): the additive / concat energies of
+  N queries per example ([B, N, S]).
+
+  The backward pass recomputes the tanh instead of keeping it: autodiff would keep tanh and its derivative, two
+  [B, S, A] arrays per decoder step, which the scanned decoder stacks over the target ([T, B, S, A], hundreds of MB
+  to allocate, fill and read back at translation sizes).
+  """
+  return jnp.einsum('bnsa,a->bns', jnp.tanh(_additive_pre(keys_BxSxA, query_BxNxA, coverage_BxNxS, w_cov_A)), v_A)
+
+
+def _additive_energies_fwd(keys, query, v, coverage, w_cov):
+  return additive_energies(keys, query, v, coverage, w_cov), (keys, query, v, coverage, w_cov)
+
+
+def _additive_energies_bwd(residuals, de_BxNxS):
+  keys, query, v, coverage, w_cov = residuals
+  hidden = jnp.tanh(_additive_pre(keys, query, coverage, w_cov))
+  dv = jnp.einsum('bns,bnsa->a', de_BxNxS, hidden)
+  dpre = de_BxNxS[..., None] * v[None, None, None] * (1.0 - hidden * hidden)
+  if coverage is None:
+    d_cov = d_w_cov = None
+  else:
+    d_cov, d_w_cov = jnp.einsum('bnsa,a->bns', dpre, w_cov), jnp.einsum('bnsa,bns->a', dpre, coverage)
+  return dpre.sum(axis=1), dpre.sum(axis=2), dv, d_cov, d_w_cov
+
+
+additive_energies.defvjp(_additive_energies_fwd, _additive_energies_bwd)
+
+
 class Attention(nn.Module):
   """One attention mechanism: `keys(memory)` once per sentence, then `__call__(query, ...)` per decoder step."""
   score: str
@@ -68,6 +107,12 @@ class Attention(nn.Module):
     else:
       self.location = nn.Dense(self.max_src_len, dtype=self.dtype)
 
+  def _kernel(self, dense: nn.Dense, in_features: int) -> jax.Array:
+    """A Dense layer's kernel in the compute dtype, read directly (created first under init)."""
+    if self.is_initializing():
+      dense(jnp.zeros((1, in_features), self.dtype))
+    return jnp.asarray(dense.variables['params']['kernel'], self.dtype)
+
   def keys(self, memory_BxSxD: jax.Array) -> jax.Array:
     """The time-independent key side of the score, computed once per source sentence."""
     if self.score == 'location':
@@ -81,13 +126,13 @@ class Attention(nn.Module):
     target steps of teacher forcing)."""
     one = query.ndim == 2
     if self.score in ('additive', 'concat'):
-      q = self.query(query)
-      pre = keys_BxSxA + q[:, None, :] if one else keys_BxSxA[:, None] + q[:, :, None, :]
+      q_BxNxA = self.query(query[:, None] if one else query)
+      cov = w_cov = None
       if self.coverage:
-        cov = self.coverage_proj(coverage_BxS[..., None].astype(pre.dtype))
-        pre = pre + (cov if one else cov[:, None])
-      hidden = jnp.tanh(pre)
-      return self.energy(hidden)[..., 0]
+        w_cov = self._kernel(self.coverage_proj, 1)[0]
+        cov = jnp.broadcast_to(coverage_BxS[:, None].astype(q_BxNxA.dtype), q_BxNxA.shape[:2] + keys_BxSxA.shape[1:2])
+      e = additive_energies(keys_BxSxA, q_BxNxA, self._kernel(self.energy, self.attention_dim)[:, 0], cov, w_cov)
+      return e[:, 0] if one else e
     if self.score in ('dot', 'general', 'scaled_dot'):
       e = jnp.einsum('bq,bsq->bs' if one else 'bnq,bsq->bns', query, keys_BxSxA)
       return e / jnp.sqrt(jnp.asarray(self.query_dim, e.dtype)) if self.score == 'scaled_dot' else e

@@ -2,6 +2,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax import attention
@@ -101,6 +102,35 @@ class ScoreTest(parameterized.TestCase):
     (context, weights), _ = _apply('general', self.query, self.memory, mask)
     self.assertTrue(np.isfinite(np.asarray(weights)).all())
     self.assertTrue(np.isfinite(np.asarray(context)).all())
+
+
+class AdditiveEnergiesTest(parameterized.TestCase):
+  """The hand-written backward pass of the additive energies against autodiff of the formula."""
+
+  @parameterized.parameters(False, True)
+  def test_values_and_gradients_equal_autodiff(self, coverage):
+    rng = np.random.RandomState(0)
+    b, n, s, a = 2, 3, 5, 4
+    args = [rng.randn(b, s, a), rng.randn(b, n, a), rng.randn(a)]
+    if coverage:
+      args += [rng.rand(b, n, s), rng.randn(a)]
+    args = [jnp.asarray(x, jnp.float32) for x in args]
+
+    def formula(keys, query, v, cov=None, w=None):
+      pre = keys[:, None] + query[:, :, None]
+      if cov is not None:
+        pre = pre + cov[..., None] * w[None, None, None]
+      return (jnp.tanh(pre) * v[None, None, None]).sum(-1)
+
+    weights = jnp.asarray(rng.randn(b, n, s), jnp.float32)
+    loss = lambda f: lambda *x: (weights * f(*x)).sum()
+    np.testing.assert_allclose(attention.additive_energies(*args), formula(*args), atol=1e-6)
+    argnums = tuple(range(len(args)))
+    got = jax.grad(loss(attention.additive_energies), argnums)(*args)
+    want = jax.grad(loss(formula), argnums)(*args)
+    for g, w, name in zip(got, want, ('keys', 'query', 'v', 'coverage', 'w_cov')):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=name)
+      self.assertGreater(float(jnp.abs(w).max()), 1e-3, name)
 
 
 if __name__ == '__main__':
