@@ -87,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
       reverse_source=False,  # feed source tokens in reverse order (Sutskever et al. 2014)
       vocab_min_count=1,  # char / word / moses
       max_vocab_size=0,  # char / word / moses: 0 = no limit; sentencepiece: the vocabulary size (required)
-      num_buckets=1,  # training batches grouped by length into this many shapes (1: one padded shape)
+      num_buckets=1,  # training batch shapes by length (1: one padded shape; 0: the fewest within max_padding)
+      max_padding=0.1,  # num_buckets=0: at most this share of source and of target positions of training batches
       batch_tokens=0,  # > 0: batches of about this many target tokens (per bucket) instead of batch_size
       max_src_len=64,  # tokens including EOS; also the padded length the location score is built for
       max_tgt_len=64,
@@ -205,8 +206,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   positive = ['num_seeds', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
               'keep_checkpoints', 'data.num_train_examples', 'data.num_eval_examples', 'data.max_src_len',
               'data.max_tgt_len', 'data.batch_size', 'data.eval_batch_size', 'data.vocab_min_count',
-              'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples',
-              'data.num_buckets']
+              'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples']
   flat = _flatten(to_dict(config))
   for key in positive:
     if flat[key] <= 0:
@@ -215,9 +215,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'optim.warmup_steps', 'optim.coverage_loss_weight', 'optim.doubly_stochastic_weight',
               'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
               'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size',
-              'data.batch_tokens'):
+              'data.batch_tokens', 'data.num_buckets'):
     if flat[key] < 0 or (isinstance(flat[key], float) and not math.isfinite(flat[key])):
       raise ValueError(f'{key} must be a finite number >= 0, got {flat[key]}.')
+  if not 0.0 < d.max_padding < 1.0:
+    raise ValueError(f'data.max_padding must be in (0, 1), got {d.max_padding}.')
   if not 0.0 <= o.label_smoothing < 1.0:
     raise ValueError(f'optim.label_smoothing must be in [0, 1), got {o.label_smoothing}.')
   max_len = config.decode.max_len or d.max_tgt_len
@@ -387,7 +389,7 @@ def multi30k_config(size: str, *, epochs: int, batch_size: int, tokenizer: str =
   c.data.update(name='multi30k', source_lang='de', target_lang='en', tokenizer=tokenizer, lowercase=True,
                 vocab_min_count=2, max_vocab_size=max_vocab_size, max_src_len=64, max_tgt_len=64,
                 src_len_policy='truncate', tgt_len_policy='truncate', batch_size=batch_size, eval_batch_size=256,
-                num_buckets=4)
+                num_buckets=0)
   c.eval.update(metric='loss', mode='min', scores='bleu,bleu_tok,chrf', num_decode_examples=1_014)
   steps_per_epoch = MULTI30K_TRAIN_EXAMPLES // batch_size
   c.update(num_train_steps=epochs * steps_per_epoch, log_every_steps=50,

@@ -1,5 +1,6 @@
 """Tests of length bucketing and token-based batching of the training split."""
 import collections
+import hashlib
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -26,14 +27,26 @@ def _ids_of(batch):
 
 
 def _buckets(src, tgt, **kw):
-  args = dict(num_buckets=4, batch_size=8, batch_tokens=0, multiple=1, src_cap=64, tgt_cap=64)
+  args = dict(num_buckets=4, max_padding=0.1, batch_size=8, batch_tokens=0, multiple=1)
   args.update(kw)
   return bucketing.make_buckets(np.array([len(x) for x in src]), np.array([len(x) for x in tgt]), **args)
 
 
+def _translation_lengths(n, seed=0):
+  """Correlated source and target lengths like a translation corpus' (Multi30k: mean 13-14, long tail)."""
+  rng = np.random.RandomState(seed)
+  src = np.clip(np.round(rng.gamma(6.0, 2.3, n)), 1, 60).astype(int) + 1
+  tgt = np.clip(np.round(src * rng.uniform(0.8, 1.25, n) + rng.randint(-2, 3, n)), 1, 60).astype(int) + 1
+  return src, tgt
+
+
+def _epoch(source, epoch=0):
+  return [source[i] for i in range(epoch * source.batches_per_epoch, (epoch + 1) * source.batches_per_epoch)]
+
+
 class BucketingTest(parameterized.TestCase):
 
-  @given(n=st.integers(1, 120), num_buckets=st.integers(1, 6), batch_size=st.sampled_from([1, 4, 8, 16]),
+  @given(n=st.integers(1, 120), num_buckets=st.integers(0, 6), batch_size=st.sampled_from([1, 4, 8, 16]),
          batch_tokens=st.sampled_from([0, 64, 200]), seed=st.integers(0, 5))
   def test_every_example_exactly_once_per_epoch(self, n, num_buckets, batch_size, batch_tokens, seed):
     src, tgt = _split(n, seed)
@@ -42,24 +55,58 @@ class BucketingTest(parameterized.TestCase):
     source = bucketing.BucketedBatches(src, tgt, buckets, seed)
     for epoch in range(2):
       seen = []
-      for i in range(epoch * source.batches_per_epoch, (epoch + 1) * source.batches_per_epoch):
-        batch = source[i]
+      for batch in _epoch(source, epoch):
         seen += _ids_of(batch)
         # Every row fits its bucket's shape, and the shape is one of the buckets'.
         self.assertIn((batch['inputs'].shape[1], batch['targets'].shape[1], batch['inputs'].shape[0]),
                       {(b.src_len, b.tgt_len, b.batch_size) for b in buckets})
       self.assertEqual(sorted(seen), list(range(n)))
 
-  def test_shapes_fit_the_examples_and_round_to_8(self):
-    src, tgt = _split(200)
-    buckets = _buckets(src, tgt, num_buckets=4)
-    self.assertLen(buckets, 4)
+  def test_each_example_is_in_its_cheapest_holding_shape_and_leftovers_go_to_a_longer_one(self):
+    src, tgt = _split(300, max_src=70)  # lengths above 32 are rounded to a grid
+    buckets = _buckets(src, tgt, num_buckets=6)
+    self.assertLen(buckets, 6)
+    shapes = [(b.src_len, b.tgt_len) for b in buckets]
+    self.assertEqual(sorted(np.concatenate([b.example_ids for b in buckets]).tolist()), list(range(300)))
+    mean_src, mean_tgt = np.mean([len(x) for x in src]), np.mean([len(x) for x in tgt])
+    cost = lambda s, t: s / mean_src + t / mean_tgt  # each side's padding counts relative to its length
     for b in buckets:
-      self.assertEqual(b.src_len % 8, 0)
-      self.assertGreaterEqual(b.src_len, max(len(src[i]) for i in b.example_ids))
-      self.assertLess(b.src_len - 8, max(len(src[i]) for i in b.example_ids))
-    self.assertEqual(sorted(np.concatenate([b.example_ids for b in buckets]).tolist()), list(range(200)))
-    self.assertLess(buckets[0].src_len, buckets[-1].src_len)  # short examples are batched together
+      for i in b.example_ids:
+        holding = [cost(s, t) for s, t in shapes if s >= len(src[i]) and t >= len(tgt[i])]
+        self.assertAlmostEqual(cost(b.src_len, b.tgt_len), min(holding))
+    # The longest shape (the split's longest source and target) is last and takes the final leftovers.
+    self.assertEqual(shapes[-1], (max(map(len, src)), max(map(len, tgt))))
+    self.assertTrue(all(s <= shapes[-1][0] and t <= shapes[-1][1] for s, t in shapes))  # never beyond the data
+    self.assertIsNone(buckets[-1].parent)
+    for k, b in enumerate(buckets[:-1]):
+      parent = buckets[b.parent]
+      self.assertGreater(b.parent, k)
+      self.assertTrue(parent.src_len >= b.src_len and parent.tgt_len >= b.tgt_len)
+
+  def test_only_the_longest_shape_has_a_partial_batch(self):
+    src, tgt = _split(301, seed=3)
+    buckets = _buckets(src, tgt, num_buckets=5)
+    longest = (buckets[-1].src_len, buckets[-1].tgt_len)
+    partial = [b for b in _epoch(bucketing.BucketedBatches(src, tgt, buckets, 0))
+               if (b['inputs_mask'].sum(1) == 0).any()]
+    self.assertLessEqual(len(partial), 1)
+    for b in partial:
+      self.assertEqual((b['inputs'].shape[1], b['targets'].shape[1]), longest)
+
+  def test_automatic_shapes_keep_padding_within_max_padding(self):
+    src_len, tgt_len = _translation_lengths(6000)
+    src = [np.ones(n, np.int32) for n in src_len]
+    tgt = [np.ones(n, np.int32) for n in tgt_len]
+    fewest = {}
+    for limit in (0.1, 0.2):
+      buckets = _buckets(src, tgt, num_buckets=0, max_padding=limit, batch_size=64)
+      padding = bucketing.padding_fraction(buckets, src_len, tgt_len)
+      self.assertLessEqual(max(padding.values()), limit)
+      fewest[limit] = len(buckets)
+    self.assertLess(fewest[0.2], fewest[0.1])  # a looser limit needs fewer shapes (compiles)
+    # The default plan of a few equal shapes pads far more.
+    self.assertGreater(bucketing.padding_fraction(_buckets(src, tgt, num_buckets=2, batch_size=64),
+                                                  src_len, tgt_len)['source'], 0.2)
 
   def test_token_batches_hold_about_batch_tokens(self):
     src, _ = _split(200)
@@ -67,7 +114,7 @@ class BucketingTest(parameterized.TestCase):
     buckets = _buckets(src, tgt, num_buckets=3, batch_tokens=256, multiple=4)
     for b in buckets:
       self.assertEqual(b.batch_size % 4, 0)
-      self.assertLessEqual(b.batch_size * b.tgt_len, 256 + 4 * b.tgt_len)
+      self.assertLessEqual(b.batch_size * b.tgt_len, max(256, 4 * b.tgt_len))
     self.assertGreater(buckets[0].batch_size, buckets[-1].batch_size)
 
   def test_seeded_and_reshuffled_every_epoch(self):
@@ -76,21 +123,30 @@ class BucketingTest(parameterized.TestCase):
     a = bucketing.BucketedBatches(src, tgt, buckets, seed=1)
     b = bucketing.BucketedBatches(src, tgt, buckets, seed=1)
     c = bucketing.BucketedBatches(src, tgt, buckets, seed=2)
-    first = [_ids_of(a[i]) for i in range(a.batches_per_epoch)]
-    self.assertEqual(first, [_ids_of(b[i]) for i in range(b.batches_per_epoch)])
-    self.assertNotEqual(first, [_ids_of(c[i]) for i in range(c.batches_per_epoch)])
-    second = [_ids_of(a[i]) for i in range(a.batches_per_epoch, 2 * a.batches_per_epoch)]
-    self.assertNotEqual(first, second)
+    first = [_ids_of(x) for x in _epoch(a)]
+    self.assertEqual(first, [_ids_of(x) for x in _epoch(b)])
+    self.assertNotEqual(first, [_ids_of(x) for x in _epoch(c)])
+    self.assertNotEqual(first, [_ids_of(x) for x in _epoch(a, 1)])
+
+  def test_the_batches_of_a_seed_are_pinned(self):
+    """The plan is part of every reported result: a change to it must be deliberate. If this fails because the
+    batching plan was changed on purpose, say so in the commit and the README, and update the digest."""
+    src, tgt = _split(500, seed=7)
+    source = bucketing.BucketedBatches(src, tgt, _buckets(src, tgt, num_buckets=0, batch_size=16), seed=11)
+    digest = hashlib.sha256()
+    for batch in _epoch(source) + _epoch(source, 1):
+      digest.update(np.asarray(_ids_of(batch) + list(batch['targets'].shape), np.int64).tobytes())
+    self.assertEqual(digest.hexdigest()[:16], 'e1f7e5d3f6c58435')
 
   def test_padding_fraction(self):
     src, tgt = _split(50)
     buckets = _buckets(src, tgt, num_buckets=2, batch_size=8)
     lengths = np.array([len(x) for x in src]), np.array([len(x) for x in tgt])
-    source = bucketing.BucketedBatches(src, tgt, buckets, 0)
-    batches = [source[i] for i in range(source.batches_per_epoch)]
-    real = sum(int(b['inputs_mask'].sum()) for b in batches)
-    padded = sum(b['inputs'].size for b in batches)
-    self.assertAlmostEqual(bucketing.padding_fraction(buckets, *lengths)['source'], 1 - real / padded, places=3)
+    batches = _epoch(bucketing.BucketedBatches(src, tgt, buckets, 0))
+    for side, key in (('source', 'inputs_mask'), ('target', 'targets')):
+      real = sum(int((b[key] != 0).sum()) for b in batches)
+      padded = sum(b[key].size for b in batches)
+      self.assertAlmostEqual(bucketing.padding_fraction(buckets, *lengths)[side], 1 - real / padded, places=3)
 
 
 class IteratorTest(absltest.TestCase):

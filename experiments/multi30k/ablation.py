@@ -18,11 +18,11 @@ from s2s_jax import config_lib
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
-  # size: (epochs, seeds, embed, hidden, vocabulary cap, dropout, length buckets)
+  # size: (epochs, seeds, embed, hidden, vocabulary cap, dropout, length buckets: 0 = the fewest within max_padding)
   epochs, seeds, embed, hidden, vocab, dropout, buckets = {
       'tiny': (1, 2, 16, 32, 0, 0.3, 2),
-      'small': (2, 3, 96, 128, 3_000, 0.2, 6),
-      'base': (12, 3, 256, 512, 0, 0.3, 4)}[arg.size]
+      'small': (2, 3, 96, 128, 3_000, 0.2, 0),
+      'base': (12, 3, 256, 512, 0, 0.3, 0)}[arg.size]
   c = config_lib.multi30k_config(arg.size, epochs=epochs, batch_size=128, max_vocab_size=vocab)
   c.data.num_buckets = buckets
   c.model.update(cell='gru', num_layers=1, bidirectional=True, bridge='dense', attention='bahdanau',

@@ -20,6 +20,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.decode.update(beam_size=1, length_alpha=0.0, max_len=25)
   if arg.size == 'tiny':
     c.model.update(embed_dim=16, hidden_dim=32)
-  elif arg.size == 'base':
-    c.data.update(num_buckets=1)  # the tutorial's padding, for an exact reproduction on a GPU
   return c

@@ -1,7 +1,7 @@
 """Multi30k De->En, this project's strong recurrent model: SentencePiece subwords (unigram, 6,000 per side, cased),
 a 2-layer bidirectional LSTM encoder (256 units per direction), a 2-layer LSTM decoder of 512 with Luong `general`
 attention and input feeding, dropout 0.3, label smoothing 0.1, Adam 1e-3 with warmup and cosine decay, batches of
-about 2,000 target tokens in 4 length buckets, best checkpoint by validation BLEU, beam 5 with length penalty 1.0.
+about 2,000 target tokens in length buckets, best checkpoint by validation BLEU, beam 5 with length penalty 1.0.
 
   python -m s2s_jax.main --config=experiments/multi30k/strong.py --workdir=/tmp/m30k_strong
   python -m s2s_jax.evaluate --workdir=/tmp/m30k_strong --split=test
@@ -18,7 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   epochs = {'tiny': 1, 'small': 25, 'base': 40}[arg.size]
   c = config_lib.multi30k_config(arg.size, epochs=epochs, batch_size=64, tokenizer='sentencepiece',
                                  max_vocab_size=6_000)
-  c.data.update(lowercase=False, spm_model_type='unigram', batch_tokens=2_000, num_buckets=4)
+  c.data.update(lowercase=False, spm_model_type='unigram', batch_tokens=2_000)
   c.model.update(cell='lstm', num_layers=2, bidirectional=True, encoder_hidden_dim=256, bridge='dense',
                  attention='luong', attention_score='general', input_feeding=True, embed_dim=256, hidden_dim=512,
                  dropout_rate=0.3)

@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.update(name='fsdd', tokenizer='word', task_max_len=7, num_train_examples=num_train,
                 num_eval_examples=num_eval, num_mel_bins=40, max_src_len=600, max_tgt_len=10,
                 src_len_policy='truncate', tgt_len_policy='filter', batch_size=32, eval_batch_size=100,
-                num_buckets=4, test_splits='test_speaker,test_random')
+                num_buckets=0, test_splits='test_speaker,test_random')
   c.model.update(cell='gru', num_layers=2, bidirectional=True, pyramid=True, frame_stride=4, bridge='dense',
                  attention='bahdanau', attention_score='additive', embed_dim=embed_dim, hidden_dim=hidden_dim,
                  dropout_rate=0.2, specaug_masks=2, specaug_freq_width=8, specaug_time_width=20)

@@ -18,7 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.update(name='tatoeba', source_lang='en', target_lang='fr', tokenizer='sentencepiece',
                 spm_model_type='unigram', max_vocab_size=8_000, max_src_len=48, max_tgt_len=48,
                 src_len_policy='filter', tgt_len_policy='filter', batch_size=64, batch_tokens=1_500,
-                num_buckets=4, eval_batch_size=256)
+                num_buckets=0, eval_batch_size=256)
   c.model.update(cell='gru', num_layers=2, bidirectional=True, encoder_hidden_dim=256, bridge='dense',
                  attention='bahdanau', attention_score='additive', embed_dim=256, hidden_dim=512,
                  dropout_rate=0.2)

@@ -253,15 +253,20 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
   report.update(src_vocab_size=len(src_vocab) if isinstance(src_vocab, vocab_lib.Vocab) else 0,
                 tgt_vocab_size=len(tgt_vocab), padded_src_len=src_len, padded_tgt_len=tgt_len)
   buckets = None
-  if data_config.num_buckets > 1 or data_config.batch_tokens:
+  if data_config.num_buckets != 1 or data_config.batch_tokens:
     train = splits['train']
     lengths = (np.array([len(x) for x in train.src_ids]), np.array([len(x) for x in train.tgt_ids]))
     buckets = bucketing.make_buckets(*lengths, num_buckets=data_config.num_buckets,
-                                     batch_size=data_config.batch_size, batch_tokens=data_config.batch_tokens,
-                                     multiple=batch_multiple, src_cap=src_len, tgt_cap=tgt_len)
+                                     max_padding=data_config.max_padding, batch_size=data_config.batch_size,
+                                     batch_tokens=data_config.batch_tokens, multiple=batch_multiple)
     report['splits']['train']['padding_fraction'] = bucketing.padding_fraction(buckets, *lengths)
+    counts = bucketing.batches_per_bucket(buckets)
     report['train_buckets'] = [{'examples': len(b.example_ids), 'src_len': b.src_len, 'tgt_len': b.tgt_len,
-                                'batch_size': b.batch_size} for b in buckets]
+                                'batch_size': b.batch_size, 'batches_per_epoch': n} for b, n in zip(buckets, counts)]
+    report['train_batch_shapes'] = len(buckets)
+    report['train_batches_per_epoch'] = sum(counts)
+    logging.info('Training batches: %d shapes, %d batches per epoch, padding %s', len(buckets), sum(counts),
+                 report['splits']['train']['padding_fraction'])
   logging.info('Data %s: %s', data_config.name, {k: len(v) for k, v in splits.items()})
   return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets)
 
