@@ -33,7 +33,7 @@ def _check_batch_sizes(config: ml_collections.ConfigDict) -> None:
 
 
 def _log_train(writer, step: int, log_sums: dict[str, Any], lr: float, seconds: float, progress,
-               last_checkpoint: int | None, skip_nonfinite: bool) -> None:
+               last_checkpoint: int | None, skip_nonfinite: bool, compile_s: float) -> None:
   """Writes the train/* metrics summed on device since the last log (pulling them is the loop's only host sync)."""
   sums = {k: float(v) for k, v in log_sums.items()}
   if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
@@ -48,7 +48,7 @@ def _log_train(writer, step: int, log_sums: dict[str, Any], lr: float, seconds: 
   if skip_nonfinite:
     scalars['train/skipped_updates'] = sums['skipped']
   writer.write_scalars(step, scalars)
-  logging.info('%s', progress.line(step))
+  logging.info('%s', progress.line(step, compile_s))
 
 
 def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None:
@@ -90,10 +90,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
                jax.device_count(), config.num_seeds)
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
-  p_train_step = jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,))
+  p_train_step = steps.CompiledByShape(jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,)),
+                                       'train step')
   evaluator = evaluation.Evaluator(model, data, config)
   state = flax.jax_utils.replicate(state)
-  progress, tick = writers.Progress(first_step, config.num_train_steps), time.time()
+  progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
   with preemption_lib.Preemption() as preemption:
     for step in range(first_step + 1, config.num_train_steps + 1):
       state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
@@ -102,7 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
         sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
         for k, writer in enumerate(runs.writers):
           _log_train(writer, step, runs.pick(sums, k, replicated=False), float(schedule(step - 1)),
-                     time.time() - tick, progress, mngr.latest_step(), config.optim.skip_nonfinite)
+                     time.time() - tick - (p_train_step.seconds - compile_at_tick), progress, mngr.latest_step(),
+                     config.optim.skip_nonfinite, p_train_step.seconds)
         state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
@@ -117,8 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
         _stop_for_preemption(preemption, mngr, state, train_iter, step)
         runs.close()
         return
-      if step % config.log_every_steps == 0:  # rate and ETA measure training only
-        tick = time.time()
+      if step % config.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
+        tick, compile_at_tick = time.time(), p_train_step.seconds
   # Every process logs a digest of its replica of the final parameters: data parallelism keeps them identical
   # (the multi-host test compares the digests of all processes).
   logging.info('Process %d: parameters at step %d have sha256 %s', jax.process_index(), config.num_train_steps,

@@ -87,8 +87,9 @@ class Progress:
     self._first, self._num = first_step, num_steps
     self._t0 = time.time()
 
-  def line(self, step: int) -> str:
-    elapsed = time.time() - self._t0
+  def line(self, step: int, excluded_s: float = 0.0) -> str:
+    """`excluded_s`: seconds since the start that were not training (compiles), left out of the rate."""
+    elapsed = time.time() - self._t0 - excluded_s
     done = step - self._first
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (self._num - step) / rate if rate > 0 else float('nan')
