@@ -9,7 +9,8 @@ synthetic batch of --batch_size x --src_len / --tgt_len random ids after warm-up
 --rounds rounds of --steps steps), `steps_per_s`, `compile_s` (AOT lower().compile(), persistent cache off),
 `peak_rss_mb`, `flops_per_step` (3 x 2 x the multiply-accumulates of every matmul, counted from the shapes;
 XLA's cost_analysis() beside it as `xla_flops_per_step`) and `fraction_of_peak_jnp` / `fraction_of_peak_torch`
-(achieved FLOP/s over a 2048 x 2048 float32 `jnp.dot` / `torch.mm`, measured in the same invocation). With
+(achieved FLOP/s over a 2048 x 2048 float32 `jnp.dot` / `torch.mm`, measured after every round of the same
+invocation; the median of the rounds' ratios). With
 --compare=torch, scripts/torch_reference.py runs the same LSTM architecture in torch.nn.LSTM in subprocesses (1
 and 2 threads, OMP_WAIT_POLICY=PASSIVE), alternating with our rounds; `torch_target_tokens_per_s` is the better
 thread count's median and `ratio_vs_torch` ours over it.
@@ -45,6 +46,7 @@ import numpy as np
 from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
+from s2s_jax import rnn
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file, e.g. experiments/benchmarks/lstm512.py.')
@@ -148,32 +150,43 @@ def measure_decode(config, batch_sizes, beam_sizes, src_len, max_len, vocab, rou
 
 def matmul_macs(cfg: models.Seq2SeqConfig, batch: int, src_len: int, tgt_len: int) -> int:
   """Multiply-accumulates of the matmuls of one forward pass of a token-input model (embedding lookups excluded):
-  encoder and decoder gate matmuls, the bridge, attention (keys / query projections, scores, context, Luong's
-  combination) and the vocabulary projection. FLOPs per train step = 3 x 2 x this (forward + backward)."""
-  gates = {'lstm': 4, 'gru': 3, 'rnn': 1}[cfg.cell]
-  h, e, dirs = cfg.hidden_dim, cfg.embed_dim, cfg.num_directions
-  enc_h = cfg.encoder_units
-  macs, inp = 0, e
-  for _ in range(cfg.num_layers):
-    macs += dirs * batch * src_len * gates * enc_h * (inp + enc_h)
-    inp = dirs * enc_h
+  encoder and decoder gate matmuls, the bridge, the context's projection (none_concat: once per sentence),
+  attention (keys, the query projection and energies of additive / concat scores, scores, context, Luong's
+  combination) and the output layer over [state; context; embedding] as the flow has them. FLOPs per train step
+  = 3 x 2 x this (forward + backward)."""
+  gates = rnn.num_gates(cfg.cell)
+  h, e, dirs, layers = cfg.hidden_dim, cfg.embed_dim, cfg.num_directions, cfg.num_layers
+  enc_h, att = cfg.encoder_units, cfg.attention_dim or cfg.hidden_dim
   memory = dirs * enc_h
+  bs, bt = batch * src_len, batch * tgt_len
+  macs, inp = 0, e
+  for _ in range(layers):
+    macs += dirs * bs * gates * enc_h * (inp + enc_h)
+    inp = memory
   if cfg.bridge == 'dense':
-    macs += cfg.num_layers * (2 if cfg.cell == 'lstm' else 1) * batch * memory * h
-  extra = {'bahdanau': memory, 'none_concat': memory, 'luong': h if cfg.input_feeding else 0}.get(cfg.attention, 0)
-  macs += batch * tgt_len * gates * h * (e + extra + h)
-  macs += (cfg.num_layers - 1) * batch * tgt_len * gates * h * 2 * h
-  readout = h
+    macs += layers * (2 if cfg.cell == 'lstm' else 1) * batch * memory * h
+  macs += bt * gates * h * (e + h) + (layers - 1) * bt * gates * h * 2 * h
+  if cfg.attention == 'bahdanau':
+    macs += bt * gates * h * memory  # the context joins every step's input
+  elif cfg.attention == 'luong' and cfg.input_feeding:
+    macs += bt * gates * h * h
+  elif cfg.attention == 'none_concat':
+    macs += batch * memory * gates * h  # projected once per sentence
+  out = h + (memory if cfg.attention == 'bahdanau' or cfg.context_to_output else 0) + (e if cfg.embed_to_output else 0)
   if cfg.attention in ('bahdanau', 'luong'):
-    if cfg.attention_score == 'general' or memory != h:
-      macs += batch * src_len * memory * h  # keys (general: W a_s once per source step)
-    macs += 2 * batch * tgt_len * src_len * h  # scores and context
-    if cfg.attention == 'luong':
-      macs += batch * tgt_len * (memory + h) * h  # h~ = tanh(W_c [c; h])
+    score = cfg.attention_score
+    if score in ('additive', 'concat'):
+      macs += bs * memory * att + bt * h * att + bt * src_len * att * (2 if cfg.coverage else 1)
+    elif score == 'location':
+      macs += bt * h * cfg.max_src_len
     else:
-      readout = h + memory
-  macs += batch * tgt_len * readout * cfg.tgt_vocab_size
-  return macs
+      macs += bt * src_len * h + (bs * memory * h if score == 'general' or memory != h else 0)
+    macs += bt * src_len * memory  # the context
+    if cfg.attention == 'luong':
+      macs += bt * (memory + h) * h  # h~ = tanh(W_c [c; h])
+  if cfg.tie_embeddings:
+    return macs + bt * out * e + bt * e * cfg.tgt_vocab_size
+  return macs + bt * out * cfg.tgt_vocab_size
 
 
 def _dot_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -183,14 +196,37 @@ def _dot_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / statistics.median(_time(dot, x, x) for _ in range(repeats)) / 1e9
 
 
+def torch_arch(cfg: models.Seq2SeqConfig) -> str:
+  """The scripts/torch_reference.py architecture that mirrors a model config; UsageError when none does."""
+  m = cfg
+  plain = not (m.pointer_generator or m.coverage or m.tie_embeddings or m.pyramid)
+  archs = {
+      'luong': m.cell == 'lstm' and m.attention == 'luong' and m.attention_score == 'general'
+               and not m.input_feeding and not m.bidirectional and m.bridge == 'copy',
+      'sutskever': m.cell == 'lstm' and m.attention == 'none_init' and not m.bidirectional and m.bridge == 'copy',
+      'cho': m.cell == 'gru' and m.attention == 'none_concat' and m.context_to_output and m.embed_to_output
+             and m.num_layers == 1 and not m.bidirectional and m.bridge == 'copy',
+      'bahdanau': m.cell == 'gru' and m.attention == 'bahdanau' and m.attention_score == 'additive'
+                  and m.embed_to_output and m.num_layers == 1 and m.bidirectional and m.bridge == 'dense',
+      'input_feeding': m.cell == 'lstm' and m.attention == 'luong' and m.attention_score == 'general'
+                       and m.input_feeding and m.bidirectional and m.bridge == 'dense'}
+  for arch, match in archs.items():
+    if plain and match and m.input_kind == 'tokens':
+      return arch
+  raise app.UsageError('--compare=torch has PyTorch peers of experiments/benchmarks/lstm512.py and the four '
+                       'experiments/multi30k/ models (scripts/torch_reference.py); this config is another model.')
+
+
 def _torch_round(config, batch: int, src_len: int, tgt_len: int, vocab: int, steps: int, threads: int) -> dict:
   """One run of scripts/torch_reference.py in a fresh process; its JSON line."""
   import subprocess  # pylint: disable=g-import-not-at-top
-  m = config.model
+  cfg = config_lib.model_config(config)
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'torch_reference.py')
-  args = [sys.executable, script, f'--threads={threads}', f'--batch_size={batch}', f'--src_len={src_len}',
-          f'--tgt_len={tgt_len}', f'--vocab_size={vocab}', f'--embed_dim={m.embed_dim}',
-          f'--hidden_dim={m.hidden_dim}', f'--num_layers={m.num_layers}', f'--steps={steps}', '--repeats=1',
+  args = [sys.executable, script, f'--arch={torch_arch(cfg)}', f'--threads={threads}', f'--batch_size={batch}',
+          f'--src_len={src_len}', f'--tgt_len={tgt_len}', f'--vocab_size={vocab}', f'--embed_dim={cfg.embed_dim}',
+          f'--hidden_dim={cfg.hidden_dim}', f'--encoder_hidden_dim={cfg.encoder_units}',
+          f'--attention_dim={cfg.attention_dim or cfg.hidden_dim}', f'--num_layers={cfg.num_layers}',
+          f'--dropout={cfg.dropout_rate}', f'--steps={steps}', '--repeats=1',
           f'--grad_clip_norm={config.optim.grad_clip_norm}']
   out = subprocess.run(args, env=dict(os.environ, OMP_WAIT_POLICY='PASSIVE'), capture_output=True, text=True,
                        check=True, timeout=3600)
@@ -205,13 +241,11 @@ def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, st
   from s2s_jax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   from s2s_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_enable_compilation_cache', False)
-  if compare == 'torch' and (config.model.cell != 'lstm' or config.model.bidirectional or config.model.attention
-                             != 'luong' or config.model.input_feeding or config.model.attention_score != 'general'):
-    raise app.UsageError('--compare=torch mirrors a unidirectional LSTM with Luong `general` attention and no input '
-                         'feeding (experiments/benchmarks/lstm512.py); this config is another model.')
   config.model.update(src_vocab_size=config.model.src_vocab_size or vocab,
                       tgt_vocab_size=config.model.tgt_vocab_size or vocab, max_src_len=src_len)
   cfg = config_lib.model_config(config)
+  if compare == 'torch':
+    torch_arch(cfg)  # fails before anything is timed when no peer mirrors the config
   model = models.Seq2Seq(cfg)
   tx = optim.make_optimizer(config.optim, 10 ** 6)
   state = steps_lib.create_train_state(jax.random.PRNGKey(0), model, tx, src_len, tgt_len)
@@ -231,24 +265,25 @@ def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, st
   for _ in range(3):  # warm-up
     state, _ = compiled(state, device_batch)
   jax.block_until_ready(state)
-  ours, torch_rows = [], []
+  ours, peaks, torch_rows = [], [], []
   for _ in range(rounds):
     start = time.perf_counter()
     for _ in range(steps):
       state, _ = compiled(state, device_batch)
     jax.block_until_ready(state)
     ours.append((time.perf_counter() - start) / steps)
+    peaks.append(_dot_peak_gflops())  # every round: the machine's speed drifts within minutes
     if compare == 'torch':
       torch_rows += [_torch_round(config, batch, src_len, tgt_len, vocab, steps, threads) for threads in (1, 2)]
   step_s = statistics.median(ours)
   flops = 3 * 2 * matmul_macs(cfg, batch, src_len, tgt_len)
-  peak = _dot_peak_gflops()
+  peak = statistics.median(peaks)
   result = {'batch_size': batch, 'src_len': src_len, 'tgt_len': tgt_len, 'vocab_size': vocab, 'steps': steps,
             'rounds': rounds, 'step_s_rounds': ours, 'steps_per_s': 1.0 / step_s,
             'target_tokens_per_s': batch * tgt_len / step_s, 'compile_s': compile_s,
             'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 'flops_per_step': flops,
-            'xla_flops_per_step': xla_flops, 'jnp_dot_gflops': peak,
-            'fraction_of_peak_jnp': flops / step_s / (peak * 1e9)}
+            'xla_flops_per_step': xla_flops, 'jnp_dot_gflops': peak, 'jnp_dot_gflops_rounds': peaks,
+            'fraction_of_peak_jnp': statistics.median(flops / s / (p * 1e9) for s, p in zip(ours, peaks))}
   if torch_rows:
     by_threads = {t: statistics.median(r['target_tokens_per_s'] for r in torch_rows if r['threads'] == t)
                   for t in (1, 2)}
