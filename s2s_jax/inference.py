@@ -105,15 +105,21 @@ class Decoder:
   def __call__(self, params, examples: Sequence[np.ndarray], collate: Callable[..., dict[str, np.ndarray]],
                memory_len: Callable[[np.ndarray], int] = len) -> list[Hypotheses]:
     """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
-    `memory_len(example)` is how many encoder memory steps (attention columns) an example has."""
-    out = []
-    for start in range(0, len(examples), self.batch_size):
-      chunk = examples[start:start + self.batch_size]
+    `memory_len(example)` is how many encoder memory steps (attention columns) an example has.
+
+    Examples are decoded in order of length, so each batch holds inputs of similar length and its search stops
+    at a similar output length; the results come back in the order given (a sentence's output does not depend on
+    its batch)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    out = [None] * len(examples)
+    for start in range(0, len(order), self.batch_size):
+      rows = order[start:start + self.batch_size]
+      chunk = [examples[i] for i in rows]
       batch = collate(chunk, self.batch_size, self.src_len)
       result = jax.device_get(self._predict(params, steps.shard_batch(batch)))
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[:len(chunk)] for x in result]
-      for i, example in enumerate(chunk):
-        out.append(self._hypotheses(seqs[i], scores[i], attn[0][i, :, :, :memory_len(example)] if attn else None))
+      for j, (i, example) in enumerate(zip(rows, chunk)):
+        out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, :memory_len(example)] if attn else None)
     return out
 
   def _hypotheses(self, seqs_KxT: np.ndarray, scores_K: np.ndarray, attn_KxTxS: np.ndarray | None) -> Hypotheses:
