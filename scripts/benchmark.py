@@ -3,6 +3,7 @@
   python scripts/benchmark.py train --config=experiments/benchmarks/lstm512.py [--compare=torch] --json=/tmp/t.json
   python scripts/benchmark.py decode --config=experiments/benchmarks/lstm512.py --json=/tmp/decode.json
   python scripts/benchmark.py scaling --config=experiments/benchmarks/lstm512.py --json=/tmp/scaling.json
+  python scripts/benchmark.py epoch --config=experiments/multi30k/bahdanau_bigru.py --trees=../old,. --json=/tmp/e.json
 
 `train` times the real pmapped train step (s2s_jax.steps.train_step with the config's optimizer) on a fixed
 synthetic batch of --batch_size x --src_len / --tgt_len random ids after warm-up: `target_tokens_per_s` (median of
@@ -19,6 +20,13 @@ thread count's median and `ratio_vs_torch` ours over it.
 of the config at a time: --scale_batch_sizes, --scale_lengths (source and target length together) and
 --scale_hidden_dims (model.hidden_dim); it prints a Markdown table of target tokens/s, ms per step, compile seconds
 and peak RSS per row.
+
+`epoch` runs `python -m s2s_jax.main` for one real epoch of the config's training data in a fresh process and
+workdir (data already prepared in data.data_dir), then the evaluation the config runs (validation loss and decoded
+scores; no test evaluation), and reads the time of each milestone from its log: start-up, training (compiles
+included; `compile_s` is their sum where the version logs them), evaluation, and the evaluation's share of the wall
+time at the config's own cadence (eval_every_steps). With --trees=A,B the runs alternate between source trees
+(checkouts of two commits), each with the epoch length of its own batching plan.
 
 `decode` times beam search on a randomly initialised model of the config at fixed shapes: every decode runs exactly
 --max_len steps (EOS is allowed only at the last one), so per-step costs compare across beam sizes. For each batch
@@ -66,6 +74,7 @@ _NO_WAIT = flags.DEFINE_bool('no_wait', False, 'Do not wait for an idle machine 
 _SCALE_BATCH = flags.DEFINE_list('scale_batch_sizes', ['16', '32', '64', '128'], 'scaling: batch sizes.')
 _SCALE_LEN = flags.DEFINE_list('scale_lengths', ['15', '30', '60', '120'], 'scaling: source = target lengths.')
 _SCALE_HIDDEN = flags.DEFINE_list('scale_hidden_dims', ['256', '512', '1024'], 'scaling: model.hidden_dim values.')
+_TREES = flags.DEFINE_list('trees', [], 'epoch: source trees (checkouts) to time, alternated (default: this one).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -358,9 +367,109 @@ def _config_args() -> list[str]:
   return [f'--config={config_flags.get_config_filename(flag)}'] + [f'--config.{k}={v}' for k, v in overrides.items()]
 
 
+def _epoch_length(report: dict) -> int:
+  """Training batches per epoch from a run's data_report.json (also for the plans of earlier versions)."""
+  if 'train_batches_per_epoch' in report:
+    return report['train_batches_per_epoch']
+  if 'train_buckets' in report:  # an earlier plan: every bucket padded its own last batch
+    return sum(-(-b['examples'] // b['batch_size']) for b in report['train_buckets'])
+  raise ValueError('epoch needs a bucketed config (data.num_buckets != 1 or data.batch_tokens > 0).')
+
+
+def _run_main(tree: str, config_args: list[str], overrides: dict, workdir: str) -> dict:
+  """One `python -m s2s_jax.main` of the source tree `tree` in a fresh process: seconds from its start to each
+  milestone of its log, read as the lines arrive."""
+  import re  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  args = [sys.executable, '-m', 's2s_jax.main', f'--workdir={workdir}', *config_args,
+          *[f'--config.{k}={v}' for k, v in overrides.items()]]
+  env = dict(os.environ, PYTHONPATH=tree)
+  start = time.perf_counter()
+  marks, compile_s, tail = {}, 0.0, []
+  with subprocess.Popen(args, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as p:
+    for line in p.stderr:
+      now = time.perf_counter() - start
+      tail = (tail + [line])[-30:]
+      if 'Training from step' in line:
+        marks.setdefault('train_start', now)
+      elif re.search(r'\] \[\d+\] train/', line):
+        marks['train_end'] = now
+      elif re.search(r'\] \[\d+\] eval/', line):
+        marks['eval_end'] = now
+      if m := re.search(r'Compiled the train step .* in ([0-9.]+) s', line):
+        compile_s += float(m.group(1))
+  if p.returncode:
+    raise RuntimeError(f'{" ".join(args)} failed (exit {p.returncode}):\n' + ''.join(tail))
+  marks['exit'] = time.perf_counter() - start
+  marks['compile_s'] = compile_s if compile_s else None  # versions before lazy compiles do not log them
+  return marks
+
+
+def measure_epoch(config, config_args: list[str], trees: list[str], rounds: int) -> dict:
+  """One real epoch of training and the evaluation the config runs after it, per source tree, alternated."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  quiet = {'data.test_splits': '', 'checkpoint_every_steps': 1, 'log_every_steps': 1, 'eval_every_steps': 1,
+           'num_train_steps': 1, 'eval.num_decode_examples': 1}
+  lengths, reports = {}, {}
+  for tree in trees:  # the epoch length of each tree's own plan, from a one-step run's data_report.json
+    workdir = tempfile.mkdtemp(prefix='s2s_epoch_')
+    try:
+      _run_main(tree, config_args, quiet, workdir)
+      with open(os.path.join(workdir, 'data_report.json'), encoding='utf-8') as f:
+        reports[tree] = json.load(f)
+    finally:
+      shutil.rmtree(workdir, ignore_errors=True)
+    lengths[tree] = _epoch_length(reports[tree])
+  runs = {tree: [] for tree in trees}
+  for _ in range(rounds):
+    for tree in trees:
+      steps = lengths[tree]
+      workdir = tempfile.mkdtemp(prefix='s2s_epoch_')
+      try:
+        marks = _run_main(tree, config_args, {'data.test_splits': '', 'num_train_steps': steps, 'log_every_steps': steps,
+                                              'checkpoint_every_steps': steps, 'eval_every_steps': steps}, workdir)
+      finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+      run = {'startup_s': marks['train_start'], 'train_s': marks['train_end'] - marks['train_start'],
+             'eval_s': marks['eval_end'] - marks['train_end'], 'compile_s': marks['compile_s']}
+      run['epoch_s'] = run['train_s'] + run['eval_s']
+      step_s = (run['train_s'] - (run['compile_s'] or 0.0)) / steps
+      run['eval_share_at_config_cadence'] = run['eval_s'] / (run['eval_s'] + step_s * config.eval_every_steps)
+      runs[tree].append(run)
+      logging.info('%s: %s', tree, run)
+  out = {}
+  for tree in trees:
+    report = reports[tree]
+    med = lambda key, r=runs[tree]: statistics.median(x[key] for x in r) if r[0][key] is not None else None
+    out[tree] = {'steps_per_epoch': lengths[tree], 'runs': runs[tree],
+                 'padding_fraction': report['splits']['train']['padding_fraction'],
+                 'train_batch_shapes': len(report.get('train_buckets', [])),
+                 **{key: med(key) for key in ('epoch_s', 'train_s', 'eval_s', 'compile_s', 'startup_s',
+                                               'eval_share_at_config_cadence')}}
+  return {'trees': out, 'rounds': rounds, 'eval_every_steps': config.eval_every_steps,
+          'eval_num_decode_examples': config.eval.num_decode_examples}
+
+
+def _epoch_main(config, load: float) -> None:
+  trees = [os.path.abspath(t) for t in _TREES.value] or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+  result = measure_epoch(config, _config_args(), trees, _ROUNDS.value)
+  result.update(load_average_before=load, command_line=' '.join(sys.argv))
+  print('| tree | batches per epoch | shapes | padding source / target | compile s | train s | eval s | epoch min | '
+        'eval share at the config cadence |\n|---|---:|---:|---|---:|---:|---:|---:|---:|')
+  for tree, r in result['trees'].items():
+    compile_s = f'{r["compile_s"]:.0f}' if r['compile_s'] is not None else 'n/a'
+    print(f'| {tree} | {r["steps_per_epoch"]} | {r["train_batch_shapes"]} | {r["padding_fraction"]["source"]:.3f} / '
+          f'{r["padding_fraction"]["target"]:.3f} | {compile_s} | {r["train_s"]:.0f} | {r["eval_s"]:.0f} | '
+          f'{r["epoch_s"] / 60:.1f} | {r["eval_share_at_config_cadence"]:.3f} |')
+  if _JSON.value:
+    with open(_JSON.value, 'w', encoding='utf-8') as f:
+      json.dump(result, f, indent=2)
+
+
 def main(argv):
-  if len(argv) < 2 or argv[1] not in ('train', 'decode', 'scaling'):
-    raise app.UsageError('usage: benchmark.py train|decode|scaling --config=FILE --json=OUT [flags]')
+  if len(argv) < 2 or argv[1] not in ('train', 'decode', 'scaling', 'epoch'):
+    raise app.UsageError('usage: benchmark.py train|decode|scaling|epoch --config=FILE --json=OUT [flags]')
   if len(argv) > 2:
     raise app.UsageError(f'Unexpected arguments: {argv[2:]}')
   config = config_lib.to_dict(_CONFIG.value)
@@ -373,6 +482,9 @@ def main(argv):
   vocab = _VOCAB.value or config.model.tgt_vocab_size or config.data.task_num_symbols + 4
   if argv[1] == 'train':
     _train_main(config, src_len, vocab, load)
+    return
+  if argv[1] == 'epoch':
+    _epoch_main(config, load)
     return
   if argv[1] == 'scaling':
     base = {'batch_size': _BATCH_SIZE.value or config.data.batch_size, 'src_len': src_len,
