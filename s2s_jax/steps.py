@@ -211,14 +211,21 @@ class CompiledByShape:
 
   def __call__(self, state, batch: Batch):
     key = tuple((k, v.shape) for k, v in sorted(batch.items()))
-    if key not in self._compiled:
-      start = time.perf_counter()
+    if key in self._compiled:
+      return self._compiled[key](state, batch)
+    start, out = time.perf_counter(), None
+    if jax.process_count() == 1:
       self._compiled[key] = self._p_fn.lower(state, batch).compile()
-      seconds = time.perf_counter() - start
-      self.seconds += seconds
-      logging.info('Compiled the %s for batch shape %s in %.1f s (%d shapes, %.1f s so far).', self._name,
-                   ', '.join(f'{k} {list(shape)}' for k, shape in key), seconds, len(self._compiled), self.seconds)
-    return self._compiled[key](state, batch)
+    else:
+      # With several processes a pmap lowers for the global device count but is called with the local shards, so
+      # its AOT executable cannot be called; the pmap's own cache compiles instead, timed with its first step.
+      self._compiled[key] = self._p_fn
+      out = jax.block_until_ready(self._p_fn(state, batch))
+    seconds = time.perf_counter() - start
+    self.seconds += seconds
+    logging.info('Compiled the %s for batch shape %s in %.1f s (%d shapes, %.1f s so far).', self._name,
+                 ', '.join(f'{k} {list(shape)}' for k, shape in key), seconds, len(self._compiled), self.seconds)
+    return self._compiled[key](state, batch) if out is None else out
 
 
 def shard_batch(batch: dict[str, np.ndarray]) -> Batch:
