@@ -2,8 +2,11 @@
 the best evaluation by eval.metric / eval.mode). The two managers own separate folders, so neither deletes the
 other's files. A saved state is a plain dict, never a TrainState object.
 """
+import glob
 import hashlib
 import os
+import shutil
+import time
 from typing import Any
 
 from absl import logging
@@ -20,10 +23,13 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 
 
 def make_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointManager:
+  if jax.process_index() == 0:  # orbax leaves these of an interrupted save when a best_fn is set
+    for folder in glob.glob(os.path.join(workdir, 'best', '*.orbax-checkpoint-tmp*')):
+      shutil.rmtree(folder, ignore_errors=True)
   return ocp.CheckpointManager(
       os.path.join(workdir, 'best'),
       options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[metric], best_mode=mode,
-                                           create=True))
+                                           create=True, cleanup_tmp_directories=True))
 
 
 def state_dict(state) -> dict[str, Any]:
@@ -54,13 +60,20 @@ def save(mngr: ocp.CheckpointManager, state, data_iter, force: bool = False) -> 
 def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
   """Restores the newest intact checkpoint (and the iterator, in place) into `state`; `state` if there is none.
 
-  A damaged checkpoint (truncated or missing files, unreadable metadata, non-finite values) is skipped with a
-  warning naming the problem, and the next older one is tried; if every checkpoint is damaged this raises instead
-  of silently starting over.
+  A damaged checkpoint (truncated or missing files, unreadable metadata, non-finite values) is moved aside to
+  `checkpoints/<step>.damaged-<time>/` (kept for inspection; orbax never counts it as a step, so the run can save
+  that step again) with a warning naming the problem, and the next older one is tried; if every checkpoint is
+  damaged this raises instead of silently starting over. A checkpoint whose parameters do not fit the model (their
+  tree or shapes differ, e.g. after --allow_config_change of a model field) is an error that says so, and is left
+  in place.
   """
   target = jax.device_get(state_dict(state))
   problems = []
   for step in sorted(mngr.all_steps(read=True), reverse=True):
+    if mismatch := _shape_mismatch(mngr, step, target):  # orbax would restore the stored shapes without a word
+      raise ValueError(f'Checkpoint {step} in {mngr.directory} does not fit this model ({mismatch}); a model field '
+                       'changed (--allow_config_change does not convert checkpoints). Use a new workdir, or undo '
+                       'the change.')
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
@@ -68,16 +81,46 @@ def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
         raise ValueError('non-finite parameters')
     except Exception as e:  # pylint: disable=broad-except  (any failure means this checkpoint is unusable)
       problems.append(f'step {step}: {type(e).__name__}: {str(e)[:300]}')
-      logging.warning('Checkpoint %d in %s is damaged (%s); trying an older one.', step, mngr.directory,
-                      problems[-1])
+      aside = _move_aside(mngr, step)
+      logging.warning('Checkpoint %d in %s is damaged (%s); moved it to %s; trying an older one.', step,
+                      mngr.directory, problems[-1], aside)
       continue
     if problems:
       logging.warning('Resuming from step %d after skipping damaged checkpoints: %s', step, '; '.join(problems))
     return state.replace(**restored.state)
   if problems:
     raise RuntimeError(f'No intact checkpoint in {mngr.directory}: ' + '; '.join(problems) +
-                       '. Move the folder away to start the run again from scratch.')
+                       '. The damaged ones were moved to <step>.damaged-<time>; run again to start from scratch.')
   return state
+
+
+def _move_aside(mngr: ocp.CheckpointManager, step: int) -> str:
+  """Renames a damaged step folder to `<step>.damaged-<time>` and makes the manager forget the step."""
+  folder = os.path.join(os.fspath(mngr.directory), str(step))
+  aside = f'{folder}.damaged-{time.strftime("%Y%m%dT%H%M%S")}'
+  os.rename(folder, aside)
+  mngr.reload()
+  return aside
+
+
+def _shape_mismatch(mngr: ocp.CheckpointManager, step: int, target) -> str | None:
+  """How the stored parameters' tree or shapes differ from `target`'s, when the stored metadata is readable (None
+  if it is not, or if they agree)."""
+  try:
+    stored = ocp.StandardCheckpointer().metadata(os.path.join(os.fspath(mngr.directory), str(step), 'state'))
+    stored = jax.tree.map(lambda m: tuple(m.shape), stored.item_metadata.tree['params'])
+  except Exception:  # pylint: disable=broad-except  (unreadable metadata: the checkpoint is damaged)
+    return None
+  wanted = jax.tree.map(lambda x: tuple(np.shape(x)), target['params'])
+  flat_stored = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(stored)}
+  flat_wanted = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(wanted)}
+  if flat_stored.keys() != flat_wanted.keys():
+    extra, missing = sorted(flat_stored.keys() - flat_wanted.keys()), sorted(flat_wanted.keys() - flat_stored.keys())
+    return f'stored but not in the model: {extra[:3]}; in the model but not stored: {missing[:3]}'
+  for key, shape in flat_wanted.items():
+    if flat_stored[key] != shape:
+      return f'{key} is {flat_stored[key]} in the checkpoint and {shape} in the model'
+  return None
 
 
 def best_value(mngr: ocp.CheckpointManager, metric: str) -> float | None:

@@ -184,6 +184,59 @@ def _check_choice(name: str, value: Any, allowed) -> None:
     raise ValueError(f'{name}={value!r} is not one of {tuple(allowed)}.')
 
 
+_BIG = 10**9
+# The allowed range of every numeric field: (low, high, low excluded, high excluded). A field added to base_config
+# without a range here fails config_test (every numeric field must have one).
+RANGES = {
+    'seed': (0, 2**31 - 1, False, False), 'num_seeds': (1, 64, False, False),
+    'num_train_steps': (1, _BIG, False, False), 'log_every_steps': (1, _BIG, False, False),
+    'eval_every_steps': (1, _BIG, False, False), 'checkpoint_every_steps': (1, _BIG, False, False),
+    'keep_checkpoints': (1, 1000, False, False),
+    'data.seed': (0, 2**31 - 1, False, False), 'data.num_train_examples': (1, _BIG, False, False),
+    'data.num_eval_examples': (1, _BIG, False, False), 'data.task_min_len': (1, 100_000, False, False),
+    'data.task_max_len': (1, 100_000, False, False), 'data.task_num_symbols': (1, 100_000, False, False),
+    'data.task_max_digits': (1, 18, False, False), 'data.num_mel_bins': (1, 512, False, False),
+    'data.image_height': (1, 4096, False, False), 'data.image_width': (1, 4096, False, False),
+    'data.image_channels': (1, 3, False, False), 'data.vocab_min_count': (1, _BIG, False, False),
+    'data.max_vocab_size': (0, 10_000_000, False, False), 'data.num_buckets': (0, 256, False, False),
+    'data.max_padding': (0.0, 1.0, True, True), 'data.batch_tokens': (0, 100_000_000, False, False),
+    'data.max_src_len': (1, 1_000_000, False, False), 'data.max_tgt_len': (1, 1_000_000, False, False),
+    'data.batch_size': (1, 1_000_000, False, False), 'data.eval_batch_size': (1, 1_000_000, False, False),
+    'model.src_vocab_size': (0, 100_000_000, False, False), 'model.tgt_vocab_size': (0, 100_000_000, False, False),
+    'model.input_features': (0, 1_000_000, False, False), 'model.frame_stride': (1, 8, False, False),
+    'model.specaug_masks': (0, 100, False, False), 'model.specaug_freq_width': (0, 10_000, False, False),
+    'model.specaug_time_width': (0, 1_000_000, False, False), 'model.cnn_layers': (1, 16, False, False),
+    'model.cnn_features': (1, 65_536, False, False), 'model.image_channels': (1, 3, False, False),
+    'model.num_layers': (1, 64, False, False), 'model.embed_dim': (1, 65_536, False, False),
+    'model.hidden_dim': (1, 65_536, False, False), 'model.encoder_hidden_dim': (0, 65_536, False, False),
+    'model.attention_dim': (0, 65_536, False, False), 'model.max_src_len': (0, 1_000_000, False, False),
+    'model.dropout_rate': (0.0, 1.0, False, True), 'model.init_scale': (0.0, 100.0, True, False),
+    'optim.learning_rate': (0.0, 1e38, False, False), 'optim.warmup_steps': (0, _BIG, False, False),
+    'optim.decay_start_steps': (0, _BIG, False, False), 'optim.decay_every_steps': (0, _BIG, False, False),
+    'optim.decay_factor': (0.0, 1.0, True, False), 'optim.grad_clip_norm': (0.0, 1e9, False, False),
+    'optim.label_smoothing': (0.0, 1.0, False, True), 'optim.weight_decay': (0.0, 100.0, False, False),
+    'optim.momentum': (0.0, 1.0, False, True), 'optim.b1': (0.0, 1.0, False, True),
+    'optim.b2': (0.0, 1.0, False, True), 'optim.eps': (0.0, 1.0, True, False),
+    'optim.grad_accum_steps': (1, 1_000_000, False, False), 'optim.coverage_loss_weight': (0.0, 1000.0, False, False),
+    'optim.doubly_stochastic_weight': (0.0, 1000.0, False, False),
+    'decode.beam_size': (1, 1000, False, False), 'decode.length_alpha': (0.0, 10.0, False, False),
+    'decode.max_len': (0, 100_000, False, False), 'decode.max_len_a': (0.0, 1000.0, False, False),
+    'decode.max_len_b': (0, 100_000, False, False), 'decode.min_len': (0, 100_000, False, False),
+    'decode.no_repeat_ngram_size': (0, 100, False, False), 'decode.coverage_beta': (0.0, 100.0, False, False),
+    'decode.batch_size': (1, 1_000_000, False, False),
+    'eval.num_decode_examples': (1, _BIG, False, False), 'eval.num_samples_to_log': (0, 1_000_000, False, False),
+}
+
+
+def _check_range(key: str, value) -> None:
+  low, high, low_open, high_open = RANGES[key]
+  inside = (math.isfinite(value) and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high))
+  if not inside:
+    raise ValueError(f'{key} must be in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}, '
+                     f'got {value}.')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field before anything is built; raises ValueError with what to change."""
   _check_keys_and_types(config)
@@ -203,25 +256,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.eval.metric not in produced:
     raise ValueError(f'eval.metric={config.eval.metric!r} is not computed by eval.scores={config.eval.scores!r}; '
                      f'add its group ({[g for g, m in SCORE_GROUPS.items() if config.eval.metric in m]}).')
-  positive = ['num_seeds', 'num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-              'keep_checkpoints', 'data.num_train_examples', 'data.num_eval_examples', 'data.max_src_len',
-              'data.max_tgt_len', 'data.batch_size', 'data.eval_batch_size', 'data.vocab_min_count',
-              'optim.grad_accum_steps', 'decode.beam_size', 'decode.batch_size', 'eval.num_decode_examples']
   flat = _flatten(to_dict(config))
-  for key in positive:
-    if flat[key] <= 0:
-      raise ValueError(f'{key} must be positive, got {flat[key]}.')
-  for key in ('optim.learning_rate', 'optim.grad_clip_norm', 'optim.weight_decay', 'optim.momentum',
-              'optim.warmup_steps', 'optim.coverage_loss_weight', 'optim.doubly_stochastic_weight',
-              'decode.max_len', 'decode.length_alpha', 'decode.max_len_a', 'decode.max_len_b',
-              'decode.min_len', 'decode.no_repeat_ngram_size', 'decode.coverage_beta', 'data.max_vocab_size',
-              'data.batch_tokens', 'data.num_buckets'):
-    if flat[key] < 0 or (isinstance(flat[key], float) and not math.isfinite(flat[key])):
-      raise ValueError(f'{key} must be a finite number >= 0, got {flat[key]}.')
-  if not 0.0 < d.max_padding < 1.0:
-    raise ValueError(f'data.max_padding must be in (0, 1), got {d.max_padding}.')
-  if not 0.0 <= o.label_smoothing < 1.0:
-    raise ValueError(f'optim.label_smoothing must be in [0, 1), got {o.label_smoothing}.')
+  for key, value in flat.items():
+    if key in RANGES:
+      _check_range(key, value)
+  if o.weight_decay and o.optimizer != 'adamw':
+    raise ValueError(f'optim.weight_decay={o.weight_decay} applies to optim.optimizer=adamw only; with '
+                     f'{o.optimizer!r} it would do nothing. Use adamw, or set weight_decay=0.')
+  if o.momentum and o.optimizer != 'sgd':
+    raise ValueError(f'optim.momentum={o.momentum} applies to optim.optimizer=sgd only (Adam\'s is optim.b1); with '
+                     f'{o.optimizer!r} it would do nothing. Use sgd, or set momentum=0.')
+  if config.model.dtype == 'float16':
+    raise ValueError('model.dtype=float16 needs loss scaling, which this project does not do (small gradients '
+                     'underflow to 0); use bfloat16 (the same memory and float32\'s range) or float32.')
   max_len = config.decode.max_len or d.max_tgt_len
   if config.decode.min_len >= max_len:
     raise ValueError(f'decode.min_len={config.decode.min_len} must be below the decoding length limit {max_len}.')

@@ -18,6 +18,7 @@ from absl import flags
 
 from s2s_jax import evaluation
 from s2s_jax import inference
+from s2s_jax.data import corpora
 from s2s_jax.data import pipeline
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
@@ -49,8 +50,8 @@ def _examples_and_refs(run: inference.Run):
     return split.src_ids, split.reference_streams(), data.src_len, _SPLIT.value
   if not _REFERENCES.value:
     raise app.UsageError('--source_file needs at least one --reference_file.')
-  sources = inference.read_lines(_SOURCE.value)
-  refs = [inference.read_lines(path) for path in _REFERENCES.value]
+  sources = corpora.read_lines(_SOURCE.value)
+  refs = [corpora.read_lines(path) for path in _REFERENCES.value]
   for path, ref in zip(_REFERENCES.value, refs):
     if len(ref) != len(sources):
       raise app.UsageError(f'{path} has {len(ref)} lines but {_SOURCE.value} has {len(sources)}; they must align.')

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from absl import logging
 import flax
 import jax
 
@@ -63,10 +64,15 @@ def lead_baselines(sources: Sequence[str], num_words: Sequence[int]) -> dict[str
 def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[str]) -> None:
   if jax.process_index() != 0:
     return
-  with open(os.path.join(workdir, f'eval_{name}.json'), 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=2, ensure_ascii=False)
-  with open(os.path.join(workdir, f'eval_{name}.hyp.txt'), 'w', encoding='utf-8') as f:
+  # Both files are written in full to temporary names, then renamed (the JSON last): a kill or an error never
+  # leaves a torn eval_<name>.json, which report.py and sweeps read as the sign that the evaluation finished.
+  paths = [os.path.join(workdir, f'eval_{name}{suffix}') for suffix in ('.hyp.txt', '.json')]
+  with open(paths[0] + '.tmp', 'w', encoding='utf-8') as f:
     f.writelines(h + '\n' for h in hyps)
+  with open(paths[1] + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump(result, f, indent=2, ensure_ascii=False)
+  for path in paths:
+    os.replace(path + '.tmp', path)
 
 
 class Evaluator:
@@ -128,6 +134,7 @@ class Evaluator:
   def test(self, workdir: str, step: int, writer) -> None:
     """Evaluates the best checkpoint on every test split; writes eval_<split>.json, hypotheses and test/*."""
     params, best_step = checkpointing.restore_params(workdir, 'best')
+    logging.info('Testing the best checkpoint (step %d) of %s.', best_step, workdir)
     params = flax.jax_utils.replicate(params)
     for split in filter(None, self.config.data.test_splits.split(',')):
       result, hyps = self.evaluate_split(params, split, best_step)

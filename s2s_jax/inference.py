@@ -18,6 +18,7 @@ from s2s_jax import checkpointing
 from s2s_jax import config_lib
 from s2s_jax import models
 from s2s_jax import steps
+from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
@@ -34,20 +35,6 @@ DECODE_FLAGS = (
     ('coverage_beta', float, 'GNMT coverage penalty weight (0: off).'),
     ('batch_size', int, 'Sentences per decoding batch.'),
 )
-
-
-def read_lines(path: str) -> list[str]:
-  """Lines of a UTF-8 text file ('-': stdin; '.gz' decompressed), without their line endings."""
-  import gzip  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  if path == '-':
-    return sys.stdin.read().splitlines()
-  opener = gzip.open if path.endswith('.gz') else open
-  try:
-    with opener(path, 'rt', encoding='utf-8') as f:
-      return f.read().splitlines()
-  except UnicodeDecodeError as e:
-    raise ValueError(f'{path} is not valid UTF-8 ({e}).') from e
 
 
 def decode_options(run_config, max_len_default: int, **overrides) -> steps.DecodeOptions:
@@ -78,6 +65,7 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
     config = config_lib.from_saved(json.load(f))
   config_lib.validate(config)
   src_vocab, tgt_vocab = (vocab_lib.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
+  workdir_lib.check_vocabs(workdir, config, src_vocab, tgt_vocab)
   params, step = checkpointing.restore_params(workdir, checkpoint)
   return Run(workdir, config, models.Seq2Seq(config_lib.model_config(config)), params, step, src_vocab, tgt_vocab,
              inputs_lib.for_config(config, src_vocab))

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from s2s_jax import config_lib
 from s2s_jax import train
+from s2s_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for config, checkpoints, metrics and evaluations.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file, e.g. experiments/default.py:size=tiny.',
@@ -54,7 +55,11 @@ def main(argv):
     jax.distributed.initialize()  # JAX detects the cluster (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except workdir_lib.WorkdirBusyError as e:
+    logging.error('%s', e)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

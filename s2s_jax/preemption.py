@@ -1,10 +1,12 @@
-"""Preemption: SIGTERM or SIGINT asks the training loop to checkpoint the current step and stop; a second signal
-exits at once.
+"""Preemption: SIGTERM or SIGINT stops a run cleanly at any stage; a second signal exits at once.
 
 Clusters (SLURM, Kubernetes, spot VMs) send SIGTERM before killing a job; Ctrl-C sends SIGINT. The handler only
-sets a flag, which the loop reads after each step, so the checkpoint is written from the main thread with a
-consistent state.
+sets a flag, which the code reads where stopping loses nothing: after each training step (the loop then writes a
+checkpoint of the current step), between the stages of a run (`check`) and between the batches of the final test
+decoding. Inside `immediate()` (data preparation, which can run for minutes) the signal interrupts at once with
+`Preempted`; the preparation's temporary folders are removed on the way out.
 """
+import contextlib
 import os
 import signal
 import threading
@@ -14,6 +16,10 @@ from absl import logging
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class Preempted(BaseException):
+  """Raised to stop a run cleanly (a BaseException, so no `except Exception` on the way swallows it)."""
+
+
 class Preemption:
   """A context manager that turns the first SIGTERM/SIGINT into `requested` and the second into an exit."""
 
@@ -21,6 +27,7 @@ class Preemption:
     self.requested = False
     self.signal_name = ''
     self._previous = {}
+    self._immediate = False
 
   def __enter__(self) -> 'Preemption':
     if threading.current_thread() is threading.main_thread():  # handlers can only be set from the main thread
@@ -33,6 +40,21 @@ class Preemption:
       signal.signal(sig, handler)
     self._previous = {}
 
+  def check(self, stage: str) -> None:
+    """Raises Preempted if a signal came, naming the stage that was completed or abandoned."""
+    if self.requested:
+      raise Preempted(f'{self.signal_name}: stopped {stage}; nothing is lost. Run the same command to continue.')
+
+  @contextlib.contextmanager
+  def immediate(self, stage: str):
+    """Within this block a signal raises Preempted at once (and one that came before, on entry)."""
+    self.check(stage)
+    self._immediate, self._stage = True, stage
+    try:
+      yield
+    finally:
+      self._immediate = False
+
   def _handle(self, signum, frame) -> None:
     del frame
     name = signal.Signals(signum).name
@@ -40,5 +62,8 @@ class Preemption:
       logging.error('Second signal (%s): exiting at once without a checkpoint.', name)
       os._exit(128 + signum)  # pylint: disable=protected-access
     self.requested, self.signal_name = True, name
-    logging.warning('%s received: checkpointing after the current step, then stopping (send it again to exit at '
-                    'once).', name)
+    if self._immediate:
+      self._immediate = False
+      self.check(self._stage)
+    logging.warning('%s received: stopping at the next point where nothing is lost (after the current training '
+                    'step, with a checkpoint; send it again to exit at once).', name)

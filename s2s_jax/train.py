@@ -1,5 +1,4 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
-import os
 import time
 from typing import Any
 
@@ -63,24 +62,36 @@ def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> None:
   """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE.
 
-  SIGTERM / SIGINT checkpoint the current step and return early (no DONE); run again to resume. With
-  config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
+  One run per workdir (workdir.WorkdirLock; a busy workdir raises WorkdirBusyError before anything is written).
+  SIGTERM / SIGINT stop cleanly at any stage and return without DONE: inside the training loop after checkpointing
+  the current step, elsewhere where nothing is lost; run again to continue (after the last step, only the test
+  evaluation is redone). With config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
   """
   start_time = time.time()
   config = workdir_lib.resolve_config(config)
   _check_batch_sizes(config)
-  os.makedirs(workdir, exist_ok=True)
-  data = pipeline.prepare(config.data, vocab_dir=workdir,
-                          batch_multiple=jax.device_count() * config.optim.grad_accum_steps)
+  with preemption_lib.Preemption() as preemption:
+    try:
+      with workdir_lib.hold(workdir):
+        _train_and_evaluate(config, workdir, allow_config_change, start_time, preemption)
+    except preemption_lib.Preempted as e:
+      logging.warning('%s', e)
+
+
+def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_time: float, preemption) -> None:
+  with preemption.immediate('during data preparation'):
+    data = pipeline.prepare(config.data, vocab_dir=workdir, for_training=True,
+                            batch_multiple=jax.device_count() * config.optim.grad_accum_steps)
   workdir_lib.set_data_fields(config, data)
   workdir_lib.check_and_write(workdir, config, data, allow_config_change)
   model = models.Seq2Seq(config_lib.model_config(config))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
-  state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
   train_iter = pipeline.train_iterator(data, config.data.batch_size, config.seed, jax.process_index(),
                                        jax.process_count())
   mngr = checkpointing.make_manager(workdir, config.keep_checkpoints)
-  state = checkpointing.restore_or_init(mngr, state, train_iter)
+  with preemption.immediate('while creating or restoring the train state'):
+    state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
+    state = checkpointing.restore_or_init(mngr, state, train_iter)
   first_step = int(np.max(state.step))
   if first_step >= config.num_train_steps and workdir_lib.is_done(workdir):
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
@@ -89,47 +100,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
   logging.info('Training from step %d to %d on %d device(s), %d seed(s).', first_step, config.num_train_steps,
                jax.device_count(), config.num_seeds)
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
-  schedule = optim.make_schedule(config.optim, config.num_train_steps)
-  p_train_step = steps.CompiledByShape(jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,)),
-                                       'train step')
   evaluator = evaluation.Evaluator(model, data, config)
-  state = flax.jax_utils.replicate(state)
-  progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
-  with preemption_lib.Preemption() as preemption:
-    for step in range(first_step + 1, config.num_train_steps + 1):
-      state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
-      is_last = step == config.num_train_steps
-      if step % config.log_every_steps == 0 or is_last:
-        sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
-        for k, writer in enumerate(runs.writers):
-          _log_train(writer, step, runs.pick(sums, k, replicated=False), float(schedule(step - 1)),
-                     time.time() - tick - (p_train_step.seconds - compile_at_tick), progress, mngr.latest_step(),
-                     config.optim.skip_nonfinite, p_train_step.seconds)
-        state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
-      if step % config.checkpoint_every_steps == 0 or is_last:
-        checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
-      if step % config.eval_every_steps == 0 or is_last:
-        for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
-          params = runs.pick(state.params, k)
-          scores = evaluator.validate(params, step, writer)
-          key = f'eval/{config.eval.metric}'
-          if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
-            checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
-      if preemption.requested:
-        _stop_for_preemption(preemption, mngr, state, train_iter, step)
-        runs.close()
-        return
-      if step % config.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
-        tick, compile_at_tick = time.time(), p_train_step.seconds
+  state = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption)
+  if state is None:  # stopped with a checkpoint
+    runs.close()
+    return
   # Every process logs a digest of its replica of the final parameters: data parallelism keeps them identical
   # (the multi-host test compares the digests of all processes).
   logging.info('Process %d: parameters at step %d have sha256 %s', jax.process_index(), config.num_train_steps,
                checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)))
   mngr.wait_until_finished()
-  for k, folder in enumerate(runs.dirs):
-    runs.best[k].wait_until_finished()
-    evaluator.test(folder, config.num_train_steps, runs.writers[k])
-    workdir_lib.mark_done(folder)
-  runs.close()
-  mngr.close()
+  try:
+    for best_mngr in runs.best:
+      best_mngr.wait_until_finished()
+    with preemption.immediate('during the test evaluation (a re-run redoes only the test evaluation)'):
+      for k, folder in enumerate(runs.dirs):
+        evaluator.test(folder, config.num_train_steps, runs.writers[k])
+        workdir_lib.mark_done(folder)
+  finally:
+    runs.close()
+    mngr.close()
   workdir_lib.mark_done(workdir)
+
+
+def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption):
+  """The training loop from first_step to num_train_steps; the final (replicated) state, or None when a signal
+  stopped it (after a checkpoint of the current step).
+
+  At a step that both validates and checkpoints, validation (and the update of best/) comes first and the
+  checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
+  validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
+  """
+  p_train_step = steps.CompiledByShape(jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,)),
+                                       'train step')
+  schedule = optim.make_schedule(config.optim, config.num_train_steps)
+  state = flax.jax_utils.replicate(state)
+  progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
+  for step in range(first_step + 1, config.num_train_steps + 1):
+    state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
+    is_last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or is_last:
+      sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
+      for k, writer in enumerate(runs.writers):
+        _log_train(writer, step, runs.pick(sums, k, replicated=False), float(schedule(step - 1)),
+                   time.time() - tick - (p_train_step.seconds - compile_at_tick), progress, mngr.latest_step(),
+                   config.optim.skip_nonfinite, p_train_step.seconds)
+      state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
+    if step % config.eval_every_steps == 0 or is_last:
+      logging.info('Validating step %d.', step)
+      for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
+        params = runs.pick(state.params, k)
+        scores = evaluator.validate(params, step, writer)
+        key = f'eval/{config.eval.metric}'
+        if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
+          checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
+    if step % config.checkpoint_every_steps == 0 or is_last:
+      for best_mngr in runs.best:
+        best_mngr.wait_until_finished()
+      logging.info('Saving checkpoint %d.', step)
+      checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
+    if preemption.requested:
+      _stop_for_preemption(preemption, mngr, state, train_iter, step)
+      return None
+    if step % config.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
+      tick, compile_at_tick = time.time(), p_train_step.seconds
+  return state

@@ -20,6 +20,7 @@ import numpy as np
 
 from s2s_jax import inference
 from s2s_jax import plots
+from s2s_jax.data import corpora
 from s2s_jax.data import inputs as inputs_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
@@ -52,7 +53,7 @@ def main(argv):
                                      **overrides)
   if not 1 <= _N_BEST.value <= options.beam_size:
     raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')
-  lines = inference.read_lines(_INPUT.value)
+  lines = corpora.read_lines(_INPUT.value)
   examples, where = [], []
   for i, line in enumerate(lines):
     if not line.strip():

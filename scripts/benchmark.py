@@ -427,8 +427,9 @@ def measure_epoch(config, config_args: list[str], trees: list[str], rounds: int)
       steps = lengths[tree]
       workdir = tempfile.mkdtemp(prefix='s2s_epoch_')
       try:
-        marks = _run_main(tree, config_args, {'data.test_splits': '', 'num_train_steps': steps, 'log_every_steps': steps,
-                                              'checkpoint_every_steps': steps, 'eval_every_steps': steps}, workdir)
+        overrides = {'data.test_splits': '', 'num_train_steps': steps, 'log_every_steps': steps,
+                     'checkpoint_every_steps': steps, 'eval_every_steps': steps}
+        marks = _run_main(tree, config_args, overrides, workdir)
       finally:
         shutil.rmtree(workdir, ignore_errors=True)
       run = {'startup_s': marks['train_start'], 'train_s': marks['train_end'] - marks['train_start'],

@@ -1,11 +1,20 @@
-"""Checks that training survives SIGKILLs at random moments: the resumed run must equal an uninterrupted one.
+"""Checks that a run survives SIGKILLs at the worst moments: the resumed run must equal an uninterrupted one.
 
-  python scripts/chaos_resume.py --config=experiments/default.py:size=tiny --kills=3
+  python scripts/chaos_resume.py --config=experiments/default.py:size=tiny --kill_at=prepare,eval,save,random,test
 
-Runs the config once to the end (A), then again (B) with --kills SIGKILLs at random moments, each followed by a
-restart with the same command, and a final restart that runs to the end. Then compares A and B: the final
-parameters must be bitwise identical (on CPU) and metrics.jsonl must hold the same records in the same order except
-timing fields (wall_s, decode_s, *_per_s). Prints IDENTICAL and exits 0, or names the first difference and exits 1.
+Runs the config once to the end (A), then again (B) killed once per window of --kill_at, each kill followed by a
+restart with the same command, and a final restart that runs to the end. Windows, each found by the log line that
+opens it (the kill comes --kill_delay seconds after that line):
+  prepare  inside data preparation ("Preparing ..."; B prepares its own copy of the data, in ROOT/data_killed)
+  eval     inside a validation ("Validating step N.")
+  save     inside a checkpoint save ("Saving checkpoint N.")
+  test     inside the final test evaluation ("Testing the best checkpoint ...")
+  random   at a random moment of training (after a training log line, within the time A takes to the next; --seed)
+A window that a run never reaches is an error. Then A and B are compared: the final parameters must be bitwise
+identical (on CPU), so must `best/` (its step and parameters) and `eval_test.json` (timing fields aside), and
+metrics.jsonl must hold the same records in the same order except timing fields (wall_s, decode_s, *_per_s). Prints
+IDENTICAL and exits 0, or names the first difference and exits 1. `--kills=N` adds N kills at moments drawn from
+A's training time (a run that finishes first is not an error there).
 """
 import json
 import os
@@ -14,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from absl import app
@@ -22,7 +32,10 @@ from absl import logging
 import numpy as np
 
 _CONFIG = flags.DEFINE_string('config', None, 'Experiment file and arg, e.g. experiments/default.py:size=tiny.')
-_KILLS = flags.DEFINE_integer('kills', 3, 'SIGKILLs during the interrupted run.')
+_KILL_AT = flags.DEFINE_list('kill_at', ['prepare', 'eval', 'save', 'random', 'test'],
+                             'Windows to kill the run in, in this order (see the module docstring).')
+_KILL_DELAY = flags.DEFINE_float('kill_delay', 0.2, 'Seconds from the log line that opens a window to the kill.')
+_KILLS = flags.DEFINE_integer('kills', 0, 'More SIGKILLs at random moments of training, after the windows.')
 _ROOT = flags.DEFINE_string('root', None, 'Where the two workdirs go (default: a new temporary directory).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the kill moments.')
 _OVERRIDES = flags.DEFINE_multi_string('override', [], 'Extra flags for s2s_jax.main, e.g. --config.seed=1.')
@@ -31,34 +44,54 @@ flags.mark_flag_as_required('config')
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_MARKERS = {'prepare': 'Preparing ', 'eval': 'Validating step ', 'save': 'Saving checkpoint ',
+            'test': 'Testing the best checkpoint'}
+
+
 def _command(workdir: str, data_dir: str) -> list[str]:
   return [sys.executable, '-m', 's2s_jax.main', f'--config={_CONFIG.value}', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', *_OVERRIDES.value]
 
 
-def _run(cmd: list[str], log_path: str, kill_after: float | None = None) -> tuple[int, float, bool]:
-  """Runs cmd (appending output to log_path); SIGKILLs it after kill_after seconds if still running."""
+def _run(cmd: list[str], log_path: str, kill_after: float | None = None, marker: str | None = None,
+         delay: float = 0.0) -> tuple[int, float, bool]:
+  """Runs cmd (appending its output to log_path). SIGKILLs it `kill_after` seconds after its start, or `delay`
+  seconds after it prints a line containing `marker`, if it is still running then. Returns (exit code, seconds,
+  whether it was killed)."""
   start = time.time()
-  with open(log_path, 'a', encoding='utf-8') as log:
-    proc = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-      proc.wait(timeout=kill_after)
-      killed = False
-    except subprocess.TimeoutExpired:
+  killed = threading.Event()
+
+  def kill():
+    if proc.poll() is None:
+      killed.set()
       proc.send_signal(signal.SIGKILL)
-      proc.wait()
-      killed = True
-  return proc.returncode, time.time() - start, killed
+
+  with open(log_path, 'a', encoding='utf-8') as log:
+    proc = subprocess.Popen(cmd, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timers = [threading.Timer(kill_after, kill)] if kill_after is not None else []
+    for t in timers:
+      t.start()
+    for line in proc.stdout:
+      log.write(line)
+      if marker and marker in line and not timers:
+        log.write(f'[chaos_resume] killing {delay} s after this line\n')
+        timers.append(threading.Timer(delay, kill))
+        timers[-1].start()
+    proc.wait()
+    for t in timers:
+      t.cancel()
+  return proc.returncode, time.time() - start, killed.is_set()
 
 
-def _training_window(workdir: str, duration: float) -> tuple[float, float]:
-  """Seconds after process start during which run A trained (from metrics.jsonl wall_s), so kills hit training."""
+def _training_window(workdir: str, duration: float) -> tuple[float, float, float]:
+  """Seconds after process start during which run A trained (from metrics.jsonl wall_s), so kills hit training,
+  and the seconds between two of its training logs."""
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
   walls = [r['wall_s'] for r in records if 'train/loss' in r]
   offset = max(0.0, duration - max(r['wall_s'] for r in records))  # imports before train_and_evaluate starts
   gap = (walls[-1] - walls[0]) / max(len(walls) - 1, 1)
-  return offset + max(0.0, walls[0] - gap), offset + walls[-1]
+  return offset + max(0.0, walls[0] - gap), offset + walls[-1], gap
 
 
 def _is_timing(key: str) -> bool:
@@ -70,21 +103,37 @@ def _records(workdir: str) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if not _is_timing(k)} for line in f]
 
 
-def first_difference(a: str, b: str) -> str | None:
-  """None if the runs match, else a description of the first difference."""
+def _params_difference(a: str, b: str, which: str) -> str | None:
   from s2s_jax import checkpointing  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  for name in ('DONE', 'eval_test.json'):
-    if os.path.exists(os.path.join(a, name)) != os.path.exists(os.path.join(b, name)):
-      return f'{name} exists in only one of the runs'
-  params_a, step_a = checkpointing.restore_params(a, 'latest')
-  params_b, step_b = checkpointing.restore_params(b, 'latest')
+  params_a, step_a = checkpointing.restore_params(a, which)
+  params_b, step_b = checkpointing.restore_params(b, which)
   if step_a != step_b:
-    return f'final checkpoint steps differ: {step_a} vs {step_b}'
+    return f'{which} checkpoint steps differ: {step_a} vs {step_b}'
   leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves_with_path(params_b)
   for (path, x), (_, y) in zip(leaves_a, leaves_b):
     if not np.array_equal(np.asarray(x), np.asarray(y)):
-      return f'parameter {jax.tree_util.keystr(path)} differs (max |a-b| = {np.abs(np.asarray(x) - y).max():.3g})'
+      return (f'{which} parameter {jax.tree_util.keystr(path)} differs (max |a-b| = '
+              f'{np.abs(np.asarray(x) - y).max():.3g})')
+  return None
+
+
+def first_difference(a: str, b: str) -> str | None:
+  """None if the runs match, else a description of the first difference."""
+  for name in ('DONE', 'eval_test.json'):
+    if os.path.exists(os.path.join(a, name)) != os.path.exists(os.path.join(b, name)):
+      return f'{name} exists in only one of the runs'
+  for which in ('latest', 'best'):
+    if difference := _params_difference(a, b, which):
+      return difference
+  if os.path.exists(os.path.join(a, 'eval_test.json')):
+    tests = []
+    for workdir in (a, b):
+      with open(os.path.join(workdir, 'eval_test.json'), encoding='utf-8') as f:
+        tests.append({k: v for k, v in json.load(f).items() if not _is_timing(k)})
+    if tests[0] != tests[1]:
+      key = next(k for k in sorted(set(tests[0]) | set(tests[1])) if tests[0].get(k) != tests[1].get(k))
+      return f'eval_test.json differs at {key}: {tests[0].get(key)} vs {tests[1].get(key)}'
   rec_a, rec_b = _records(a), _records(b)
   for i, (x, y) in enumerate(zip(rec_a, rec_b)):
     if x != y:
@@ -99,24 +148,37 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # the comparison restores checkpoints; orbax logs every step of it
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if unknown := set(_KILL_AT.value) - set(_MARKERS) - {'random'}:
+    raise app.UsageError(f'--kill_at: unknown windows {sorted(unknown)}; choose from {sorted(_MARKERS)} and random.')
   root = _ROOT.value or tempfile.mkdtemp(prefix='chaos_resume_')
   os.makedirs(root, exist_ok=True)
-  data_dir, a, b = (os.path.join(root, x) for x in ('data', 'uninterrupted', 'killed'))
+  a, b = (os.path.join(root, x) for x in ('uninterrupted', 'killed'))
   if os.path.exists(a) or os.path.exists(b):
     raise app.UsageError(f'{root} already holds runs; give a new --root.')
   log = os.path.join(root, 'log.txt')
-  code, duration, _ = _run(_command(a, data_dir), log)
+  code, duration, _ = _run(_command(a, os.path.join(root, 'data')), log)
   if code:
     print(f'The uninterrupted run failed (exit {code}); see {log}')
     sys.exit(1)
-  start, end = _training_window(a, duration)
+  start, end, gap = _training_window(a, duration)
   print(f'uninterrupted run: {duration:.1f} s, training between {start:.1f} and {end:.1f} s')
   rng = random.Random(_SEED.value)
-  for i in range(_KILLS.value):
-    delay = rng.uniform(start, end)
-    code, seconds, killed = _run(_command(b, data_dir), log, kill_after=delay)
-    print(f'interrupted run {i + 1}: {"SIGKILL" if killed else f"finished (exit {code})"} after {seconds:.1f} s')
-  code, seconds, _ = _run(_command(b, data_dir), log)
+  cmd_b = _command(b, os.path.join(root, 'data_killed'))
+  for window in _KILL_AT.value:
+    if window == 'random':  # a random moment between two training logs (a restarted run resumes mid-way)
+      code, seconds, killed = _run(cmd_b, log, marker='] train/', delay=rng.uniform(0.0, 0.9 * gap))
+    else:
+      code, seconds, killed = _run(cmd_b, log, marker=_MARKERS[window], delay=_KILL_DELAY.value)
+    print(f'kill in {window}: {"SIGKILL" if killed else f"not killed, finished (exit {code})"} after {seconds:.1f} s',
+          flush=True)
+    if not killed:
+      print(f'DIFFERENT: the run never reached the {window} window, or ended within it (see {log})')
+      sys.exit(1)
+  for i in range(_KILLS.value):  # more kills at moments drawn from run A's training time
+    code, seconds, killed = _run(cmd_b, log, kill_after=rng.uniform(start, end))
+    print(f'random kill {i + 1}: {"SIGKILL" if killed else f"not killed, finished (exit {code})"} after '
+          f'{seconds:.1f} s', flush=True)
+  code, seconds, _ = _run(cmd_b, log)
   print(f'final restart: exit {code} after {seconds:.1f} s')
   difference = 'the final restart failed' if code else first_difference(a, b)
   if difference:

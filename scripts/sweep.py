@@ -25,6 +25,7 @@ import submitit
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 from s2s_jax import sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from s2s_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file and optional arg: experiments/sweeps/NAME.py[:size=small].')
 _ROOT = flags.DEFINE_string('root', None, 'One run directory per point goes here.')
@@ -100,7 +101,12 @@ def main(argv):
                'evaluations': [dict(e, name=evaluation_name(e)) for e in evaluations]}, f, indent=2)
   config_flag = f'--config={config}' + (f':{arg}' if arg else '')
   todo = [r for r in runs if not os.path.exists(os.path.join(root, r['name'], 'DONE'))]
-  print(f'{len(runs)} runs, {len(runs) - len(todo)} already DONE, {len(todo)} to run.')
+  held = {r['name']: holder for r in todo if (holder := workdir_lib.lock_holder(os.path.join(root, r['name'])))}
+  for name, holder in held.items():
+    print(f'{name}: skipped, its workdir is in use by host {holder.get("host")} pid {holder.get("pid")}.')
+  todo = [r for r in todo if r['name'] not in held]
+  print(f'{len(runs)} runs, {len(runs) - len(todo) - len(held)} already DONE, {len(todo)} to run'
+        + (f', {len(held)} skipped (in use by another process).' if held else '.'))
   executor, results, pending = _executor(root), {}, list(todo)
   active = []
   while pending or active:

@@ -18,8 +18,8 @@ cross-entropy over the target tokens divided by their count, global-norm clippin
                 projected once per batch (the tutorial projects [state; memory] at every step: the same function,
                 more work), so this peer is faster than the tutorial's own code.
   input_feeding (multi30k/strong.py, OpenNMT-py's default RNN decoder) L-layer bidirectional LSTM encoder, dense tanh
-                bridge, L-layer LSTM decoder stepped in Python (one LSTMCell per layer) with input [embedding; h~_{t-1}],
-                Luong `general` attention and h~ = tanh(W_c [c_t; h_t]).
+                bridge, L-layer LSTM decoder stepped in Python (one LSTMCell per layer) with input
+                [embedding; h~_{t-1}], Luong `general` attention and h~ = tanh(W_c [c_t; h_t]).
 Dropout is applied where the JAX model applies it (embeddings, between layers, before the output layer), at the
 given rate.
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -93,19 +94,34 @@ class FrontendAndFolderTest(absltest.TestCase):
       f.write(b'not an image')
     with open(os.path.join(folder, 'captions.tsv'), 'w') as f:
       f.write('a.png#0\ta light square\na.png#1\tbright\nb.jpg\ta dark square\nc.png\tbroken\n')
+    with open(os.path.join(folder, 'test.tsv'), 'w') as f:
+      f.write('b.jpg\ta dark square\n')
     config = digits.get_config('size=tiny')
-    config.data.update(name='image_folder', files=f'train={folder}/captions.tsv;test={folder}/captions.tsv',
+    config.data.update(name='image_folder', files=f'train={folder}/captions.tsv;test={folder}/test.tsv',
                        image_height=8, image_width=16, image_channels=1, eval_split='train',
                        data_dir=self.create_tempdir().full_path)
     pipeline.resolve_paths(config.data)
     data = pipeline.prepare(config.data)
     self.assertEqual(data.splits['train'].targets, ['a light square', 'bright', 'a dark square'])
-    self.assertEqual(data.report['skipped_images']['count'], 2)  # c.png, listed in both splits
+    self.assertEqual(data.report['skipped_images']['count'], 1)  # c.png, in the training split
     self.assertIn('c.png: not a readable image', data.report['skipped_images']['files'][0])
+    config.data.files = f'train={folder}/captions.tsv;test={folder}/captions.tsv'  # c.png in the test split too
+    pipeline.resolve_paths(config.data)
+    with self.assertRaisesRegex(ValueError, r"captions.tsv:4: .*c.png: not a readable image.*'test' split are never "
+                                            'dropped'):
+      pipeline.prepare(config.data)
     x = data.splits['train'].src_ids[0]
     self.assertEqual(x.shape, (16, 8))
     self.assertAlmostEqual(float(x.mean()), 200 / 255, places=2)
     self.assertEqual(data.src_vocab, images.ImageFrontend(8, 16, 1))
+
+
+  def test_a_decompression_bomb_is_an_unreadable_image(self):
+    path = os.path.join(self.create_tempdir().full_path, 'big.png')
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(path)
+    with mock.patch.object(Image, 'MAX_IMAGE_PIXELS', 64 * 64 // 4):  # PIL refuses more than twice this
+      with self.assertRaisesRegex(ValueError, 'big.png: not a readable image'):
+        images.read_image(path, 8, 8, 1)
 
 
 class GridAndRegulariserTest(parameterized.TestCase):

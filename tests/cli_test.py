@@ -45,6 +45,19 @@ class CliTest(absltest.TestCase):
       f.writelines(line + '\n' for line in lines)
     return path
 
+  def test_lines_end_at_newline_only(self):
+    """Form feed, U+2028/2029, U+0085, U+001C and a bare carriage return are characters inside a line: 7 input lines
+    give 7 output lines, and the truncation warning names the right line (\r\n is one line end)."""
+    lines = ['le 3 mars\x0c1998', 'March 3,\u20281998', '1998/03/03\u2029', 'x\x85y', 'a\rb', 'c\x1cd',
+             'y' * 200]
+    path = os.path.join(self.create_tempdir().full_path, 'in.txt')
+    with open(path, 'wb') as f:
+      f.write(('\r\n'.join(lines) + '\n').encode('utf-8'))
+    result = _run('s2s_jax.translate', f'--workdir={self.workdir}', f'--input={path}')
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertLen(result.stdout.split('\n'), len(lines) + 1)  # 7 lines, each ending in \n
+    self.assertIn('Input line 7 is longer than', result.stderr)
+
   def test_translate_n_best_scores_empty_and_long_lines(self):
     lines = ['le 3 mars 1998', '', 'x' * 200, 'March 3, 1998']
     attention_dir = os.path.join(self.create_tempdir().full_path, 'att')

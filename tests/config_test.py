@@ -119,12 +119,13 @@ class ValidationTest(parameterized.TestCase):
        r"data.tokenizer='bpe' is not one of \('char', 'word', 'moses', 'sentencepiece'\)"),
       ('combination', dict(model__attention='bahdanau', model__input_feeding=True),
        'input feeding exists only in the luong flow'),
-      ('dropout', dict(model__dropout_rate=1.5), r'dropout_rate must be in \[0, 1\)'),
-      ('beam', dict(decode__beam_size=0), 'decode.beam_size must be positive'),
-      ('batch', dict(data__batch_size=0), 'data.batch_size must be positive'),
-      ('hidden', dict(model__hidden_dim=-4), 'model.hidden_dim must be positive'),
-      ('learning_rate', dict(optim__learning_rate=-1.0), 'optim.learning_rate must be a finite number >= 0'),
-      ('smoothing', dict(optim__label_smoothing=1.0), r'optim.label_smoothing must be in \[0, 1\)'),
+      ('dropout', dict(model__dropout_rate=1.5), r'model.dropout_rate must be in \[0.0, 1.0\), got 1.5'),
+      ('beam', dict(decode__beam_size=0), r'decode.beam_size must be in \[1, 1000\], got 0'),
+      ('batch', dict(data__batch_size=0), r'data.batch_size must be in \[1, 1000000\], got 0'),
+      ('hidden', dict(model__hidden_dim=-4), r'model.hidden_dim must be in \[1, 65536\], got -4'),
+      ('learning_rate', dict(optim__learning_rate=-1.0), r'optim.learning_rate must be in \[0.0, 1e\+38\]'),
+      ('learning_rate_nan', dict(optim__learning_rate=float('nan')), r'optim.learning_rate must be in'),
+      ('smoothing', dict(optim__label_smoothing=1.0), r'optim.label_smoothing must be in \[0.0, 1.0\)'),
       ('cadence', dict(log_every_steps=30, checkpoint_every_steps=100),
        'checkpoint_every_steps=100 must be a multiple of log_every_steps=30'),
       ('accumulation', dict(data__batch_size=10, optim__grad_accum_steps=4),
@@ -134,11 +135,33 @@ class ValidationTest(parameterized.TestCase):
       ('metric_not_scored', dict(eval__metric='rouge2'), r"eval.metric='rouge2' is not computed by eval.scores="),
       ('min_len', dict(decode__min_len=64), 'decode.min_len=64 must be below the decoding length limit 64'),
       ('coverage', dict(model__attention='none_init', decode__coverage_beta=0.2), 'coverage_beta needs attention'),
-      ('ngram', dict(decode__no_repeat_ngram_size=-1), 'decode.no_repeat_ngram_size must be a finite number >= 0'),
+      ('ngram', dict(decode__no_repeat_ngram_size=-1), r'decode.no_repeat_ngram_size must be in \[0, 100\]'),
+      # values that used to pass validation and fail late, or never
+      ('encoder_hidden', dict(model__encoder_hidden_dim=-8), r'model.encoder_hidden_dim must be in \[0, 65536\]'),
+      ('attention_dim', dict(model__attention_dim=-1), r'model.attention_dim must be in \[0, 65536\]'),
+      ('decay_factor', dict(optim__decay_factor=-1.0), r'optim.decay_factor must be in \(0.0, 1.0\]'),
+      ('eps', dict(optim__eps=-1.0), r'optim.eps must be in \(0.0, 1.0\]'),
+      ('b2', dict(optim__b2=5.0), r'optim.b2 must be in \[0.0, 1.0\)'),
+      ('max_len', dict(decode__max_len=10**9), r'decode.max_len must be in \[0, 100000\]'),
+      ('num_buckets', dict(data__num_buckets=10**6), r'data.num_buckets must be in \[0, 256\]'),
+      ('max_padding', dict(data__max_padding=0.0), r'data.max_padding must be in \(0.0, 1.0\)'),
+      ('weight_decay', dict(optim__weight_decay=0.01), r'optim.weight_decay=0.01 applies to optim.optimizer=adamw'),
+      ('momentum', dict(optim__momentum=0.9), r'optim.momentum=0.9 applies to optim.optimizer=sgd only'),
+      ('float16', dict(model__dtype='float16'), r'model.dtype=float16 needs loss scaling'),
   )
   def test_errors_name_the_field_and_the_choices(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.validate(_config(**overrides))
+
+  def test_every_numeric_field_has_a_range(self):
+    flat = config_lib._flatten(config_lib.to_dict(config_lib.base_config()))  # pylint: disable=protected-access
+    numeric = {k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    self.assertEqual(numeric - set(config_lib.RANGES), set())
+    self.assertEqual(set(config_lib.RANGES) - numeric, set())  # no range for a field that does not exist
+
+  def test_weight_decay_and_momentum_with_their_optimizers_are_valid(self):
+    config_lib.validate(_config(optim__optimizer='adamw', optim__weight_decay=0.01))
+    config_lib.validate(_config(optim__optimizer='sgd', optim__momentum=0.9))
 
   def test_unknown_field_lists_the_valid_ones(self):
     c = config_lib.base_config()

@@ -8,6 +8,7 @@ and the download tests serve the real slices through it.
 import collections
 import contextlib
 import gzip
+import hashlib
 import io
 import itertools
 import os
@@ -162,6 +163,9 @@ class Multi30kTest(_CorpusTest):
     requested = []
     self.urlopen.side_effect = _fake_urlopen(served, requested)
     empty = self.create_tempdir('empty').full_path
+    # This server's files are shortened: their checksums stand in for the official ones.
+    sums = {url.rsplit('/', 1)[1]: hashlib.sha256(data).hexdigest() for url, data in served.items()}
+    self.enter_context(mock.patch.dict(corpora._SHA256, {'multi30k': sums}))  # pylint: disable=protected-access
     pairs = corpora.load_pairs(self.config('multi30k', 'en', 'fr', manual_dir=empty, download=True))
     self.assertEqual(pairs, self.expected('en', 'fr'))
     self.assertLen(requested, 6)
@@ -284,6 +288,19 @@ class Iwslt15Test(_CorpusTest):
     self.urlopen.assert_not_called()
 
 
+class DownloadChecksumTest(absltest.TestCase):
+
+  def test_official_files_must_match_their_known_sha256(self):
+    path = shared_data.require(self, 'multi30k', 'task1', 'raw', 'val.de.gz')
+    with open(path, 'rb') as f:
+      data = f.read()
+    corpora._check_download('multi30k', 'val.de.gz', data)  # pylint: disable=protected-access  (the official file)
+    with self.assertRaisesRegex(ValueError, r'The download of val.de.gz \(multi30k\) has sha256 \w+, not the '
+                                            r"official file's f0cba2f9"):
+      corpora._check_download('multi30k', 'val.de.gz', data[:-1])  # pylint: disable=protected-access
+    corpora._check_download('tatoeba', 'fra.txt.gz', b'anything')  # pylint: disable=protected-access  (no checksum)
+
+
 class ParallelTextTest(_CorpusTest):
 
   def setUp(self):
@@ -330,6 +347,11 @@ class ParallelTextTest(_CorpusTest):
   def test_tsv_line_without_tab(self):
     path = _write(os.path.join(self.dir, 'd.tsv'), ['\t'.join(p) for p in self.tsv[:4]] + ['no tab'])
     with self.assertRaisesRegex(ValueError, f'{path}:5: expected source<TAB>target'):
+      corpora.load_pairs(self.config('parallel_text', files=f'train={path}'))
+
+  def test_tsv_line_with_a_tab_inside_a_sentence(self):
+    path = _write(os.path.join(self.dir, 'f.tsv'), ['\t'.join(p) for p in self.tsv[:3]] + ['ein Satz\tone\tsentence'])
+    with self.assertRaisesRegex(ValueError, f'{path}:4: expected source<TAB>target \\(exactly one TAB\\), found 2'):
       corpora.load_pairs(self.config('parallel_text', files=f'train={path}'))
 
   def test_config_name_changes_when_a_file_changes(self):

@@ -352,6 +352,16 @@ class PrepareTest(parameterized.TestCase):
         self.assertEqual(ids.tolist(), (data.src_vocab.encode(src)[:3] + [EOS_ID]))
     self.assertEqual(train['source_len']['max'], 7)  # raw lengths (EOS included), before the policy
 
+  def test_reverse_source_reverses_the_tokens_and_keeps_eos_last(self):
+    data_dir = self.create_tempdir().full_path
+    forward = pipeline.prepare(_data_config(data_dir))
+    backward = pipeline.prepare(_data_config(data_dir, reverse_source=True))
+    for name, split in forward.splits.items():
+      for f, b, src in zip(split.src_ids, backward.splits[name].src_ids, split.sources):
+        self.assertEqual(b.tolist(), forward.src_vocab.encode(src)[::-1] + [EOS_ID])
+        self.assertEqual(f.tolist(), forward.src_vocab.encode(src) + [EOS_ID])
+      self.assertEqual(split.tgt_ids[0].tolist(), backward.splits[name].tgt_ids[0].tolist())  # targets untouched
+
   def test_truncate_policy_keeps_long_training_sources(self):
     config = _data_config(self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4,
                           src_len_policy='truncate')

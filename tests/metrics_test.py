@@ -185,6 +185,26 @@ class TextScoresTest(parameterized.TestCase):
     self.assertIn(f'nrefs:{len(refs)}', scores['chrf_signature'])
     self.assertIn('nc:6', scores['chrf_signature'])
 
+  def test_rouge_and_error_rates_equal_the_libraries(self):
+    from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+    import jiwer  # pylint: disable=g-import-not-at-top
+    scorer = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+    got = metrics.rouge(_HYPS, [_REFS, _REFS2])
+    for name in ('rouge1', 'rouge2', 'rougeL'):
+      per_ref = [[scorer.score(refs[i], h)[name].fmeasure for refs in (_REFS, _REFS2)] for i, h in enumerate(_HYPS)]
+      self.assertAlmostEqual(got[name], 100 * np.mean([np.mean(f) for f in per_ref]), places=9)
+      self.assertAlmostEqual(got[f'{name}_max'], 100 * np.mean([max(f) for f in per_ref]), places=9)
+    rates = metrics.error_rates(_HYPS, [_REFS, _REFS2])  # the first reference stream only
+    self.assertAlmostEqual(rates['wer'], 100 * jiwer.wer(_REFS, _HYPS), places=9)
+    self.assertAlmostEqual(rates['cer'], 100 * jiwer.cer(_REFS, _HYPS), places=9)
+
+  def test_rouge_and_error_rates_by_hand(self):
+    self.assertAlmostEqual(metrics.rouge(['the cat'], [['the cat sat']])['rouge1'], 80.0)  # P 1, R 2/3
+    self.assertAlmostEqual(metrics.rouge(['cats sat'], [['the cat sat']])['rouge2'], 200 / 3)  # stemmed; P 1, R 1/2
+    rates = metrics.error_rates(['a b c d'], [['a x c']])  # one substitution, one insertion; 3 reference words
+    self.assertAlmostEqual(rates['wer'], 200 / 3)
+    self.assertAlmostEqual(rates['cer'], 100 * 3 / 5)  # 'a b c d' vs 'a x c': b -> x, ' d' inserted
+
   def test_keys(self):
     scores = metrics.text_scores(_HYPS, [_REFS])
     self.assertEqual(set(scores), {'bleu', 'bleu_signature', 'bleu_lc', 'chrf', 'chrf_signature', 'exact_match',

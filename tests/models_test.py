@@ -67,8 +67,8 @@ def _cases(full: bool):
   return cases
 
 
-def _check_paths_agree(test, combo, cell, bidirectional):
-  model = models.Seq2Seq(_config(cell=cell, bidirectional=bidirectional, **_combo_kwargs(combo)))
+def _check_paths_agree(test, combo, cell, bidirectional, **extra):
+  model = models.Seq2Seq(_config(cell=cell, bidirectional=bidirectional, **_combo_kwargs(combo), **extra))
   inputs, mask, targets = _batch()
   variables = _random_variables(model, inputs, mask, targets)
 
@@ -95,6 +95,59 @@ class PathsAgreeTest(parameterized.TestCase):
   @parameterized.named_parameters(*_cases(full=False))
   def test_pairwise(self, combo, cell, bidirectional):
     _check_paths_agree(self, combo, cell, bidirectional)
+
+
+  @parameterized.parameters(('none_concat', None, False), ('bahdanau', 'additive', False), ('luong', 'general', True),
+                            ('luong', 'dot', False))
+  def test_embed_to_output(self, *combo):
+    _check_paths_agree(self, combo, 'gru', False, embed_to_output=True)
+
+
+def _masked_softmax(e, mask):
+  e = np.where(mask, e, -np.inf)
+  e = np.exp(e - e.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+class AttentionQueryTest(absltest.TestCase):
+  """The step of each attention flow against the same step written out in numpy from the parameters."""
+
+  def _first_step(self, **kw):
+    model = models.Seq2Seq(_config(cell='gru', num_layers=1, **kw))
+    inputs, mask, targets = _batch()
+    variables = _random_variables(model, inputs, mask, targets)
+    memory, state = model.apply(variables, inputs, mask, method=models.Seq2Seq.encode)
+    bos = jnp.full((B,), 2, jnp.int32)
+    _, new_state = model.apply(variables, bos, state, memory, method=models.Seq2Seq.decode_step)
+    params = jax.tree.map(np.asarray, variables['params']['decoder'])
+    return model, variables, memory, state, new_state, params, np.asarray(mask).astype(bool)
+
+  def test_bahdanau_queries_the_previous_state(self):
+    _, _, memory, state, new_state, params, mask = self._first_step(attention='bahdanau', attention_score='additive')
+    att, values = params['attention'], np.asarray(memory['values'])
+    keys = values @ att['key']['kernel']
+
+    def weights(s):
+      q = s @ att['query']['kernel'] + att['query']['bias']
+      return _masked_softmax(np.tanh(keys + q[:, None, :]) @ att['energy']['kernel'][:, 0], mask)
+
+    s_prev, s_new = np.asarray(state['rnn'][-1][-1]), np.asarray(new_state['rnn'][-1][-1])
+    np.testing.assert_allclose(new_state['attention'], weights(s_prev), atol=1e-5)  # query s_{t-1}
+    self.assertGreater(np.abs(weights(s_new) - weights(s_prev)).max(), 1e-3)  # s_t would give other weights
+
+  def test_luong_input_feeding_feeds_the_attentional_vector(self):
+    model, variables, memory, _, new_state, params, mask = self._first_step(
+        attention='luong', attention_score='general', input_feeding=True)
+    values, h = np.asarray(memory['values']), np.asarray(new_state['rnn'][-1][-1])
+    alpha = _masked_softmax(np.einsum('bsq,bq->bs', values @ params['attention']['key']['kernel'], h), mask)
+    np.testing.assert_allclose(new_state['attention'], alpha, atol=1e-5)  # query h_t, the current state
+    context = np.einsum('bs,bsd->bd', alpha, values)
+    h_tilde = np.tanh(np.concatenate([context, h], axis=-1) @ params['combine']['kernel'])
+    np.testing.assert_allclose(new_state['feed'], h_tilde, atol=1e-5)  # what the next step's input gets
+    ids = jnp.full((B,), 5, jnp.int32)
+    step = lambda state: model.apply(variables, ids, state, memory, method=models.Seq2Seq.decode_step)[0]
+    zeroed = dict(new_state, feed=jnp.zeros_like(new_state['feed']))
+    self.assertGreater(float(jnp.abs(step(new_state) - step(zeroed)).max()), 1e-3)  # and the next step reads it
 
 
 @pytest.mark.slow

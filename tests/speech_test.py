@@ -73,6 +73,21 @@ class FrontendTest(parameterized.TestCase):
     np.testing.assert_allclose(audio.log_mel(x, RATE, normalize=False),
                                audio.log_mel(x.astype(np.float32) / 32768.0, RATE, normalize=False), atol=1e-4)
 
+  def test_a_float_wav_gives_the_same_features_in_training_and_at_inference(self):
+    path = os.path.join(self.create_tempdir().full_path, 'float.wav')
+    soundfile.write(path, (np.random.RandomState(1).randn(4000) * 0.1).astype(np.float32), RATE, subtype='FLOAT')
+    with open(path, 'rb') as f:
+      stored, _ = speech._int16(f.read(), path)  # pylint: disable=protected-access  (what preparation stores)
+    frontend = audio.AudioFrontend(40, RATE)
+    np.testing.assert_array_equal(frontend.encode(frontend.read(path)),
+                                  frontend.encode(audio.Clip(path, stored, RATE)))
+
+  def test_nan_samples_are_an_unreadable_file(self):
+    path = os.path.join(self.create_tempdir().full_path, 'nan.wav')
+    soundfile.write(path, np.array([0.1, np.nan, 0.2] * 100, np.float32), RATE, subtype='FLOAT')
+    with self.assertRaisesRegex(ValueError, 'nan.wav: the audio file has NaN or infinite samples'):
+      audio.read_wav(path)
+
   def test_unreadable_and_wrong_rate_audio_fail_with_the_name(self):
     folder = self.create_tempdir().full_path
     bad = os.path.join(folder, 'bad.wav')
@@ -187,8 +202,10 @@ class AudioFolderTest(absltest.TestCase):
     lines.append('broken.wav\tnothing')
     with open(os.path.join(folder, 'list.tsv'), 'w') as f:
       f.write('\n'.join(lines) + '\n')
+    with open(os.path.join(folder, 'test.tsv'), 'w') as f:
+      f.write('\n'.join(lines[:-1]) + '\n')  # the readable files only
     config = yesno.get_config('size=tiny')
-    config.data.update(name='audio_folder', files=f'train={folder}/list.tsv;test={folder}/list.tsv',
+    config.data.update(name='audio_folder', files=f'train={folder}/list.tsv;test={folder}/test.tsv',
                        data_dir=self.create_tempdir().full_path, eval_split='train')
     pipeline.resolve_paths(config.data)
     return config
@@ -197,8 +214,15 @@ class AudioFolderTest(absltest.TestCase):
     data = pipeline.prepare(self._folder().data)
     self.assertLen(data.splits['train'], 3)
     self.assertEqual(data.splits['train'].targets[1], 'word1 word')
-    self.assertEqual(data.report['skipped_audio']['count'], 2)  # once per split that lists it
+    self.assertEqual(data.report['skipped_audio']['count'], 1)
     self.assertIn('broken.wav', data.report['skipped_audio']['files'][0])
+
+  def test_an_unreadable_file_in_an_evaluation_split_fails(self):
+    config = self._folder()
+    config.data.files = config.data.files.replace('test.tsv', 'list.tsv')
+    with self.assertRaisesRegex(ValueError, r"broken.wav: .* listed in the 'test' split, whose examples are never "
+                                            'dropped'):
+      pipeline.prepare(config.data)
 
   def test_mixed_sample_rates_fail(self):
     with self.assertRaisesRegex(ValueError, 'one dataset needs one sample rate'):

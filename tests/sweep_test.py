@@ -3,6 +3,7 @@ import glob
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 from s2s_jax import config_lib
 from s2s_jax import sweep_lib
+from s2s_jax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'scripts'))
@@ -91,6 +93,13 @@ class SweepScriptTest(absltest.TestCase):
     again = run()
     self.assertEqual(again.returncode, 0)
     self.assertIn('1 already DONE, 0 to run', again.stdout)
+    os.remove(os.path.join(root, 'out', 'base', 'DONE'))
+    with workdir_lib.WorkdirLock(os.path.join(root, 'out', 'base')):  # as if another sweep were running it
+      held = run()
+    self.assertEqual(held.returncode, 0, held.stdout + held.stderr[-2000:])
+    self.assertIn(f'base: skipped, its workdir is in use by host {socket.gethostname()} pid {os.getpid()}',
+                  held.stdout)
+    self.assertIn('0 already DONE, 0 to run, 1 skipped (in use by another process)', held.stdout)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Tests of the train step (jit and pmap), optimizers, and the real train_and_evaluate with resume."""
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -168,6 +169,14 @@ class ScheduleTest(parameterized.TestCase):
     self.assertAlmostEqual(float(s(50)), 0.5, places=5)
     self.assertAlmostEqual(float(s(100)), 0.0, places=5)
 
+  @parameterized.parameters((10.0, 0.2), (0.5, 1.0))  # (global norm of the gradient, expected scale)
+  def test_global_norm_clipping(self, norm, scale):
+    tx = optim.make_optimizer(self._optim(optimizer='sgd', learning_rate=1.0, grad_clip_norm=2.0), 100)
+    grads = {'a': jnp.array([0.6, 0.0]) * norm, 'b': jnp.array([[0.0, 0.8]]) * norm}  # global norm = norm
+    updates, _ = tx.update(grads, tx.init(grads))
+    for key in grads:  # the whole gradient is scaled by clip / norm when the norm exceeds the clip, else kept
+      np.testing.assert_allclose(updates[key], -scale * grads[key], rtol=1e-6)
+
   @parameterized.parameters('adam', 'adamw', 'sgd', 'adadelta')
   def test_every_optimizer_decreases_the_loss(self, name):
     o = self._optim(optimizer=name, learning_rate=1.0 if name == 'adadelta' else 0.05, momentum=0.9)
@@ -277,6 +286,52 @@ class TrainAndEvaluateTest(parameterized.TestCase):
       train.train_and_evaluate(changed, workdir)
     train.train_and_evaluate(changed, workdir, allow_config_change=True)
     self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
+
+  def test_resuming_on_changed_data_refuses_and_allowed_keeps_a_history(self):
+    folder = self.create_tempdir().full_path
+    rng = np.random.RandomState(0)
+    words = [' '.join(rng.choice(['ab', 'cd', 'ef', 'gh'], size=rng.randint(1, 5))) for _ in range(120)]
+    for name, lines in (('train.tsv', words[:100]), ('dev.tsv', words[100:])):
+      with open(os.path.join(folder, name), 'w') as f:
+        f.writelines(f'{w}\t{w[::-1]}\n' for w in lines)
+    config = lambda steps: _tiny_config(self.create_tempdir().full_path, num_train_steps=steps)
+    workdir = self.create_tempdir().full_path
+
+    def run(steps, **kwargs):
+      c = config(steps)
+      c.data.update(name='parallel_text', files=f'train={folder}/train.tsv;validation={folder}/dev.tsv;'
+                                                f'test={folder}/dev.tsv', data_dir=os.path.join(folder, 'cache'))
+      train.train_and_evaluate(c, workdir, **kwargs)
+      with open(os.path.join(workdir, 'provenance.json')) as f:
+        return json.load(f)
+
+    first = run(20)
+    with open(os.path.join(folder, 'train.tsv'), 'rb') as f:
+      digest = hashlib.sha256(f.read()).hexdigest()
+    self.assertIn({'path': f'{folder}/train.tsv', 'sha256': digest},
+                  [{k: x[k] for k in ('path', 'sha256')} for x in first['data_manifest']['files']])
+    self.assertEqual(first['data_history'], [{'data_sha256': first['data_sha256'], 'from_step': 0}])
+    with open(os.path.join(folder, 'train.tsv'), 'a') as f:
+      f.write('ab cd\tdc ba\n')
+    with self.assertRaisesRegex(ValueError, rf'The data changed since this run started \(changed: {folder}/train.tsv\)'
+                                            r'.*--allow_config_change'):
+      run(40)
+    second = run(40, allow_config_change=True)
+    self.assertNotEqual(second['data_sha256'], first['data_sha256'])
+    self.assertEqual(second['data_history'], [{'data_sha256': first['data_sha256'], 'from_step': 0},
+                                              {'data_sha256': second['data_sha256'], 'from_step': 20}])
+    self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 40)
+
+  @parameterized.parameters(('test_splits', 'test,tst', r"data.test_splits names 'tst'"),
+                            ('eval_split', 'valid', r"data.eval_split names 'valid'"))
+  def test_unknown_split_names_fail_before_training(self, field, value, message):
+    config = _tiny_config(self.create_tempdir().full_path)
+    config.data[field] = value
+    workdir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, message + r", which data.name='dates' does not have; its splits are "
+                                                      r'test, train, validation'):
+      train.train_and_evaluate(config, workdir)
+    self.assertEqual(os.listdir(workdir), [])  # nothing trained or written
 
   def test_batch_size_must_split_over_devices(self):
     config = _tiny_config(self.create_tempdir().full_path)

@@ -30,7 +30,8 @@ class Clip:
 
 
 def read_wav(source, name: str = '') -> tuple[np.ndarray, int]:
-  """(mono float32 samples in [-1, 1], sample rate) from a path or bytes; ValueError naming the file if unreadable."""
+  """(mono float32 samples in [-1, 1] on the int16 grid, sample rate) from a path or bytes; ValueError naming the
+  file if it is unreadable or has NaN / infinite samples."""
   name = name or (source if isinstance(source, str) else '<bytes>')
   try:
     samples, rate = soundfile.read(source if isinstance(source, str) else io.BytesIO(source), dtype='float32',
@@ -39,7 +40,11 @@ def read_wav(source, name: str = '') -> tuple[np.ndarray, int]:
     raise ValueError(f'{name}: not a readable audio file ({e}).') from e
   if not len(samples):
     raise ValueError(f'{name}: the audio file has no samples.')
-  return samples.mean(axis=1), rate
+  if not np.all(np.isfinite(samples)):
+    raise ValueError(f'{name}: the audio file has NaN or infinite samples.')
+  # On the int16 grid that prepared datasets store, so a float WAV gives the same features in training (stored
+  # as int16) and at inference (read here).
+  return (np.clip(np.round(samples.mean(axis=1) * 32768.0), -32768, 32767) / 32768.0).astype(np.float32), rate
 
 
 @functools.lru_cache(maxsize=8)

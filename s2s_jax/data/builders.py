@@ -7,8 +7,13 @@ config per parameter set, so changing a task's lengths or sizes prepares new dat
 import contextlib
 import dataclasses
 import fcntl
+import glob
+import hashlib
+import json
 import os
+import shutil
 
+from absl import logging
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
@@ -83,6 +88,74 @@ def _lock(data_dir: str, name: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+MANIFEST = 'raw_manifest.json'  # beside a prepared dataset's files: the raw files it was prepared from
+
+
+def raw_manifest(builder: tfds.core.DatasetBuilder) -> dict:
+  """The raw files `builder` prepares from (its config's `raw_paths`, relative to its `raw_dir` when it has one):
+  size, modification time and sha256 of each, with the dataset's name, config and version."""
+  config = builder.builder_config
+  root = getattr(config, 'raw_dir', '')
+  files = []
+  for path in getattr(config, 'raw_paths', ()):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        h.update(block)
+    st = os.stat(path)
+    files.append({'path': os.path.relpath(path, root) if root else path, 'size': st.st_size,
+                  'mtime_ns': st.st_mtime_ns, 'sha256': h.hexdigest()})
+  return {'dataset': builder.name, 'config': config.name, 'version': str(builder.version), 'files': files}
+
+
+def read_manifest(builder: tfds.core.DatasetBuilder) -> dict:
+  """The manifest written when `builder`'s dataset was prepared (made now, once, for data prepared before
+  manifests existed)."""
+  path = os.path.join(os.fspath(builder.data_dir), MANIFEST)
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    manifest = raw_manifest(builder)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      json.dump(manifest, f, indent=1)
+    os.replace(path + '.tmp', path)
+    return manifest
+
+
+def data_fingerprint(manifest: dict) -> str:
+  """The identity of a dataset's data: its raw files' contents (paths, sizes, hashes; not their times), or for a
+  generated dataset its name, config and version."""
+  if manifest['files']:
+    key = [manifest['dataset'], manifest['version'],
+           sorted((f['path'], f['size'], f['sha256']) for f in manifest['files'])]
+  else:
+    key = [manifest['dataset'], manifest['config'], manifest['version']]
+  return hashlib.sha256(json.dumps(key).encode('utf-8')).hexdigest()
+
+
+def remove_incomplete(builder: tfds.core.DatasetBuilder) -> None:
+  """Removes the temporary folders (`incomplete.*_<version>`) of an interrupted preparation of `builder`; call it
+  under the preparation lock, where no other process is preparing."""
+  parent, version = os.path.split(os.fspath(builder.data_dir))
+  for folder in glob.glob(os.path.join(parent, f'incomplete.*_{version}')):
+    logging.warning('Removing %s, left by an interrupted preparation.', folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
+  """builder.download_and_prepare(), under the caller's lock, leaving no temporary folder if interrupted."""
+  remove_incomplete(builder)
+  logging.info('Preparing %s in %s.', builder.name, builder.data_dir)
+  tfds.disable_progress_bar()
+  try:
+    builder.download_and_prepare()
+  except BaseException:  # an error, or preemption.Preempted from a signal
+    remove_incomplete(builder)
+    raise
+  read_manifest(builder)  # computed once, now
+
+
 def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
   """Prepares `builder` once (locked) and returns its splits as random-access data sources."""
   with _lock(builder.data_dir_root, builder.name + '-' + builder.builder_config.name):
@@ -90,8 +163,7 @@ def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
     builder = type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root,
                             file_format='array_record')
     if not builder.is_prepared():
-      tfds.disable_progress_bar()
-      builder.download_and_prepare()
+      download_and_prepare(builder)
   return builder.as_data_source()
 
 

@@ -18,6 +18,7 @@ is prepared again, so stale records are never read. With `data.download=True`, m
 official URLs into `data.data_dir/downloads/<corpus>`; nothing touches the network otherwise.
 """
 import abc
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -25,6 +26,7 @@ import io
 import os
 import re
 import shutil
+import sys
 import tarfile
 import urllib.request
 import zipfile
@@ -92,7 +94,7 @@ def parse_aeslc(text: str, name: str = '') -> dict[str, object]:
   The body is everything before the first `@subject` line; each section's lines are joined with single spaces.
   """
   sections, current = {'body': []}, 'body'
-  for line in text.splitlines():
+  for line in text.split('\n'):  # lines end at \n only, as in read_lines
     marker = line.strip()
     if re.fullmatch(r'@(subject|ann\d+)', marker):
       current = marker[1:]
@@ -108,11 +110,17 @@ def parse_aeslc(text: str, name: str = '') -> dict[str, object]:
 
 
 def _open(path: str):
+  if path == '-':
+    return contextlib.nullcontext(sys.stdin.buffer)
   return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
 
 
 def read_lines(path: str) -> list[str]:
-  """UTF-8 lines without the trailing newline / `\\r` (a leading BOM is dropped); errors name the file and line."""
+  r"""The lines of a UTF-8 text file ('-': stdin; '.gz' decompressed), for every reader of the project (training
+  corpora, translate, evaluate): lines end at 
+ only (a 
+ before it is dropped; form feeds, U+2028 and other
+  Unicode separators are ordinary characters), a leading BOM is dropped, and errors name the file and line."""
   lines = []
   try:
     with _open(path) as f:
@@ -137,13 +145,16 @@ def _aligned(files: dict[str, str]) -> dict[str, list[str]]:
   return columns
 
 
-def _tsv(path: str, what: str = 'source<TAB>target') -> tuple[list[str], list[str]]:
-  """The first two TAB-separated fields of every line."""
+def _tsv(path: str, what: str = 'source<TAB>target', exact: bool = True) -> tuple[list[str], list[str]]:
+  """The two TAB-separated fields of every line (with `exact=False`, the first two of two or more: Tatoeba's
+  files add an attribution column). A line with another number of fields is an error naming it: a TAB inside a
+  sentence would otherwise cut it silently."""
   first, second = [], []
   for n, line in enumerate(read_lines(path), 1):
     fields = line.split('\t')
-    if len(fields) < 2:
-      raise ValueError(f'{path}:{n}: expected {what}, found no TAB in {line[:80]!r}.')
+    if len(fields) < 2 or (exact and len(fields) != 2):
+      raise ValueError(f'{path}:{n}: expected {what} (exactly one TAB), found {len(fields) - 1} TABs in '
+                       f'{line[:80]!r}.')
     first.append(fields[0])
     second.append(fields[1])
   return first, second
@@ -156,6 +167,7 @@ class CorpusConfig(tfds.core.BuilderConfig):
   raw_dir: str = ''
   files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # parallel_text: ((split, (path, ...)), ...)
   fingerprint: str = ''
+  raw_paths: tuple[str, ...] = ()  # hashed into the dataset's manifest when it is prepared
 
 
 class _Corpus(tfds.core.GeneratorBasedBuilder):
@@ -203,7 +215,7 @@ class S2sTatoeba(_Corpus):
   def _read(self):
     path = os.path.join(self.builder_config.raw_dir, 'fra.txt.gz')
     splits = {s: {'en': [], 'fr': []} for s in ('train', 'validation', 'test')}
-    for en, fr in zip(*_tsv(path, 'English<TAB>French')):
+    for en, fr in zip(*_tsv(path, 'English<TAB>French<TAB>attribution', exact=False)):
       split = splits[tatoeba_split(en)]
       split['en'].append(en)
       split['fr'].append(fr)
@@ -298,6 +310,39 @@ def _expected_files(name: str, languages) -> dict[str, list[str]]:
   return {split: [f'{stem}.{lang}{ext}' for lang in languages] for split, stem in _STEMS[name].items()}
 
 
+# sha256 of the official files that do not change upstream (Multi30k's task1/raw, repository multi30k/dataset);
+# Tatoeba's export changes with every release and IWSLT'15 publishes no checksums: their hashes are only recorded
+# (in the prepared dataset's manifest and so in every run's provenance.json).
+_SHA256 = {
+    'multi30k': {
+        'test_2016_flickr.cs.gz': '200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1',
+        'test_2016_flickr.de.gz': '9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8',
+        'test_2016_flickr.en.gz': '611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9',
+        'test_2016_flickr.fr.gz': '6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90',
+        'train.cs.gz': 'a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077',
+        'train.de.gz': '726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6',
+        'train.en.gz': 'd79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f',
+        'train.fr.gz': '622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c',
+        'val.cs.gz': 'b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc',
+        'val.de.gz': 'f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a',
+        'val.en.gz': '14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28',
+        'val.fr.gz': 'ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9',
+    },
+}
+
+
+def _check_download(name: str, rel: str, data: bytes) -> None:
+  """Raises if a downloaded file's sha256 is not the known one of the official file."""
+  digest = hashlib.sha256(data).hexdigest()
+  expected = _SHA256.get(name, {}).get(os.path.basename(rel))
+  if expected is None:
+    logging.info('%s of %s has sha256 %s (no published checksum to compare with).', rel, name, digest)
+  elif digest != expected:
+    raise ValueError(f'The download of {rel} ({name}) has sha256 {digest}, not the official file\'s {expected}: it '
+                     'was corrupted or changed upstream. Nothing was saved; try again, or put the files in '
+                     'data.manual_dir yourself.')
+
+
 def _download(name: str, files: list[str], dest: str) -> None:
   """Fetches the missing `files` of a named corpus from its official URL into `dest` (data.download=True only)."""
   with builders._lock(dest, f'download-{name}'):  # pylint: disable=protected-access
@@ -310,6 +355,7 @@ def _download(name: str, files: list[str], dest: str) -> None:
       request = urllib.request.Request(url, headers={'User-Agent': 'Mozilla/5.0 (s2s_jax)'})
       with urllib.request.urlopen(request, timeout=120) as response:
         data = response.read()
+      _check_download(name, rel, data)
       if name == 'tatoeba':  # fra-eng.zip holds fra.txt; stored gzipped like ../shared/data
         with zipfile.ZipFile(io.BytesIO(data)) as z:
           data = gzip.compress(z.read(next(n for n in z.namelist() if os.path.basename(n) == 'fra.txt')))
@@ -390,12 +436,12 @@ def get_builder(data_config) -> _Corpus:
     fp = fingerprint(paths)  # absolute paths, sizes and mtimes: changed files get a new config name
     key = '|'.join(f'{s}={",".join(p)}' for s, p in files.items()) + fp
     config = CorpusConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], languages=('source', 'target'),
-                          files=tuple(files.items()), fingerprint=fp)
+                          files=tuple(files.items()), fingerprint=fp, raw_paths=tuple(paths))
   elif name in FOLDERS:
     languages = _FIXED_FEATURES.get(name) or tuple(sorted(_languages(data_config, LANGUAGES[name])))
     raw, paths = _raw_dir(data_config, data_dir, languages)
     config = CorpusConfig(name='-'.join(languages), languages=languages, raw_dir=raw,
-                          fingerprint=fingerprint(paths, raw))
+                          fingerprint=fingerprint(paths, raw), raw_paths=tuple(paths))
   else:
     raise ValueError(f'data.name={name!r} is not one of the corpora {CORPORA[:-1]}.')
   return _BUILDERS[name](config=config, data_dir=data_dir, file_format='array_record')
@@ -423,8 +469,7 @@ def prepare(data_config, get_builder_fn=None, with_metadata: bool = False):
         shutil.rmtree(builder.data_dir)
         builder = type(builder)(config=config, data_dir=builder.data_dir_root, file_format='array_record')
     if not builder.is_prepared():
-      tfds.disable_progress_bar()
-      builder.download_and_prepare()
+      builders.download_and_prepare(builder)
       stored = builder.info.metadata
   sources = builder.as_data_source()
   return (sources, stored) if with_metadata else sources

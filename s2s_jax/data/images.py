@@ -78,7 +78,7 @@ def read_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
     with Image.open(path) as im:
       im = im.convert('L' if channels == 1 else 'RGB').resize((width, height), Image.BILINEAR)
       return np.asarray(im, np.uint8).reshape(height, width, channels)
-  except (OSError, UnidentifiedImageError, ValueError) as e:
+  except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
     raise ValueError(f'{path}: not a readable image ({e}).') from e
 
 
@@ -126,6 +126,7 @@ class ImageConfig(tfds.core.BuilderConfig):
   max_digits: int = 5
   seed: int = 0
   fingerprint: str = ''
+  raw_paths: tuple[str, ...] = ()  # hashed into the dataset's manifest when it is prepared
 
 
 class _Images(tfds.core.GeneratorBasedBuilder):
@@ -181,6 +182,9 @@ class S2sImageFolder(_Images):
         try:
           rows.append((path, read_image(path, c.height, c.width, c.channels), fields[1]))
         except ValueError as e:
+          if split != 'train':  # evaluation examples are never dropped: a missing one would change the score
+            raise ValueError(f'{tsv}:{n}: {e} Examples of the {split!r} split are never dropped; fix the image or '
+                             'remove its line.') from e
           skipped.append(str(e))
       out[split] = self._generate_examples(rows)
     self.info.metadata['skipped_images'] = skipped
@@ -209,10 +213,11 @@ def get_builder(data_config) -> _Images:
     raise ValueError(f"data.name='image_folder' takes one TSV per split (SPLIT=captions.tsv), got {bad}.")
   images = sorted({p for ps in files.values() for line in corpora.read_lines(ps[0])
                    if os.path.isfile(p := _image_path(ps[0], line.split('\t')[0]))})
-  fp = corpora.fingerprint([p for ps in files.values() for p in ps] + images)
+  raw_paths = [p for ps in files.values() for p in ps] + images
+  fp = corpora.fingerprint(raw_paths)
   key = '|'.join(f'{s}={p[0]}' for s, p in files.items()) + json.dumps(size) + fp
   config = ImageConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], files=tuple(files.items()),
-                       fingerprint=fp, **size)
+                       fingerprint=fp, raw_paths=tuple(raw_paths), **size)
   return S2sImageFolder(config=config, data_dir=data_dir, file_format='array_record')
 
 

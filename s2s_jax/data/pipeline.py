@@ -60,6 +60,27 @@ class TextData:
   tgt_len: int
   report: dict[str, Any]
   buckets: list[bucketing.Bucket] | None = None  # training batches by length (data.num_buckets / batch_tokens)
+  manifest: dict[str, Any] | None = None  # the raw files the dataset was prepared from (builders.raw_manifest)
+
+  @property
+  def fingerprint(self) -> str:
+    """The identity of the data (builders.data_fingerprint of the manifest); '' without a manifest."""
+    return builders.data_fingerprint(self.manifest) if self.manifest else ''
+
+
+def data_manifest(data_config) -> dict[str, Any]:
+  """The manifest of the prepared dataset of `data_config` (read from beside its files; made once at preparation)."""
+  if data_config.name == 'tfds':  # prepared outside this project: its name, version and folder identify it
+    return {'dataset': f'tfds:{data_config.tfds_name}', 'config': data_config.data_dir, 'version': '', 'files': []}
+  if data_config.name in speech.DATASETS:
+    builder = speech.get_builder(data_config)
+  elif data_config.name in images.DATASETS:
+    builder = images.get_builder(data_config)
+  elif data_config.name in corpora.CORPORA:
+    builder = corpora.get_builder(data_config)
+  else:
+    builder = builders.synthetic_builder(data_config, data_config.data_dir)
+  return builders.read_manifest(builder)
 
 
 def resolve_paths(data_config) -> None:
@@ -187,10 +208,12 @@ def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[v
                                **_vocab_settings(data_config, side)) for side in (0, 1))
 
 
-def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) -> TextData:
+def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False
+            ) -> TextData:
   """Loads every split, builds the vocabularies from train (or reuses those in `vocab_dir`) and encodes.
 
-  `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to.
+  `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to. `for_training`
+  checks data.eval_split and data.test_splits against the dataset's splits before any vocabulary is written.
   """
   skipped = []
   if data_config.name in speech.DATASETS:
@@ -201,6 +224,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
     raw = load_raw(data_config)
   if 'train' not in raw:
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
+  if for_training:
+    check_splits(data_config, raw)
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
     src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
@@ -268,7 +293,18 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1) 
     logging.info('Training batches: %d shapes, %d batches per epoch, padding %s', len(buckets), sum(counts),
                  report['splits']['train']['padding_fraction'])
   logging.info('Data %s: %s', data_config.name, {k: len(v) for k, v in splits.items()})
-  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets)
+  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets, data_manifest(data_config))
+
+
+def check_splits(data_config, splits) -> None:
+  """Fails (before anything is trained or written) when data.eval_split or a data.test_splits name is not one of
+  the dataset's `splits`."""
+  wanted = {'data.eval_split': [data_config.eval_split]}
+  wanted['data.test_splits'] = [s for s in data_config.test_splits.split(',') if s]
+  for field, names in wanted.items():
+    if missing := [n for n in names if n not in splits]:
+      raise ValueError(f'{field} names {", ".join(map(repr, missing))}, which data.name={data_config.name!r} does '
+                       f'not have; its splits are {", ".join(sorted(splits))}.')
 
 
 def _pad(ids: np.ndarray, length: int) -> np.ndarray:

@@ -85,6 +85,7 @@ class SpeechConfig(tfds.core.BuilderConfig):
   max_digits: int = 7
   seed: int = 0
   fingerprint: str = ''
+  raw_paths: tuple[str, ...] = ()  # hashed into the dataset's manifest when it is prepared
 
 
 class _Speech(tfds.core.GeneratorBasedBuilder):
@@ -101,13 +102,17 @@ class _Speech(tfds.core.GeneratorBasedBuilder):
             'text': tfds.features.Text(), 'name': tfds.features.Text()}),
         disable_shuffling=True, metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint))
 
-  def _read_all(self, items):
-    """[(name, bytes-or-path, text)] -> [(name, int16 samples, rate, text)], unreadable files skipped and noted."""
+  def _read_all(self, items, split: str = 'train'):
+    """[(name, bytes-or-path, text)] -> [(name, int16 samples, rate, text)], unreadable files skipped and noted
+    (in an evaluation split of a folder dataset they are an error: evaluation examples are never dropped)."""
     out, skipped, rates = [], [], {}
     for name, data, text in items:
       try:
         samples, rate = _int16(data, name)
       except ValueError as e:
+        if split != 'train':
+          raise ValueError(f'{e} It is listed in the {split!r} split, whose examples are never dropped (a missing '
+                           'example would change the score); fix the file or remove its line.') from e
         skipped.append(str(e))
         continue
       rates.setdefault(rate, name)
@@ -186,7 +191,7 @@ class S2sAudioFolder(_Speech):
           raise ValueError(f'{tsv}:{n}: expected AUDIO_PATH<TAB>transcript, found {line[:80]!r}.')
         path = os.path.join(os.path.dirname(tsv), fields[0].strip())
         items.append((path, path, fields[1]))
-      out[split] = self._generate_examples(self._read_all(items))
+      out[split] = self._generate_examples(self._read_all(items, split))
     return out
 
 
@@ -208,10 +213,11 @@ def get_builder(data_config) -> _Speech:
         path = os.path.join(os.path.dirname(paths[0]), line.split('\t')[0].strip())
         if os.path.isfile(path):
           audio_files.append(path)
-    fp = corpora.fingerprint([p for ps in files.values() for p in ps] + audio_files)
+    raw_paths = [p for ps in files.values() for p in ps] + audio_files
+    fp = corpora.fingerprint(raw_paths)
     key = '|'.join(f'{s}={p[0]}' for s, p in files.items()) + fp
     config = SpeechConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], files=tuple(files.items()),
-                          fingerprint=fp)
+                          fingerprint=fp, raw_paths=tuple(raw_paths))
     return S2sAudioFolder(config=config, data_dir=data_dir, file_format='array_record')
   raw = corpora.resolve_manual_dir(data_config, FOLDERS)
   expected = [FSDD_ARCHIVE] if name == 'fsdd' else [f'{YESNO_FOLDER}/*.wav']
@@ -225,10 +231,11 @@ def get_builder(data_config) -> _Speech:
     c = SpeechConfig(name=f'n{data_config.num_train_examples}-{data_config.num_eval_examples}_d'
                      f'{data_config.task_max_len}_s{data_config.seed}', raw_dir=raw,
                      num_train=data_config.num_train_examples, num_eval=data_config.num_eval_examples,
-                     max_digits=data_config.task_max_len, seed=data_config.seed, fingerprint=fp)
+                     max_digits=data_config.task_max_len, seed=data_config.seed, fingerprint=fp,
+                     raw_paths=tuple(paths))
     return S2sFsdd(config=c, data_dir=data_dir, file_format='array_record')
-  return S2sYesno(config=SpeechConfig(name='waves', raw_dir=raw, fingerprint=fp), data_dir=data_dir,
-                  file_format='array_record')
+  return S2sYesno(config=SpeechConfig(name='waves', raw_dir=raw, fingerprint=fp, raw_paths=tuple(paths)),
+                  data_dir=data_dir, file_format='array_record')
 
 
 def load_clips(data_config) -> tuple[dict[str, list[tuple[audio.Clip, str]]], list[str]]:
