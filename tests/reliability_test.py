@@ -127,6 +127,7 @@ class DamagedCheckpointTest(absltest.TestCase):
       self.assertEqual(_restore_step(checkpointing.make_manager(workdir, 2), workdir), 20)
     self.assertTrue(any('Checkpoint 40' in line and 'damaged' in line for line in logs.output), logs.output)
 
+  @pytest.mark.slow  # end-to-end (two training runs)
   def test_a_damaged_final_checkpoint_is_moved_aside_and_trained_again(self):
     workdir = self._copy()
     for path in self._files(workdir, 40):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
@@ -287,6 +288,7 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     train.train_and_evaluate(changed, workdir, allow_config_change=True)
     self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
 
+  @pytest.mark.slow  # end-to-end (two training runs)
   def test_resuming_on_changed_data_refuses_and_allowed_keeps_a_history(self):
     folder = self.create_tempdir().full_path
     rng = np.random.RandomState(0)
