@@ -16,16 +16,25 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+def _remove_temporary_folders(folder: str) -> None:
+  """Removes what interrupted saves left (`<step>.orbax-checkpoint-tmp-*`). Orbax's own cleanup_tmp_directories
+  does not run when a best_fn is set and, for the other manager, was seen to leave them on a loaded machine; a
+  restart must not depend on either."""
+  if jax.process_index() == 0:
+    for tmp in glob.glob(os.path.join(folder, '*.orbax-checkpoint-tmp*')):
+      logging.warning('Removing %s, left by an interrupted save.', tmp)
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  _remove_temporary_folders(os.path.join(workdir, 'checkpoints'))
   return ocp.CheckpointManager(
       os.path.join(workdir, 'checkpoints'),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
 
 
 def make_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointManager:
-  if jax.process_index() == 0:  # orbax leaves these of an interrupted save when a best_fn is set
-    for folder in glob.glob(os.path.join(workdir, 'best', '*.orbax-checkpoint-tmp*')):
-      shutil.rmtree(folder, ignore_errors=True)
+  _remove_temporary_folders(os.path.join(workdir, 'best'))
   return ocp.CheckpointManager(
       os.path.join(workdir, 'best'),
       options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[metric], best_mode=mode,
