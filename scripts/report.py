@@ -32,6 +32,7 @@ from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import sweep_lib
+from s2s_jax.data import corpora
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root', None, 'A sweep root (scripts/sweep.py --root) or any folder of run workdirs.')
@@ -50,6 +51,12 @@ _TIMING = ('decode_s', 'sentences_per_s')
 def _flatten(d: dict, prefix: str = '') -> dict:
   return {key: value for k, v in d.items()
           for key, value in (_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {prefix + k: v}).items()}
+
+
+def _lines(path: str) -> list[str] | None:
+  """The lines of a text file as every reader of the project splits them (at \\n only), or None when it does not
+  exist: a hypothesis containing U+2028 or a form feed stays one line, aligned with its reference."""
+  return corpora.read_lines(path) if os.path.exists(path) else None
 
 
 def _read(path: str, parse=json.loads):
@@ -85,7 +92,7 @@ def find_runs(root: str, sweep: dict | None) -> list[dict]:
       own = _read(os.path.join(workdir, 'config.json'))
       if (raw := own or _read(os.path.join(parent, 'config.json'))) is None:
         continue
-      config, lines = _flatten(raw), _read(os.path.join(workdir, 'metrics.jsonl'), str.splitlines) or []
+      config, lines = _flatten(raw), _lines(os.path.join(workdir, 'metrics.jsonl')) or []
       runs.append(dict(name=os.path.relpath(workdir, root), workdir=workdir, group=name, raw=raw, config=config,
                        seed=config.get('seed', 0) if own else _seed_of(workdir),
                        config_flag=_config_flag((workdir, parent), sweep),
@@ -185,11 +192,11 @@ def significance(base: dict, others: list[tuple[str, dict]], split: str, n_sampl
   from sacrebleu import significance as significance_lib  # pylint: disable=g-import-not-at-top
   refs, hyp_file = split_data(base, split, cache)[0].targets, f'eval_{split}.hyp.txt'
   fmt_p = lambda p: f'{p:.4f}' + (' *' if p < 0.05 else '')  # pylint: disable=unnecessary-lambda-assignment
-  systems, notes = [('(baseline)', base, _read(os.path.join(base['workdir'], hyp_file), str.splitlines))], []
+  systems, notes = [('(baseline)', base, _lines(os.path.join(base['workdir'], hyp_file)))], []
   if systems[0][2] is None or len(systems[0][2]) != len(refs):
     return [f'No test: the baseline\'s {hyp_file} is missing or does not have one line per reference ({len(refs)}).']
   for variant, run in others:
-    hyps = _read(os.path.join(run['workdir'], hyp_file), str.splitlines)
+    hyps = _lines(os.path.join(run['workdir'], hyp_file))
     if hyps is None or len(hyps) != len(refs) or split_data(run, split, cache)[0].targets != refs:
       notes.append(f'- {variant}: not tested ({hyp_file} missing, or not paired with the baseline\'s references).')
     else:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import subprocess_env
 from s2s_jax import checkpointing
 from s2s_jax import metrics
 
@@ -25,7 +26,7 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 def _run(script: str, *flags: str, cache_dir: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
              S2S_CACHE_DIR=cache_dir)
   return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', script), *flags], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900, check=False)
@@ -174,6 +175,20 @@ class ResolveBaselineTest(absltest.TestCase):
                                'attention=none_concat,context_to_output=true'])
     self.assertIn('matches several variants', out[4])
     self.assertIn('is neither a finished run', out[5])
+
+  def test_hypothesis_files_split_at_newline_only(self):
+    # A hypothesis holding U+2028 or a form feed stays one line, aligned with its reference (issue 15, item 4).
+    path = os.path.join(self.create_tempdir().full_path, 'eval_test.hyp.txt')
+    with open(path, 'w', encoding='utf-8', newline='') as f:
+      f.write('a\u2028b\x0cc\nd\r\n\x85e\n')
+    script = ('import importlib.util, json, sys\n'
+              'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
+              'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+              'print(json.dumps([report._lines(sys.argv[2]), report._lines(sys.argv[2] + ".missing")]))\n')
+    result = subprocess.run([sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), path],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertEqual(json.loads(result.stdout), [['a\u2028b\x0cc', 'd', '\x85e'], None])
 
 
 def _leaves(tree):
