@@ -29,7 +29,7 @@ DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba
 SPEECH = ('fsdd', 'yesno', 'audio_folder')
 IMAGES = ('digits_captions', 'image_folder')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
-RESUMABLE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+RESUMABLE = ('num_train_steps', 'num_train_epochs', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
 
 
@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0  # parameter initialisation and dropout
   c.num_seeds = 1  # > 1: seeds seed .. seed+num_seeds-1 trained as one vmapped program (workdir/seed_<s>/ each)
   c.num_train_steps = 1_000
+  c.num_train_epochs = 0.0  # > 0: num_train_steps = this many epochs of training batches (set from the data)
   c.log_every_steps = 50
   c.eval_every_steps = 500  # validation loss + decoded metric on a bounded sample
   c.checkpoint_every_steps = 500  # a multiple of log_every_steps
@@ -189,7 +190,8 @@ _BIG = 10**9
 # without a range here fails config_test (every numeric field must have one).
 RANGES = {
     'seed': (0, 2**31 - 1, False, False), 'num_seeds': (1, 64, False, False),
-    'num_train_steps': (1, _BIG, False, False), 'log_every_steps': (1, _BIG, False, False),
+    'num_train_steps': (1, _BIG, False, False), 'num_train_epochs': (0.0, 1e6, False, False),
+    'log_every_steps': (1, _BIG, False, False),
     'eval_every_steps': (1, _BIG, False, False), 'checkpoint_every_steps': (1, _BIG, False, False),
     'keep_checkpoints': (1, 1000, False, False),
     'data.seed': (0, 2**31 - 1, False, False), 'data.num_train_examples': (1, _BIG, False, False),
@@ -350,6 +352,14 @@ def check_override_flags(argv: list[str]) -> None:
                      f'{" of " + section if section in sections and section else ""}: {valid}')
 
 
+def check_steps_override(config: ml_collections.ConfigDict, overridden) -> None:
+  """A `--config.num_train_steps=N` flag (`overridden`: the fields set on the command line) on a config that trains
+  by epochs would be replaced by the epoch count; refuse it instead of ignoring it."""
+  if config.num_train_epochs and 'num_train_steps' in overridden and 'num_train_epochs' not in overridden:
+    raise ValueError(f'This config trains by epochs (num_train_epochs={config.num_train_epochs:g}), which sets '
+                     'num_train_steps from the data; add --config.num_train_epochs=0 to train a fixed number of steps.')
+
+
 def model_config(config: ml_collections.ConfigDict) -> models.Seq2SeqConfig:
   cfg = models.Seq2SeqConfig.from_dict(to_dict(config.model))
   cfg.validate()
@@ -429,8 +439,10 @@ def multi30k_config(size: str, *, epochs: int, batch_size: int, tokenizer: str =
                     max_vocab_size: int = 0) -> ml_collections.ConfigDict:
   """Multi30k German -> English (test = test2016): the data, evaluation and cadence shared by its experiments.
 
-  Steps follow from `epochs` x 29,000 / batch_size; evaluation (validation loss, which picks best/, and BLEU on the
-  whole validation set) runs once per epoch. `size=tiny` keeps the real data but trains 20 steps of tiny batches.
+  Training lasts `epochs` real epochs (num_train_epochs: steps = epochs x the batches of the bucket plan, counted
+  when the data is prepared, e.g. 227 batches of 128 sentences); evaluation (validation loss, which picks best/, and
+  BLEU on the whole validation set) runs about once per epoch (every 29,000 / batch_size steps, rounded down to a
+  multiple of 50) and at the last step. `size=tiny` keeps the real data but trains 20 steps of tiny batches.
   """
   c = base_config()
   c.data.update(name='multi30k', source_lang='de', target_lang='en', tokenizer=tokenizer, lowercase=True,
@@ -439,11 +451,12 @@ def multi30k_config(size: str, *, epochs: int, batch_size: int, tokenizer: str =
                 num_buckets=0)
   c.eval.update(metric='loss', mode='min', scores='bleu,bleu_tok,chrf', num_decode_examples=1_014)
   steps_per_epoch = MULTI30K_TRAIN_EXAMPLES // batch_size
-  c.update(num_train_steps=epochs * steps_per_epoch, log_every_steps=50,
+  c.update(num_train_epochs=float(epochs), num_train_steps=epochs * steps_per_epoch, log_every_steps=50,
            eval_every_steps=steps_per_epoch // 50 * 50 or 50, checkpoint_every_steps=steps_per_epoch // 50 * 50 or 50)
   c.decode.update(batch_size=128)
   if size == 'tiny':
     c.data.update(batch_size=16, eval_batch_size=64, num_buckets=2)
-    c.update(num_train_steps=20, log_every_steps=10, eval_every_steps=20, checkpoint_every_steps=20)
+    c.update(num_train_epochs=0.0, num_train_steps=20, log_every_steps=10, eval_every_steps=20,
+             checkpoint_every_steps=20)
     c.eval.num_decode_examples = 64
   return c

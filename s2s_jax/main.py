@@ -56,6 +56,10 @@ def main(argv):
   logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   try:
+    config_lib.check_steps_override(_CONFIG.value, config_flags.get_override_values(flags.FLAGS['config']))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except workdir_lib.WorkdirBusyError as e:
     logging.error('%s', e)

@@ -40,7 +40,8 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
-  """Model fields that come from the data: vocabulary sizes, the input kind and the padded source length."""
+  """Fields that come from the data: vocabulary sizes, the input kind, the padded source length and, with
+  num_train_epochs, num_train_steps (epochs x the training batches of an epoch: the bucket plan's count)."""
   from s2s_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
   fields = inputs_lib.source_fields(data.src_vocab)
   kind = fields['input_kind']
@@ -56,6 +57,12 @@ def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
   config.model.input_kind = kind
   config.model.image_channels = fields['image_channels']
   config.model.max_src_len = config.model.max_src_len or config.data.max_src_len
+  if config.num_train_epochs:
+    per_epoch = data.batches_per_epoch(config.data.batch_size)
+    steps = max(1, round(config.num_train_epochs * per_epoch))
+    logging.info('num_train_epochs=%g x %g training batches per epoch: num_train_steps=%d.', config.num_train_epochs,
+                 per_epoch, steps)
+    config.num_train_steps = steps
 
 
 def check_vocabs(workdir: str, config: ml_collections.ConfigDict, src_vocab, tgt_vocab) -> None:

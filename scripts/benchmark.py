@@ -383,6 +383,9 @@ def _run_main(tree: str, config_args: list[str], overrides: dict, workdir: str) 
   import subprocess  # pylint: disable=g-import-not-at-top
   args = [sys.executable, '-m', 's2s_jax.main', f'--workdir={workdir}', *config_args,
           *[f'--config.{k}={v}' for k, v in overrides.items()]]
+  with open(os.path.join(tree, 's2s_jax', 'config_lib.py'), encoding='utf-8') as f:
+    if 'num_train_steps' in overrides and 'num_train_epochs' in f.read():  # trees before it have no such field
+      args.append('--config.num_train_epochs=0')
   env = dict(os.environ, PYTHONPATH=tree)
   start = time.perf_counter()
   marks, compile_s, tail = {}, 0.0, []

@@ -11,7 +11,9 @@ import pytest
 import shared_data
 from s2s_jax import config_lib
 from s2s_jax import train
+from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import corpora
+from s2s_jax.data import pipeline
 from s2s_jax.data import speech
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +65,7 @@ class ExperimentFilesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"Unknown config arg 'sise'; known: \['size'\]"):
       module.get_config('sise=tiny')
 
+  @pytest.mark.slow  # 20 steps, validation and test of each file (about 150 s of CPU in all)
   @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS if p not in CORPUS_EXPERIMENTS])
   def test_trains_at_size_tiny(self, path):
     _train_tiny(self, path)
@@ -211,6 +214,37 @@ class ValidationTest(parameterized.TestCase):
     self.assertEqual(config_lib.diff(a, b), [])
     b['model']['cell'] = 'gru'
     self.assertEqual(config_lib.diff(a, b), ["model.cell: 'lstm' -> 'gru'"])
+
+
+class EpochsTest(parameterized.TestCase):
+  """num_train_epochs sets num_train_steps from the training batches of an epoch, counted on the prepared data."""
+
+  @parameterized.named_parameters(('token_budget_buckets', 0, 100), ('one_shape', 1, 0))
+  def test_steps_are_epochs_times_the_batches_of_an_epoch(self, num_buckets, batch_tokens):
+    from experiments import default  # pylint: disable=g-import-not-at-top
+    config = default.get_config('size=tiny')
+    config.data.update(data_dir=self.create_tempdir().full_path, num_buckets=num_buckets, batch_tokens=batch_tokens)
+    config.num_train_epochs = 2.5
+    data = pipeline.prepare(config.data, vocab_dir=self.create_tempdir().full_path)
+    workdir_lib.set_data_fields(config, data)
+    if batch_tokens:  # the plan's fixed count, as data_report.json records it
+      per_epoch = data.report['train_batches_per_epoch']
+      self.assertNotEqual(per_epoch, len(data.splits['train']) / config.data.batch_size)
+    else:
+      per_epoch = len(data.splits['train']) / config.data.batch_size
+    self.assertEqual(config.num_train_steps, round(2.5 * per_epoch))
+    config.num_train_epochs, config.num_train_steps = 0.0, 7
+    workdir_lib.set_data_fields(config, data)
+    self.assertEqual(config.num_train_steps, 7)
+
+  def test_a_steps_flag_on_an_epoch_config_is_refused(self):
+    config = config_lib.multi30k_config('small', epochs=10, batch_size=128)
+    with self.assertRaisesRegex(ValueError, r'trains by epochs \(num_train_epochs=10\).*num_train_epochs=0'):
+      config_lib.check_steps_override(config, {'num_train_steps': 5})
+    config_lib.check_steps_override(config, {'num_train_steps': 5, 'num_train_epochs': 0.0})
+    config_lib.check_steps_override(config, {})
+    config.num_train_epochs = 0.0
+    config_lib.check_steps_override(config, {'num_train_steps': 5})
 
 
 if __name__ == '__main__':

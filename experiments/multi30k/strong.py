@@ -26,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  label_smoothing=0.1)
   c.decode.update(beam_size=5, length_alpha=1.0, max_len=64, max_len_a=1.5, max_len_b=10)
   c.eval.update(metric='bleu', mode='max', scores='bleu,bleu_tok,chrf')
-  c.update(eval_every_steps=2 * c.eval_every_steps, checkpoint_every_steps=2 * c.checkpoint_every_steps)
+  c.update(eval_every_steps=500, checkpoint_every_steps=500)  # about 2 epochs of 246 token-budget batches
   if arg.size == 'tiny':
     c.data.update(max_vocab_size=500, batch_tokens=0)
     c.model.update(embed_dim=16, hidden_dim=32, encoder_hidden_dim=16)

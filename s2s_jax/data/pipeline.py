@@ -67,6 +67,13 @@ class TextData:
     """The identity of the data (builders.data_fingerprint of the manifest); '' without a manifest."""
     return builders.data_fingerprint(self.manifest) if self.manifest else ''
 
+  def batches_per_epoch(self, batch_size: int) -> float:
+    """Global training batches in one epoch: the bucket plan's fixed count, else examples / batch_size (without
+    buckets, batches run on across epoch boundaries)."""
+    if self.buckets:
+      return float(sum(bucketing.batches_per_bucket(self.buckets)))
+    return len(self.splits['train']) / batch_size
+
 
 def data_manifest(data_config) -> dict[str, Any]:
   """The manifest of the prepared dataset of `data_config` (read from beside its files; made once at preparation)."""
