@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import subprocess_env
 from s2s_jax import config_lib
 from s2s_jax import models
 
@@ -23,7 +24,7 @@ _spec.loader.exec_module(benchmark)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
              PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600, check=False)
@@ -101,6 +102,7 @@ def _jaxpr_macs(jaxpr) -> int:
 
 class CommandTest(absltest.TestCase):
 
+  @pytest.mark.slow  # a subprocess that compiles and times the lstm512 model
   def test_train_reports_every_field(self):
     out_path = os.path.join(self.create_tempdir().full_path, 'train.json')
     args = ['train', '--config=experiments/benchmarks/lstm512.py:size=tiny', '--no_wait', '--steps=2', '--rounds=1',

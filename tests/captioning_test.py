@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import subprocess_env
 from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import train
@@ -170,7 +171,7 @@ class GridAndRegulariserTest(parameterized.TestCase):
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
              PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True,
                         timeout=600, check=False)

@@ -8,7 +8,9 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
+import subprocess_env
 from s2s_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,11 +22,12 @@ _DATES = ['le 3 mars 1998', 'March 3, 1998', '1998/03/03', 'Tuesday, March 3rd 9
 
 
 def _run(module: str, *flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', module, *flags], cwd=ROOT, env=env, input=stdin,
                         capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow  # trains a model, then runs translate / evaluate in subprocesses (about 100 s of CPU)
 class CliTest(absltest.TestCase):
 
   @classmethod

@@ -8,6 +8,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
 
+import subprocess_env
 from s2s_jax import attention
 from s2s_jax import rnn
 
@@ -16,24 +17,31 @@ _FEW_STEPS = ['--config.num_train_steps=4', '--config.log_every_steps=2', '--con
               '--config.checkpoint_every_steps=4']
 
 
-def run_main(*flags: str, devices: int = 1) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 's2s_jax.main', *flags], cwd=ROOT, env=env, capture_output=True,
+def run_main(*flags: str, devices: int = 1, cwd: str = ROOT, **env_extra: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(devices), JAX_PLATFORMS='cpu',
+             **env_extra)
+  return subprocess.run([sys.executable, '-m', 's2s_jax.main', *flags], cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=600, check=False)
 
 
 class MainTest(parameterized.TestCase):
 
-  def test_tiny_default_run(self):
+  def test_tiny_default_run_writes_only_its_workdir_and_data_dir(self):
+    """The README command at size=tiny, started from another directory with its own HOME: it finishes, and nothing
+    is written outside --workdir and data.data_dir (no caches in HOME, nothing in the working directory)."""
+    home, cwd = self.create_tempdir('home').full_path, self.create_tempdir('cwd').full_path
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     data_dir = self.create_tempdir().full_path
-    result = run_main('--config=experiments/default.py:size=tiny', f'--workdir={workdir}',
-                      f'--config.data.data_dir={data_dir}', *_FEW_STEPS)
+    config = f'--config={ROOT}/experiments/default.py:size=tiny'
+    result = run_main(config, f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *_FEW_STEPS, cwd=cwd,
+                      HOME=home, PYTHONPATH=ROOT)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertTrue(os.path.exists(os.path.join(workdir, 'DONE')))
     with open(os.path.join(workdir, 'provenance.json')) as f:
-      self.assertIn('--config=experiments/default.py:size=tiny', json.load(f)['command_line'])
+      self.assertIn(config, json.load(f)['command_line'])
     self.assertIn('step 4/4', result.stderr)  # the progress line
+    self.assertEqual(os.listdir(cwd), [])
+    self.assertEqual([os.path.join(d, f) for d, _, fs in os.walk(home) for f in fs], [])
 
   @parameterized.named_parameters(
       ('bad_value', '--config.model.attention=bahdanu',
@@ -46,6 +54,14 @@ class MainTest(parameterized.TestCase):
     result = run_main('--config=experiments/default.py:size=tiny', f'--workdir={workdir}', flag)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn(message, result.stderr)
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_a_steps_flag_on_an_epoch_config_fails_before_anything_is_written(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = run_main('--config=experiments/multi30k/seq2seq_lstm.py', f'--workdir={workdir}',
+                      '--config.num_train_steps=5')
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn('This config trains by epochs (num_train_epochs=10)', result.stderr)
     self.assertFalse(os.path.exists(workdir))
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import subprocess_env
 import shared_data
 
 from s2s_jax import config_lib
@@ -167,7 +168,7 @@ class AeslcSliceTest(absltest.TestCase):
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
              PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True,
                         timeout=600, check=False)
