@@ -108,11 +108,12 @@ def check_and_write(workdir: str, config: ml_collections.ConfigDict, data, allow
         raise ValueError(message + '\nUse another --workdir, or pass --allow_config_change to resume anyway.')
       logging.warning('%s\n(--allow_config_change given: continuing.)', message)
   history = _data_history(workdir, data, allow_config_change)
+  starts = _starts(workdir, config)
   if jax.process_index() != 0:
     return
   _write_json(path, new)
   _write_json(os.path.join(workdir, 'data_report.json'), data.report)
-  _write_json(os.path.join(workdir, 'provenance.json'), provenance(data, history))
+  _write_json(os.path.join(workdir, 'provenance.json'), provenance(data, history, starts))
 
 
 def _git(*args: str) -> str:
@@ -144,18 +145,43 @@ def _versions() -> dict[str, str]:
   return out
 
 
-def provenance(data, data_history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def provenance(data, data_history: list[dict[str, Any]] | None = None,
+               starts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
   """What produced a run. The data's identity is its fingerprint (`data_sha256`), read from the manifest made
   when the dataset was prepared (`data_manifest`: each raw file's size, time and sha256); `data_history` lists
-  the fingerprints a run trained on, with the step each began at."""
+  the fingerprints a run trained on, with the step each began at; `starts` lists every start of the run (the
+  first, then each resume) with the step it began at, its UTC time and commit, so a result says how often its
+  run was stopped and by which code each part was trained (the top-level git_sha is the latest start's)."""
+  git_sha, git_dirty = _git('rev-parse', 'HEAD'), bool(_git('status', '--porcelain'))
   return {
-      'git_sha': _git('rev-parse', 'HEAD'), 'git_dirty': bool(_git('status', '--porcelain')),
+      'git_sha': git_sha, 'git_dirty': git_dirty,
+      'starts': starts or [_start_record(0, git_sha, git_dirty)],
       'packages': _versions(), 'devices': [str(d) for d in jax.devices()], 'process_count': jax.process_count(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'cpu': _cpu(), 'cpu_count': os.cpu_count(),
       'command_line': sys.argv, 'data_sha256': data.fingerprint, 'data_manifest': data.manifest,
       'data_history': data_history or [{'data_sha256': data.fingerprint, 'from_step': 0}],
       'tokenizer_sha256': {'source': data.src_vocab.sha256(), 'target': data.tgt_vocab.sha256()},
   }
+
+
+def _start_record(step: int, git_sha: str | None = None, git_dirty: bool | None = None) -> dict[str, Any]:
+  return {'from_step': step, 'utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+          'git_sha': _git('rev-parse', 'HEAD') if git_sha is None else git_sha,
+          'git_dirty': bool(_git('status', '--porcelain')) if git_dirty is None else git_dirty}
+
+
+def _starts(workdir: str, config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """The start history to record: the old one plus this start, unless the run is finished (then nothing runs).
+  A provenance.json written before start histories begins its history with this start."""
+  path = os.path.join(workdir, 'provenance.json')
+  old = []
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      old = json.load(f).get('starts') or []
+  step = _latest_step_on_disk(workdir)
+  if old and is_done(workdir) and step >= config.num_train_steps:
+    return old
+  return old + [_start_record(step)]
 
 
 def _latest_step_on_disk(workdir: str) -> int:

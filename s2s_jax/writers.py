@@ -17,14 +17,16 @@ class MetricWriter:
   """Appends one flat JSON object per call to `metrics.jsonl` and mirrors scalars to TensorBoard."""
 
   def __init__(self, workdir: str, start_time: float | None = None, resume_step: int | None = None):
-    """With `resume_step`, records of later steps (written before a kill) are dropped, so none is duplicated."""
+    """With `resume_step`, records of later steps (written before a kill) are dropped, so none is duplicated,
+    and `wall_s` goes on from the largest one recorded before: it counts the seconds the run has spent in all its
+    starts (up to each start's last record; the time between starts is not counted)."""
     self._active = jax.process_index() == 0
     self._start = time.time() if start_time is None else start_time
     self._tb = None
     if self._active:
       path = os.path.join(workdir, 'metrics.jsonl')
       if resume_step is not None:
-        _truncate_records(path, resume_step)
+        self._start -= _truncate_records(path, resume_step)
       self._jsonl = open(path, 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
@@ -60,24 +62,27 @@ class MetricWriter:
       self._active = False
 
 
-def _truncate_records(path: str, last_step: int) -> None:
+def _truncate_records(path: str, last_step: int) -> float:
   """Keeps the records of steps <= last_step, except final test evaluations (they are redone), and drops a torn
-  last line."""
+  last line; returns the largest wall_s of all records read (0 without any)."""
   if not os.path.exists(path):
-    return
-  kept = []
+    return 0.0
+  kept, wall_s = [], 0.0
   with open(path, encoding='utf-8') as f:
     for line in f:
       try:
         record = json.loads(line)
       except ValueError:
         continue
+      if isinstance(record.get('wall_s'), (int, float)):
+        wall_s = max(wall_s, float(record['wall_s']))
       if record.get('step', 0) <= last_step and not any(k.startswith('test') for k in record):
         kept.append(line if line.endswith('\n') else line + '\n')
   tmp = path + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
     f.writelines(kept)
   os.replace(tmp, path)
+  return wall_s
 
 
 class Progress:

@@ -63,7 +63,8 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(self.report.returncode, 0, self.report.stderr[-5000:])
     self.assertEqual(self.report.stdout.strip().splitlines()[-1], os.path.join(self.root, 'report.md'))
     self.assertRegex(self.report.stderr, r'WARNING: unfinished runs .*: unfinished')
-    for check in (self._check_results_csv, self._check_agg_csv, self._check_markdown, self._check_bad_baseline):
+    for check in (self._check_results_csv, self._check_agg_csv, self._check_markdown, self._check_bad_baseline,
+                  self._check_curve):
       with self.subTest(check.__name__):
         check()
 
@@ -144,6 +145,38 @@ class ReportTest(absltest.TestCase):
     self.assertNotEqual(result.returncode, 0)
     self.assertIn("--baseline='attention=luong' is neither a finished run", result.stderr)
     self.assertIn('attention=none_concat', result.stderr)
+
+  def _check_curve(self):
+    """scripts/curve.py scores every kept checkpoint on test and plots them with the validation records."""
+    workdir = os.path.join(tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir()), 'run')
+    shutil.copytree(os.path.join(self.root, 'attention=bahdanau'), workdir)
+    out = os.path.join(workdir, 'curve.png')
+    result = _run('curve.py', f'--workdir={workdir}', f'--out={out}', '--metrics=exact_match,bleu',
+                  '--evaluate_checkpoints', cache_dir=self.cache_dir)
+    self.assertEqual(result.returncode, 0, result.stderr[-5000:])
+    kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+    scored = {}
+    for step in kept:
+      with open(os.path.join(workdir, f'eval_test_step_{step}.json'), encoding='utf-8') as f:
+        scored[step] = json.load(f)
+      self.assertEqual(scored[step]['checkpoint_step'], step)
+    with open(os.path.join(workdir, 'eval_test.json'), encoding='utf-8') as f:
+      final = json.load(f)
+    # The checkpoint the run's own test evaluation used, scored again from checkpoints/: the same numbers.
+    self.assertIn(final['checkpoint_step'], scored)
+    for key in ('bleu', 'exact_match', 'chrf'):
+      self.assertAlmostEqual(scored[final['checkpoint_step']][key], final[key], places=6)
+    self.assertIn('1 start(s), resumed 0 time(s)', result.stdout)
+    rows = [line for line in result.stdout.splitlines() if re.match(r'\| \d+ \|', line)]
+    for step in kept:
+      row = [r for r in rows if r.startswith(f'| {step} |')]
+      self.assertLen(row, 1)
+      self.assertIn(f'| {scored[step]["bleu"]:.2f} |', row[0])
+    with open(out, 'rb') as f:
+      self.assertEqual(f.read(8), _PNG_SIGNATURE)
+    bad = _run('curve.py', f'--workdir={workdir}', '--metrics=rouge9', cache_dir=self.cache_dir)
+    self.assertNotEqual(bad.returncode, 0)
+    self.assertIn("--metrics names ['rouge9'], which the run never logged", bad.stderr)
 
 
 class ResolveBaselineTest(absltest.TestCase):

@@ -254,9 +254,14 @@ class TrainAndEvaluateTest(parameterized.TestCase):
       report = json.load(f)
     self.assertEqual(report['splits']['train']['num_examples'], 2000)
     self.assertIn('padding_fraction', report['splits']['train'])
-    # Running again on a finished workdir does nothing and keeps the records.
+    self.assertLen(prov['starts'], 1)
+    self.assertEqual(prov['starts'][0]['from_step'], 0)
+    self.assertEqual(prov['starts'][0]['git_sha'], prov['git_sha'])
+    # Running again on a finished workdir does nothing and keeps the records (and is not counted as a start).
     train.train_and_evaluate(config, workdir)
     self.assertEqual(_records(workdir), records)
+    with open(os.path.join(workdir, 'provenance.json')) as f:
+      self.assertEqual(json.load(f)['starts'], prov['starts'])
 
   @parameterized.parameters(1, 3)
   def test_stop_and_resume_is_exact(self, num_buckets):
@@ -267,8 +272,16 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     train.train_and_evaluate(config(), straight)
     train.train_and_evaluate(config(num_train_steps=20), resumed)
     self.assertEqual(checkpointing.make_manager(resumed, 2).latest_step(), 20)
+    wall_before = max(r['wall_s'] for r in _records(resumed))
     train.train_and_evaluate(config(), resumed)
     self.assertEqual(checkpointing.make_manager(resumed, 2).latest_step(), 40)
+    # provenance.json counts the starts; wall_s goes on from the first part's (the run's time in all its starts).
+    for workdir, from_steps in ((straight, [0]), (resumed, [0, 20])):
+      with open(os.path.join(workdir, 'provenance.json')) as f:
+        self.assertEqual([s['from_step'] for s in json.load(f)['starts']], from_steps)
+    walls = [r['wall_s'] for r in _records(resumed)]
+    self.assertEqual(walls, sorted(walls))
+    self.assertGreater(min(r['wall_s'] for r in _records(resumed) if r['step'] > 20), wall_before)
     a, _ = checkpointing.restore_params(straight, 'latest')
     b, _ = checkpointing.restore_params(resumed, 'latest')
     jax.tree.map(np.testing.assert_array_equal, a, b)
