@@ -13,6 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from s2s_jax import models
+from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adadelta')
@@ -24,10 +25,7 @@ SIZES = ('tiny', 'small', 'base')
 SCORE_GROUPS = {'bleu': ('bleu', 'bleu_lc'), 'bleu_tok': ('bleu_tok',), 'chrf': ('chrf',),
                 'exact_match': ('exact_match',),
                 'rouge': ('rouge1', 'rouge2', 'rougeL'), 'wer': ('wer', 'cer')}
-DATASETS = ('dates', 'copy', 'reverse', 'sort', 'addition', 'multi30k', 'tatoeba', 'iwslt15', 'aeslc', 'parallel_text',
-            'tfds', 'fsdd', 'yesno', 'audio_folder', 'digits_captions', 'image_folder')
-SPEECH = ('fsdd', 'yesno', 'audio_folder')
-IMAGES = ('digits_captions', 'image_folder')
+DATASETS = registry.NAMES
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
 RESUMABLE = ('num_train_steps', 'num_train_epochs', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'keep_checkpoints', 'data.data_dir', 'data.manual_dir')
@@ -291,42 +289,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice('data.spm_model_type', d.spm_model_type, ('unigram', 'bpe'))
   if d.tokenizer == 'sentencepiece' and d.max_vocab_size <= 0:
     raise ValueError('data.tokenizer=sentencepiece needs data.max_vocab_size > 0 (the number of pieces).')
-  if d.name in ('multi30k', 'tatoeba', 'iwslt15', 'tfds') and not (d.source_lang and d.target_lang):
-    raise ValueError(f'data.name={d.name!r} needs data.source_lang and data.target_lang (e.g. de and en).')
-  if d.name == 'parallel_text' and not d.files:
-    raise ValueError("data.name='parallel_text' needs data.files, e.g. 'train=a.de,a.en;validation=b.tsv'.")
-  if d.name in SPEECH:
-    if d.shared_vocab or d.reverse_source:
-      raise ValueError(f'data.name={d.name!r} reads audio: data.shared_vocab and data.reverse_source apply to text.')
+  dataset = registry.get(d.name)
+  dataset.check(d)
+  if dataset.source != 'text' and (d.shared_vocab or d.reverse_source):
+    raise ValueError(f'data.name={d.name!r} reads {"images" if dataset.source == "image" else "audio"}: '
+                     'data.shared_vocab and data.reverse_source apply to text.')
+  if dataset.source == 'audio':
     if d.num_mel_bins <= 0:
       raise ValueError(f'data.num_mel_bins must be positive, got {d.num_mel_bins}.')
   if o.doubly_stochastic_weight > 0 and config.model.attention in ('none_init', 'none_concat'):
     raise ValueError('optim.doubly_stochastic_weight > 0 needs attention weights; model.attention='
                      f'{config.model.attention!r} has none.')
-  if d.name in IMAGES:
+  if dataset.source == 'image':
     if d.image_channels not in (1, 3):
       raise ValueError(f'data.image_channels must be 1 (grey) or 3 (RGB), got {d.image_channels}.')
     if d.image_height <= 0 or d.image_width <= 0:
       raise ValueError(f'data.image_height and data.image_width must be positive, got {d.image_height} x '
                        f'{d.image_width}.')
-    if d.shared_vocab or d.reverse_source:
-      raise ValueError(f'data.name={d.name!r} reads images: data.shared_vocab and data.reverse_source apply to text.')
-  if d.name == 'image_folder' and not d.files:
-    raise ValueError("data.name='image_folder' needs data.files, e.g. 'train=captions.tsv;test=test.tsv' (lines "
-                     "IMAGE_PATH<TAB>caption).")
-  if d.name == 'audio_folder' and not d.files:
-    raise ValueError("data.name='audio_folder' needs data.files, e.g. 'train=train.tsv;test=test.tsv' (lines "
-                     "AUDIO_PATH<TAB>transcript).")
-  if d.name == 'tfds' and not d.tfds_name:
-    raise ValueError("data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")
   if config.checkpoint_every_steps % config.log_every_steps:
     raise ValueError(f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
                      f'log_every_steps={config.log_every_steps}, so no partial logging sums are checkpointed.')
   model = dict(to_dict(config.model))
   model.update(src_vocab_size=model['src_vocab_size'] or 1, tgt_vocab_size=model['tgt_vocab_size'] or 1,
                input_features=model['input_features'] or 1,
-               input_kind=model['input_kind'] if model['input_kind'] != 'tokens' else
-               'frames' if d.name in SPEECH else 'image' if d.name in IMAGES else 'tokens',
+               input_kind=model['input_kind'] if model['input_kind'] != 'tokens' else dataset.input_kind,
                max_src_len=model['max_src_len'] or d.max_src_len)
   models.Seq2SeqConfig.from_dict(model).validate()
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
+from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
@@ -54,6 +55,15 @@ class Run:
   src_vocab: vocab_lib.Vocab
   tgt_vocab: vocab_lib.Vocab
   inputs: inputs_lib.InputKind
+
+  @property
+  def source(self) -> encoders.SourceInput:
+    """The model's source input (unbound): the geometry of its memory."""
+    return encoders.for_config(self.model.cfg)
+
+  def memory_labels(self, example) -> list[str]:
+    """One label per memory step of an encoded example (the attention's columns)."""
+    return self.source.memory_labels(self.inputs.labels(example))
 
 
 def load(workdir: str, checkpoint: str = 'best') -> Run:

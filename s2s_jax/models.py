@@ -9,8 +9,8 @@ over the target with the time-independent matmuls (target embedding projection, 
 of the scan, or, when no step's RNN input depends on attention (`DecoderCell.layerwise`: none_init, none_concat, luong
 without input feeding or coverage), runs each decoder layer as one scan of its recurrence and attends for all
 target steps at once (`DecoderCell.all_steps`); tests check that every path gives the same logits. Inputs carry
-explicit masks (1 for real steps, contiguous from the start), so the same code serves token ids, audio frames and
-image grids.
+explicit masks (1 for real steps, contiguous from the start); how a source becomes the sequence the encoder reads
+(token ids, audio frames, image grids) and what that does to the memory's mask is `encoders.py`'s business.
 """
 import dataclasses
 from typing import Any
@@ -23,13 +23,11 @@ import jax.numpy as jnp
 from s2s_jax import attention as attention_lib
 from s2s_jax import data
 from s2s_jax import decoder as decoder_lib
+from s2s_jax import encoders
 from s2s_jax import rnn
 
 BRIDGES = ('copy', 'dense', 'zeros')
 DTYPES = ('float32', 'bfloat16', 'float16')
-# What a source step is: a token id, a feature frame (log-mel audio), or an image column (a CNN makes the grid).
-INPUT_KINDS = ('tokens', 'frames', 'image')
-FRAME_STRIDES = (1, 2, 4, 8)
 
 
 @flax.struct.dataclass
@@ -85,7 +83,7 @@ class Seq2SeqConfig:
     """Raises ValueError naming the field and the allowed values for every invalid choice."""
     choices = {'cell': rnn.CELLS, 'bridge': BRIDGES, 'attention': attention_lib.FLOWS,
                'attention_score': attention_lib.SCORES, 'recurrent_init': rnn.RECURRENT_INITS, 'dtype': DTYPES,
-               'input_kind': INPUT_KINDS, 'frame_stride': FRAME_STRIDES}
+               'input_kind': encoders.INPUT_KINDS, 'frame_stride': encoders.FRAME_STRIDES}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
@@ -154,72 +152,6 @@ _SCAN_DECODER = {remat: nn.scan(nn.checkpoint(_decoder_scan_body) if remat else 
                                 out_axes=1) for remat in (False, True)}
 
 
-def spec_augment(rng: jax.Array, x_BxTxF: jax.Array, mask_BxT: jax.Array, num_masks: int, freq_width: int,
-                 time_width: int) -> jax.Array:
-  """SpecAugment's masking (Park et al. 2019) without time warping: per example, `num_masks` frequency bands of
-  0..freq_width bins and `num_masks` time bands of 0..time_width frames (each at most 20% of the example's real
-  frames) are set to 0, the mean of the per-utterance-normalised features."""
-  batch, steps, features = x_BxTxF.shape
-  k_fw, k_f0, k_tw, k_t0 = jax.random.split(rng, 4)
-
-  def bands(k_width, k_start, size, max_width, extent_B):
-    width = jax.random.randint(k_width, (batch, num_masks), 0, max_width + 1)
-    width = jnp.minimum(width, extent_B[:, None] if extent_B is not None else width)
-    room = (extent_B[:, None] if extent_B is not None else size) - width
-    start = (jax.random.uniform(k_start, (batch, num_masks)) * jnp.maximum(room, 0)).astype(jnp.int32)
-    pos = jnp.arange(size)[None, None, :]
-    return ((pos >= start[..., None]) & (pos < (start + width)[..., None])).any(axis=1)  # [B, size]
-
-  lengths = mask_BxT.sum(axis=1).astype(jnp.int32)
-  freq = bands(k_fw, k_f0, features, freq_width, None)
-  time = bands(k_tw, k_t0, steps, time_width, lengths // 5) if time_width else jnp.zeros((batch, steps), bool)
-  return jnp.where(freq[:, None, :] | time[:, :, None], jnp.zeros((), x_BxTxF.dtype), x_BxTxF)
-
-
-class GridEncoder(nn.Module):
-  """A small CNN over an image given as columns [B, W, H] (Show, Attend and Tell's annotation grid).
-
-  `num_layers` blocks of 3x3 convolution + ReLU + 2x2 max-pooling give a [W', H'] grid of `features`-dim vectors,
-  flattened column by column (left to right, top to bottom within a column) into a sequence of W' x H' cells; the
-  cells of padded columns are masked.
-  """
-  num_layers: int
-  features: int
-  channels: int = 1
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x_BxWxF: jax.Array, mask_BxW: jax.Array) -> tuple[jax.Array, jax.Array]:
-    batch, width, features = x_BxWxF.shape
-    x = x_BxWxF.reshape(batch, width, features // self.channels, self.channels)
-    for i in range(self.num_layers):
-      x = nn.relu(nn.Conv(self.features, (3, 3), padding='SAME', dtype=self.dtype, name=f'conv{i}')(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
-    _, grid_w, grid_h, _ = x.shape
-    return x.reshape(batch, grid_w * grid_h, self.features), grid_mask(mask_BxW, self.num_layers, grid_h)
-
-
-def grid_mask(mask_BxW: jax.Array, num_layers: int, grid_height: int) -> jax.Array:
-  """The mask of GridEncoder's cells: a cell is real when its column block starts in a real column."""
-  for _ in range(num_layers):
-    mask_BxW = mask_BxW[:, ::2]
-  return jnp.repeat(mask_BxW, grid_height, axis=1)
-
-
-def memory_mask(cfg: Seq2SeqConfig, inputs_mask_BxS: jax.Array) -> jax.Array:
-  """The encoder memory's mask for an input mask: what `Seq2Seq.encode` puts in memory['mask'] (the input mask,
-  subsampled by the frame convolutions and the pyramid, or the image grid's cells)."""
-  mask = inputs_mask_BxS
-  if cfg.input_kind == 'image':
-    height = cfg.input_features // cfg.image_channels
-    for _ in range(cfg.cnn_layers):
-      height = -(-height // 2)
-    return grid_mask(mask, cfg.cnn_layers, height)
-  if cfg.input_kind == 'frames':
-    mask = mask[:, ::cfg.frame_stride]
-  return rnn.pyramid_mask(mask, cfg.num_layers) if cfg.pyramid else mask
-
-
 class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
   cfg: Seq2SeqConfig
@@ -228,16 +160,8 @@ class Seq2Seq(nn.Module):
     c = self.cfg
     c.validate()
     dtype = jnp.dtype(c.dtype)
-    if c.input_kind == 'tokens':
-      self.src_embed = nn.Embed(c.src_vocab_size, c.embed_dim, dtype=dtype,
-                                embedding_init=nn.initializers.normal(stddev=1.0))
-    elif c.input_kind == 'frames':
-      self.subsample = [nn.Conv(c.embed_dim, (3,), strides=(2,), padding='SAME', dtype=dtype, name=f'subsample{i}')
-                        for i in range(c.frame_stride.bit_length() - 1)]
-      self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
-    else:
-      self.grid = GridEncoder(c.cnn_layers, c.cnn_features, c.image_channels, dtype)
-      self.frame_proj = nn.Dense(c.embed_dim, dtype=dtype)
+    self.source = encoders.for_config(c)
+    nn.share_scope(self, self.source)  # its parameters sit at the model's top level (names as in old checkpoints)
     self.encoder = rnn.RNNStack(c.cell, c.num_layers, c.encoder_units, c.bidirectional, c.dropout_rate,
                                 c.variational_dropout, c.recurrent_init, c.init_scale, dtype, pyramid=c.pyramid,
                                 remat=c.remat)
@@ -260,30 +184,13 @@ class Seq2Seq(nn.Module):
   def encode(self, inputs: jax.Array, inputs_mask: jax.Array, train: bool = False
              ) -> tuple[decoder_lib.Memory, decoder_lib.State]:
     """Encodes a padded batch: returns (memory for the decoder, initial decoder state); leaves lead with B."""
-    x, mask = self._embed_source(inputs, inputs_mask, train)
+    x, mask = self.source(inputs, inputs_mask, train)
     x = self.dropout(x, deterministic=not train)
     values, finals = self.encoder(x, mask, train=train)
     if self.cfg.pyramid:
       mask = rnn.pyramid_mask(mask, self.cfg.num_layers)
     memory = self.decoder.prepare_memory(values, mask, finals[-1][-1], inputs if self.cfg.pointer_generator else None)
     return memory, self.decoder.initial_state(self._bridge(finals), memory)
-
-  def _embed_source(self, inputs: jax.Array, mask_BxS: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-    """The encoder's input sequence and its mask: embedded ids, projected (subsampled, augmented) frames, or the
-    column-major flattened CNN grid of an image."""
-    c = self.cfg
-    if c.input_kind == 'tokens':
-      return self.src_embed(inputs), mask_BxS
-    x = inputs.astype(jnp.dtype(c.dtype))
-    if c.input_kind == 'image':
-      x, mask_BxS = self.grid(x, mask_BxS)
-      return self.frame_proj(x), mask_BxS
-    if train and (c.specaug_freq_width or c.specaug_time_width):
-      x = spec_augment(self.make_rng('dropout'), x, mask_BxS, c.specaug_masks, c.specaug_freq_width,
-                       c.specaug_time_width)
-    for conv in self.subsample:
-      x, mask_BxS = nn.relu(conv(x)), mask_BxS[:, ::2]
-    return self.frame_proj(x) * mask_BxS[..., None].astype(x.dtype), mask_BxS
 
   def decode_step(self, ids_N: jax.Array, state: decoder_lib.State, memory: decoder_lib.Memory
                   ) -> tuple[jax.Array, decoder_lib.State]:
@@ -295,7 +202,13 @@ class Seq2Seq(nn.Module):
 
   def __call__(self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False,
                return_attention: bool = False):
-    """Teacher forcing: logits float32 [B, T, V] (and attention weights [B, T, S] or None).
+    """Teacher forcing: logits float32 [B, T, V] (and attention weights [B, T, S] or None); see teacher_forcing."""
+    out = self.teacher_forcing(inputs, inputs_mask, targets, train=train)
+    return (out.logits, out.attention) if return_attention else out.logits
+
+  def teacher_forcing(self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False
+                      ) -> 'TeacherForced':
+    """The decoder fed the reference: logits, attention weights and the memory's mask.
 
     With cfg.pointer_generator the "logits" are the log-probabilities of the mixed distribution (already normalised,
     so every consumer that applies log_softmax gets them back unchanged).
@@ -312,4 +225,12 @@ class Seq2Seq(nn.Module):
       xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, masks)
       _, (outs, attn) = _SCAN_DECODER[self.cfg.remat](self.decoder, state, xs, memory)
     logits = self.decoder.readout(outs, train=train, emb=emb, attn=attn, memory=memory)
-    return (logits, attn) if return_attention else logits
+    return TeacherForced(logits, attn, memory['mask'])
+
+
+@flax.struct.dataclass
+class TeacherForced:
+  """What one teacher-forced pass gives the losses."""
+  logits: jax.Array  # float32 [B, T, V]
+  attention: jax.Array | None  # [B, T, S'] over the memory's steps; None without attention
+  memory_mask: jax.Array  # [B, S']: the encoder memory's real steps (subsampled / gridded inputs differ from S)

@@ -31,7 +31,7 @@ def save_attention_overlay(path: str, image_HxWxC: np.ndarray, attention_TxS: np
                            target: Sequence[str], title: str = '') -> None:
   """Writes a PNG with the image once and then once per output token, overlaid with that token's attention.
 
-  `attention_TxS` is over the encoder's grid cells in column-major order (`models.GridEncoder`); `grid` is its
+  `attention_TxS` is over the encoder's grid cells in column-major order (`encoders.GridEncoder`); `grid` is its
   (width, height) in cells, each covering a block of image pixels (brighter = more attention).
   """
   import matplotlib  # pylint: disable=g-import-not-at-top

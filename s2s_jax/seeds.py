@@ -16,7 +16,6 @@ import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
-from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import writers
 
@@ -73,8 +72,7 @@ def step_fn(config):
   fn = functools.partial(steps.train_step, label_smoothing=config.optim.label_smoothing,
                          grad_accum_steps=config.optim.grad_accum_steps, skip_nonfinite=config.optim.skip_nonfinite,
                          coverage_loss_weight=config.optim.coverage_loss_weight,
-                         doubly_stochastic_weight=config.optim.doubly_stochastic_weight,
-                         memory_mask_fn=functools.partial(models.memory_mask, config_lib.model_config(config)))
+                         doubly_stochastic_weight=config.optim.doubly_stochastic_weight)
   return fn if config.num_seeds == 1 else jax.vmap(fn, in_axes=(0, None))
 
 

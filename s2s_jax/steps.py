@@ -19,6 +19,7 @@ import optax
 
 from s2s_jax import data as data_lib
 from s2s_jax import decode
+from s2s_jax import encoders
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 
@@ -42,7 +43,7 @@ def create_train_state(rng: jax.Array, model: models.Seq2Seq, tx: optax.Gradient
                        tgt_len: int) -> TrainState:
   init_rng, dropout_rng = jax.random.split(rng)
   mask = jnp.ones((1, src_len), jnp.int32)
-  inputs = mask if model.cfg.input_kind == 'tokens' else jnp.ones((1, src_len, model.cfg.input_features), jnp.float32)
+  inputs = encoders.for_config(model.cfg).dummy_inputs(1, src_len)
   params = jax.jit(model.init)(init_rng, inputs, mask, jnp.ones((1, tgt_len), jnp.int32))['params']
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng, log_sums=empty_log_sums())
 
@@ -76,25 +77,24 @@ def doubly_stochastic_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array, me
 
 
 def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothing: float,
-                   coverage_loss_weight: float = 0.0, doubly_stochastic_weight: float = 0.0,
-                   memory_mask_fn=None):
+                   coverage_loss_weight: float = 0.0, doubly_stochastic_weight: float = 0.0):
   """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed) and the
-  logged sums (plain NLL). `memory_mask_fn(inputs_mask)` is `models.memory_mask` of the model's config."""
-  logits, attn = apply_fn({'params': params}, batch['inputs'], batch['inputs_mask'], batch['targets'], train=True,
-                          return_attention=True, rngs={'dropout': rng})
+  logged sums (plain NLL)."""
+  out = apply_fn({'params': params}, batch['inputs'], batch['inputs_mask'], batch['targets'], train=True,
+                 rngs={'dropout': rng}, method=models.Seq2Seq.teacher_forcing)
   weights = (batch['targets'] != data_lib.PAD_ID).astype(jnp.float32)
-  loss_sum, nll_sum = metrics_lib.weighted_xent(logits, batch['targets'], weights, label_smoothing)
+  loss_sum, nll_sum = metrics_lib.weighted_xent(out.logits, batch['targets'], weights, label_smoothing)
   if coverage_loss_weight:
-    loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(attn, weights)
+    loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(out.attention, weights)
   if doubly_stochastic_weight:
-    loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(
-        attn, weights, memory_mask_fn(batch['inputs_mask']))
-  return loss_sum, metrics_lib.token_sums(nll_sum, logits, batch['targets'], weights)
+    loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(out.attention, weights,
+                                                                                out.memory_mask)
+  return loss_sum, metrics_lib.token_sums(nll_sum, out.logits, batch['targets'], weights)
 
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0, grad_accum_steps: int = 1,
                skip_nonfinite: bool = False, coverage_loss_weight: float = 0.0,
-               doubly_stochastic_weight: float = 0.0, memory_mask_fn=None, axis_name: str | None = 'batch'
+               doubly_stochastic_weight: float = 0.0, axis_name: str | None = 'batch'
                ) -> tuple[TrainState, metrics_lib.Metrics]:
   """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
 
@@ -106,8 +106,7 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
   grad_fn = jax.grad(functools.partial(_loss_and_sums, coverage_loss_weight=coverage_loss_weight,
-                                       doubly_stochastic_weight=doubly_stochastic_weight,
-                                       memory_mask_fn=memory_mask_fn), has_aux=True)
+                                       doubly_stochastic_weight=doubly_stochastic_weight), has_aux=True)
   if grad_accum_steps == 1:
     grads, sums = grad_fn(state.params, state.apply_fn, batch, rng, label_smoothing)
   else:

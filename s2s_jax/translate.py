@@ -21,7 +21,6 @@ import numpy as np
 from s2s_jax import inference
 from s2s_jax import plots
 from s2s_jax.data import corpora
-from s2s_jax.data import inputs as inputs_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
@@ -70,7 +69,7 @@ def main(argv):
   decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=run.inputs.max_len,
                               batch_size=overrides['batch_size'] or run.config.decode.batch_size)
   results = decoder(inference.replicate(run.params), examples, run.inputs.collate,
-                    lambda x: len(run.inputs.labels(x))) if examples else []
+                    lambda x: len(run.memory_labels(x))) if examples else []
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), _N_BEST.value, _PRINT_SCORES.value)]
   if _OUTPUT.value == '-':
@@ -81,14 +80,14 @@ def main(argv):
   if wants_attention:
     os.makedirs(_ATTENTION_DIR.value, exist_ok=True)
     for i, example, hyps in zip(where, examples, results):
-      if isinstance(run.inputs, inputs_lib.ImageInputs):  # per-token overlays on the image
+      if run.src_vocab.source_kind == 'image':  # per-token overlays on the image
         plots.save_attention_overlay(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
                                      run.inputs.pixels(example), np.asarray(hyps.attention[0]),
-                                     (run.inputs.grid_width, run.inputs.grid_height), hyps.tokens[0],
+                                     run.source.grid_shape(len(example)), hyps.tokens[0],
                                      title=f'line {i + 1}: {hyps.texts[0]}')
         continue
       plots.save_attention_heatmap(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
-                                   np.asarray(hyps.attention[0]), run.inputs.labels(example), hyps.tokens[0],
+                                   np.asarray(hyps.attention[0]), run.memory_labels(example), hyps.tokens[0],
                                    title=f'line {i + 1}: {hyps.texts[0]}')
 
 

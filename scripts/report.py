@@ -311,11 +311,11 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
     options = inference.decode_options(loaded.config, loaded.config.data.max_tgt_len, return_attention=True)
     decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
     results = decoder(inference.replicate(loaded.params), examples, loaded.inputs.collate,
-                      lambda x: len(loaded.inputs.labels(x)))
+                      lambda x: len(loaded.memory_labels(x)))
     pngs[variant] = [f'attention_{slug}_{i + 1}.png' for i in range(len(examples))]
     for png, example, hyps in zip(pngs[variant], examples, results):
       plots.save_attention_heatmap(os.path.join(fig_dir, png), np.asarray(hyps.attention[0]),
-                                   loaded.inputs.labels(example), hyps.tokens[0],
+                                   loaded.memory_labels(example), hyps.tokens[0],
                                    title=f'{variant}: {hyps.texts[0]} (step {loaded.step})')
   return pngs, skipped
 

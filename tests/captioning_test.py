@@ -16,9 +16,11 @@ from PIL import Image
 import pytest
 
 import subprocess_env
+from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import train
+from s2s_jax.data import image_datasets
 from s2s_jax.data import images
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
@@ -31,7 +33,8 @@ from experiments.captioning import digits  # pylint: disable=g-import-not-at-top
 class DigitCanvasTest(absltest.TestCase):
 
   def test_digit_pools_are_disjoint_and_cover_every_image(self):
-    pools = {s: {i for i in range(1797) if images.digits_split(i) == s} for s in ('train', 'validation', 'test')}
+    pools = {s: {i for i in range(1797) if image_datasets.digits_split(i) == s}
+             for s in ('train', 'validation', 'test')}
     self.assertEqual(sum(map(len, pools.values())), 1797)
     self.assertEqual(len(pools['train'] | pools['validation'] | pools['test']), 1797)
     self.assertBetween(len(pools['test']) / 1797, 0.19, 0.21)
@@ -42,7 +45,7 @@ class DigitCanvasTest(absltest.TestCase):
     labels = np.arange(10)
     glyphs = np.ones((10, 8, 8)) * 16.0
     rng = np.random.default_rng(0)
-    for canvas, caption in images.digit_canvases(glyphs, labels, 50, rng, 24, 100, max_digits=5):
+    for canvas, caption in image_datasets.digit_canvases(glyphs, labels, 50, rng, 24, 100, max_digits=5):
       words = caption.split()
       self.assertBetween(len(words), 1, 5)
       self.assertEqual(canvas.shape, (24, 100))
@@ -54,21 +57,21 @@ class DigitCanvasTest(absltest.TestCase):
 
   def test_canvas_too_small_for_the_digits_fails(self):
     with self.assertRaisesRegex(ValueError, 'image_width >= 98 for 5 digits'):
-      next(images.digit_canvases(np.ones((1, 8, 8)), np.zeros(1, int), 1, np.random.default_rng(0), 24, 60, 5))
+      next(image_datasets.digit_canvases(np.ones((1, 8, 8)), np.zeros(1, int), 1, np.random.default_rng(0), 24, 60, 5))
 
   def test_builder_splits_and_determinism(self):
     config = digits.get_config('size=tiny')
     config.data.data_dir = self.create_tempdir().full_path
     pipeline.resolve_paths(config.data)
-    pictures, skipped = images.load_pictures(config.data)
+    pictures, skipped = image_datasets.load_pictures(config.data)
     self.assertEqual({k: len(v) for k, v in pictures.items()}, {'train': 64, 'validation': 32, 'test': 32})
     self.assertEqual(skipped, [])
     picture, caption = pictures['test'][0]
     self.assertEqual(picture.pixels.shape, (24, 100, 1))
     self.assertEqual(picture.pixels.dtype, np.uint8)
-    self.assertTrue(set(caption.split()) <= set(images.DIGIT_WORDS))
+    self.assertTrue(set(caption.split()) <= set(image_datasets.DIGIT_WORDS))
     config.data.data_dir = self.create_tempdir().full_path
-    again, _ = images.load_pictures(config.data)
+    again, _ = image_datasets.load_pictures(config.data)
     np.testing.assert_array_equal(again['test'][0][0].pixels, picture.pixels)
     self.assertEqual([c for _, c in again['train']], [c for _, c in pictures['train']])
 
@@ -81,8 +84,7 @@ class FrontendAndFolderTest(absltest.TestCase):
     x = frontend.encode(images.Picture('p', pixels))
     self.assertEqual(x.shape, (6, 12))
     self.assertAlmostEqual(float(x[5, 2 * 3 + 1]), pixels[2, 5, 1] / 255.0, places=6)
-    cfg = models.Seq2SeqConfig(input_kind='image', input_features=12, image_channels=3, tgt_vocab_size=5)
-    back = inputs_lib.ImageInputs(frontend, cfg).pixels(x)
+    back = inputs_lib.ImageInputs(frontend).pixels(x)
     np.testing.assert_allclose(back * 255.0, pixels, atol=1e-4)
     with self.assertRaisesRegex(ValueError, r'q: image of \(4, 5, 3\)'):
       frontend.encode(images.Picture('q', pixels[:, :5]))
@@ -141,11 +143,11 @@ class GridAndRegulariserTest(parameterized.TestCase):
     x = mask if cfg.input_kind == 'tokens' else jnp.ones((3, 11, 6))
     variables = model.init(jax.random.PRNGKey(0), x, mask, jnp.ones((3, 2), jnp.int32))
     memory, _ = model.apply(variables, x, mask, method=models.Seq2Seq.encode)
-    np.testing.assert_array_equal(memory['mask'], models.memory_mask(cfg, mask))
+    np.testing.assert_array_equal(memory['mask'], encoders.for_config(cfg).memory_mask(mask))
     self.assertEqual(memory['values'].shape[1], memory['mask'].shape[1])
     if cfg.input_kind == 'image':
-      inputs = inputs_lib.ImageInputs(images.ImageFrontend(6 // cfg.image_channels, 11, cfg.image_channels), cfg)
-      self.assertLen(inputs.labels(None), memory['mask'].shape[1])
+      inputs = inputs_lib.ImageInputs(images.ImageFrontend(6 // cfg.image_channels, 11, cfg.image_channels))
+      self.assertLen(encoders.for_config(cfg).memory_labels(inputs.labels(None)), memory['mask'].shape[1])
 
   def test_doubly_stochastic_loss(self):
     attn = jnp.array([[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]])  # one example, two tokens, three memory steps
@@ -163,10 +165,9 @@ class GridAndRegulariserTest(parameterized.TestCase):
     batch = {'inputs': jnp.ones((2, 12, 8)), 'inputs_mask': jnp.ones((2, 12), jnp.int32),
              'targets': jnp.array([[4, 5, 3], [6, 3, 0]])}
     params = model.init(jax.random.PRNGKey(0), batch['inputs'], batch['inputs_mask'], batch['targets'])['params']
-    mask_fn = lambda m: models.memory_mask(cfg, m)
     plain, _ = steps._loss_and_sums(params, model.apply, batch, jax.random.PRNGKey(1), 0.0)  # pylint: disable=protected-access
     regularised, _ = steps._loss_and_sums(params, model.apply, batch, jax.random.PRNGKey(1), 0.0,  # pylint: disable=protected-access
-                                          doubly_stochastic_weight=2.0, memory_mask_fn=mask_fn)
+                                          doubly_stochastic_weight=2.0)
     self.assertGreater(float(regularised), float(plain))
 
 
@@ -192,7 +193,7 @@ class EndToEndTest(absltest.TestCase):
     for key in ('bleu', 'exact_match'):
       self.assertBetween(result[key], 0.0, 100.0)
     pipeline.resolve_paths(config.data)
-    pictures, _ = images.load_pictures(config.data)
+    pictures, _ = image_datasets.load_pictures(config.data)
     folder = self.create_tempdir().full_path
     paths, refs = [], []
     for i, (picture, caption) in enumerate(pictures['test'][:3]):

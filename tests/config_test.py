@@ -14,7 +14,7 @@ from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import corpora
 from s2s_jax.data import pipeline
-from s2s_jax.data import speech
+from s2s_jax.data import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'experiments', '**', '*.py'),
@@ -36,7 +36,7 @@ def _case_name(path: str) -> str:
 
 def _uses_a_corpus(path: str) -> bool:
   """Reads a corpus of ../shared/data (text or speech): slow tier (speech_test trains the speech configs fast)."""
-  return _load(path).get_config('size=tiny').data.name in corpora.CORPORA + speech.DATASETS
+  return _load(path).get_config('size=tiny').data.name in registry.family('corpus') + registry.family('speech')
 
 
 CORPUS_EXPERIMENTS = [p for p in EXPERIMENTS if _uses_a_corpus(p)]
@@ -73,7 +73,7 @@ class ExperimentFilesTest(parameterized.TestCase):
 
 def _train_tiny(test: absltest.TestCase, path: str) -> None:
   config = _load(path).get_config('size=tiny')
-  raw = corpora.resolve_manual_dir(config.data) or corpora.resolve_manual_dir(config.data, speech.FOLDERS)
+  raw = corpora.resolve_manual_dir(config.data)
   shared_data.require_folder(test, raw, path)
   config.data.data_dir = test.create_tempdir().full_path
   config.num_train_steps = 20

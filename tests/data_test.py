@@ -22,6 +22,7 @@ from s2s_jax import config_lib
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from s2s_jax.data import builders
 from s2s_jax.data import pipeline
+from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -329,7 +330,7 @@ class PrepareTest(parameterized.TestCase):
   def test_filter_policy_drops_long_training_sources_and_truncates_eval(self):
     config = _data_config(self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4,
                           src_len_policy='filter')
-    raw = pipeline.load_raw(config)
+    raw = registry.get(config.name).load(config)[0]
     data = pipeline.prepare(config)
     too_long = {k: sum(len(s.split()) + 1 > 4 for s, _ in pairs) for k, pairs in raw.items()}
     self.assertGreater(too_long['train'], 0)
@@ -365,7 +366,7 @@ class PrepareTest(parameterized.TestCase):
   def test_truncate_policy_keeps_long_training_sources(self):
     config = _data_config(self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4,
                           src_len_policy='truncate')
-    raw = pipeline.load_raw(config)
+    raw = registry.get(config.name).load(config)[0]
     data = pipeline.prepare(config)
     too_long = sum(len(s.split()) + 1 > 4 for s, _ in raw['train'])
     train = data.report['splits']['train']
@@ -383,7 +384,7 @@ class PrepareTest(parameterized.TestCase):
 
   def test_target_filter(self):
     config = _data_config(self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_tgt_len=3)
-    raw = pipeline.load_raw(config)
+    raw = registry.get(config.name).load(config)[0]
     data = pipeline.prepare(config)
     too_long = sum(len(t.split()) + 1 > 3 for _, t in raw['train'])
     self.assertEqual(data.report['splits']['train']['filtered'], {'target_too_long': too_long})
@@ -397,7 +398,7 @@ class PrepareTest(parameterized.TestCase):
   def test_report(self):
     config = _data_config(self.create_tempdir().full_path, 'dates', max_vocab_size=20)
     data = pipeline.prepare(config)
-    raw = pipeline.load_raw(config)
+    raw = registry.get(config.name).load(config)[0]
     report = json.loads(json.dumps(data.report))  # JSON-serialisable as it is
     self.assertEqual(report['dataset'], 'dates')
     self.assertEqual((report['src_vocab_size'], report['tgt_vocab_size']), (20, len(data.tgt_vocab)))
@@ -430,7 +431,8 @@ class PrepareTest(parameterized.TestCase):
     paths = [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
     self.assertEqual(vocab_lib.Vocab.load(paths[0]), first.src_vocab)
     self.assertEqual(vocab_lib.Vocab.load(paths[1]), first.tgt_vocab)
-    self.assertEqual(first.src_vocab, pipeline.build_vocabs(pipeline.load_raw(config)['train'], config)[0])
+    raw, _ = registry.get(config.name).load(config)
+    self.assertEqual(first.src_vocab, pipeline.build_vocabs(raw['train'], config)[0])
     mtimes = [os.stat(p).st_mtime_ns for p in paths]
     # A changed data config (here: a vocabulary size cap that would give a smaller vocabulary) reuses the files.
     config.max_vocab_size = 8

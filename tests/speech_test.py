@@ -18,6 +18,7 @@ import subprocess_env
 import shared_data
 import soundfile
 
+from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import rnn
 from s2s_jax import train
@@ -246,7 +247,7 @@ class FrameEncoderTest(parameterized.TestCase):
     x = jnp.ones((64, 50, 20))
     lengths = jnp.arange(64) % 40 + 10
     mask = (jnp.arange(50)[None] < lengths[:, None]).astype(jnp.int32)
-    y = models.spec_augment(jax.random.PRNGKey(0), x, mask, num_masks=2, freq_width=4, time_width=30)
+    y = encoders.spec_augment(jax.random.PRNGKey(0), x, mask, num_masks=2, freq_width=4, time_width=30)
     zero = np.asarray(y == 0)
     freq_zero = zero.all(axis=1)  # bins zero at every frame
     time_zero = zero.all(axis=2)  # frames zero in every bin
@@ -271,8 +272,9 @@ class FrameEncoderTest(parameterized.TestCase):
     self.assertEqual(memory['values'].shape[:2], (2, steps))
     factor = 24 // steps
     np.testing.assert_array_equal(memory['mask'][1], (np.arange(steps) * factor < 10).astype(np.int32))
-    self.assertEqual(inputs_lib.memory_stride(cfg), factor)
-    labels = inputs_lib.AudioInputs(audio.AudioFrontend(8, RATE), 24, factor).labels(np.zeros((10, 8)))
+    self.assertEqual(encoders.for_config(cfg).time_stride(), factor)
+    labels = encoders.for_config(cfg).memory_labels(
+        inputs_lib.AudioInputs(audio.AudioFrontend(8, RATE), 24).labels(np.zeros((10, 8))))
     self.assertLen(labels, -(-10 // factor))
     logits = model.apply(params, x, mask, jnp.ones((2, 4), jnp.int32), train=True,
                          rngs={'dropout': jax.random.PRNGKey(1)})

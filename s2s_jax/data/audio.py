@@ -95,6 +95,7 @@ class AudioFrontend(saved.SavedJson):
   num_mel: int
   sample_rate: int
   kind: str = 'audio'
+  source_kind = 'audio'  # a class attribute, not a field
 
   @property
   def num_features(self) -> int:

@@ -35,9 +35,10 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from s2s_jax.data import builders
+from s2s_jax.data import registry
 
-CORPORA = ('multi30k', 'tatoeba', 'iwslt15', 'aeslc', 'parallel_text', 'tfds')
-FOLDERS = {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng', 'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'}
+CORPORA = registry.family('corpus')  # multi30k, tatoeba, iwslt15, aeslc, parallel_text, tfds
+FOLDERS = registry.folders('corpus')  # data.name -> its folder of the shared data root
 # Corpora whose records are (source, target[, references]) rather than one feature per language.
 _FIXED_FEATURES = {'aeslc': ('references', 'source', 'target')}
 AESLC_ARCHIVE = 'enron_subject_line.tar.gz'
@@ -57,10 +58,10 @@ def default_data_root() -> str:
   return os.path.abspath(os.path.expanduser(root))
 
 
-def resolve_manual_dir(data_config, folders: dict[str, str] | None = None) -> str | None:
-  """The absolute raw folder of a named dataset: data.manual_dir or default_data_root()/<folder> (FOLDERS, or the
-  `folders` of another family of builders, e.g. speech.FOLDERS)."""
-  folders = FOLDERS if folders is None else folders
+def resolve_manual_dir(data_config) -> str | None:
+  """The absolute raw folder of a dataset with one (registry.FOLDERS): data.manual_dir or
+  default_data_root()/<folder>; None for the others."""
+  folders = registry.FOLDERS
   if data_config.name not in folders:
     return None
   if data_config.manual_dir:
@@ -504,6 +505,13 @@ def load_pairs(data_config) -> dict[str, list[tuple[str, str]]]:
     src, tgt = ('source', 'target') if data_config.name in ('parallel_text', *_FIXED_FEATURES) else (
         data_config.source_lang, data_config.target_lang)
   return {split: builders.read_texts(source, (src, tgt)) for split, source in sources.items()}
+
+
+def load(data_config) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+  """load_pairs with a train split required (the registry's loader of the text corpora); nothing is skipped."""
+  pairs = load_pairs(data_config)
+  require_split(pairs, 'train', data_config)
+  return pairs, []
 
 
 def load_references(data_config) -> dict[str, list[list[str]]]:

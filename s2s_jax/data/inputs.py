@@ -1,7 +1,8 @@
 """What a model reads, from raw input lines: the input abstraction of the translate / evaluate tools.
 
 An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example and
-pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names the encoder memory's steps for attention plots.
+pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names an example's steps (tokens, frame times, image
+columns), which the model's source input (`s2s_jax/encoders.py`) maps to its memory's steps for attention plots.
 `for_config` picks the kind from a run's source "vocabulary": a text vocabulary, an audio or an image frontend.
 """
 from collections.abc import Sequence
@@ -12,16 +13,16 @@ import numpy as np
 from s2s_jax.data import EOS_ID, PAD_ID, SPECIAL_TOKENS
 from s2s_jax.data import audio
 from s2s_jax.data import images
+from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
 
 def source_fields(src_vocab) -> dict[str, object]:
-  """The model fields a dataset's source side sets: input_kind, input_features, image_channels."""
-  if isinstance(src_vocab, audio.AudioFrontend):
-    return {'input_kind': 'frames', 'input_features': src_vocab.num_features, 'image_channels': 1}
-  if isinstance(src_vocab, images.ImageFrontend):
-    return {'input_kind': 'image', 'input_features': src_vocab.num_features, 'image_channels': src_vocab.channels}
-  return {'input_kind': 'tokens', 'input_features': 0, 'image_channels': 1}
+  """The model fields a dataset's source side (`saved.SavedJson.source_kind`) sets: input_kind, input_features,
+  image_channels."""
+  kind = src_vocab.source_kind
+  return {'input_kind': registry.INPUT_KINDS[kind], 'input_features': 0 if kind == 'text' else src_vocab.num_features,
+          'image_channels': src_vocab.channels if kind == 'image' else 1}
 
 
 def collate_sources(examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
@@ -47,7 +48,7 @@ class InputKind(Protocol):
     """A batch of `batch_size` rows padded to `length` steps (missing rows are empty, mask 0)."""
 
   def labels(self, example: np.ndarray) -> list[str]:
-    """One label per step of the encoder's memory (the attention's columns), for attention plots."""
+    """One label per step of the example (`encoders.SourceInput.memory_labels` maps them to memory steps)."""
 
 
 class TextInputs:
@@ -72,8 +73,8 @@ class TextInputs:
 class AudioInputs:
   """A line naming an audio file -> log-mel frames [frames, num_mel], at most max_len frames."""
 
-  def __init__(self, frontend: audio.AudioFrontend, max_len: int, memory_stride: int = 1):
-    self.frontend, self.max_len, self.memory_stride = frontend, max_len, memory_stride
+  def __init__(self, frontend: audio.AudioFrontend, max_len: int):
+    self.frontend, self.max_len = frontend, max_len
 
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     frames = self.frontend.encode(self.frontend.read(line.strip()))
@@ -83,19 +84,15 @@ class AudioInputs:
     return collate_sources(examples, batch_size, length)
 
   def labels(self, example: np.ndarray) -> list[str]:
-    """The start time (seconds) of every memory step, `memory_stride` frames apart."""
-    steps = -(-len(example) // self.memory_stride)
-    return [f'{i * self.memory_stride * audio.HOP_MS / 1000:.2f}' for i in range(steps)]
+    """The start time (seconds) of every frame."""
+    return [f'{i * audio.HOP_MS / 1000:.2f}' for i in range(len(example))]
 
 
 class ImageInputs:
   """A line naming an image file -> float32 columns [W, H * C] (resized to the training size)."""
 
-  def __init__(self, frontend: images.ImageFrontend, model_config):
+  def __init__(self, frontend: images.ImageFrontend):
     self.frontend, self.max_len = frontend, frontend.width
-    self.grid_width, self.grid_height = frontend.width, frontend.height
-    for _ in range(model_config.cnn_layers):
-      self.grid_width, self.grid_height = -(-self.grid_width // 2), -(-self.grid_height // 2)
 
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     return self.frontend.encode(self.frontend.read(line.strip())), False
@@ -104,9 +101,9 @@ class ImageInputs:
     return collate_sources(examples, batch_size, length)
 
   def labels(self, example: np.ndarray) -> list[str]:
-    """Grid cells column by column: 'x<column>y<row>'."""
+    """The image's pixel columns: 'x<column>'."""
     del example
-    return [f'x{i}y{j}' for i in range(self.grid_width) for j in range(self.grid_height)]
+    return [f'x{i}' for i in range(self.frontend.width)]
 
   def pixels(self, example: np.ndarray) -> np.ndarray:
     """The example as an image [H, W, C] in [0, 1], for attention overlays."""
@@ -114,15 +111,10 @@ class ImageInputs:
     return example.reshape(f.width, f.height, f.channels).transpose(1, 0, 2)
 
 
-def memory_stride(model_config) -> int:
-  """Source frames per encoder memory step: the subsampling convolutions times the pyramid's halvings."""
-  return model_config.frame_stride * (2 ** (model_config.num_layers - 1) if model_config.pyramid else 1)
-
-
 def for_config(config, src_vocab) -> InputKind:
   """The input kind of a run's dataset: text, audio (a speech dataset's frontend) or images."""
-  if isinstance(src_vocab, audio.AudioFrontend):
-    return AudioInputs(src_vocab, config.data.max_src_len, memory_stride(config.model))
-  if isinstance(src_vocab, images.ImageFrontend):
-    return ImageInputs(src_vocab, config.model)
+  if src_vocab.source_kind == 'audio':
+    return AudioInputs(src_vocab, config.data.max_src_len)
+  if src_vocab.source_kind == 'image':
+    return ImageInputs(src_vocab)
   return TextInputs(src_vocab, config.data.max_src_len, reverse=config.data.reverse_source)

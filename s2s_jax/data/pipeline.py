@@ -27,7 +27,7 @@ from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
 from s2s_jax.data import images
-from s2s_jax.data import speech
+from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
 Batch = dict[str, np.ndarray]
@@ -79,15 +79,7 @@ def data_manifest(data_config) -> dict[str, Any]:
   """The manifest of the prepared dataset of `data_config` (read from beside its files; made once at preparation)."""
   if data_config.name == 'tfds':  # prepared outside this project: its name, version and folder identify it
     return {'dataset': f'tfds:{data_config.tfds_name}', 'config': data_config.data_dir, 'version': '', 'files': []}
-  if data_config.name in speech.DATASETS:
-    builder = speech.get_builder(data_config)
-  elif data_config.name in images.DATASETS:
-    builder = images.get_builder(data_config)
-  elif data_config.name in corpora.CORPORA:
-    builder = corpora.get_builder(data_config)
-  else:
-    builder = builders.synthetic_builder(data_config, data_config.data_dir)
-  return builders.read_manifest(builder)
+  return builders.read_manifest(registry.get(data_config.name).builder(data_config))
 
 
 def resolve_paths(data_config) -> None:
@@ -95,24 +87,11 @@ def resolve_paths(data_config) -> None:
   data_config.data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or builders.default_data_dir()))
   if data_config.manual_dir:
     data_config.manual_dir = os.path.abspath(os.path.expanduser(data_config.manual_dir))
-  elif data_config.name in corpora.FOLDERS:
-    data_config.manual_dir = corpora.resolve_manual_dir(data_config)
-  elif data_config.name in speech.FOLDERS:
-    data_config.manual_dir = corpora.resolve_manual_dir(data_config, speech.FOLDERS)
+  elif folder := corpora.resolve_manual_dir(data_config):
+    data_config.manual_dir = folder
   if data_config.files:
     data_config.files = ';'.join(f'{split}={",".join(paths)}'
                                  for split, paths in corpora.resolve_files(data_config.files).items())
-
-
-def load_raw(data_config) -> dict[str, list[tuple[str, str]]]:
-  """Prepares (once) and reads every split as (source, target) strings."""
-  if data_config.name in corpora.CORPORA:
-    pairs = corpora.load_pairs(data_config)
-    corpora.require_split(pairs, 'train', data_config)
-    return pairs
-  builder = builders.synthetic_builder(data_config, data_config.data_dir)
-  sources = builders.prepare(builder)
-  return {split: builders.read_texts(source, ('source', 'target')) for split, source in sources.items()}
 
 
 def _stats(lengths: Sequence[int]) -> dict[str, float]:
@@ -188,6 +167,25 @@ def _vocab_settings(data_config, side: int) -> dict[str, object]:
   return dict(lowercase=data_config.lowercase, lang=lang, model_type=data_config.spm_model_type)
 
 
+def _frontend(source: str, train_pairs: Sequence[tuple[Any, str]], data_config):
+  """The source "vocabulary" of an audio or image dataset."""
+  if source == 'audio':  # data.num_mel_bins at the clips' sample rate
+    return audio.AudioFrontend(data_config.num_mel_bins, train_pairs[0][0].rate)
+  return images.ImageFrontend(data_config.image_height, data_config.image_width, data_config.image_channels)
+
+
+def _expected_settings(source: str, side: int, data_config) -> dict[str, object]:
+  """What a stored vocabulary of this side must report (`settings()`, without an audio clip's sample rate, which
+  comes from the data)."""
+  if side == 0 and source == 'audio':
+    return {'kind': 'audio', 'num_mel': data_config.num_mel_bins}
+  if side == 0 and source == 'image':
+    return images.ImageFrontend(data_config.image_height, data_config.image_width, data_config.image_channels
+                                ).settings()
+  side = 0 if data_config.shared_vocab else side
+  return vocab_lib.settings(data_config.tokenizer, **_vocab_settings(data_config, side))
+
+
 def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
   """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
 
@@ -197,14 +195,12 @@ def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[v
   With data.shared_vocab, one vocabulary is built from both sides (with the source side's settings) and serves
   both, so a source id and a target id name the same token (needed by the pointer-generator's copying).
   """
-  if data_config.name in speech.DATASETS + images.DATASETS:
-    if data_config.name in speech.DATASETS:
-      frontend = audio.AudioFrontend(data_config.num_mel_bins, train_pairs[0][0].rate)
-    else:
-      frontend = images.ImageFrontend(data_config.image_height, data_config.image_width, data_config.image_channels)
-    return frontend, vocab_lib.build((pair[1] for pair in train_pairs), data_config.tokenizer,
-                                     min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
-                                     **_vocab_settings(data_config, 1))
+  source = registry.get(data_config.name).source
+  if source != 'text':
+    target = vocab_lib.build((pair[1] for pair in train_pairs), data_config.tokenizer,
+                             min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
+                             **_vocab_settings(data_config, 1))
+    return _frontend(source, train_pairs, data_config), target
   if data_config.shared_vocab:
     vocab = vocab_lib.build((text for pair in train_pairs for text in pair), data_config.tokenizer,
                             min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
@@ -222,13 +218,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to. `for_training`
   checks data.eval_split and data.test_splits against the dataset's splits before any vocabulary is written.
   """
-  skipped = []
-  if data_config.name in speech.DATASETS:
-    raw, skipped = speech.load_clips(data_config)
-  elif data_config.name in images.DATASETS:
-    raw, skipped = images.load_pictures(data_config)
-  else:
-    raw = load_raw(data_config)
+  dataset = registry.get(data_config.name)
+  raw, skipped = dataset.load(data_config)
   if 'train' not in raw:
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
   if for_training:
@@ -240,17 +231,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
       raise ValueError(f'data.shared_vocab=True, but {paths[0]} and {paths[1]} differ; use a new workdir or delete '
                        'the vocabulary files to rebuild them.')
     for side, (vocab, path) in enumerate(zip((src_vocab, tgt_vocab), paths)):
-      if isinstance(vocab, audio.AudioFrontend):
-        want, got = {'kind': 'audio', 'num_mel': data_config.num_mel_bins}, vocab.settings()
-        got.pop('sample_rate')
-      elif isinstance(vocab, images.ImageFrontend):
-        want = images.ImageFrontend(data_config.image_height, data_config.image_width,
-                                     data_config.image_channels).settings()
-        got = vocab.settings()
-      else:
-        want = vocab_lib.settings(data_config.tokenizer,
-                                  **_vocab_settings(data_config, 0 if data_config.shared_vocab else side))
-        got = vocab.settings()
+      want = _expected_settings(dataset.source, side, data_config)
+      got = {k: v for k, v in vocab.settings().items() if k != 'sample_rate'}
       if got != want:
         raise ValueError(f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
                          'workdir or delete the vocabulary files to rebuild them.')
@@ -259,8 +241,8 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
       vocab.save(path)
   splits, report = {}, {'dataset': data_config.name, 'splits': {}}
-  if data_config.name in speech.DATASETS + images.DATASETS:
-    what = 'audio' if data_config.name in speech.DATASETS else 'images'
+  if dataset.source != 'text':
+    what = {'audio': 'audio', 'image': 'images'}[dataset.source]
     report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
     if skipped:
       logging.warning('%d unreadable %s files were skipped (listed in data_report.json): %s', len(skipped), what,
@@ -282,7 +264,7 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
     report['splits'][name]['padding_fraction'] = {
         'source': round(1 - sum(map(len, split.src_ids)) / max(1, len(split) * src_len), 4),
         'target': round(1 - sum(map(len, split.tgt_ids)) / max(1, len(split) * tgt_len), 4)}
-  report.update(src_vocab_size=len(src_vocab) if isinstance(src_vocab, vocab_lib.Vocab) else 0,
+  report.update(src_vocab_size=len(src_vocab) if dataset.source == 'text' else 0,
                 tgt_vocab_size=len(tgt_vocab), padded_src_len=src_len, padded_tgt_len=tgt_len)
   buckets = None
   if data_config.num_buckets != 1 or data_config.batch_tokens:

@@ -28,9 +28,9 @@ import tensorflow_datasets as tfds
 from s2s_jax.data import audio
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import registry
 
-DATASETS = ('fsdd', 'yesno', 'audio_folder')
-FOLDERS = {'fsdd': 'fsdd', 'yesno': 'yesno'}
+FOLDERS = registry.folders('speech')  # data.name -> its folder of the shared data root
 DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 FSDD_ARCHIVE = 'recordings.tar.gz'
 FSDD_TEST_SPEAKER = 'theo'
@@ -219,7 +219,7 @@ def get_builder(data_config) -> _Speech:
     config = SpeechConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], files=tuple(files.items()),
                           fingerprint=fp, raw_paths=tuple(raw_paths))
     return S2sAudioFolder(config=config, data_dir=data_dir, file_format='array_record')
-  raw = corpora.resolve_manual_dir(data_config, FOLDERS)
+  raw = corpora.resolve_manual_dir(data_config)
   expected = [FSDD_ARCHIVE] if name == 'fsdd' else [f'{YESNO_FOLDER}/*.wav']
   paths = [os.path.join(raw, FSDD_ARCHIVE)] if name == 'fsdd' else _yesno_files(raw)
   if not paths or not all(os.path.isfile(p) for p in paths):
