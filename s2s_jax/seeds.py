@@ -6,7 +6,6 @@ it, on the same batches (their order follows `seed`, the first seed); the workdi
 and `workdir/seed_<s>/` is a complete workdir per seed (config.json with that seed, vocabularies, metrics.jsonl,
 tensorboard/, best/, eval_test.json, DONE) that translate, evaluate and report use like any other run.
 """
-import functools
 import json
 import os
 import shutil
@@ -65,15 +64,6 @@ def create_states(config, model, tx, src_len: int, tgt_len: int) -> steps.TrainS
   if len(states) == 1:
     return states[0]
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
-
-
-def step_fn(config):
-  """The train step for the pmap: vmapped over the seed axis (same batch for every seed) when num_seeds > 1."""
-  fn = functools.partial(steps.train_step, label_smoothing=config.optim.label_smoothing,
-                         grad_accum_steps=config.optim.grad_accum_steps, skip_nonfinite=config.optim.skip_nonfinite,
-                         coverage_loss_weight=config.optim.coverage_loss_weight,
-                         doubly_stochastic_weight=config.optim.doubly_stochastic_weight)
-  return fn if config.num_seeds == 1 else jax.vmap(fn, in_axes=(0, None))
 
 
 def empty_log_sums(num_seeds: int):

@@ -1,4 +1,5 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
+import functools
 import time
 from typing import Any
 
@@ -20,6 +21,16 @@ from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import writers
 from s2s_jax.data import pipeline
+
+
+def train_step_fn(config: ml_collections.ConfigDict):
+  """`steps.train_step` with the config's loss options bound, as the loop pmaps it: vmapped over the seed axis
+  (every seed on the same batch) when config.num_seeds > 1."""
+  o = config.optim
+  step = functools.partial(steps.train_step, label_smoothing=o.label_smoothing, grad_accum_steps=o.grad_accum_steps,
+                           skip_nonfinite=o.skip_nonfinite, coverage_loss_weight=o.coverage_loss_weight,
+                           doubly_stochastic_weight=o.doubly_stochastic_weight)
+  return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None))
 
 
 def _check_batch_sizes(config: ml_collections.ConfigDict) -> None:
@@ -131,7 +142,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
   validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
   """
-  p_train_step = steps.CompiledByShape(jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,)),
+  p_train_step = steps.CompiledByShape(jax.pmap(train_step_fn(config), axis_name='batch', donate_argnums=(0,)),
                                        'train step')
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   state = flax.jax_utils.replicate(state)

@@ -247,7 +247,7 @@ def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, st
   """The train benchmark (see the module docstring)."""
   import resource  # pylint: disable=g-import-not-at-top
   from s2s_jax import optim  # pylint: disable=g-import-not-at-top
-  from s2s_jax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  from s2s_jax import train  # pylint: disable=g-import-not-at-top
   from s2s_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_enable_compilation_cache', False)
   config.model.update(src_vocab_size=config.model.src_vocab_size or vocab,
@@ -264,7 +264,7 @@ def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, st
                 'targets': rng.randint(4, cfg.tgt_vocab_size, (batch, tgt_len)).astype(np.int32)}
   device_batch = steps_lib.shard_batch(host_batch)
   state = flax.jax_utils.replicate(state)
-  p_step = jax.pmap(seeds_lib.step_fn(config), axis_name='batch', donate_argnums=(0,))
+  p_step = jax.pmap(train.train_step_fn(config), axis_name='batch', donate_argnums=(0,))
   start = time.perf_counter()
   compiled = p_step.lower(state, device_batch).compile()
   compile_s = time.perf_counter() - start
