@@ -122,19 +122,11 @@ class DecoderCell(nn.Module):
       carries.append(cell.step(state['rnn'][i], xproj))
     top = carries[-1][-1]
     new_state = dict(state, rnn=tuple(carries))
-    if c.attention == 'bahdanau':
-      out = jnp.concatenate([top, context], axis=-1)
-    elif c.attention == 'luong':
+    if c.attention == 'luong':
       context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'], coverage)
-      out = jnp.tanh(self.combine(jnp.concatenate([context, top], axis=-1)))
-      if c.input_feeding:
-        new_state['feed'] = out
-    elif c.attention == 'none_concat' and c.context_to_output:
-      out = jnp.concatenate([top, memory['context']], axis=-1)
-    else:
-      out = top
-    if c.embed_to_output:
-      out = jnp.concatenate([out, emb], axis=-1)
+    out = self.output_features(top, context, emb, memory)
+    if c.attention == 'luong' and c.input_feeding:
+      new_state['feed'] = out
     if attn is not None:
       new_state['attention'] = attn
     if coverage is not None:
@@ -165,18 +157,31 @@ class DecoderCell(nn.Module):
         xproj = cell.input_proj(top if masks is None else top * masks[i - 1].swapaxes(0, 1))
       top = rnn.scan_steps(cell, state['rnn'][i], xproj, c.remat)[-1]
     top = top.swapaxes(0, 1)  # [B, T, H]: transposed at the hidden width, not at the vocabulary's
-    attn = None
+    context = attn = None
     if c.attention == 'luong':
       context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'])
+    return self.output_features(top, context, emb_TxBxE.swapaxes(0, 1), memory), attn
+
+  def output_features(self, top: jax.Array, context: jax.Array | None, emb: jax.Array | None, memory: Memory
+                      ) -> jax.Array:
+    """The output layer's input, for one step ([B, ...]) or all steps ([B, T, ...]) alike: from the top state h,
+    the attention context c of this step and the previous target embedding e: [h; c] (bahdanau), the attentional
+    vector tanh(W_c [c; h]) (luong), [h; encoder context] (none_concat with context_to_output), else h; then [...; e]
+    with embed_to_output."""
+    c = self.cfg
+    if c.attention == 'bahdanau':
+      out = jnp.concatenate([top, context], axis=-1)
+    elif c.attention == 'luong':
       out = jnp.tanh(self.combine(jnp.concatenate([context, top], axis=-1)))
     elif c.attention == 'none_concat' and c.context_to_output:
-      out = jnp.concatenate([top, jnp.broadcast_to(memory['context'][:, None],
-                                                   top.shape[:2] + memory['context'].shape[-1:])], axis=-1)
+      ctx = memory['context']  # [B, C], the same at every step
+      ctx = ctx.reshape(ctx.shape[:1] + (1,) * (top.ndim - 2) + ctx.shape[1:])
+      out = jnp.concatenate([top, jnp.broadcast_to(ctx, top.shape[:-1] + ctx.shape[-1:])], axis=-1)
     else:
       out = top
     if c.embed_to_output:
-      out = jnp.concatenate([out, emb_TxBxE.swapaxes(0, 1)], axis=-1)
-    return out, attn
+      out = jnp.concatenate([out, emb], axis=-1)
+    return out
 
   def dropout_masks(self, batch_size: int, length: int, train: bool) -> tuple[jax.Array, ...] | None:
     """Scaled keep-masks [B, T, H] for the inputs of layers 1.. (shared over time when variational)."""
