@@ -5,8 +5,12 @@ command line (`--config.optim.learning_rate=3e-4`). `validate()` runs before any
 the field, the bad value and what is allowed.
 """
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import math
+import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -383,66 +387,14 @@ def shrink_cadence_to_tiny(c: ml_collections.ConfigDict) -> None:
   c.eval.num_decode_examples = 64
 
 
-# embed, hidden, layers, (min_len, max_len) or max_digits, train examples, eval examples, steps
-_TASK_SIZES = {
-    'tiny': (16, 32, 1, (1, 6), 2, 2_000, 200, 40),
-    'small': (32, 128, 1, (1, 20), 3, 50_000, 1_000, 3_000),
-    'base': (64, 256, 2, (10, 100), 5, 200_000, 2_000, 20_000),
-}
-
-
-def task_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
-  """The shared config of the generated sequence tasks (copy, reverse, sort, addition).
-
-  A Luong-attention LSTM with a bidirectional encoder; `attention=none_init` and friends can be set from the
-  command line to compare with a fixed-size context.
-  """
-  arg = parse_arg(arg, size='small')
-  embed_dim, hidden_dim, layers, (min_len, max_len), max_digits, num_train, num_eval, num_steps = _TASK_SIZES[arg.size]
-  c = base_config()
-  c.data.update(name=task, num_train_examples=num_train, num_eval_examples=num_eval, task_min_len=min_len,
-                task_max_len=max_len, task_num_symbols=20, task_max_digits=max_digits)
-  if task == 'addition':
-    c.data.update(tokenizer='char', max_src_len=2 * max_digits + 2, max_tgt_len=max_digits + 2)
-  else:
-    c.data.update(tokenizer='word', max_src_len=max_len + 1, max_tgt_len=max_len + 1)
-  c.data.update(batch_size=64, eval_batch_size=256)
-  c.model.update(cell='lstm', num_layers=layers, bidirectional=True, bridge='dense', attention='luong',
-                 attention_score='general', input_feeding=True, embed_dim=embed_dim, hidden_dim=hidden_dim)
-  c.optim.update(optimizer='adam', learning_rate=2e-3, schedule='cosine', warmup_steps=100)
-  c.decode.update(beam_size=1, length_alpha=0.0)
-  c.eval.update(metric='exact_match', mode='max', num_decode_examples=512)
-  c.update(num_train_steps=num_steps, log_every_steps=100, eval_every_steps=1_000, checkpoint_every_steps=1_000)
-  if arg.size == 'tiny':
-    shrink_cadence_to_tiny(c)
-  return c
-
-
-MULTI30K_TRAIN_EXAMPLES = 29_000
-
-
-def multi30k_config(size: str, *, epochs: int, batch_size: int, tokenizer: str = 'moses',
-                    max_vocab_size: int = 0) -> ml_collections.ConfigDict:
-  """Multi30k German -> English (test = test2016): the data, evaluation and cadence shared by its experiments.
-
-  Training lasts `epochs` real epochs (num_train_epochs: steps = epochs x the batches of the bucket plan, counted
-  when the data is prepared, e.g. 227 batches of 128 sentences); evaluation (validation loss, which picks best/, and
-  BLEU on the whole validation set) runs about once per epoch (every 29,000 / batch_size steps, rounded down to a
-  multiple of 50) and at the last step. `size=tiny` keeps the real data but trains 20 steps of tiny batches.
-  """
-  c = base_config()
-  c.data.update(name='multi30k', source_lang='de', target_lang='en', tokenizer=tokenizer, lowercase=True,
-                vocab_min_count=2, max_vocab_size=max_vocab_size, max_src_len=64, max_tgt_len=64,
-                src_len_policy='truncate', tgt_len_policy='truncate', batch_size=batch_size, eval_batch_size=256,
-                num_buckets=0)
-  c.eval.update(metric='loss', mode='min', scores='bleu,bleu_tok,chrf', num_decode_examples=1_014)
-  steps_per_epoch = MULTI30K_TRAIN_EXAMPLES // batch_size
-  c.update(num_train_epochs=float(epochs), num_train_steps=epochs * steps_per_epoch, log_every_steps=50,
-           eval_every_steps=steps_per_epoch // 50 * 50 or 50, checkpoint_every_steps=steps_per_epoch // 50 * 50 or 50)
-  c.decode.update(batch_size=128)
-  if size == 'tiny':
-    c.data.update(batch_size=16, eval_batch_size=64, num_buckets=2)
-    c.update(num_train_epochs=0.0, num_train_steps=20, log_every_steps=10, eval_every_steps=20,
-             checkpoint_every_steps=20)
-    c.eval.num_decode_examples = 64
-  return c
+def import_beside(file: str, name: str):
+  """The Python file `name` in the folder of `file`, imported once: how an experiment file reaches the family module
+  beside it (e.g. experiments/multi30k/_family.py), whatever the working directory and sys.path."""
+  path = os.path.join(os.path.dirname(os.path.abspath(file)), name)
+  key = 's2s_experiment_' + hashlib.sha256(path.encode()).hexdigest()[:16]
+  if key not in sys.modules:
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[key] = module
+  return sys.modules[key]

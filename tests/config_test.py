@@ -238,7 +238,8 @@ class EpochsTest(parameterized.TestCase):
     self.assertEqual(config.num_train_steps, 7)
 
   def test_a_steps_flag_on_an_epoch_config_is_refused(self):
-    config = config_lib.multi30k_config('small', epochs=10, batch_size=128)
+    family = config_lib.import_beside(os.path.join(ROOT, 'experiments', 'multi30k', 'gru_context.py'), '_family.py')
+    config = family.multi30k_config('small', epochs=10, batch_size=128)
     with self.assertRaisesRegex(ValueError, r'trains by epochs \(num_train_epochs=10\).*num_train_epochs=0'):
       config_lib.check_steps_override(config, {'num_train_steps': 5})
     config_lib.check_steps_override(config, {'num_train_steps': 5, 'num_train_epochs': 0.0})

@@ -25,7 +25,8 @@ from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from experiments import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
@@ -35,7 +36,11 @@ _FIRST_ID = len(SPECIAL_TOKENS)
 
 def _data_config(data_dir: str, task: str = 'copy', **overrides):
   """The tiny task config's data part, shrunk further, preparing into `data_dir`."""
-  config = default.get_config('size=tiny') if task == 'dates' else config_lib.task_config(task, 'size=tiny')
+  if task == 'dates':
+    config = default.get_config('size=tiny')
+  else:
+    family = config_lib.import_beside(os.path.join(ROOT, 'experiments', 'tasks', 'copy.py'), '_family.py')
+    config = family.task_config(task, 'size=tiny')
   config.data.update(num_train_examples=60, num_eval_examples=12, data_dir=data_dir)
   config.data.update(**overrides)
   pipeline.resolve_paths(config.data)

@@ -15,6 +15,8 @@ import ml_collections
 
 from s2s_jax import config_lib
 
+_family = config_lib.import_beside(__file__, '_family.py')
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
@@ -23,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'tiny': (1, 2, 16, 32, 0, 0.3, 2),
       'small': (2, 3, 96, 128, 3_000, 0.2, 0),
       'base': (12, 3, 256, 512, 0, 0.3, 0)}[arg.size]
-  c = config_lib.multi30k_config(arg.size, epochs=epochs, batch_size=128, max_vocab_size=vocab)
+  c = _family.multi30k_config(arg.size, epochs=epochs, batch_size=128, max_vocab_size=vocab)
   c.data.num_buckets = buckets
   c.model.update(cell='gru', num_layers=1, bidirectional=True, bridge='dense', attention='bahdanau',
                  attention_score='additive', embed_dim=embed, hidden_dim=hidden, dropout_rate=dropout)

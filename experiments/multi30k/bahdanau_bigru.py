@@ -11,10 +11,12 @@ import ml_collections
 
 from s2s_jax import config_lib
 
+_family = config_lib.import_beside(__file__, '_family.py')
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
-  c = config_lib.multi30k_config(arg.size, epochs=10, batch_size=128)
+  c = _family.multi30k_config(arg.size, epochs=10, batch_size=128)
   c.model.update(cell='gru', num_layers=1, bidirectional=True, encoder_hidden_dim=512, bridge='dense',
                  attention='bahdanau', attention_score='additive', attention_dim=512, embed_to_output=True,
                  embed_dim=256, hidden_dim=512, dropout_rate=0.5)

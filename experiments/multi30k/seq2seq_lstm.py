@@ -10,10 +10,12 @@ import ml_collections
 
 from s2s_jax import config_lib
 
+_family = config_lib.import_beside(__file__, '_family.py')
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
-  c = config_lib.multi30k_config(arg.size, epochs=10, batch_size=128)
+  c = _family.multi30k_config(arg.size, epochs=10, batch_size=128)
   c.model.update(cell='lstm', num_layers=2, bidirectional=False, bridge='copy', attention='none_init',
                  embed_dim=256, hidden_dim=512, dropout_rate=0.5, recurrent_init='uniform', init_scale=0.08)
   c.optim.update(optimizer='adam', learning_rate=1e-3, schedule='constant', grad_clip_norm=1.0)

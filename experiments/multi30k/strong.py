@@ -12,11 +12,13 @@ import ml_collections
 
 from s2s_jax import config_lib
 
+_family = config_lib.import_beside(__file__, '_family.py')
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
   epochs = {'tiny': 1, 'small': 25, 'base': 40}[arg.size]
-  c = config_lib.multi30k_config(arg.size, epochs=epochs, batch_size=64, tokenizer='sentencepiece',
+  c = _family.multi30k_config(arg.size, epochs=epochs, batch_size=64, tokenizer='sentencepiece',
                                  max_vocab_size=6_000)
   c.data.update(lowercase=False, spm_model_type='unigram', batch_tokens=2_000)
   c.model.update(cell='lstm', num_layers=2, bidirectional=True, encoder_hidden_dim=256, bridge='dense',

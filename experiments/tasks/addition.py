@@ -8,6 +8,8 @@ import ml_collections
 
 from s2s_jax import config_lib
 
+_family = config_lib.import_beside(__file__, '_family.py')
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return config_lib.task_config('addition', arg)
+  return _family.task_config('addition', arg)
