@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from s2s_jax import attention as attention_lib
 from s2s_jax import models
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
@@ -144,11 +145,12 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """Nested dicts as one dict of dotted keys ('data.name')."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flatten(v, f'{prefix}{k}.'))
     else:
       out[f'{prefix}{k}'] = v
   return out
@@ -159,8 +161,8 @@ def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _check_keys_and_types(config: ml_collections.ConfigDict) -> None:
-  base = _flatten(to_dict(base_config()))
-  got = _flatten(to_dict(config))
+  base = flatten(to_dict(base_config()))
+  got = flatten(to_dict(config))
   for key in sorted(set(got) - set(base)):
     section = key.rpartition('.')[0]
     valid = sorted(k for k in base if k.rpartition('.')[0] == section)
@@ -260,7 +262,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.eval.metric not in produced:
     raise ValueError(f'eval.metric={config.eval.metric!r} is not computed by eval.scores={config.eval.scores!r}; '
                      f'add its group ({[g for g, m in SCORE_GROUPS.items() if config.eval.metric in m]}).')
-  flat = _flatten(to_dict(config))
+  flat = flatten(to_dict(config))
   for key, value in flat.items():
     if key in RANGES:
       _check_range(key, value)
@@ -276,7 +278,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   max_len = config.decode.max_len or d.max_tgt_len
   if config.decode.min_len >= max_len:
     raise ValueError(f'decode.min_len={config.decode.min_len} must be below the decoding length limit {max_len}.')
-  if config.decode.coverage_beta and config.model.attention in ('none_init', 'none_concat'):
+  if config.decode.coverage_beta and config.model.attention in attention_lib.NO_ATTENTION:
     raise ValueError('decode.coverage_beta needs attention weights; model.attention='
                      f'{config.model.attention!r} has none.')
   if o.coverage_loss_weight > 0 and not config.model.coverage:
@@ -301,7 +303,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if dataset.source == 'audio':
     if d.num_mel_bins <= 0:
       raise ValueError(f'data.num_mel_bins must be positive, got {d.num_mel_bins}.')
-  if o.doubly_stochastic_weight > 0 and config.model.attention in ('none_init', 'none_concat'):
+  if o.doubly_stochastic_weight > 0 and config.model.attention in attention_lib.NO_ATTENTION:
     raise ValueError('optim.doubly_stochastic_weight > 0 needs attention weights; model.attention='
                      f'{config.model.attention!r} has none.')
   if dataset.source == 'image':
@@ -327,7 +329,7 @@ def check_override_flags(argv: list[str]) -> None:
   Every experiment starts from base_config(), so the valid names are known before the experiment file is loaded;
   this replaces ml_collections' bare AttributeError with the list of what exists.
   """
-  base = _flatten(to_dict(base_config()))
+  base = flatten(to_dict(base_config()))
   sections = {k.rpartition('.')[0] for k in base}
   for arg in argv[1:]:
     if not arg.startswith('--config.'):
@@ -359,8 +361,8 @@ def model_config(config: ml_collections.ConfigDict) -> models.Seq2SeqConfig:
 def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   """A config from a workdir's config.json; fields added to the project since it was written get their defaults."""
   config = base_config()
-  flat = _flatten(to_dict(config))
-  for key, value in _flatten(saved).items():
+  flat = flatten(to_dict(config))
+  for key, value in flatten(saved).items():
     if key not in flat:
       raise ValueError(f'config.json has the field {key!r}, which this version of s2s_jax does not know.')
     section, _, name = key.rpartition('.')
@@ -373,8 +375,8 @@ def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
 
 def diff(old: dict[str, Any], new: dict[str, Any], ignore=RESUMABLE) -> list[str]:
   """Lines `key: old -> new` for every differing field outside `ignore` (absent old fields count as defaults)."""
-  a = _flatten(to_dict(from_saved(old)))
-  b = _flatten(new)
+  a = flatten(to_dict(from_saved(old)))
+  b = flatten(new)
   return [f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
           for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
 

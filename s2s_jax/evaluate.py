@@ -15,6 +15,7 @@ import time
 
 from absl import app
 from absl import flags
+import flax
 
 from s2s_jax import evaluation
 from s2s_jax import inference
@@ -67,7 +68,7 @@ def main(argv):
   options = inference.decode_options(run.config, run.config.data.max_tgt_len, **overrides)
   decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=src_len,
                               batch_size=overrides['batch_size'] or run.config.decode.batch_size)
-  params = inference.replicate(run.params)
+  params = flax.jax_utils.replicate(run.params)
   decoder(params, examples[:decoder.batch_size], run.inputs.collate)  # compile first: decode_s times decoding only
   start = time.time()
   hyps = [h.texts[0] for h in decoder(params, examples, run.inputs.collate)]

@@ -9,7 +9,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -129,7 +128,3 @@ class Decoder:
       if attn_KxTxS is not None:
         attention.append(attn_KxTxS[k, :n])
     return Hypotheses(texts, [float(s) for s in scores_K], tokens, attention if attn_KxTxS is not None else None)
-
-
-def replicate(params):
-  return flax.jax_utils.replicate(params)

@@ -147,31 +147,31 @@ def error_rates(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str,
           'cer': 100.0 * jiwer.process_characters(list(refs[0]), list(hyps)).cer}
 
 
-def exact_match_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
-                          edges: Sequence[int] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)) -> list[dict[str, Any]]:
-  """Exact match per source-length bucket, like bleu_by_length (for tasks scored by exact match)."""
+def scores_by_length(score, key: str, hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
+                     edges: Sequence[int]) -> list[dict[str, Any]]:
+  """`score(hyps, refs)` per source-length bucket [min_len, max_len] (source tokens, EOS excluded) as
+  {min_len, max_len, n, key}; the last bucket ends at the longest source; empty buckets are omitted."""
   bounds = [0, *edges, max([*src_lengths, edges[-1]])]
   out = []
   for lo, hi in zip(bounds[:-1], bounds[1:]):
     idx = [i for i, n in enumerate(src_lengths) if lo < n <= hi or (lo == 0 and n == 0)]
     if idx:
       out.append({'min_len': lo + (lo > 0), 'max_len': hi, 'n': len(idx),
-                  'exact_match': exact_match([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])})
+                  key: score([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])})
   return out
+
+
+def exact_match_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
+                          edges: Sequence[int] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)) -> list[dict[str, Any]]:
+  """Exact match per source-length bucket (for tasks scored by exact match)."""
+  return scores_by_length(exact_match, 'exact_match', hyps, refs, src_lengths, edges)
 
 
 def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
                    edges: Sequence[int] = (10, 20, 30, 40, 50, 60)) -> list[dict[str, Any]]:
-  """Corpus BLEU per source-length bucket [min_len, max_len] (source tokens, EOS excluded); empty buckets omitted."""
-  bounds = [0, *edges, max([*src_lengths, edges[-1]])]  # the last bucket ends at the longest source
-  out = []
-  for lo, hi in zip(bounds[:-1], bounds[1:]):
-    idx = [i for i, n in enumerate(src_lengths) if lo < n <= hi or (lo == 0 and n == 0)]
-    if not idx:
-      continue
-    score = sacrebleu.metrics.BLEU().corpus_score([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])
-    out.append({'min_len': lo + (lo > 0), 'max_len': hi, 'n': len(idx), 'bleu': score.score})
-  return out
+  """Corpus BLEU per source-length bucket."""
+  score = lambda h, r: sacrebleu.metrics.BLEU().corpus_score(h, r).score
+  return scores_by_length(score, 'bleu', hyps, refs, src_lengths, edges)
 
 
 def mean_std_ci95(values: Sequence[float]) -> tuple[float, float | None, float | None]:

@@ -16,8 +16,10 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import flax
 import numpy as np
 
+from s2s_jax import attention as attention_lib
 from s2s_jax import inference
 from s2s_jax import plots
 from s2s_jax.data import corpora
@@ -46,7 +48,7 @@ def main(argv):
   run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
   overrides = {name: holder.value for name, holder in _DECODE.items()}
   wants_attention = _ATTENTION_DIR.value is not None
-  if wants_attention and run.config.model.attention in ('none_init', 'none_concat'):
+  if wants_attention and run.config.model.attention in attention_lib.NO_ATTENTION:
     raise app.UsageError(f'--attention_dir: model.attention={run.config.model.attention!r} has no attention.')
   options = inference.decode_options(run.config, run.config.data.max_tgt_len, return_attention=wants_attention,
                                      **overrides)
@@ -68,7 +70,7 @@ def main(argv):
     where.append(i)
   decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=run.inputs.max_len,
                               batch_size=overrides['batch_size'] or run.config.decode.batch_size)
-  results = decoder(inference.replicate(run.params), examples, run.inputs.collate,
+  results = decoder(flax.jax_utils.replicate(run.params), examples, run.inputs.collate,
                     lambda x: len(run.memory_labels(x))) if examples else []
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), _N_BEST.value, _PRINT_SCORES.value)]

@@ -55,6 +55,7 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import rnn
+from s2s_jax import steps as steps_lib
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file, e.g. experiments/benchmarks/lstm512.py.')
@@ -114,11 +115,8 @@ def _decode_fns(model, batch_size: int, beam_size: int, max_len: int):
   def encode(params, batch):
     return model.apply({'params': params}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
 
-  def full(params, batch):
-    memory, state = encode(params, batch)
-    memory = decode.expand_to_beams(memory, beam_size)
-    step_fn = lambda ids, s: model.apply({'params': params}, ids, s, memory, method=models.Seq2Seq.decode_step)
-    return search(step_fn, state)
+  options = steps_lib.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
+  full = functools.partial(steps_lib.predict_step, model=model, options=options)  # what evaluation and translate run
 
   def bookkeeping(state, logits_NxV):  # the initial decoder state is an input: no encoder work inside
     return search(lambda ids, s: (logits_NxV, s), state)
@@ -248,7 +246,6 @@ def measure_train(config, batch: int, src_len: int, tgt_len: int, vocab: int, st
   import resource  # pylint: disable=g-import-not-at-top
   from s2s_jax import optim  # pylint: disable=g-import-not-at-top
   from s2s_jax import train  # pylint: disable=g-import-not-at-top
-  from s2s_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_enable_compilation_cache', False)
   config.model.update(src_vocab_size=config.model.src_vocab_size or vocab,
                       tgt_vocab_size=config.model.tgt_vocab_size or vocab, max_src_len=src_len)

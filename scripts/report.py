@@ -48,11 +48,6 @@ _FIRST = ('exact_match', 'bleu', 'bleu_lc', 'bleu_tok', 'chrf', 'rougeL', 'wer',
 _TIMING = ('decode_s', 'sentences_per_s')
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  return {key: value for k, v in d.items()
-          for key, value in (_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {prefix + k: v}).items()}
-
-
 def _lines(path: str) -> list[str] | None:
   """The lines of a text file as every reader of the project splits them (at \\n only), or None when it does not
   exist: a hypothesis containing U+2028 or a form feed stays one line, aligned with its reference."""
@@ -92,7 +87,7 @@ def find_runs(root: str, sweep: dict | None) -> list[dict]:
       own = _read(os.path.join(workdir, 'config.json'))
       if (raw := own or _read(os.path.join(parent, 'config.json'))) is None:
         continue
-      config, lines = _flatten(raw), _lines(os.path.join(workdir, 'metrics.jsonl')) or []
+      config, lines = config_lib.flatten(raw), _lines(os.path.join(workdir, 'metrics.jsonl')) or []
       runs.append(dict(name=os.path.relpath(workdir, root), workdir=workdir, group=name, raw=raw, config=config,
                        seed=config.get('seed', 0) if own else _seed_of(workdir),
                        config_flag=_config_flag((workdir, parent), sweep),
@@ -298,6 +293,7 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
 
   Returns ({variant: PNG file names}, [variants without attention]).
   """
+  import flax  # pylint: disable=g-import-not-at-top
   from s2s_jax import inference  # pylint: disable=g-import-not-at-top
   from s2s_jax import plots  # pylint: disable=g-import-not-at-top
   pngs, skipped = {}, []
@@ -310,7 +306,7 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
     examples, slug = data.src_ids[:num], re.sub(r'[^A-Za-z0-9_.-]+', '_', variant)
     options = inference.decode_options(loaded.config, loaded.config.data.max_tgt_len, return_attention=True)
     decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
-    results = decoder(inference.replicate(loaded.params), examples, loaded.inputs.collate,
+    results = decoder(flax.jax_utils.replicate(loaded.params), examples, loaded.inputs.collate,
                       lambda x: len(loaded.memory_labels(x)))
     pngs[variant] = [f'attention_{slug}_{i + 1}.png' for i in range(len(examples))]
     for png, example, hyps in zip(pngs[variant], examples, results):

@@ -6,3 +6,5 @@ UNK_ID = 1
 BOS_ID = 2
 EOS_ID = 3
 SPECIAL_TOKENS = ('<pad>', '<unk>', '<s>', '</s>')
+# The words of the digit datasets' transcripts and captions (fsdd, digits_captions).
+DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')

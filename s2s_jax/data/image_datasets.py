@@ -18,11 +18,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from s2s_jax.data import DIGIT_WORDS
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
 from s2s_jax.data import images
 
-DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 DIGIT_SIZES = (10, 16)  # smallest and largest digit height on a canvas (pixels)
 MAX_GAP = 3  # pixels between digits: 0..MAX_GAP
 

@@ -26,12 +26,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from s2s_jax.data import audio
+from s2s_jax.data import DIGIT_WORDS
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
 from s2s_jax.data import registry
 
 FOLDERS = registry.folders('speech')  # data.name -> its folder of the shared data root
-DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 FSDD_ARCHIVE = 'recordings.tar.gz'
 FSDD_TEST_SPEAKER = 'theo'
 FSDD_SPLITS = ('train', 'validation', 'test_speaker', 'test_random')
