@@ -17,6 +17,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from s2s_jax import attention as attention_lib
+from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
@@ -124,17 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
       coverage_loss_weight=0.0,  # See et al. 2017: + weight x sum_i min(a_t, c_t) per target token (needs coverage)
       doubly_stochastic_weight=0.0,  # Xu et al. 2015: + weight x sum_i (1 - sum_t a_t[i])^2 per example
   ))
-  c.decode = ml_collections.ConfigDict(dict(
-      beam_size=5,
-      length_alpha=0.6,  # GNMT length penalty ((5 + |y|) / 6) ** alpha; 0: off
-      max_len=0,  # static cap on output tokens (EOS included); 0: data.max_tgt_len
-      max_len_a=0.0,  # per sentence: at most max_len_a * source tokens + max_len_b output tokens; 0: off
-      max_len_b=0,
-      min_len=0,  # no EOS before this many tokens
-      no_repeat_ngram_size=0,  # no n-gram twice in a hypothesis; 0: off
-      coverage_beta=0.0,  # GNMT coverage penalty weight (attention flows only); 0: off
-      batch_size=64,  # sentences per decoding batch in translate / evaluate
-  ))
+  c.decode = ml_collections.ConfigDict(decode.config_defaults())  # decode.DecodeOptions documents each field
   c.eval = ml_collections.ConfigDict(dict(
       metric='exact_match',  # which eval/<metric> picks best/ and is reported
       scores='bleu,chrf,exact_match',  # decoded scores: bleu, bleu_tok, chrf, exact_match, rouge, wer
@@ -275,9 +266,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.dtype == 'float16':
     raise ValueError('model.dtype=float16 needs loss scaling, which this project does not do (small gradients '
                      'underflow to 0); use bfloat16 (the same memory and float32\'s range) or float32.')
-  max_len = config.decode.max_len or d.max_tgt_len
-  if config.decode.min_len >= max_len:
-    raise ValueError(f'decode.min_len={config.decode.min_len} must be below the decoding length limit {max_len}.')
+  decode.options(config.decode, d.max_tgt_len)  # max_len resolved; min_len below it
   if config.decode.coverage_beta and config.model.attention in attention_lib.NO_ATTENTION:
     raise ValueError('decode.coverage_beta needs attention weights; model.attention='
                      f'{config.model.attention!r} has none.')

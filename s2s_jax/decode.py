@@ -5,7 +5,16 @@ The decoders know nothing about models. They call a `StepFn`
 `N = B*K` rows laid out row-major: row `b*K + k` is beam (or sample) `k` of
 batch row `b`. Anything the model needs besides the recurrent state (encoder
 memory, masks) is closed over by the step function, already tiled to `N` rows
-with `expand_to_beams`, so it never enters the loop carry.
+with `expand_to_beams`, so it never enters the loop carry. A step function may
+return a third output, a dict of auxiliary per-row arrays `[N, ...]` about the
+token it scored: `{'attention': [N, S]}` (the attention behind it) is what
+coverage and `return_aux` need; the search carries it with its hypotheses and
+reorders it with them, and never looks inside `dec_state`.
+
+The settings are one frozen dataclass, `DecodeOptions`: the fields of
+`config.decode`, the decoding flags of translate / evaluate (`FLAGS`) and the
+keyword arguments of `beam_search` are its fields; `options()` builds it from a
+run's config and command-line overrides (resolving `max_len=0`).
 
 Search: every step extends each live hypothesis by every allowed token and
 keeps the top 2K of the K*V extensions. Those ending in EOS that rank among the
@@ -77,21 +86,62 @@ class BeamState:
   done_attn_BxKxTxS: jax.Array | None = None  # zeros after EOS; return_aux
 
 
-@dataclasses.dataclass(frozen=True)
-class _Options:
-  """Static decoding options, plus the traced per-row inputs they need."""
+def _setting(default, help_text: str, flag: bool = True):
+  return dataclasses.field(default=default, metadata={'help': help_text, 'flag': flag})
 
-  bos_id: int
-  eos_id: int
-  pad_id: int
-  max_len: int
-  length_alpha: float = 0.0
-  min_len: int = 0
-  no_repeat_ngram_size: int = 0
-  coverage_beta: float = 0.0
-  return_aux: bool = False
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How to decode: config.decode's fields, translate / evaluate's flags and beam_search's settings, described once.
+
+  Static: a change recompiles the search. `max_len=0` means "the data's max_tgt_len" until `options()` resolves it.
+  """
+
+  beam_size: int = _setting(5, 'Beam size (1: greedy).')
+  length_alpha: float = _setting(0.6, 'GNMT length penalty alpha, ((5 + |y|) / 6) ** alpha (0: none).')
+  max_len: int = _setting(0, 'Static cap on output tokens, EOS included (0: data.max_tgt_len).')
+  max_len_a: float = _setting(0.0, 'At most max_len_a * source tokens + max_len_b output tokens (0: off).')
+  max_len_b: int = _setting(0, 'See max_len_a.')
+  min_len: int = _setting(0, 'No EOS before this many tokens.')
+  no_repeat_ngram_size: int = _setting(0, 'Never repeat an n-gram of this size (0: off).')
+  coverage_beta: float = _setting(0.0, 'GNMT coverage penalty weight (attention flows only; 0: off).')
+  batch_size: int = _setting(64, 'Sentences per decoding batch (translate, evaluate; training: data.eval_batch_size).')
+  return_attention: bool = _setting(False, 'Also return the attention behind every output token.', flag=False)
+
+
+# (name, type, help) of every setting that is a config field and a command-line flag.
+FLAGS = tuple((f.name, f.type, f.metadata['help']) for f in dataclasses.fields(DecodeOptions) if f.metadata['flag'])
+
+
+def config_defaults() -> dict[str, Any]:
+  """config.decode's fields and defaults (base_config)."""
+  return {name: getattr(DecodeOptions(), name) for name, _, _ in FLAGS}
+
+
+def options(decode_config: Mapping[str, Any], max_tgt_len: int, **overrides) -> DecodeOptions:
+  """The settings of a run: its config.decode with the non-None `overrides` (command-line flags, return_attention),
+  and max_len=0 resolved to `max_tgt_len`. Raises ValueError when min_len leaves no room below max_len."""
+  known = {f.name for f in dataclasses.fields(DecodeOptions)}
+  if unknown := sorted(set(overrides) - known):
+    raise ValueError(f'Unknown decoding setting(s) {unknown}; known: {sorted(known)}.')
+  kw = {k: v for k, v in dict(decode_config).items() if k in known}
+  kw.update({k: v for k, v in overrides.items() if v is not None})
+  out = DecodeOptions(**kw)
+  out = dataclasses.replace(out, max_len=out.max_len or max_tgt_len)
+  if out.min_len >= out.max_len:
+    raise ValueError(f'decode.min_len={out.min_len} must be below the decoding length limit {out.max_len}.')
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options(DecodeOptions):
+  """One search call: its settings, the special ids and the traced per-row inputs they need."""
+
+  bos_id: int = -1
+  eos_id: int = -1
+  pad_id: int = 0
   row_limit_B: jax.Array | None = None  # int32 in [min_len + 1, max_len]
-  source_mask_BxS: jax.Array | None = None  # float32
+  source_mask_BxS: jax.Array | None = None  # float32; set when coverage or return_attention needs attention
 
 
 def expand_to_beams(tree: PyTree, beam_size: int) -> PyTree:
@@ -206,21 +256,30 @@ def _mask_tokens(logp_BxKxV: jax.Array, seqs_BxKxT: jax.Array, t: jax.Array,
   return logp_BxKxV
 
 
+def _call(step_fn: StepFn, ids_N: jax.Array, dec_state_N: PyTree
+          ) -> tuple[jax.Array, PyTree, dict[str, jax.Array]]:
+  """(logits, new state, auxiliary outputs or {}) of one step-function call."""
+  out = step_fn(ids_N, dec_state_N)
+  return out if len(out) == 3 else (*out, {})
+
+
 def _next_log_probs(step_fn: StepFn, seqs_BxKxT: jax.Array, t: jax.Array,
-                    dec_state: PyTree,
-                    opts: _Options) -> tuple[jax.Array, PyTree]:
-  """Runs the model on the last tokens: masked log-probs [B, K, V], state."""
+                    dec_state: PyTree, opts: _Options
+                    ) -> tuple[jax.Array, PyTree, dict[str, jax.Array]]:
+  """Runs the model on the last tokens: masked log-probs [B, K, V], state,
+  auxiliary outputs [B, K, ...]."""
   batch_size = seqs_BxKxT.shape[0]
   prev_BxK = lax.dynamic_index_in_dim(
       seqs_BxKxT, jnp.maximum(t - 1, 0), axis=2, keepdims=False)
   ids_BxK = jnp.where(t == 0, opts.bos_id, prev_BxK).astype(jnp.int32)
-  logits_NxV, dec_state_N = step_fn(
-      ids_BxK.reshape(-1), _flatten_beams(dec_state))
+  logits_NxV, dec_state_N, aux_N = _call(
+      step_fn, ids_BxK.reshape(-1), _flatten_beams(dec_state))
   logp_NxV = jax.nn.log_softmax(logits_NxV.astype(jnp.float32), axis=-1)
   # Masking after log_softmax keeps scores equal to the model's log-probs.
   logp_BxKxV = _mask_tokens(_unflatten_beams(logp_NxV, batch_size),
                             seqs_BxKxT, t, opts)
-  return logp_BxKxV, _unflatten_beams(dec_state_N, batch_size)
+  return (logp_BxKxV, _unflatten_beams(dec_state_N, batch_size),
+          _unflatten_beams(aux_N, batch_size))
 
 
 def _init_state(init_state: PyTree, batch_size: int, beam_size: int,
@@ -234,7 +293,7 @@ def _init_state(init_state: PyTree, batch_size: int, beam_size: int,
                           opts.source_mask_BxS.shape[1:], jnp.float32)
     if opts.coverage_beta > 0:
       aux['live_cov_BxKxS'] = cov_BxKxS
-    if opts.return_aux:
+    if opts.return_attention:
       attn_BxKxTxS = jnp.zeros(shape + cov_BxKxS.shape[2:], jnp.float32)
       aux.update(live_attn_BxKxTxS=attn_BxKxTxS,
                  done_attn_BxKxTxS=attn_BxKxTxS)
@@ -262,13 +321,14 @@ def _top_candidates(
   return logp_BxM, seqs_BxMxT, token_BxM, parent_BxM
 
 
-def _candidate_aux(state: BeamState, dec_state: PyTree, parent_BxM: jax.Array,
+def _candidate_aux(state: BeamState, step_aux: dict[str, jax.Array],
+                   parent_BxM: jax.Array,
                    opts: _Options) -> dict[str, jax.Array]:
   """Coverage ('cov') and attention history ('attn') of each candidate."""
   if opts.source_mask_BxS is None:
     return {}
   # The attention that produced this step's token, zero on source padding.
-  attn_BxKxS = (dec_state['attention'].astype(jnp.float32) *
+  attn_BxKxS = (step_aux['attention'].astype(jnp.float32) *
                 opts.source_mask_BxS[:, None, :])
   aux = {}
   if state.live_cov_BxKxS is not None:
@@ -294,7 +354,7 @@ def _beam_step(state: BeamState, step_fn: StepFn,
                opts: _Options) -> BeamState:
   """One token for every hypothesis: grow, then split into done and live."""
   beam_size = state.live_logp_BxK.shape[1]
-  logp_BxKxV, dec_state = _next_log_probs(
+  logp_BxKxV, dec_state, step_aux = _next_log_probs(
       step_fn, state.live_seqs_BxKxT, state.t, state.dec_state, opts)
   live_logp_BxKx1 = state.live_logp_BxK[..., None]
   # Dead slots stay dead whatever the model returns for their (arbitrary) ids.
@@ -305,7 +365,7 @@ def _beam_step(state: BeamState, step_fn: StepFn,
                        total_BxKxV.shape[2])
   logp_BxM, seqs_BxMxT, token_BxM, parent_BxM = _top_candidates(
       total_BxKxV, state.live_seqs_BxKxT, state.t, num_candidates)
-  aux_BxM = _candidate_aux(state, dec_state, parent_BxM, opts)
+  aux_BxM = _candidate_aux(state, step_aux, parent_BxM, opts)
   is_eos_BxM = token_BxM == opts.eos_id
   # As in fairseq, only EOS among the top K extensions finishes (so beam 1 is
   # exactly greedy); a dead (-inf) slot that picks EOS never finishes.
@@ -406,10 +466,12 @@ def _check_args(init_state: PyTree, *, batch_size: int, beam_size: int,
           f'batch_size={batch_size}.')
 
 
-def _check_beam_options(init_state: PyTree, source_mask: jax.Array | None, *,
-                        batch_size: int, no_repeat_ngram_size: int,
+def _check_beam_options(step_fn: StepFn, init_state: PyTree,
+                        source_mask: jax.Array | None, *, batch_size: int,
+                        beam_size: int, no_repeat_ngram_size: int,
                         coverage_beta: float, return_aux: bool) -> None:
-  """Coverage and return_aux read init_state['attention'] and source_mask."""
+  """Coverage and return_aux need source_mask and the step function's
+  auxiliary 'attention' output (checked on shapes, without running it)."""
   if no_repeat_ngram_size < 0:
     raise ValueError(
         f'no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0.')
@@ -423,11 +485,20 @@ def _check_beam_options(init_state: PyTree, source_mask: jax.Array | None, *,
       mask_shape[0] != batch_size):
     raise ValueError('coverage_beta > 0 and return_aux need source_mask of '
                      f'shape [batch_size={batch_size}, S], got {mask_shape}.')
-  shape = (batch_size, mask_shape[1])
-  if not isinstance(init_state, Mapping) or 'attention' not in init_state or (
-      jnp.shape(init_state['attention']) != shape):
-    raise ValueError('coverage_beta > 0 and return_aux need a dict init_state '
-                     f"with an init_state['attention'] leaf of shape {shape}.")
+  rows = batch_size * beam_size
+  ids_N = jax.ShapeDtypeStruct((rows,), jnp.int32)
+  state_N = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((rows,) + jnp.shape(x)[1:],
+                                     jnp.result_type(x)), init_state)
+  out = jax.eval_shape(step_fn, ids_N, state_N)
+  shape = (rows, mask_shape[1])
+  aux = out[2] if len(out) == 3 else None
+  if not isinstance(aux, Mapping) or 'attention' not in aux or (
+      aux['attention'].shape != shape):
+    raise ValueError(
+        'coverage_beta > 0 and return_aux need a step function returning '
+        "(logits, state, {'attention': [N, S]}); expected the attention of "
+        f'shape {shape}, got the outputs {out}.')
 
 
 def _make_options(*, max_len: int, min_len: int,
@@ -459,13 +530,13 @@ def beam_search(
   scores, masks). The defaults reproduce plain beam search exactly.
 
   Args:
-    step_fn: `(ids int32[N], state) -> (logits [N, V], new_state)` with
-      `N = batch_size * beam_size`; state leaves are `[N, ...]`. The first call
-      gets `bos_id` in every row. Logits may be any float dtype.
+    step_fn: `(ids int32[N], state) -> (logits [N, V], new_state[, aux])`
+      with `N = batch_size * beam_size`; state and aux leaves are `[N, ...]`.
+      The first call gets `bos_id` in every row. Logits may be any float dtype.
     init_state: decoder state, every leaf `[batch_size, ...]`, tiled to beams
-      inside as `expand_to_beams` tiles. Coverage and `return_aux` need a dict
-      with an `'attention'` leaf `[B, S]` that each step replaces by the
-      attention (`[N, S]`) behind that step's token.
+      inside as `expand_to_beams` tiles. Coverage and `return_aux` need a
+      step function that also returns `{'attention': [N, S]}`, the attention
+      behind the token it scores.
     batch_size: B.
     beam_size: K; may exceed the vocabulary (surplus slots come back as -inf).
     max_len: T, the most tokens per hypothesis, EOS included.
@@ -489,13 +560,14 @@ def beam_search(
               max_len=max_len, eos_id=eos_id, pad_id=pad_id, min_len=min_len,
               row_max_len=row_max_len)
   _check_beam_options(
-      init_state, source_mask, batch_size=batch_size, return_aux=return_aux,
+      step_fn, init_state, source_mask, batch_size=batch_size,
+      beam_size=beam_size, return_aux=return_aux,
       no_repeat_ngram_size=no_repeat_ngram_size, coverage_beta=coverage_beta)
   opts = _make_options(
       bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, max_len=max_len,
-      length_alpha=length_alpha, min_len=min_len, row_max_len=row_max_len,
-      no_repeat_ngram_size=no_repeat_ngram_size, coverage_beta=coverage_beta,
-      return_aux=return_aux,
+      beam_size=beam_size, length_alpha=length_alpha, min_len=min_len,
+      row_max_len=row_max_len, no_repeat_ngram_size=no_repeat_ngram_size,
+      coverage_beta=coverage_beta, return_attention=return_aux,
       source_mask=source_mask if coverage_beta > 0 or return_aux else None)
   state = _init_state(init_state, batch_size, beam_size, opts)
   state = lax.while_loop(lambda s: _not_finished(s, opts),

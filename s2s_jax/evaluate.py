@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 import flax
 
+from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
 from s2s_jax.data import corpora
@@ -29,7 +30,7 @@ _REFERENCES = flags.DEFINE_multi_string('reference_file', [], 'References aligne
 _NAME = flags.DEFINE_string('name', None, 'Output name: eval_<name>.json (default: the split or source file stem).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
 _DECODE = {name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
-           for name, kind, help_text in inference.DECODE_FLAGS}
+           for name, kind, help_text in decode.FLAGS}
 flags.mark_flag_as_required('workdir')
 
 
@@ -65,9 +66,8 @@ def main(argv):
   run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
   examples, refs, src_len, default_name = _examples_and_refs(run)
   overrides = {name: holder.value for name, holder in _DECODE.items()}
-  options = inference.decode_options(run.config, run.config.data.max_tgt_len, **overrides)
-  decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=src_len,
-                              batch_size=overrides['batch_size'] or run.config.decode.batch_size)
+  options = decode.options(run.config.decode, run.config.data.max_tgt_len, **overrides)
+  decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
   params = flax.jax_utils.replicate(run.params)
   decoder(params, examples[:decoder.batch_size], run.inputs.collate)  # compile first: decode_s times decoding only
   start = time.time()

@@ -19,6 +19,7 @@ import flax
 import jax
 
 from s2s_jax import checkpointing
+from s2s_jax import decode
 from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import steps
@@ -31,7 +32,7 @@ REPORTED = ('loss', 'perplexity', 'word_perplexity', 'token_accuracy', 'exact_ma
 
 
 def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int], groups: str,
-          options: steps.DecodeOptions, seconds: float, step: int, lang: str = '') -> dict[str, Any]:
+          options: decode.DecodeOptions, seconds: float, step: int, lang: str = '') -> dict[str, Any]:
   """Every decoded score of CONVENTIONS §5 for one evaluation (`groups` as in eval.scores; `lang`: target)."""
   result = metrics_lib.text_scores(hyps, refs, [g for g in groups.split(',') if g], lang)
   result['bleu_by_src_len'] = metrics_lib.bleu_by_length(hyps, refs, src_lengths)
@@ -81,7 +82,7 @@ class Evaluator:
   def __init__(self, model, data: pipeline.TextData, config):
     self.data, self.config = data, config
     self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
-    self.options = steps.DecodeOptions.from_config(config.decode, config.data.max_tgt_len)
+    self.options = decode.options(config.decode, config.data.max_tgt_len)
     self.decoder = inference.Decoder(model, self.options, data.tgt_vocab, src_len=data.src_len,
                                      batch_size=config.data.eval_batch_size)
     self._collate = inputs_lib.collate_sources

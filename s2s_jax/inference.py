@@ -15,6 +15,7 @@ import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
+from s2s_jax import decode
 from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import steps
@@ -22,25 +23,6 @@ from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
-
-
-# Decoding flags shared by the translate and evaluate entry points (each defines them): name, type, help.
-DECODE_FLAGS = (
-    ('beam_size', int, 'Beam size (1: greedy).'),
-    ('length_alpha', float, 'GNMT length penalty alpha (0: none).'),
-    ('max_len_a', float, 'At most max_len_a * source tokens + max_len_b output tokens (0: off).'),
-    ('max_len_b', int, 'See max_len_a.'),
-    ('min_len', int, 'No EOS before this many tokens.'),
-    ('no_repeat_ngram_size', int, 'Never repeat an n-gram of this size (0: off).'),
-    ('coverage_beta', float, 'GNMT coverage penalty weight (0: off).'),
-    ('batch_size', int, 'Sentences per decoding batch.'),
-)
-
-
-def decode_options(run_config, max_len_default: int, **overrides) -> steps.DecodeOptions:
-  """The run's decode config with the non-None command-line overrides."""
-  overrides.pop('batch_size', None)
-  return steps.DecodeOptions.from_config(run_config.decode, max_len_default, **overrides)
 
 
 @dataclasses.dataclass
@@ -92,7 +74,7 @@ class Hypotheses:
 class Decoder:
   """Beam search over encoded examples in fixed-shape batches, on all local devices."""
 
-  def __init__(self, model: models.Seq2Seq, options: steps.DecodeOptions, tgt_vocab: vocab_lib.Vocab, *,
+  def __init__(self, model: models.Seq2Seq, options: decode.DecodeOptions, tgt_vocab: vocab_lib.Vocab, *,
                src_len: int, batch_size: int):
     devices = jax.local_device_count()
     self.batch_size = -(-batch_size // devices) * devices  # a multiple of the device count

@@ -57,7 +57,7 @@ def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *,
 def _sample_step(state: _SampleState, step_fn: StepFn, rng: jax.Array,
                  opts: _Options, **sampling) -> _SampleState:
   """One token for every unfinished sample; PAD after EOS."""
-  logp_BxKxV, dec_state = _next_log_probs(
+  logp_BxKxV, dec_state, _ = _next_log_probs(
       step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
   token_BxK = _sample_tokens(rng, logp_BxKxV, **sampling)
   token_logp_BxK = jnp.take_along_axis(

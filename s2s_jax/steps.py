@@ -5,7 +5,6 @@ the jit path (tests, one device), 'batch' the pmap path. Losses are sums: gradie
 and divided by the GLOBAL token count, so an update does not depend on how tokens split over devices.
 (Kept apart from train.py so evaluation.py can use them without an import cycle.)
 """
-import dataclasses
 import functools
 import time
 
@@ -142,29 +141,7 @@ def eval_step(params, batch: Batch, *, model: models.Seq2Seq, axis_name: str | N
   return jax.lax.psum(sums, axis_name) if axis_name else sums
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-  """Static decoding settings (a change recompiles; new parameters do not)."""
-  beam_size: int = 1
-  max_len: int = 32  # static cap on output tokens, EOS included
-  length_alpha: float = 0.0
-  max_len_a: float = 0.0  # per sentence: at most max_len_a * source tokens + max_len_b tokens (when a > 0)
-  max_len_b: int = 0
-  min_len: int = 0
-  no_repeat_ngram_size: int = 0
-  coverage_beta: float = 0.0
-  return_attention: bool = False
-
-  @classmethod
-  def from_config(cls, decode_config, default_max_len: int, **overrides) -> 'DecodeOptions':
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: v for k, v in dict(decode_config).items() if k in fields}
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    kw['max_len'] = kw.get('max_len') or default_max_len
-    return cls(**kw)
-
-
-def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: DecodeOptions):
+def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: decode.DecodeOptions):
   """Beam search (greedy when beam_size == 1): (token ids [B, K, max_len], scores [B, K][, attention]), best first.
 
   With options.return_attention, a third output holds each hypothesis' attention [B, K, max_len, S].
@@ -175,14 +152,16 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: Decode
   memory_mask = memory.get('mask')  # the encoder memory's steps (audio and image encoders subsample the input)
   memory = decode.expand_to_beams(memory, o.beam_size)
 
+  attention = o.return_attention or o.coverage_beta > 0
+
   def step_fn(ids, dec_state):
-    return model.apply({'params': params}, ids, dec_state, memory, method=models.Seq2Seq.decode_step)
+    logits, new_state = model.apply({'params': params}, ids, dec_state, memory, method=models.Seq2Seq.decode_step)
+    return (logits, new_state, {'attention': new_state['attention']}) if attention else (logits, new_state)
 
   row_max_len = None
   if o.max_len_a > 0:
     src_tokens = batch['inputs_mask'].sum(axis=1) - 1  # EOS excluded
     row_max_len = jnp.clip(jnp.floor(o.max_len_a * src_tokens).astype(jnp.int32) + o.max_len_b, 1, o.max_len)
-  attention = o.return_attention or o.coverage_beta > 0
   out = decode.beam_search(
       step_fn, state, batch_size=batch['inputs'].shape[0], beam_size=o.beam_size, max_len=o.max_len,
       bos_id=data_lib.BOS_ID, eos_id=data_lib.EOS_ID, pad_id=data_lib.PAD_ID, length_alpha=o.length_alpha,
@@ -195,7 +174,7 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: Decode
   return out
 
 
-def make_predict_fn(model: models.Seq2Seq, options: DecodeOptions):
+def make_predict_fn(model: models.Seq2Seq, options: decode.DecodeOptions):
   """The pmapped predict step (one compile per options and batch shape)."""
   return jax.pmap(functools.partial(predict_step, model=model, options=options))
 

@@ -20,6 +20,7 @@ import flax
 import numpy as np
 
 from s2s_jax import attention as attention_lib
+from s2s_jax import decode
 from s2s_jax import inference
 from s2s_jax import plots
 from s2s_jax.data import corpora
@@ -32,7 +33,7 @@ _INPUT = flags.DEFINE_string('input', '-', 'Input file (.gz accepted), or - for 
 _OUTPUT = flags.DEFINE_string('output', '-', 'Output file, or - for stdout.')
 _ATTENTION_DIR = flags.DEFINE_string('attention_dir', None, 'Write an attention heatmap per input line here.')
 _DECODE = {name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
-           for name, kind, help_text in inference.DECODE_FLAGS}
+           for name, kind, help_text in decode.FLAGS}
 flags.mark_flag_as_required('workdir')
 
 
@@ -50,8 +51,8 @@ def main(argv):
   wants_attention = _ATTENTION_DIR.value is not None
   if wants_attention and run.config.model.attention in attention_lib.NO_ATTENTION:
     raise app.UsageError(f'--attention_dir: model.attention={run.config.model.attention!r} has no attention.')
-  options = inference.decode_options(run.config, run.config.data.max_tgt_len, return_attention=wants_attention,
-                                     **overrides)
+  options = decode.options(run.config.decode, run.config.data.max_tgt_len, return_attention=wants_attention,
+                           **overrides)
   if not 1 <= _N_BEST.value <= options.beam_size:
     raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')
   lines = corpora.read_lines(_INPUT.value)
@@ -69,7 +70,7 @@ def main(argv):
     examples.append(example)
     where.append(i)
   decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=run.inputs.max_len,
-                              batch_size=overrides['batch_size'] or run.config.decode.batch_size)
+                              batch_size=options.batch_size)
   results = decoder(flax.jax_utils.replicate(run.params), examples, run.inputs.collate,
                     lambda x: len(run.memory_labels(x))) if examples else []
   by_line = dict(zip(where, results))

@@ -115,7 +115,7 @@ def _decode_fns(model, batch_size: int, beam_size: int, max_len: int):
   def encode(params, batch):
     return model.apply({'params': params}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
 
-  options = steps_lib.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
+  options = decode.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
   full = functools.partial(steps_lib.predict_step, model=model, options=options)  # what evaluation and translate run
 
   def bookkeeping(state, logits_NxV):  # the initial decoder state is an input: no encoder work inside

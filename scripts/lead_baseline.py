@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from s2s_jax import config_lib
 from s2s_jax import evaluation
-from s2s_jax import steps
+from s2s_jax import decode
 from s2s_jax.data import corpora
 from s2s_jax.data import pipeline
 
@@ -36,7 +36,7 @@ def main(argv):
   refs = corpora.load_references(config.data).get(_SPLIT.value) or [[target for _, target in pairs]]
   sources = [source for source, _ in pairs]
   lengths = [len(s.split()) for s in sources]
-  options = steps.DecodeOptions()
+  options = decode.DecodeOptions(beam_size=1, length_alpha=0.0)  # scored text is not decoded: no search
   results = {}
   for name, hyps in evaluation.lead_baselines(sources, [int(n) for n in _NUM_WORDS.value]).items():
     result = evaluation.score(hyps, refs, lengths, config.eval.scores, options, seconds=0.0, step=0,

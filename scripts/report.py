@@ -294,6 +294,7 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
   Returns ({variant: PNG file names}, [variants without attention]).
   """
   import flax  # pylint: disable=g-import-not-at-top
+  from s2s_jax import decode  # pylint: disable=g-import-not-at-top
   from s2s_jax import inference  # pylint: disable=g-import-not-at-top
   from s2s_jax import plots  # pylint: disable=g-import-not-at-top
   pngs, skipped = {}, []
@@ -304,7 +305,7 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
     loaded = inference.load(run['workdir'], 'best')
     data, src_len = split_data(run, split, cache)
     examples, slug = data.src_ids[:num], re.sub(r'[^A-Za-z0-9_.-]+', '_', variant)
-    options = inference.decode_options(loaded.config, loaded.config.data.max_tgt_len, return_attention=True)
+    options = decode.options(loaded.config.decode, loaded.config.data.max_tgt_len, return_attention=True)
     decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
     results = decoder(flax.jax_utils.replicate(loaded.params), examples, loaded.inputs.collate,
                       lambda x: len(loaded.memory_labels(x)))

@@ -112,14 +112,15 @@ def _lengths(seqs_MxT: np.ndarray) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _teacher_forced(step_fn, state, seqs_NxT):
-  """Per-step log-probs [N, T, V] and attention leaves [N, T, S] (or None)."""
+  """Per-step log-probs [N, T, V] and attention outputs [N, T, S] (or None)."""
   ids_N = jnp.full(seqs_NxT.shape[:1], BOS, jnp.int32)
   logp_T, attn_T = [], []
   for t in range(seqs_NxT.shape[1]):
-    logits_NxV, state = step_fn(ids_N, state)
+    out = step_fn(ids_N, state)
+    logits_NxV, state = out[:2]
     logp_T.append(jax.nn.log_softmax(logits_NxV.astype(jnp.float32)))
-    if 'attention' in state:
-      attn_T.append(state['attention'])
+    if len(out) == 3:
+      attn_T.append(out[2]['attention'])
     ids_N = seqs_NxT[:, t]
   return jnp.stack(logp_T, axis=1), (jnp.stack(attn_T, 1) if attn_T else None)
 
@@ -129,7 +130,7 @@ def _teacher_force(model, rows, seqs_BxKxT: np.ndarray):
 
   Returns:
     (log-prob sums up to |y| [B, K], |y| [B, K], per-step log-probs
-    [B, K, T, V], attention leaves [B, K, T, S] or None).
+    [B, K, T, V], attention outputs [B, K, T, S] or None).
   """
   step_fn, init_state = model
   batch_size, beam_size, max_len = seqs_BxKxT.shape
@@ -163,7 +164,7 @@ def _greedy(model, rows, max_len):
   seqs = np.full((len(rows), max_len), PAD, np.int32)
   alive = np.ones((len(rows),), bool)
   for t in range(max_len):
-    logits, state = step_fn(jnp.asarray(ids), state)
+    logits, state = step_fn(jnp.asarray(ids), state)[:2]
     logits = np.array(logits.astype(jnp.float32))
     logits[:, PAD] = -np.inf
     ids = logits.argmax(-1).astype(np.int32)
@@ -218,8 +219,9 @@ def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0,
   """A tiny random RNN whose weights ride in its state.
 
   One jitted decoder then serves every seed. With `src_len > 0` it attends
-  over per-row random keys and keeps the weights in an 'attention' leaf; the
-  attention leaks onto source padding on purpose (the decoder must zero it).
+  over per-row random keys and returns the weights as its auxiliary output
+  {'attention': [N, S]}; the attention leaks onto source padding on purpose
+  (the decoder must zero it).
 
   Returns:
     (step_fn, make_init(seed) -> init_state(rows)).
@@ -236,7 +238,8 @@ def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0,
       attn_NxS = jax.nn.softmax(
           jnp.einsum('nh,nsh->ns', h_NxH, state['keys']), axis=-1)
       logits_NxV += jnp.einsum('ns,nsv->nv', attn_NxS, state['values'])
-      new_state['attention'] = attn_NxS
+      return (logits_NxV.at[:, EOS].add(eos_bias), new_state,
+              {'attention': attn_NxS})
     return logits_NxV.at[:, EOS].add(eos_bias), new_state
 
   def make_init(seed):
@@ -248,8 +251,7 @@ def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0,
     if src_len:
       per_row.update(
           keys=2 * rng.normal(size=(MAX_ROWS, src_len, hidden)),
-          values=2 * rng.normal(size=(MAX_ROWS, src_len, vocab_size)),
-          attention=np.zeros((MAX_ROWS, src_len)))
+          values=2 * rng.normal(size=(MAX_ROWS, src_len, vocab_size)))
 
     def init_state(rows):
       rows = list(rows)
@@ -270,20 +272,15 @@ def _source_mask(rows, src_len: int) -> jnp.ndarray:
 
 
 def _with_attention(model, attn_VxS: np.ndarray):
-  """Adds an 'attention' leaf that depends only on the input token."""
+  """Adds an auxiliary 'attention' output that depends only on the input."""
   step_fn, init_state = model
   attn_VxS = jnp.asarray(attn_VxS, jnp.float32)
 
   def attn_step_fn(ids_N, state):
-    logits_NxV, new_state = step_fn(ids_N, {k: v for k, v in state.items()
-                                            if k != 'attention'})
-    return logits_NxV, dict(new_state, attention=attn_VxS[ids_N])
+    logits_NxV, new_state = step_fn(ids_N, state)[:2]
+    return logits_NxV, new_state, {'attention': attn_VxS[ids_N]}
 
-  def attn_init_state(rows):
-    return dict(init_state(rows),
-                attention=jnp.zeros((len(list(rows)), attn_VxS.shape[1])))
-
-  return attn_step_fn, attn_init_state
+  return attn_step_fn, init_state
 
 
 def _coverage_penalty(attn_BxKxTxS, mask_BxS, beta):
@@ -465,7 +462,7 @@ class BeamSearchTest(parameterized.TestCase):
         (dict(coverage_beta=0.2), 'source_mask'),
         (dict(return_aux=True), 'source_mask'),
         (dict(coverage_beta=0.2, source_mask=jnp.ones((1, 4))),
-         r"init_state\['attention'\]"),
+         r"step function returning \(logits, state, \{'attention'"),
         (dict(row_max_len=jnp.ones((2,), jnp.int32)), 'row_max_len')]:
       with self.assertRaisesRegex(ValueError, message):
         decode.beam_search(step_fn, state, batch_size=1, **kwargs, **bad)

@@ -16,6 +16,7 @@ import pytest
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
+from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import optim
 from s2s_jax import steps
@@ -111,7 +112,7 @@ class TrainStepTest(parameterized.TestCase):
     model = _model(attention='luong', attention_score='general', input_feeding=True, cell='lstm')
     state = steps.create_train_state(jax.random.PRNGKey(3), model, optax.sgd(0.1), 9, 6)
     batch = _ragged_batch(batch_size=8, seed=1)
-    options = steps.DecodeOptions(beam_size=3, max_len=7, length_alpha=0.6)
+    options = decode.DecodeOptions(beam_size=3, max_len=7, length_alpha=0.6)
     predict = jax.jit(functools.partial(steps.predict_step, model=model, options=options))
     seqs, scores = predict(state.params, batch)
     self.assertEqual(seqs.shape, (8, 3, 7))
