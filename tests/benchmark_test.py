@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 
 from absl.testing import absltest
 import jax
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import subprocess_env
+import testutil
 from s2s_jax import config_lib
 from s2s_jax import models
 
@@ -24,11 +23,7 @@ _spec.loader.exec_module(benchmark)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
-
+  return testutil.run(os.path.join(ROOT, 'scripts', 'benchmark.py'), *args)
 
 class MatmulMacsTest(absltest.TestCase):
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-import subprocess_env
+import testutil
 from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import steps
@@ -172,11 +172,7 @@ class GridAndRegulariserTest(parameterized.TestCase):
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True,
-                        timeout=600, check=False)
-
+  return testutil.run(*args, stdin=stdin)
 
 class EndToEndTest(absltest.TestCase):
 

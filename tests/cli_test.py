@@ -10,7 +10,7 @@ from absl.testing import absltest
 import numpy as np
 import pytest
 
-import subprocess_env
+import testutil
 from s2s_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +22,7 @@ _DATES = ['le 3 mars 1998', 'March 3, 1998', '1998/03/03', 'Tuesday, March 3rd 9
 
 
 def _run(module: str, *flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', module, *flags], cwd=ROOT, env=env, input=stdin,
-                        capture_output=True, text=True, timeout=600, check=False)
-
+  return testutil.run('-m', module, *flags, stdin=stdin)
 
 @pytest.mark.slow  # trains a model, then runs translate / evaluate in subprocesses (about 100 s of CPU)
 class CliTest(absltest.TestCase):

@@ -2,13 +2,12 @@
 import json
 import os
 import subprocess
-import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
 
-import subprocess_env
+import testutil
 from s2s_jax import attention
 from s2s_jax import rnn
 
@@ -18,11 +17,8 @@ _FEW_STEPS = ['--config.num_train_steps=4', '--config.log_every_steps=2', '--con
 
 
 def run_main(*flags: str, devices: int = 1, cwd: str = ROOT, **env_extra: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(devices), JAX_PLATFORMS='cpu',
-             **env_extra)
-  return subprocess.run([sys.executable, '-m', 's2s_jax.main', *flags], cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=600, check=False)
-
+  """python -m s2s_jax.main, found through the installed package (no PYTHONPATH: the README's command)."""
+  return testutil.run('-m', 's2s_jax.main', *flags, devices=devices, cwd=cwd, repo_on_path=False, **env_extra)
 
 class MainTest(parameterized.TestCase):
 

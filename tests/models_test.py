@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import testutil
 from s2s_jax import attention
 from s2s_jax import models
 from s2s_jax import rnn
@@ -39,15 +40,7 @@ def _batch(seed=0):
 
 
 def _step_by_step_logits(model, variables, inputs, mask, targets):
-  """A manual loop of decode_step calls fed the reference tokens."""
-  memory, state = model.apply(variables, inputs, mask, method=models.Seq2Seq.encode)
-  ids = jnp.full((inputs.shape[0],), 2, jnp.int32)
-  outs = []
-  for t in range(targets.shape[1]):
-    logits, state = model.apply(variables, ids, state, memory, method=models.Seq2Seq.decode_step)
-    outs.append(logits)
-    ids = targets[:, t]
-  return jnp.stack(outs, axis=1)
+  return testutil.step_by_step(model, variables, inputs, mask, targets)[0]
 
 
 def _random_variables(model, *args, seed=0):

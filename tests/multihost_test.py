@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-import subprocess_env
+import testutil
 from s2s_jax import checkpointing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,8 +27,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int, data_dir: str) -> dict[str, str]:
-  return dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(devices), JAX_PLATFORMS='cpu',
-              PYTHONPATH=ROOT, S2S_CACHE_DIR=data_dir)
+  return testutil.env(devices, S2S_CACHE_DIR=data_dir)
 
 
 @pytest.mark.slow

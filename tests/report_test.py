@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import subprocess_env
+import testutil
 from s2s_jax import checkpointing
 from s2s_jax import metrics
 
@@ -26,11 +26,7 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 def _run(script: str, *flags: str, cache_dir: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
-             S2S_CACHE_DIR=cache_dir)
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', script), *flags], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900, check=False)
-
+  return testutil.run(os.path.join(ROOT, 'scripts', script), *flags, timeout=900, S2S_CACHE_DIR=cache_dir)
 
 def _csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
   with open(path, encoding='utf-8', newline='') as f:

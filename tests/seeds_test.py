@@ -6,20 +6,15 @@ import sys
 from absl.testing import absltest
 import pytest
 
+import testutil
 from s2s_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from experiments import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _config(data_dir, **overrides):
-  config = default.get_config('size=tiny')
-  config.data.data_dir = data_dir
-  config.optim.schedule = 'constant'
-  for k, v in overrides.items():
-    config[k] = v
-  return config
+  return testutil.tiny_config(data_dir, constant_lr=True, **overrides)
 
 
 def _records(path):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import subprocess_env
+import testutil
 import shared_data
 import soundfile
 
@@ -291,11 +291,7 @@ class FrameEncoderTest(parameterized.TestCase):
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                        check=False)
-
+  return testutil.run(*args)
 
 class EndToEndTest(absltest.TestCase):
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import subprocess_env
+import testutil
 import shared_data
 
 from s2s_jax import config_lib
@@ -168,11 +168,7 @@ class AeslcSliceTest(absltest.TestCase):
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True,
-                        timeout=600, check=False)
-
+  return testutil.run(*args, stdin=stdin)
 
 def _batch(seed=0):
   rng = np.random.RandomState(seed)
@@ -201,13 +197,7 @@ def _variables(model, *args, gate_bias=None):
 
 
 def _stepped(model, variables, inputs, mask, targets):
-  memory, state = model.apply(variables, inputs, mask, method=models.Seq2Seq.encode)
-  ids, outs = jnp.full((B,), 2, jnp.int32), []
-  for t in range(T):
-    logits, state = model.apply(variables, ids, state, memory, method=models.Seq2Seq.decode_step)
-    outs.append(logits)
-    ids = targets[:, t]
-  return jnp.stack(outs, 1), state
+  return testutil.step_by_step(model, variables, inputs, mask, targets)
 
 
 class PointerGeneratorTest(parameterized.TestCase):

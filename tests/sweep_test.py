@@ -11,7 +11,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
 
-import subprocess_env
+import testutil
 from s2s_jax import config_lib
 from s2s_jax import sweep_lib
 from s2s_jax import workdir as workdir_lib
@@ -81,7 +81,7 @@ class SweepScriptTest(absltest.TestCase):
       f.write("from s2s_jax import sweep_lib\nCONFIG = 'experiments/default.py'\nCONFIG_ARG = 'size=tiny'\n"
               "EVALUATIONS = [{'beam_size': 1, 'length_alpha': 0.0}, {'beam_size': 3, 'length_alpha': 1.0}]\n"
               "def get_sweep(arg=None):\n  return sweep_lib.points({'num_train_steps': 20})\n")
-    env = dict(os.environ, XLA_FLAGS=subprocess_env.xla_flags(), S2S_CACHE_DIR=f'{root}/cache')
+    env = testutil.env(S2S_CACHE_DIR=f'{root}/cache')
     run = lambda: subprocess.run([sys.executable, 'scripts/sweep.py', f'--sweep={sweep_file}', f'--root={root}/out'],
                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     first = run()
