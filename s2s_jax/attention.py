@@ -11,6 +11,7 @@ Scores e(q, k_s) for a query q (a decoder state) and encoder states k_s:
 (a bidirectional encoder). Every key-side matmul is time-independent, so `keys` computes it once per source
 sentence (in `encode`) and each decoder step only does the query side.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,10 +23,10 @@ NO_ATTENTION = ('none_init', 'none_concat')
 # (model.attention, model.attention_score, model.input_feeding). Baselines without attention ignore the score
 # (None here); input feeding exists only in the Luong flow, where the query is the current state.
 VALID_COMBINATIONS: tuple[tuple[str, str | None, bool], ...] = (
-    ('none_init', None, False),
-    ('none_concat', None, False),
-    *(('bahdanau', score, False) for score in SCORES),
-    *(('luong', score, feed) for score in SCORES for feed in (False, True)),
+  ('none_init', None, False),
+  ('none_concat', None, False),
+  *(('bahdanau', score, False) for score in SCORES),
+  *(('luong', score, feed) for score in SCORES for feed in (False, True)),
 )
 
 
@@ -38,8 +39,10 @@ def check_combination(attention: str, score: str, input_feeding: bool) -> None:
   key = (attention, None if attention in NO_ATTENTION else score, bool(input_feeding))
   if key not in VALID_COMBINATIONS:
     valid = sorted({f'{a}/{s or "-"}/feed={f}' for a, s, f in VALID_COMBINATIONS if a == attention})
-    raise ValueError(f'model.input_feeding={input_feeding} is not valid with model.attention={attention!r}: '
-                     f'input feeding exists only in the luong flow. Valid for {attention!r}: {valid}.')
+    raise ValueError(
+      f'model.input_feeding={input_feeding} is not valid with model.attention={attention!r}: '
+      f'input feeding exists only in the luong flow. Valid for {attention!r}: {valid}.'
+    )
 
 
 def _additive_pre(keys_BxSxA, query_BxNxA, coverage_BxNxS, w_cov_A):
@@ -50,8 +53,13 @@ def _additive_pre(keys_BxSxA, query_BxNxA, coverage_BxNxS, w_cov_A):
 
 
 @jax.custom_vjp
-def additive_energies(keys_BxSxA: jax.Array, query_BxNxA: jax.Array, v_A: jax.Array,
-                      coverage_BxNxS: jax.Array | None = None, w_cov_A: jax.Array | None = None) -> jax.Array:
+def additive_energies(
+  keys_BxSxA: jax.Array,
+  query_BxNxA: jax.Array,
+  v_A: jax.Array,
+  coverage_BxNxS: jax.Array | None = None,
+  w_cov_A: jax.Array | None = None,
+) -> jax.Array:
   """e[b, n, s] = v' tanh(keys[b, s] + query[b, n] (+ coverage[b, n, s] w_cov)): the additive / concat energies of
   N queries per example ([B, N, S]).
 
@@ -83,6 +91,7 @@ additive_energies.defvjp(_additive_energies_fwd, _additive_energies_bwd)
 
 class Attention(nn.Module):
   """One attention mechanism: `keys(memory)` once per sentence, then `__call__(query, ...)` per decoder step."""
+
   score: str
   query_dim: int
   attention_dim: int  # hidden size of the additive / concat scorer
@@ -138,12 +147,20 @@ class Attention(nn.Module):
       return e / jnp.sqrt(jnp.asarray(self.query_dim, e.dtype)) if self.score == 'scaled_dot' else e
     src_len = keys_BxSxA.shape[1]
     if src_len > self.max_src_len:
-      raise ValueError(f'The location score was built for sources of at most {self.max_src_len} steps, '
-                       f'got {src_len}; raise data.max_src_len.')
+      raise ValueError(
+        f'The location score was built for sources of at most {self.max_src_len} steps, '
+        f'got {src_len}; raise data.max_src_len.'
+      )
     return self.location(query)[..., :src_len]
 
-  def __call__(self, query: jax.Array, keys_BxSxA: jax.Array, values_BxSxD: jax.Array,
-               mask_BxS: jax.Array, coverage_BxS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self,
+    query: jax.Array,
+    keys_BxSxA: jax.Array,
+    values_BxSxD: jax.Array,
+    mask_BxS: jax.Array,
+    coverage_BxS: jax.Array | None = None,
+  ) -> tuple[jax.Array, jax.Array]:
     """Returns (context, weights) for one query per example ([B, Q] -> [B, D], [B, S]) or N of them
     ([B, N, Q] -> [B, N, D], [B, N, S]); weights are 0 at padded positions and sum to 1."""
     one = query.ndim == 2

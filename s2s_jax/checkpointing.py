@@ -2,6 +2,7 @@
 the best evaluation by eval.metric / eval.mode). The two managers own separate folders, so neither deletes the
 other's files. A saved state is a plain dict, never a TrainState object.
 """
+
 import glob
 import hashlib
 import os
@@ -29,26 +30,35 @@ def _remove_temporary_folders(folder: str) -> None:
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   _remove_temporary_folders(os.path.join(workdir, 'checkpoints'))
   return ocp.CheckpointManager(
-      os.path.join(workdir, 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
+    os.path.join(workdir, 'checkpoints'),
+    options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
+  )
 
 
 def make_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointManager:
   _remove_temporary_folders(os.path.join(workdir, 'best'))
   return ocp.CheckpointManager(
-      os.path.join(workdir, 'best'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[metric], best_mode=mode,
-                                           create=True, cleanup_tmp_directories=True))
+    os.path.join(workdir, 'best'),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=1, best_fn=lambda m: m[metric], best_mode=mode, create=True, cleanup_tmp_directories=True
+    ),
+  )
 
 
 def state_dict(state) -> dict[str, Any]:
-  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state, 'rng': state.rng,
-          'log_sums': state.log_sums}
+  return {
+    'step': state.step,
+    'params': state.params,
+    'opt_state': state.opt_state,
+    'rng': state.rng,
+    'log_sums': state.log_sums,
+  }
 
 
 def all_finite(tree) -> bool:
-  return all(bool(np.all(np.isfinite(x))) for x in jax.tree.leaves(tree)
-             if np.issubdtype(np.asarray(x).dtype, np.floating))
+  return all(
+    bool(np.all(np.isfinite(x))) for x in jax.tree.leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.floating)
+  )
 
 
 def save(mngr: ocp.CheckpointManager, state, data_iter, force: bool = False) -> None:
@@ -60,10 +70,15 @@ def save(mngr: ocp.CheckpointManager, state, data_iter, force: bool = False) -> 
   tree = jax.device_get(state_dict(state))
   step = int(np.max(tree['step']))  # max: vmapped seeds carry one step each (all equal)
   if not all_finite((tree['params'], tree['opt_state'])):
-    raise FloatingPointError(f'Refusing to checkpoint non-finite parameters at step {step}; the last good '
-                             f'checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
-  mngr.save(step, force=force, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(tree), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+    raise FloatingPointError(
+      f'Refusing to checkpoint non-finite parameters at step {step}; the last good '
+      f'checkpoint is step {mngr.latest_step()} in {mngr.directory}.'
+    )
+  mngr.save(
+    step,
+    force=force,
+    args=ocp.args.Composite(state=ocp.args.StandardSave(tree), data_iter=grain.checkpoint.CheckpointSave(data_iter)),
+  )
 
 
 def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
@@ -80,26 +95,40 @@ def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
   problems = []
   for step in sorted(mngr.all_steps(read=True), reverse=True):
     if mismatch := _shape_mismatch(mngr, step, target):  # orbax would restore the stored shapes without a word
-      raise ValueError(f'Checkpoint {step} in {mngr.directory} does not fit this model ({mismatch}); a model field '
-                       'changed (--allow_config_change does not convert checkpoints). Use a new workdir, or undo '
-                       'the change.')
+      raise ValueError(
+        f'Checkpoint {step} in {mngr.directory} does not fit this model ({mismatch}); a model field '
+        'changed (--allow_config_change does not convert checkpoints). Use a new workdir, or undo '
+        'the change.'
+      )
     try:
-      restored = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+      restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data_iter=grain.checkpoint.CheckpointRestore(data_iter)
+        ),
+      )
       if not all_finite(restored.state['params']):
         raise ValueError('non-finite parameters')
     except Exception as e:  # pylint: disable=broad-except  (any failure means this checkpoint is unusable)
       problems.append(f'step {step}: {type(e).__name__}: {str(e)[:300]}')
       aside = _move_aside(mngr, step)
-      logging.warning('Checkpoint %d in %s is damaged (%s); moved it to %s; trying an older one.', step,
-                      mngr.directory, problems[-1], aside)
+      logging.warning(
+        'Checkpoint %d in %s is damaged (%s); moved it to %s; trying an older one.',
+        step,
+        mngr.directory,
+        problems[-1],
+        aside,
+      )
       continue
     if problems:
       logging.warning('Resuming from step %d after skipping damaged checkpoints: %s', step, '; '.join(problems))
     return state.replace(**restored.state)
   if problems:
-    raise RuntimeError(f'No intact checkpoint in {mngr.directory}: ' + '; '.join(problems) +
-                       '. The damaged ones were moved to <step>.damaged-<time>; run again to start from scratch.')
+    raise RuntimeError(
+      f'No intact checkpoint in {mngr.directory}: '
+      + '; '.join(problems)
+      + '. The damaged ones were moved to <step>.damaged-<time>; run again to start from scratch.'
+    )
   return state
 
 
@@ -144,8 +173,9 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 def save_best(mngr: ocp.CheckpointManager, step: int, params, metrics: dict[str, float]) -> None:
-  mngr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(jax.device_get(params))))
+  mngr.save(
+    step, metrics=metrics, force=True, args=ocp.args.Composite(params=ocp.args.StandardSave(jax.device_get(params)))
+  )
 
 
 def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:

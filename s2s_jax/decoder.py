@@ -20,6 +20,7 @@ Options of the attention flows (See et al. 2017, for summarization):
 The layer-0 input projection of [e; extra] is split as W_e e + W_x extra, so W_e e for every step of a teacher-forced
 batch is one matmul outside the recurrence (`project_embedding`), and so is the vocabulary projection (`readout`).
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -35,22 +36,29 @@ Memory = dict[str, jax.Array]
 
 class DecoderCell(nn.Module):
   """Target embedding, the stacked recurrent cells, attention and the output layer of the decoder."""
+
   cfg: Any  # models.Seq2SeqConfig
 
   def setup(self):
     c = self.cfg
     dtype = jnp.dtype(c.dtype)
-    self.embed = nn.Embed(c.tgt_vocab_size, c.embed_dim, dtype=dtype,
-                          embedding_init=nn.initializers.normal(stddev=1.0))
-    self.cells = [rnn.RecurrentCell(c.cell, c.hidden_dim, c.recurrent_init, c.init_scale, dtype, name=f'layer{i}')
-                  for i in range(c.num_layers)]
+    self.embed = nn.Embed(c.tgt_vocab_size, c.embed_dim, dtype=dtype, embedding_init=nn.initializers.normal(stddev=1.0))
+    self.cells = [
+      rnn.RecurrentCell(c.cell, c.hidden_dim, c.recurrent_init, c.init_scale, dtype, name=f'layer{i}')
+      for i in range(c.num_layers)
+    ]
     if self.extra_input:
       gates = rnn.num_gates(c.cell) * c.hidden_dim
       self.extra_proj = nn.Dense(gates, use_bias=False, dtype=dtype)
     if c.attention not in attention_lib.NO_ATTENTION:
-      self.attention = attention_lib.Attention(c.attention_score, query_dim=c.hidden_dim,
-                                               attention_dim=c.attention_dim or c.hidden_dim,
-                                               max_src_len=c.max_src_len, coverage=c.coverage, dtype=dtype)
+      self.attention = attention_lib.Attention(
+        c.attention_score,
+        query_dim=c.hidden_dim,
+        attention_dim=c.attention_dim or c.hidden_dim,
+        max_src_len=c.max_src_len,
+        coverage=c.coverage,
+        dtype=dtype,
+      )
     if c.pointer_generator:
       self.gen_gate = nn.Dense(1, dtype=dtype)
     if c.attention == 'luong':
@@ -72,8 +80,9 @@ class DecoderCell(nn.Module):
     """Layer-0 input pre-activations from the embedding part of the input; any leading shape."""
     return self.cells[0].input_proj(emb)
 
-  def prepare_memory(self, values_BxSxD: jax.Array, mask_BxS: jax.Array, context_BxC: jax.Array,
-                     src_ids_BxS: jax.Array | None = None) -> Memory:
+  def prepare_memory(
+    self, values_BxSxD: jax.Array, mask_BxS: jax.Array, context_BxC: jax.Array, src_ids_BxS: jax.Array | None = None
+  ) -> Memory:
     """Everything a decoder step reads from the encoder, with its time-independent matmuls done once."""
     c = self.cfg
     if c.attention == 'none_concat':
@@ -97,8 +106,9 @@ class DecoderCell(nn.Module):
       state['coverage'] = jnp.zeros(memory['mask'].shape, jnp.float32)
     return state
 
-  def step(self, state: State, xs: tuple[jax.Array, jax.Array | None, Any], memory: Memory
-           ) -> tuple[State, tuple[jax.Array, jax.Array | None]]:
+  def step(
+    self, state: State, xs: tuple[jax.Array, jax.Array | None, Any], memory: Memory
+  ) -> tuple[State, tuple[jax.Array, jax.Array | None]]:
     """One decoder step. xs = (layer-0 embedding pre-activations, embedding or None, inter-layer dropout masks or None).
 
     Returns the new state and (the output-layer input for this step, attention weights or None).
@@ -140,10 +150,12 @@ class DecoderCell(nn.Module):
     an attention result (no bahdanau flow, no input feeding, no coverage)."""
     c = self.cfg
     return c.attention in attention_lib.NO_ATTENTION or (
-        c.attention == 'luong' and not c.input_feeding and not c.coverage)
+      c.attention == 'luong' and not c.input_feeding and not c.coverage
+    )
 
-  def all_steps(self, state: State, emb_TxBxE: jax.Array, masks: tuple[jax.Array, ...] | None, memory: Memory
-                ) -> tuple[jax.Array, jax.Array | None]:
+  def all_steps(
+    self, state: State, emb_TxBxE: jax.Array, masks: tuple[jax.Array, ...] | None, memory: Memory
+  ) -> tuple[jax.Array, jax.Array | None]:
     """Teacher forcing when `layerwise`, from the time-major target embeddings: what scanning `step` over the
     target gives, (output-layer inputs [B, T, O], attention weights [B, T, S] or None), with every matmul but the
     recurrent one batched over time."""
@@ -162,8 +174,9 @@ class DecoderCell(nn.Module):
       context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'])
     return self.output_features(top, context, emb_TxBxE.swapaxes(0, 1), memory), attn
 
-  def output_features(self, top: jax.Array, context: jax.Array | None, emb: jax.Array | None, memory: Memory
-                      ) -> jax.Array:
+  def output_features(
+    self, top: jax.Array, context: jax.Array | None, emb: jax.Array | None, memory: Memory
+  ) -> jax.Array:
     """The output layer's input, for one step ([B, ...]) or all steps ([B, T, ...]) alike: from the top state h,
     the attention context c of this step and the previous target embedding e: [h; c] (bahdanau), the attentional
     vector tanh(W_c [c; h]) (luong), [h; encoder context] (none_concat with context_to_output), else h; then [...; e]
@@ -196,8 +209,15 @@ class DecoderCell(nn.Module):
       masks.append(jnp.broadcast_to(m, (batch_size, length, c.hidden_dim)))
     return tuple(masks)
 
-  def readout(self, out: jax.Array, train: bool = False, *, emb: jax.Array | None = None,
-              attn: jax.Array | None = None, memory: Memory | None = None) -> jax.Array:
+  def readout(
+    self,
+    out: jax.Array,
+    train: bool = False,
+    *,
+    emb: jax.Array | None = None,
+    attn: jax.Array | None = None,
+    memory: Memory | None = None,
+  ) -> jax.Array:
     """Logits (float32) from output-layer inputs of any leading shape (batch first), as one 2-D matmul.
 
     With pointer_generator: log-probabilities of the mixture with the copy distribution, which needs the step

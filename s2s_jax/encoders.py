@@ -15,6 +15,7 @@ parameters (an unbound module will do), the questions the rest of the code asks 
 `Seq2Seq` shares its scope with its source input (`nn.share_scope`), so the parameters keep the names they had
 when these layers lived in the model itself (src_embed, subsample<i>, frame_proj, grid): old checkpoints load.
 """
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ FRAME_STRIDES = (1, 2, 4, 8)
 
 class SourceInput(nn.Module):
   """The common part: the memory geometry of the RNN stack above the input (its pyramid halves time)."""
+
   cfg: Any  # models.Seq2SeqConfig
 
   def step_mask(self, inputs_mask_BxS: jax.Array) -> jax.Array:
@@ -49,7 +51,7 @@ class SourceInput(nn.Module):
   def memory_labels(self, input_labels: Sequence[str]) -> list[str]:
     """One label per memory step of an example whose input steps are named `input_labels`: the label of the first
     input step each memory step covers."""
-    return list(input_labels[::self.time_stride()])
+    return list(input_labels[:: self.time_stride()])
 
   def dummy_inputs(self, batch: int, length: int) -> jax.Array:
     """Inputs of the right kind and shape (for initialisation)."""
@@ -62,13 +64,19 @@ class TokenInput(SourceInput):
   @nn.compact
   def __call__(self, inputs_BxS: jax.Array, mask_BxS: jax.Array, train: bool = False):
     c = self.cfg
-    embed = nn.Embed(c.src_vocab_size, c.embed_dim, dtype=jnp.dtype(c.dtype),
-                     embedding_init=nn.initializers.normal(stddev=1.0), name='src_embed')
+    embed = nn.Embed(
+      c.src_vocab_size,
+      c.embed_dim,
+      dtype=jnp.dtype(c.dtype),
+      embedding_init=nn.initializers.normal(stddev=1.0),
+      name='src_embed',
+    )
     return embed(inputs_BxS), mask_BxS
 
 
-def spec_augment(rng: jax.Array, x_BxTxF: jax.Array, mask_BxT: jax.Array, num_masks: int, freq_width: int,
-                 time_width: int) -> jax.Array:
+def spec_augment(
+  rng: jax.Array, x_BxTxF: jax.Array, mask_BxT: jax.Array, num_masks: int, freq_width: int, time_width: int
+) -> jax.Array:
   """SpecAugment's masking (Park et al. 2019) without time warping: per example, `num_masks` frequency bands of
   0..freq_width bins and `num_masks` time bands of 0..time_width frames (each at most 20% of the example's real
   frames) are set to 0, the mean of the per-utterance-normalised features."""
@@ -99,15 +107,16 @@ class FrameInput(SourceInput):
     dtype = jnp.dtype(c.dtype)
     x = inputs_BxSxF.astype(dtype)
     if train and (c.specaug_freq_width or c.specaug_time_width):
-      x = spec_augment(self.make_rng('dropout'), x, mask_BxS, c.specaug_masks, c.specaug_freq_width,
-                       c.specaug_time_width)
+      x = spec_augment(
+        self.make_rng('dropout'), x, mask_BxS, c.specaug_masks, c.specaug_freq_width, c.specaug_time_width
+      )
     for i in range(c.frame_stride.bit_length() - 1):
       conv = nn.Conv(c.embed_dim, (3,), strides=(2,), padding='SAME', dtype=dtype, name=f'subsample{i}')
       x, mask_BxS = nn.relu(conv(x)), mask_BxS[:, ::2]
     return nn.Dense(c.embed_dim, dtype=dtype, name='frame_proj')(x) * mask_BxS[..., None].astype(x.dtype), mask_BxS
 
   def step_mask(self, inputs_mask_BxS: jax.Array) -> jax.Array:
-    return inputs_mask_BxS[:, ::self.cfg.frame_stride]
+    return inputs_mask_BxS[:, :: self.cfg.frame_stride]
 
   def time_stride(self) -> int:
     return self.cfg.frame_stride * super().time_stride()
@@ -123,6 +132,7 @@ class GridEncoder(nn.Module):
   flattened column by column (left to right, top to bottom within a column) into a sequence of W' x H' cells; the
   cells of padded columns are masked.
   """
+
   num_layers: int
   features: int
   channels: int = 1
@@ -160,7 +170,8 @@ class ImageInput(SourceInput):
     c = self.cfg
     dtype = jnp.dtype(c.dtype)
     x, mask = GridEncoder(c.cnn_layers, c.cnn_features, c.image_channels, dtype, name='grid')(
-        inputs_BxWxF.astype(dtype), mask_BxW)
+      inputs_BxWxF.astype(dtype), mask_BxW
+    )
     return nn.Dense(c.embed_dim, dtype=dtype, name='frame_proj')(x), mask
 
   def grid_shape(self, width: int) -> tuple[int, int]:
@@ -174,7 +185,7 @@ class ImageInput(SourceInput):
   def memory_labels(self, input_labels: Sequence[str]) -> list[str]:
     """Grid cells column by column, 'x<column>y<row>' (grid coordinates), as the RNN above reads them."""
     width, height = self.grid_shape(len(input_labels))
-    return [f'x{i}y{j}' for i in range(width) for j in range(height)][::super().time_stride()]
+    return [f'x{i}y{j}' for i in range(width) for j in range(height)][:: super().time_stride()]
 
   def dummy_inputs(self, batch: int, length: int) -> jax.Array:
     return jnp.ones((batch, length, self.cfg.input_features), jnp.float32)

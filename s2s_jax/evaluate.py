@@ -9,6 +9,7 @@ its signature, exact match, BLEU per source-length bucket, length ratio, decode 
 the run's eval.scores asks for them) and DIR/eval_<name>.hyp.txt. --name defaults to the split name or the source
 file's stem. Decoding defaults come from the run's config.json.
 """
+
 import json
 import os
 import time
@@ -29,8 +30,10 @@ _SOURCE = flags.DEFINE_string('source_file', None, 'Source sentences, one per li
 _REFERENCES = flags.DEFINE_multi_string('reference_file', [], 'References aligned with --source_file (repeatable).')
 _NAME = flags.DEFINE_string('name', None, 'Output name: eval_<name>.json (default: the split or source file stem).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
-_DECODE = {name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
-           for name, kind, help_text in decode.FLAGS}
+_DECODE = {
+  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
+  for name, kind, help_text in decode.FLAGS
+}
 flags.mark_flag_as_required('workdir')
 
 
@@ -69,12 +72,20 @@ def main(argv):
   options = decode.options(run.config.decode, run.config.data.max_tgt_len, **overrides)
   decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
   params = flax.jax_utils.replicate(run.params)
-  decoder(params, examples[:decoder.batch_size], run.inputs.collate)  # compile first: decode_s times decoding only
+  decoder(params, examples[: decoder.batch_size], run.inputs.collate)  # compile first: decode_s times decoding only
   start = time.time()
   hyps = [h.texts[0] for h in decoder(params, examples, run.inputs.collate)]
   seconds = time.time() - start
-  result = evaluation.score(hyps, refs, [len(x) - 1 for x in examples], run.config.eval.scores, options, seconds,
-                            run.step, run.config.data.target_lang)
+  result = evaluation.score(
+    hyps,
+    refs,
+    [len(x) - 1 for x in examples],
+    run.config.eval.scores,
+    options,
+    seconds,
+    run.step,
+    run.config.data.target_lang,
+  )
   name = _NAME.value or default_name
   evaluation.write_eval(run.workdir, name, result, hyps)
   print(json.dumps({k: v for k, v in result.items() if k != 'bleu_by_src_len'}, indent=1))

@@ -5,6 +5,7 @@ training and over the whole split at the end. Results go to metrics.jsonl (`eval
 evaluation, to `eval_<split>.json` and `eval_<split>.hyp.txt` (CONVENTIONS §5). `python -m s2s_jax.evaluate`
 writes the same files through `score` and `write_eval`.
 """
+
 import functools
 import json
 import math
@@ -27,19 +28,50 @@ from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
 
 # Scalars of an evaluation that also go to metrics.jsonl as test/<name>.
-REPORTED = ('loss', 'perplexity', 'word_perplexity', 'token_accuracy', 'exact_match', 'bleu', 'bleu_lc', 'bleu_tok',
-            'chrf', 'rouge1', 'rouge2', 'rougeL', 'wer', 'cer', 'len_ratio', 'decode_s', 'sentences_per_s')
+REPORTED = (
+  'loss',
+  'perplexity',
+  'word_perplexity',
+  'token_accuracy',
+  'exact_match',
+  'bleu',
+  'bleu_lc',
+  'bleu_tok',
+  'chrf',
+  'rouge1',
+  'rouge2',
+  'rougeL',
+  'wer',
+  'cer',
+  'len_ratio',
+  'decode_s',
+  'sentences_per_s',
+)
 
 
-def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int], groups: str,
-          options: decode.DecodeOptions, seconds: float, step: int, lang: str = '') -> dict[str, Any]:
+def score(
+  hyps: Sequence[str],
+  refs: Sequence[Sequence[str]],
+  src_lengths: Sequence[int],
+  groups: str,
+  options: decode.DecodeOptions,
+  seconds: float,
+  step: int,
+  lang: str = '',
+) -> dict[str, Any]:
   """Every decoded score of CONVENTIONS §5 for one evaluation (`groups` as in eval.scores; `lang`: target)."""
   result = metrics_lib.text_scores(hyps, refs, [g for g in groups.split(',') if g], lang)
   result['bleu_by_src_len'] = metrics_lib.bleu_by_length(hyps, refs, src_lengths)
   if 'exact_match' in groups:
     result['exact_match_by_src_len'] = metrics_lib.exact_match_by_length(hyps, refs, src_lengths)
-  result.update(decode_s=seconds, sentences_per_s=len(hyps) / max(seconds, 1e-9), num_sentences=len(hyps),
-                beam_size=options.beam_size, length_alpha=options.length_alpha, checkpoint_step=step)
+  result.update(
+    decode_s=seconds,
+    sentences_per_s=len(hyps) / max(seconds, 1e-9),
+    num_sentences=len(hyps),
+    beam_size=options.beam_size,
+    length_alpha=options.length_alpha,
+    checkpoint_step=step,
+  )
   return result
 
 
@@ -83,8 +115,9 @@ class Evaluator:
     self.data, self.config = data, config
     self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
     self.options = decode.options(config.decode, config.data.max_tgt_len)
-    self.decoder = inference.Decoder(model, self.options, data.tgt_vocab, src_len=data.src_len,
-                                     batch_size=config.data.eval_batch_size)
+    self.decoder = inference.Decoder(
+      model, self.options, data.tgt_vocab, src_len=data.src_len, batch_size=config.data.eval_batch_size
+    )
     self._collate = inputs_lib.collate_sources
 
   def loss_sums(self, params, split: str) -> dict[str, float]:
@@ -110,13 +143,19 @@ class Evaluator:
     split = self.data.splits[self.config.data.eval_split]
     scalars = {f'eval/{k}': v for k, v in self.loss(params, split.name).items()}
     hyps, _ = self.decode(params, split.name, self.config.eval.num_decode_examples)
-    refs = [stream[:len(hyps)] for stream in split.reference_streams()]
+    refs = [stream[: len(hyps)] for stream in split.reference_streams()]
     scores = metrics_lib.text_scores(hyps, refs, self.config.eval.scores.split(','), self.config.data.target_lang)
     scalars.update({f'eval/{k}': v for k, v in scores.items() if not k.endswith('signature')})
     writer.write_scalars(step, scalars)
-    writer.write_texts(step, {'eval/samples': '\n\n'.join(
-        f'src: {split.sources[i]}\nref: {refs[0][i]}\nhyp: {hyps[i]}'
-        for i in range(min(self.config.eval.num_samples_to_log, len(hyps))))})
+    writer.write_texts(
+      step,
+      {
+        'eval/samples': '\n\n'.join(
+          f'src: {split.sources[i]}\nref: {refs[0][i]}\nhyp: {hyps[i]}'
+          for i in range(min(self.config.eval.num_samples_to_log, len(hyps)))
+        )
+      },
+    )
     return scalars
 
   def evaluate_split(self, params, split: str, step: int) -> tuple[dict[str, Any], list[str]]:
@@ -128,8 +167,18 @@ class Evaluator:
     if self.config.data.target_lang:  # per word, whatever the tokenizer: Moses tokens of the reference + EOS
       words = sum(len(x.split()) + 1 for x in metrics_lib.moses_lc(data.targets, self.config.data.target_lang))
       result['word_perplexity'] = math.exp(min(sums['loss_sum'] / max(words, 1), 100.0))
-    result.update(score(hyps, data.reference_streams(), [len(ids) - 1 for ids in data.src_ids], self.config.eval.scores,
-                        self.options, seconds, step, self.config.data.target_lang))
+    result.update(
+      score(
+        hyps,
+        data.reference_streams(),
+        [len(ids) - 1 for ids in data.src_ids],
+        self.config.eval.scores,
+        self.options,
+        seconds,
+        step,
+        self.config.data.target_lang,
+      )
+    )
     return result, hyps
 
   def test(self, workdir: str, step: int, writer) -> None:

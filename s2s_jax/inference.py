@@ -3,6 +3,7 @@
 `Decoder` always decodes batches of one fixed shape [batch_size, src_len] (short batches are filled with empty
 rows), so a sentence gets exactly the same output whichever batch it is in, and each shape compiles once.
 """
+
 import dataclasses
 import json
 import os
@@ -28,6 +29,7 @@ from s2s_jax.data import vocab as vocab_lib
 @dataclasses.dataclass
 class Run:
   """A trained run read back from its workdir."""
+
   workdir: str
   config: ml_collections.ConfigDict
   model: models.Seq2Seq
@@ -58,13 +60,22 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
   src_vocab, tgt_vocab = (vocab_lib.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
   workdir_lib.check_vocabs(workdir, config, src_vocab, tgt_vocab)
   params, step = checkpointing.restore_params(workdir, checkpoint)
-  return Run(workdir, config, models.Seq2Seq(config_lib.model_config(config)), params, step, src_vocab, tgt_vocab,
-             inputs_lib.for_config(config, src_vocab))
+  return Run(
+    workdir,
+    config,
+    models.Seq2Seq(config_lib.model_config(config)),
+    params,
+    step,
+    src_vocab,
+    tgt_vocab,
+    inputs_lib.for_config(config, src_vocab),
+  )
 
 
 @dataclasses.dataclass
 class Hypotheses:
   """The n-best list of one input, best first."""
+
   texts: list[str]
   scores: list[float]
   tokens: list[list[str]]  # target tokens of each hypothesis, EOS included when it was produced
@@ -74,15 +85,27 @@ class Hypotheses:
 class Decoder:
   """Beam search over encoded examples in fixed-shape batches, on all local devices."""
 
-  def __init__(self, model: models.Seq2Seq, options: decode.DecodeOptions, tgt_vocab: vocab_lib.Vocab, *,
-               src_len: int, batch_size: int):
+  def __init__(
+    self,
+    model: models.Seq2Seq,
+    options: decode.DecodeOptions,
+    tgt_vocab: vocab_lib.Vocab,
+    *,
+    src_len: int,
+    batch_size: int,
+  ):
     devices = jax.local_device_count()
     self.batch_size = -(-batch_size // devices) * devices  # a multiple of the device count
     self.src_len, self.options, self.tgt_vocab = src_len, options, tgt_vocab
     self._predict = steps.make_predict_fn(model, options)
 
-  def __call__(self, params, examples: Sequence[np.ndarray], collate: Callable[..., dict[str, np.ndarray]],
-               memory_len: Callable[[np.ndarray], int] = len) -> list[Hypotheses]:
+  def __call__(
+    self,
+    params,
+    examples: Sequence[np.ndarray],
+    collate: Callable[..., dict[str, np.ndarray]],
+    memory_len: Callable[[np.ndarray], int] = len,
+  ) -> list[Hypotheses]:
     """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
     `memory_len(example)` is how many encoder memory steps (attention columns) an example has.
 
@@ -92,13 +115,13 @@ class Decoder:
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     out = [None] * len(examples)
     for start in range(0, len(order), self.batch_size):
-      rows = order[start:start + self.batch_size]
+      rows = order[start : start + self.batch_size]
       chunk = [examples[i] for i in rows]
       batch = collate(chunk, self.batch_size, self.src_len)
       result = jax.device_get(self._predict(params, steps.shard_batch(batch)))
-      seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[:len(chunk)] for x in result]
+      seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[: len(chunk)] for x in result]
       for j, (i, example) in enumerate(zip(rows, chunk)):
-        out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, :memory_len(example)] if attn else None)
+        out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, : memory_len(example)] if attn else None)
     return out
 
   def _hypotheses(self, seqs_KxT: np.ndarray, scores_K: np.ndarray, attn_KxTxS: np.ndarray | None) -> Hypotheses:

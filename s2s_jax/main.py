@@ -7,6 +7,7 @@ Multi-host: every process runs the same command, with --coordinator_address=HOST
 --process_id=I, or under srun / on a TPU pod / with mpirun, where JAX finds the cluster itself. Each process reads
 every process_count-th row of each global batch; the pmapped step spans all devices of all processes.
 """
+
 import os
 import sys
 
@@ -21,10 +22,12 @@ from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for config, checkpoints, metrics and evaluations.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file, e.g. experiments/default.py:size=tiny.',
-                                          lock_config=True)
-_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool('allow_config_change', False,
-                                         'Resume even if the config differs from the one in the workdir.')
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Experiment file, e.g. experiments/default.py:size=tiny.', lock_config=True
+)
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  'allow_config_change', False, 'Resume even if the config differs from the one in the workdir.'
+)
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: address of process 0 (host:port).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
@@ -35,14 +38,19 @@ def _quiet_libraries() -> None:
   """Keeps INFO lines of orbax, TFDS and grain (dozens per checkpoint) out of the terminal; warnings stay."""
   noisy = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/absl/logging')
   logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= logging.converter.STANDARD_WARNING or not any(n in r.pathname for n in noisy))
+    lambda r: r.levelno >= logging.converter.STANDARD_WARNING or not any(n in r.pathname for n in noisy)
+  )
 
 
 def _launched_as_many_processes() -> bool:
   """Whether the environment says this is one of several processes of a job (srun, a TPU pod slice, mpirun)."""
   env = os.environ
-  return (int(env.get('SLURM_NTASKS', '1')) > 1 or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
-          or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1 or 'JAX_COORDINATOR_ADDRESS' in env)
+  return (
+    int(env.get('SLURM_NTASKS', '1')) > 1
+    or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
+    or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+    or 'JAX_COORDINATOR_ADDRESS' in env
+  )
 
 
 def main(argv):
@@ -53,8 +61,7 @@ def main(argv):
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _launched_as_many_processes():
     jax.distributed.initialize()  # JAX detects the cluster (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS)
-  logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
-               jax.local_devices())
+  logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(), jax.local_devices())
   try:
     config_lib.check_steps_override(_CONFIG.value, config_flags.get_override_values(flags.FLAGS['config']))
   except ValueError as e:

@@ -4,6 +4,7 @@ On device, everything is a sum plus a denominator (`loss_sum`, `correct_sum`, `n
 so means are exact with padding and any device count. Text scores use sacreBLEU (BLEU, lowercased BLEU, chrF, each
 with its signature); percent-like scores are 0-100 (CONVENTIONS §5).
 """
+
 from collections.abc import Sequence
 import functools
 from typing import Any
@@ -16,16 +17,18 @@ import sacrebleu
 Metrics = dict[str, jax.Array]
 
 
-def weighted_xent(logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array,
-                  label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def weighted_xent(
+  logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array, label_smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
   """Returns (summed training loss with label smoothing, summed negative log-likelihood) over weighted tokens."""
   loss, nll = token_xent(logits_BxTxV.astype(jnp.float32), targets_BxT, label_smoothing)
   return (loss * weights_BxT).sum(), (nll * weights_BxT).sum()
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def token_xent(logits_NxV: jax.Array, targets_N: jax.Array, label_smoothing: float = 0.0
-               ) -> tuple[jax.Array, jax.Array]:
+def token_xent(
+  logits_NxV: jax.Array, targets_N: jax.Array, label_smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
   """Per-token (label-smoothed loss, NLL) of logits [..., V]: lse - (1 - e) x_y - e mean(x), and lse - x_y.
 
   The backward pass is one elementwise pass over the logits, g (softmax(x) - (1 - e) onehot(y) - e / V), with the
@@ -58,8 +61,7 @@ def _token_xent_bwd(label_smoothing, residuals, cotangents):
 token_xent.defvjp(_token_xent_fwd, _token_xent_bwd)
 
 
-def token_sums(nll_sum: jax.Array, logits_BxTxV: jax.Array, targets_BxT: jax.Array,
-               weights_BxT: jax.Array) -> Metrics:
+def token_sums(nll_sum: jax.Array, logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array) -> Metrics:
   # "the target's logit is the maximum": argmax without its index pass (a tie counts as correct)
   picked = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
   correct = (picked >= logits_BxTxV.max(axis=-1)) * weights_BxT
@@ -70,8 +72,11 @@ def finalize_token_sums(sums: dict[str, Any]) -> dict[str, float]:
   """loss (mean NLL per target token, EOS included), perplexity and token accuracy from summed metrics."""
   n = max(float(sums['num_tokens']), 1.0)
   loss = float(sums['loss_sum']) / n
-  return {'loss': loss, 'perplexity': float(np.exp(min(loss, 100.0))),
-          'token_accuracy': 100.0 * float(sums['correct_sum']) / n}
+  return {
+    'loss': loss,
+    'perplexity': float(np.exp(min(loss, 100.0))),
+    'token_accuracy': 100.0 * float(sums['correct_sum']) / n,
+  }
 
 
 def exact_match(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
@@ -84,12 +89,17 @@ def moses_lc(lines: Sequence[str], lang: str) -> list[str]:
   """Lowercased, punctuation-normalised, Moses-tokenised text (with Moses' escapes), as in the `tok/*.lc.norm.tok`
   files of Multi30k (checked: identical on all 1,000 English test2016 sentences)."""
   from sacremoses import MosesPunctNormalizer, MosesTokenizer  # pylint: disable=g-import-not-at-top
+
   normalizer, tokenizer = MosesPunctNormalizer(lang or 'en'), MosesTokenizer(lang or 'en')
   return [tokenizer.tokenize(normalizer.normalize(x.lower()), escape=True, return_str=True) for x in lines]
 
 
-def text_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]],
-                groups: Sequence[str] = ('bleu', 'chrf', 'exact_match'), lang: str = '') -> dict[str, Any]:
+def text_scores(
+  hyps: Sequence[str],
+  refs: Sequence[Sequence[str]],
+  groups: Sequence[str] = ('bleu', 'chrf', 'exact_match'),
+  lang: str = '',
+) -> dict[str, Any]:
   """Scores of decoded text; `refs` is a list of reference streams aligned with `hyps` (several allowed).
 
   groups: 'bleu' (sacreBLEU BLEU + signature, lowercased BLEU), 'bleu_tok' (BLEU with tokenize='none' on
@@ -103,12 +113,17 @@ def text_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]],
   b = bleu.corpus_score(hyps, refs)
   out: dict[str, Any] = {'len_ratio': b.sys_len / max(1, b.ref_len)}
   if 'bleu' in groups:
-    out.update(bleu=b.score, bleu_signature=str(bleu.get_signature()),
-               bleu_lc=sacrebleu.metrics.BLEU(lowercase=True).corpus_score(hyps, refs).score)
+    out.update(
+      bleu=b.score,
+      bleu_signature=str(bleu.get_signature()),
+      bleu_lc=sacrebleu.metrics.BLEU(lowercase=True).corpus_score(hyps, refs).score,
+    )
   if 'bleu_tok' in groups:
     tok_bleu = sacrebleu.metrics.BLEU(tokenize='none')
-    out.update(bleu_tok=tok_bleu.corpus_score(moses_lc(hyps, lang), [moses_lc(r, lang) for r in refs]).score,
-               bleu_tok_signature=str(tok_bleu.get_signature()))
+    out.update(
+      bleu_tok=tok_bleu.corpus_score(moses_lc(hyps, lang), [moses_lc(r, lang) for r in refs]).score,
+      bleu_tok_signature=str(tok_bleu.get_signature()),
+    )
   if 'chrf' in groups:
     chrf = sacrebleu.metrics.CHRF()
     out.update(chrf=chrf.corpus_score(hyps, refs).score, chrf_signature=str(chrf.get_signature()))
@@ -128,6 +143,7 @@ def rouge(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float
   over sentences), `rougeN_max` takes the best reference per sentence.
   """
   from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+
   names = ('rouge1', 'rouge2', 'rougeL')
   scorer = rouge_scorer.RougeScorer(list(names), use_stemmer=True)
   totals = {f'{n}{suffix}': 0.0 for n in names for suffix in ('', '_max')}
@@ -143,12 +159,16 @@ def rouge(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float
 def error_rates(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
   """Corpus WER (words) and CER (characters) of the hypotheses against the first reference (jiwer), 0-100+."""
   import jiwer  # pylint: disable=g-import-not-at-top
-  return {'wer': 100.0 * jiwer.process_words(list(refs[0]), list(hyps)).wer,
-          'cer': 100.0 * jiwer.process_characters(list(refs[0]), list(hyps)).cer}
+
+  return {
+    'wer': 100.0 * jiwer.process_words(list(refs[0]), list(hyps)).wer,
+    'cer': 100.0 * jiwer.process_characters(list(refs[0]), list(hyps)).cer,
+  }
 
 
-def scores_by_length(score, key: str, hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
-                     edges: Sequence[int]) -> list[dict[str, Any]]:
+def scores_by_length(
+  score, key: str, hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int], edges: Sequence[int]
+) -> list[dict[str, Any]]:
   """`score(hyps, refs)` per source-length bucket [min_len, max_len] (source tokens, EOS excluded) as
   {min_len, max_len, n, key}; the last bucket ends at the longest source; empty buckets are omitted."""
   bounds = [0, *edges, max([*src_lengths, edges[-1]])]
@@ -156,19 +176,33 @@ def scores_by_length(score, key: str, hyps: Sequence[str], refs: Sequence[Sequen
   for lo, hi in zip(bounds[:-1], bounds[1:]):
     idx = [i for i, n in enumerate(src_lengths) if lo < n <= hi or (lo == 0 and n == 0)]
     if idx:
-      out.append({'min_len': lo + (lo > 0), 'max_len': hi, 'n': len(idx),
-                  key: score([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs])})
+      out.append(
+        {
+          'min_len': lo + (lo > 0),
+          'max_len': hi,
+          'n': len(idx),
+          key: score([hyps[i] for i in idx], [[r[i] for i in idx] for r in refs]),
+        }
+      )
   return out
 
 
-def exact_match_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
-                          edges: Sequence[int] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)) -> list[dict[str, Any]]:
+def exact_match_by_length(
+  hyps: Sequence[str],
+  refs: Sequence[Sequence[str]],
+  src_lengths: Sequence[int],
+  edges: Sequence[int] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+) -> list[dict[str, Any]]:
   """Exact match per source-length bucket (for tasks scored by exact match)."""
   return scores_by_length(exact_match, 'exact_match', hyps, refs, src_lengths, edges)
 
 
-def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengths: Sequence[int],
-                   edges: Sequence[int] = (10, 20, 30, 40, 50, 60)) -> list[dict[str, Any]]:
+def bleu_by_length(
+  hyps: Sequence[str],
+  refs: Sequence[Sequence[str]],
+  src_lengths: Sequence[int],
+  edges: Sequence[int] = (10, 20, 30, 40, 50, 60),
+) -> list[dict[str, Any]]:
   """Corpus BLEU per source-length bucket."""
   score = lambda h, r: sacrebleu.metrics.BLEU().corpus_score(h, r).score
   return scores_by_length(score, 'bleu', hyps, refs, src_lengths, edges)
@@ -177,6 +211,7 @@ def bleu_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], src_lengt
 def mean_std_ci95(values: Sequence[float]) -> tuple[float, float | None, float | None]:
   """Mean, sample standard deviation and half-width of the 95% t-interval of the mean (None, None for one value)."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
+
   x = np.asarray(values, np.float64)
   if len(x) < 2:
     return float(x.mean()), None, None
@@ -184,8 +219,9 @@ def mean_std_ci95(values: Sequence[float]) -> tuple[float, float | None, float |
   return float(x.mean()), std, float(stats.t.ppf(0.975, len(x) - 1) * std / np.sqrt(len(x)))
 
 
-def paired_bootstrap_exact_match(baseline: np.ndarray, system: np.ndarray, n_samples: int = 1000,
-                                 seed: int | None = 12345) -> tuple[float, float]:
+def paired_bootstrap_exact_match(
+  baseline: np.ndarray, system: np.ndarray, n_samples: int = 1000, seed: int | None = 12345
+) -> tuple[float, float]:
   """(exact match of `system`, p-value of its difference from `baseline`) from per-sentence 0/1 matches.
 
   sacreBLEU's paired bootstrap recipe (sacrebleu.significance._paired_bs_test) for a score sacreBLEU does not have:

@@ -12,6 +12,7 @@ target steps at once (`DecoderCell.all_steps`); tests check that every path give
 explicit masks (1 for real steps, contiguous from the start); how a source becomes the sequence the encoder reads
 (token ids, audio frames, image grids) and what that does to the memory's mask is `encoders.py`'s business.
 """
+
 import dataclasses
 from typing import Any
 
@@ -33,6 +34,7 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 @flax.struct.dataclass
 class Seq2SeqConfig:
   """Model hyperparameters: the fields of `config.model` (CONVENTIONS §3)."""
+
   src_vocab_size: int = 0  # set from the data (tokens only)
   tgt_vocab_size: int = 0  # set from the data
   input_kind: str = 'tokens'  # tokens | frames | image: set from the data
@@ -81,9 +83,16 @@ class Seq2SeqConfig:
 
   def validate(self) -> None:
     """Raises ValueError naming the field and the allowed values for every invalid choice."""
-    choices = {'cell': rnn.CELLS, 'bridge': BRIDGES, 'attention': attention_lib.FLOWS,
-               'attention_score': attention_lib.SCORES, 'recurrent_init': rnn.RECURRENT_INITS, 'dtype': DTYPES,
-               'input_kind': encoders.INPUT_KINDS, 'frame_stride': encoders.FRAME_STRIDES}
+    choices = {
+      'cell': rnn.CELLS,
+      'bridge': BRIDGES,
+      'attention': attention_lib.FLOWS,
+      'attention_score': attention_lib.SCORES,
+      'recurrent_init': rnn.RECURRENT_INITS,
+      'dtype': DTYPES,
+      'input_kind': encoders.INPUT_KINDS,
+      'frame_stride': encoders.FRAME_STRIDES,
+    }
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
@@ -96,36 +105,50 @@ class Seq2SeqConfig:
       if getattr(self, name) < 0:
         raise ValueError(f'model.{name} must be >= 0, got {getattr(self, name)}.')
     if self.input_kind != 'frames' and (self.frame_stride > 1 or self.specaug_freq_width or self.specaug_time_width):
-      raise ValueError('model.frame_stride and model.specaug_* apply to audio frames only; model.input_kind='
-                       f'{self.input_kind!r} (set from the data).')
+      raise ValueError(
+        'model.frame_stride and model.specaug_* apply to audio frames only; model.input_kind='
+        f'{self.input_kind!r} (set from the data).'
+      )
     if self.input_kind == 'image' and (self.image_channels <= 0 or self.input_features % self.image_channels):
-      raise ValueError(f'model.input_features={self.input_features} (image height x channels) must be a multiple '
-                       f'of model.image_channels={self.image_channels}.')
+      raise ValueError(
+        f'model.input_features={self.input_features} (image height x channels) must be a multiple '
+        f'of model.image_channels={self.image_channels}.'
+      )
     if self.pointer_generator and self.input_kind != 'tokens':
-      raise ValueError('model.pointer_generator copies source tokens; this dataset\'s source is '
-                       f'{self.input_kind}.')
+      raise ValueError(f"model.pointer_generator copies source tokens; this dataset's source is {self.input_kind}.")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'model.dropout_rate must be in [0, 1), got {self.dropout_rate}.')
     if self.bridge == 'copy' and self.encoder_units * self.num_directions != self.hidden_dim:
-      raise ValueError(f'model.bridge=copy needs encoder units x directions == hidden_dim '
-                       f'({self.encoder_units} x {self.num_directions} != {self.hidden_dim}); use bridge=dense or '
-                       f'change model.encoder_hidden_dim.')
+      raise ValueError(
+        f'model.bridge=copy needs encoder units x directions == hidden_dim '
+        f'({self.encoder_units} x {self.num_directions} != {self.hidden_dim}); use bridge=dense or '
+        f'change model.encoder_hidden_dim.'
+      )
     if self.attention == 'none_init' and self.bridge == 'zeros':
-      raise ValueError('model.attention=none_init with model.bridge=zeros gives the decoder no information about '
-                       'the source; use bridge=copy or dense.')
+      raise ValueError(
+        'model.attention=none_init with model.bridge=zeros gives the decoder no information about '
+        'the source; use bridge=copy or dense.'
+      )
     if (self.pointer_generator or self.coverage) and self.attention in attention_lib.NO_ATTENTION:
-      raise ValueError(f'model.pointer_generator and model.coverage need attention weights; model.attention='
-                       f'{self.attention!r} has none (use bahdanau or luong).')
+      raise ValueError(
+        f'model.pointer_generator and model.coverage need attention weights; model.attention='
+        f'{self.attention!r} has none (use bahdanau or luong).'
+      )
     if self.coverage and self.attention_score not in ('additive', 'concat'):
-      raise ValueError(f'model.coverage feeds the coverage vector into the additive / concat score; '
-                       f'model.attention_score={self.attention_score!r} has no place for it.')
+      raise ValueError(
+        f'model.coverage feeds the coverage vector into the additive / concat score; '
+        f'model.attention_score={self.attention_score!r} has no place for it.'
+      )
     if self.pointer_generator and self.src_vocab_size != self.tgt_vocab_size:
-      raise ValueError(f'model.pointer_generator needs one vocabulary for both sides (data.shared_vocab=True); got '
-                       f'{self.src_vocab_size} source and {self.tgt_vocab_size} target ids.')
+      raise ValueError(
+        f'model.pointer_generator needs one vocabulary for both sides (data.shared_vocab=True); got '
+        f'{self.src_vocab_size} source and {self.tgt_vocab_size} target ids.'
+      )
     if self.context_to_output and self.attention != 'none_concat':
       raise ValueError('model.context_to_output applies only to model.attention=none_concat.')
-    if self.attention_score == 'location' and self.attention not in attention_lib.NO_ATTENTION \
-        and self.max_src_len <= 0:
+    if (
+      self.attention_score == 'location' and self.attention not in attention_lib.NO_ATTENTION and self.max_src_len <= 0
+    ):
       raise ValueError('model.attention_score=location needs model.max_src_len > 0 (set from data.max_src_len).')
 
   @classmethod
@@ -147,13 +170,21 @@ def _decoder_scan_body(cell: decoder_lib.DecoderCell, state, xs, memory):
 
 
 # model.remat -> the decoder step scanned over the target (with remat, each step is recomputed in the backward pass)
-_SCAN_DECODER = {remat: nn.scan(nn.checkpoint(_decoder_scan_body) if remat else _decoder_scan_body,
-                                variable_broadcast='params', split_rngs={'params': False}, in_axes=(1, nn.broadcast),
-                                out_axes=1) for remat in (False, True)}
+_SCAN_DECODER = {
+  remat: nn.scan(
+    nn.checkpoint(_decoder_scan_body) if remat else _decoder_scan_body,
+    variable_broadcast='params',
+    split_rngs={'params': False},
+    in_axes=(1, nn.broadcast),
+    out_axes=1,
+  )
+  for remat in (False, True)
+}
 
 
 class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
+
   cfg: Seq2SeqConfig
 
   def setup(self):
@@ -162,13 +193,25 @@ class Seq2Seq(nn.Module):
     dtype = jnp.dtype(c.dtype)
     self.source = encoders.for_config(c)
     nn.share_scope(self, self.source)  # its parameters sit at the model's top level (names as in old checkpoints)
-    self.encoder = rnn.RNNStack(c.cell, c.num_layers, c.encoder_units, c.bidirectional, c.dropout_rate,
-                                c.variational_dropout, c.recurrent_init, c.init_scale, dtype, pyramid=c.pyramid,
-                                remat=c.remat)
+    self.encoder = rnn.RNNStack(
+      c.cell,
+      c.num_layers,
+      c.encoder_units,
+      c.bidirectional,
+      c.dropout_rate,
+      c.variational_dropout,
+      c.recurrent_init,
+      c.init_scale,
+      dtype,
+      pyramid=c.pyramid,
+      remat=c.remat,
+    )
     if c.bridge == 'dense':
       components = 2 if c.cell == 'lstm' else 1
-      self.bridge_proj = [[nn.Dense(c.hidden_dim, dtype=dtype, name=f'bridge{layer}_{j}')
-                           for j in range(components)] for layer in range(c.num_layers)]
+      self.bridge_proj = [
+        [nn.Dense(c.hidden_dim, dtype=dtype, name=f'bridge{layer}_{j}') for j in range(components)]
+        for layer in range(c.num_layers)
+      ]
     self.decoder = decoder_lib.DecoderCell(c)
     self.dropout = nn.Dropout(c.dropout_rate)
 
@@ -178,11 +221,13 @@ class Seq2Seq(nn.Module):
       return finals
     if c.bridge == 'zeros':
       return tuple(tuple(jnp.zeros(x.shape[:-1] + (c.hidden_dim,), x.dtype) for x in carry) for carry in finals)
-    return tuple(tuple(jnp.tanh(proj(x)) for proj, x in zip(projs, carry))
-                 for projs, carry in zip(self.bridge_proj, finals))
+    return tuple(
+      tuple(jnp.tanh(proj(x)) for proj, x in zip(projs, carry)) for projs, carry in zip(self.bridge_proj, finals)
+    )
 
-  def encode(self, inputs: jax.Array, inputs_mask: jax.Array, train: bool = False
-             ) -> tuple[decoder_lib.Memory, decoder_lib.State]:
+  def encode(
+    self, inputs: jax.Array, inputs_mask: jax.Array, train: bool = False
+  ) -> tuple[decoder_lib.Memory, decoder_lib.State]:
     """Encodes a padded batch: returns (memory for the decoder, initial decoder state); leaves lead with B."""
     x, mask = self.source(inputs, inputs_mask, train)
     x = self.dropout(x, deterministic=not train)
@@ -192,22 +237,31 @@ class Seq2Seq(nn.Module):
     memory = self.decoder.prepare_memory(values, mask, finals[-1][-1], inputs if self.cfg.pointer_generator else None)
     return memory, self.decoder.initial_state(self._bridge(finals), memory)
 
-  def decode_step(self, ids_N: jax.Array, state: decoder_lib.State, memory: decoder_lib.Memory
-                  ) -> tuple[jax.Array, decoder_lib.State]:
+  def decode_step(
+    self, ids_N: jax.Array, state: decoder_lib.State, memory: decoder_lib.Memory
+  ) -> tuple[jax.Array, decoder_lib.State]:
     """One step for beam search: (previous token ids [N], state) -> (logits float32 [N, V], new state)."""
     emb = self.decoder.embed(ids_N)
     xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, None)
     state, (out, attn) = self.decoder.step(state, xs, memory)
     return self.decoder.readout(out, emb=emb, attn=attn, memory=memory), state
 
-  def __call__(self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False,
-               return_attention: bool = False):
+  def __call__(
+    self,
+    inputs: jax.Array,
+    inputs_mask: jax.Array,
+    targets: jax.Array,
+    *,
+    train: bool = False,
+    return_attention: bool = False,
+  ):
     """Teacher forcing: logits float32 [B, T, V] (and attention weights [B, T, S] or None); see teacher_forcing."""
     out = self.teacher_forcing(inputs, inputs_mask, targets, train=train)
     return (out.logits, out.attention) if return_attention else out.logits
 
-  def teacher_forcing(self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False
-                      ) -> 'TeacherForced':
+  def teacher_forcing(
+    self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False
+  ) -> 'TeacherForced':
     """The decoder fed the reference: logits, attention weights and the memory's mask.
 
     With cfg.pointer_generator the "logits" are the log-probabilities of the mixed distribution (already normalised,
@@ -231,6 +285,7 @@ class Seq2Seq(nn.Module):
 @flax.struct.dataclass
 class TeacherForced:
   """What one teacher-forced pass gives the losses."""
+
   logits: jax.Array  # float32 [B, T, V]
   attention: jax.Array | None  # [B, T, S'] over the memory's steps; None without attention
   memory_mask: jax.Array  # [B, S']: the encoder memory's real steps (subsampled / gridded inputs differ from S)

@@ -1,4 +1,5 @@
 """Optimizers and learning-rate schedules from `config.optim` (CONVENTIONS §3)."""
+
 import optax
 
 
@@ -12,8 +13,7 @@ def make_schedule(o, num_train_steps: int) -> optax.Schedule:
     after = lambda count: lr * (scale / (count + scale)) ** 0.5
   elif o.schedule == 'halving':  # tensorflow/nmt style: multiply by decay_factor every decay_every_steps
     start = max(o.decay_start_steps - warmup, 0)
-    after = optax.exponential_decay(lr, o.decay_every_steps, o.decay_factor, transition_begin=start,
-                                    staircase=True)
+    after = optax.exponential_decay(lr, o.decay_every_steps, o.decay_factor, transition_begin=start, staircase=True)
   elif o.schedule == 'cosine':
     after = optax.cosine_decay_schedule(lr, max(num_train_steps - warmup, 1))
   else:

@@ -6,6 +6,7 @@ checkpoint of the current step), between the stages of a run (`check`) and betwe
 decoding. Inside `immediate()` (data preparation, which can run for minutes) the signal interrupts at once with
 `Preempted`; the preparation's temporary folders are removed on the way out.
 """
+
 import contextlib
 import os
 import signal
@@ -65,5 +66,8 @@ class Preemption:
     if self._immediate:
       self._immediate = False
       self.check(self._stage)
-    logging.warning('%s received: stopping at the next point where nothing is lost (after the current training '
-                    'step, with a checkpoint; send it again to exit at once).', name)
+    logging.warning(
+      '%s received: stopping at the next point where nothing is lost (after the current training '
+      'step, with a checkpoint; send it again to exit at once).',
+      name,
+    )

@@ -9,6 +9,7 @@ Carries are tuples: `(h,)` for `rnn` and `gru`, `(c, h)` for `lstm`; the output 
 changes results: a padded step keeps the previous carry and outputs zeros, and the backward direction reverses each
 sequence within its own length.
 """
+
 from collections.abc import Sequence
 import functools
 
@@ -29,23 +30,28 @@ def num_gates(kind: str) -> int:
 
 def uniform_init(scale: float) -> nn.initializers.Initializer:
   """U(-scale, scale), the classic seq2seq initialisation (Sutskever 2014: 0.08; tensorflow/nmt: 0.1)."""
+
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -scale, scale)
+
   return init
 
 
 def blockwise_orthogonal(num_blocks: int) -> nn.initializers.Initializer:
   """An orthogonal [H, H] matrix for each gate, concatenated to [H, num_blocks * H]."""
+
   def init(key, shape, dtype=jnp.float32):
     rows, cols = shape
     keys = jax.random.split(key, num_blocks)
     blocks = [nn.initializers.orthogonal()(k, (rows, cols // num_blocks), dtype) for k in keys]
     return jnp.concatenate(blocks, axis=-1)
+
   return init
 
 
 class RecurrentCell(nn.Module):
   """A simple-RNN, GRU (biases as in cuDNN, reset gate applied after the matmul) or LSTM cell."""
+
   kind: str
   hidden_dim: int
   recurrent_init: str = 'orthogonal'
@@ -64,14 +70,13 @@ class RecurrentCell(nn.Module):
     dense = functools.partial(nn.Dense, gates * self.hidden_dim, dtype=self.dtype)
     self.input_proj = dense(kernel_init=kernel_init, bias_init=self._bias_init, name='input')
     # The GRU keeps a separate recurrent bias because its reset gate multiplies (h W + b).
-    self.recurrent_proj = dense(use_bias=self.kind == 'gru', kernel_init=recurrent_kernel_init,
-                                name='recurrent')
+    self.recurrent_proj = dense(use_bias=self.kind == 'gru', kernel_init=recurrent_kernel_init, name='recurrent')
 
   def _bias_init(self, key, shape, dtype=jnp.float32):
     del key
     bias = jnp.zeros(shape, dtype)
     if self.kind == 'lstm':  # gates i, f, g, o; forget-gate bias 1 (Jozefowicz et al. 2015)
-      bias = bias.at[self.hidden_dim:2 * self.hidden_dim].set(1.0)
+      bias = bias.at[self.hidden_dim : 2 * self.hidden_dim].set(1.0)
     return bias
 
   def initial_carry(self, batch_size: int) -> Carry:
@@ -111,6 +116,7 @@ class RecurrentCell(nn.Module):
 
 def _lstm_forward(kernel_HxG: jax.Array, xproj_TxBxG: jax.Array, c0_BxH: jax.Array, h0_BxH: jax.Array):
   """The LSTM recurrence of `RecurrentCell.step` over time-major pre-activations: ((cs, hs) [T, B, H], residuals)."""
+
   def body(carry, xproj_BxG):
     c, h = carry
     i, f, g, o = jnp.split(xproj_BxG + h @ kernel_HxG, 4, axis=-1)
@@ -119,6 +125,7 @@ def _lstm_forward(kernel_HxG: jax.Array, xproj_TxBxG: jax.Array, c0_BxH: jax.Arr
     tanh_c = jnp.tanh(c_new)
     h_new = o * tanh_c
     return (c_new, h_new), (c_new, h_new, (i, f, g, o, c, tanh_c, h))
+
   _, (cs, hs, saved) = jax.lax.scan(body, (c0_BxH, h0_BxH), xproj_TxBxG)
   return (cs, hs), (kernel_HxG, saved)
 
@@ -134,8 +141,10 @@ def _lstm_backward(residuals, grads):
     dc_out, dh_out, i, f, g, o, c_prev, tanh_c = xs
     dh = dh + dh_out
     dc = dc + dc_out + dh * o * (1.0 - tanh_c * tanh_c)
-    dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g),
-                          dh * tanh_c * o * (1.0 - o)], axis=-1)
+    dz = jnp.concatenate(
+      [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)],
+      axis=-1,
+    )
     # dz W^T contracting the gate axes of both: no transposed copy of W (measured faster than dz @ W.T here)
     return (jnp.einsum('bg,hg->bh', dz, kernel_HxG), dc * f), dz
 
@@ -146,8 +155,9 @@ def _lstm_backward(residuals, grads):
 
 
 @jax.custom_vjp
-def lstm_scan(kernel_HxG: jax.Array, xproj_TxBxG: jax.Array, c0_BxH: jax.Array, h0_BxH: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
+def lstm_scan(
+  kernel_HxG: jax.Array, xproj_TxBxG: jax.Array, c0_BxH: jax.Array, h0_BxH: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """All cell states and outputs (cs, hs) [T, B, H] of an LSTM layer, with a hand-written backward pass."""
   return _lstm_forward(kernel_HxG, xproj_TxBxG, c0_BxH, h0_BxH)[0]
 
@@ -157,6 +167,7 @@ lstm_scan.defvjp(_lstm_forward, _lstm_backward)
 
 def _gru_forward(kernel_HxG: jax.Array, bias_G: jax.Array, xproj_TxBxG: jax.Array, h0_BxH: jax.Array):
   """The GRU recurrence of `RecurrentCell.step` over time-major pre-activations: (hs [T, B, H], residuals)."""
+
   def body(h, xproj_BxG):
     xr, xz, xn = jnp.split(xproj_BxG, 3, axis=-1)
     hr, hz, hn = jnp.split(h @ kernel_HxG + bias_G[None], 3, axis=-1)
@@ -164,6 +175,7 @@ def _gru_forward(kernel_HxG: jax.Array, bias_G: jax.Array, xproj_TxBxG: jax.Arra
     n = jnp.tanh(xn + r * hn)
     h_new = (1.0 - z) * n + z * h
     return h_new, (h_new, (r, z, n, hn, h))
+
   _, (hs, saved) = jax.lax.scan(body, h0_BxH, xproj_TxBxG)
   return hs, (kernel_HxG, saved)
 
@@ -184,7 +196,7 @@ def _gru_backward(residuals, dhs):
 
   dh0, dx = jax.lax.scan(body, jnp.zeros_like(h_prev[0]), (dhs, r, z, n, hn, h_prev), reverse=True)
   hidden = r.shape[-1]
-  dhproj = jnp.concatenate([dx[..., :2 * hidden], dx[..., 2 * hidden:] * r], axis=-1)
+  dhproj = jnp.concatenate([dx[..., : 2 * hidden], dx[..., 2 * hidden :] * r], axis=-1)
   return jnp.einsum('tbh,tbg->hg', h_prev, dhproj), dhproj.sum(axis=(0, 1)), dx, dh0
 
 
@@ -200,9 +212,11 @@ gru_scan.defvjp(_gru_forward, _gru_backward)
 
 def _rnn_forward(kernel_HxH: jax.Array, xproj_TxBxH: jax.Array, h0_BxH: jax.Array):
   """The simple-RNN recurrence h_t = tanh(x_t + h_{t-1} W): (hs [T, B, H], residuals)."""
+
   def body(h, xproj_BxH):
     h_new = jnp.tanh(xproj_BxH + h @ kernel_HxH)
     return h_new, h_new
+
   _, hs = jax.lax.scan(body, h0_BxH, xproj_TxBxH)
   return hs, (kernel_HxH, hs, h0_BxH)
 
@@ -259,8 +273,9 @@ def reverse_within_lengths(x: jax.Array, lengths_B: jax.Array, time_axis: int = 
   return jnp.take_along_axis(x, idx, axis=time_axis)
 
 
-def run_layer(cell: RecurrentCell, x_TxBxD: jax.Array, mask_BxT: jax.Array,
-              reverse: bool = False, remat: bool = False) -> tuple[Carry, jax.Array]:
+def run_layer(
+  cell: RecurrentCell, x_TxBxD: jax.Array, mask_BxT: jax.Array, reverse: bool = False, remat: bool = False
+) -> tuple[Carry, jax.Array]:
   """Runs one direction of one layer over a padded, time-major batch: (final carry, outputs [T, B, H]).
 
   The recurrence runs unmasked over every step: padding comes after each sequence's real steps (the backward
@@ -304,6 +319,7 @@ class RNNStack(nn.Module):
   above the first when `pyramid`, see `pyramid_mask`) and, per layer, the final carry with the directions
   concatenated on the feature axis.
   """
+
   kind: str
   num_layers: int
   hidden_dim: int
@@ -317,10 +333,12 @@ class RNNStack(nn.Module):
   remat: bool = False  # recompute each recurrence in the backward pass instead of keeping its activations
 
   @nn.compact
-  def __call__(self, x_BxTxD: jax.Array, mask_BxT: jax.Array, *, train: bool = False
-               ) -> tuple[jax.Array, Sequence[Carry]]:
-    cell = functools.partial(RecurrentCell, self.kind, self.hidden_dim, self.recurrent_init, self.init_scale,
-                             self.dtype)
+  def __call__(
+    self, x_BxTxD: jax.Array, mask_BxT: jax.Array, *, train: bool = False
+  ) -> tuple[jax.Array, Sequence[Carry]]:
+    cell = functools.partial(
+      RecurrentCell, self.kind, self.hidden_dim, self.recurrent_init, self.init_scale, self.dtype
+    )
     x_TxBxD = x_BxTxD.swapaxes(0, 1)  # the layers run time-major: a time step is one contiguous [B, D] block
     finals = []
     for layer in range(self.num_layers):
@@ -329,11 +347,13 @@ class RNNStack(nn.Module):
         x_TxBxD = x_BxTxD.swapaxes(0, 1)
       if layer > 0:
         x_TxBxD = nn.Dropout(self.dropout_rate, broadcast_dims=(0,) if self.variational_dropout else ())(
-            x_TxBxD, deterministic=not train)
+          x_TxBxD, deterministic=not train
+        )
       carry, out = run_layer(cell(name=f'layer{layer}_fwd'), x_TxBxD, mask_BxT, remat=self.remat)
       if self.bidirectional:
-        carry_bwd, out_bwd = run_layer(cell(name=f'layer{layer}_bwd'), x_TxBxD, mask_BxT, reverse=True,
-                                       remat=self.remat)
+        carry_bwd, out_bwd = run_layer(
+          cell(name=f'layer{layer}_bwd'), x_TxBxD, mask_BxT, reverse=True, remat=self.remat
+        )
         carry = tuple(jnp.concatenate(pair, axis=-1) for pair in zip(carry, carry_bwd))
         out = jnp.concatenate([out, out_bwd], axis=-1)
       finals.append(carry)

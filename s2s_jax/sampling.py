@@ -3,6 +3,7 @@
 Rows are tiled like beams and masked by the same rules (PAD never drawn, min_len, per-row length limits); see the
 contracts in s2s_jax/decode.py.
 """
+
 # pylint: disable=invalid-name,protected-access
 import flax
 import jax
@@ -31,17 +32,14 @@ class _SampleState:
   dec_state: PyTree  # every leaf [B, K, ...]
 
 
-
-def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *,
-                   temperature: float, top_k: int, top_p: float) -> jax.Array:
+def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *, temperature: float, top_k: int, top_p: float) -> jax.Array:
   """Draws from softmax(logp / temperature) cut to top_k, then to top_p."""
   if temperature == 0:  # the limit: greedy
     return jnp.argmax(logp_BxKxV, axis=-1).astype(jnp.int32)
   logits_BxKxC, idx_BxKxC = logp_BxKxV / temperature, None
   if top_k > 0 or top_p < 1.0:  # C candidates, most likely first
     vocab_size = logp_BxKxV.shape[-1]
-    logits_BxKxC, idx_BxKxC = _top_k(
-        logits_BxKxC, min(top_k or vocab_size, vocab_size))
+    logits_BxKxC, idx_BxKxC = _top_k(logits_BxKxC, min(top_k or vocab_size, vocab_size))
   if top_p < 1.0:  # nucleus: keep tokens whose more likely ones hold < top_p
     probs_BxKxC = jax.nn.softmax(logits_BxKxC, axis=-1)
     before_BxKxC = jnp.cumsum(probs_BxKxC, axis=-1) - probs_BxKxC
@@ -49,36 +47,44 @@ def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *,
     logits_BxKxC = jnp.where(keep_BxKxC, logits_BxKxC, NEG_INF)
   choice_BxK = jax.random.categorical(rng, logits_BxKxC, axis=-1)
   if idx_BxKxC is not None:
-    choice_BxK = jnp.take_along_axis(idx_BxKxC, choice_BxK[..., None],
-                                     axis=-1)[..., 0]
+    choice_BxK = jnp.take_along_axis(idx_BxKxC, choice_BxK[..., None], axis=-1)[..., 0]
   return choice_BxK.astype(jnp.int32)
 
 
-def _sample_step(state: _SampleState, step_fn: StepFn, rng: jax.Array,
-                 opts: _Options, **sampling) -> _SampleState:
+def _sample_step(state: _SampleState, step_fn: StepFn, rng: jax.Array, opts: _Options, **sampling) -> _SampleState:
   """One token for every unfinished sample; PAD after EOS."""
-  logp_BxKxV, dec_state, _ = _next_log_probs(
-      step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
+  logp_BxKxV, dec_state, _ = _next_log_probs(step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
   token_BxK = _sample_tokens(rng, logp_BxKxV, **sampling)
-  token_logp_BxK = jnp.take_along_axis(
-      logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
+  token_logp_BxK = jnp.take_along_axis(logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
   # Only when every allowed token has probability 0: end there, score -inf.
   token_BxK = jnp.where(token_logp_BxK > NEG_INF, token_BxK, opts.eos_id)
   token_BxK = jnp.where(state.alive_BxK, token_BxK, opts.pad_id)
   return _SampleState(
-      t=state.t + 1,
-      seqs_BxKxT=state.seqs_BxKxT.at[:, :, state.t].set(token_BxK),
-      logp_BxK=state.logp_BxK + jnp.where(state.alive_BxK, token_logp_BxK,
-                                          0.0),
-      alive_BxK=state.alive_BxK & (token_BxK != opts.eos_id),
-      dec_state=dec_state)
+    t=state.t + 1,
+    seqs_BxKxT=state.seqs_BxKxT.at[:, :, state.t].set(token_BxK),
+    logp_BxK=state.logp_BxK + jnp.where(state.alive_BxK, token_logp_BxK, 0.0),
+    alive_BxK=state.alive_BxK & (token_BxK != opts.eos_id),
+    dec_state=dec_state,
+  )
 
 
-def sample(step_fn: StepFn, init_state: PyTree, rng: jax.Array, *,
-           batch_size: int, max_len: int, bos_id: int, eos_id: int,
-           pad_id: int = 0, num_samples: int = 1, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0, min_len: int = 0,
-           row_max_len: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def sample(
+  step_fn: StepFn,
+  init_state: PyTree,
+  rng: jax.Array,
+  *,
+  batch_size: int,
+  max_len: int,
+  bos_id: int,
+  eos_id: int,
+  pad_id: int = 0,
+  num_samples: int = 1,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  min_len: int = 0,
+  row_max_len: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Ancestral sampling over `step_fn` (same contract as `beam_search`).
 
   Each batch row is tiled `num_samples` times as beams are (close over
@@ -105,28 +111,46 @@ def sample(step_fn: StepFn, init_state: PyTree, rng: jax.Array, *,
     of the sampled tokens (EOS included), not length-normalized. A sample
     whose allowed tokens all have probability 0 ends there with EOS, -inf.
   """
-  _check_args(init_state, batch_size=batch_size, beam_size=num_samples,
-              max_len=max_len, eos_id=eos_id, pad_id=pad_id, min_len=min_len,
-              row_max_len=row_max_len, beam_name='num_samples')
+  _check_args(
+    init_state,
+    batch_size=batch_size,
+    beam_size=num_samples,
+    max_len=max_len,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    min_len=min_len,
+    row_max_len=row_max_len,
+    beam_name='num_samples',
+  )
   for name, value, ok, want in [
-      ('temperature', temperature, temperature >= 0, '>= 0'),
-      ('top_k', top_k, top_k >= 0, '>= 0'),
-      ('top_p', top_p, 0 < top_p <= 1, 'in (0, 1]')]:
+    ('temperature', temperature, temperature >= 0, '>= 0'),
+    ('top_k', top_k, top_k >= 0, '>= 0'),
+    ('top_p', top_p, 0 < top_p <= 1, 'in (0, 1]'),
+  ]:
     if not ok:
       raise ValueError(f'{name}={value} must be {want}.')
-  opts = _make_options(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
-                       max_len=max_len, min_len=min_len,
-                       row_max_len=row_max_len, source_mask=None)
+  opts = _make_options(
+    bos_id=bos_id,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    max_len=max_len,
+    min_len=min_len,
+    row_max_len=row_max_len,
+    source_mask=None,
+  )
   shape = (batch_size, num_samples)
   state = _SampleState(
-      t=jnp.zeros((), jnp.int32),
-      seqs_BxKxT=jnp.full(shape + (max_len,), pad_id, jnp.int32),
-      logp_BxK=jnp.zeros(shape, jnp.float32),
-      alive_BxK=jnp.ones(shape, bool),
-      dec_state=_tile_beams(init_state, num_samples))
+    t=jnp.zeros((), jnp.int32),
+    seqs_BxKxT=jnp.full(shape + (max_len,), pad_id, jnp.int32),
+    logp_BxK=jnp.zeros(shape, jnp.float32),
+    alive_BxK=jnp.ones(shape, bool),
+    dec_state=_tile_beams(init_state, num_samples),
+  )
   state = lax.while_loop(
-      lambda s: (s.t < max_len) & jnp.any(s.alive_BxK),
-      lambda s: _sample_step(
-          s, step_fn, jax.random.fold_in(rng, s.t), opts,
-          temperature=temperature, top_k=top_k, top_p=top_p), state)
+    lambda s: (s.t < max_len) & jnp.any(s.alive_BxK),
+    lambda s: _sample_step(
+      s, step_fn, jax.random.fold_in(rng, s.t), opts, temperature=temperature, top_k=top_k, top_p=top_p
+    ),
+    state,
+  )
   return state.seqs_BxKxT, state.logp_BxK

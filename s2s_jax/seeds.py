@@ -6,6 +6,7 @@ it, on the same batches (their order follows `seed`, the first seed); the workdi
 and `workdir/seed_<s>/` is a complete workdir per seed (config.json with that seed, vocabularies, metrics.jsonl,
 tensorboard/, best/, eval_test.json, DONE) that translate, evaluate and report use like any other run.
 """
+
 import json
 import os
 import shutil
@@ -30,8 +31,7 @@ class SeedRuns:
       for seed, folder in zip(self.seeds, self.dirs):
         _write_seed_workdir(config, workdir, folder, seed)
     self.writers = [writers.MetricWriter(d, start_time, resume_step=resume_step) for d in self.dirs]
-    self.best = [checkpointing.make_best_manager(d, f'eval/{config.eval.metric}', config.eval.mode)
-                 for d in self.dirs]
+    self.best = [checkpointing.make_best_manager(d, f'eval/{config.eval.metric}', config.eval.mode) for d in self.dirs]
 
   def pick(self, tree, k: int, replicated: bool = True):
     """Seed k's slice of a tree with a seed axis (after the device axis when replicated)."""
@@ -59,8 +59,10 @@ def _write_seed_workdir(config, workdir: str, folder: str, seed: int) -> None:
 
 def create_states(config, model, tx, src_len: int, tgt_len: int) -> steps.TrainState:
   """One train state, or num_seeds of them stacked on a leading seed axis."""
-  states = [steps.create_train_state(jax.random.PRNGKey(config.seed + k), model, tx, src_len, tgt_len)
-            for k in range(config.num_seeds)]
+  states = [
+    steps.create_train_state(jax.random.PRNGKey(config.seed + k), model, tx, src_len, tgt_len)
+    for k in range(config.num_seeds)
+  ]
   if len(states) == 1:
     return states[0]
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)

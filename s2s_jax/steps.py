@@ -5,6 +5,7 @@ the jit path (tests, one device), 'batch' the pmap path. Losses are sums: gradie
 and divided by the GLOBAL token count, so an update does not depend on how tokens split over devices.
 (Kept apart from train.py so evaluation.py can use them without an import cycle.)
 """
+
 import functools
 import time
 
@@ -33,13 +34,20 @@ class TrainState(train_state.TrainState):
 def empty_log_sums() -> dict[str, jax.Array]:
   """Summed training metrics since the last log, the number of steps and skipped updates, the first bad step."""
   zero = jnp.zeros((), jnp.float32)
-  return {'loss_sum': zero, 'correct_sum': zero, 'num_tokens': zero, 'grad_norm_sum': zero,
-          'steps': jnp.zeros((), jnp.int32), 'skipped': jnp.zeros((), jnp.int32),
-          'first_nonfinite_step': jnp.full((), -1, jnp.int32)}
+  return {
+    'loss_sum': zero,
+    'correct_sum': zero,
+    'num_tokens': zero,
+    'grad_norm_sum': zero,
+    'steps': jnp.zeros((), jnp.int32),
+    'skipped': jnp.zeros((), jnp.int32),
+    'first_nonfinite_step': jnp.full((), -1, jnp.int32),
+  }
 
 
-def create_train_state(rng: jax.Array, model: models.Seq2Seq, tx: optax.GradientTransformation, src_len: int,
-                       tgt_len: int) -> TrainState:
+def create_train_state(
+  rng: jax.Array, model: models.Seq2Seq, tx: optax.GradientTransformation, src_len: int, tgt_len: int
+) -> TrainState:
   init_rng, dropout_rng = jax.random.split(rng)
   mask = jnp.ones((1, src_len), jnp.int32)
   inputs = encoders.for_config(model.cfg).dummy_inputs(1, src_len)
@@ -47,8 +55,9 @@ def create_train_state(rng: jax.Array, model: models.Seq2Seq, tx: optax.Gradient
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng, log_sums=empty_log_sums())
 
 
-def _accumulate(log_sums: dict[str, jax.Array], sums: dict[str, jax.Array], finite: jax.Array,
-                step: jax.Array, skip_nonfinite: bool) -> dict[str, jax.Array]:
+def _accumulate(
+  log_sums: dict[str, jax.Array], sums: dict[str, jax.Array], finite: jax.Array, step: jax.Array, skip_nonfinite: bool
+) -> dict[str, jax.Array]:
   """Adds one step's metrics to the running sums; a skipped update adds nothing but its count."""
   keep = finite if skip_nonfinite else True
   out = {k: log_sums[k] + jnp.where(keep, sums[k], 0.0) for k in ('loss_sum', 'correct_sum', 'num_tokens')}
@@ -67,34 +76,53 @@ def coverage_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array) -> jax.Arra
   return (jnp.minimum(attn, coverage).sum(-1) * weights_BxT).sum()
 
 
-def doubly_stochastic_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array, memory_mask_BxS: jax.Array
-                               ) -> jax.Array:
+def doubly_stochastic_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array, memory_mask_BxS: jax.Array) -> jax.Array:
   """Xu et al. 2015 (Show, Attend and Tell): sum over examples and real memory steps i of (1 - sum_t a_t[i])^2,
   which pushes every image region (memory step) to be attended to about once over the caption."""
   total_BxS = (attn_BxTxS.astype(jnp.float32) * weights_BxT[..., None]).sum(axis=1)
   return (jnp.square(1.0 - total_BxS) * memory_mask_BxS.astype(jnp.float32)).sum()
 
 
-def _loss_and_sums(params, apply_fn, batch: Batch, rng: jax.Array, label_smoothing: float,
-                   coverage_loss_weight: float = 0.0, doubly_stochastic_weight: float = 0.0):
+def _loss_and_sums(
+  params,
+  apply_fn,
+  batch: Batch,
+  rng: jax.Array,
+  label_smoothing: float,
+  coverage_loss_weight: float = 0.0,
+  doubly_stochastic_weight: float = 0.0,
+):
   """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed) and the
   logged sums (plain NLL)."""
-  out = apply_fn({'params': params}, batch['inputs'], batch['inputs_mask'], batch['targets'], train=True,
-                 rngs={'dropout': rng}, method=models.Seq2Seq.teacher_forcing)
+  out = apply_fn(
+    {'params': params},
+    batch['inputs'],
+    batch['inputs_mask'],
+    batch['targets'],
+    train=True,
+    rngs={'dropout': rng},
+    method=models.Seq2Seq.teacher_forcing,
+  )
   weights = (batch['targets'] != data_lib.PAD_ID).astype(jnp.float32)
   loss_sum, nll_sum = metrics_lib.weighted_xent(out.logits, batch['targets'], weights, label_smoothing)
   if coverage_loss_weight:
     loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(out.attention, weights)
   if doubly_stochastic_weight:
-    loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(out.attention, weights,
-                                                                                out.memory_mask)
+    loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(out.attention, weights, out.memory_mask)
   return loss_sum, metrics_lib.token_sums(nll_sum, out.logits, batch['targets'], weights)
 
 
-def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0, grad_accum_steps: int = 1,
-               skip_nonfinite: bool = False, coverage_loss_weight: float = 0.0,
-               doubly_stochastic_weight: float = 0.0, axis_name: str | None = 'batch'
-               ) -> tuple[TrainState, metrics_lib.Metrics]:
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  *,
+  label_smoothing: float = 0.0,
+  grad_accum_steps: int = 1,
+  skip_nonfinite: bool = False,
+  coverage_loss_weight: float = 0.0,
+  doubly_stochastic_weight: float = 0.0,
+  axis_name: str | None = 'batch',
+) -> tuple[TrainState, metrics_lib.Metrics]:
   """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
 
   The sums are also added to `state.log_sums`, with an on-device finite flag: the first step whose loss or gradient
@@ -104,8 +132,12 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
-  grad_fn = jax.grad(functools.partial(_loss_and_sums, coverage_loss_weight=coverage_loss_weight,
-                                       doubly_stochastic_weight=doubly_stochastic_weight), has_aux=True)
+  grad_fn = jax.grad(
+    functools.partial(
+      _loss_and_sums, coverage_loss_weight=coverage_loss_weight, doubly_stochastic_weight=doubly_stochastic_weight
+    ),
+    has_aux=True,
+  )
   if grad_accum_steps == 1:
     grads, sums = grad_fn(state.params, state.apply_fn, batch, rng, label_smoothing)
   else:
@@ -115,8 +147,12 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
       g, s = grad_fn(state.params, state.apply_fn, xs[0], jax.random.fold_in(rng, xs[1]), label_smoothing)
       return jax.tree.map(jnp.add, carry, (g, s)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-        lambda: grad_fn(state.params, state.apply_fn, jax.tree.map(lambda x: x[0], micro), rng, label_smoothing)))
+    zeros = jax.tree.map(
+      jnp.zeros_like,
+      jax.eval_shape(
+        lambda: grad_fn(state.params, state.apply_fn, jax.tree.map(lambda x: x[0], micro), rng, label_smoothing)
+      ),
+    )
     (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro, jnp.arange(grad_accum_steps)))
   if axis_name and jax.lax.axis_size(axis_name) > 1:  # over one device the all-reduce is a copy (8 ms on lstm512)
     grads, sums = jax.lax.psum((grads, sums), axis_name)
@@ -126,8 +162,9 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   new_state = state.apply_gradients(grads=grads)
   if skip_nonfinite:
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = new_state.replace(params=keep(new_state.params, state.params),
-                                  opt_state=keep(new_state.opt_state, state.opt_state))
+    new_state = new_state.replace(
+      params=keep(new_state.params, state.params), opt_state=keep(new_state.opt_state, state.opt_state)
+    )
   log_sums = _accumulate(state.log_sums, sums, finite, new_state.step, skip_nonfinite)
   return new_state.replace(log_sums=log_sums), sums
 
@@ -147,8 +184,7 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: decode
   With options.return_attention, a third output holds each hypothesis' attention [B, K, max_len, S].
   """
   o = options
-  memory, state = model.apply({'params': params}, batch['inputs'], batch['inputs_mask'],
-                              method=models.Seq2Seq.encode)
+  memory, state = model.apply({'params': params}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
   memory_mask = memory.get('mask')  # the encoder memory's steps (audio and image encoders subsample the input)
   memory = decode.expand_to_beams(memory, o.beam_size)
 
@@ -163,11 +199,22 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: decode
     src_tokens = batch['inputs_mask'].sum(axis=1) - 1  # EOS excluded
     row_max_len = jnp.clip(jnp.floor(o.max_len_a * src_tokens).astype(jnp.int32) + o.max_len_b, 1, o.max_len)
   out = decode.beam_search(
-      step_fn, state, batch_size=batch['inputs'].shape[0], beam_size=o.beam_size, max_len=o.max_len,
-      bos_id=data_lib.BOS_ID, eos_id=data_lib.EOS_ID, pad_id=data_lib.PAD_ID, length_alpha=o.length_alpha,
-      min_len=o.min_len, row_max_len=row_max_len, no_repeat_ngram_size=o.no_repeat_ngram_size,
-      coverage_beta=o.coverage_beta, source_mask=memory_mask if attention else None,
-      return_aux=o.return_attention)
+    step_fn,
+    state,
+    batch_size=batch['inputs'].shape[0],
+    beam_size=o.beam_size,
+    max_len=o.max_len,
+    bos_id=data_lib.BOS_ID,
+    eos_id=data_lib.EOS_ID,
+    pad_id=data_lib.PAD_ID,
+    length_alpha=o.length_alpha,
+    min_len=o.min_len,
+    row_max_len=row_max_len,
+    no_repeat_ngram_size=o.no_repeat_ngram_size,
+    coverage_beta=o.coverage_beta,
+    source_mask=memory_mask if attention else None,
+    return_aux=o.return_attention,
+  )
   if o.return_attention:
     seqs, scores, aux = out
     return seqs, scores, aux['attention']
@@ -201,8 +248,14 @@ class CompiledByShape:
       out = jax.block_until_ready(self._p_fn(state, batch))
     seconds = time.perf_counter() - start
     self.seconds += seconds
-    logging.info('Compiled the %s for batch shape %s in %.1f s (%d shapes, %.1f s so far).', self._name,
-                 ', '.join(f'{k} {list(shape)}' for k, shape in key), seconds, len(self._compiled), self.seconds)
+    logging.info(
+      'Compiled the %s for batch shape %s in %.1f s (%d shapes, %.1f s so far).',
+      self._name,
+      ', '.join(f'{k} {list(shape)}' for k, shape in key),
+      seconds,
+      len(self._compiled),
+      self.seconds,
+    )
     return self._compiled[key](state, batch) if out is None else out
 
 

@@ -1,9 +1,10 @@
 """Building blocks of sweep files (`experiments/sweeps/*.py`): lists of dotted config overrides.
 
-  def get_sweep(arg=None):
-    return sweep_lib.product(sweep_lib.axis('model.attention', ['bahdanau', 'none_concat']),
-                             sweep_lib.seeds(3))
+def get_sweep(arg=None):
+  return sweep_lib.product(sweep_lib.axis('model.attention', ['bahdanau', 'none_concat']),
+                           sweep_lib.seeds(3))
 """
+
 import itertools
 import re
 from typing import Any

@@ -1,4 +1,5 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
+
 import functools
 import time
 from typing import Any
@@ -27,9 +28,14 @@ def train_step_fn(config: ml_collections.ConfigDict):
   """`steps.train_step` with the config's loss options bound, as the loop pmaps it: vmapped over the seed axis
   (every seed on the same batch) when config.num_seeds > 1."""
   o = config.optim
-  step = functools.partial(steps.train_step, label_smoothing=o.label_smoothing, grad_accum_steps=o.grad_accum_steps,
-                           skip_nonfinite=o.skip_nonfinite, coverage_loss_weight=o.coverage_loss_weight,
-                           doubly_stochastic_weight=o.doubly_stochastic_weight)
+  step = functools.partial(
+    steps.train_step,
+    label_smoothing=o.label_smoothing,
+    grad_accum_steps=o.grad_accum_steps,
+    skip_nonfinite=o.skip_nonfinite,
+    coverage_loss_weight=o.coverage_loss_weight,
+    doubly_stochastic_weight=o.doubly_stochastic_weight,
+  )
   return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None))
 
 
@@ -38,23 +44,40 @@ def _check_batch_sizes(config: ml_collections.ConfigDict) -> None:
   for key in ('batch_size', 'eval_batch_size'):
     size = config.data[key]
     if size % devices or (key == 'batch_size' and (size // devices) % config.optim.grad_accum_steps):
-      raise ValueError(f'data.{key}={size} must be a multiple of the device count {devices}'
-                       f'{" x optim.grad_accum_steps" if key == "batch_size" else ""}.')
+      raise ValueError(
+        f'data.{key}={size} must be a multiple of the device count {devices}'
+        f'{" x optim.grad_accum_steps" if key == "batch_size" else ""}.'
+      )
 
 
-def _log_train(writer, step: int, log_sums: dict[str, Any], lr: float, seconds: float, progress,
-               last_checkpoint: int | None, skip_nonfinite: bool, compile_s: float) -> None:
+def _log_train(
+  writer,
+  step: int,
+  log_sums: dict[str, Any],
+  lr: float,
+  seconds: float,
+  progress,
+  last_checkpoint: int | None,
+  skip_nonfinite: bool,
+  compile_s: float,
+) -> None:
   """Writes the train/* metrics summed on device since the last log (pulling them is the loop's only host sync)."""
   sums = {k: float(v) for k, v in log_sums.items()}
   if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
     raise FloatingPointError(
-        f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
-        f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.')
+      f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
+      f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.'
+    )
   scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(sums).items()}
   kept = max(sums['steps'] - sums['skipped'], 1)
-  scalars.update({'train/grad_norm': sums['grad_norm_sum'] / kept, 'train/learning_rate': lr,
-                  'train/steps_per_s': sums['steps'] / seconds,
-                  'train/target_tokens_per_s': sums['num_tokens'] / seconds})
+  scalars.update(
+    {
+      'train/grad_norm': sums['grad_norm_sum'] / kept,
+      'train/learning_rate': lr,
+      'train/steps_per_s': sums['steps'] / seconds,
+      'train/target_tokens_per_s': sums['num_tokens'] / seconds,
+    }
+  )
   if skip_nonfinite:
     scalars['train/skipped_updates'] = sums['skipped']
   writer.write_scalars(step, scalars)
@@ -66,8 +89,9 @@ def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None
   if mngr.latest_step() != step:
     checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=True)
   mngr.wait_until_finished()
-  logging.warning('%s: stopped at step %d with a checkpoint; run the same command to resume.',
-                  preemption.signal_name, step)
+  logging.warning(
+    '%s: stopped at step %d with a checkpoint; run the same command to resume.', preemption.signal_name, step
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> None:
@@ -91,14 +115,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
 
 def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_time: float, preemption) -> None:
   with preemption.immediate('during data preparation'):
-    data = pipeline.prepare(config.data, vocab_dir=workdir, for_training=True,
-                            batch_multiple=jax.device_count() * config.optim.grad_accum_steps)
+    data = pipeline.prepare(
+      config.data,
+      vocab_dir=workdir,
+      for_training=True,
+      batch_multiple=jax.device_count() * config.optim.grad_accum_steps,
+    )
   workdir_lib.set_data_fields(config, data)
   workdir_lib.check_and_write(workdir, config, data, allow_config_change)
   model = models.Seq2Seq(config_lib.model_config(config))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
-  train_iter = pipeline.train_iterator(data, config.data.batch_size, config.seed, jax.process_index(),
-                                       jax.process_count())
+  train_iter = pipeline.train_iterator(
+    data, config.data.batch_size, config.seed, jax.process_index(), jax.process_count()
+  )
   mngr = checkpointing.make_manager(workdir, config.keep_checkpoints)
   with preemption.immediate('while creating or restoring the train state'):
     state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
@@ -108,8 +137,13 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
     return
   workdir_lib.clear_done(workdir)
-  logging.info('Training from step %d to %d on %d device(s), %d seed(s).', first_step, config.num_train_steps,
-               jax.device_count(), config.num_seeds)
+  logging.info(
+    'Training from step %d to %d on %d device(s), %d seed(s).',
+    first_step,
+    config.num_train_steps,
+    jax.device_count(),
+    config.num_seeds,
+  )
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
   evaluator = evaluation.Evaluator(model, data, config)
   state = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption)
@@ -118,8 +152,12 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     return
   # Every process logs a digest of its replica of the final parameters: data parallelism keeps them identical
   # (the multi-host test compares the digests of all processes).
-  logging.info('Process %d: parameters at step %d have sha256 %s', jax.process_index(), config.num_train_steps,
-               checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)))
+  logging.info(
+    'Process %d: parameters at step %d have sha256 %s',
+    jax.process_index(),
+    config.num_train_steps,
+    checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)),
+  )
   mngr.wait_until_finished()
   try:
     for best_mngr in runs.best:
@@ -142,8 +180,9 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
   validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
   """
-  p_train_step = steps.CompiledByShape(jax.pmap(train_step_fn(config), axis_name='batch', donate_argnums=(0,)),
-                                       'train step')
+  p_train_step = steps.CompiledByShape(
+    jax.pmap(train_step_fn(config), axis_name='batch', donate_argnums=(0,)), 'train step'
+  )
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   state = flax.jax_utils.replicate(state)
   progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
@@ -153,9 +192,17 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
     if step % config.log_every_steps == 0 or is_last:
       sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
       for k, writer in enumerate(runs.writers):
-        _log_train(writer, step, runs.pick(sums, k, replicated=False), float(schedule(step - 1)),
-                   time.time() - tick - (p_train_step.seconds - compile_at_tick), progress, mngr.latest_step(),
-                   config.optim.skip_nonfinite, p_train_step.seconds)
+        _log_train(
+          writer,
+          step,
+          runs.pick(sums, k, replicated=False),
+          float(schedule(step - 1)),
+          time.time() - tick - (p_train_step.seconds - compile_at_tick),
+          progress,
+          mngr.latest_step(),
+          config.optim.skip_nonfinite,
+          p_train_step.seconds,
+        )
       state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
     if step % config.eval_every_steps == 0 or is_last:
       logging.info('Validating step %d.', step)

@@ -10,6 +10,7 @@ truncated with a warning. For audio and image models each input line is a file p
 best hypothesis' attention of input line i (counted from 1) goes to DIR/<i:06d>.png. Decoding defaults come from
 the run's config.json.
 """
+
 import os
 import sys
 
@@ -32,8 +33,10 @@ _PRINT_SCORES = flags.DEFINE_bool('print_scores', False, 'Prefix each output lin
 _INPUT = flags.DEFINE_string('input', '-', 'Input file (.gz accepted), or - for stdin.')
 _OUTPUT = flags.DEFINE_string('output', '-', 'Output file, or - for stdout.')
 _ATTENTION_DIR = flags.DEFINE_string('attention_dir', None, 'Write an attention heatmap per input line here.')
-_DECODE = {name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
-           for name, kind, help_text in decode.FLAGS}
+_DECODE = {
+  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
+  for name, kind, help_text in decode.FLAGS
+}
 flags.mark_flag_as_required('workdir')
 
 
@@ -51,8 +54,9 @@ def main(argv):
   wants_attention = _ATTENTION_DIR.value is not None
   if wants_attention and run.config.model.attention in attention_lib.NO_ATTENTION:
     raise app.UsageError(f'--attention_dir: model.attention={run.config.model.attention!r} has no attention.')
-  options = decode.options(run.config.decode, run.config.data.max_tgt_len, return_attention=wants_attention,
-                           **overrides)
+  options = decode.options(
+    run.config.decode, run.config.data.max_tgt_len, return_attention=wants_attention, **overrides
+  )
   if not 1 <= _N_BEST.value <= options.beam_size:
     raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')
   lines = corpora.read_lines(_INPUT.value)
@@ -65,14 +69,17 @@ def main(argv):
     except ValueError as e:  # e.g. an audio path that is missing or not audio
       raise app.UsageError(f'Input line {i + 1}: {e}') from e
     if truncated:
-      logging.warning('Input line %d is longer than data.max_src_len=%d steps; truncated.', i + 1,
-                      run.inputs.max_len)
+      logging.warning('Input line %d is longer than data.max_src_len=%d steps; truncated.', i + 1, run.inputs.max_len)
     examples.append(example)
     where.append(i)
-  decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=run.inputs.max_len,
-                              batch_size=options.batch_size)
-  results = decoder(flax.jax_utils.replicate(run.params), examples, run.inputs.collate,
-                    lambda x: len(run.memory_labels(x))) if examples else []
+  decoder = inference.Decoder(
+    run.model, options, run.tgt_vocab, src_len=run.inputs.max_len, batch_size=options.batch_size
+  )
+  results = (
+    decoder(flax.jax_utils.replicate(run.params), examples, run.inputs.collate, lambda x: len(run.memory_labels(x)))
+    if examples
+    else []
+  )
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), _N_BEST.value, _PRINT_SCORES.value)]
   if _OUTPUT.value == '-':
@@ -84,14 +91,22 @@ def main(argv):
     os.makedirs(_ATTENTION_DIR.value, exist_ok=True)
     for i, example, hyps in zip(where, examples, results):
       if run.src_vocab.source_kind == 'image':  # per-token overlays on the image
-        plots.save_attention_overlay(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
-                                     run.inputs.pixels(example), np.asarray(hyps.attention[0]),
-                                     run.source.grid_shape(len(example)), hyps.tokens[0],
-                                     title=f'line {i + 1}: {hyps.texts[0]}')
+        plots.save_attention_overlay(
+          os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
+          run.inputs.pixels(example),
+          np.asarray(hyps.attention[0]),
+          run.source.grid_shape(len(example)),
+          hyps.tokens[0],
+          title=f'line {i + 1}: {hyps.texts[0]}',
+        )
         continue
-      plots.save_attention_heatmap(os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
-                                   np.asarray(hyps.attention[0]), run.memory_labels(example), hyps.tokens[0],
-                                   title=f'line {i + 1}: {hyps.texts[0]}')
+      plots.save_attention_heatmap(
+        os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
+        np.asarray(hyps.attention[0]),
+        run.memory_labels(example),
+        hyps.tokens[0],
+        title=f'line {i + 1}: {hyps.texts[0]}',
+      )
 
 
 if __name__ == '__main__':

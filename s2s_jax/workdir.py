@@ -3,6 +3,7 @@
 A run whose config differs from the one already in its workdir (beyond the fields config_lib.RESUMABLE allows)
 refuses with a diff unless allow_config_change is set.
 """
+
 import contextlib
 import fcntl
 import importlib.metadata
@@ -24,14 +25,27 @@ import psutil
 
 from s2s_jax import config_lib
 
-_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-datasets', 'grain', 'numpy',
-             'ml-collections', 'absl-py', 'sacrebleu', 'tensorboardX')
+_PACKAGES = (
+  'jax',
+  'jaxlib',
+  'flax',
+  'optax',
+  'orbax-checkpoint',
+  'tensorflow-datasets',
+  'grain',
+  'numpy',
+  'ml-collections',
+  'absl-py',
+  'sacrebleu',
+  'tensorboardX',
+)
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A validated, unlocked copy with absolute data paths."""
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   config_lib.validate(config)
   config = ml_collections.ConfigDict(config_lib.to_dict(config))
   config_lib.validate(config)  # the JSON round trip must not change types
@@ -43,25 +57,34 @@ def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
   """Fields that come from the data: vocabulary sizes, the input kind, the padded source length and, with
   num_train_epochs, num_train_steps (epochs x the training batches of an epoch: the bucket plan's count)."""
   from s2s_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
+
   fields = inputs_lib.source_fields(data.src_vocab)
   kind = fields['input_kind']
   src_size = len(data.src_vocab) if kind == 'tokens' else 0
-  for key, value in (('src_vocab_size', src_size), ('tgt_vocab_size', len(data.tgt_vocab)),
-                     ('input_features', fields['input_features'])):
+  for key, value in (
+    ('src_vocab_size', src_size),
+    ('tgt_vocab_size', len(data.tgt_vocab)),
+    ('input_features', fields['input_features']),
+  ):
     if config.model[key] not in (0, value):
       raise ValueError(f'model.{key}={config.model[key]} but the data gives {value}; leave it 0 (set from data).')
     config.model[key] = value
   if config.model.input_kind not in ('tokens', kind):
-    raise ValueError(f'model.input_kind={config.model.input_kind!r} but the data gives {kind!r}; leave it tokens '
-                     '(set from data).')
+    raise ValueError(
+      f'model.input_kind={config.model.input_kind!r} but the data gives {kind!r}; leave it tokens (set from data).'
+    )
   config.model.input_kind = kind
   config.model.image_channels = fields['image_channels']
   config.model.max_src_len = config.model.max_src_len or config.data.max_src_len
   if config.num_train_epochs:
     per_epoch = data.batches_per_epoch(config.data.batch_size)
     steps = max(1, round(config.num_train_epochs * per_epoch))
-    logging.info('num_train_epochs=%g x %g training batches per epoch: num_train_steps=%d.', config.num_train_epochs,
-                 per_epoch, steps)
+    logging.info(
+      'num_train_epochs=%g x %g training batches per epoch: num_train_steps=%d.',
+      config.num_train_epochs,
+      per_epoch,
+      steps,
+    )
     config.num_train_steps = steps
 
 
@@ -72,9 +95,11 @@ def check_vocabs(workdir: str, config: ml_collections.ConfigDict, src_vocab, tgt
   for side, vocab in (('src', src_vocab), ('tgt', tgt_vocab)):
     want = config.model[f'{side}_vocab_size']
     if want and sizes[side] != want:
-      raise ValueError(f'{os.path.join(workdir, f"vocab.{side}.json")} has {sizes[side]} entries, but config.json '
-                       f'says model.{side}_vocab_size={want}: the vocabulary file does not belong to this run (restore '
-                       'the original file, or train a new run).')
+      raise ValueError(
+        f'{os.path.join(workdir, f"vocab.{side}.json")} has {sizes[side]} entries, but config.json '
+        f'says model.{side}_vocab_size={want}: the vocabulary file does not belong to this run (restore '
+        'the original file, or train a new run).'
+      )
   path = os.path.join(workdir, 'provenance.json')
   if not os.path.exists(path):
     return
@@ -82,9 +107,11 @@ def check_vocabs(workdir: str, config: ml_collections.ConfigDict, src_vocab, tgt
     stored = json.load(f).get('tokenizer_sha256', {})
   for side, key, vocab in (('src', 'source', src_vocab), ('tgt', 'target', tgt_vocab)):
     if key in stored and stored[key] != vocab.sha256():
-      raise ValueError(f'{os.path.join(workdir, f"vocab.{side}.json")} differs from the vocabulary this run was '
-                       f'trained with (its sha256 is not the tokenizer_sha256.{key} of {path}); restore the original '
-                       'file, or train a new run.')
+      raise ValueError(
+        f'{os.path.join(workdir, f"vocab.{side}.json")} differs from the vocabulary this run was '
+        f'trained with (its sha256 is not the tokenizer_sha256.{key} of {path}); restore the original '
+        'file, or train a new run.'
+      )
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -118,8 +145,9 @@ def check_and_write(workdir: str, config: ml_collections.ConfigDict, data, allow
 
 def _git(*args: str) -> str:
   try:
-    return subprocess.run(['git', '-C', _REPO, *args], capture_output=True, text=True, timeout=10,
-                          check=True).stdout.strip()
+    return subprocess.run(
+      ['git', '-C', _REPO, *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return ''
 
@@ -145,8 +173,9 @@ def _versions() -> dict[str, str]:
   return out
 
 
-def provenance(data, data_history: list[dict[str, Any]] | None = None,
-               starts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def provenance(
+  data, data_history: list[dict[str, Any]] | None = None, starts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
   """What produced a run. The data's identity is its fingerprint (`data_sha256`), read from the manifest made
   when the dataset was prepared (`data_manifest`: each raw file's size, time and sha256); `data_history` lists
   the fingerprints a run trained on, with the step each began at; `starts` lists every start of the run (the
@@ -154,20 +183,30 @@ def provenance(data, data_history: list[dict[str, Any]] | None = None,
   run was stopped and by which code each part was trained (the top-level git_sha is the latest start's)."""
   git_sha, git_dirty = _git('rev-parse', 'HEAD'), bool(_git('status', '--porcelain'))
   return {
-      'git_sha': git_sha, 'git_dirty': git_dirty,
-      'starts': starts or [_start_record(0, git_sha, git_dirty)],
-      'packages': _versions(), 'devices': [str(d) for d in jax.devices()], 'process_count': jax.process_count(),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'cpu': _cpu(), 'cpu_count': os.cpu_count(),
-      'command_line': sys.argv, 'data_sha256': data.fingerprint, 'data_manifest': data.manifest,
-      'data_history': data_history or [{'data_sha256': data.fingerprint, 'from_step': 0}],
-      'tokenizer_sha256': {'source': data.src_vocab.sha256(), 'target': data.tgt_vocab.sha256()},
+    'git_sha': git_sha,
+    'git_dirty': git_dirty,
+    'starts': starts or [_start_record(0, git_sha, git_dirty)],
+    'packages': _versions(),
+    'devices': [str(d) for d in jax.devices()],
+    'process_count': jax.process_count(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'cpu': _cpu(),
+    'cpu_count': os.cpu_count(),
+    'command_line': sys.argv,
+    'data_sha256': data.fingerprint,
+    'data_manifest': data.manifest,
+    'data_history': data_history or [{'data_sha256': data.fingerprint, 'from_step': 0}],
+    'tokenizer_sha256': {'source': data.src_vocab.sha256(), 'target': data.tgt_vocab.sha256()},
   }
 
 
 def _start_record(step: int, git_sha: str | None = None, git_dirty: bool | None = None) -> dict[str, Any]:
-  return {'from_step': step, 'utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-          'git_sha': _git('rev-parse', 'HEAD') if git_sha is None else git_sha,
-          'git_dirty': bool(_git('status', '--porcelain')) if git_dirty is None else git_dirty}
+  return {
+    'from_step': step,
+    'utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+    'git_sha': _git('rev-parse', 'HEAD') if git_sha is None else git_sha,
+    'git_dirty': bool(_git('status', '--porcelain')) if git_dirty is None else git_dirty,
+  }
 
 
 def _starts(workdir: str, config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
@@ -196,9 +235,15 @@ def _data_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str
     return 'the dataset was prepared from other data'
   before, after = ({f['path']: f for f in m['files']} for m in (old, new))
   changed = [p for p in sorted(set(before) & set(after)) if before[p]['sha256'] != after[p]['sha256']]
-  parts = [f'{label}: {", ".join(paths[:5])}' for label, paths in
-           (('changed', changed), ('added', sorted(set(after) - set(before))),
-            ('removed', sorted(set(before) - set(after)))) if paths]
+  parts = [
+    f'{label}: {", ".join(paths[:5])}'
+    for label, paths in (
+      ('changed', changed),
+      ('added', sorted(set(after) - set(before))),
+      ('removed', sorted(set(before) - set(after))),
+    )
+    if paths
+  ]
   return '; '.join(parts) or f'{old["dataset"]}/{old["config"]} -> {new["dataset"]}/{new["config"]}'
 
 
@@ -214,15 +259,20 @@ def _data_history(workdir: str, data, allow_change: bool) -> list[dict[str, Any]
     return None  # written before data fingerprints: nothing to compare with
   if history[-1]['data_sha256'] == data.fingerprint:
     return history
-  message = (f'The data changed since this run started ({_data_changes(old.get("data_manifest"), data.manifest)}); '
-             f'{path} records data_sha256 {history[-1]["data_sha256"][:12]}..., the data now gives '
-             f'{data.fingerprint[:12]}....')
+  message = (
+    f'The data changed since this run started ({_data_changes(old.get("data_manifest"), data.manifest)}); '
+    f'{path} records data_sha256 {history[-1]["data_sha256"][:12]}..., the data now gives '
+    f'{data.fingerprint[:12]}....'
+  )
   if not allow_change:
-    raise ValueError(message + ' Restore the data, use another --workdir, or pass --allow_config_change to continue '
-                     'on the new data (the iterator position then indexes a new order of examples).')
+    raise ValueError(
+      message + ' Restore the data, use another --workdir, or pass --allow_config_change to continue '
+      'on the new data (the iterator position then indexes a new order of examples).'
+    )
   step = _latest_step_on_disk(workdir)
-  logging.warning('%s\n(--allow_config_change given: continuing from step %d; provenance.json keeps the history.)',
-                  message, step)
+  logging.warning(
+    '%s\n(--allow_config_change given: continuing from step %d; provenance.json keeps the history.)', message, step
+  )
   return history + [{'data_sha256': data.fingerprint, 'from_step': step}]
 
 
@@ -236,8 +286,13 @@ class WorkdirBusyError(RuntimeError):
 
 
 def _me() -> dict[str, Any]:
-  return {'host': socket.gethostname(), 'pid': os.getpid(), 'start_time': psutil.Process().create_time(),
-          'heartbeat': time.time(), 'command': ' '.join(sys.argv)}
+  return {
+    'host': socket.gethostname(),
+    'pid': os.getpid(),
+    'start_time': psutil.Process().create_time(),
+    'heartbeat': time.time(),
+    'command': ' '.join(sys.argv),
+  }
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -298,10 +353,14 @@ class WorkdirLock:
       if holder is not None:
         reason = _stale_reason(holder)
         if reason is None:
-          hint = ('wait for it to finish or stop it' if holder.get('host') == socket.gethostname() else
-                  f'if that job is gone, delete {self.path} (it expires {_EXPIRES_S:.0f} s after its last heartbeat)')
-          raise WorkdirBusyError(f'{os.path.dirname(self.path)} is in use by {_describe(holder)}; {hint}, or use '
-                                 'another --workdir.')
+          hint = (
+            'wait for it to finish or stop it'
+            if holder.get('host') == socket.gethostname()
+            else f'if that job is gone, delete {self.path} (it expires {_EXPIRES_S:.0f} s after its last heartbeat)'
+          )
+          raise WorkdirBusyError(
+            f'{os.path.dirname(self.path)} is in use by {_describe(holder)}; {hint}, or use another --workdir.'
+          )
         logging.warning('Taking over the lock of %s (%s).', _describe(holder), reason)
       self._me = _me()
       _write_json(self.path, self._me)
@@ -315,8 +374,9 @@ class WorkdirLock:
     while not self._stop.wait(_HEARTBEAT_S):
       holder = _read_lock(self.path)
       if not holder or (holder.get('pid'), holder.get('host')) != (self._me['pid'], self._me['host']):
-        logging.error('The lock %s was taken over by %s while this run holds the workdir.', self.path,
-                      _describe(holder or {}))
+        logging.error(
+          'The lock %s was taken over by %s while this run holds the workdir.', self.path, _describe(holder or {})
+        )
         return
       self._me['heartbeat'] = time.time()
       _write_json(self.path, self._me)
@@ -343,6 +403,7 @@ def hold(workdir: str):
       error = str(e)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     if multihost_utils.broadcast_one_to_all(np.int32(bool(error))) and not error:
       error = f'process 0 of this job could not take the lock of {workdir} (see its log).'
   if error:

@@ -3,6 +3,7 @@
 clu's writers import TensorFlow, which this project does not require; this keeps their interface
 (`write_scalars`, `write_texts`, `flush`, `close`). Only process 0 writes files; other processes only log.
 """
+
 import json
 import math
 import os
@@ -29,8 +30,10 @@ class MetricWriter:
         self._start -= _truncate_records(path, resume_step)
       self._jsonl = open(path, 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
-                               purge_step=None if resume_step is None else resume_step + 1)
+
+      self._tb = SummaryWriter(
+        os.path.join(workdir, 'tensorboard'), flush_secs=30, purge_step=None if resume_step is None else resume_step + 1
+      )
 
   def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
     scalars = {k: float(v) for k, v in scalars.items()}

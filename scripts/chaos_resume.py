@@ -16,6 +16,7 @@ metrics.jsonl must hold the same records in the same order except timing fields 
 IDENTICAL and exits 0, or names the first difference and exits 1. `--kills=N` adds N kills at moments drawn from
 A's training time (a run that finishes first is not an error there).
 """
+
 import json
 import os
 import random
@@ -32,13 +33,19 @@ from absl import logging
 import numpy as np
 
 _CONFIG = flags.DEFINE_string('config', None, 'Experiment file and arg, e.g. experiments/default.py:size=tiny.')
-_KILL_AT = flags.DEFINE_list('kill_at', ['prepare', 'eval', 'save', 'random', 'test'],
-                             'Windows to kill the run in, in this order (see the module docstring).')
+_KILL_AT = flags.DEFINE_list(
+  'kill_at',
+  ['prepare', 'eval', 'save', 'random', 'test'],
+  'Windows to kill the run in, in this order (see the module docstring).',
+)
 _KILL_DELAY = flags.DEFINE_float('kill_delay', 0.2, 'Seconds from the log line that opens a window to the kill.')
 _EVAL_KILL_DELAY = flags.DEFINE_float(
-    'eval_kill_delay', 1.5, 'The same for the eval window: late enough that a checkpoint saved just before the '
-    'validation (the order before issue 15) has committed, which is what made a restart skip the validation; measured '
-    'on 4dacba5^: DIFFERENT (best step 20 vs 40) at 1.5 s, IDENTICAL at 0.2 s.')
+  'eval_kill_delay',
+  1.5,
+  'The same for the eval window: late enough that a checkpoint saved just before the '
+  'validation (the order before issue 15) has committed, which is what made a restart skip the validation; measured '
+  'on 4dacba5^: DIFFERENT (best step 20 vs 40) at 1.5 s, IDENTICAL at 0.2 s.',
+)
 _KILLS = flags.DEFINE_integer('kills', 0, 'More SIGKILLs at random moments of training, after the windows.')
 _ROOT = flags.DEFINE_string('root', None, 'Where the two workdirs go (default: a new temporary directory).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the kill moments.')
@@ -48,17 +55,29 @@ flags.mark_flag_as_required('config')
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-_MARKERS = {'prepare': 'Preparing ', 'eval': 'Validating step ', 'save': 'Saving checkpoint ',
-            'test': 'Testing the best checkpoint'}
+_MARKERS = {
+  'prepare': 'Preparing ',
+  'eval': 'Validating step ',
+  'save': 'Saving checkpoint ',
+  'test': 'Testing the best checkpoint',
+}
 
 
 def _command(workdir: str, data_dir: str) -> list[str]:
-  return [sys.executable, '-m', 's2s_jax.main', f'--config={_CONFIG.value}', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}', *_OVERRIDES.value]
+  return [
+    sys.executable,
+    '-m',
+    's2s_jax.main',
+    f'--config={_CONFIG.value}',
+    f'--workdir={workdir}',
+    f'--config.data.data_dir={data_dir}',
+    *_OVERRIDES.value,
+  ]
 
 
-def _run(cmd: list[str], log_path: str, kill_after: float | None = None, marker: str | None = None,
-         delay: float = 0.0) -> tuple[int, float, bool]:
+def _run(
+  cmd: list[str], log_path: str, kill_after: float | None = None, marker: str | None = None, delay: float = 0.0
+) -> tuple[int, float, bool]:
   """Runs cmd (appending its output to log_path). SIGKILLs it `kill_after` seconds after its start, or `delay`
   seconds after it prints a line containing `marker`, if it is still running then. Returns (exit code, seconds,
   whether it was killed)."""
@@ -110,6 +129,7 @@ def _records(workdir: str) -> list[dict]:
 def _params_difference(a: str, b: str, which: str) -> str | None:
   from s2s_jax import checkpointing  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
   params_a, step_a = checkpointing.restore_params(a, which)
   params_b, step_b = checkpointing.restore_params(b, which)
   if step_a != step_b:
@@ -117,8 +137,9 @@ def _params_difference(a: str, b: str, which: str) -> str | None:
   leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves_with_path(params_b)
   for (path, x), (_, y) in zip(leaves_a, leaves_b):
     if not np.array_equal(np.asarray(x), np.asarray(y)):
-      return (f'{which} parameter {jax.tree_util.keystr(path)} differs (max |a-b| = '
-              f'{np.abs(np.asarray(x) - y).max():.3g})')
+      return (
+        f'{which} parameter {jax.tree_util.keystr(path)} differs (max |a-b| = {np.abs(np.asarray(x) - y).max():.3g})'
+      )
   return None
 
 
@@ -174,15 +195,19 @@ def main(argv):
     else:
       delay = _EVAL_KILL_DELAY.value if window == 'eval' else _KILL_DELAY.value
       code, seconds, killed = _run(cmd_b, log, marker=_MARKERS[window], delay=delay)
-    print(f'kill in {window}: {"SIGKILL" if killed else f"not killed, finished (exit {code})"} after {seconds:.1f} s',
-          flush=True)
+    print(
+      f'kill in {window}: {"SIGKILL" if killed else f"not killed, finished (exit {code})"} after {seconds:.1f} s',
+      flush=True,
+    )
     if not killed:
       print(f'DIFFERENT: the run never reached the {window} window, or ended within it (see {log})')
       sys.exit(1)
   for i in range(_KILLS.value):  # more kills at moments drawn from run A's training time
     code, seconds, killed = _run(cmd_b, log, kill_after=rng.uniform(start, end))
-    print(f'random kill {i + 1}: {"SIGKILL" if killed else f"not killed, finished (exit {code})"} after '
-          f'{seconds:.1f} s', flush=True)
+    print(
+      f'random kill {i + 1}: {"SIGKILL" if killed else f"not killed, finished (exit {code})"} after {seconds:.1f} s',
+      flush=True,
+    )
   code, seconds, _ = _run(cmd_b, log)
   print(f'final restart: exit {code} after {seconds:.1f} s')
   difference = 'the final restart failed' if code else first_difference(a, b)

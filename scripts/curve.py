@@ -13,6 +13,7 @@ has none yet (`python -m s2s_jax.evaluate --split=test --checkpoint=N`, decoding
 run with a larger `--config.keep_checkpoints` to keep every evaluated step). Each sits at the wall time of the
 validation record of its step. Prints the numbers as a markdown table.
 """
+
 import glob
 import json
 import os
@@ -26,8 +27,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_
 _OUT = flags.DEFINE_string('out', None, 'The PNG to write (default: DIR/curve.png).')
 _METRICS = flags.DEFINE_list('metrics', ['bleu_lc'], 'Scores to plot (names without the eval/ prefix).')
 _SPLIT = flags.DEFINE_string('split', 'test', 'The split of the test points.')
-_EVALUATE = flags.DEFINE_bool('evaluate_checkpoints', False,
-                              'Score every kept checkpoint without an eval_<split>_step_<N>.json first.')
+_EVALUATE = flags.DEFINE_bool(
+  'evaluate_checkpoints', False, 'Score every kept checkpoint without an eval_<split>_step_<N>.json first.'
+)
 _TITLE = flags.DEFINE_string('title', None, 'Figure title (default: the workdir name).')
 flags.mark_flag_as_required('workdir')
 
@@ -80,9 +82,20 @@ def evaluate_checkpoints(workdir: str, split: str) -> None:
       continue
     print(f'[curve] scoring checkpoint {step} on {split}', file=sys.stderr, flush=True)
     path = os.pathsep.join(filter(None, [_REPO, os.environ.get('PYTHONPATH')]))
-    subprocess.run([sys.executable, '-m', 's2s_jax.evaluate', f'--workdir={workdir}', f'--split={split}',
-                    f'--checkpoint={step}', f'--name={name}'], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, 'PYTHONPATH': path})
+    subprocess.run(
+      [
+        sys.executable,
+        '-m',
+        's2s_jax.evaluate',
+        f'--workdir={workdir}',
+        f'--split={split}',
+        f'--checkpoint={step}',
+        f'--name={name}',
+      ],
+      check=True,
+      stdout=subprocess.DEVNULL,
+      env={**os.environ, 'PYTHONPATH': path},
+    )
 
 
 def table(records: list[dict], tests: list[dict], metrics: list[str], split: str) -> list[str]:
@@ -100,28 +113,36 @@ def table(records: list[dict], tests: list[dict], metrics: list[str], split: str
   return lines
 
 
-def plot(path: str, records: list[dict], tests: list[dict], starts: list[dict], metrics: list[str], split: str,
-         title: str) -> None:
+def plot(
+  path: str, records: list[dict], tests: list[dict], starts: list[dict], metrics: list[str], split: str, title: str
+) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   fig, ax = plt.subplots(figsize=(7.5, 4.5))
   for m in metrics:
     vals = [(r['wall_s'] / 3600, r[f'eval/{m}']) for r in records if isinstance(r.get(f'eval/{m}'), (int, float))]
     if vals:
-      line, = ax.plot(*zip(*vals), marker='.', label=f'validation {m}')
+      (line,) = ax.plot(*zip(*vals), marker='.', label=f'validation {m}')
       pts = [(t['wall_s'] / 3600, t[m]) for t in tests if isinstance(t.get(m), (int, float)) and t['wall_s']]
       if pts:
         ax.plot(*zip(*pts), marker='s', linestyle=':', color=line.get_color(), label=f'{split} {m}')
   for k, start in enumerate(starts[1:]):
     wall = _wall_at(records, start['from_step'])
     if wall is not None:
-      ax.axvline(wall / 3600, color='gray', linestyle='--', linewidth=0.8,
-                 label='resumed (from the step of the line)' if k == 0 else None)
+      ax.axvline(
+        wall / 3600,
+        color='gray',
+        linestyle='--',
+        linewidth=0.8,
+        label='resumed (from the step of the line)' if k == 0 else None,
+      )
   steps = [(r['wall_s'] / 3600, r['step']) for r in records if any(k.startswith('eval/') for k in r)]
   if steps:
     top = ax.secondary_xaxis('top')
-    shown = steps[::max(1, len(steps) // 6)]
+    shown = steps[:: max(1, len(steps) // 6)]
     top.set_xticks([w for w, _ in shown], labels=[str(s) for _, s in shown])
     top.set_xlabel('step')
   ax.set(xlabel='wall time of the run (hours)', ylabel='BLEU', title=title)
@@ -139,7 +160,7 @@ def main(argv):
   if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     raise app.UsageError(f'{workdir} has no metrics.jsonl: give the workdir of a run of s2s_jax.main.')
   records = read_records(workdir)
-  known = {k[len('eval/'):] for r in records for k in r if k.startswith('eval/')}
+  known = {k[len('eval/') :] for r in records for k in r if k.startswith('eval/')}
   if unknown := [m for m in _METRICS.value if m not in known]:
     raise app.UsageError(f'--metrics names {unknown}, which the run never logged; it has {sorted(known)}.')
   if _EVALUATE.value:

@@ -7,6 +7,7 @@ and `lead_<N>` (the first N whitespace words) for every N of --num_words. They a
 references (AESLC test: the three annotated subject lines; ROUGE averaged over references, and the best reference
 in the `_max` keys), exactly as `evaluate` scores a model on the same split. Nothing is trained or tokenised.
 """
+
 import json
 
 from absl import app
@@ -25,6 +26,7 @@ _NUM_WORDS = flags.DEFINE_list('num_words', ['5', '8', '12'], 'Lengths of the fi
 _JSON = flags.DEFINE_string('json', None, 'Write {baseline: scores} here.')
 flags.mark_flags_as_required(['config'])
 
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -39,17 +41,22 @@ def main(argv):
   options = decode.DecodeOptions(beam_size=1, length_alpha=0.0)  # scored text is not decoded: no search
   results = {}
   for name, hyps in evaluation.lead_baselines(sources, [int(n) for n in _NUM_WORDS.value]).items():
-    result = evaluation.score(hyps, refs, lengths, config.eval.scores, options, seconds=0.0, step=0,
-                              lang=config.data.target_lang)
+    result = evaluation.score(
+      hyps, refs, lengths, config.eval.scores, options, seconds=0.0, step=0, lang=config.data.target_lang
+    )
     results[name] = {k: v for k, v in result.items() if not isinstance(v, list)}
-    shown = ', '.join(f'{k}={v:.2f}' for k, v in results[name].items()
-                      if k.startswith(('rouge', 'bleu', 'len_ratio')) and isinstance(v, float))
+    shown = ', '.join(
+      f'{k}={v:.2f}'
+      for k, v in results[name].items()
+      if k.startswith(('rouge', 'bleu', 'len_ratio')) and isinstance(v, float)
+    )
     print(f'{name}: {shown}')
   print(f'({len(sources)} examples of {config.data.name}/{_SPLIT.value}, {len(refs)} reference(s) each)')
   if _JSON.value:
     with open(_JSON.value, 'w', encoding='utf-8') as f:
-      json.dump({'split': _SPLIT.value, 'num_examples': len(sources), 'num_references': len(refs), **results}, f,
-                indent=2)
+      json.dump(
+        {'split': _SPLIT.value, 'num_examples': len(sources), 'num_references': len(refs), **results}, f, indent=2
+      )
 
 
 if __name__ == '__main__':

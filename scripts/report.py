@@ -12,6 +12,7 @@ t-interval, blank for n=1), and report.md with figures/*.png: that table, sacreB
 variant's first seed against the baseline, learning curves, scores per source length and attention heatmaps.
 Runs without DONE get a row in results.csv and a warning; every aggregate, test and figure leaves them out.
 """
+
 import csv
 import glob
 import json
@@ -36,8 +37,11 @@ from s2s_jax.data import corpora
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root', None, 'A sweep root (scripts/sweep.py --root) or any folder of run workdirs.')
-_BASELINE = flags.DEFINE_string('baseline', None, 'A run name or a variant (e.g. attention=none_concat); '
-                                'default: the first run of sweep.json (or of the folder).')
+_BASELINE = flags.DEFINE_string(
+  'baseline',
+  None,
+  'A run name or a variant (e.g. attention=none_concat); default: the first run of sweep.json (or of the folder).',
+)
 _SPLIT = flags.DEFINE_string('split', 'test', 'The test split whose records, hypotheses and references are used.')
 _NUM_ATTENTION = flags.DEFINE_integer('num_attention_sentences', 2, 'First sentences of the split shown as heatmaps.')
 _SAMPLES = flags.DEFINE_integer('bootstrap_samples', 1000, 'Resamples of the paired bootstrap.')
@@ -88,11 +92,19 @@ def find_runs(root: str, sweep: dict | None) -> list[dict]:
       if (raw := own or _read(os.path.join(parent, 'config.json'))) is None:
         continue
       config, lines = config_lib.flatten(raw), _lines(os.path.join(workdir, 'metrics.jsonl')) or []
-      runs.append(dict(name=os.path.relpath(workdir, root), workdir=workdir, group=name, raw=raw, config=config,
-                       seed=config.get('seed', 0) if own else _seed_of(workdir),
-                       config_flag=_config_flag((workdir, parent), sweep),
-                       records=[json.loads(x) for x in lines if x.strip().endswith('}')],  # not a cut last line
-                       done=any(os.path.exists(os.path.join(d, 'DONE')) for d in {workdir, parent})))
+      runs.append(
+        dict(
+          name=os.path.relpath(workdir, root),
+          workdir=workdir,
+          group=name,
+          raw=raw,
+          config=config,
+          seed=config.get('seed', 0) if own else _seed_of(workdir),
+          config_flag=_config_flag((workdir, parent), sweep),
+          records=[json.loads(x) for x in lines if x.strip().endswith('}')],  # not a cut last line
+          done=any(os.path.exists(os.path.join(d, 'DONE')) for d in {workdir, parent}),
+        )
+      )
   return runs
 
 
@@ -100,6 +112,7 @@ def count_params(saved_config: dict, cache: dict) -> int:
   """Parameters of a run's model, counted from the shapes of its init (no checkpoint, no computation)."""
   import jax  # pylint: disable=g-import-not-at-top
   from s2s_jax import models  # pylint: disable=g-import-not-at-top
+
   config = config_lib.from_saved(saved_config)
   key = json.dumps(config_lib.to_dict(config.model), sort_keys=True)
   if key not in cache:
@@ -118,8 +131,13 @@ def _last(records: list[dict], prefix: str, step: int | None = None) -> dict:
 
 
 def run_row(run: dict, keys: list[str], test_prefix: str, cache: dict) -> dict:
-  row = {'run': run['name'], 'config': run['config_flag'], **{k: run['config'].get(k, '') for k in keys},
-         'seed': run['seed'], 'num_params': ''}
+  row = {
+    'run': run['name'],
+    'config': run['config_flag'],
+    **{k: run['config'].get(k, '') for k in keys},
+    'seed': run['seed'],
+    'num_params': '',
+  }
   try:
     row['num_params'] = count_params(run['raw'], cache)
   except Exception as e:  # pylint: disable=broad-except  (a row without a count beats no report)
@@ -135,8 +153,12 @@ def metric_columns(rows: list[dict], test_prefix: str) -> list[str]:
   def order(col):
     name = col.partition('/')[2]
     return (name in _TIMING, _FIRST.index(name) if name in _FIRST else len(_FIRST), name)
-  return [c for prefix in ('eval', test_prefix)
-          for c in sorted({k for r in rows for k in r if k.startswith(prefix + '/')}, key=order)]
+
+  return [
+    c
+    for prefix in ('eval', test_prefix)
+    for c in sorted({k for r in rows for k in r if k.startswith(prefix + '/')}, key=order)
+  ]
 
 
 def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
@@ -163,8 +185,11 @@ def agg_markdown(agg: list[dict], metrics: list[str]) -> list[str]:
   cols = [m for m in metrics if any(f'{m}_mean' in a for a in agg)]
   lines = ['| variant | n | ' + ' | '.join(cols) + ' |', '|---|---:|' + '---:|' * len(cols)]
   for a in agg:
-    cells = [(f'{a[f"{m}_mean"]:.4g}' if f'{m}_mean' in a else '') +
-             (f' ± {round(a[f"{m}_ci95"], 12):.2g}' if a.get(f'{m}_ci95') is not None else '') for m in cols]
+    cells = [
+      (f'{a[f"{m}_mean"]:.4g}' if f'{m}_mean' in a else '')
+      + (f' ± {round(a[f"{m}_ci95"], 12):.2g}' if a.get(f'{m}_ci95') is not None else '')
+      for m in cols
+    ]
     lines.append(f'| {a["variant"]} | {a["n"]} | ' + ' | '.join(cells) + ' |')
   return lines
 
@@ -172,12 +197,13 @@ def agg_markdown(agg: list[dict], metrics: list[str]) -> list[str]:
 def split_data(run: dict, split: str, cache: dict):
   """(`split` of the run's prepared data, the padded source length); runs with the same data config share it."""
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   config = config_lib.from_saved(run['raw'])
   key = json.dumps(config_lib.to_dict(config.data), sort_keys=True)
   if key not in cache:
     cache[key] = pipeline.prepare(config.data, vocab_dir=run['workdir'])
   if split not in cache[key].splits:
-    raise app.UsageError(f'--split={split!r} is not a split of {run["name"]}\'s data: {sorted(cache[key].splits)}.')
+    raise app.UsageError(f"--split={split!r} is not a split of {run['name']}'s data: {sorted(cache[key].splits)}.")
   return cache[key].splits[split], cache[key].src_len
 
 
@@ -185,26 +211,33 @@ def significance(base: dict, others: list[tuple[str, dict]], split: str, n_sampl
   """Markdown: sacreBLEU's paired bootstrap (PairedTest, test_type='bs') of each variant against the baseline."""
   from sacrebleu import metrics as sacrebleu_metrics  # pylint: disable=g-import-not-at-top
   from sacrebleu import significance as significance_lib  # pylint: disable=g-import-not-at-top
+
   refs, hyp_file = split_data(base, split, cache)[0].targets, f'eval_{split}.hyp.txt'
   fmt_p = lambda p: f'{p:.4f}' + (' *' if p < 0.05 else '')  # pylint: disable=unnecessary-lambda-assignment
   systems, notes = [('(baseline)', base, _lines(os.path.join(base['workdir'], hyp_file)))], []
   if systems[0][2] is None or len(systems[0][2]) != len(refs):
-    return [f'No test: the baseline\'s {hyp_file} is missing or does not have one line per reference ({len(refs)}).']
+    return [f"No test: the baseline's {hyp_file} is missing or does not have one line per reference ({len(refs)})."]
   for variant, run in others:
     hyps = _lines(os.path.join(run['workdir'], hyp_file))
     if hyps is None or len(hyps) != len(refs) or split_data(run, split, cache)[0].targets != refs:
-      notes.append(f'- {variant}: not tested ({hyp_file} missing, or not paired with the baseline\'s references).')
+      notes.append(f"- {variant}: not tested ({hyp_file} missing, or not paired with the baseline's references).")
     else:
       systems.append((variant, run, hyps))
-  test = significance_lib.PairedTest([(run['name'], hyps) for _, run, hyps in systems],
-                                     {'BLEU': sacrebleu_metrics.BLEU(), 'chrF': sacrebleu_metrics.CHRF()},
-                                     references=[refs], test_type='bs', n_samples=n_samples)
+  test = significance_lib.PairedTest(
+    [(run['name'], hyps) for _, run, hyps in systems],
+    {'BLEU': sacrebleu_metrics.BLEU(), 'chrF': sacrebleu_metrics.CHRF()},
+    references=[refs],
+    test_type='bs',
+    n_samples=n_samples,
+  )
   sigs, scores = test()
   seed = test._seed  # pylint: disable=protected-access  (sacreBLEU's SACREBLEU_SEED, 12345 by default)
   exact = 'exact_match' in str(base['config'].get('eval.scores', ''))
   names = [name for _, name in _SACREBLEU] + ['exact match'] * exact
-  lines = ['| variant | run | ' + ' | '.join(f'{n} (Δ) | {n} p' for n in names) + ' |',
-           '|---|---|' + '---:|' * 2 * len(names)]
+  lines = [
+    '| variant | run | ' + ' | '.join(f'{n} (Δ) | {n} p' for n in names) + ' |',
+    '|---|---|' + '---:|' * 2 * len(names),
+  ]
   matches = [np.array([h.strip() == r.strip() for h, r in zip(hyps, refs)]) for _, _, hyps in systems]
   for i, (variant, run, hyps) in enumerate(systems):
     cells = []
@@ -217,17 +250,25 @@ def significance(base: dict, others: list[tuple[str, dict]], split: str, n_sampl
       cells += [f'{em:.2f} ({em - 100.0 * matches[0].mean():+.2f})', '' if i == 0 else fmt_p(p)]
     lines.append(f'| {variant} | {run["name"]} | ' + ' | '.join(cells) + ' |')
   lines += [''] + notes + [f'- sacreBLEU signature, {k}: `{v.format()}`' for k, v in sigs.items()]
-  return lines + ['- Exact match is not a sacreBLEU metric, so sacreBLEU\'s test cannot score it; its p-value comes '
-                  'from the same paired bootstrap recipe (the same resampled sentences, seed and p-value formula) '
-                  'applied to per-sentence matches (`metrics.paired_bootstrap_exact_match`).'] * exact
+  return (
+    lines
+    + [
+      "- Exact match is not a sacreBLEU metric, so sacreBLEU's test cannot score it; its p-value comes "
+      'from the same paired bootstrap recipe (the same resampled sentences, seed and p-value formula) '
+      'applied to per-sentence matches (`metrics.paired_bootstrap_exact_match`).'
+    ]
+    * exact
+  )
 
 
 def _figure(path: str, panels: int, draw) -> None:
   """Draws `panels` side-by-side axes with draw(axes) and writes a PNG; one legend below them all (variant names
   are long, and a legend inside the axes hid the curves)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   fig, axes = plt.subplots(1, panels, figsize=(5.5 * max(panels, 2), 4), squeeze=False)
   draw(axes[0])
   for ax in axes[0]:
@@ -257,16 +298,18 @@ def plot_learning_curves(path: str, variants: dict[str, list[dict]], metric: str
     for ax, key in zip(axes, (f'eval/{metric}', 'train/loss')):
       for name, runs in variants.items():
         steps, mean, std = _mean_curve(runs, key)
-        line, = ax.plot(steps, mean, marker='.', label=f'{name} (n={len(runs)})')
+        (line,) = ax.plot(steps, mean, marker='.', label=f'{name} (n={len(runs)})')
         ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
       ax.set(xlabel='step', ylabel=key, title=f'{key} (mean ± std over seeds)')
+
   _figure(path, 2, draw)
 
 
 def plot_by_length(path: str, variants: dict[str, list[dict]], split: str) -> list[str]:
   """Score per source-length bucket (eval_<split>.json) per variant, mean ± std over seeds; the metrics drawn."""
-  evals = {v: [_read(os.path.join(r['workdir'], f'eval_{split}.json')) or {} for r in runs]
-           for v, runs in variants.items()}
+  evals = {
+    v: [_read(os.path.join(r['workdir'], f'eval_{split}.json')) or {} for r in runs] for v, runs in variants.items()
+  }
   found = [m for m in ('exact_match', 'bleu') if all(e.get(f'{m}_by_src_len') for es in evals.values() for e in es)]
 
   def draw(axes):
@@ -278,17 +321,25 @@ def plot_by_length(path: str, variants: dict[str, list[dict]], split: str) -> li
       buckets = sorted(per)
       for v in evals:
         x = [i for i, b in enumerate(buckets) if v in per[b]]
-        ax.errorbar(x, [np.mean(per[buckets[i]][v]) for i in x], yerr=[np.std(per[buckets[i]][v]) for i in x],
-                    marker='o', capsize=3, label=f'{v} (n={len(evals[v])})')
+        ax.errorbar(
+          x,
+          [np.mean(per[buckets[i]][v]) for i in x],
+          yerr=[np.std(per[buckets[i]][v]) for i in x],
+          marker='o',
+          capsize=3,
+          label=f'{v} (n={len(evals[v])})',
+        )
       ax.set_xticks(range(len(buckets)), [f'{lo}-{hi}\n({per[(lo, hi)]["n"]})' for lo, hi in buckets], fontsize=8)
       ax.set(xlabel='source tokens (sentences)', ylabel=f'{split} {m}', title=f'{split} {m} by source length')
+
   if found:
     _figure(path, len(found), draw)
   return found
 
 
-def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: int, cache: dict
-                      ) -> tuple[dict[str, list[str]], list[str]]:
+def attention_figures(
+  fig_dir: str, firsts: dict[str, dict], split: str, num: int, cache: dict
+) -> tuple[dict[str, list[str]], list[str]]:
   """Heatmaps of the split's first `num` sentences decoded by each variant's first seed's best checkpoint.
 
   Returns ({variant: PNG file names}, [variants without attention]).
@@ -297,6 +348,7 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
   from s2s_jax import decode  # pylint: disable=g-import-not-at-top
   from s2s_jax import inference  # pylint: disable=g-import-not-at-top
   from s2s_jax import plots  # pylint: disable=g-import-not-at-top
+
   pngs, skipped = {}, []
   for variant, run in firsts.items():
     if run['config'].get('model.attention') in attention_lib.NO_ATTENTION:
@@ -307,13 +359,18 @@ def attention_figures(fig_dir: str, firsts: dict[str, dict], split: str, num: in
     examples, slug = data.src_ids[:num], re.sub(r'[^A-Za-z0-9_.-]+', '_', variant)
     options = decode.options(loaded.config.decode, loaded.config.data.max_tgt_len, return_attention=True)
     decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
-    results = decoder(flax.jax_utils.replicate(loaded.params), examples, loaded.inputs.collate,
-                      lambda x: len(loaded.memory_labels(x)))
+    results = decoder(
+      flax.jax_utils.replicate(loaded.params), examples, loaded.inputs.collate, lambda x: len(loaded.memory_labels(x))
+    )
     pngs[variant] = [f'attention_{slug}_{i + 1}.png' for i in range(len(examples))]
     for png, example, hyps in zip(pngs[variant], examples, results):
-      plots.save_attention_heatmap(os.path.join(fig_dir, png), np.asarray(hyps.attention[0]),
-                                   loaded.memory_labels(example), hyps.tokens[0],
-                                   title=f'{variant}: {hyps.texts[0]} (step {loaded.step})')
+      plots.save_attention_heatmap(
+        os.path.join(fig_dir, png),
+        np.asarray(hyps.attention[0]),
+        loaded.memory_labels(example),
+        hyps.tokens[0],
+        title=f'{variant}: {hyps.texts[0]} (step {loaded.step})',
+      )
   return pngs, skipped
 
 
@@ -332,29 +389,47 @@ def resolve_baseline(spec: str | None, runs: list[dict], firsts: dict[str, dict]
     return matches[0], firsts[matches[0]]
   if matches:
     raise app.UsageError(f'--baseline={spec!r} matches several variants ({", ".join(matches)}); add keys.')
-  raise app.UsageError(f'--baseline={spec!r} is neither a finished run ({", ".join(r["name"] for r in runs)}) nor a '
-                       f'variant ({", ".join(firsts)}).')
+  raise app.UsageError(
+    f'--baseline={spec!r} is neither a finished run ({", ".join(r["name"] for r in runs)}) nor a '
+    f'variant ({", ".join(firsts)}).'
+  )
 
 
 def figures_markdown(root: str, variants: dict, firsts: dict, metric: str, split: str, cache: dict) -> list[str]:
   fig_dir = os.path.join(root, 'figures')
   os.makedirs(fig_dir, exist_ok=True)
   plot_learning_curves(os.path.join(fig_dir, 'learning_curves.png'), variants, metric)
-  lines = ['## Figures', '', f'### Learning curves: eval/{metric} and train/loss (mean ± std over seeds)', '',
-           '![learning curves](figures/learning_curves.png)', '', f'### {split} score by source length', '']
+  lines = [
+    '## Figures',
+    '',
+    f'### Learning curves: eval/{metric} and train/loss (mean ± std over seeds)',
+    '',
+    '![learning curves](figures/learning_curves.png)',
+    '',
+    f'### {split} score by source length',
+    '',
+  ]
   if found := plot_by_length(os.path.join(fig_dir, 'score_by_src_len.png'), variants, split):
-    lines += [f'{" and ".join(found)} per source-length bucket (sentences per bucket under each label), mean ± std '
-              'over seeds.', '', '![score by source length](figures/score_by_src_len.png)', '']
+    lines += [
+      f'{" and ".join(found)} per source-length bucket (sentences per bucket under each label), mean ± std over seeds.',
+      '',
+      '![score by source length](figures/score_by_src_len.png)',
+      '',
+    ]
   else:
-    lines += [f'No per-length scores in the runs\' eval_{split}.json.', '']
+    lines += [f"No per-length scores in the runs' eval_{split}.json.", '']
   pngs, skipped = attention_figures(fig_dir, firsts, split, _NUM_ATTENTION.value, cache)
   data, _ = split_data(next(iter(firsts.values())), split, cache)
-  lines += [f'### Attention: the first {split} sentences, decoded by the best checkpoint of each variant\'s first '
-            'seed', ''] + [f'{i + 1}. source `{data.sources[i]}`, reference `{data.targets[i]}`'
-                           for i in range(min(_NUM_ATTENTION.value, len(data)))] + ['']
+  lines += (
+    [f"### Attention: the first {split} sentences, decoded by the best checkpoint of each variant's first seed", '']
+    + [
+      f'{i + 1}. source `{data.sources[i]}`, reference `{data.targets[i]}`'
+      for i in range(min(_NUM_ATTENTION.value, len(data)))
+    ]
+    + ['']
+  )
   for variant, files in pngs.items():
-    lines += [f'#### {variant}', '', *(f'![attention {variant} {i + 1}](figures/{f})' for i, f in enumerate(files)),
-              '']
+    lines += [f'#### {variant}', '', *(f'![attention {variant} {i + 1}](figures/{f})' for i, f in enumerate(files)), '']
   if skipped:
     lines += [f'No attention in {", ".join(skipped)} (model.attention none_init / none_concat): no heatmaps.', '']
   return lines
@@ -366,18 +441,27 @@ def decoding_markdown(runs: list[dict], evaluations: list[dict]) -> list[str]:
     return []
   keys = [k for k in evaluations[0] if k != 'name']
   cols = ('bleu', 'bleu_lc', 'chrf', 'exact_match', 'len_ratio', 'sentences_per_s')
-  lines = ['## Decoding settings', '', 'Each finished run\'s test split decoded with every setting of the sweep\'s '
-           'EVALUATIONS (`eval_<name>.json`).', '']
+  lines = [
+    '## Decoding settings',
+    '',
+    "Each finished run's test split decoded with every setting of the sweep's EVALUATIONS (`eval_<name>.json`).",
+    '',
+  ]
   for run in runs:
     results = [(e, _read(os.path.join(run['workdir'], f'eval_{e["name"]}.json'), json.loads)) for e in evaluations]
     results = [(e, r) for e, r in results if r]
     if not results:
       continue
     present = [c for c in cols if c in results[0][1]]
-    lines += [f'### {run["name"]}', '', '| ' + ' | '.join(keys + present) + ' |',
-              '|' + '---:|' * (len(keys) + len(present))]
-    lines += ['| ' + ' | '.join([str(e[k]) for k in keys] + [f'{r[c]:.4g}' for c in present]) + ' |'
-              for e, r in results]
+    lines += [
+      f'### {run["name"]}',
+      '',
+      '| ' + ' | '.join(keys + present) + ' |',
+      '|' + '---:|' * (len(keys) + len(present)),
+    ]
+    lines += [
+      '| ' + ' | '.join([str(e[k]) for k in keys] + [f'{r[c]:.4g}' for c in present]) + ' |' for e, r in results
+    ]
     lines.append('')
   return lines
 
@@ -395,8 +479,11 @@ def main(argv):
   param_cache, data_cache, variants = {}, {}, {}
   rows = {run['name']: run_row(run, keys, test_prefix, param_cache) for run in runs}
   metrics = metric_columns(list(rows.values()), test_prefix)
-  _write_csv(os.path.join(root, 'results.csv'),
-             ['run', 'config', *keys, 'seed', 'num_params', 'train_s', 'best_step', *metrics], list(rows.values()))
+  _write_csv(
+    os.path.join(root, 'results.csv'),
+    ['run', 'config', *keys, 'seed', 'num_params', 'train_s', 'best_step', *metrics],
+    list(rows.values()),
+  )
   if unfinished := [r['name'] for r in runs if not r['done']]:
     print(f'WARNING: unfinished runs (no DONE; left out of aggregates): {", ".join(unfinished)}', file=sys.stderr)
   for run in runs:
@@ -405,10 +492,18 @@ def main(argv):
       variants.setdefault(run['variant'], []).append(run)
   variants = {v: sorted(rs, key=lambda r: (r['seed'], r['name'])) for v, rs in variants.items()}
   agg = aggregate({v: [rows[r['name']] for r in rs] for v, rs in variants.items()}, keys, metrics)
-  _write_csv(os.path.join(root, 'results_agg.csv'),
-             ['variant', *keys, 'n', *(f'{m}_{s}' for m in metrics for s in ('mean', 'std', 'ci95'))], agg)
-  lines = [f'# Report: {root}', '', f'Sweep `{(sweep or {}).get("sweep", "(no sweep.json)")}`: {len(runs)} runs '
-           f'({len(runs) - len(unfinished)} finished) in {len(variants)} variants; split `{split}`.', '']
+  _write_csv(
+    os.path.join(root, 'results_agg.csv'),
+    ['variant', *keys, 'n', *(f'{m}_{s}' for m in metrics for s in ('mean', 'std', 'ci95'))],
+    agg,
+  )
+  lines = [
+    f'# Report: {root}',
+    '',
+    f'Sweep `{(sweep or {}).get("sweep", "(no sweep.json)")}`: {len(runs)} runs '
+    f'({len(runs) - len(unfinished)} finished) in {len(variants)} variants; split `{split}`.',
+    '',
+  ]
   if unfinished:
     lines += [f'**Warning:** unfinished runs (no DONE), left out of everything below: {", ".join(unfinished)}.', '']
   if variants:
@@ -416,19 +511,26 @@ def main(argv):
     base_variant, base = resolve_baseline(_BASELINE.value, runs, firsts)
     metric = base['config'].get('eval.metric', 'loss')
     shown = [m for m in metrics if m.startswith(test_prefix + '/') and m.partition('/')[2] not in _TIMING]
-    lines += ['## Results (mean ± half-width of the 95% t-interval over seeds; n = finished runs)', '',
-              *agg_markdown(agg, shown + [m for m in (f'eval/{metric}', 'eval/loss') if m in metrics]), '',
-              f'`{test_prefix}/*`: the best checkpoint (by eval/{metric}) scored on the whole `{split}` split; '
-              '`eval/*`: the validation record at that step. Standard deviations and every metric: results_agg.csv; '
-              'each run: results.csv.', '',
-              f'## Significance against the baseline `{base_variant}` (run `{base["name"]}`)', '',
-              f'sacreBLEU\'s paired bootstrap resampling (`sacrebleu.significance.PairedTest`, test_type=bs, '
-              f'{_SAMPLES.value} resamples) of each variant\'s first seed (`eval_{split}.hyp.txt`) against the '
-              f'baseline\'s, on the `{split}` references; p < 0.05 is marked *.', '',
-              *significance(base, [(v, r) for v, r in firsts.items() if v != base_variant], split, _SAMPLES.value,
-                            data_cache), '',
-              *decoding_markdown([r for rs in variants.values() for r in rs], (sweep or {}).get('evaluations', [])),
-              *figures_markdown(root, variants, firsts, metric, split, data_cache)]
+    lines += [
+      '## Results (mean ± half-width of the 95% t-interval over seeds; n = finished runs)',
+      '',
+      *agg_markdown(agg, shown + [m for m in (f'eval/{metric}', 'eval/loss') if m in metrics]),
+      '',
+      f'`{test_prefix}/*`: the best checkpoint (by eval/{metric}) scored on the whole `{split}` split; '
+      '`eval/*`: the validation record at that step. Standard deviations and every metric: results_agg.csv; '
+      'each run: results.csv.',
+      '',
+      f'## Significance against the baseline `{base_variant}` (run `{base["name"]}`)',
+      '',
+      f"sacreBLEU's paired bootstrap resampling (`sacrebleu.significance.PairedTest`, test_type=bs, "
+      f"{_SAMPLES.value} resamples) of each variant's first seed (`eval_{split}.hyp.txt`) against the "
+      f"baseline's, on the `{split}` references; p < 0.05 is marked *.",
+      '',
+      *significance(base, [(v, r) for v, r in firsts.items() if v != base_variant], split, _SAMPLES.value, data_cache),
+      '',
+      *decoding_markdown([r for rs in variants.values() for r in rs], (sweep or {}).get('evaluations', [])),
+      *figures_markdown(root, variants, firsts, metric, split, data_cache),
+    ]
   with open(path := os.path.join(root, 'report.md'), 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines) + '\n')
   print(path)

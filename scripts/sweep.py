@@ -11,6 +11,7 @@ others; the exit status is 1 if any failed. A sweep file may also list EVALUATIO
 each finished run's test split is then scored once per entry (`eval_<name>.json`). ROOT/sweep.json records the
 sweep for scripts/report.py.
 """
+
 import importlib.util
 import json
 import os
@@ -40,8 +41,9 @@ flags.mark_flags_as_required(['sweep', 'root'])
 def load_sweep(spec: str) -> tuple[str, str, list[dict], list[dict]]:
   """(config file, config arg, points, evaluations) of 'FILE[:arg]'."""
   path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('sweep_module', os.path.join(_REPO, path)
-                                                       if not os.path.isabs(path) else path)
+  module_spec = importlib.util.spec_from_file_location(
+    'sweep_module', os.path.join(_REPO, path) if not os.path.isabs(path) else path
+  )
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   arg = arg or getattr(module, 'CONFIG_ARG', '')
@@ -60,10 +62,18 @@ def run_evaluations(root: str, runs: list[dict], evaluations: list[dict]) -> lis
     for flags_ in evaluations:
       name = evaluation_name(flags_)
       if not os.path.exists(os.path.join(workdir, 'DONE')) or os.path.exists(
-          os.path.join(workdir, f'eval_{name}.json')):
+        os.path.join(workdir, f'eval_{name}.json')
+      ):
         continue
-      cmd = [sys.executable, '-m', 's2s_jax.evaluate', f'--workdir={workdir}', '--split=test', f'--name={name}',
-             *(f'--{k}={v}' for k, v in flags_.items())]
+      cmd = [
+        sys.executable,
+        '-m',
+        's2s_jax.evaluate',
+        f'--workdir={workdir}',
+        '--split=test',
+        f'--name={name}',
+        *(f'--{k}={v}' for k, v in flags_.items()),
+      ]
       if run_one(cmd, os.path.join(root, f'{run["name"]}.log')):
         failed.append(f'{run["name"]}:{name}')
       print(f'{run["name"]}: eval_{name}.json', flush=True)
@@ -79,8 +89,9 @@ def run_one(cmd: list[str], log_path: str) -> int:
 def _executor(root: str) -> submitit.Executor:
   executor = submitit.AutoExecutor(folder=os.path.join(root, '.submitit'), cluster=_EXECUTOR.value)
   if _EXECUTOR.value == 'slurm':
-    executor.update_parameters(slurm_partition=_PARTITION.value, timeout_min=_TIME.value,
-                               gpus_per_node=_GPUS.value, slurm_signal_delay_s=120)
+    executor.update_parameters(
+      slurm_partition=_PARTITION.value, timeout_min=_TIME.value, gpus_per_node=_GPUS.value, slurm_signal_delay_s=120
+    )
   else:
     executor.update_parameters(timeout_min=_TIME.value)
   return executor
@@ -97,23 +108,41 @@ def main(argv):
   if len({r['name'] for r in runs}) != len(runs):
     raise app.UsageError('Two points of the sweep have the same run name; make them differ in a swept field.')
   with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
-    json.dump({'sweep': _SWEEP.value, 'config': config, 'config_arg': arg, 'swept_keys': keys, 'runs': runs,
-               'evaluations': [dict(e, name=evaluation_name(e)) for e in evaluations]}, f, indent=2)
+    json.dump(
+      {
+        'sweep': _SWEEP.value,
+        'config': config,
+        'config_arg': arg,
+        'swept_keys': keys,
+        'runs': runs,
+        'evaluations': [dict(e, name=evaluation_name(e)) for e in evaluations],
+      },
+      f,
+      indent=2,
+    )
   config_flag = f'--config={config}' + (f':{arg}' if arg else '')
   todo = [r for r in runs if not os.path.exists(os.path.join(root, r['name'], 'DONE'))]
   held = {r['name']: holder for r in todo if (holder := workdir_lib.lock_holder(os.path.join(root, r['name'])))}
   for name, holder in held.items():
     print(f'{name}: skipped, its workdir is in use by host {holder.get("host")} pid {holder.get("pid")}.')
   todo = [r for r in todo if r['name'] not in held]
-  print(f'{len(runs)} runs, {len(runs) - len(todo) - len(held)} already DONE, {len(todo)} to run'
-        + (f', {len(held)} skipped (in use by another process).' if held else '.'))
+  print(
+    f'{len(runs)} runs, {len(runs) - len(todo) - len(held)} already DONE, {len(todo)} to run'
+    + (f', {len(held)} skipped (in use by another process).' if held else '.')
+  )
   executor, results, pending = _executor(root), {}, list(todo)
   active = []
   while pending or active:
     while pending and (len(active) < _PARALLEL.value or _EXECUTOR.value == 'slurm'):
       run = pending.pop(0)
-      cmd = [sys.executable, '-m', 's2s_jax.main', config_flag, f'--workdir={os.path.join(root, run["name"])}',
-             *sweep_lib.override_flags(run['overrides'])]
+      cmd = [
+        sys.executable,
+        '-m',
+        's2s_jax.main',
+        config_flag,
+        f'--workdir={os.path.join(root, run["name"])}',
+        *sweep_lib.override_flags(run['overrides']),
+      ]
       active.append((run['name'], executor.submit(run_one, cmd, os.path.join(root, f'{run["name"]}.log'))))
     time.sleep(2)
     for name, job in [a for a in active if a[1].done()]:

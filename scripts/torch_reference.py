@@ -27,6 +27,7 @@ given rate.
       --src_len=28 --tgt_len=28 --vocab_size=6000 --embed_dim=256 --hidden_dim=512 --encoder_hidden_dim=512 \\
       --num_layers=1 --dropout=0.5 --steps=10
 """
+
 import argparse
 import json
 import statistics
@@ -41,7 +42,6 @@ def _models(a):
   from torch import nn  # pylint: disable=g-import-not-at-top
 
   class Base(nn.Module):
-
     def __init__(self):
       super().__init__()
       self.src_embed = nn.Embedding(a.vocab_size, a.embed_dim)
@@ -49,7 +49,6 @@ def _models(a):
       self.drop = nn.Dropout(a.dropout)
 
   class Luong(Base):
-
     def __init__(self):
       super().__init__()
       self.encoder = nn.LSTM(a.embed_dim, a.hidden_dim, a.num_layers, batch_first=True, dropout=a.dropout)
@@ -67,7 +66,6 @@ def _models(a):
       return self.output(self.drop(attentional)).reshape(-1, a.vocab_size)
 
   class Sutskever(Base):
-
     def __init__(self):
       super().__init__()
       self.encoder = nn.LSTM(a.embed_dim, a.hidden_dim, a.num_layers, batch_first=True, dropout=a.dropout)
@@ -78,12 +76,11 @@ def _models(a):
       _, state = self.encoder(self.drop(self.src_embed(src)))
       logits = []
       for t in range(tgt_in.shape[1]):  # one token at a time, as the tutorial's decoder
-        out, state = self.decoder(self.drop(self.tgt_embed(tgt_in[:, t:t + 1])), state)
+        out, state = self.decoder(self.drop(self.tgt_embed(tgt_in[:, t : t + 1])), state)
         logits.append(self.output(self.drop(out[:, 0])))
       return torch.stack(logits, 1).reshape(-1, a.vocab_size)
 
   class Cho(Base):
-
     def __init__(self):
       super().__init__()
       self.encoder = nn.GRU(a.embed_dim, a.hidden_dim, batch_first=True)
@@ -100,7 +97,6 @@ def _models(a):
       return torch.stack(logits, 1).reshape(-1, a.vocab_size)
 
   class Bahdanau(Base):
-
     def __init__(self):
       super().__init__()
       enc, att = a.encoder_hidden_dim, a.attention_dim
@@ -126,12 +122,10 @@ def _models(a):
       return torch.stack(logits, 1).reshape(-1, a.vocab_size)
 
   class InputFeeding(Base):
-
     def __init__(self):
       super().__init__()
       enc, h = a.encoder_hidden_dim, a.hidden_dim
-      self.encoder = nn.LSTM(a.embed_dim, enc, a.num_layers, batch_first=True, bidirectional=True,
-                             dropout=a.dropout)
+      self.encoder = nn.LSTM(a.embed_dim, enc, a.num_layers, batch_first=True, bidirectional=True, dropout=a.dropout)
       self.bridge = nn.ModuleList(nn.Linear(2 * enc, h) for _ in range(2 * a.num_layers))
       self.cells = nn.ModuleList(nn.LSTMCell((a.embed_dim + h) if i == 0 else h, h) for i in range(a.num_layers))
       self.score = nn.Linear(2 * enc, h, bias=False)
@@ -141,8 +135,13 @@ def _models(a):
     def forward(self, src, tgt_in):
       values, (hs, cs) = self.encoder(self.drop(self.src_embed(src)))
       hs, cs = (x.view(a.num_layers, 2, *x.shape[1:]) for x in (hs, cs))
-      state = [(torch.tanh(self.bridge[2 * i](torch.cat([hs[i, 0], hs[i, 1]], -1))),
-                torch.tanh(self.bridge[2 * i + 1](torch.cat([cs[i, 0], cs[i, 1]], -1)))) for i in range(a.num_layers)]
+      state = [
+        (
+          torch.tanh(self.bridge[2 * i](torch.cat([hs[i, 0], hs[i, 1]], -1))),
+          torch.tanh(self.bridge[2 * i + 1](torch.cat([cs[i, 0], cs[i, 1]], -1))),
+        )
+        for i in range(a.num_layers)
+      ]
       keys = self.score(values)  # [B, S, H]
       feed = values.new_zeros(src.shape[0], a.hidden_dim)
       logits = []
@@ -157,16 +156,29 @@ def _models(a):
         logits.append(self.output(self.drop(feed)))
       return torch.stack(logits, 1).reshape(-1, a.vocab_size)
 
-  return {'luong': Luong, 'sutskever': Sutskever, 'cho': Cho, 'bahdanau': Bahdanau,
-          'input_feeding': InputFeeding}[a.arch]()
+  return {'luong': Luong, 'sutskever': Sutskever, 'cho': Cho, 'bahdanau': Bahdanau, 'input_feeding': InputFeeding}[
+    a.arch
+  ]()
 
 
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--arch', choices=ARCHS, default='luong')
-  for name, default in (('threads', 1), ('batch_size', 64), ('src_len', 30), ('tgt_len', 30), ('vocab_size', 8000),
-                        ('embed_dim', 256), ('hidden_dim', 512), ('encoder_hidden_dim', 0), ('attention_dim', 0),
-                        ('num_layers', 2), ('steps', 20), ('warmup', 5), ('repeats', 3)):
+  for name, default in (
+    ('threads', 1),
+    ('batch_size', 64),
+    ('src_len', 30),
+    ('tgt_len', 30),
+    ('vocab_size', 8000),
+    ('embed_dim', 256),
+    ('hidden_dim', 512),
+    ('encoder_hidden_dim', 0),
+    ('attention_dim', 0),
+    ('num_layers', 2),
+    ('steps', 20),
+    ('warmup', 5),
+    ('repeats', 3),
+  ):
     p.add_argument(f'--{name}', type=int, default=default)
   p.add_argument('--grad_clip_norm', type=float, default=1.0)
   p.add_argument('--dropout', type=float, default=0.0)
@@ -175,6 +187,7 @@ def main():
   a.attention_dim = a.attention_dim or a.hidden_dim
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
+
   torch.set_num_threads(a.threads)
   torch.manual_seed(0)
   model = _models(a)
@@ -212,9 +225,18 @@ def main():
     start = time.perf_counter()
     torch.mm(x, y)
     mm.append(time.perf_counter() - start)
-  print(json.dumps({'arch': a.arch, 'threads': a.threads, 'torch_version': torch.__version__, 'step_s': step_s,
-                    'target_tokens_per_s': a.batch_size * a.tgt_len / step_s,
-                    'mm_gflops': 2 * n ** 3 / statistics.median(mm) / 1e9}))
+  print(
+    json.dumps(
+      {
+        'arch': a.arch,
+        'threads': a.threads,
+        'torch_version': torch.__version__,
+        'step_s': step_s,
+        'target_tokens_per_s': a.batch_size * a.tgt_len / step_s,
+        'mm_gflops': 2 * n**3 / statistics.median(mm) / 1e9,
+      }
+    )
+  )
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """Tests of the attention scores, masking and the table of valid combinations."""
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -19,7 +20,6 @@ def _apply(score, query, memory, mask, query_dim=None, max_src_len=8):
 
 
 class TableTest(absltest.TestCase):
-
   def test_table_content(self):
     table = attention.VALID_COMBINATIONS
     self.assertLen(table, len(set(table)))
@@ -44,7 +44,6 @@ class TableTest(absltest.TestCase):
 
 
 class ScoreTest(parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rng = np.random.RandomState(0)

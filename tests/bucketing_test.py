@@ -1,4 +1,5 @@
 """Tests of length bucketing and token-based batching of the training split."""
+
 import collections
 import hashlib
 
@@ -45,21 +46,33 @@ def _epoch(source, epoch=0):
 
 
 class BucketingTest(parameterized.TestCase):
-
-  @given(n=st.integers(1, 120), num_buckets=st.integers(0, 6), batch_size=st.sampled_from([1, 4, 8, 16]),
-         batch_tokens=st.sampled_from([0, 64, 200]), seed=st.integers(0, 5))
+  @given(
+    n=st.integers(1, 120),
+    num_buckets=st.integers(0, 6),
+    batch_size=st.sampled_from([1, 4, 8, 16]),
+    batch_tokens=st.sampled_from([0, 64, 200]),
+    seed=st.integers(0, 5),
+  )
   def test_every_example_exactly_once_per_epoch(self, n, num_buckets, batch_size, batch_tokens, seed):
     src, tgt = _split(n, seed)
-    buckets = _buckets(src, tgt, num_buckets=num_buckets, batch_size=batch_size, batch_tokens=batch_tokens,
-                       multiple=4 if batch_tokens else 1)
+    buckets = _buckets(
+      src,
+      tgt,
+      num_buckets=num_buckets,
+      batch_size=batch_size,
+      batch_tokens=batch_tokens,
+      multiple=4 if batch_tokens else 1,
+    )
     source = bucketing.BucketedBatches(src, tgt, buckets, seed)
     for epoch in range(2):
       seen = []
       for batch in _epoch(source, epoch):
         seen += _ids_of(batch)
         # Every row fits its bucket's shape, and the shape is one of the buckets'.
-        self.assertIn((batch['inputs'].shape[1], batch['targets'].shape[1], batch['inputs'].shape[0]),
-                      {(b.src_len, b.tgt_len, b.batch_size) for b in buckets})
+        self.assertIn(
+          (batch['inputs'].shape[1], batch['targets'].shape[1], batch['inputs'].shape[0]),
+          {(b.src_len, b.tgt_len, b.batch_size) for b in buckets},
+        )
       self.assertEqual(sorted(seen), list(range(n)))
 
   def test_each_example_is_in_its_cheapest_holding_shape_and_leftovers_go_to_a_longer_one(self):
@@ -87,8 +100,9 @@ class BucketingTest(parameterized.TestCase):
     src, tgt = _split(301, seed=3)
     buckets = _buckets(src, tgt, num_buckets=5)
     longest = (buckets[-1].src_len, buckets[-1].tgt_len)
-    partial = [b for b in _epoch(bucketing.BucketedBatches(src, tgt, buckets, 0))
-               if (b['inputs_mask'].sum(1) == 0).any()]
+    partial = [
+      b for b in _epoch(bucketing.BucketedBatches(src, tgt, buckets, 0)) if (b['inputs_mask'].sum(1) == 0).any()
+    ]
     self.assertLessEqual(len(partial), 1)
     for b in partial:
       self.assertEqual((b['inputs'].shape[1], b['targets'].shape[1]), longest)
@@ -105,12 +119,13 @@ class BucketingTest(parameterized.TestCase):
       fewest[limit] = len(buckets)
     self.assertLess(fewest[0.2], fewest[0.1])  # a looser limit needs fewer shapes (compiles)
     # The default plan of a few equal shapes pads far more.
-    self.assertGreater(bucketing.padding_fraction(_buckets(src, tgt, num_buckets=2, batch_size=64),
-                                                  src_len, tgt_len)['source'], 0.2)
+    self.assertGreater(
+      bucketing.padding_fraction(_buckets(src, tgt, num_buckets=2, batch_size=64), src_len, tgt_len)['source'], 0.2
+    )
 
   def test_token_batches_hold_about_batch_tokens(self):
     src, _ = _split(200)
-    tgt = [x[:len(x) // 2 + 1] for x in src]  # target lengths follow the source lengths, as in translation
+    tgt = [x[: len(x) // 2 + 1] for x in src]  # target lengths follow the source lengths, as in translation
     buckets = _buckets(src, tgt, num_buckets=3, batch_tokens=256, multiple=4)
     for b in buckets:
       self.assertEqual(b.batch_size % 4, 0)
@@ -150,7 +165,6 @@ class BucketingTest(parameterized.TestCase):
 
 
 class IteratorTest(absltest.TestCase):
-
   def _data(self, n=64):
     src, tgt = _split(n)
     split = pipeline.Split('train', [''] * n, [''] * n, src, tgt)
@@ -175,8 +189,9 @@ class IteratorTest(absltest.TestCase):
     for _ in range(10):
       batch = next(whole)
       halves = [next(p) for p in parts]
-      self.assertEqual(collections.Counter(_ids_of(halves[0]) + _ids_of(halves[1])),
-                       collections.Counter(_ids_of(batch)))
+      self.assertEqual(
+        collections.Counter(_ids_of(halves[0]) + _ids_of(halves[1])), collections.Counter(_ids_of(batch))
+      )
       self.assertEqual(halves[0]['inputs'].shape[0], 4)
 
 

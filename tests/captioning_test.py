@@ -1,6 +1,7 @@
 """Image captioning: the digit canvases and the image-folder builder, the image frontend's column layout, the CNN
 grid encoder's memory mask, the doubly stochastic attention regulariser, and a tiny end-to-end run (train,
 evaluate on image files, translate with per-token attention overlays)."""
+
 import json
 import os
 import subprocess
@@ -31,10 +32,10 @@ from experiments.captioning import digits  # pylint: disable=g-import-not-at-top
 
 
 class DigitCanvasTest(absltest.TestCase):
-
   def test_digit_pools_are_disjoint_and_cover_every_image(self):
-    pools = {s: {i for i in range(1797) if image_datasets.digits_split(i) == s}
-             for s in ('train', 'validation', 'test')}
+    pools = {
+      s: {i for i in range(1797) if image_datasets.digits_split(i) == s} for s in ('train', 'validation', 'test')
+    }
     self.assertEqual(sum(map(len, pools.values())), 1797)
     self.assertEqual(len(pools['train'] | pools['validation'] | pools['test']), 1797)
     self.assertBetween(len(pools['test']) / 1797, 0.19, 0.21)
@@ -77,7 +78,6 @@ class DigitCanvasTest(absltest.TestCase):
 
 
 class FrontendAndFolderTest(absltest.TestCase):
-
   def test_columns_layout_round_trips(self):
     frontend = images.ImageFrontend(height=4, width=6, channels=3)
     pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
@@ -100,9 +100,15 @@ class FrontendAndFolderTest(absltest.TestCase):
     with open(os.path.join(folder, 'test.tsv'), 'w') as f:
       f.write('b.jpg\ta dark square\n')
     config = digits.get_config('size=tiny')
-    config.data.update(name='image_folder', files=f'train={folder}/captions.tsv;test={folder}/test.tsv',
-                       image_height=8, image_width=16, image_channels=1, eval_split='train',
-                       data_dir=self.create_tempdir().full_path)
+    config.data.update(
+      name='image_folder',
+      files=f'train={folder}/captions.tsv;test={folder}/test.tsv',
+      image_height=8,
+      image_width=16,
+      image_channels=1,
+      eval_split='train',
+      data_dir=self.create_tempdir().full_path,
+    )
     pipeline.resolve_paths(config.data)
     data = pipeline.prepare(config.data)
     self.assertEqual(data.splits['train'].targets, ['a light square', 'bright', 'a dark square'])
@@ -110,14 +116,16 @@ class FrontendAndFolderTest(absltest.TestCase):
     self.assertIn('c.png: not a readable image', data.report['skipped_images']['files'][0])
     config.data.files = f'train={folder}/captions.tsv;test={folder}/captions.tsv'  # c.png in the test split too
     pipeline.resolve_paths(config.data)
-    with self.assertRaisesRegex(ValueError, r"captions.tsv:4: .*c.png: not a readable image.*'test' split are never "
-                                            'dropped'):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"captions.tsv:4: .*c.png: not a readable image.*'test' split are never "
+      'dropped',
+    ):
       pipeline.prepare(config.data)
     x = data.splits['train'].src_ids[0]
     self.assertEqual(x.shape, (16, 8))
     self.assertAlmostEqual(float(x.mean()), 200 / 255, places=2)
     self.assertEqual(data.src_vocab, images.ImageFrontend(8, 16, 1))
-
 
   def test_a_decompression_bomb_is_an_unreadable_image(self):
     path = os.path.join(self.create_tempdir().full_path, 'big.png')
@@ -128,16 +136,24 @@ class FrontendAndFolderTest(absltest.TestCase):
 
 
 class GridAndRegulariserTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ('tokens', dict(src_vocab_size=9)),
-      ('frames', dict(input_kind='frames', input_features=6, frame_stride=2)),
-      ('frames_pyramid', dict(input_kind='frames', input_features=6, frame_stride=4, pyramid=True, num_layers=2)),
-      ('image', dict(input_kind='image', input_features=6, cnn_layers=2, cnn_features=4)),
-      ('image_rgb', dict(input_kind='image', input_features=6, image_channels=3, cnn_layers=1, cnn_features=4)))
+    ('tokens', dict(src_vocab_size=9)),
+    ('frames', dict(input_kind='frames', input_features=6, frame_stride=2)),
+    ('frames_pyramid', dict(input_kind='frames', input_features=6, frame_stride=4, pyramid=True, num_layers=2)),
+    ('image', dict(input_kind='image', input_features=6, cnn_layers=2, cnn_features=4)),
+    ('image_rgb', dict(input_kind='image', input_features=6, image_channels=3, cnn_layers=1, cnn_features=4)),
+  )
   def test_memory_mask_matches_the_encoder(self, fields):
-    cfg = models.Seq2SeqConfig(tgt_vocab_size=7, embed_dim=8, hidden_dim=8, bidirectional=True, bridge='dense',
-                               attention='bahdanau', attention_score='additive', **fields)
+    cfg = models.Seq2SeqConfig(
+      tgt_vocab_size=7,
+      embed_dim=8,
+      hidden_dim=8,
+      bidirectional=True,
+      bridge='dense',
+      attention='bahdanau',
+      attention_score='additive',
+      **fields,
+    )
     model = models.Seq2Seq(cfg)
     mask = jnp.array([[1] * 11, [1] * 5 + [0] * 6, [0] * 11])
     x = mask if cfg.input_kind == 'tokens' else jnp.ones((3, 11, 6))
@@ -154,28 +170,47 @@ class GridAndRegulariserTest(parameterized.TestCase):
     weights = jnp.ones((1, 2))
     self.assertAlmostEqual(float(steps.doubly_stochastic_loss_sum(attn, weights, jnp.array([[1, 1, 0]]))), 0.0)
     self.assertAlmostEqual(float(steps.doubly_stochastic_loss_sum(attn, weights, jnp.array([[1, 1, 1]]))), 1.0)
-    self.assertAlmostEqual(float(steps.doubly_stochastic_loss_sum(attn, jnp.array([[1.0, 0.0]]),
-                                                                  jnp.array([[1, 1, 0]]))), 0.5)
+    self.assertAlmostEqual(
+      float(steps.doubly_stochastic_loss_sum(attn, jnp.array([[1.0, 0.0]]), jnp.array([[1, 1, 0]]))), 0.5
+    )
 
   def test_regulariser_changes_the_training_loss(self):
-    cfg = models.Seq2SeqConfig(input_kind='image', input_features=8, tgt_vocab_size=7, embed_dim=8, hidden_dim=8,
-                               bidirectional=True, bridge='dense', attention='bahdanau', attention_score='additive',
-                               cnn_features=4)
+    cfg = models.Seq2SeqConfig(
+      input_kind='image',
+      input_features=8,
+      tgt_vocab_size=7,
+      embed_dim=8,
+      hidden_dim=8,
+      bidirectional=True,
+      bridge='dense',
+      attention='bahdanau',
+      attention_score='additive',
+      cnn_features=4,
+    )
     model = models.Seq2Seq(cfg)
-    batch = {'inputs': jnp.ones((2, 12, 8)), 'inputs_mask': jnp.ones((2, 12), jnp.int32),
-             'targets': jnp.array([[4, 5, 3], [6, 3, 0]])}
+    batch = {
+      'inputs': jnp.ones((2, 12, 8)),
+      'inputs_mask': jnp.ones((2, 12), jnp.int32),
+      'targets': jnp.array([[4, 5, 3], [6, 3, 0]]),
+    }
     params = model.init(jax.random.PRNGKey(0), batch['inputs'], batch['inputs_mask'], batch['targets'])['params']
     plain, _ = steps._loss_and_sums(params, model.apply, batch, jax.random.PRNGKey(1), 0.0)  # pylint: disable=protected-access
-    regularised, _ = steps._loss_and_sums(params, model.apply, batch, jax.random.PRNGKey(1), 0.0,  # pylint: disable=protected-access
-                                          doubly_stochastic_weight=2.0)
+    regularised, _ = steps._loss_and_sums(
+      params,
+      model.apply,
+      batch,
+      jax.random.PRNGKey(1),
+      0.0,  # pylint: disable=protected-access
+      doubly_stochastic_weight=2.0,
+    )
     self.assertGreater(float(regularised), float(plain))
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
   return testutil.run(*args, stdin=stdin)
 
-class EndToEndTest(absltest.TestCase):
 
+class EndToEndTest(absltest.TestCase):
   @pytest.mark.slow  # about 60 s; the fast tier keeps the builder, frontend, encoder and regulariser tests
   def test_trains_evaluates_files_and_draws_overlays(self):
     config = digits.get_config('size=tiny')
@@ -200,14 +235,24 @@ class EndToEndTest(absltest.TestCase):
       f.write('\n'.join(paths) + '\n')
     with open(os.path.join(folder, 'ref.txt'), 'w') as f:
       f.write('\n'.join(refs) + '\n')
-    evaluated = _run('-m', 's2s_jax.evaluate', f'--workdir={workdir}', f'--source_file={folder}/src.txt',
-                     f'--reference_file={folder}/ref.txt')
+    evaluated = _run(
+      '-m',
+      's2s_jax.evaluate',
+      f'--workdir={workdir}',
+      f'--source_file={folder}/src.txt',
+      f'--reference_file={folder}/ref.txt',
+    )
     self.assertEqual(evaluated.returncode, 0, evaluated.stderr[-3000:])
     with open(os.path.join(workdir, 'eval_src.json')) as f:
       self.assertEqual(json.load(f)['num_sentences'], 3)
     plots = os.path.join(folder, 'att')
-    translated = _run('-m', 's2s_jax.translate', f'--workdir={workdir}', f'--attention_dir={plots}',
-                      stdin=paths[0] + '\n' + paths[1] + '\n')
+    translated = _run(
+      '-m',
+      's2s_jax.translate',
+      f'--workdir={workdir}',
+      f'--attention_dir={plots}',
+      stdin=paths[0] + '\n' + paths[1] + '\n',
+    )
     self.assertEqual(translated.returncode, 0, translated.stderr[-3000:])
     self.assertLen(translated.stdout.splitlines(), 2)
     self.assertEqual(sorted(os.listdir(plots)), ['000001.png', '000002.png'])

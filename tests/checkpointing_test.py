@@ -1,4 +1,5 @@
 """Tests of checkpointing.py: damaged, partial and foreign checkpoints, rotation, best/, failed saves."""
+
 import json
 import os
 import shutil
@@ -22,7 +23,6 @@ def _tiny(data_dir, **overrides):
 
 
 class DamagedCheckpointTest(absltest.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -76,9 +76,10 @@ class DamagedCheckpointTest(absltest.TestCase):
 
   def test_a_cut_or_reordered_vocabulary_is_refused(self):
     from s2s_jax import inference  # pylint: disable=g-import-not-at-top
+
     cut = r'vocab.tgt.json has \d+ entries, but config.json says model.tgt_vocab_size=\d+'
     reordered = r'vocab.tgt.json differs from the vocabulary this run was trained with'
-    for change, message in ((lambda t: t[:len(t) // 2], cut), (lambda t: t[:4] + t[4:][::-1], reordered)):
+    for change, message in ((lambda t: t[: len(t) // 2], cut), (lambda t: t[:4] + t[4:][::-1], reordered)):
       workdir = self._copy()
       path = os.path.join(workdir, 'vocab.tgt.json')
       with open(path) as f:
@@ -118,7 +119,7 @@ class DamagedCheckpointTest(absltest.TestCase):
     for step in (10, 20, 30):
       checkpointing.save(mngr, state.replace(step=step), Iterator())
       mngr.wait_until_finished()
-      self.assertEqual(mngr.all_steps(), [10, 20, 30][max(0, step // 10 - 2):step // 10])
+      self.assertEqual(mngr.all_steps(), [10, 20, 30][max(0, step // 10 - 2) : step // 10])
 
   def test_both_managers_remove_the_temporary_folders_of_interrupted_saves(self):
     workdir = self.create_tempdir().full_path
@@ -126,8 +127,9 @@ class DamagedCheckpointTest(absltest.TestCase):
       os.makedirs(os.path.join(workdir, folder, '30.orbax-checkpoint-tmp-1796000000000000'))
     checkpointing.make_manager(workdir, 2)
     checkpointing.make_best_manager(workdir, 'eval/loss', 'min')
-    self.assertEqual((os.listdir(os.path.join(workdir, 'checkpoints')), os.listdir(os.path.join(workdir, 'best'))),
-                     ([], []))
+    self.assertEqual(
+      (os.listdir(os.path.join(workdir, 'checkpoints')), os.listdir(os.path.join(workdir, 'best'))), ([], [])
+    )
 
   def test_best_holds_the_best_step_in_min_and_max_mode(self):
     params = testutil.small_state().params
@@ -144,27 +146,27 @@ class DamagedCheckpointTest(absltest.TestCase):
     workdir = self._copy()
     best = os.listdir(os.path.join(workdir, 'best'))
     self.assertLen([d for d in best if d.isdigit()], 1)
-    self.assertEqual(sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit()),
-                     [20, 40])
+    self.assertEqual(sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit()), [20, 40])
 
 
 def _restore_step(mngr, workdir, **model_changes) -> int:
   """Restores into a fresh state of the run's model (with `model_changes`) and returns the restored step."""
   from s2s_jax import config_lib, optim  # pylint: disable=g-import-not-at-top
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   with open(os.path.join(workdir, 'config.json')) as f:
     config = config_lib.from_saved(json.load(f))
   config.model.update(model_changes)
   data = pipeline.prepare(config.data, vocab_dir=workdir)
   model = models.Seq2Seq(config_lib.model_config(config))
-  state = steps.create_train_state(jax.random.PRNGKey(0), model, optim.make_optimizer(config.optim, 40),
-                                   data.src_len, data.tgt_len)
+  state = steps.create_train_state(
+    jax.random.PRNGKey(0), model, optim.make_optimizer(config.optim, 40), data.src_len, data.tgt_len
+  )
   it = pipeline.train_iterator(data, config.data.batch_size, config.seed)
   return int(checkpointing.restore_or_init(mngr, state, it).step)
 
 
 class FailedSaveTest(absltest.TestCase):
-
   def test_a_failed_save_keeps_the_older_checkpoint(self):
     mngr = checkpointing.make_manager(self.create_tempdir().full_path, 1)
     state = testutil.small_state()

@@ -1,4 +1,5 @@
 """Tests of the translate and evaluate command lines on a real (tiny) trained run."""
+
 import gzip
 import json
 import os
@@ -17,16 +18,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from experiments import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_DATES = ['le 3 mars 1998', 'March 3, 1998', '1998/03/03', 'Tuesday, March 3rd 98', '3.3.1998', '19980303',
-          'the 21st of august, 1987', 'août 2099', '12/31/1999', '1 janvier 2000']
+_DATES = [
+  'le 3 mars 1998',
+  'March 3, 1998',
+  '1998/03/03',
+  'Tuesday, March 3rd 98',
+  '3.3.1998',
+  '19980303',
+  'the 21st of august, 1987',
+  'août 2099',
+  '12/31/1999',
+  '1 janvier 2000',
+]
 
 
 def _run(module: str, *flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
   return testutil.run('-m', module, *flags, stdin=stdin)
 
+
 @pytest.mark.slow  # trains a model, then runs translate / evaluate in subprocesses (about 100 s of CPU)
 class CliTest(absltest.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -48,8 +59,7 @@ class CliTest(absltest.TestCase):
   def test_lines_end_at_newline_only(self):
     """Form feed, U+2028/2029, U+0085, U+001C and a bare carriage return are characters inside a line: 7 input lines
     give 7 output lines, and the truncation warning names the right line (\r\n is one line end)."""
-    lines = ['le 3 mars\x0c1998', 'March 3,\u20281998', '1998/03/03\u2029', 'x\x85y', 'a\rb', 'c\x1cd',
-             'y' * 200]
+    lines = ['le 3 mars\x0c1998', 'March 3,\u20281998', '1998/03/03\u2029', 'x\x85y', 'a\rb', 'c\x1cd', 'y' * 200]
     path = os.path.join(self.create_tempdir().full_path, 'in.txt')
     with open(path, 'wb') as f:
       f.write(('\r\n'.join(lines) + '\n').encode('utf-8'))
@@ -61,8 +71,15 @@ class CliTest(absltest.TestCase):
   def test_translate_n_best_scores_empty_and_long_lines(self):
     lines = ['le 3 mars 1998', '', 'x' * 200, 'March 3, 1998']
     attention_dir = os.path.join(self.create_tempdir().full_path, 'att')
-    result = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=3', '--n_best=3', '--print_scores',
-                  f'--attention_dir={attention_dir}', stdin='\n'.join(lines) + '\n')
+    result = _run(
+      's2s_jax.translate',
+      f'--workdir={self.workdir}',
+      '--beam_size=3',
+      '--n_best=3',
+      '--print_scores',
+      f'--attention_dir={attention_dir}',
+      stdin='\n'.join(lines) + '\n',
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     out = result.stdout.splitlines()
     self.assertLen(out, 3 * len(lines))
@@ -76,13 +93,26 @@ class CliTest(absltest.TestCase):
 
   def test_a_sentence_decodes_the_same_alone_and_in_a_batch_of_64(self):
     rng = np.random.RandomState(0)
-    batch = [_DATES[i] + ' ' * int(rng.randint(0, 3)) + ('1' * int(rng.randint(0, 9))) for i in
-             rng.randint(0, len(_DATES), 64)]
+    batch = [
+      _DATES[i] + ' ' * int(rng.randint(0, 3)) + ('1' * int(rng.randint(0, 9))) for i in rng.randint(0, len(_DATES), 64)
+    ]
     batch[17] = 'Tuesday, March 3rd 98'
-    together = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=4', '--print_scores',
-                    '--batch_size=64', f'--input={self._write("batch.txt", batch)}')
-    alone = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=4', '--print_scores',
-                 '--batch_size=64', stdin='Tuesday, March 3rd 98\n')
+    together = _run(
+      's2s_jax.translate',
+      f'--workdir={self.workdir}',
+      '--beam_size=4',
+      '--print_scores',
+      '--batch_size=64',
+      f'--input={self._write("batch.txt", batch)}',
+    )
+    alone = _run(
+      's2s_jax.translate',
+      f'--workdir={self.workdir}',
+      '--beam_size=4',
+      '--print_scores',
+      '--batch_size=64',
+      stdin='Tuesday, March 3rd 98\n',
+    )
     self.assertEqual(together.returncode, 0, together.stderr[-3000:])
     self.assertEqual(alone.returncode, 0, alone.stderr[-3000:])
     self.assertEqual(alone.stdout.splitlines(), [together.stdout.splitlines()[17]])
@@ -105,14 +135,33 @@ class CliTest(absltest.TestCase):
     source = self._write('dates.src.gz', _DATES)
     ref1 = self._write('dates.ref1.gz', ['1998-03-03'] * len(_DATES))
     ref2 = self._write('dates.ref2', ['1999-12-31'] * len(_DATES))
-    result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', f'--source_file={source}',
-                  f'--reference_file={ref1}', f'--reference_file={ref2}', '--beam_size=2')
+    result = _run(
+      's2s_jax.evaluate',
+      f'--workdir={self.workdir}',
+      f'--source_file={source}',
+      f'--reference_file={ref1}',
+      f'--reference_file={ref2}',
+      '--beam_size=2',
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(os.path.join(self.workdir, 'eval_dates.json')) as f:  # the name defaults to the source stem
       scores = json.load(f)
-    for key in ('bleu', 'bleu_signature', 'bleu_lc', 'chrf', 'chrf_signature', 'exact_match', 'bleu_by_src_len',
-                'len_ratio', 'decode_s', 'sentences_per_s', 'num_sentences', 'beam_size', 'length_alpha',
-                'checkpoint_step'):
+    for key in (
+      'bleu',
+      'bleu_signature',
+      'bleu_lc',
+      'chrf',
+      'chrf_signature',
+      'exact_match',
+      'bleu_by_src_len',
+      'len_ratio',
+      'decode_s',
+      'sentences_per_s',
+      'num_sentences',
+      'beam_size',
+      'length_alpha',
+      'checkpoint_step',
+    ):
       self.assertIn(key, scores)
     self.assertIn('nrefs:2', scores['bleu_signature'])
     self.assertEqual((scores['num_sentences'], scores['beam_size']), (len(_DATES), 2))
@@ -122,8 +171,7 @@ class CliTest(absltest.TestCase):
   def test_evaluate_refuses_misaligned_files(self):
     source = self._write('a.txt', _DATES)
     ref = self._write('b.txt', _DATES[:-1])
-    result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', f'--source_file={source}',
-                  f'--reference_file={ref}')
+    result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', f'--source_file={source}', f'--reference_file={ref}')
     self.assertNotEqual(result.returncode, 0)
     self.assertIn('has 9 lines but', result.stderr)
 

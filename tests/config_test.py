@@ -1,4 +1,5 @@
 """Tests of experiment configs: every file builds for every size, round-trips through JSON, validates and trains."""
+
 import glob
 import importlib.util
 import os
@@ -17,14 +18,15 @@ from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'experiments', '**', '*.py'),
-                                                                  recursive=True)
-                     if not os.path.basename(p).startswith('_') and '/sweeps/' not in p)
+EXPERIMENTS = sorted(
+  os.path.relpath(p, ROOT)
+  for p in glob.glob(os.path.join(ROOT, 'experiments', '**', '*.py'), recursive=True)
+  if not os.path.basename(p).startswith('_') and '/sweeps/' not in p
+)
 
 
 def _load(path: str):
-  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0],
-                                                os.path.join(ROOT, path))
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], os.path.join(ROOT, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -43,12 +45,18 @@ CORPUS_EXPERIMENTS = [p for p in EXPERIMENTS if _uses_a_corpus(p)]
 
 
 class ExperimentFilesTest(parameterized.TestCase):
-
   def test_the_fixed_names_exist(self):
-    for name in ('experiments/default.py', 'experiments/tasks/copy.py', 'experiments/tasks/reverse.py',
-                 'experiments/tasks/sort.py', 'experiments/tasks/addition.py', 'experiments/benchmarks/lstm512.py',
-                 'experiments/multi30k/seq2seq_lstm.py', 'experiments/multi30k/gru_context.py',
-                 'experiments/multi30k/bahdanau_bigru.py'):
+    for name in (
+      'experiments/default.py',
+      'experiments/tasks/copy.py',
+      'experiments/tasks/reverse.py',
+      'experiments/tasks/sort.py',
+      'experiments/tasks/addition.py',
+      'experiments/benchmarks/lstm512.py',
+      'experiments/multi30k/seq2seq_lstm.py',
+      'experiments/multi30k/gru_context.py',
+      'experiments/multi30k/bahdanau_bigru.py',
+    ):
       self.assertIn(name, EXPERIMENTS)
 
   @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS])
@@ -105,52 +113,66 @@ def _config(**overrides):
 
 
 class ValidationTest(parameterized.TestCase):
-
   def test_base_config_is_valid(self):
     config_lib.validate(config_lib.base_config())
 
   @parameterized.named_parameters(
-      ('choice_attention', dict(model__attention='bahdanu'),
-       r"model.attention='bahdanu' is not one of \('none_init', 'none_concat', 'bahdanau', 'luong'\)"),
-      ('choice_cell', dict(model__cell='LSTM'), r"model.cell='LSTM' is not one of \('rnn', 'gru', 'lstm'\)"),
-      ('choice_optimizer', dict(optim__optimizer='adagrad'), r"optim.optimizer='adagrad' is not one of \('adam'"),
-      ('choice_schedule', dict(optim__schedule='linear'), r"optim.schedule='linear' is not one of"),
-      ('choice_metric', dict(eval__metric='accuracy'), r"eval.metric='accuracy' is not one of \('loss'"),
-      ('choice_mode', dict(eval__mode='maximum'), r"eval.mode='maximum' is not one of \('max', 'min'\)"),
-      ('choice_data', dict(data__name='wmt'), r"data.name='wmt' is not one of \('dates'"),
-      ('choice_tokenizer', dict(data__tokenizer='bpe'),
-       r"data.tokenizer='bpe' is not one of \('char', 'word', 'moses', 'sentencepiece'\)"),
-      ('combination', dict(model__attention='bahdanau', model__input_feeding=True),
-       'input feeding exists only in the luong flow'),
-      ('dropout', dict(model__dropout_rate=1.5), r'model.dropout_rate must be in \[0.0, 1.0\), got 1.5'),
-      ('beam', dict(decode__beam_size=0), r'decode.beam_size must be in \[1, 1000\], got 0'),
-      ('batch', dict(data__batch_size=0), r'data.batch_size must be in \[1, 1000000\], got 0'),
-      ('hidden', dict(model__hidden_dim=-4), r'model.hidden_dim must be in \[1, 65536\], got -4'),
-      ('learning_rate', dict(optim__learning_rate=-1.0), r'optim.learning_rate must be in \[0.0, 1e\+38\]'),
-      ('learning_rate_nan', dict(optim__learning_rate=float('nan')), r'optim.learning_rate must be in'),
-      ('smoothing', dict(optim__label_smoothing=1.0), r'optim.label_smoothing must be in \[0.0, 1.0\)'),
-      ('cadence', dict(log_every_steps=30, checkpoint_every_steps=100),
-       'checkpoint_every_steps=100 must be a multiple of log_every_steps=30'),
-      ('accumulation', dict(data__batch_size=10, optim__grad_accum_steps=4),
-       'must be a multiple of optim.grad_accum_steps=4'),
-      ('halving', dict(optim__schedule='halving'), 'halving needs optim.decay_every_steps > 0'),
-      ('score_group', dict(eval__scores='bleu,meteor'), r"eval.scores item='meteor' is not one of \('bleu'"),
-      ('metric_not_scored', dict(eval__metric='rouge2'), r"eval.metric='rouge2' is not computed by eval.scores="),
-      ('min_len', dict(decode__min_len=64), 'decode.min_len=64 must be below the decoding length limit 64'),
-      ('coverage', dict(model__attention='none_init', decode__coverage_beta=0.2), 'coverage_beta needs attention'),
-      ('ngram', dict(decode__no_repeat_ngram_size=-1), r'decode.no_repeat_ngram_size must be in \[0, 100\]'),
-      # values that used to pass validation and fail late, or never
-      ('encoder_hidden', dict(model__encoder_hidden_dim=-8), r'model.encoder_hidden_dim must be in \[0, 65536\]'),
-      ('attention_dim', dict(model__attention_dim=-1), r'model.attention_dim must be in \[0, 65536\]'),
-      ('decay_factor', dict(optim__decay_factor=-1.0), r'optim.decay_factor must be in \(0.0, 1.0\]'),
-      ('eps', dict(optim__eps=-1.0), r'optim.eps must be in \(0.0, 1.0\]'),
-      ('b2', dict(optim__b2=5.0), r'optim.b2 must be in \[0.0, 1.0\)'),
-      ('max_len', dict(decode__max_len=10**9), r'decode.max_len must be in \[0, 100000\]'),
-      ('num_buckets', dict(data__num_buckets=10**6), r'data.num_buckets must be in \[0, 256\]'),
-      ('max_padding', dict(data__max_padding=0.0), r'data.max_padding must be in \(0.0, 1.0\)'),
-      ('weight_decay', dict(optim__weight_decay=0.01), r'optim.weight_decay=0.01 applies to optim.optimizer=adamw'),
-      ('momentum', dict(optim__momentum=0.9), r'optim.momentum=0.9 applies to optim.optimizer=sgd only'),
-      ('float16', dict(model__dtype='float16'), r'model.dtype=float16 needs loss scaling'),
+    (
+      'choice_attention',
+      dict(model__attention='bahdanu'),
+      r"model.attention='bahdanu' is not one of \('none_init', 'none_concat', 'bahdanau', 'luong'\)",
+    ),
+    ('choice_cell', dict(model__cell='LSTM'), r"model.cell='LSTM' is not one of \('rnn', 'gru', 'lstm'\)"),
+    ('choice_optimizer', dict(optim__optimizer='adagrad'), r"optim.optimizer='adagrad' is not one of \('adam'"),
+    ('choice_schedule', dict(optim__schedule='linear'), r"optim.schedule='linear' is not one of"),
+    ('choice_metric', dict(eval__metric='accuracy'), r"eval.metric='accuracy' is not one of \('loss'"),
+    ('choice_mode', dict(eval__mode='maximum'), r"eval.mode='maximum' is not one of \('max', 'min'\)"),
+    ('choice_data', dict(data__name='wmt'), r"data.name='wmt' is not one of \('dates'"),
+    (
+      'choice_tokenizer',
+      dict(data__tokenizer='bpe'),
+      r"data.tokenizer='bpe' is not one of \('char', 'word', 'moses', 'sentencepiece'\)",
+    ),
+    (
+      'combination',
+      dict(model__attention='bahdanau', model__input_feeding=True),
+      'input feeding exists only in the luong flow',
+    ),
+    ('dropout', dict(model__dropout_rate=1.5), r'model.dropout_rate must be in \[0.0, 1.0\), got 1.5'),
+    ('beam', dict(decode__beam_size=0), r'decode.beam_size must be in \[1, 1000\], got 0'),
+    ('batch', dict(data__batch_size=0), r'data.batch_size must be in \[1, 1000000\], got 0'),
+    ('hidden', dict(model__hidden_dim=-4), r'model.hidden_dim must be in \[1, 65536\], got -4'),
+    ('learning_rate', dict(optim__learning_rate=-1.0), r'optim.learning_rate must be in \[0.0, 1e\+38\]'),
+    ('learning_rate_nan', dict(optim__learning_rate=float('nan')), r'optim.learning_rate must be in'),
+    ('smoothing', dict(optim__label_smoothing=1.0), r'optim.label_smoothing must be in \[0.0, 1.0\)'),
+    (
+      'cadence',
+      dict(log_every_steps=30, checkpoint_every_steps=100),
+      'checkpoint_every_steps=100 must be a multiple of log_every_steps=30',
+    ),
+    (
+      'accumulation',
+      dict(data__batch_size=10, optim__grad_accum_steps=4),
+      'must be a multiple of optim.grad_accum_steps=4',
+    ),
+    ('halving', dict(optim__schedule='halving'), 'halving needs optim.decay_every_steps > 0'),
+    ('score_group', dict(eval__scores='bleu,meteor'), r"eval.scores item='meteor' is not one of \('bleu'"),
+    ('metric_not_scored', dict(eval__metric='rouge2'), r"eval.metric='rouge2' is not computed by eval.scores="),
+    ('min_len', dict(decode__min_len=64), 'decode.min_len=64 must be below the decoding length limit 64'),
+    ('coverage', dict(model__attention='none_init', decode__coverage_beta=0.2), 'coverage_beta needs attention'),
+    ('ngram', dict(decode__no_repeat_ngram_size=-1), r'decode.no_repeat_ngram_size must be in \[0, 100\]'),
+    # values that used to pass validation and fail late, or never
+    ('encoder_hidden', dict(model__encoder_hidden_dim=-8), r'model.encoder_hidden_dim must be in \[0, 65536\]'),
+    ('attention_dim', dict(model__attention_dim=-1), r'model.attention_dim must be in \[0, 65536\]'),
+    ('decay_factor', dict(optim__decay_factor=-1.0), r'optim.decay_factor must be in \(0.0, 1.0\]'),
+    ('eps', dict(optim__eps=-1.0), r'optim.eps must be in \(0.0, 1.0\]'),
+    ('b2', dict(optim__b2=5.0), r'optim.b2 must be in \[0.0, 1.0\)'),
+    ('max_len', dict(decode__max_len=10**9), r'decode.max_len must be in \[0, 100000\]'),
+    ('num_buckets', dict(data__num_buckets=10**6), r'data.num_buckets must be in \[0, 256\]'),
+    ('max_padding', dict(data__max_padding=0.0), r'data.max_padding must be in \(0.0, 1.0\)'),
+    ('weight_decay', dict(optim__weight_decay=0.01), r'optim.weight_decay=0.01 applies to optim.optimizer=adamw'),
+    ('momentum', dict(optim__momentum=0.9), r'optim.momentum=0.9 applies to optim.optimizer=sgd only'),
+    ('float16', dict(model__dtype='float16'), r'model.dtype=float16 needs loss scaling'),
   )
   def test_errors_name_the_field_and_the_choices(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -169,8 +191,11 @@ class ValidationTest(parameterized.TestCase):
   def test_unknown_field_lists_the_valid_ones(self):
     c = config_lib.base_config()
     c.model.hiden_dim = 3
-    with self.assertRaisesRegex(ValueError, r"Unknown config field 'model.hiden_dim'; valid fields of model: .*"
-                                            r"'model.hidden_dim'"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"Unknown config field 'model.hiden_dim'; valid fields of model: .*"
+      r"'model.hidden_dim'",
+    ):
       config_lib.validate(c)
 
   def test_wrong_type(self):
@@ -222,6 +247,7 @@ class EpochsTest(parameterized.TestCase):
   @parameterized.named_parameters(('token_budget_buckets', 0, 100), ('one_shape', 1, 0))
   def test_steps_are_epochs_times_the_batches_of_an_epoch(self, num_buckets, batch_tokens):
     from experiments import default  # pylint: disable=g-import-not-at-top
+
     config = default.get_config('size=tiny')
     config.data.update(data_dir=self.create_tempdir().full_path, num_buckets=num_buckets, batch_tokens=batch_tokens)
     config.num_train_epochs = 2.5

@@ -3,6 +3,7 @@
 Eight forced host devices let the pmap paths run on a CPU-only machine; setting them here (and never per
 module) is the only way that works under pytest-xdist, where JAX is already initialised when a module loads.
 """
+
 import atexit
 import os
 import shutil
@@ -14,8 +15,8 @@ import tempfile
 # that set their own XLA_FLAGS add S2S_TEST_XLA_FLAGS. Unset it (S2S_TEST_XLA_FLAGS=) to test at the default level.
 os.environ.setdefault('S2S_TEST_XLA_FLAGS', '--xla_backend_optimization_level=0')
 os.environ['XLA_FLAGS'] = ' '.join(
-    [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8',
-     os.environ['S2S_TEST_XLA_FLAGS']]).strip()
+  [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8', os.environ['S2S_TEST_XLA_FLAGS']]
+).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # A persistent compilation cache shared by the xdist workers of one session cuts repeated compiles. It is made
 # fresh by the first process of the session (the xdist controller; workers inherit its environment) and removed at
@@ -37,6 +38,7 @@ if not flags.FLAGS.is_parsed():
 
 try:
   from hypothesis import settings  # pylint: disable=g-import-not-at-top
+
   settings.register_profile('s2s', max_examples=25, deadline=None)
   settings.load_profile('s2s')
 except ImportError:  # hypothesis is a test extra

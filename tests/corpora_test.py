@@ -5,6 +5,7 @@ temporary `data.data_dir`; ../shared/data is only read. Where it is absent the t
 S2S_REQUIRE_DATA=1 (CONVENTIONS §1). The network is never used: `urlopen` is replaced by a function that fails,
 and the download tests serve the real slices through it.
 """
+
 import collections
 import contextlib
 import gzip
@@ -50,31 +51,43 @@ def _fake_urlopen(served: dict[str, bytes], requested: list[str]):
     del timeout
     requested.append(request.full_url)
     return io.BytesIO(served[request.full_url])
+
   return urlopen
 
 
 class _CorpusTest(parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     self.manual = self.create_tempdir('raw').full_path
     self.data_dir = self.create_tempdir('prepared').full_path
-    self.urlopen = self.enter_context(mock.patch.object(
-        corpora.urllib.request, 'urlopen', side_effect=AssertionError('network used without data.download=True')))
+    self.urlopen = self.enter_context(
+      mock.patch.object(
+        corpora.urllib.request, 'urlopen', side_effect=AssertionError('network used without data.download=True')
+      )
+    )
 
   def config(self, name: str, source_lang: str = '', target_lang: str = '', **kw):
     c = config_lib.base_config().data
-    c.update(dict(dict(name=name, manual_dir=self.manual, data_dir=self.data_dir, source_lang=source_lang,
-                       target_lang=target_lang), **kw))
+    c.update(
+      dict(
+        dict(
+          name=name, manual_dir=self.manual, data_dir=self.data_dir, source_lang=source_lang, target_lang=target_lang
+        ),
+        **kw,
+      )
+    )
     return c
 
   def prepared_files(self) -> dict[str, float]:
-    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
-            for d, _, files in os.walk(self.data_dir) for f in files if '.array_record' in f}
+    return {
+      os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+      for d, _, files in os.walk(self.data_dir)
+      for f in files
+      if '.array_record' in f
+    }
 
 
 class Multi30kTest(_CorpusTest):
-
   def setUp(self):
     super().setUp()
     src = shared_data.require(self, 'multi30k', 'task1', 'raw')
@@ -96,8 +109,13 @@ class Multi30kTest(_CorpusTest):
 
   def test_first_pairs_verbatim(self):
     pairs = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
-    self.assertEqual(pairs['train'][0], ('Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.',
-                                         'Two young, White males are outside near many bushes.'))
+    self.assertEqual(
+      pairs['train'][0],
+      (
+        'Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.',
+        'Two young, White males are outside near many bushes.',
+      ),
+    )
     pairs = corpora.load_pairs(self.config('multi30k', 'fr', 'de'))
     self.assertEqual(pairs['test'][0][0], 'Un homme avec un chapeau orange regardant quelque chose.')
 
@@ -141,8 +159,15 @@ class Multi30kTest(_CorpusTest):
     with self.assertRaises(FileNotFoundError) as cm:
       corpora.load_pairs(self.config('multi30k', 'de', 'en', manual_dir=missing))
     msg = str(cm.exception)
-    for part in (missing, 'is missing', 'data.manual_dir', 'S2S_DATA_DIR', 'task1/raw/train.de.gz',
-                 'task1/raw/test_2016_flickr.en.gz', 'data.download=True'):
+    for part in (
+      missing,
+      'is missing',
+      'data.manual_dir',
+      'S2S_DATA_DIR',
+      'task1/raw/train.de.gz',
+      'task1/raw/test_2016_flickr.en.gz',
+      'data.download=True',
+    ):
       self.assertIn(part, msg)
     self.urlopen.assert_not_called()
 
@@ -158,8 +183,10 @@ class Multi30kTest(_CorpusTest):
 
   def test_download_fetches_missing_files_into_data_dir(self):
     base = 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/'
-    served = {base + f'{stem}.{lang}.gz': gzip.compress(''.join(l + '\n' for l in self.raw[stem, lang]).encode())
-              for stem, lang in self.raw}
+    served = {
+      base + f'{stem}.{lang}.gz': gzip.compress(''.join(l + '\n' for l in self.raw[stem, lang]).encode())
+      for stem, lang in self.raw
+    }
     requested = []
     self.urlopen.side_effect = _fake_urlopen(served, requested)
     empty = self.create_tempdir('empty').full_path
@@ -169,8 +196,10 @@ class Multi30kTest(_CorpusTest):
     pairs = corpora.load_pairs(self.config('multi30k', 'en', 'fr', manual_dir=empty, download=True))
     self.assertEqual(pairs, self.expected('en', 'fr'))
     self.assertLen(requested, 6)
-    self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, 'downloads', 'multi30k', 'task1', 'raw'))),
-                     sorted(f'{stem}.{lang}.gz' for stem in _M30K_SIZES for lang in ('en', 'fr')))
+    self.assertEqual(
+      sorted(os.listdir(os.path.join(self.data_dir, 'downloads', 'multi30k', 'task1', 'raw'))),
+      sorted(f'{stem}.{lang}.gz' for stem in _M30K_SIZES for lang in ('en', 'fr')),
+    )
     self.assertEqual(os.listdir(empty), [])
 
   def test_tfds_reads_a_prepared_dataset(self):
@@ -190,7 +219,6 @@ class Multi30kTest(_CorpusTest):
 
 
 class TatoebaTest(_CorpusTest):
-
   def setUp(self):
     super().setUp()
     self.lines = _head(shared_data.require(self, 'tatoeba_fra_eng', 'fra.txt.gz'), 3000)
@@ -230,12 +258,12 @@ class TatoebaTest(_CorpusTest):
   def test_download_reads_the_first_two_fields_of_the_zip(self):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, 'w') as z:
-      z.writestr('fra.txt', ''.join(f'{en}\t{fr}\tCC-BY 2.0 (France) Attribution: tatoeba.org\n'
-                                    for en, fr in self.raw))
+      z.writestr(
+        'fra.txt', ''.join(f'{en}\t{fr}\tCC-BY 2.0 (France) Attribution: tatoeba.org\n' for en, fr in self.raw)
+      )
       z.writestr('_about.txt', 'about')
     requested = []
-    self.urlopen.side_effect = _fake_urlopen({'https://www.manythings.org/anki/fra-eng.zip': buf.getvalue()},
-                                             requested)
+    self.urlopen.side_effect = _fake_urlopen({'https://www.manythings.org/anki/fra-eng.zip': buf.getvalue()}, requested)
     pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
     self.assertEqual(sorted(p for split in pairs.values() for p in split), sorted(self.raw))
     self.assertTrue(os.path.isfile(os.path.join(self.data_dir, 'downloads', 'tatoeba', 'fra.txt.gz')))
@@ -244,7 +272,6 @@ class TatoebaTest(_CorpusTest):
 
 
 class Iwslt15Test(_CorpusTest):
-
   def setUp(self):
     super().setUp()
     src = shared_data.require(self, 'iwslt15_en_vi')
@@ -265,8 +292,14 @@ class Iwslt15Test(_CorpusTest):
     with self.assertRaises(ValueError) as cm:
       corpora.require_split(pairs, 'train', c)
     msg = str(cm.exception)
-    for part in ("no 'train' split", "['train.en', 'train.vi']", self.manual, 'S2S_DATA_DIR/iwslt15_en_vi',
-                 'data.download=True', 'nlp.stanford.edu'):
+    for part in (
+      "no 'train' split",
+      "['train.en', 'train.vi']",
+      self.manual,
+      'S2S_DATA_DIR/iwslt15_en_vi',
+      'data.download=True',
+      'nlp.stanford.edu',
+    ):
       self.assertIn(part, msg)
 
   def test_train_files_added_later(self):
@@ -289,20 +322,21 @@ class Iwslt15Test(_CorpusTest):
 
 
 class DownloadChecksumTest(absltest.TestCase):
-
   def test_official_files_must_match_their_known_sha256(self):
     path = shared_data.require(self, 'multi30k', 'task1', 'raw', 'val.de.gz')
     with open(path, 'rb') as f:
       data = f.read()
     corpora._check_download('multi30k', 'val.de.gz', data)  # pylint: disable=protected-access  (the official file)
-    with self.assertRaisesRegex(ValueError, r'The download of val.de.gz \(multi30k\) has sha256 \w+, not the '
-                                            r"official file's f0cba2f9"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r'The download of val.de.gz \(multi30k\) has sha256 \w+, not the '
+      r"official file's f0cba2f9",
+    ):
       corpora._check_download('multi30k', 'val.de.gz', data[:-1])  # pylint: disable=protected-access
     corpora._check_download('tatoeba', 'fra.txt.gz', b'anything')  # pylint: disable=protected-access  (no checksum)
 
 
 class ParallelTextTest(_CorpusTest):
-
   def setUp(self):
     super().setUp()
     src = shared_data.require(self, 'multi30k', 'task1', 'raw')
@@ -317,13 +351,22 @@ class ParallelTextTest(_CorpusTest):
 
   def test_plain_gz_and_tsv_with_relative_paths(self):
     with contextlib.chdir(self.dir):
-      pairs = corpora.load_pairs(self.config('parallel_text', files='train=a.de,a.en;validation=b.de.gz,b.en.gz;'
-                                                                        'test=c.tsv'))
-    self.assertEqual(pairs, {'train': list(zip(self.de[:30], self.en[:30])),
-                             'validation': list(zip(self.de[30:], self.en[30:])), 'test': self.tsv})
+      pairs = corpora.load_pairs(
+        self.config('parallel_text', files='train=a.de,a.en;validation=b.de.gz,b.en.gz;test=c.tsv')
+      )
+    self.assertEqual(
+      pairs,
+      {
+        'train': list(zip(self.de[:30], self.en[:30])),
+        'validation': list(zip(self.de[30:], self.en[30:])),
+        'test': self.tsv,
+      },
+    )
     self.assertIsNone(corpora.resolve_manual_dir(self.config('parallel_text')))
-    self.assertEqual(corpora.resolve_files(f'train={self.dir}/a.de, {self.dir}/a.en'),
-                     {'train': (os.path.join(self.dir, 'a.de'), os.path.join(self.dir, 'a.en'))})
+    self.assertEqual(
+      corpora.resolve_files(f'train={self.dir}/a.de, {self.dir}/a.en'),
+      {'train': (os.path.join(self.dir, 'a.de'), os.path.join(self.dir, 'a.en'))},
+    )
 
   def test_empty_lines_are_kept(self):
     _write(os.path.join(self.dir, 'e.de'), ['eins', '', 'drei'])
@@ -374,14 +417,23 @@ class ParallelTextTest(_CorpusTest):
     _write(os.path.join(self.dir, 'big.en'), [f'{self.en[i % 60]} {i}' for i in range(n)])
     files = f'train={self.dir}/big.de,{self.dir}/big.en;validation={self.dir}/b.de.gz,{self.dir}/b.en.gz'
     script = (
-        'import sys\n'
-        'from s2s_jax import config_lib\n'
-        'from s2s_jax.data import corpora\n'
-        'c = config_lib.base_config().data\n'
-        'c.update(name="parallel_text", files=sys.argv[1], data_dir=sys.argv[2])\n'
-        'print({k: len(v) for k, v in sorted(corpora.load_pairs(c).items())})\n')
-    procs = [subprocess.Popen([sys.executable, '-c', script, files, self.data_dir], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=_REPO_ROOT) for _ in range(4)]
+      'import sys\n'
+      'from s2s_jax import config_lib\n'
+      'from s2s_jax.data import corpora\n'
+      'c = config_lib.base_config().data\n'
+      'c.update(name="parallel_text", files=sys.argv[1], data_dir=sys.argv[2])\n'
+      'print({k: len(v) for k, v in sorted(corpora.load_pairs(c).items())})\n'
+    )
+    procs = [
+      subprocess.Popen(
+        [sys.executable, '-c', script, files, self.data_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=_REPO_ROOT,
+      )
+      for _ in range(4)
+    ]
     for proc in procs:
       out, err = proc.communicate(timeout=300)
       self.assertEqual(proc.returncode, 0, err[-2000:])
@@ -394,7 +446,6 @@ class ParallelTextTest(_CorpusTest):
 
 
 class DataRootTest(absltest.TestCase):
-
   def test_default_data_root_is_independent_of_the_cwd(self):
     expected = os.path.abspath(os.path.join(_REPO_ROOT, '..', 'shared', 'data'))
     with mock.patch.dict(os.environ):
@@ -407,8 +458,10 @@ class DataRootTest(absltest.TestCase):
         self.assertEqual(corpora.resolve_manual_dir(c), os.path.join(expected, 'tatoeba_fra_eng'))
       os.environ['S2S_DATA_DIR'] = '/some/where'
       self.assertEqual(corpora.default_data_root(), '/some/where')
-    self.assertEqual(corpora.FOLDERS, {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng',
-                                       'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'})  # CONVENTIONS §4
+    self.assertEqual(
+      corpora.FOLDERS,
+      {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng', 'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'},
+    )  # CONVENTIONS §4
 
 
 if __name__ == '__main__':

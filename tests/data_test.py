@@ -4,6 +4,7 @@ The generated tasks themselves are tested in synthetic_test.py. Everything here 
 `data.data_dir` (never ~/.cache); the iterator properties run on hand-made splits whose example i has source id
 i + 4, so every row names the example it came from.
 """
+
 import glob
 import json
 import os
@@ -68,7 +69,7 @@ def _check_row(test, ids: np.ndarray, mask=None):
   eos = np.flatnonzero(ids == EOS_ID)
   test.assertLen(eos, 1, msg=f'exactly one EOS in {ids}')
   n = int(eos[0]) + 1
-  test.assertTrue(np.all((ids[:n - 1] >= _FIRST_ID) | (ids[:n - 1] == UNK_ID)), msg=f'PAD, BOS or EOS in {ids}')
+  test.assertTrue(np.all((ids[: n - 1] >= _FIRST_ID) | (ids[: n - 1] == UNK_ID)), msg=f'PAD, BOS or EOS in {ids}')
   np.testing.assert_array_equal(ids[n:], PAD_ID)
   if mask is not None:
     np.testing.assert_array_equal(mask, (np.arange(len(ids)) < n).astype(np.int32))
@@ -76,12 +77,15 @@ def _check_row(test, ids: np.ndarray, mask=None):
 
 
 class VocabTest(parameterized.TestCase):
-
   def test_reserved_ids(self):
     self.assertEqual((PAD_ID, UNK_ID, BOS_ID, EOS_ID), (0, 1, 2, 3))
     self.assertEqual(SPECIAL_TOKENS, ('<pad>', '<unk>', '<s>', '</s>'))
-    expected = {'char': [' ', 'x', 'y', 'z'], 'word': ['x', 'y', 'z'], 'moses': ['x', 'y', 'z'],
-                'sentencepiece': ['▁', 'x', 'y', 'z']}
+    expected = {
+      'char': [' ', 'x', 'y', 'z'],
+      'word': ['x', 'y', 'z'],
+      'moses': ['x', 'y', 'z'],
+      'sentencepiece': ['▁', 'x', 'y', 'z'],
+    }
     for kind in vocab_lib.TOKENIZERS:
       v = vocab_lib.Vocab.build(['x y', 'z'], kind, max_size=8 if kind == 'sentencepiece' else 0)
       self.assertEqual(v.tokens[:4], ['<pad>', '<unk>', '<s>', '</s>'])
@@ -112,8 +116,17 @@ class VocabTest(parameterized.TestCase):
     self.assertEqual(v.encode('a </s> b <pad> <s>'), [4, UNK_ID, 5, UNK_ID, UNK_ID])
     self.assertEqual(v.decode(v.encode('a </s> b')), 'a <unk> b')  # decoding does not stop at the literal
 
-  @parameterized.parameters((1, 0, ['a', 'b', 'c', 'd']), (2, 0, ['a', 'b']), (3, 0, ['a']), (4, 0, []),
-                            (1, 5, ['a']), (1, 6, ['a', 'b']), (1, 4, []), (1, 2, []), (2, 5, ['a']))
+  @parameterized.parameters(
+    (1, 0, ['a', 'b', 'c', 'd']),
+    (2, 0, ['a', 'b']),
+    (3, 0, ['a']),
+    (4, 0, []),
+    (1, 5, ['a']),
+    (1, 6, ['a', 'b']),
+    (1, 4, []),
+    (1, 2, []),
+    (2, 5, ['a']),
+  )
   def test_min_count_and_max_size(self, min_count, max_size, expected):
     v = vocab_lib.Vocab.build(['b a a', 'c b a', 'd'], 'word', min_count=min_count, max_size=max_size)
     self.assertEqual(v.tokens, [*SPECIAL_TOKENS, *expected])
@@ -133,8 +146,10 @@ class VocabTest(parameterized.TestCase):
     self.assertNotIn(UNK_ID, v.encode(text))
     self.assertEqual(v.decode(v.encode(text)), text)
 
-  @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=8), max_size=8),
-         st.sampled_from([' ', '  ', '\t', ' \n ']))
+  @given(
+    st.lists(st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=8), max_size=8),
+    st.sampled_from([' ', '  ', '\t', ' \n ']),
+  )
   def test_word_round_trip(self, words, sep):
     text = sep.join(words)
     normalised = ' '.join(text.split())
@@ -204,15 +219,15 @@ class VocabTest(parameterized.TestCase):
     self.assertNotEqual(v.sha256(), vocab_lib.Vocab.build(['b a a', 'c b a', 'e'], 'word').sha256())
 
   @parameterized.named_parameters(
-      ('truncated', b'{"kind": "char", "lowercase": false, "tokens": ["<pad>", "<u'),
-      ('empty', b''),
-      ('not_utf8', b'\xff\xfe\x00garbage'),
-      ('missing_key', b'{"kind": "char", "tokens": ["<pad>", "<unk>", "<s>", "</s>"]}'),
-      ('bad_specials', b'{"kind": "char", "lowercase": false, "tokens": ["a", "<unk>", "<s>", "</s>"]}'),
-      ('repeated', b'{"kind": "char", "lowercase": false, "tokens": ["<pad>", "<unk>", "<s>", "</s>", "a", "a"]}'),
-      ('bad_kind', b'{"kind": "bpe", "lowercase": false, "tokens": ["<pad>", "<unk>", "<s>", "</s>"]}'),
-      ('a_list', b'[1, 2, 3]'),
-      ('null_tokens', b'{"kind": "char", "lowercase": false, "tokens": null}'),
+    ('truncated', b'{"kind": "char", "lowercase": false, "tokens": ["<pad>", "<u'),
+    ('empty', b''),
+    ('not_utf8', b'\xff\xfe\x00garbage'),
+    ('missing_key', b'{"kind": "char", "tokens": ["<pad>", "<unk>", "<s>", "</s>"]}'),
+    ('bad_specials', b'{"kind": "char", "lowercase": false, "tokens": ["a", "<unk>", "<s>", "</s>"]}'),
+    ('repeated', b'{"kind": "char", "lowercase": false, "tokens": ["<pad>", "<unk>", "<s>", "</s>", "a", "a"]}'),
+    ('bad_kind', b'{"kind": "bpe", "lowercase": false, "tokens": ["<pad>", "<unk>", "<s>", "</s>"]}'),
+    ('a_list', b'[1, 2, 3]'),
+    ('null_tokens', b'{"kind": "char", "lowercase": false, "tokens": null}'),
   )
   def test_corrupt_file_is_a_value_error_naming_the_path(self, content):
     path = os.path.join(self.create_tempdir().full_path, 'vocab.tgt.json')
@@ -232,7 +247,6 @@ class VocabTest(parameterized.TestCase):
 
 
 class BuilderTest(parameterized.TestCase):
-
   def _prepare(self, data_dir, **overrides):
     data = _data_config(data_dir, **overrides)
     builder = builders.synthetic_builder(data, data_dir)
@@ -258,20 +272,32 @@ class BuilderTest(parameterized.TestCase):
   def test_config_names_encode_the_task_parameters(self):
     data_dir = self.create_tempdir().full_path
     base = dict(task_min_len=1, task_max_len=6, task_num_symbols=20, num_train_examples=30, num_eval_examples=7)
-    name = lambda **kw: builders.synthetic_builder(  # pylint: disable=g-long-lambda
-        _data_config(data_dir, **{**base, **kw}), data_dir).builder_config.name
-    names = [name(), name(task_max_len=7), name(task_min_len=2), name(task_num_symbols=10),
-             name(num_train_examples=31), name(num_eval_examples=8), name(seed=1), name(name='reverse'),
-             name(name='sort'), name(name='addition'), name(name='addition', task_max_digits=3),
-             name(name='dates')]
+    name = lambda **kw: (
+      builders.synthetic_builder(  # pylint: disable=g-long-lambda
+        _data_config(data_dir, **{**base, **kw}), data_dir
+      ).builder_config.name
+    )
+    names = [
+      name(),
+      name(task_max_len=7),
+      name(task_min_len=2),
+      name(task_num_symbols=10),
+      name(num_train_examples=31),
+      name(num_eval_examples=8),
+      name(seed=1),
+      name(name='reverse'),
+      name(name='sort'),
+      name(name='addition'),
+      name(name='addition', task_max_digits=3),
+      name(name='dates'),
+    ]
     self.assertLen(set(names), len(names), msg=names)
     self.assertEqual(name(), name())
 
   def test_different_parameters_prepare_new_data(self):
     data_dir = self.create_tempdir().full_path
     _, short = self._prepare(data_dir, num_train_examples=20, num_eval_examples=5, task_max_len=3)
-    _, long = self._prepare(data_dir, num_train_examples=20, num_eval_examples=5, task_max_len=9,
-                            task_min_len=7)
+    _, long = self._prepare(data_dir, num_train_examples=20, num_eval_examples=5, task_max_len=9, task_min_len=7)
     max_short = max(len(r['source'].split()) for r in short['train'].__getitems__(list(range(20))))
     min_long = min(len(r['source'].split()) for r in long['train'].__getitems__(list(range(20))))
     self.assertLessEqual(max_short, 3)
@@ -290,7 +316,6 @@ class BuilderTest(parameterized.TestCase):
 
 
 class PrepareTest(parameterized.TestCase):
-
   @parameterized.parameters('copy', 'addition', 'dates')
   def test_exact_shapes_and_dtypes_per_split(self, task):
     config = _data_config(self.create_tempdir().full_path, task)
@@ -307,15 +332,21 @@ class PrepareTest(parameterized.TestCase):
       batches = list(pipeline.eval_batches(data, split, batch_size))
       self.assertLen(batches, -(-12 // batch_size))
       for batch, _ in batches:
-        self.assertEqual({k: (v.shape, v.dtype) for k, v in batch.items()},
-                         {'inputs': ((batch_size, s), np.int32), 'inputs_mask': ((batch_size, s), np.int32),
-                          'targets': ((batch_size, t), np.int32)})
+        self.assertEqual(
+          {k: (v.shape, v.dtype) for k, v in batch.items()},
+          {
+            'inputs': ((batch_size, s), np.int32),
+            'inputs_mask': ((batch_size, s), np.int32),
+            'targets': ((batch_size, t), np.int32),
+          },
+        )
     it = pipeline.train_iterator(data, 8, seed=0)
     for _ in range(10):  # past the end of the first epoch (60 examples)
       batch = next(it)
-      self.assertEqual({k: (v.shape, v.dtype) for k, v in batch.items()},
-                       {'inputs': ((8, s), np.int32), 'inputs_mask': ((8, s), np.int32),
-                        'targets': ((8, t), np.int32)})
+      self.assertEqual(
+        {k: (v.shape, v.dtype) for k, v in batch.items()},
+        {'inputs': ((8, s), np.int32), 'inputs_mask': ((8, s), np.int32), 'targets': ((8, t), np.int32)},
+      )
       for row in range(8):
         _check_row(self, batch['inputs'][row], batch['inputs_mask'][row])
         _check_row(self, batch['targets'][row])
@@ -333,8 +364,9 @@ class PrepareTest(parameterized.TestCase):
       self.assertEqual(x[:n].tolist(), data.src_vocab.encode(src) + [EOS_ID])
 
   def test_filter_policy_drops_long_training_sources_and_truncates_eval(self):
-    config = _data_config(self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4,
-                          src_len_policy='filter')
+    config = _data_config(
+      self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4, src_len_policy='filter'
+    )
     raw = registry.get(config.name).load(config)[0]
     data = pipeline.prepare(config)
     too_long = {k: sum(len(s.split()) + 1 > 4 for s, _ in pairs) for k, pairs in raw.items()}
@@ -369,8 +401,9 @@ class PrepareTest(parameterized.TestCase):
       self.assertEqual(split.tgt_ids[0].tolist(), backward.splits[name].tgt_ids[0].tolist())  # targets untouched
 
   def test_truncate_policy_keeps_long_training_sources(self):
-    config = _data_config(self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4,
-                          src_len_policy='truncate')
+    config = _data_config(
+      self.create_tempdir().full_path, task_min_len=1, task_max_len=6, max_src_len=4, src_len_policy='truncate'
+    )
     raw = registry.get(config.name).load(config)[0]
     data = pipeline.prepare(config)
     too_long = sum(len(s.split()) + 1 > 4 for s, _ in raw['train'])
@@ -378,8 +411,9 @@ class PrepareTest(parameterized.TestCase):
     self.assertEqual((train['num_examples'], train['filtered']), (60, {}))
     self.assertEqual(train['truncated']['source'], too_long)
     self.assertEqual(data.src_len, 4)
-    for ids, tgt_ids, src in zip(data.splits['train'].src_ids, data.splits['train'].tgt_ids,
-                                 data.splits['train'].sources):
+    for ids, tgt_ids, src in zip(
+      data.splits['train'].src_ids, data.splits['train'].tgt_ids, data.splits['train'].sources
+    ):
       self.assertEqual(ids.tolist(), data.src_vocab.encode(src)[:3] + [EOS_ID])
       self.assertEqual(tgt_ids.tolist(), data.tgt_vocab.encode(src) + [EOS_ID])  # copy: targets untouched
     batch = next(pipeline.train_iterator(data, 16, seed=0))
@@ -443,8 +477,9 @@ class PrepareTest(parameterized.TestCase):
     config.max_vocab_size = 8
     second = pipeline.prepare(config, vocab_dir=vocab_dir)
     self.assertEqual([os.stat(p).st_mtime_ns for p in paths], mtimes)
-    self.assertEqual((second.src_vocab.sha256(), second.tgt_vocab.sha256()),
-                     (first.src_vocab.sha256(), first.tgt_vocab.sha256()))
+    self.assertEqual(
+      (second.src_vocab.sha256(), second.tgt_vocab.sha256()), (first.src_vocab.sha256(), first.tgt_vocab.sha256())
+    )
     self.assertGreater(len(second.src_vocab), 8)
     without_dir = pipeline.prepare(config)
     self.assertLen(without_dir.src_vocab, 8)
@@ -469,7 +504,6 @@ class PrepareTest(parameterized.TestCase):
 
 
 class TrainIteratorTest(parameterized.TestCase):
-
   def test_deterministic_for_a_seed(self):
     data = pipeline.prepare(_data_config(self.create_tempdir().full_path))
     a, b = (pipeline.train_iterator(data, 8, seed=3) for _ in range(2))
@@ -488,7 +522,7 @@ class TrainIteratorTest(parameterized.TestCase):
   def test_reshuffles_every_epoch(self):
     data = _indexed_data(50)
     stream = _stream(pipeline.train_iterator(data, 10, seed=0), 15)
-    epochs = [stream[i:i + 50] for i in range(0, 150, 50)]
+    epochs = [stream[i : i + 50] for i in range(0, 150, 50)]
     for epoch in epochs:
       self.assertEqual(sorted(epoch), list(range(50)))
     self.assertNotEqual(epochs[0], epochs[1])
@@ -501,7 +535,7 @@ class TrainIteratorTest(parameterized.TestCase):
     num_batches = -(-3 * num_examples // batch_size)
     stream = _stream(pipeline.train_iterator(data, batch_size, seed=seed), num_batches)
     for start in range(0, 3 * num_examples, num_examples):
-      self.assertEqual(sorted(stream[start:start + num_examples]), list(range(num_examples)))
+      self.assertEqual(sorted(stream[start : start + num_examples]), list(range(num_examples)))
 
   @given(st.integers(1, 30), st.sampled_from([(2, 2), (2, 6), (4, 8), (3, 3), (3, 9)]), st.integers(0, 100))
   def test_processes_share_each_global_batch(self, num_examples, counts, seed):
@@ -565,13 +599,20 @@ class TrainIteratorTest(parameterized.TestCase):
 
 
 class EvalBatchesTest(parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     self.data = pipeline.prepare(_data_config(self.create_tempdir().full_path, num_eval_examples=11))
 
-  @parameterized.parameters((4, None, [4, 4, 3]), (11, None, [11]), (16, None, [11]), (1, None, [1] * 11),
-                            (4, 6, [4, 2]), (4, 8, [4, 4]), (5, 100, [5, 5, 1]), (4, 0, []))
+  @parameterized.parameters(
+    (4, None, [4, 4, 3]),
+    (11, None, [11]),
+    (16, None, [11]),
+    (1, None, [1] * 11),
+    (4, 6, [4, 2]),
+    (4, 8, [4, 4]),
+    (5, 100, [5, 5, 1]),
+    (4, 0, []),
+  )
   def test_order_padding_and_limit(self, batch_size, limit, expected_rows):
     split = self.data.splits['test']
     batches = list(pipeline.eval_batches(self.data, 'test', batch_size, limit))
@@ -589,7 +630,7 @@ class EvalBatchesTest(parameterized.TestCase):
       np.testing.assert_array_equal(batch['inputs_mask'][n:], 0)
       np.testing.assert_array_equal(batch['inputs'][n:], PAD_ID)
       np.testing.assert_array_equal(batch['targets'][n:], PAD_ID)
-    self.assertEqual(sources, split.sources[:sum(expected_rows)])  # in order
+    self.assertEqual(sources, split.sources[: sum(expected_rows)])  # in order
 
   def test_rows_equal_the_split_ids(self):
     split = self.data.splits['validation']
@@ -597,8 +638,8 @@ class EvalBatchesTest(parameterized.TestCase):
     for batch, n in pipeline.eval_batches(self.data, 'validation', 3):
       for r in range(n):
         src, tgt = split.src_ids[rows + r], split.tgt_ids[rows + r]
-        np.testing.assert_array_equal(batch['inputs'][r, :len(src)], src)
-        np.testing.assert_array_equal(batch['targets'][r, :len(tgt)], tgt)
+        np.testing.assert_array_equal(batch['inputs'][r, : len(src)], src)
+        np.testing.assert_array_equal(batch['targets'][r, : len(tgt)], tgt)
       rows += n
     self.assertEqual(rows, len(split))
 

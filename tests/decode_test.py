@@ -1,4 +1,5 @@
 """Tests for s2s_jax.decode (beam search; greedy is beam 1)."""
+
 # pylint: disable=invalid-name
 import functools
 import itertools
@@ -27,17 +28,15 @@ MAX_STEPS = 8  # steps a toy model has position biases for
 
 
 @functools.lru_cache(maxsize=None)
-def _rnn_model(seed: int, vocab_size: int, logits_dtype: str = 'float32',
-               eos_logit: float | None = None, hidden: int = 8):
+def _rnn_model(
+  seed: int, vocab_size: int, logits_dtype: str = 'float32', eos_logit: float | None = None, hidden: int = 8
+):
   """A tiny random RNN; returns (step_fn, init_state(rows))."""
   rng = np.random.default_rng(seed)
   emb_VxH = jnp.asarray(rng.normal(size=(vocab_size, hidden)), jnp.float32)
-  w_HxH = jnp.asarray(
-      rng.normal(size=(hidden, hidden)) / np.sqrt(hidden), jnp.float32)
-  out_HxV = jnp.asarray(
-      1.5 * rng.normal(size=(hidden, vocab_size)), jnp.float32)
-  pos_bias_TxV = jnp.asarray(
-      rng.normal(size=(MAX_STEPS, vocab_size)), jnp.float32)
+  w_HxH = jnp.asarray(rng.normal(size=(hidden, hidden)) / np.sqrt(hidden), jnp.float32)
+  out_HxV = jnp.asarray(1.5 * rng.normal(size=(hidden, vocab_size)), jnp.float32)
+  pos_bias_TxV = jnp.asarray(rng.normal(size=(MAX_STEPS, vocab_size)), jnp.float32)
   init_h = rng.normal(size=(MAX_ROWS, hidden)).astype(np.float32)
 
   def step_fn(ids_N, state):
@@ -51,8 +50,7 @@ def _rnn_model(seed: int, vocab_size: int, logits_dtype: str = 'float32',
 
   def init_state(rows):
     rows = list(rows)
-    return {'h': jnp.asarray(init_h[rows]),
-            'count': jnp.zeros((len(rows),), jnp.int32)}
+    return {'h': jnp.asarray(init_h[rows]), 'count': jnp.zeros((len(rows),), jnp.int32)}
 
   return step_fn, init_state
 
@@ -83,8 +81,7 @@ def _markov_model(probs: np.ndarray):
 
   def init_state(rows):
     rows = list(rows)
-    return {'table': jnp.asarray(rows, jnp.int32),
-            'step': jnp.zeros((len(rows),), jnp.int32)}
+    return {'table': jnp.asarray(rows, jnp.int32), 'step': jnp.zeros((len(rows),), jnp.int32)}
 
   return step_fn, init_state
 
@@ -99,8 +96,7 @@ def _decoder(step_fn, fn=decode.beam_search, **kwargs):
 def _run(model, rows, fn=decode.beam_search, traced=None, **kwargs):
   """Decodes `rows`; `traced` holds the non-static arguments (rng, masks)."""
   step_fn, init_state = model
-  out = _decoder(step_fn, fn, batch_size=len(rows), **kwargs)(
-      init_state(rows), traced or {})
+  out = _decoder(step_fn, fn, batch_size=len(rows), **kwargs)(init_state(rows), traced or {})
   return jax.tree.map(np.asarray, out)
 
 
@@ -137,17 +133,18 @@ def _teacher_force(model, rows, seqs_BxKxT: np.ndarray):
   seqs_NxT = seqs_BxKxT.reshape(-1, max_len)
   lengths_N = _lengths(seqs_NxT)
   state = decode.expand_to_beams(init_state(rows), beam_size)
-  logp_NxTxV, attn_NxTxS = jax.device_get(
-      _teacher_forced(step_fn, state, jnp.asarray(seqs_NxT)))
+  logp_NxTxV, attn_NxTxS = jax.device_get(_teacher_forced(step_fn, state, jnp.asarray(seqs_NxT)))
   logp_NxT = np.take_along_axis(logp_NxTxV, seqs_NxT[..., None], 2)[..., 0]
   # A float32 running sum, like the decoder's.
   cumsum_NxT = np.cumsum(logp_NxT, axis=1, dtype=np.float32)
   total_N = cumsum_NxT[np.arange(len(lengths_N)), lengths_N - 1]
   shape = (batch_size, beam_size)
-  return (total_N.reshape(shape), lengths_N.reshape(shape),
-          logp_NxTxV.reshape(shape + logp_NxTxV.shape[1:]),
-          None if attn_NxTxS is None else
-          attn_NxTxS.reshape(shape + attn_NxTxS.shape[1:]))
+  return (
+    total_N.reshape(shape),
+    lengths_N.reshape(shape),
+    logp_NxTxV.reshape(shape + logp_NxTxV.shape[1:]),
+    None if attn_NxTxS is None else attn_NxTxS.reshape(shape + attn_NxTxS.shape[1:]),
+  )
 
 
 def _rescore(model, rows, seqs_BxKxT: np.ndarray, alpha: float) -> np.ndarray:
@@ -177,9 +174,9 @@ def _brute_force(model, row, vocab_size, max_len, alpha, with_eos):
   """Every possible output of one row, best first: (seqs_MxT, scores_M)."""
   tokens = [v for v in range(vocab_size) if v not in (PAD, EOS)]
   if with_eos:  # finished ones; those without EOS are only the fallback
-    seqs = [p + (EOS,) + (PAD,) * (max_len - n - 1)
-            for n in range(max_len)
-            for p in itertools.product(tokens, repeat=n)]
+    seqs = [
+      p + (EOS,) + (PAD,) * (max_len - n - 1) for n in range(max_len) for p in itertools.product(tokens, repeat=n)
+    ]
   else:
     seqs = list(itertools.product(tokens, repeat=max_len))
   seqs_1xMxT = np.asarray(seqs, np.int32)[None]
@@ -191,19 +188,16 @@ def _brute_force(model, row, vocab_size, max_len, alpha, with_eos):
 def _check_invariants(test, seqs_BxKxT, scores_BxK, expected_BxK):
   """Shared properties of any beam-search output."""
   test.assertFalse(np.isnan(scores_BxK).any())
-  np.testing.assert_array_equal(
-      scores_BxK, -np.sort(-scores_BxK, axis=1), err_msg='not best first')
+  np.testing.assert_array_equal(scores_BxK, -np.sort(-scores_BxK, axis=1), err_msg='not best first')
   finite = np.isfinite(scores_BxK)
-  np.testing.assert_allclose(scores_BxK[finite], expected_BxK[finite],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(scores_BxK[finite], expected_BxK[finite], rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(seqs_BxKxT[~finite], PAD)
-  for seq, ok in zip(seqs_BxKxT.reshape(-1, seqs_BxKxT.shape[-1]),
-                     finite.reshape(-1)):
+  for seq, ok in zip(seqs_BxKxT.reshape(-1, seqs_BxKxT.shape[-1]), finite.reshape(-1)):
     if not ok:
       continue
     length = _lengths(seq[None])[0]
     test.assertNotIn(PAD, seq[:length], msg=f'PAD inside {seq}')
-    test.assertNotIn(EOS, seq[:length - 1], msg=f'EOS before end of {seq}')
+    test.assertNotIn(EOS, seq[: length - 1], msg=f'EOS before end of {seq}')
     np.testing.assert_array_equal(seq[length:], PAD, err_msg=str(seq))
   for b in range(seqs_BxKxT.shape[0]):
     hyps = [tuple(s) for s, ok in zip(seqs_BxKxT[b], finite[b]) if ok]
@@ -214,8 +208,7 @@ SRC_LENGTHS = np.array([4, 2, 3, 1, 4, 2, 3, 1])  # real source positions
 
 
 @functools.lru_cache(maxsize=None)
-def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0,
-                 repeat_bias: float = 0.0, hidden: int = 8):
+def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0, repeat_bias: float = 0.0, hidden: int = 8):
   """A tiny random RNN whose weights ride in its state.
 
   One jitted decoder then serves every seed. With `src_len > 0` it attends
@@ -229,34 +222,33 @@ def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0,
 
   def step_fn(ids_N, state):
     rows_N = jnp.arange(ids_N.shape[0])
-    h_NxH = jnp.tanh(state['emb'][rows_N, ids_N] +
-                     jnp.einsum('nh,nhg->ng', state['h'], state['w']))
+    h_NxH = jnp.tanh(state['emb'][rows_N, ids_N] + jnp.einsum('nh,nhg->ng', state['h'], state['w']))
     logits_NxV = jnp.einsum('nh,nhv->nv', h_NxH, state['out'])
     logits_NxV += repeat_bias * jax.nn.one_hot(ids_N, vocab_size)
     new_state = dict(state, h=h_NxH)
     if src_len:
-      attn_NxS = jax.nn.softmax(
-          jnp.einsum('nh,nsh->ns', h_NxH, state['keys']), axis=-1)
+      attn_NxS = jax.nn.softmax(jnp.einsum('nh,nsh->ns', h_NxH, state['keys']), axis=-1)
       logits_NxV += jnp.einsum('ns,nsv->nv', attn_NxS, state['values'])
-      return (logits_NxV.at[:, EOS].add(eos_bias), new_state,
-              {'attention': attn_NxS})
+      return (logits_NxV.at[:, EOS].add(eos_bias), new_state, {'attention': attn_NxS})
     return logits_NxV.at[:, EOS].add(eos_bias), new_state
 
   def make_init(seed):
     rng = np.random.default_rng(seed)
-    shared = {'emb': rng.normal(size=(vocab_size, hidden)),
-              'w': rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
-              'out': 1.5 * rng.normal(size=(hidden, vocab_size))}
+    shared = {
+      'emb': rng.normal(size=(vocab_size, hidden)),
+      'w': rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+      'out': 1.5 * rng.normal(size=(hidden, vocab_size)),
+    }
     per_row = {'h': rng.normal(size=(MAX_ROWS, hidden))}
     if src_len:
       per_row.update(
-          keys=2 * rng.normal(size=(MAX_ROWS, src_len, hidden)),
-          values=2 * rng.normal(size=(MAX_ROWS, src_len, vocab_size)))
+        keys=2 * rng.normal(size=(MAX_ROWS, src_len, hidden)),
+        values=2 * rng.normal(size=(MAX_ROWS, src_len, vocab_size)),
+      )
 
     def init_state(rows):
       rows = list(rows)
-      state = {k: np.broadcast_to(v, (len(rows),) + v.shape)
-               for k, v in shared.items()}
+      state = {k: np.broadcast_to(v, (len(rows),) + v.shape) for k, v in shared.items()}
       state.update({k: v[rows] for k, v in per_row.items()})
       return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), state)
 
@@ -292,13 +284,12 @@ def _coverage_penalty(attn_BxKxTxS, mask_BxS, beta):
 
 def _repeats_ngram(seq, n: int) -> bool:
   """Whether seq (cut at |y|, EOS included) holds some n-gram twice."""
-  toks = list(seq[:_lengths(seq[None])[0]])
-  grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+  toks = list(seq[: _lengths(seq[None])[0]])
+  grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
   return len(set(grams)) < len(grams)
 
 
 class BeamSearchTest(parameterized.TestCase):
-
   @parameterized.parameters('float32', 'bfloat16')
   def test_beam_one_is_the_argmax_chain(self, logits_dtype):
     model = _rnn_model(0, 7, logits_dtype)
@@ -306,36 +297,27 @@ class BeamSearchTest(parameterized.TestCase):
     seqs, scores = _run(model, rows, beam_size=1, max_len=7)
     np.testing.assert_array_equal(seqs[:, 0], _greedy(model, rows, 7))
     self.assertTrue((_lengths(seqs[:, 0]) < 7).any())  # some rows finished
-    np.testing.assert_allclose(scores, _rescore(model, rows, seqs, 0.0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, _rescore(model, rows, seqs, 0.0), rtol=1e-5, atol=1e-5)
 
   @parameterized.product(beam_size=[1, 3, 5], length_alpha=[0.0, 0.7])
-  def test_scores_equal_teacher_forced_rescoring(self, beam_size,
-                                                 length_alpha):
+  def test_scores_equal_teacher_forced_rescoring(self, beam_size, length_alpha):
     model = _rnn_model(1, 6)
     rows = range(3)
-    seqs, scores = _run(model, rows, beam_size=beam_size, max_len=6,
-                        length_alpha=length_alpha)
+    seqs, scores = _run(model, rows, beam_size=beam_size, max_len=6, length_alpha=length_alpha)
     self.assertEqual((seqs.dtype, scores.dtype), (np.int32, np.float32))
     chex.assert_shape(seqs, (3, beam_size, 6))
     chex.assert_shape(scores, (3, beam_size))
     self.assertTrue(np.isfinite(scores).all())
-    _check_invariants(self, seqs, scores,
-                      _rescore(model, rows, seqs, length_alpha))
+    _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, length_alpha))
 
-  @parameterized.parameters(
-      (5, 3, 36, 0.0, True), (4, 4, 24, 1.0, True), (4, 4, 24, 0.5, False))
-  def test_exhaustive_beam_finds_brute_force_ranking(
-      self, vocab_size, max_len, beam_size, length_alpha, with_eos):
+  @parameterized.parameters((5, 3, 36, 0.0, True), (4, 4, 24, 1.0, True), (4, 4, 24, 0.5, False))
+  def test_exhaustive_beam_finds_brute_force_ranking(self, vocab_size, max_len, beam_size, length_alpha, with_eos):
     # beam_size >= every step's extensions, so nothing is ever pruned.
-    model = _rnn_model(2, vocab_size,
-                       eos_logit=None if with_eos else float('-inf'))
+    model = _rnn_model(2, vocab_size, eos_logit=None if with_eos else float('-inf'))
     rows = [0, 1]
-    seqs, scores = _run(model, rows, beam_size=beam_size, max_len=max_len,
-                        length_alpha=length_alpha)
+    seqs, scores = _run(model, rows, beam_size=beam_size, max_len=max_len, length_alpha=length_alpha)
     for b in rows:
-      want_seqs, want_scores = _brute_force(
-          model, b, vocab_size, max_len, length_alpha, with_eos)
+      want_seqs, want_scores = _brute_force(model, b, vocab_size, max_len, length_alpha, with_eos)
       n = len(want_scores)
       self.assertLessEqual(n, beam_size)
       np.testing.assert_array_equal(seqs[b, :n], want_seqs)
@@ -355,29 +337,22 @@ class BeamSearchTest(parameterized.TestCase):
     probs[1, B, [EOS, A, B]] = [0.5, 0.25, 0.25]
     model = _markov_model(probs)
     seqs, scores = _run(model, [0, 1], beam_size=1, max_len=4)
-    np.testing.assert_array_equal(
-        seqs, [[[A, EOS, PAD, PAD]], [[A, EOS, PAD, PAD]]])
+    np.testing.assert_array_equal(seqs, [[[A, EOS, PAD, PAD]], [[A, EOS, PAD, PAD]]])
     np.testing.assert_allclose(scores, np.log([[0.24], [0.63]]), rtol=1e-6)
     seqs, scores = _run(model, [0, 1], beam_size=2, max_len=4)
     np.testing.assert_array_equal(
-        seqs, [[[B, EOS, PAD, PAD], [A, EOS, PAD, PAD]],
-               [[A, EOS, PAD, PAD], [B, EOS, PAD, PAD]]])
-    np.testing.assert_allclose(
-        scores, np.log([[0.36, 0.24], [0.63, 0.15]]), rtol=1e-6)
+      seqs, [[[B, EOS, PAD, PAD], [A, EOS, PAD, PAD]], [[A, EOS, PAD, PAD], [B, EOS, PAD, PAD]]]
+    )
+    np.testing.assert_allclose(scores, np.log([[0.36, 0.24], [0.63, 0.15]]), rtol=1e-6)
 
   def test_eos_as_most_likely_first_token(self):
     probs = np.zeros((1, 5, 5))
     probs[0, BOS, [EOS, A, B]] = [0.5, 0.3, 0.2]
     probs[0, A, [EOS, A, B]] = [0.5, 0.25, 0.25]
     probs[0, B, [EOS, A, B]] = [0.5, 0.25, 0.25]
-    seqs, scores = _run(_markov_model(probs), [0], beam_size=3, max_len=4,
-                        length_alpha=1.0)
-    np.testing.assert_array_equal(
-        seqs[0], [[EOS, PAD, PAD, PAD], [A, EOS, PAD, PAD],
-                  [B, EOS, PAD, PAD]])
-    np.testing.assert_allclose(
-        scores[0], np.log([0.5, 0.15, 0.1]) / np.array([6, 7, 7]) * 6,
-        rtol=1e-6)
+    seqs, scores = _run(_markov_model(probs), [0], beam_size=3, max_len=4, length_alpha=1.0)
+    np.testing.assert_array_equal(seqs[0], [[EOS, PAD, PAD, PAD], [A, EOS, PAD, PAD], [B, EOS, PAD, PAD]])
+    np.testing.assert_allclose(scores[0], np.log([0.5, 0.15, 0.1]) / np.array([6, 7, 7]) * 6, rtol=1e-6)
 
   def test_early_stop_bound_accounts_for_length_penalty(self):
     # [EOS] (0.55) finishes first; with alpha = 1 the live A scores at most
@@ -387,11 +362,9 @@ class BeamSearchTest(parameterized.TestCase):
     probs[0, 0, BOS, [EOS, A]] = [0.55, 0.45]
     probs[0, 1:6, A, A], probs[0, 1:6, A, EOS] = 0.98, 0.02
     probs[0, 6, A, [EOS, A]] = [0.98, 0.02]
-    seqs, scores = _run(_markov_model(probs), [0], beam_size=1, max_len=8,
-                        length_alpha=1.0)
+    seqs, scores = _run(_markov_model(probs), [0], beam_size=1, max_len=8, length_alpha=1.0)
     np.testing.assert_array_equal(seqs[0, 0], [A] * 6 + [EOS, PAD])
-    np.testing.assert_allclose(
-        scores[0, 0], np.log(0.45 * 0.98**6) / (12 / 6), rtol=1e-5)
+    np.testing.assert_allclose(scores[0, 0], np.log(0.45 * 0.98**6) / (12 / 6), rtol=1e-5)
     self.assertGreater(scores[0, 0], np.log(0.55))
 
   def test_row_decodes_the_same_alone_and_in_a_batch(self):
@@ -407,8 +380,7 @@ class BeamSearchTest(parameterized.TestCase):
   def test_beam_wider_than_vocab(self):
     model = _rnn_model(4, 4)  # PAD, EOS, BOS and one more token
     rows = range(2)
-    seqs, scores = _run(model, rows, beam_size=10, max_len=3,
-                        length_alpha=0.5)
+    seqs, scores = _run(model, rows, beam_size=10, max_len=3, length_alpha=0.5)
     self.assertTrue(np.isfinite(scores[:, 0]).all())
     self.assertTrue(np.isneginf(scores[:, -1]).all())
     _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, 0.5))
@@ -431,8 +403,9 @@ class BeamSearchTest(parameterized.TestCase):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def search(state):
-      return decode.beam_search(step_fn, state, batch_size=2, beam_size=3,
-                                max_len=5, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+      return decode.beam_search(
+        step_fn, state, batch_size=2, beam_size=3, max_len=5, bos_id=BOS, eos_id=EOS, pad_id=PAD
+      )
 
     first = search(init_state([0, 1]))
     second = search(init_state([2, 3]))
@@ -442,8 +415,7 @@ class BeamSearchTest(parameterized.TestCase):
   def test_expand_to_beams_repeats_rows(self):
     tree = {'x': jnp.arange(6).reshape(2, 3), 'y': jnp.array([7, 8])}
     out = decode.expand_to_beams(tree, 2)
-    np.testing.assert_array_equal(out['x'], [[0, 1, 2], [0, 1, 2],
-                                             [3, 4, 5], [3, 4, 5]])
+    np.testing.assert_array_equal(out['x'], [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]])
     np.testing.assert_array_equal(out['y'], [7, 7, 8, 8])
 
   def test_bad_arguments_raise(self):
@@ -452,36 +424,40 @@ class BeamSearchTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'leading dimension'):
       decode.beam_search(step_fn, init_state([0, 1]), batch_size=3, **kwargs)
     with self.assertRaisesRegex(ValueError, 'must differ'):
-      decode.beam_search(step_fn, init_state([0]), batch_size=1,
-                         pad_id=EOS, **kwargs)
+      decode.beam_search(step_fn, init_state([0]), batch_size=1, pad_id=EOS, **kwargs)
     state = init_state([0])
     for bad, message in [
-        (dict(min_len=3), 'min_len'), (dict(min_len=-1), 'min_len'),
-        (dict(no_repeat_ngram_size=-1), 'no_repeat_ngram_size'),
-        (dict(coverage_beta=-0.1), 'coverage_beta'),
-        (dict(coverage_beta=0.2), 'source_mask'),
-        (dict(return_aux=True), 'source_mask'),
-        (dict(coverage_beta=0.2, source_mask=jnp.ones((1, 4))),
-         r"step function returning \(logits, state, \{'attention'"),
-        (dict(row_max_len=jnp.ones((2,), jnp.int32)), 'row_max_len')]:
+      (dict(min_len=3), 'min_len'),
+      (dict(min_len=-1), 'min_len'),
+      (dict(no_repeat_ngram_size=-1), 'no_repeat_ngram_size'),
+      (dict(coverage_beta=-0.1), 'coverage_beta'),
+      (dict(coverage_beta=0.2), 'source_mask'),
+      (dict(return_aux=True), 'source_mask'),
+      (
+        dict(coverage_beta=0.2, source_mask=jnp.ones((1, 4))),
+        r"step function returning \(logits, state, \{'attention'",
+      ),
+      (dict(row_max_len=jnp.ones((2,), jnp.int32)), 'row_max_len'),
+    ]:
       with self.assertRaisesRegex(ValueError, message):
         decode.beam_search(step_fn, state, batch_size=1, **kwargs, **bad)
 
-  @given(batch_size=st.integers(1, 3), beam_size=st.integers(1, 6),
-         vocab_size=st.integers(3, 8), max_len=st.integers(1, 5),
-         length_alpha=st.sampled_from([0.0, 0.6, 1.0, 2.0]),
-         seed=st.integers(0, 2**16))
-  def test_properties(self, batch_size, beam_size, vocab_size, max_len,
-                      length_alpha, seed):
+  @given(
+    batch_size=st.integers(1, 3),
+    beam_size=st.integers(1, 6),
+    vocab_size=st.integers(3, 8),
+    max_len=st.integers(1, 5),
+    length_alpha=st.sampled_from([0.0, 0.6, 1.0, 2.0]),
+    seed=st.integers(0, 2**16),
+  )
+  def test_properties(self, batch_size, beam_size, vocab_size, max_len, length_alpha, seed):
     model = _rnn_model(seed, vocab_size)
     rows = range(batch_size)
-    seqs, scores = _run(model, rows, beam_size=beam_size, max_len=max_len,
-                        length_alpha=length_alpha)
+    seqs, scores = _run(model, rows, beam_size=beam_size, max_len=max_len, length_alpha=length_alpha)
     chex.assert_shape(seqs, (batch_size, beam_size, max_len))
     self.assertTrue(np.isfinite(scores[:, 0]).all())
     # The K-best list: distinct, best first, every score the model's own.
-    _check_invariants(self, seqs, scores,
-                      _rescore(model, rows, seqs, length_alpha))
+    _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, length_alpha))
     # Its first entry is what a 1-best reader of the same search gets: the
     # highest-scoring hypothesis of the list.
     best = scores.argmax(axis=1)
@@ -502,8 +478,7 @@ class BeamOptionsTest(parameterized.TestCase):
     top = {}
     for beam_size in (1, 2, 4, 36):  # 36: nothing is ever pruned
       seqs, scores = _run(model, rows, beam_size=beam_size, max_len=3)
-      top[beam_size] = np.where((seqs[:, 0] == EOS).any(-1), scores[:, 0],
-                                np.nan)
+      top[beam_size] = np.where((seqs[:, 0] == EOS).any(-1), scores[:, 0], np.nan)
     for b in rows:
       want_seqs, want_scores = _brute_force(model, b, 5, 3, 0.0, True)
       np.testing.assert_allclose(top[36][b], want_scores[0], rtol=1e-5)
@@ -520,8 +495,7 @@ class BeamOptionsTest(parameterized.TestCase):
     seqs, _ = _run(model, rows, beam_size=3, max_len=6, length_alpha=0.6)
     self.assertTrue((_lengths(seqs[:, 0]) == 1).all())  # the unmasked case
     for min_len in (1, 2, 4):
-      seqs, scores = _run(model, rows, beam_size=3, max_len=6,
-                          length_alpha=0.6, min_len=min_len)
+      seqs, scores = _run(model, rows, beam_size=3, max_len=6, length_alpha=0.6, min_len=min_len)
       self.assertTrue(np.isfinite(scores).all())
       self.assertTrue((_lengths(seqs.reshape(-1, 6)) >= min_len + 1).all())
       self.assertTrue((_lengths(seqs[:, 0]) == min_len + 1).all())
@@ -535,8 +509,7 @@ class BeamOptionsTest(parameterized.TestCase):
     plain_seqs, plain_scores = _run(model, rows, **kwargs)
     self.assertTrue((_lengths(plain_seqs[:, 0]) > 3).any())
     limits = np.array([0, 1, 2, 4, 6, 9], np.int32)  # 0 -> 1, 9 -> 6
-    seqs, scores = _run(model, rows, traced=dict(row_max_len=limits),
-                        **kwargs)
+    seqs, scores = _run(model, rows, traced=dict(row_max_len=limits), **kwargs)
     _check_invariants(self, seqs, scores, _rescore(model, rows, seqs, 0.6))
     clipped = np.clip(limits, 1, 6)
     for b in rows:
@@ -549,9 +522,7 @@ class BeamOptionsTest(parameterized.TestCase):
     np.testing.assert_array_equal(seqs[:2, 0], [[EOS] + [PAD] * 5] * 2)
     np.testing.assert_array_equal(seqs[4:], plain_seqs[4:])
     np.testing.assert_array_equal(scores[4:], plain_scores[4:])
-    same_seqs, same_scores = _run(
-        model, rows, traced=dict(row_max_len=np.full((6,), 6, np.int32)),
-        **kwargs)
+    same_seqs, same_scores = _run(model, rows, traced=dict(row_max_len=np.full((6,), 6, np.int32)), **kwargs)
     np.testing.assert_array_equal(same_seqs, plain_seqs)
     np.testing.assert_array_equal(same_scores, plain_scores)
 
@@ -572,12 +543,18 @@ class BeamOptionsTest(parameterized.TestCase):
 
   def test_ngram_mask_bans_exactly_the_repeating_tokens(self):
     seqs_1x1xT = jnp.asarray([[[3, 4, 3, 5, 3, 4, 0, 0]]], jnp.int32)
-    for n, t, banned in [(1, 3, {3, 4}), (2, 5, {4, 5}), (2, 6, {3}),
-                         (3, 5, set()), (3, 6, {3}), (2, 1, set()),
-                         (3, 2, set()), (9, 6, set())]:
+    for n, t, banned in [
+      (1, 3, {3, 4}),
+      (2, 5, {4, 5}),
+      (2, 6, {3}),
+      (3, 5, set()),
+      (3, 6, {3}),
+      (2, 1, set()),
+      (3, 2, set()),
+      (9, 6, set()),
+    ]:
       mask = decode._repeated_ngram_mask(seqs_1x1xT, jnp.int32(t), n, 7)
-      self.assertEqual(set(np.flatnonzero(np.asarray(mask[0, 0]))), banned,
-                       msg=f'n={n}, t={t}')
+      self.assertEqual(set(np.flatnonzero(np.asarray(mask[0, 0]))), banned, msg=f'n={n}, t={t}')
 
   def _check_aux(self, model, rows, seqs, scores, attn, mask, alpha, beta):
     """Checks attention and scores against teacher forcing.
@@ -587,29 +564,24 @@ class BeamOptionsTest(parameterized.TestCase):
     """
     total, lengths, _, want_attn = _teacher_force(model, rows, seqs)
     max_len = seqs.shape[-1]
-    alive_BxKxT = (np.arange(max_len) < lengths[..., None])
+    alive_BxKxT = np.arange(max_len) < lengths[..., None]
     alive_BxKxT &= np.isfinite(scores)[..., None]
-    want_attn = np.where(alive_BxKxT[..., None],
-                         want_attn * np.asarray(mask)[:, None, None], 0.0)
+    want_attn = np.where(alive_BxKxT[..., None], want_attn * np.asarray(mask)[:, None, None], 0.0)
     np.testing.assert_allclose(attn, want_attn, atol=1e-6)
     pad_BxS = np.asarray(mask) == 0
     self.assertTrue((attn.transpose(0, 3, 1, 2)[pad_BxS] == 0).all())
-    expected = (total / ((5.0 + lengths) / 6.0) ** alpha +
-                _coverage_penalty(attn, mask, beta))
+    expected = total / ((5.0 + lengths) / 6.0) ** alpha + _coverage_penalty(attn, mask, beta)
     _check_invariants(self, seqs, scores, expected)
 
-  @parameterized.parameters((6, 4, 5, 0.0), (6, 3, 4, float('-inf')),
-                            (4, 10, 3, 0.0))
-  def test_return_aux_attention(self, vocab_size, beam_size, max_len,
-                                eos_bias):
+  @parameterized.parameters((6, 4, 5, 0.0), (6, 3, 4, float('-inf')), (4, 10, 3, 0.0))
+  def test_return_aux_attention(self, vocab_size, beam_size, max_len, eos_bias):
     # Ordinary rows; rows that never finish (fallback); empty -inf slots.
     model = _state_model(vocab_size, src_len=4, eos_bias=eos_bias)
     model = (model[0], model[1](3))
     rows = range(4)
     mask = _source_mask(rows, 4)
     kwargs = dict(beam_size=beam_size, max_len=max_len, length_alpha=0.6)
-    seqs, scores, aux = _run(model, rows, return_aux=True,
-                             traced=dict(source_mask=mask), **kwargs)
+    seqs, scores, aux = _run(model, rows, return_aux=True, traced=dict(source_mask=mask), **kwargs)
     attn = aux['attention']
     self.assertEqual(attn.dtype, np.float32)
     chex.assert_shape(attn, (4, beam_size, max_len, 4))
@@ -626,16 +598,13 @@ class BeamOptionsTest(parameterized.TestCase):
     rows = range(4)
     mask = _source_mask(rows, 4)
     kwargs = dict(beam_size=3, max_len=5, length_alpha=0.6)
-    seqs, scores, aux = _run(model, rows, return_aux=True, coverage_beta=0.4,
-                             traced=dict(source_mask=mask), **kwargs)
+    seqs, scores, aux = _run(model, rows, return_aux=True, coverage_beta=0.4, traced=dict(source_mask=mask), **kwargs)
     cp = _coverage_penalty(aux['attention'], mask, 0.4)
     self.assertTrue((cp[np.isfinite(scores)] < -1e-3).any())
-    self._check_aux(model, rows, seqs, scores, aux['attention'], mask, 0.6,
-                    0.4)
+    self._check_aux(model, rows, seqs, scores, aux['attention'], mask, 0.6, 0.4)
     # beta = 0 is no coverage at all, even with a source mask given.
     plain = _run(model, rows, **kwargs)
-    zero = _run(model, rows, coverage_beta=0.0,
-                traced=dict(source_mask=mask), **kwargs)
+    zero = _run(model, rows, coverage_beta=0.0, traced=dict(source_mask=mask), **kwargs)
     np.testing.assert_array_equal(zero[0], plain[0])
     np.testing.assert_array_equal(zero[1], plain[1])
 
@@ -654,11 +623,8 @@ class BeamOptionsTest(parameterized.TestCase):
     np.testing.assert_allclose(scores[0], np.log([0.6, 0.4]), rtol=1e-6)
     seqs, scores, aux = _run(model, [0], coverage_beta=0.1, **kwargs)
     np.testing.assert_array_equal(seqs[0, :, 0], [B, A])
-    np.testing.assert_allclose(
-        scores[0], [np.log(0.4), np.log(0.6) + 0.1 * np.log(1e-6)],
-        rtol=1e-5)
-    np.testing.assert_array_equal(aux['attention'][0, :, :2],
-                                  [[[1, 0], [0, 1]], [[1, 0], [1, 0]]])
+    np.testing.assert_allclose(scores[0], [np.log(0.4), np.log(0.6) + 0.1 * np.log(1e-6)], rtol=1e-5)
+    np.testing.assert_array_equal(aux['attention'][0, :, :2], [[[1, 0], [0, 1]], [[1, 0], [1, 0]]])
 
   def test_new_options_trace_once(self):
     chex.clear_trace_counter()
@@ -669,25 +635,34 @@ class BeamOptionsTest(parameterized.TestCase):
     @chex.assert_max_traces(n=1)
     def search(state, row_max_len, source_mask):
       return decode.beam_search(
-          step_fn, state, batch_size=2, beam_size=3, max_len=5, bos_id=BOS,
-          eos_id=EOS, pad_id=PAD, length_alpha=0.6, min_len=1,
-          row_max_len=row_max_len, no_repeat_ngram_size=2, coverage_beta=0.3,
-          source_mask=source_mask, return_aux=True)
+        step_fn,
+        state,
+        batch_size=2,
+        beam_size=3,
+        max_len=5,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+        length_alpha=0.6,
+        min_len=1,
+        row_max_len=row_max_len,
+        no_repeat_ngram_size=2,
+        coverage_beta=0.3,
+        source_mask=source_mask,
+        return_aux=True,
+      )
 
-    outs = [search(init_state(rows), jnp.asarray(limits, jnp.int32),
-                   _source_mask(rows, 4))
-            for rows, limits in [([0, 1], [3, 5]), ([2, 3], [5, 2]),
-                                 ([4, 5], [4, 4])]]
+    outs = [
+      search(init_state(rows), jnp.asarray(limits, jnp.int32), _source_mask(rows, 4))
+      for rows, limits in [([0, 1], [3, 5]), ([2, 3], [5, 2]), ([4, 5], [4, 4])]
+    ]
     seqs, scores, aux = outs[0]
-    self.assertEqual((seqs.dtype, scores.dtype, aux['attention'].dtype),
-                     (jnp.int32, jnp.float32, jnp.float32))
-    chex.assert_shape([seqs, scores, aux['attention']],
-                      [(2, 3, 5), (2, 3), (2, 3, 5, 4)])
+    self.assertEqual((seqs.dtype, scores.dtype, aux['attention'].dtype), (jnp.int32, jnp.float32, jnp.float32))
+    chex.assert_shape([seqs, scores, aux['attention']], [(2, 3, 5), (2, 3), (2, 3, 5, 4)])
     self.assertFalse(np.array_equal(outs[0][0], outs[1][0]))
 
 
 class SampleTest(parameterized.TestCase):
-
   @given(seed=st.integers(0, 2**16))
   @settings(derandomize=True)  # a near-tie could flip a draw at T = 1e-4
   def test_near_zero_temperature_is_greedy(self, seed):
@@ -695,38 +670,44 @@ class SampleTest(parameterized.TestCase):
     model = (step_fn, make_init(seed))
     rows = range(3)
     greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6)
-    seqs, scores = _run(model, rows, sampling.sample, max_len=6, num_samples=2,
-                        temperature=1e-4,
-                        traced=dict(rng=jax.random.key(seed)))
+    seqs, scores = _run(
+      model, rows, sampling.sample, max_len=6, num_samples=2, temperature=1e-4, traced=dict(rng=jax.random.key(seed))
+    )
     np.testing.assert_array_equal(seqs, np.repeat(greedy_seqs, 2, axis=1))
-    np.testing.assert_allclose(scores, np.repeat(greedy_scores, 2, axis=1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, np.repeat(greedy_scores, 2, axis=1), rtol=1e-5, atol=1e-5)
 
   @parameterized.parameters(
-      dict(temperature=3.0, top_k=1), dict(temperature=3.0, top_p=1e-6),
-      dict(temperature=0.0), dict(temperature=0.5, top_k=1, min_len=2))
+    dict(temperature=3.0, top_k=1),
+    dict(temperature=3.0, top_p=1e-6),
+    dict(temperature=0.0),
+    dict(temperature=0.5, top_k=1, min_len=2),
+  )
   def test_greedy_limits(self, min_len=1, **options):
     # min_len and row_max_len mask sampling exactly as they mask beam search.
     model = _state_model(7, eos_bias=1.0)
     model = (model[0], model[1](6))
     rows = range(4)
     limits = dict(row_max_len=np.array([2, 6, 4, 3], np.int32))
-    greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6,
-                                      min_len=min_len, traced=limits)
-    seqs, scores = _run(model, rows, sampling.sample, max_len=6, num_samples=3,
-                        min_len=min_len, **options,
-                        traced=dict(rng=jax.random.key(1), **limits))
+    greedy_seqs, greedy_scores = _run(model, rows, beam_size=1, max_len=6, min_len=min_len, traced=limits)
+    seqs, scores = _run(
+      model,
+      rows,
+      sampling.sample,
+      max_len=6,
+      num_samples=3,
+      min_len=min_len,
+      **options,
+      traced=dict(rng=jax.random.key(1), **limits),
+    )
     np.testing.assert_array_equal(seqs, np.repeat(greedy_seqs, 3, axis=1))
-    np.testing.assert_allclose(scores, np.repeat(greedy_scores, 3, axis=1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, np.repeat(greedy_scores, 3, axis=1), rtol=1e-5, atol=1e-5)
 
   def test_reproducible_scored_and_padded(self):
     model = _state_model(7)
     model = (model[0], model[1](7))
     rows = range(3)
     kwargs = dict(max_len=6, num_samples=8, temperature=1.5)
-    draw = lambda key: _run(model, rows, sampling.sample,
-                            traced=dict(rng=jax.random.key(key)), **kwargs)
+    draw = lambda key: _run(model, rows, sampling.sample, traced=dict(rng=jax.random.key(key)), **kwargs)
     seqs, scores = draw(0)
     np.testing.assert_array_equal(draw(0)[0], seqs)
     self.assertFalse(np.array_equal(draw(1)[0], seqs))
@@ -739,7 +720,7 @@ class SampleTest(parameterized.TestCase):
     self.assertTrue((lengths < 6).any())
     for seq, length in zip(flat, lengths.reshape(-1)):
       self.assertNotIn(PAD, seq[:length])
-      self.assertNotIn(EOS, seq[:length - 1])
+      self.assertNotIn(EOS, seq[: length - 1])
       np.testing.assert_array_equal(seq[length:], PAD)
 
   def test_top_k_and_top_p_restrict_every_draw(self):
@@ -749,14 +730,12 @@ class SampleTest(parameterized.TestCase):
     key = dict(rng=jax.random.key(3))
     kwargs = dict(max_len=6, num_samples=32, temperature=0.7)
     inside = {}
-    for name, extra in [('all', {}), ('top_k', dict(top_k=2)),
-                        ('top_p', dict(top_p=0.5))]:
+    for name, extra in [('all', {}), ('top_k', dict(top_k=2)), ('top_p', dict(top_p=0.5))]:
       seqs, _ = _run(model, rows, sampling.sample, traced=key, **kwargs, **extra)
       _, lengths, logp_BxKxTxV, _ = _teacher_force(model, rows, seqs)
       logp_BxKxTxV = np.array(logp_BxKxTxV)
       logp_BxKxTxV[..., PAD] = -np.inf
-      probs = np.exp(logp_BxKxTxV / 0.7 - np.max(logp_BxKxTxV / 0.7, -1,
-                                                  keepdims=True))
+      probs = np.exp(logp_BxKxTxV / 0.7 - np.max(logp_BxKxTxV / 0.7, -1, keepdims=True))
       probs /= probs.sum(-1, keepdims=True)
       p_token = np.take_along_axis(probs, seqs[..., None], -1)[..., 0]
       # Rank of the drawn token, and the mass of strictly likelier tokens.
@@ -769,33 +748,41 @@ class SampleTest(parameterized.TestCase):
     self.assertTrue(inside['top_p'][1])
 
   @parameterized.parameters(
-      (1.0, 0, 1.0, [0.5, 0.3, 0.2]), (2.0, 0, 1.0, np.sqrt([0.5, 0.3, 0.2])),
-      (1.0, 2, 1.0, [0.5, 0.3, 0.0]), (1.0, 0, 0.7, [0.5, 0.3, 0.0]))
+    (1.0, 0, 1.0, [0.5, 0.3, 0.2]),
+    (2.0, 0, 1.0, np.sqrt([0.5, 0.3, 0.2])),
+    (1.0, 2, 1.0, [0.5, 0.3, 0.0]),
+    (1.0, 0, 0.7, [0.5, 0.3, 0.0]),
+  )
   def test_first_token_frequencies(self, temperature, top_k, top_p, want):
     probs = np.zeros((1, 5, 5))
     probs[0, BOS, [EOS, A, B]] = [0.5, 0.3, 0.2]
     probs[0, [A, B], EOS] = 1.0
-    seqs, scores = _run(_markov_model(probs), [0], sampling.sample, max_len=3,
-                        num_samples=4000, temperature=temperature,
-                        top_k=top_k, top_p=top_p,
-                        traced=dict(rng=jax.random.key(0)))
+    seqs, scores = _run(
+      _markov_model(probs),
+      [0],
+      sampling.sample,
+      max_len=3,
+      num_samples=4000,
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
+      traced=dict(rng=jax.random.key(0)),
+    )
     freq = [(seqs[0, :, 0] == tok).mean() for tok in (EOS, A, B)]
-    np.testing.assert_allclose(freq, np.asarray(want) / np.sum(want),
-                               atol=0.03)
+    np.testing.assert_allclose(freq, np.asarray(want) / np.sum(want), atol=0.03)
     np.testing.assert_allclose(  # untempered, unrenormalized log-probs
-        scores[0], np.log(np.where(seqs[0, :, 0] == A, 0.3,
-                                   np.where(seqs[0, :, 0] == B, 0.2, 0.5))),
-        rtol=1e-6)
+      scores[0], np.log(np.where(seqs[0, :, 0] == A, 0.3, np.where(seqs[0, :, 0] == B, 0.2, 0.5))), rtol=1e-6
+    )
 
   def test_steps_draw_independently(self):
     # A fair coin over {A, B} at every step: each step needs fresh noise.
     probs = np.zeros((1, 5, 5))
     probs[0, [BOS, A, B], A] = probs[0, [BOS, A, B], B] = 0.5
-    seqs, scores = _run(_markov_model(probs), [0], sampling.sample, max_len=4,
-                        num_samples=2000, traced=dict(rng=jax.random.key(0)))
+    seqs, scores = _run(
+      _markov_model(probs), [0], sampling.sample, max_len=4, num_samples=2000, traced=dict(rng=jax.random.key(0))
+    )
     self.assertTrue(np.isin(seqs, [A, B]).all())
-    np.testing.assert_allclose((seqs[0, :, 1:] == seqs[0, :, :-1]).mean(0),
-                               0.5, atol=0.05)
+    np.testing.assert_allclose((seqs[0, :, 1:] == seqs[0, :, :-1]).mean(0), 0.5, atol=0.05)
     np.testing.assert_allclose(scores, 4 * np.log(0.5), rtol=1e-6)
 
   def test_sample_traces_once_and_checks_arguments(self):
@@ -806,22 +793,34 @@ class SampleTest(parameterized.TestCase):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def draw(state, rng, row_max_len):
-      return sampling.sample(step_fn, state, rng, batch_size=2, max_len=5,
-                           bos_id=BOS, eos_id=EOS, pad_id=PAD, num_samples=3,
-                           top_k=3, top_p=0.9, min_len=1,
-                           row_max_len=row_max_len)
+      return sampling.sample(
+        step_fn,
+        state,
+        rng,
+        batch_size=2,
+        max_len=5,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+        num_samples=3,
+        top_k=3,
+        top_p=0.9,
+        min_len=1,
+        row_max_len=row_max_len,
+      )
 
     for key in range(3):
-      draw(init_state([key, key + 1]), jax.random.key(key),
-           jnp.asarray([key + 2, 4], jnp.int32))
+      draw(init_state([key, key + 1]), jax.random.key(key), jnp.asarray([key + 2, 4], jnp.int32))
     kwargs = dict(batch_size=1, max_len=4, bos_id=BOS, eos_id=EOS)
-    for bad, message in [(dict(temperature=-1.0), 'temperature'),
-                         (dict(top_k=-1), 'top_k'), (dict(top_p=0.0), 'top_p'),
-                         (dict(num_samples=0), 'num_samples'),
-                         (dict(min_len=4), 'min_len')]:
+    for bad, message in [
+      (dict(temperature=-1.0), 'temperature'),
+      (dict(top_k=-1), 'top_k'),
+      (dict(top_p=0.0), 'top_p'),
+      (dict(num_samples=0), 'num_samples'),
+      (dict(min_len=4), 'min_len'),
+    ]:
       with self.assertRaisesRegex(ValueError, message):
-        sampling.sample(step_fn, init_state([0]), jax.random.key(0), **kwargs,
-                      **bad)
+        sampling.sample(step_fn, init_state([0]), jax.random.key(0), **kwargs, **bad)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """Source inputs: parameter names kept from before they moved out of the model, memory geometry without parameters."""
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -8,8 +9,15 @@ import numpy as np
 from s2s_jax import encoders
 from s2s_jax import models
 
-_COMMON = dict(tgt_vocab_size=7, embed_dim=8, hidden_dim=8, bidirectional=True, bridge='dense', attention='bahdanau',
-               attention_score='additive')
+_COMMON = dict(
+  tgt_vocab_size=7,
+  embed_dim=8,
+  hidden_dim=8,
+  bidirectional=True,
+  bridge='dense',
+  attention='bahdanau',
+  attention_score='additive',
+)
 
 
 def _init(**fields):
@@ -22,12 +30,11 @@ def _init(**fields):
 
 
 class SourceInputTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ('tokens', dict(src_vocab_size=9), {'src_embed'}),
-      ('frames', dict(input_kind='frames', input_features=6, frame_stride=4),
-       {'subsample0', 'subsample1', 'frame_proj'}),
-      ('image', dict(input_kind='image', input_features=6, cnn_layers=2, cnn_features=4), {'grid', 'frame_proj'}))
+    ('tokens', dict(src_vocab_size=9), {'src_embed'}),
+    ('frames', dict(input_kind='frames', input_features=6, frame_stride=4), {'subsample0', 'subsample1', 'frame_proj'}),
+    ('image', dict(input_kind='image', input_features=6, cnn_layers=2, cnn_features=4), {'grid', 'frame_proj'}),
+  )
   def test_parameters_keep_their_top_level_names(self, fields, names):
     """Checkpoints written before the source inputs became modules of their own still load: same tree."""
     _, _, variables, _, _ = _init(**fields)
@@ -40,12 +47,15 @@ class SourceInputTest(parameterized.TestCase):
       self.assertEqual(set(params['grid']), {'conv0', 'conv1'})
 
   @parameterized.named_parameters(
-      ('tokens', dict(src_vocab_size=9)),
-      ('tokens_pyramid', dict(src_vocab_size=9, pyramid=True, num_layers=3)),
-      ('frames_pyramid', dict(input_kind='frames', input_features=6, frame_stride=2, pyramid=True, num_layers=2)),
-      ('image', dict(input_kind='image', input_features=6, cnn_layers=1, cnn_features=4)),
-      ('image_pyramid', dict(input_kind='image', input_features=6, cnn_layers=1, cnn_features=4, pyramid=True,
-                             num_layers=2)))
+    ('tokens', dict(src_vocab_size=9)),
+    ('tokens_pyramid', dict(src_vocab_size=9, pyramid=True, num_layers=3)),
+    ('frames_pyramid', dict(input_kind='frames', input_features=6, frame_stride=2, pyramid=True, num_layers=2)),
+    ('image', dict(input_kind='image', input_features=6, cnn_layers=1, cnn_features=4)),
+    (
+      'image_pyramid',
+      dict(input_kind='image', input_features=6, cnn_layers=1, cnn_features=4, pyramid=True, num_layers=2),
+    ),
+  )
   def test_memory_mask_and_labels_follow_the_encoder(self, fields):
     cfg, model, variables, x, mask = _init(**fields)
     memory, _ = model.apply(variables, x, mask, method=models.Seq2Seq.encode)
@@ -58,8 +68,9 @@ class SourceInputTest(parameterized.TestCase):
     self.assertEqual(out.attention.shape, (2, 3, memory['values'].shape[1]))
 
   def test_frame_labels_are_the_first_frame_of_each_memory_step(self):
-    cfg = models.Seq2SeqConfig(**_COMMON, input_kind='frames', input_features=6, frame_stride=2, pyramid=True,
-                               num_layers=2)
+    cfg = models.Seq2SeqConfig(
+      **_COMMON, input_kind='frames', input_features=6, frame_stride=2, pyramid=True, num_layers=2
+    )
     source = encoders.for_config(cfg)
     self.assertEqual(source.time_stride(), 4)
     self.assertEqual(source.memory_labels([str(i) for i in range(10)]), ['0', '4', '8'])

@@ -1,4 +1,5 @@
 """Tests of s2s_jax.metrics: token sums against a numpy reference, and text scores against sacreBLEU itself."""
+
 import gzip
 import math
 import os
@@ -34,7 +35,6 @@ def _batch(seed: int = 0, b: int = 3, t: int = 5, v: int = 7):
 
 
 class TokenMetricsTest(parameterized.TestCase):
-
   @parameterized.parameters(0, 1, 2)
   def test_weighted_xent_equals_numpy_nll(self, seed):
     logits, targets, weights = _batch(seed)
@@ -65,8 +65,7 @@ class TokenMetricsTest(parameterized.TestCase):
     v = logits.shape[-1]
     smoothed = (1 - eps) * np.eye(v)[targets] + eps / v
     expected_loss = (-(smoothed * logp).sum(-1) * weights).sum()
-    np.testing.assert_allclose(
-        expected_loss, (((1 - eps) * nll - eps * logp.mean(-1)) * weights).sum(), rtol=1e-10)
+    np.testing.assert_allclose(expected_loss, (((1 - eps) * nll - eps * logp.mean(-1)) * weights).sum(), rtol=1e-10)
     loss, nll_sum = metrics.weighted_xent(logits, targets, weights, label_smoothing=eps)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
     np.testing.assert_allclose(nll_sum, (nll * weights).sum(), rtol=1e-5)  # the reported NLL is never smoothed
@@ -112,8 +111,9 @@ class TokenMetricsTest(parameterized.TestCase):
     self.assertEqual(float(all_right['correct_sum']), weights.sum())
 
   def test_finalize_token_sums(self):
-    out = metrics.finalize_token_sums({'loss_sum': np.float32(6.0), 'correct_sum': np.float32(3.0),
-                                       'num_tokens': np.float32(4.0)})
+    out = metrics.finalize_token_sums(
+      {'loss_sum': np.float32(6.0), 'correct_sum': np.float32(3.0), 'num_tokens': np.float32(4.0)}
+    )
     self.assertEqual(set(out), {'loss', 'perplexity', 'token_accuracy'})
     self.assertAlmostEqual(out['loss'], 1.5)
     self.assertAlmostEqual(out['perplexity'], math.exp(1.5), places=5)
@@ -160,16 +160,33 @@ class TokenMetricsTest(parameterized.TestCase):
       np.testing.assert_allclose(sums[key][0], whole[key], rtol=1e-5)
 
 
-_HYPS = ['the cat sat on the mat', 'a dog barks at night', 'The Quick brown fox', 'hello world',
-         'it is raining today in paris', 'one two three four five']
-_REFS = ['the cat sat on a mat', 'the dog barks at night', 'the quick brown fox jumps', 'hello world',
-         'it was raining yesterday in paris', 'one two three four five six']
-_REFS2 = ['a cat sat on the mat', 'a dog barks at night', 'the quick brown fox', 'hello there world',
-          'it rains today in paris', 'one two three four']
+_HYPS = [
+  'the cat sat on the mat',
+  'a dog barks at night',
+  'The Quick brown fox',
+  'hello world',
+  'it is raining today in paris',
+  'one two three four five',
+]
+_REFS = [
+  'the cat sat on a mat',
+  'the dog barks at night',
+  'the quick brown fox jumps',
+  'hello world',
+  'it was raining yesterday in paris',
+  'one two three four five six',
+]
+_REFS2 = [
+  'a cat sat on the mat',
+  'a dog barks at night',
+  'the quick brown fox',
+  'hello there world',
+  'it rains today in paris',
+  'one two three four',
+]
 
 
 class TextScoresTest(parameterized.TestCase):
-
   @parameterized.parameters(([_REFS],), ([_REFS, _REFS2],))
   def test_equal_to_sacrebleu(self, refs):
     scores = metrics.text_scores(_HYPS, refs)
@@ -188,6 +205,7 @@ class TextScoresTest(parameterized.TestCase):
   def test_rouge_and_error_rates_equal_the_libraries(self):
     from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
     import jiwer  # pylint: disable=g-import-not-at-top
+
     scorer = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
     got = metrics.rouge(_HYPS, [_REFS, _REFS2])
     for name in ('rouge1', 'rouge2', 'rougeL'):
@@ -207,8 +225,9 @@ class TextScoresTest(parameterized.TestCase):
 
   def test_keys(self):
     scores = metrics.text_scores(_HYPS, [_REFS])
-    self.assertEqual(set(scores), {'bleu', 'bleu_signature', 'bleu_lc', 'chrf', 'chrf_signature', 'exact_match',
-                                   'len_ratio'})
+    self.assertEqual(
+      set(scores), {'bleu', 'bleu_signature', 'bleu_lc', 'chrf', 'chrf_signature', 'exact_match', 'len_ratio'}
+    )
     for key, value in scores.items():
       self.assertIsInstance(value, str if key.endswith('signature') else float, msg=key)
 
@@ -257,11 +276,15 @@ class TextScoresTest(parameterized.TestCase):
 
 
 class ExactMatchTest(parameterized.TestCase):
-
-  @parameterized.parameters((['a b'], [[' a b ']], 100.0), (['a b\n'], [['a b']], 100.0),
-                            (['\ta b'], [['a b']], 100.0), (['a  b'], [['a b']], 0.0),
-                            (['A b'], [['a b']], 0.0), (['a b', 'c'], [['a b', 'd']], 50.0),
-                            ([], [[]], 0.0))
+  @parameterized.parameters(
+    (['a b'], [[' a b ']], 100.0),
+    (['a b\n'], [['a b']], 100.0),
+    (['\ta b'], [['a b']], 100.0),
+    (['a  b'], [['a b']], 0.0),
+    (['A b'], [['a b']], 0.0),
+    (['a b', 'c'], [['a b', 'd']], 50.0),
+    ([], [[]], 0.0),
+  )
   def test_strips_whitespace_only(self, hyps, refs, expected):
     self.assertEqual(metrics.exact_match(hyps, refs), expected)
 
@@ -274,7 +297,6 @@ class ExactMatchTest(parameterized.TestCase):
 
 
 class BleuByLengthTest(parameterized.TestCase):
-
   def _corpus(self, lengths, seed=0):
     rng = np.random.RandomState(seed)
     words = ['w%d' % i for i in range(6)]
@@ -328,7 +350,6 @@ class BleuByLengthTest(parameterized.TestCase):
 
 
 class TokenizedBleuTest(parameterized.TestCase):
-
   def test_bleu_tok_equals_bleu_on_moses_lc_text_with_tokenize_none(self):
     hyps = ["A man's dog runs.", 'Two women, sitting.']
     refs = [["a man's dog is running.", 'Two women are sitting.']]

@@ -1,4 +1,5 @@
 """Tests of Seq2Seq: every decoder flow, both paths (teacher forcing and step by step), padding, configs."""
+
 import itertools
 
 from absl.testing import absltest
@@ -19,16 +20,18 @@ LENGTHS = [7, 3, 5]
 
 
 def _config(**kw) -> models.Seq2SeqConfig:
-  base = dict(src_vocab_size=11, tgt_vocab_size=13, embed_dim=6, hidden_dim=8, max_src_len=12, num_layers=2,
-              bridge='dense')
+  base = dict(
+    src_vocab_size=11, tgt_vocab_size=13, embed_dim=6, hidden_dim=8, max_src_len=12, num_layers=2, bridge='dense'
+  )
   base.update(kw)
   return models.Seq2SeqConfig(**base)
 
 
 def _combo_kwargs(combo):
   flow, score, feed = combo
-  return dict(attention=flow, attention_score=score or 'additive', input_feeding=feed,
-              context_to_output=flow == 'none_concat')
+  return dict(
+    attention=flow, attention_score=score or 'additive', input_feeding=feed, context_to_output=flow == 'none_concat'
+  )
 
 
 def _batch(seed=0):
@@ -54,7 +57,7 @@ def _cases(full: bool):
   """(combination, cell, bidirectional): all pairs of values (fast tier) or the full product (slow tier)."""
   cases = []
   for (i, combo), (j, cell) in itertools.product(enumerate(attention.VALID_COMBINATIONS), enumerate(rnn.CELLS)):
-    for bidirectional in ((False, True) if full else ((i + j) % 2 == 0,)):
+    for bidirectional in (False, True) if full else ((i + j) % 2 == 0,):
       name = f'{combo[0]}_{combo[1]}_feed{int(combo[2])}_{cell}_{"bi" if bidirectional else "uni"}'
       cases.append(dict(testcase_name=name, combo=combo, cell=cell, bidirectional=bidirectional))
   return cases
@@ -67,8 +70,10 @@ def _check_paths_agree(test, combo, cell, bidirectional, **extra):
 
   @jax.jit
   def both_paths(variables, inputs, mask, targets):
-    return (model.apply(variables, inputs, mask, targets, return_attention=True),
-            _step_by_step_logits(model, variables, inputs, mask, targets))
+    return (
+      model.apply(variables, inputs, mask, targets, return_attention=True),
+      _step_by_step_logits(model, variables, inputs, mask, targets),
+    )
 
   (logits, attn), stepped = both_paths(variables, inputs, mask, targets)
   chex.assert_shape(logits, (B, T, 13))
@@ -89,9 +94,9 @@ class PathsAgreeTest(parameterized.TestCase):
   def test_pairwise(self, combo, cell, bidirectional):
     _check_paths_agree(self, combo, cell, bidirectional)
 
-
-  @parameterized.parameters(('none_concat', None, False), ('bahdanau', 'additive', False), ('luong', 'general', True),
-                            ('luong', 'dot', False))
+  @parameterized.parameters(
+    ('none_concat', None, False), ('bahdanau', 'additive', False), ('luong', 'general', True), ('luong', 'dot', False)
+  )
   def test_embed_to_output(self, *combo):
     _check_paths_agree(self, combo, 'gru', False, embed_to_output=True)
 
@@ -130,7 +135,8 @@ class AttentionQueryTest(absltest.TestCase):
 
   def test_luong_input_feeding_feeds_the_attentional_vector(self):
     model, variables, memory, _, new_state, params, mask = self._first_step(
-        attention='luong', attention_score='general', input_feeding=True)
+      attention='luong', attention_score='general', input_feeding=True
+    )
     values, h = np.asarray(memory['values']), np.asarray(new_state['rnn'][-1][-1])
     alpha = _masked_softmax(np.einsum('bsq,bq->bs', values @ params['attention']['key']['kernel'], h), mask)
     np.testing.assert_allclose(new_state['attention'], alpha, atol=1e-5)  # query h_t, the current state
@@ -152,12 +158,15 @@ class PathsAgreeFullTest(parameterized.TestCase):
     _check_paths_agree(self, combo, cell, bidirectional)
 
 
-_PADDING_CASES = [('none_init', None, False), ('none_concat', None, False), ('bahdanau', 'additive', False),
-                  *(('luong', score, True) for score in attention.SCORES)]
+_PADDING_CASES = [
+  ('none_init', None, False),
+  ('none_concat', None, False),
+  ('bahdanau', 'additive', False),
+  *(('luong', score, True) for score in attention.SCORES),
+]
 
 
 class PaddingTest(parameterized.TestCase):
-
   @parameterized.parameters(*_PADDING_CASES)
   def test_source_padding_does_not_change_logits(self, *combo):
     model = models.Seq2Seq(_config(cell='lstm', bidirectional=True, **_combo_kwargs(combo)))
@@ -175,12 +184,11 @@ class PaddingTest(parameterized.TestCase):
     variables = _random_variables(model, inputs, mask, targets)
     logits = jax.jit(model.apply)(variables, inputs, mask, targets)
     for b, n in enumerate(LENGTHS):
-      alone = jax.jit(model.apply)(variables, inputs[b:b + 1, :n], mask[b:b + 1, :n], targets[b:b + 1])
+      alone = jax.jit(model.apply)(variables, inputs[b : b + 1, :n], mask[b : b + 1, :n], targets[b : b + 1])
       np.testing.assert_allclose(alone[0], logits[b], atol=1e-5)
 
 
 class ModelTest(parameterized.TestCase):
-
   def test_dropout_only_in_training(self):
     model = models.Seq2Seq(_config(dropout_rate=0.3, attention='bahdanau', attention_score='additive'))
     inputs, mask, targets = _batch()
@@ -223,17 +231,16 @@ class ModelTest(parameterized.TestCase):
     self.assertEqual(_config(bidirectional=True, encoder_hidden_dim=5).encoder_units, 5)
 
   @parameterized.named_parameters(
-      ('bad_cell', dict(cell='lstn'), r"model.cell='lstn' is not one of \('rnn', 'gru', 'lstm'\)"),
-      ('bad_flow', dict(attention='bahdanu'), r"model.attention='bahdanu' is not one of"),
-      ('bad_score', dict(attention_score='cosine'), r"model.attention_score='cosine' is not one of"),
-      ('feed_bahdanau', dict(attention='bahdanau', input_feeding=True), 'input feeding exists only in the luong'),
-      ('copy_mismatch', dict(bridge='copy', bidirectional=True, encoder_hidden_dim=5),
-       'bridge=copy needs encoder units'),
-      ('init_zeros', dict(attention='none_init', bridge='zeros'), 'gives the decoder no information'),
-      ('context_to_output', dict(attention='luong', context_to_output=True), 'context_to_output applies only'),
-      ('dropout', dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
-      ('size', dict(hidden_dim=0), 'hidden_dim must be positive'),
-      ('location', dict(attention_score='location', max_src_len=0), 'location needs model.max_src_len'),
+    ('bad_cell', dict(cell='lstn'), r"model.cell='lstn' is not one of \('rnn', 'gru', 'lstm'\)"),
+    ('bad_flow', dict(attention='bahdanu'), r"model.attention='bahdanu' is not one of"),
+    ('bad_score', dict(attention_score='cosine'), r"model.attention_score='cosine' is not one of"),
+    ('feed_bahdanau', dict(attention='bahdanau', input_feeding=True), 'input feeding exists only in the luong'),
+    ('copy_mismatch', dict(bridge='copy', bidirectional=True, encoder_hidden_dim=5), 'bridge=copy needs encoder units'),
+    ('init_zeros', dict(attention='none_init', bridge='zeros'), 'gives the decoder no information'),
+    ('context_to_output', dict(attention='luong', context_to_output=True), 'context_to_output applies only'),
+    ('dropout', dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
+    ('size', dict(hidden_dim=0), 'hidden_dim must be positive'),
+    ('location', dict(attention_score='location', max_src_len=0), 'location needs model.max_src_len'),
   )
   def test_validation_errors(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -246,8 +253,9 @@ class ModelTest(parameterized.TestCase):
   def test_shift_right(self):
     np.testing.assert_array_equal(models.shift_right(jnp.array([[5, 6, 3, 0]])), [[2, 5, 6, 3]])
 
-  @parameterized.parameters(('luong', 'general', False, 'lstm'), ('bahdanau', 'additive', False, 'gru'),
-                            ('luong', 'dot', True, 'lstm'))
+  @parameterized.parameters(
+    ('luong', 'general', False, 'lstm'), ('bahdanau', 'additive', False, 'gru'), ('luong', 'dot', True, 'lstm')
+  )
   def test_remat_changes_no_gradient(self, flow, score, feed, cell):
     """model.remat recomputes the recurrences in the backward pass (layer-wise and step-scanned decoders alike)."""
     kw = dict(attention=flow, attention_score=score, input_feeding=feed, cell=cell, bidirectional=True)
@@ -265,7 +273,8 @@ class ModelTest(parameterized.TestCase):
     logits = jax.jit(model.apply)(variables, inputs, mask, targets)
     self.assertEqual(logits.dtype, jnp.float32)
     reference = jax.jit(models.Seq2Seq(_config(attention='luong', attention_score='general')).apply)(
-        variables, inputs, mask, targets)
+      variables, inputs, mask, targets
+    )
     self.assertGreater(float(jnp.abs(logits - reference).max()), 0.0)  # the compute really is bfloat16
     np.testing.assert_allclose(logits, reference, atol=0.15 * float(jnp.abs(reference).max()))
 

@@ -1,6 +1,7 @@
 """Multi-host data parallelism: two processes on 127.0.0.1 (two CPU devices each, gloo collectives) train the
 tiny default model as one 4-device program; both end with identical parameters, equal (to float rounding: the
 gradient sum runs in another order) to one process with 4 devices on the same global batches."""
+
 import os
 import re
 import socket
@@ -16,8 +17,13 @@ import testutil
 from s2s_jax import checkpointing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ['-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny', '--config.num_train_steps=20',
-        '--config.model.dropout_rate=0.0']
+ARGS = [
+  '-m',
+  's2s_jax.main',
+  '--config=experiments/default.py:size=tiny',
+  '--config.num_train_steps=20',
+  '--config.model.dropout_rate=0.0',
+]
 
 
 def _free_port() -> int:
@@ -32,14 +38,28 @@ def _env(devices: int, data_dir: str) -> dict[str, str]:
 
 @pytest.mark.slow
 class MultiHostTest(absltest.TestCase):
-
   def test_two_processes_match_one(self):
     data_dir = self.create_tempdir().full_path
     multi, single = (os.path.join(self.create_tempdir().full_path, 'run') for _ in range(2))
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, *ARGS, f'--workdir={multi}', f'--coordinator_address=127.0.0.1:{port}',
-                               '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=_env(2, data_dir),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+      subprocess.Popen(
+        [
+          sys.executable,
+          *ARGS,
+          f'--workdir={multi}',
+          f'--coordinator_address=127.0.0.1:{port}',
+          '--num_processes=2',
+          f'--process_id={i}',
+        ],
+        cwd=ROOT,
+        env=_env(2, data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+      for i in range(2)
+    ]
     logs = []
     for p in procs:
       _, err = p.communicate(timeout=600)
@@ -49,8 +69,15 @@ class MultiHostTest(absltest.TestCase):
     self.assertEqual([d[0][0] for d in digests], ['0', '1'])
     self.assertEqual(digests[0][0][1], digests[1][0][1])  # both processes hold the same parameters
     self.assertIn('Process 1 of 2', logs[1])
-    one = subprocess.run([sys.executable, *ARGS, f'--workdir={single}'], cwd=ROOT, env=_env(4, data_dir),
-                         capture_output=True, text=True, timeout=600, check=False)
+    one = subprocess.run(
+      [sys.executable, *ARGS, f'--workdir={single}'],
+      cwd=ROOT,
+      env=_env(4, data_dir),
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+    )
     self.assertEqual(one.returncode, 0, one.stderr[-3000:])
     params_multi, step_multi = checkpointing.restore_params(multi, 'latest')
     params_single, step_single = checkpointing.restore_params(single, 'latest')

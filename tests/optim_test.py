@@ -1,4 +1,5 @@
 """Tests of the learning-rate schedules, clipping and optimizers (optim.py)."""
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -11,7 +12,6 @@ from s2s_jax import optim
 
 
 class ScheduleTest(parameterized.TestCase):
-
   def _optim(self, **kw):
     o = config_lib.base_config().optim
     o.update(kw)
@@ -30,8 +30,9 @@ class ScheduleTest(parameterized.TestCase):
     self.assertAlmostEqual(float(s(400)), 0.5, places=5)
 
   def test_halving(self):
-    s = optim.make_schedule(self._optim(learning_rate=1.0, schedule='halving', decay_start_steps=50,
-                                        decay_every_steps=10), 100)
+    s = optim.make_schedule(
+      self._optim(learning_rate=1.0, schedule='halving', decay_start_steps=50, decay_every_steps=10), 100
+    )
     self.assertAlmostEqual(float(s(49)), 1.0)
     self.assertAlmostEqual(float(s(60)), 0.5)
     self.assertAlmostEqual(float(s(75)), 0.25)

@@ -1,4 +1,5 @@
 """The data pipeline end to end on a small real slice of Multi30k: corpus -> vocabularies -> batches."""
+
 import gzip
 import itertools
 import os
@@ -28,14 +29,23 @@ def _slice_multi30k(test: absltest.TestCase, n: int = 300) -> str:
 
 
 class Multi30kPipelineTest(parameterized.TestCase):
-
   @parameterized.parameters(('moses', 0), ('sentencepiece', 300), ('word', 0), ('char', 0))
   def test_prepare_and_batch(self, tokenizer, max_vocab_size):
     c = config_lib.base_config()
-    c.data.update(name='multi30k', source_lang='de', target_lang='en', tokenizer=tokenizer, lowercase=True,
-                  max_vocab_size=max_vocab_size, manual_dir=_slice_multi30k(self),
-                  data_dir=self.create_tempdir('prepared').full_path, max_src_len=40, max_tgt_len=40,
-                  num_buckets=3, batch_size=16)
+    c.data.update(
+      name='multi30k',
+      source_lang='de',
+      target_lang='en',
+      tokenizer=tokenizer,
+      lowercase=True,
+      max_vocab_size=max_vocab_size,
+      manual_dir=_slice_multi30k(self),
+      data_dir=self.create_tempdir('prepared').full_path,
+      max_src_len=40,
+      max_tgt_len=40,
+      num_buckets=3,
+      batch_size=16,
+    )
     vocab_dir = self.create_tempdir('workdir').full_path
     data = pipeline.prepare(c.data, vocab_dir=vocab_dir)
     self.assertEqual({k: len(v.sources) for k, v in data.splits.items()}['test'], 300)

@@ -1,4 +1,5 @@
 """Reliability: kills, preemption signals, damaged checkpoints, non-finite values, stray writes."""
+
 import functools
 import json
 import os
@@ -35,12 +36,14 @@ def _tiny(data_dir, **overrides):
   return testutil.tiny_config(data_dir, **overrides)
 
 
-_BATCH = {'inputs': np.array([[5, 6, 3, 0, 0]] * 2, np.int32), 'inputs_mask': np.array([[1, 1, 1, 0, 0]] * 2),
-          'targets': np.array([[7, 8, 3, 0]] * 2, np.int32)}
+_BATCH = {
+  'inputs': np.array([[5, 6, 3, 0, 0]] * 2, np.int32),
+  'inputs_mask': np.array([[1, 1, 1, 0, 0]] * 2),
+  'targets': np.array([[7, 8, 3, 0]] * 2, np.int32),
+}
 
 
 class NonFiniteTest(parameterized.TestCase):
-
   def _nan_state(self):
     state = testutil.small_state()
     return state.replace(params=jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), state.params))
@@ -87,9 +90,9 @@ class NonFiniteTest(parameterized.TestCase):
 
 
 class CheckpointSafetyTest(absltest.TestCase):
-
   def test_an_interrupted_eval_write_leaves_the_previous_file_whole(self):
     from s2s_jax import evaluation  # pylint: disable=g-import-not-at-top
+
     workdir = self.create_tempdir().full_path
     evaluation.write_eval(workdir, 'test', {'bleu': 12.5, 'note': 'x' * 10_000}, ['a', 'b'])
     with self.assertRaises(TypeError):  # json.dump fails after writing part of the object
@@ -116,10 +119,14 @@ class CheckpointSafetyTest(absltest.TestCase):
 
 
 class WorkdirLockTest(absltest.TestCase):
-
   def _lock(self, workdir, **fields):
-    holder = {'host': socket.gethostname(), 'pid': os.getpid(), 'start_time': psutil.Process().create_time(),
-              'heartbeat': time.time(), 'command': 'python -m s2s_jax.main --workdir=x'}
+    holder = {
+      'host': socket.gethostname(),
+      'pid': os.getpid(),
+      'start_time': psutil.Process().create_time(),
+      'heartbeat': time.time(),
+      'command': 'python -m s2s_jax.main --workdir=x',
+    }
     holder.update(fields)
     with open(os.path.join(workdir, workdir_lib.LOCK_FILE), 'w') as f:
       json.dump(holder, f)
@@ -127,8 +134,10 @@ class WorkdirLockTest(absltest.TestCase):
   def test_a_held_workdir_refuses_before_writing_anything(self):
     workdir = self.create_tempdir().full_path
     with workdir_lib.WorkdirLock(workdir):
-      with self.assertRaisesRegex(workdir_lib.WorkdirBusyError,
-                                  rf'{workdir} is in use by host {socket.gethostname()}, pid {os.getpid()}, started '):
+      with self.assertRaisesRegex(
+        workdir_lib.WorkdirBusyError,
+        rf'{workdir} is in use by host {socket.gethostname()}, pid {os.getpid()}, started ',
+      ):
         train.train_and_evaluate(_tiny(self.create_tempdir().full_path), workdir)
       self.assertEqual(os.listdir(workdir), [workdir_lib.LOCK_FILE])
     self.assertEqual(os.listdir(workdir), [])  # released
@@ -137,9 +146,11 @@ class WorkdirLockTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])
     dead.wait()
-    for fields, reason in ((dict(pid=dead.pid), f'process {dead.pid} is gone'),
-                           (dict(start_time=1.0), f'pid {os.getpid()} now belongs to another process'),
-                           (dict(host='elsewhere', heartbeat=time.time() - 3600), 'its heartbeat stopped')):
+    for fields, reason in (
+      (dict(pid=dead.pid), f'process {dead.pid} is gone'),
+      (dict(start_time=1.0), f'pid {os.getpid()} now belongs to another process'),
+      (dict(host='elsewhere', heartbeat=time.time() - 3600), 'its heartbeat stopped'),
+    ):
       self._lock(workdir, **fields)
       self.assertIsNone(workdir_lib.lock_holder(workdir))
       with self.assertLogs(level='WARNING') as logs:
@@ -157,36 +168,52 @@ class WorkdirLockTest(absltest.TestCase):
   def test_main_exits_non_zero_naming_the_holder(self):
     workdir = self.create_tempdir().full_path
     with workdir_lib.WorkdirLock(workdir):
-      result = subprocess.run([sys.executable, '-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny',
-                               f'--workdir={workdir}'], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                              timeout=300, check=False)
+      result = subprocess.run(
+        [sys.executable, '-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny', f'--workdir={workdir}'],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+      )
     self.assertEqual(result.returncode, 1, result.stderr[-2000:])
     self.assertIn(f'is in use by host {socket.gethostname()}, pid {os.getpid()}', result.stderr)
     self.assertEqual(os.listdir(workdir), [])
 
 
 class SignalTest(absltest.TestCase):
-
   def test_a_second_signal_exits_at_once(self):
-    code = ('import os, signal, time\n'
-            'from s2s_jax import preemption\n'
-            'with preemption.Preemption() as p:\n'
-            '  os.kill(os.getpid(), signal.SIGTERM)\n'
-            '  assert p.requested and p.signal_name == "SIGTERM"\n'
-            '  os.kill(os.getpid(), signal.SIGINT)\n'
-            '  time.sleep(5)\n'
-            'print("not reached")\n')
-    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=60, check=False)
+    code = (
+      'import os, signal, time\n'
+      'from s2s_jax import preemption\n'
+      'with preemption.Preemption() as p:\n'
+      '  os.kill(os.getpid(), signal.SIGTERM)\n'
+      '  assert p.requested and p.signal_name == "SIGTERM"\n'
+      '  os.kill(os.getpid(), signal.SIGINT)\n'
+      '  time.sleep(5)\n'
+      'print("not reached")\n'
+    )
+    result = subprocess.run(
+      [sys.executable, '-c', code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60, check=False
+    )
     self.assertEqual(result.returncode, 128 + signal.SIGINT, result.stderr)
     self.assertNotIn('not reached', result.stdout)
 
   @pytest.mark.slow  # end-to-end (a training subprocess)
   def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    cmd = [sys.executable, '-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny', f'--workdir={workdir}',
-           f'--config.data.data_dir={self.create_tempdir().full_path}', '--config.num_train_steps=100000',
-           '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000']
+    cmd = [
+      sys.executable,
+      '-m',
+      's2s_jax.main',
+      '--config=experiments/default.py:size=tiny',
+      f'--workdir={workdir}',
+      f'--config.data.data_dir={self.create_tempdir().full_path}',
+      '--config.num_train_steps=100000',
+      '--config.eval_every_steps=100000',
+      '--config.checkpoint_every_steps=100000',
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True)
     metrics = os.path.join(workdir, 'metrics.jsonl')
     deadline = time.time() + 300
@@ -203,8 +230,14 @@ class SignalTest(absltest.TestCase):
 
   def _terminate_at(self, marker, workdir, data_dir):
     """Runs the tiny default config and sends SIGTERM when a stderr line contains `marker`; (exit code, stderr)."""
-    cmd = [sys.executable, '-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny', f'--workdir={workdir}',
-           f'--config.data.data_dir={data_dir}']
+    cmd = [
+      sys.executable,
+      '-m',
+      's2s_jax.main',
+      '--config=experiments/default.py:size=tiny',
+      f'--workdir={workdir}',
+      f'--config.data.data_dir={data_dir}',
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stderr:
@@ -226,9 +259,22 @@ class SignalTest(absltest.TestCase):
     self.assertEqual(code, 0, stderr[-3000:])
     self.assertIn('SIGTERM: stopped during the test evaluation', stderr)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'DONE')))
-    result = subprocess.run([sys.executable, '-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny',
-                             f'--workdir={workdir}', f'--config.data.data_dir={data_dir}'], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+      [
+        sys.executable,
+        '-m',
+        's2s_jax.main',
+        '--config=experiments/default.py:size=tiny',
+        f'--workdir={workdir}',
+        f'--config.data.data_dir={data_dir}',
+      ],
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn('Training from step 40 to 40', result.stderr)  # only the test evaluation was left
     self.assertNotIn('Compiled the train step', result.stderr)
@@ -236,16 +282,26 @@ class SignalTest(absltest.TestCase):
     self.assertTrue(os.path.exists(os.path.join(workdir, 'eval_test.json')))
 
 
-
 @pytest.mark.slow
 class ChaosTest(absltest.TestCase):
-
   def test_a_kill_in_every_window_gives_identical_results(self):
     # One SIGKILL inside data preparation, a validation, a checkpoint save, training and the test evaluation, each
     # followed by a restart: parameters, best/, eval_test.json and metrics.jsonl equal an uninterrupted run's.
-    result = subprocess.run([sys.executable, 'scripts/chaos_resume.py', '--config=experiments/default.py:size=tiny',
-                             '--kill_at=prepare,eval,save,random,test', f'--root={self.create_tempdir().full_path}/c'],
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200, check=False)
+    result = subprocess.run(
+      [
+        sys.executable,
+        'scripts/chaos_resume.py',
+        '--config=experiments/default.py:size=tiny',
+        '--kill_at=prepare,eval,save,random,test',
+        f'--root={self.create_tempdir().full_path}/c',
+      ],
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=1200,
+      check=False,
+    )
     self.assertEqual(result.returncode, 0, result.stdout + result.stderr[-3000:])
     for window in ('prepare', 'eval', 'save', 'random', 'test'):
       self.assertIn(f'kill in {window}: SIGKILL', result.stdout)

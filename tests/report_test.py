@@ -3,6 +3,7 @@
 The sweep (2 tiny runs of the dates task: bahdanau vs none_concat) runs once per class, in a subprocess, into a
 temporary root with its own data cache; a copy of one run without DONE stands for an unfinished run.
 """
+
 import csv
 import json
 import os
@@ -27,6 +28,7 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 def _run(script: str, *flags: str, cache_dir: str) -> subprocess.CompletedProcess:
   return testutil.run(os.path.join(ROOT, 'scripts', script), *flags, timeout=900, S2S_CACHE_DIR=cache_dir)
+
 
 def _csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
   with open(path, encoding='utf-8', newline='') as f:
@@ -59,20 +61,26 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(self.report.returncode, 0, self.report.stderr[-5000:])
     self.assertEqual(self.report.stdout.strip().splitlines()[-1], os.path.join(self.root, 'report.md'))
     self.assertRegex(self.report.stderr, r'WARNING: unfinished runs .*: unfinished')
-    for check in (self._check_results_csv, self._check_agg_csv, self._check_markdown, self._check_bad_baseline,
-                  self._check_curve):
+    for check in (
+      self._check_results_csv,
+      self._check_agg_csv,
+      self._check_markdown,
+      self._check_bad_baseline,
+      self._check_curve,
+    ):
       with self.subTest(check.__name__):
         check()
 
   def _check_results_csv(self):
     columns, rows = _csv(os.path.join(self.root, 'results.csv'))
     fixed = ['run', 'config', 'model.attention', 'seed', 'num_params', 'train_s', 'best_step']
-    self.assertEqual(columns[:len(fixed)], fixed)
-    rest = columns[len(fixed):]
+    self.assertEqual(columns[: len(fixed)], fixed)
+    rest = columns[len(fixed) :]
     prefixes = [c.partition('/')[0] for c in rest]
     self.assertEqual(prefixes, sorted(prefixes))  # eval/* then test/*
-    self.assertContainsSubset(['eval/exact_match', 'eval/loss', 'test/exact_match', 'test/bleu', 'test/chrf',
-                               'test/loss'], rest)
+    self.assertContainsSubset(
+      ['eval/exact_match', 'eval/loss', 'test/exact_match', 'test/bleu', 'test/chrf', 'test/loss'], rest
+    )
     self.assertEqual([r['run'] for r in rows], ['attention=bahdanau', 'attention=none_concat', 'unfinished'])
     params = {}
     for row in rows[:2]:
@@ -101,8 +109,9 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(columns[:3], ['variant', 'model.attention', 'n'])
     for metric in ('test/exact_match', 'test/bleu', 'eval/exact_match'):
       self.assertContainsSubset([f'{metric}_{s}' for s in ('mean', 'std', 'ci95')], columns)
-    self.assertEqual([(r['variant'], r['n']) for r in rows], [('attention=bahdanau', '1'),
-                                                              ('attention=none_concat', '1')])  # not the unfinished
+    self.assertEqual(
+      [(r['variant'], r['n']) for r in rows], [('attention=bahdanau', '1'), ('attention=none_concat', '1')]
+    )  # not the unfinished
     _, runs = _csv(os.path.join(self.root, 'results.csv'))
     for agg, run in zip(rows, runs):
       self.assertAlmostEqual(float(agg['test/bleu_mean']), float(run['test/bleu']))
@@ -117,16 +126,26 @@ class ReportTest(absltest.TestCase):
     self.assertIn('Significance against the baseline `attention=none_concat`', text)
     self.assertIn('sacrebleu.significance.PairedTest', text)
     p_value = r'(0\.\d{4}( \*)?|1\.0000|1 \(same\))'
-    self.assertRegex(text, rf'\| attention=bahdanau \| attention=bahdanau \| [\d.]+ \([+-][\d.]+\) \| {p_value} \| '
-                           rf'[\d.]+ \([+-][\d.]+\) \| {p_value} \|')
+    self.assertRegex(
+      text,
+      rf'\| attention=bahdanau \| attention=bahdanau \| [\d.]+ \([+-][\d.]+\) \| {p_value} \| '
+      rf'[\d.]+ \([+-][\d.]+\) \| {p_value} \|',
+    )
     self.assertRegex(text, r'sacreBLEU signature, BLEU: `nrefs:1\|bs:1000\|seed:12345')
     self.assertIn('unfinished', text)
     self.assertIn('No attention in attention=none_concat', text)
     links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
-    self.assertEqual(links, ['figures/learning_curves.png', 'figures/score_by_src_len.png',
-                             'figures/attention_attention_bahdanau_1.png',
-                             'figures/attention_attention_bahdanau_2.png'])
+    self.assertEqual(
+      links,
+      [
+        'figures/learning_curves.png',
+        'figures/score_by_src_len.png',
+        'figures/attention_attention_bahdanau_1.png',
+        'figures/attention_attention_bahdanau_2.png',
+      ],
+    )
     from matplotlib import image  # pylint: disable=g-import-not-at-top
+
     for link in links:
       path = os.path.join(self.root, link)
       with open(path, 'rb') as f:
@@ -147,8 +166,14 @@ class ReportTest(absltest.TestCase):
     workdir = os.path.join(tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir()), 'run')
     shutil.copytree(os.path.join(self.root, 'attention=bahdanau'), workdir)
     out = os.path.join(workdir, 'curve.png')
-    result = _run('curve.py', f'--workdir={workdir}', f'--out={out}', '--metrics=exact_match,bleu',
-                  '--evaluate_checkpoints', cache_dir=self.cache_dir)
+    result = _run(
+      'curve.py',
+      f'--workdir={workdir}',
+      f'--out={out}',
+      '--metrics=exact_match,bleu',
+      '--evaluate_checkpoints',
+      cache_dir=self.cache_dir,
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-5000:])
     kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
     scored = {}
@@ -180,28 +205,46 @@ class ResolveBaselineTest(absltest.TestCase):
 
   def test_run_variant_and_unique_part(self):
     script = (
-        'import importlib.util, json, sys\n'
-        'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
-        'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
-        'variants = ["attention=none_init,context_to_output=false", "attention=none_concat,context_to_output=true",\n'
-        '            "attention=luong,context_to_output=false"]\n'
-        'firsts = {v: {"name": v + "/seed_0", "variant": v, "done": True} for v in variants}\n'
-        'runs = list(firsts.values())\n'
-        'for spec in sys.argv[2:]:\n'
-        '  try:\n'
-        '    print(json.dumps(report.resolve_baseline(spec, runs, firsts)[0]))\n'
-        '  except Exception as e:  # the UsageError message\n'
-        '    print(json.dumps("error: " + str(e)))\n')
-    specs = ['attention=luong,context_to_output=false/seed_0', 'attention=none_init,context_to_output=false',
-             'attention=none_concat', 'context_to_output=true,attention=none_concat', 'context_to_output=false',
-             'attention=bahdanau']
-    result = subprocess.run([sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), *specs],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+      'import importlib.util, json, sys\n'
+      'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
+      'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+      'variants = ["attention=none_init,context_to_output=false", "attention=none_concat,context_to_output=true",\n'
+      '            "attention=luong,context_to_output=false"]\n'
+      'firsts = {v: {"name": v + "/seed_0", "variant": v, "done": True} for v in variants}\n'
+      'runs = list(firsts.values())\n'
+      'for spec in sys.argv[2:]:\n'
+      '  try:\n'
+      '    print(json.dumps(report.resolve_baseline(spec, runs, firsts)[0]))\n'
+      '  except Exception as e:  # the UsageError message\n'
+      '    print(json.dumps("error: " + str(e)))\n'
+    )
+    specs = [
+      'attention=luong,context_to_output=false/seed_0',
+      'attention=none_init,context_to_output=false',
+      'attention=none_concat',
+      'context_to_output=true,attention=none_concat',
+      'context_to_output=false',
+      'attention=bahdanau',
+    ]
+    result = subprocess.run(
+      [sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), *specs],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     out = [json.loads(line) for line in result.stdout.splitlines()]
-    self.assertEqual(out[:4], ['attention=luong,context_to_output=false', 'attention=none_init,context_to_output=false',
-                               'attention=none_concat,context_to_output=true',
-                               'attention=none_concat,context_to_output=true'])
+    self.assertEqual(
+      out[:4],
+      [
+        'attention=luong,context_to_output=false',
+        'attention=none_init,context_to_output=false',
+        'attention=none_concat,context_to_output=true',
+        'attention=none_concat,context_to_output=true',
+      ],
+    )
     self.assertIn('matches several variants', out[4])
     self.assertIn('is neither a finished run', out[5])
 
@@ -210,12 +253,20 @@ class ResolveBaselineTest(absltest.TestCase):
     path = os.path.join(self.create_tempdir().full_path, 'eval_test.hyp.txt')
     with open(path, 'w', encoding='utf-8', newline='') as f:
       f.write('a\u2028b\x0cc\nd\r\n\x85e\n')
-    script = ('import importlib.util, json, sys\n'
-              'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
-              'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
-              'print(json.dumps([report._lines(sys.argv[2]), report._lines(sys.argv[2] + ".missing")]))\n')
-    result = subprocess.run([sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), path],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    script = (
+      'import importlib.util, json, sys\n'
+      'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
+      'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+      'print(json.dumps([report._lines(sys.argv[2]), report._lines(sys.argv[2] + ".missing")]))\n'
+    )
+    result = subprocess.run(
+      [sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), path],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertEqual(json.loads(result.stdout), [['a\u2028b\x0cc', 'd', '\x85e'], None])
 
@@ -229,7 +280,6 @@ def _leaves(tree):
 
 
 class NoRunsTest(absltest.TestCase):
-
   def test_empty_root_exits_with_a_message(self):
     root = self.create_tempdir().full_path
     os.makedirs(os.path.join(root, 'not_a_run'))  # a directory without config.json is no run
@@ -241,7 +291,6 @@ class NoRunsTest(absltest.TestCase):
 
 
 class StatisticsTest(absltest.TestCase):
-
   def test_mean_std_ci95_is_the_t_interval(self):
     values = [21.0, 23.5, 22.0, 25.0]
     mean, std, ci = metrics.mean_std_ci95(values)

@@ -1,4 +1,5 @@
 """Tests of the recurrent cells and the scanned, masked (bi)directional stacks."""
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -38,15 +39,14 @@ def _lengths_mask(lengths, length):
 
 
 class CellTest(parameterized.TestCase):
-
   @parameterized.parameters('rnn', 'gru', 'lstm')
   def test_step_matches_reference_equations(self, kind):
     cell = rnn.RecurrentCell(kind, 5)
     x = np.random.RandomState(0).randn(3, 4).astype(np.float32)
-    carry = tuple(np.random.RandomState(i + 1).randn(3, 5).astype(np.float32)
-                  for i in range(2 if kind == 'lstm' else 1))
-    params = cell.init(jax.random.PRNGKey(0), carry, x,
-                       method=lambda m, c, x: m.step(c, m.input_proj(x)))['params']
+    carry = tuple(
+      np.random.RandomState(i + 1).randn(3, 5).astype(np.float32) for i in range(2 if kind == 'lstm' else 1)
+    )
+    params = cell.init(jax.random.PRNGKey(0), carry, x, method=lambda m, c, x: m.step(c, m.input_proj(x)))['params']
     got = cell.apply({'params': params}, carry, x, method=lambda m, c, x: m.step(c, m.input_proj(x)))
     want = _reference_step(kind, params, carry, x)
     for g, w in zip(got, want):
@@ -54,8 +54,12 @@ class CellTest(parameterized.TestCase):
 
   def test_lstm_forget_bias_is_one_and_recurrent_blocks_orthogonal(self):
     cell = rnn.RecurrentCell('lstm', 6)
-    params = cell.init(jax.random.PRNGKey(0), (jnp.zeros((1, 6)),) * 2, jnp.zeros((1, 3)),
-                       method=lambda m, c, x: m.step(c, m.input_proj(x)))['params']
+    params = cell.init(
+      jax.random.PRNGKey(0),
+      (jnp.zeros((1, 6)),) * 2,
+      jnp.zeros((1, 3)),
+      method=lambda m, c, x: m.step(c, m.input_proj(x)),
+    )['params']
     bias = np.asarray(params['input']['bias'])
     np.testing.assert_array_equal(bias[6:12], 1.0)
     np.testing.assert_array_equal(np.delete(bias, np.s_[6:12]), 0.0)
@@ -65,15 +69,15 @@ class CellTest(parameterized.TestCase):
 
   def test_uniform_init_range(self):
     cell = rnn.RecurrentCell('gru', 8, recurrent_init='uniform', init_scale=0.08)
-    params = cell.init(jax.random.PRNGKey(0), (jnp.zeros((1, 8)),), jnp.zeros((1, 3)),
-                       method=lambda m, c, x: m.step(c, m.input_proj(x)))['params']
+    params = cell.init(
+      jax.random.PRNGKey(0), (jnp.zeros((1, 8)),), jnp.zeros((1, 3)), method=lambda m, c, x: m.step(c, m.input_proj(x))
+    )['params']
     for w in (params['input']['kernel'], params['recurrent']['kernel']):
       self.assertLessEqual(float(jnp.abs(w).max()), 0.08)
       self.assertGreater(float(jnp.abs(w).max()), 0.04)
 
 
 class StackTest(parameterized.TestCase):
-
   def test_reverse_within_lengths(self):
     x = jnp.arange(12).reshape(2, 6)
     got = rnn.reverse_within_lengths(x, jnp.array([4, 6]))
@@ -92,7 +96,7 @@ class StackTest(parameterized.TestCase):
     chex.assert_shape(out, (3, 9, 4 * (2 if bidirectional else 1)))
     np.testing.assert_array_equal(np.asarray(out)[mask == 0], 0.0)
     for b, n in enumerate(lengths):
-      out_b, finals_b = stack.apply(params, x[b:b + 1, :n], np.ones((1, n), np.int32))
+      out_b, finals_b = stack.apply(params, x[b : b + 1, :n], np.ones((1, n), np.int32))
       np.testing.assert_allclose(out[b, :n], out_b[0], atol=1e-5)
       for layer, layer_b in zip(finals, finals_b):
         for c, c_b in zip(layer, layer_b):
@@ -152,6 +156,7 @@ class LstmScanTest(parameterized.TestCase):
       c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
       h = jax.nn.sigmoid(o) * jnp.tanh(c)
       return (c, h), (c, h)
+
     return jax.lax.scan(body, (c0, h0), xproj)[1]
 
   def test_forward_and_gradients_equal_autodiff(self):
@@ -182,7 +187,7 @@ class LstmScanTest(parameterized.TestCase):
 
     def loss(v, x, mask):
       out, finals = stack.apply(v, x, mask)
-      return (out ** 2).sum() + sum((c ** 3).sum() for carry in finals for c in carry)
+      return (out**2).sum() + sum((c**3).sum() for carry in finals for c in carry)
 
     g_row = jax.grad(loss, argnums=1)(v, x[1:, :4], mask[1:, :4])
     g_batch = jax.grad(loss, argnums=1)(v, x, mask)
@@ -192,6 +197,7 @@ class LstmScanTest(parameterized.TestCase):
 
 def _textbook_gru(kernel, bias, xproj, h0):
   """The GRU of Cho et al. 2014 in cuDNN's form (the reset gate multiplies h W + b), as a plain scan."""
+
   def body(h, x):
     xr, xz, xn = jnp.split(x, 3, axis=-1)
     hr, hz, hn = jnp.split(h @ kernel + bias[None], 3, axis=-1)
@@ -199,6 +205,7 @@ def _textbook_gru(kernel, bias, xproj, h0):
     n = jnp.tanh(xn + r * hn)
     h = (1.0 - z) * n + z * h
     return h, h
+
   return jax.lax.scan(body, h0, xproj)[1]
 
 
@@ -206,6 +213,7 @@ def _textbook_rnn(kernel, xproj, h0):
   def body(h, x):
     h = jnp.tanh(x + h @ kernel)
     return h, h
+
   return jax.lax.scan(body, h0, xproj)[1]
 
 
@@ -217,8 +225,12 @@ class GruAndRnnScanTest(parameterized.TestCase):
     t, b, hdim = 7, 3, 5
     rng = np.random.RandomState(0)
     gates = 3 if kind == 'gru' else 1
-    args = [rng.randn(hdim, gates * hdim) * 0.5, rng.randn(gates * hdim), rng.randn(t, b, gates * hdim),
-            rng.randn(b, hdim)]
+    args = [
+      rng.randn(hdim, gates * hdim) * 0.5,
+      rng.randn(gates * hdim),
+      rng.randn(t, b, gates * hdim),
+      rng.randn(b, hdim),
+    ]
     if kind == 'rnn':
       del args[1]
     args = tuple(jnp.asarray(a, jnp.float32) for a in args)

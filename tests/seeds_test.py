@@ -1,4 +1,5 @@
 """Tests of vmapped multi-seed training (config.num_seeds)."""
+
 import json
 import os
 import sys
@@ -19,13 +20,18 @@ def _config(data_dir, **overrides):
 
 def _records(path):
   with open(os.path.join(path, 'metrics.jsonl')) as f:
-    return [{k: v for k, v in json.loads(line).items() if k != 'wall_s' and not k.endswith('_per_s')
-             and not k.endswith('decode_s')} for line in f]
+    return [
+      {
+        k: v
+        for k, v in json.loads(line).items()
+        if k != 'wall_s' and not k.endswith('_per_s') and not k.endswith('decode_s')
+      }
+      for line in f
+    ]
 
 
 @pytest.mark.slow
 class SeedsTest(absltest.TestCase):
-
   def test_vmapped_seeds_match_single_runs_and_resume_exactly(self):
     data_dir = self.create_tempdir().full_path
     vmapped, resumed, single = (self.create_tempdir().full_path for _ in range(3))
@@ -40,8 +46,11 @@ class SeedsTest(absltest.TestCase):
     # matmuls); seed 1 starts from another initialisation (on the same batches) and ends elsewhere.
     train.train_and_evaluate(_config(data_dir, seed=0), single)
     losses = {}
-    for name, folder in (('single', single), ('seed_0', os.path.join(vmapped, 'seed_0')),
-                         ('seed_1', os.path.join(vmapped, 'seed_1'))):
+    for name, folder in (
+      ('single', single),
+      ('seed_0', os.path.join(vmapped, 'seed_0')),
+      ('seed_1', os.path.join(vmapped, 'seed_1')),
+    ):
       with open(os.path.join(folder, 'eval_test.json')) as f:
         losses[name] = json.load(f)['loss']
     self.assertAlmostEqual(losses['seed_0'], losses['single'], delta=1e-4)
@@ -50,8 +59,11 @@ class SeedsTest(absltest.TestCase):
     train.train_and_evaluate(_config(data_dir, num_seeds=2, num_train_steps=20), resumed)
     train.train_and_evaluate(_config(data_dir, num_seeds=2), resumed)
     for seed in (0, 1):
-      got = [r for r in _records(os.path.join(resumed, f'seed_{seed}'))
-             if not (r['step'] == 20 and any(k.startswith('test') for k in r))]
+      got = [
+        r
+        for r in _records(os.path.join(resumed, f'seed_{seed}'))
+        if not (r['step'] == 20 and any(k.startswith('test') for k in r))
+      ]
       self.assertEqual(got, _records(os.path.join(vmapped, f'seed_{seed}')), seed)
 
 

@@ -1,5 +1,6 @@
 """Access to ../shared/data from tests: a missing file skips the test with the reason, or fails it where
 S2S_REQUIRE_DATA=1 (as CI sets it; CONVENTIONS §1)."""
+
 import os
 
 from absl.testing import absltest

@@ -1,6 +1,7 @@
 """Speech: the log-mel frontend, the FSDD / yes-no / audio-folder builders (on real files the tests write, and on
 the real corpora), the frame encoder (subsampling, pyramid, SpecAugment), and tiny end-to-end runs (train, evaluate,
 translate with attention plots)."""
+
 import io
 import json
 import os
@@ -42,7 +43,6 @@ def _wav_bytes(samples: np.ndarray, rate: int = RATE) -> bytes:
 
 
 class FrontendTest(parameterized.TestCase):
-
   def test_filterbank_triangles_peak_at_one_and_cover_the_band(self):
     bank = audio.mel_filterbank(40, 256, RATE)
     self.assertEqual(bank.shape, (129, 40))
@@ -72,8 +72,11 @@ class FrontendTest(parameterized.TestCase):
 
   def test_int16_and_float_input_agree(self):
     x = (np.random.RandomState(0).randn(4000) * 3000).astype(np.int16)
-    np.testing.assert_allclose(audio.log_mel(x, RATE, normalize=False),
-                               audio.log_mel(x.astype(np.float32) / 32768.0, RATE, normalize=False), atol=1e-4)
+    np.testing.assert_allclose(
+      audio.log_mel(x, RATE, normalize=False),
+      audio.log_mel(x.astype(np.float32) / 32768.0, RATE, normalize=False),
+      atol=1e-4,
+    )
 
   def test_a_float_wav_gives_the_same_features_in_training_and_at_inference(self):
     path = os.path.join(self.create_tempdir().full_path, 'float.wav')
@@ -81,8 +84,7 @@ class FrontendTest(parameterized.TestCase):
     with open(path, 'rb') as f:
       stored, _ = speech._int16(f.read(), path)  # pylint: disable=protected-access  (what preparation stores)
     frontend = audio.AudioFrontend(40, RATE)
-    np.testing.assert_array_equal(frontend.encode(frontend.read(path)),
-                                  frontend.encode(audio.Clip(path, stored, RATE)))
+    np.testing.assert_array_equal(frontend.encode(frontend.read(path)), frontend.encode(audio.Clip(path, stored, RATE)))
 
   def test_nan_samples_are_an_unreadable_file(self):
     path = os.path.join(self.create_tempdir().full_path, 'nan.wav')
@@ -125,14 +127,16 @@ class FsddBuilderTest(absltest.TestCase):
       info.size = len(broken)
       tar.addfile(info, io.BytesIO(broken))
     self.config = fsdd.get_config('size=tiny')
-    self.config.data.update(manual_dir=self.raw, data_dir=self.create_tempdir().full_path, num_train_examples=30,
-                            num_eval_examples=6)
+    self.config.data.update(
+      manual_dir=self.raw, data_dir=self.create_tempdir().full_path, num_train_examples=30, num_eval_examples=6
+    )
     pipeline.resolve_paths(self.config.data)
 
   def test_splits_use_only_their_own_recordings(self):
     clips, skipped = speech.load_clips(self.config.data)
-    self.assertEqual({k: len(v) for k, v in clips.items()},
-                     {'train': 30, 'validation': 6, 'test_speaker': 6, 'test_random': 6})
+    self.assertEqual(
+      {k: len(v) for k, v in clips.items()}, {'train': 30, 'validation': 6, 'test_speaker': 6, 'test_random': 6}
+    )
     self.assertLen(skipped, 1)
     self.assertIn('1_george_20.wav', skipped[0])
     for split, rows in clips.items():
@@ -155,20 +159,21 @@ class FsddBuilderTest(absltest.TestCase):
 
   def test_missing_archive_names_the_folder(self):
     self.config.data.manual_dir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(FileNotFoundError, r"recordings.tar.gz.*data.manual_dir"):
+    with self.assertRaisesRegex(FileNotFoundError, r'recordings.tar.gz.*data.manual_dir'):
       speech.load_clips(self.config.data)
 
 
 class RealSpeechDataTest(absltest.TestCase):
-
   def test_fsdd_speaker_theo_only_in_test_speaker(self):
     shared_data.require(self, 'fsdd', speech.FSDD_ARCHIVE)
     with tarfile.open(os.path.join(shared_data.require(self, 'fsdd'), speech.FSDD_ARCHIVE)) as tar:
       names = [os.path.basename(m.name)[:-4].split('_') for m in tar if m.name.endswith('.wav')]
     self.assertLen(names, 3000)
     splits = {s: [n for n in names if speech.fsdd_split(n[1], int(n[2])) == s] for s in speech.FSDD_SPLITS}
-    self.assertEqual({s: len(v) for s, v in splits.items()},
-                     {'train': 2000, 'validation': 250, 'test_speaker': 500, 'test_random': 250})
+    self.assertEqual(
+      {s: len(v) for s, v in splits.items()},
+      {'train': 2000, 'validation': 250, 'test_speaker': 500, 'test_random': 250},
+    )
     self.assertTrue(all(n[1] == 'theo' for n in splits['test_speaker']))
     self.assertFalse(any(n[1] == 'theo' for s in ('train', 'validation', 'test_random') for n in splits[s]))
 
@@ -190,7 +195,6 @@ class RealSpeechDataTest(absltest.TestCase):
 
 
 class AudioFolderTest(absltest.TestCase):
-
   def _folder(self, rates=(RATE, RATE, RATE)):
     folder = self.create_tempdir().full_path
     lines = []
@@ -207,8 +211,12 @@ class AudioFolderTest(absltest.TestCase):
     with open(os.path.join(folder, 'test.tsv'), 'w') as f:
       f.write('\n'.join(lines[:-1]) + '\n')  # the readable files only
     config = yesno.get_config('size=tiny')
-    config.data.update(name='audio_folder', files=f'train={folder}/list.tsv;test={folder}/test.tsv',
-                       data_dir=self.create_tempdir().full_path, eval_split='train')
+    config.data.update(
+      name='audio_folder',
+      files=f'train={folder}/list.tsv;test={folder}/test.tsv',
+      data_dir=self.create_tempdir().full_path,
+      eval_split='train',
+    )
     pipeline.resolve_paths(config.data)
     return config
 
@@ -222,8 +230,11 @@ class AudioFolderTest(absltest.TestCase):
   def test_an_unreadable_file_in_an_evaluation_split_fails(self):
     config = self._folder()
     config.data.files = config.data.files.replace('test.tsv', 'list.tsv')
-    with self.assertRaisesRegex(ValueError, r"broken.wav: .* listed in the 'test' split, whose examples are never "
-                                            'dropped'):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"broken.wav: .* listed in the 'test' split, whose examples are never "
+      'dropped',
+    ):
       pipeline.prepare(config.data)
 
   def test_mixed_sample_rates_fail(self):
@@ -232,7 +243,6 @@ class AudioFolderTest(absltest.TestCase):
 
 
 class FrameEncoderTest(parameterized.TestCase):
-
   def test_halve_time_and_pyramid_mask(self):
     x = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
     mask = jnp.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
@@ -255,15 +265,25 @@ class FrameEncoderTest(parameterized.TestCase):
     self.assertTrue(freq_zero.any())
     for b in range(64):
       self.assertLessEqual(time_zero[b].sum(), 2 * (int(lengths[b]) // 5))
-      self.assertFalse(time_zero[b, int(lengths[b]):].any())  # time bands lie inside the utterance
+      self.assertFalse(time_zero[b, int(lengths[b]) :].any())  # time bands lie inside the utterance
     np.testing.assert_array_equal(np.asarray(y)[~zero], 1.0)
     self.assertTrue(np.all(zero == (freq_zero[:, None, :] | time_zero[:, :, None])))
 
   @parameterized.parameters((1, False, 24), (4, False, 6), (2, True, 6), (4, True, 3))
   def test_memory_length_follows_stride_and_pyramid(self, stride, pyramid, steps):
-    cfg = models.Seq2SeqConfig(input_kind='frames', input_features=8, tgt_vocab_size=9, frame_stride=stride,
-                               pyramid=pyramid, num_layers=2, bidirectional=True, bridge='dense', attention='luong',
-                               embed_dim=8, hidden_dim=8)
+    cfg = models.Seq2SeqConfig(
+      input_kind='frames',
+      input_features=8,
+      tgt_vocab_size=9,
+      frame_stride=stride,
+      pyramid=pyramid,
+      num_layers=2,
+      bidirectional=True,
+      bridge='dense',
+      attention='luong',
+      embed_dim=8,
+      hidden_dim=8,
+    )
     model = models.Seq2Seq(cfg)
     x = jnp.ones((2, 24, 8))
     mask = jnp.array([[1] * 24, [1] * 10 + [0] * 14])
@@ -274,10 +294,12 @@ class FrameEncoderTest(parameterized.TestCase):
     np.testing.assert_array_equal(memory['mask'][1], (np.arange(steps) * factor < 10).astype(np.int32))
     self.assertEqual(encoders.for_config(cfg).time_stride(), factor)
     labels = encoders.for_config(cfg).memory_labels(
-        inputs_lib.AudioInputs(audio.AudioFrontend(8, RATE), 24).labels(np.zeros((10, 8))))
+      inputs_lib.AudioInputs(audio.AudioFrontend(8, RATE), 24).labels(np.zeros((10, 8)))
+    )
     self.assertLen(labels, -(-10 // factor))
-    logits = model.apply(params, x, mask, jnp.ones((2, 4), jnp.int32), train=True,
-                         rngs={'dropout': jax.random.PRNGKey(1)})
+    logits = model.apply(
+      params, x, mask, jnp.ones((2, 4), jnp.int32), train=True, rngs={'dropout': jax.random.PRNGKey(1)}
+    )
     self.assertEqual(logits.shape, (2, 4, 9))
 
   def test_invalid_frame_options(self):
@@ -286,15 +308,21 @@ class FrameEncoderTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'apply to audio frames only'):
       models.Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, frame_stride=2).validate()
     with self.assertRaisesRegex(ValueError, 'pointer_generator copies source tokens'):
-      models.Seq2SeqConfig(input_kind='frames', input_features=8, tgt_vocab_size=9, pointer_generator=True,
-                           attention='bahdanau', attention_score='additive').validate()
+      models.Seq2SeqConfig(
+        input_kind='frames',
+        input_features=8,
+        tgt_vocab_size=9,
+        pointer_generator=True,
+        attention='bahdanau',
+        attention_score='additive',
+      ).validate()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
   return testutil.run(*args)
 
-class EndToEndTest(absltest.TestCase):
 
+class EndToEndTest(absltest.TestCase):
   @pytest.mark.slow  # about 45 s; the fast tier keeps the builders, frontend and encoder tests
   def test_yesno_trains_evaluates_and_transcribes_files(self):
     folder = shared_data.require(self, 'yesno', speech.YESNO_FOLDER)
@@ -325,8 +353,14 @@ class EndToEndTest(absltest.TestCase):
       f.write(''.join(speech.yesno_transcript(os.path.basename(p)) + '\n' for p in files))
     with open(listing, 'w') as f:
       f.write(''.join(p + '\n' for p in files))
-    evaluated = _run('-m', 's2s_jax.evaluate', f'--workdir={workdir}', f'--source_file={listing}',
-                     f'--reference_file={refs}', '--name=two_files')
+    evaluated = _run(
+      '-m',
+      's2s_jax.evaluate',
+      f'--workdir={workdir}',
+      f'--source_file={listing}',
+      f'--reference_file={refs}',
+      '--name=two_files',
+    )
     self.assertEqual(evaluated.returncode, 0, evaluated.stderr[-3000:])
     with open(os.path.join(workdir, 'eval_two_files.json')) as f:
       self.assertEqual(json.load(f)['num_sentences'], 2)

@@ -1,5 +1,6 @@
 """Tests of the train, eval and predict steps (steps.py): jit and pmap, gradient accumulation, a golden first loss,
 decoding independent of the batch, label smoothing."""
+
 import functools
 import os
 import sys
@@ -25,8 +26,18 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 
 
 def _model(**kw):
-  cfg = dict(src_vocab_size=12, tgt_vocab_size=10, embed_dim=8, hidden_dim=16, cell='gru', bidirectional=True,
-             bridge='dense', attention='bahdanau', attention_score='additive', max_src_len=9)
+  cfg = dict(
+    src_vocab_size=12,
+    tgt_vocab_size=10,
+    embed_dim=8,
+    hidden_dim=16,
+    cell='gru',
+    bidirectional=True,
+    bridge='dense',
+    attention='bahdanau',
+    attention_score='additive',
+    max_src_len=9,
+  )
   cfg.update(kw)
   return models.Seq2Seq(models.Seq2SeqConfig(**cfg))
 
@@ -46,7 +57,6 @@ def _ragged_batch(batch_size=16, src_len=9, tgt_len=6, seed=0):
 
 
 class TrainStepTest(parameterized.TestCase):
-
   def test_overfits_one_batch(self):
     model = _model()
     state = steps.create_train_state(jax.random.PRNGKey(0), model, optax.adam(1e-2), 9, 6)
@@ -99,8 +109,11 @@ class TrainStepTest(parameterized.TestCase):
     model = models.Seq2Seq(config_lib.model_config(config))
     state = steps.create_train_state(jax.random.PRNGKey(0), model, optim.make_optimizer(config.optim, 10), 12, 6)
     rng = np.random.RandomState(0)
-    batch = {'inputs': rng.randint(4, 60, (8, 12)).astype(np.int32), 'inputs_mask': np.ones((8, 12), np.int32),
-             'targets': rng.randint(4, 15, (8, 6)).astype(np.int32)}
+    batch = {
+      'inputs': rng.randint(4, 60, (8, 12)).astype(np.int32),
+      'inputs_mask': np.ones((8, 12), np.int32),
+      'targets': rng.randint(4, 15, (8, 6)).astype(np.int32),
+    }
     _, sums = jax.jit(functools.partial(steps.train_step, axis_name=None))(state, batch)
     self.assertAlmostEqual(float(sums['loss_sum'] / sums['num_tokens']), _GOLDEN_FIRST_LOSS, places=4)
 
@@ -115,14 +128,18 @@ class TrainStepTest(parameterized.TestCase):
     lengths = batch['inputs_mask'].sum(1)
     for b in (0, 1, 2):
       n = int(lengths[b])
-      alone = {'inputs': batch['inputs'][b:b + 1, :n], 'inputs_mask': batch['inputs_mask'][b:b + 1, :n],
-               'targets': batch['targets'][b:b + 1]}
+      alone = {
+        'inputs': batch['inputs'][b : b + 1, :n],
+        'inputs_mask': batch['inputs_mask'][b : b + 1, :n],
+        'targets': batch['targets'][b : b + 1],
+      }
       seqs_b, scores_b = predict(state.params, alone)
       np.testing.assert_array_equal(seqs_b[0], seqs[b])
       np.testing.assert_allclose(scores_b[0], scores[b], atol=1e-5)
 
   def test_label_smoothing_raises_the_loss_of_a_confident_model(self):
     from s2s_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+
     logits = jnp.array([[[10.0, 0.0, 0.0]]])
     targets = jnp.array([[0]])
     weights = jnp.ones((1, 1))

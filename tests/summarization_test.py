@@ -1,5 +1,6 @@
 """Summarization: the AESLC builder and its multi-reference test split, the pointer-generator and coverage model
 options, the lead baselines, and a tiny end-to-end run on a slice of the real archive (train, evaluate, translate)."""
+
 import functools
 import io
 import json
@@ -38,10 +39,11 @@ LENGTHS = [7, 3, 5]
 
 
 class AeslcFormatTest(absltest.TestCase):
-
   def test_parse_dev_file(self):
-    text = ('Hi Phillip,  This is to confirm\nour meeting.\n\n@subject\nConfirmation: Meeting 10/30\n\n'
-            '@ann0\nmeeting confirmation\n\n@ann1\n meeting  confirmed \n@ann2\nconfirm meeting\n')
+    text = (
+      'Hi Phillip,  This is to confirm\nour meeting.\n\n@subject\nConfirmation: Meeting 10/30\n\n'
+      '@ann0\nmeeting confirmation\n\n@ann1\n meeting  confirmed \n@ann2\nconfirm meeting\n'
+    )
     record = corpora.parse_aeslc(text)
     self.assertEqual(record['source'], 'Hi Phillip, This is to confirm our meeting.')
     self.assertEqual(record['target'], 'Confirmation: Meeting 10/30')
@@ -135,9 +137,14 @@ class AeslcSliceTest(absltest.TestCase):
     self.assertEqual(evaluation.first_sentence('no end mark here'), 'no end mark here')
     self.assertEqual(evaluation.first_words('a b  c d', 3), 'a b c')
     out = os.path.join(self.create_tempdir().full_path, 'lead.json')
-    result = _run('scripts/lead_baseline.py', '--config=experiments/summarization/aeslc.py:size=tiny',
-                  f'--config.data.manual_dir={self.raw}', f'--config.data.data_dir={self.root}/data',
-                  '--num_words=4,8', f'--json={out}')
+    result = _run(
+      'scripts/lead_baseline.py',
+      '--config=experiments/summarization/aeslc.py:size=tiny',
+      f'--config.data.manual_dir={self.raw}',
+      f'--config.data.data_dir={self.root}/data',
+      '--num_words=4,8',
+      f'--json={out}',
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(out) as f:
       scores = json.load(f)
@@ -156,19 +163,23 @@ class AeslcSliceTest(absltest.TestCase):
     for key in ('rouge1', 'rouge2', 'rougeL', 'rouge1_max'):
       self.assertBetween(result[key], 0.0, 100.0)
     self.assertEqual(result['num_sentences'], 24)
-    evaluated = _run('-m', 's2s_jax.evaluate', f'--workdir={workdir}', '--split=test', '--name=again',
-                     '--beam_size=2')
+    evaluated = _run('-m', 's2s_jax.evaluate', f'--workdir={workdir}', '--split=test', '--name=again', '--beam_size=2')
     self.assertEqual(evaluated.returncode, 0, evaluated.stderr[-3000:])
     with open(os.path.join(workdir, 'eval_again.json')) as f:
       self.assertEqual(json.load(f)['beam_size'], 2)
-    translated = _run('-m', 's2s_jax.translate', f'--workdir={workdir}',
-                      stdin='Please send me the gas report for March by Friday.\n\nThanks.\n')
+    translated = _run(
+      '-m',
+      's2s_jax.translate',
+      f'--workdir={workdir}',
+      stdin='Please send me the gas report for March by Friday.\n\nThanks.\n',
+    )
     self.assertEqual(translated.returncode, 0, translated.stderr[-3000:])
     self.assertLen(translated.stdout.splitlines(), 3)
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
   return testutil.run(*args, stdin=stdin)
+
 
 def _batch(seed=0):
   rng = np.random.RandomState(seed)
@@ -179,8 +190,18 @@ def _batch(seed=0):
 
 
 def _model(**kw):
-  base = dict(src_vocab_size=V, tgt_vocab_size=V, embed_dim=6, hidden_dim=8, num_layers=1, bridge='dense',
-              attention='bahdanau', attention_score='additive', pointer_generator=True, coverage=True)
+  base = dict(
+    src_vocab_size=V,
+    tgt_vocab_size=V,
+    embed_dim=6,
+    hidden_dim=8,
+    num_layers=1,
+    bridge='dense',
+    attention='bahdanau',
+    attention_score='additive',
+    pointer_generator=True,
+    coverage=True,
+  )
   base.update(kw)
   return models.Seq2Seq(models.Seq2SeqConfig(**base))
 
@@ -201,19 +222,22 @@ def _stepped(model, variables, inputs, mask, targets):
 
 
 class PointerGeneratorTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ('bahdanau_additive', dict()),
-      ('luong_concat_feed', dict(attention='luong', attention_score='concat', input_feeding=True, num_layers=2)),
-      ('bahdanau_general_no_coverage', dict(attention_score='general', coverage=False)),
-      ('bahdanau_additive_coverage_only', dict(pointer_generator=False)))
+    ('bahdanau_additive', dict()),
+    ('luong_concat_feed', dict(attention='luong', attention_score='concat', input_feeding=True, num_layers=2)),
+    ('bahdanau_general_no_coverage', dict(attention_score='general', coverage=False)),
+    ('bahdanau_additive_coverage_only', dict(pointer_generator=False)),
+  )
   def test_teacher_forcing_equals_step_by_step(self, kw):
     model = _model(**kw)
     inputs, mask, targets = _batch()
     variables = _variables(model, inputs, mask, targets)
-    (logits, attn), (stepped, state) = jax.jit(lambda v: (
-        model.apply(v, inputs, mask, targets, return_attention=True), _stepped(model, v, inputs, mask, targets)))(
-            variables)
+    (logits, attn), (stepped, state) = jax.jit(
+      lambda v: (
+        model.apply(v, inputs, mask, targets, return_attention=True),
+        _stepped(model, v, inputs, mask, targets),
+      )
+    )(variables)
     chex.assert_tree_all_finite(logits)
     np.testing.assert_allclose(stepped, logits, atol=1e-5, rtol=1e-5)
     if model.cfg.pointer_generator:  # log-probabilities of a normalised distribution
@@ -258,8 +282,13 @@ class PointerGeneratorTest(parameterized.TestCase):
     model = _model()
     variables = _variables(model, inputs, mask, targets)
     batch = {'inputs': inputs, 'inputs_mask': mask, 'targets': targets}
-    state = steps.TrainState.create(apply_fn=model.apply, params=variables['params'], tx=optax.sgd(0.1),
-                                    rng=jax.random.PRNGKey(0), log_sums=steps.empty_log_sums())
+    state = steps.TrainState.create(
+      apply_fn=model.apply,
+      params=variables['params'],
+      tx=optax.sgd(0.1),
+      rng=jax.random.PRNGKey(0),
+      log_sums=steps.empty_log_sums(),
+    )
     step = lambda weight: jax.jit(functools.partial(steps.train_step, coverage_loss_weight=weight, axis_name=None))
     plain, plain_sums = step(0.0)(state, batch)
     covered, covered_sums = step(1.0)(state, batch)
@@ -268,9 +297,10 @@ class PointerGeneratorTest(parameterized.TestCase):
     self.assertGreater(max(jax.tree.leaves(diff)), 1e-6)
 
   @parameterized.parameters(
-      (dict(attention='none_concat', pointer_generator=True), 'need attention weights'),
-      (dict(attention_score='general', pointer_generator=False), 'coverage feeds the coverage vector'),
-      (dict(tgt_vocab_size=V + 1), 'one vocabulary for both sides'))
+    (dict(attention='none_concat', pointer_generator=True), 'need attention weights'),
+    (dict(attention_score='general', pointer_generator=False), 'coverage feeds the coverage vector'),
+    (dict(tgt_vocab_size=V + 1), 'one vocabulary for both sides'),
+  )
   def test_model_validation(self, kw, message):
     with self.assertRaisesRegex(ValueError, message):
       _model(**kw).cfg.validate()

@@ -3,6 +3,7 @@
 Determinism, sizes, disjoint splits, and a round trip of every date format
 through an independent reader of the documented conventions.
 """
+
 import collections
 import datetime
 import itertools
@@ -17,26 +18,55 @@ _SEQUENCE_TASKS = ('copy', 'reverse', 'sort')
 
 # An independent reader of the documented conventions (written from the module
 # docstring, not from the code).
-_EN_MONTH_NAMES = ('january', 'february', 'march', 'april', 'may', 'june',
-                   'july', 'august', 'september', 'october', 'november',
-                   'december')
-_EN_MONTHS = {**{n: i + 1 for i, n in enumerate(_EN_MONTH_NAMES)},
-              **{n[:3]: i + 1 for i, n in enumerate(_EN_MONTH_NAMES)},
-              'sept': 9}
-_FR_MONTHS = {'janvier': 1, 'février': 2, 'mars': 3, 'avril': 4, 'mai': 5,
-              'juin': 6, 'juillet': 7, 'août': 8, 'septembre': 9,
-              'octobre': 10, 'novembre': 11, 'décembre': 12, 'janv': 1,
-              'févr': 2, 'avr': 4, 'juil': 7, 'sept': 9, 'oct': 10,
-              'nov': 11, 'déc': 12}
-_EN_WEEKDAY_NAMES = ('monday', 'tuesday', 'wednesday', 'thursday', 'friday',
-                     'saturday', 'sunday')
-_EN_WEEKDAYS = {**{n: i for i, n in enumerate(_EN_WEEKDAY_NAMES)},
-                **{n[:3]: i for i, n in enumerate(_EN_WEEKDAY_NAMES)}}
-_FR_WEEKDAYS = {n: i for i, n in enumerate(
-    ('lundi', 'mardi', 'mercredi', 'jeudi', 'vendredi', 'samedi', 'dimanche'))}
+_EN_MONTH_NAMES = (
+  'january',
+  'february',
+  'march',
+  'april',
+  'may',
+  'june',
+  'july',
+  'august',
+  'september',
+  'october',
+  'november',
+  'december',
+)
+_EN_MONTHS = {
+  **{n: i + 1 for i, n in enumerate(_EN_MONTH_NAMES)},
+  **{n[:3]: i + 1 for i, n in enumerate(_EN_MONTH_NAMES)},
+  'sept': 9,
+}
+_FR_MONTHS = {
+  'janvier': 1,
+  'février': 2,
+  'mars': 3,
+  'avril': 4,
+  'mai': 5,
+  'juin': 6,
+  'juillet': 7,
+  'août': 8,
+  'septembre': 9,
+  'octobre': 10,
+  'novembre': 11,
+  'décembre': 12,
+  'janv': 1,
+  'févr': 2,
+  'avr': 4,
+  'juil': 7,
+  'sept': 9,
+  'oct': 10,
+  'nov': 11,
+  'déc': 12,
+}
+_EN_WEEKDAY_NAMES = ('monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday')
+_EN_WEEKDAYS = {
+  **{n: i for i, n in enumerate(_EN_WEEKDAY_NAMES)},
+  **{n[:3]: i for i, n in enumerate(_EN_WEEKDAY_NAMES)},
+}
+_FR_WEEKDAYS = {n: i for i, n in enumerate(('lundi', 'mardi', 'mercredi', 'jeudi', 'vendredi', 'samedi', 'dimanche'))}
 _FILLERS = {'the': 'en', 'of': 'en', 'le': 'fr'}
-_EN_SUFFIXES = {1: 'st', 2: 'nd', 3: 'rd', 21: 'st', 22: 'nd', 23: 'rd',
-                31: 'st'}  # every other day: 'th'
+_EN_SUFFIXES = {1: 'st', 2: 'nd', 3: 'rd', 21: 'st', 22: 'nd', 23: 'rd', 31: 'st'}  # every other day: 'th'
 
 _Parsed = collections.namedtuple('_Parsed', 'date two_digit_year weekday langs')
 
@@ -83,8 +113,7 @@ def _parse_date(source: str) -> _Parsed:
     elif token in _EN_MONTHS or token in _FR_MONTHS:
       assert month is None, source
       month = _EN_MONTHS.get(token, _FR_MONTHS.get(token))
-      langs |= ({'en'} if token not in _FR_MONTHS else
-                {'fr'} if token not in _EN_MONTHS else set())
+      langs |= {'en'} if token not in _FR_MONTHS else {'fr'} if token not in _EN_MONTHS else set()
     elif token in _EN_WEEKDAYS or token in _FR_WEEKDAYS:
       weekday = _EN_WEEKDAYS.get(token, _FR_WEEKDAYS.get(token))
       langs.add('en' if token in _EN_WEEKDAYS else 'fr')
@@ -103,12 +132,10 @@ def _parse_date(source: str) -> _Parsed:
 
 
 def _pairs(task, split, num_examples, **kwargs):
-  return list(synthetic.generate(task, split, num_examples=num_examples,
-                                 **kwargs))
+  return list(synthetic.generate(task, split, num_examples=num_examples, **kwargs))
 
 
 class DeterminismTest(parameterized.TestCase):
-
   @parameterized.parameters(*synthetic.TASKS)
   def test_same_args_same_pairs_other_seed_other_pairs(self, task):
     first = _pairs(task, 'train', 50, seed=3)
@@ -119,22 +146,19 @@ class DeterminismTest(parameterized.TestCase):
   def test_golden_pairs(self):
     # Pins the streams across machines and Python versions. Update only for a
     # deliberate change of the generators (it changes every dataset).
-    self.assertEqual(_pairs('addition', 'test', 3), [
-        ('5+40', '45'), ('0+287', '287'), ('64+47', '111')])
-    self.assertEqual(_pairs('dates', 'train', 2, seed=1), [
-        ('vendredi 18 mai 2091', '2091-05-18'),
-        ('the 17th of june, 1943', '1943-06-17')])
-    self.assertEqual(_pairs('copy', 'test', 2, max_len=4), [
-        ('17 18 12 8', '17 18 12 8'), ('16 12 19', '16 12 19')])
+    self.assertEqual(_pairs('addition', 'test', 3), [('5+40', '45'), ('0+287', '287'), ('64+47', '111')])
+    self.assertEqual(
+      _pairs('dates', 'train', 2, seed=1),
+      [('vendredi 18 mai 2091', '2091-05-18'), ('the 17th of june, 1943', '1943-06-17')],
+    )
+    self.assertEqual(_pairs('copy', 'test', 2, max_len=4), [('17 18 12 8', '17 18 12 8'), ('16 12 19', '16 12 19')])
 
-  @parameterized.product(task=synthetic.TASKS, split=synthetic.SPLITS,
-                         num_examples=(1, 37))
+  @parameterized.product(task=synthetic.TASKS, split=synthetic.SPLITS, num_examples=(1, 37))
   def test_count(self, task, split, num_examples):
     self.assertLen(_pairs(task, split, num_examples), num_examples)
 
 
 class DatesTest(parameterized.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -144,8 +168,7 @@ class DatesTest(parameterized.TestCase):
     for _, target in self.train:
       date = datetime.date.fromisoformat(target)
       self.assertEqual(date.isoformat(), target)
-      self.assertBetween(date, datetime.date(1900, 1, 1),
-                         datetime.date(2099, 12, 31))
+      self.assertBetween(date, datetime.date(1900, 1, 1), datetime.date(2099, 12, 31))
 
   def test_round_trip_weekdays_two_digit_years_and_languages(self):
     for source, target in self.train + _pairs('dates', 'test', 2_000):
@@ -158,16 +181,15 @@ class DatesTest(parameterized.TestCase):
       self.assertLessEqual(len(parsed.langs), 1, f'mixed languages: {source}')
 
   def test_split_date_sets_are_disjoint(self):
-    dates = {split: {t for _, t in _pairs('dates', split, n, seed=seed)}
-             for split, n, seed in (('train', 20_000, 0),
-                                    ('validation', 2_000, 1),
-                                    ('test', 2_000, 2))}
+    dates = {
+      split: {t for _, t in _pairs('dates', split, n, seed=seed)}
+      for split, n, seed in (('train', 20_000, 0), ('validation', 2_000, 1), ('test', 2_000, 2))
+    }
     for a, b in itertools.combinations(synthetic.SPLITS, 2):
       self.assertEmpty(dates[a] & dates[b], f'{a} and {b} share dates')
     self.assertLen(dates['validation'], 2_000)  # no repeats within a pool
 
-  @parameterized.parameters(('test', 5_000), ('validation', 5_000),
-                            ('train', 63_049))
+  @parameterized.parameters(('test', 5_000), ('validation', 5_000), ('train', 63_049))
   def test_pool_sizes(self, split, pool_size):
     targets = [t for _, t in _pairs('dates', split, pool_size + 500)]
     self.assertLen(set(targets[:pool_size]), pool_size)  # no replacement
@@ -178,15 +200,16 @@ class DatesTest(parameterized.TestCase):
     used = set()
     for source, target in self.train:
       date = datetime.date.fromisoformat(target)
-      matches = {i for i, f in enumerate(synthetic.DATE_FORMATS)
-                 if f.render(date) == source}
+      matches = {i for i, f in enumerate(synthetic.DATE_FORMATS) if f.render(date) == source}
       self.assertNotEmpty(matches, source)
       used |= matches
     self.assertGreaterEqual(len(used), 30)
     self.assertLen(used, len(synthetic.DATE_FORMATS))
     cases = collections.Counter(
-        'upper' if s == s.upper() else 'lower' if s == s.lower() else 'title'
-        for s, _ in self.train if re.search(r'[^\W\d_]{3}', s))
+      'upper' if s == s.upper() else 'lower' if s == s.lower() else 'title'
+      for s, _ in self.train
+      if re.search(r'[^\W\d_]{3}', s)
+    )
     self.assertGreater(min(cases.values()), 200, cases)
 
   def test_french_and_english_sources(self):
@@ -197,25 +220,24 @@ class DatesTest(parameterized.TestCase):
     self.assertGreater(langs['en'], 1_000)
     self.assertTrue(any('août' in s for s, _ in self.train))
     self.assertTrue(any('1er' in s for s, _ in self.train))
-    aug_fr = [s for s, t in self.train if t[5:7] == '08'
-              and _parse_date(s).langs == {'fr'}]
+    aug_fr = [s for s, t in self.train if t[5:7] == '08' and _parse_date(s).langs == {'fr'}]
     self.assertNotEmpty(aug_fr)
     for source in aug_fr:
       self.assertIn('août', source.lower())
 
   def test_ordinals_weekdays_and_french_months(self):
-    ordinals = [synthetic.DateFormat('{dth}', 'en').render(
-        datetime.date(2000, 1, d)) for d in (1, 2, 3, 4, 11, 12, 13, 21, 22,
-                                             23, 31)]
-    self.assertEqual(ordinals, ['1st', '2nd', '3rd', '4th', '11th', '12th',
-                                '13th', '21st', '22nd', '23rd', '31st'])
+    ordinals = [
+      synthetic.DateFormat('{dth}', 'en').render(datetime.date(2000, 1, d))
+      for d in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)
+    ]
+    self.assertEqual(ordinals, ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', '22nd', '23rd', '31st'])
     tuesday = datetime.date(1998, 3, 3)
-    render = lambda template: synthetic.DateFormat(template, 'x').render(
-        tuesday)
+    render = lambda template: synthetic.DateFormat(template, 'x').render(tuesday)
     self.assertEqual(render('{Weekday} {jour} {wkd}'), 'Tuesday mardi tue')
     self.assertEqual(render('{d_fr} {mois}'), '3 mars')
-    self.assertEqual(synthetic.DateFormat('{d_fr} {mois} {MOIS}', 'fr').render(
-        datetime.date(2001, 2, 1)), '1er février FÉVRIER')
+    self.assertEqual(
+      synthetic.DateFormat('{d_fr} {mois} {MOIS}', 'fr').render(datetime.date(2001, 2, 1)), '1er février FÉVRIER'
+    )
 
   def test_two_digit_years_only_inside_window(self):
     old = [p for p in self.train if not 1950 <= int(p[1][:4]) <= 2049]
@@ -226,29 +248,23 @@ class DatesTest(parameterized.TestCase):
 
 
 class SequenceTasksTest(parameterized.TestCase):
-
-  @parameterized.product(task=_SEQUENCE_TASKS, lengths=((1, 10), (100, 100),
-                                                        (90, 120)))
+  @parameterized.product(task=_SEQUENCE_TASKS, lengths=((1, 10), (100, 100), (90, 120)))
   def test_targets_and_lengths(self, task, lengths):
     min_len, max_len = lengths
-    pairs = _pairs(task, 'train', 200, min_len=min_len, max_len=max_len,
-                   num_symbols=7)
+    pairs = _pairs(task, 'train', 200, min_len=min_len, max_len=max_len, num_symbols=7)
     seen_lengths = set()
     for source, target in pairs:
       symbols = [int(s) for s in source.split(' ')]
       self.assertEqual(' '.join(map(str, symbols)), source)
       seen_lengths.add(len(symbols))
       self.assertTrue(all(0 <= s < 7 for s in symbols), source)
-      expected = {'copy': symbols, 'reverse': symbols[::-1],
-                  'sort': sorted(symbols)}[task]
+      expected = {'copy': symbols, 'reverse': symbols[::-1], 'sort': sorted(symbols)}[task]
       self.assertEqual(target, ' '.join(map(str, expected)))
-    self.assertEqual((min(seen_lengths), max(seen_lengths)),
-                     (min_len, max_len))
+    self.assertEqual((min(seen_lengths), max(seen_lengths)), (min_len, max_len))
 
   def test_sort_is_numeric(self):
     pairs = _pairs('sort', 'train', 300, num_symbols=30)
-    self.assertTrue(any('10' in t.split() and '9' in t.split()
-                        for _, t in pairs))
+    self.assertTrue(any('10' in t.split() and '9' in t.split() for _, t in pairs))
     for _, target in pairs:
       values = [int(s) for s in target.split()]
       self.assertEqual(values, sorted(values))
@@ -275,23 +291,20 @@ class SequenceTasksTest(parameterized.TestCase):
       self.assertEmpty(set(sources) & train, f'{split} overlaps train')
       evals[split] = set(sources)
     self.assertEmpty(evals['validation'] & evals['test'])
-    longer = {s for s, _ in _pairs(task, 'test', 300, max_len=6,
-                                   num_symbols=6, max_digits=3)}
+    longer = {s for s, _ in _pairs(task, 'test', 300, max_len=6, num_symbols=6, max_digits=3)}
     self.assertEmpty(longer & train, 'other lengths still disjoint')
 
 
 class ErrorsTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ('task', dict(task='dates2'), 'dates, copy, reverse, sort, addition'),
-      ('split', dict(split='valid'), 'train, validation, test'),
-      ('num_examples', dict(num_examples=0), 'num_examples >= 1'),
-      ('min_len', dict(min_len=0), 'min_len >= 1'),
-      ('min_gt_max', dict(min_len=5, max_len=4), 'max_len >= min_len'),
-      ('num_symbols', dict(num_symbols=1), 'num_symbols >= 2'),
-      ('max_digits', dict(task='addition', max_digits=0), 'max_digits >= 1'),
-      ('space_eager', dict(split='test', max_len=1, num_symbols=2,
-                           num_examples=5), 'too small'),
+    ('task', dict(task='dates2'), 'dates, copy, reverse, sort, addition'),
+    ('split', dict(split='valid'), 'train, validation, test'),
+    ('num_examples', dict(num_examples=0), 'num_examples >= 1'),
+    ('min_len', dict(min_len=0), 'min_len >= 1'),
+    ('min_gt_max', dict(min_len=5, max_len=4), 'max_len >= min_len'),
+    ('num_symbols', dict(num_symbols=1), 'num_symbols >= 2'),
+    ('max_digits', dict(task='addition', max_digits=0), 'max_digits >= 1'),
+    ('space_eager', dict(split='test', max_len=1, num_symbols=2, num_examples=5), 'too small'),
   )
   def test_bad_args_raise_at_call(self, overrides, message):
     kwargs = dict(task='copy', split='train', num_examples=3) | overrides
@@ -299,8 +312,7 @@ class ErrorsTest(parameterized.TestCase):
       synthetic.generate(**kwargs)
 
   def test_small_eval_space_raises_when_iterated(self):
-    with self.assertRaisesRegex(ValueError,
-                                'too small.*max_len or num_symbols'):
+    with self.assertRaisesRegex(ValueError, 'too small.*max_len or num_symbols'):
       _pairs('reverse', 'validation', 2, max_len=1, num_symbols=2)
 
   def test_dates_ignores_sequence_knobs(self):

@@ -4,6 +4,7 @@ step-by-step decoding reference.
 Subprocesses (python -m s2s_jax.main, scripts/*.py) get their own device count plus the test session's compile
 options (S2S_TEST_XLA_FLAGS, set in conftest.py), JAX on CPU, and the repository on PYTHONPATH.
 """
+
 import os
 import subprocess
 import sys
@@ -32,11 +33,26 @@ def env(devices: int = 1, repo_on_path: bool = True, **extra: str) -> dict[str, 
   return out
 
 
-def run(*args: str, devices: int = 1, cwd: str = ROOT, stdin: str | None = None, timeout: float = 600,
-        repo_on_path: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
+def run(
+  *args: str,
+  devices: int = 1,
+  cwd: str = ROOT,
+  stdin: str | None = None,
+  timeout: float = 600,
+  repo_on_path: bool = True,
+  **extra_env: str,
+) -> subprocess.CompletedProcess:
   """`python ARGS...` (e.g. '-m', 's2s_jax.main', flags, or a script path) with env(); output captured as text."""
-  return subprocess.run([sys.executable, *args], cwd=cwd, env=env(devices, repo_on_path, **extra_env), input=stdin,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+  return subprocess.run(
+    [sys.executable, *args],
+    cwd=cwd,
+    env=env(devices, repo_on_path, **extra_env),
+    input=stdin,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
 
 
 def tiny_config(data_dir: str, constant_lr: bool = False, **overrides):
@@ -44,6 +60,7 @@ def tiny_config(data_dir: str, constant_lr: bool = False, **overrides):
   shorter first part of a resumed run has the same learning rates."""
   sys.path.insert(0, ROOT)
   from experiments import default  # pylint: disable=g-import-not-at-top
+
   config = default.get_config('size=tiny')
   config.data.data_dir = data_dir
   if constant_lr:
@@ -66,6 +83,9 @@ def step_by_step(model, variables, inputs, mask, targets):
 
 def small_state(lr=0.1):
   """The train state of a tiny Luong model (source length 5, target length 4) under SGD."""
-  model = models.Seq2Seq(models.Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, embed_dim=4, hidden_dim=8,
-                                               attention='luong', max_src_len=5))
+  model = models.Seq2Seq(
+    models.Seq2SeqConfig(
+      src_vocab_size=9, tgt_vocab_size=9, embed_dim=4, hidden_dim=8, attention='luong', max_src_len=5
+    )
+  )
   return steps.create_train_state(jax.random.PRNGKey(0), model, optax.sgd(lr), 5, 4)

@@ -3,6 +3,7 @@
 The sentencepiece corpus is written here (200 sentences), so nothing needs ../shared/data; the checks on real
 corpora (multi30k, the Stanford IWSLT vocabulary) skip where it is absent and fail where S2S_REQUIRE_DATA=1.
 """
+
 import base64
 import gzip
 import itertools
@@ -19,22 +20,39 @@ from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 import shared_data
 from s2s_jax.data import vocab as vocab_lib
 
-_SUBJECTS = ('A man', 'Two young women', 'A little girl', 'An old dog', 'Three children', 'A woman in a red coat',
-             'The boys', 'A street vendor')
+_SUBJECTS = (
+  'A man',
+  'Two young women',
+  'A little girl',
+  'An old dog',
+  'Three children',
+  'A woman in a red coat',
+  'The boys',
+  'A street vendor',
+)
 _VERBS = ('is walking', 'are playing', 'sits', 'waits', 'runs')
-_PLACES = ('near many bushes.', 'on the beach!', 'in front of a café, smiling.', "outside the man's house.",
-           'under a big (green) umbrella?')
+_PLACES = (
+  'near many bushes.',
+  'on the beach!',
+  'in front of a café, smiling.',
+  "outside the man's house.",
+  'under a big (green) umbrella?',
+)
 # 8 x 5 x 5 = 200 sentences.
 _SENTENCES = [f'{s} {v} {p}' for s, v, p in itertools.product(_SUBJECTS, _VERBS, _PLACES)]
 _WORDS = sorted({w for s in _SENTENCES for w in s.split()})
 _SPM_SIZE = 64  # the unigram trainer supports at most 74 pieces on _SENTENCES
 
 # Normal punctuation: moses tokenises and detokenises these back exactly.
-_ENGLISH = ('Two young, White males are outside near many bushes.', "A man's dog isn't running (it's tired).",
-            'She said "hello" to the children.', 'It costs $5.50 & more...', 'Is this the 3rd time? Yes: 100%!',
-            'Mr. Smith, e.g. the doctor, waits - then leaves.')
-_GERMAN = ('Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.',
-           'Ein Mann, z.B. ein Arzt, sitzt dort.')
+_ENGLISH = (
+  'Two young, White males are outside near many bushes.',
+  "A man's dog isn't running (it's tired).",
+  'She said "hello" to the children.',
+  'It costs $5.50 & more...',
+  'Is this the 3rd time? Yes: 100%!',
+  'Mr. Smith, e.g. the doctor, waits - then leaves.',
+)
+_GERMAN = ('Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.', 'Ein Mann, z.B. ein Arzt, sitzt dort.')
 
 
 def _build(kind: str, texts=tuple(_SENTENCES), **kw) -> vocab_lib.Vocab:
@@ -46,7 +64,6 @@ def _build(kind: str, texts=tuple(_SENTENCES), **kw) -> vocab_lib.Vocab:
 
 
 class EveryKindTest(parameterized.TestCase):
-
   @parameterized.parameters(*vocab_lib.TOKENIZERS)
   def test_reserved_ids_and_interface(self, kind):
     v = _build(kind)
@@ -142,11 +159,12 @@ class EveryKindTest(parameterized.TestCase):
 
 
 class MosesTest(parameterized.TestCase):
-
   def test_english_sentence(self):
     v = _build('moses')
-    self.assertEqual(v.tokenize('Two young, White males are outside near many bushes.'),
-                     ['Two', 'young', ',', 'White', 'males', 'are', 'outside', 'near', 'many', 'bushes', '.'])
+    self.assertEqual(
+      v.tokenize('Two young, White males are outside near many bushes.'),
+      ['Two', 'young', ',', 'White', 'males', 'are', 'outside', 'near', 'many', 'bushes', '.'],
+    )
     self.assertEqual(v.tokenize("A man's dog isn't here."), ['A', 'man', "'s", 'dog', 'isn', "'t", 'here', '.'])
     self.assertEqual(v.tokenize('Mr. Smith, e.g. the doctor.'), ['Mr.', 'Smith', ',', 'e.g.', 'the', 'doctor', '.'])
     self.assertEqual(v.tokenize('It costs $5.50 & more...'), ['It', 'costs', '$', '5.50', '&', 'more', '...'])
@@ -154,8 +172,10 @@ class MosesTest(parameterized.TestCase):
   def test_german_sentence(self):
     v = vocab_lib.build(_GERMAN, 'moses', lang='de')
     self.assertEqual(v.lang, 'de')
-    self.assertEqual(v.tokenize(_GERMAN[0]), ['Zwei', 'junge', 'weiße', 'Männer', 'sind', 'im', 'Freien', 'in',
-                                              'der', 'Nähe', 'vieler', 'Büsche', '.'])
+    self.assertEqual(
+      v.tokenize(_GERMAN[0]),
+      ['Zwei', 'junge', 'weiße', 'Männer', 'sind', 'im', 'Freien', 'in', 'der', 'Nähe', 'vieler', 'Büsche', '.'],
+    )
     self.assertEqual(v.tokenize(_GERMAN[1]), ['Ein', 'Mann', ',', 'z.B.', 'ein', 'Arzt', ',', 'sitzt', 'dort', '.'])
     # The punctuation normaliser rewrites typographic quotes before tokenising.
     self.assertEqual(v.tokenize('Er sagt „Hallo“.'), ['Er', 'sagt', '"', 'Hallo', '"', '.'])
@@ -196,7 +216,6 @@ class MosesTest(parameterized.TestCase):
 
 
 class SentencePieceTest(parameterized.TestCase):
-
   @parameterized.parameters('unigram', 'bpe')
   def test_trains_the_requested_size(self, model_type):
     v = _build('sentencepiece', model_type=model_type)
@@ -301,7 +320,6 @@ class SentencePieceTest(parameterized.TestCase):
 
 
 class TokenFileTest(parameterized.TestCase):
-
   def _write(self, lines) -> str:
     path = os.path.join(self.create_tempdir().full_path, 'vocab.en')
     with open(path, 'w', encoding='utf-8', newline='') as f:

@@ -1,4 +1,5 @@
 """Tests of the real train_and_evaluate: the workdir contract, exact resume, refusals."""
+
 import hashlib
 import json
 import os
@@ -27,8 +28,9 @@ def _records(workdir):
 
 
 def _without_timing(records):
-  return [{k: v for k, v in r.items() if k != 'wall_s' and not k.endswith('_per_s') and k != 'test/decode_s'}
-          for r in records]
+  return [
+    {k: v for k, v in r.items() if k != 'wall_s' and not k.endswith('_per_s') and k != 'test/decode_s'} for r in records
+  ]
 
 
 def _with_buckets(config, num_buckets):
@@ -37,13 +39,22 @@ def _with_buckets(config, num_buckets):
 
 
 class TrainAndEvaluateTest(parameterized.TestCase):
-
   def test_end_to_end_writes_the_workdir_contract(self):
     workdir = self.create_tempdir().full_path
     config = _tiny_config(self.create_tempdir().full_path)
     train.train_and_evaluate(config, workdir)
-    for name in ('config.json', 'provenance.json', 'data_report.json', 'metrics.jsonl', 'eval_test.json',
-                 'eval_test.hyp.txt', 'DONE', 'tensorboard', 'checkpoints', 'best'):
+    for name in (
+      'config.json',
+      'provenance.json',
+      'data_report.json',
+      'metrics.jsonl',
+      'eval_test.json',
+      'eval_test.hyp.txt',
+      'DONE',
+      'tensorboard',
+      'checkpoints',
+      'best',
+    ):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'config.json')) as f:
       saved = json.load(f)
@@ -51,25 +62,58 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     self.assertGreater(saved['model']['src_vocab_size'], 4)
     with open(os.path.join(workdir, 'eval_test.json')) as f:
       result = json.load(f)
-    for key in ('bleu', 'bleu_signature', 'bleu_lc', 'chrf', 'chrf_signature', 'exact_match', 'bleu_by_src_len',
-                'len_ratio', 'decode_s', 'sentences_per_s', 'num_sentences', 'beam_size', 'length_alpha',
-                'checkpoint_step'):
+    for key in (
+      'bleu',
+      'bleu_signature',
+      'bleu_lc',
+      'chrf',
+      'chrf_signature',
+      'exact_match',
+      'bleu_by_src_len',
+      'len_ratio',
+      'decode_s',
+      'sentences_per_s',
+      'num_sentences',
+      'beam_size',
+      'length_alpha',
+      'checkpoint_step',
+    ):
       self.assertIn(key, result)
     self.assertEqual(result['num_sentences'], config.data.num_eval_examples)
     with open(os.path.join(workdir, 'eval_test.hyp.txt')) as f:
       self.assertLen(f.read().splitlines(), config.data.num_eval_examples)
     records = _records(workdir)
     keys = set().union(*records)
-    for key in ('train/loss', 'train/perplexity', 'train/token_accuracy', 'train/learning_rate', 'train/grad_norm',
-                'train/steps_per_s', 'train/target_tokens_per_s', 'eval/loss', 'eval/exact_match', 'eval/bleu',
-                'test/exact_match', 'test/loss'):
+    for key in (
+      'train/loss',
+      'train/perplexity',
+      'train/token_accuracy',
+      'train/learning_rate',
+      'train/grad_norm',
+      'train/steps_per_s',
+      'train/target_tokens_per_s',
+      'eval/loss',
+      'eval/exact_match',
+      'eval/bleu',
+      'test/exact_match',
+      'test/loss',
+    ):
       self.assertIn(key, keys)
     self.assertEqual([r['step'] for r in records if 'train/loss' in r], [10, 20, 30, 40])
     self.assertLess(records[-1]['test/loss'], 2.5)  # it learned something in 40 steps
     with open(os.path.join(workdir, 'provenance.json')) as f:
       prov = json.load(f)
-    for key in ('git_sha', 'git_dirty', 'packages', 'devices', 'xla_flags', 'cpu', 'command_line', 'data_sha256',
-                'tokenizer_sha256'):
+    for key in (
+      'git_sha',
+      'git_dirty',
+      'packages',
+      'devices',
+      'xla_flags',
+      'cpu',
+      'command_line',
+      'data_sha256',
+      'tokenizer_sha256',
+    ):
       self.assertIn(key, prov)
     with open(os.path.join(workdir, 'data_report.json')) as f:
       report = json.load(f)
@@ -107,8 +151,9 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     b, _ = checkpointing.restore_params(resumed, 'latest')
     jax.tree.map(np.testing.assert_array_equal, a, b)
     # The resumed run also holds the test evaluation that ended its first part; everything else matches.
-    resumed_records = [r for r in _without_timing(_records(resumed))
-                       if not (r['step'] == 20 and any(k.startswith('test/') for k in r))]
+    resumed_records = [
+      r for r in _without_timing(_records(resumed)) if not (r['step'] == 20 and any(k.startswith('test/') for k in r))
+    ]
     self.assertEqual(resumed_records, _without_timing(_records(straight)))
 
   def test_changed_config_refuses_to_resume(self):
@@ -135,8 +180,11 @@ class TrainAndEvaluateTest(parameterized.TestCase):
 
     def run(steps, **kwargs):
       c = config(steps)
-      c.data.update(name='parallel_text', files=f'train={folder}/train.tsv;validation={folder}/dev.tsv;'
-                                                f'test={folder}/dev.tsv', data_dir=os.path.join(folder, 'cache'))
+      c.data.update(
+        name='parallel_text',
+        files=f'train={folder}/train.tsv;validation={folder}/dev.tsv;test={folder}/dev.tsv',
+        data_dir=os.path.join(folder, 'cache'),
+      )
       train.train_and_evaluate(c, workdir, **kwargs)
       with open(os.path.join(workdir, 'provenance.json')) as f:
         return json.load(f)
@@ -144,28 +192,40 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     first = run(20)
     with open(os.path.join(folder, 'train.tsv'), 'rb') as f:
       digest = hashlib.sha256(f.read()).hexdigest()
-    self.assertIn({'path': f'{folder}/train.tsv', 'sha256': digest},
-                  [{k: x[k] for k in ('path', 'sha256')} for x in first['data_manifest']['files']])
+    self.assertIn(
+      {'path': f'{folder}/train.tsv', 'sha256': digest},
+      [{k: x[k] for k in ('path', 'sha256')} for x in first['data_manifest']['files']],
+    )
     self.assertEqual(first['data_history'], [{'data_sha256': first['data_sha256'], 'from_step': 0}])
     with open(os.path.join(folder, 'train.tsv'), 'a') as f:
       f.write('ab cd\tdc ba\n')
-    with self.assertRaisesRegex(ValueError, rf'The data changed since this run started \(changed: {folder}/train.tsv\)'
-                                            r'.*--allow_config_change'):
+    with self.assertRaisesRegex(
+      ValueError,
+      rf'The data changed since this run started \(changed: {folder}/train.tsv\)'
+      r'.*--allow_config_change',
+    ):
       run(40)
     second = run(40, allow_config_change=True)
     self.assertNotEqual(second['data_sha256'], first['data_sha256'])
-    self.assertEqual(second['data_history'], [{'data_sha256': first['data_sha256'], 'from_step': 0},
-                                              {'data_sha256': second['data_sha256'], 'from_step': 20}])
+    self.assertEqual(
+      second['data_history'],
+      [{'data_sha256': first['data_sha256'], 'from_step': 0}, {'data_sha256': second['data_sha256'], 'from_step': 20}],
+    )
     self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 40)
 
-  @parameterized.parameters(('test_splits', 'test,tst', r"data.test_splits names 'tst'"),
-                            ('eval_split', 'valid', r"data.eval_split names 'valid'"))
+  @parameterized.parameters(
+    ('test_splits', 'test,tst', r"data.test_splits names 'tst'"),
+    ('eval_split', 'valid', r"data.eval_split names 'valid'"),
+  )
   def test_unknown_split_names_fail_before_training(self, field, value, message):
     config = _tiny_config(self.create_tempdir().full_path)
     config.data[field] = value
     workdir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(ValueError, message + r", which data.name='dates' does not have; its splits are "
-                                                      r'test, train, validation'):
+    with self.assertRaisesRegex(
+      ValueError,
+      message + r", which data.name='dates' does not have; its splits are "
+      r'test, train, validation',
+    ):
       train.train_and_evaluate(config, workdir)
     self.assertEqual(os.listdir(workdir), [])  # nothing trained or written
 

@@ -7,25 +7,50 @@ The doubly stochastic attention regulariser (Xu et al. 2015) is `--config.optim.
   ls /path/to/*.png | python -m s2s_jax.translate --workdir=/tmp/digits --attention_dir=/tmp/digits_att
 Measured: README (exact match and BLEU-4 on the test canvases).
 """
+
 import ml_collections
 
 from s2s_jax import config_lib
 
 # embed, hidden (decoder; encoder hidden / 2 per direction), CNN channels, train canvases, eval canvases, steps
-_SIZES = {'tiny': (16, 32, 8, 64, 32, 20), 'small': (64, 128, 32, 10_000, 500, 1_500),
-          'base': (128, 256, 64, 50_000, 1_000, 20_000)}
+_SIZES = {
+  'tiny': (16, 32, 8, 64, 32, 20),
+  'small': (64, 128, 32, 10_000, 500, 1_500),
+  'base': (128, 256, 64, 50_000, 1_000, 20_000),
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
   embed_dim, hidden_dim, channels, num_train, num_eval, steps = _SIZES[arg.size]
   c = config_lib.base_config()
-  c.data.update(name='digits_captions', tokenizer='word', task_max_len=5, image_height=24, image_width=100,
-                image_channels=1, num_train_examples=num_train, num_eval_examples=num_eval, max_src_len=100,
-                max_tgt_len=8, batch_size=64, eval_batch_size=100)
-  c.model.update(cell='gru', num_layers=1, bidirectional=True, bridge='dense', attention='bahdanau',
-                 attention_score='additive', cnn_layers=2, cnn_features=channels, embed_dim=embed_dim,
-                 hidden_dim=hidden_dim, dropout_rate=0.1)
+  c.data.update(
+    name='digits_captions',
+    tokenizer='word',
+    task_max_len=5,
+    image_height=24,
+    image_width=100,
+    image_channels=1,
+    num_train_examples=num_train,
+    num_eval_examples=num_eval,
+    max_src_len=100,
+    max_tgt_len=8,
+    batch_size=64,
+    eval_batch_size=100,
+  )
+  c.model.update(
+    cell='gru',
+    num_layers=1,
+    bidirectional=True,
+    bridge='dense',
+    attention='bahdanau',
+    attention_score='additive',
+    cnn_layers=2,
+    cnn_features=channels,
+    embed_dim=embed_dim,
+    hidden_dim=hidden_dim,
+    dropout_rate=0.1,
+  )
   c.optim.update(optimizer='adam', learning_rate=1e-3, schedule='cosine', warmup_steps=100, grad_clip_norm=1.0)
   c.decode.update(beam_size=4, length_alpha=0.0, max_len=8, batch_size=100)
   c.eval.update(metric='exact_match', mode='max', scores='bleu,exact_match', num_decode_examples=num_eval)

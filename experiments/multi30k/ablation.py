@@ -11,6 +11,7 @@ embeddings of 96, dropout 0.2, vocabularies capped at 3,000 words (the output la
   python scripts/sweep.py --sweep=experiments/sweeps/attention_ablation.py:size=small --root=/tmp/ablation
 Measured: README (attention ablation).
 """
+
 import ml_collections
 
 from s2s_jax import config_lib
@@ -22,13 +23,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
   # size: (epochs, seeds, embed, hidden, vocabulary cap, dropout, length buckets: 0 = the fewest within max_padding)
   epochs, seeds, embed, hidden, vocab, dropout, buckets = {
-      'tiny': (1, 2, 16, 32, 0, 0.3, 2),
-      'small': (2, 3, 96, 128, 3_000, 0.2, 0),
-      'base': (12, 3, 256, 512, 0, 0.3, 0)}[arg.size]
+    'tiny': (1, 2, 16, 32, 0, 0.3, 2),
+    'small': (2, 3, 96, 128, 3_000, 0.2, 0),
+    'base': (12, 3, 256, 512, 0, 0.3, 0),
+  }[arg.size]
   c = _family.multi30k_config(arg.size, epochs=epochs, batch_size=128, max_vocab_size=vocab)
   c.data.num_buckets = buckets
-  c.model.update(cell='gru', num_layers=1, bidirectional=True, bridge='dense', attention='bahdanau',
-                 attention_score='additive', embed_dim=embed, hidden_dim=hidden, dropout_rate=dropout)
+  c.model.update(
+    cell='gru',
+    num_layers=1,
+    bidirectional=True,
+    bridge='dense',
+    attention='bahdanau',
+    attention_score='additive',
+    embed_dim=embed,
+    hidden_dim=hidden,
+    dropout_rate=dropout,
+  )
   c.optim.update(optimizer='adam', learning_rate=2e-3, schedule='constant', grad_clip_norm=1.0)
   c.decode.update(beam_size=1, length_alpha=0.0, max_len=64)
   c.eval.update(metric='bleu', mode='max')

@@ -7,6 +7,7 @@ tokens.
   python -m s2s_jax.main --config=experiments/multi30k/bahdanau_bigru.py --workdir=/tmp/m30k_bahdanau
 Published (tutorial): test PPL 25.6, BLEU 28.3 (tokenised, lowercased). Measured: README table.
 """
+
 import ml_collections
 
 from s2s_jax import config_lib
@@ -17,9 +18,20 @@ _family = config_lib.import_beside(__file__, '_family.py')
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
   c = _family.multi30k_config(arg.size, epochs=10, batch_size=128)
-  c.model.update(cell='gru', num_layers=1, bidirectional=True, encoder_hidden_dim=512, bridge='dense',
-                 attention='bahdanau', attention_score='additive', attention_dim=512, embed_to_output=True,
-                 embed_dim=256, hidden_dim=512, dropout_rate=0.5)
+  c.model.update(
+    cell='gru',
+    num_layers=1,
+    bidirectional=True,
+    encoder_hidden_dim=512,
+    bridge='dense',
+    attention='bahdanau',
+    attention_score='additive',
+    attention_dim=512,
+    embed_to_output=True,
+    embed_dim=256,
+    hidden_dim=512,
+    dropout_rate=0.5,
+  )
   c.optim.update(optimizer='adam', learning_rate=1e-3, schedule='constant', grad_clip_norm=1.0)
   c.decode.update(beam_size=1, length_alpha=0.0, max_len=25)
   if arg.size == 'tiny':

@@ -6,6 +6,7 @@ most 25 tokens; word vocabularies (min count 2) of lowercased Moses tokens (the 
   python -m s2s_jax.main --config=experiments/multi30k/seq2seq_lstm.py --workdir=/tmp/m30k_lstm
 Published (tutorial): test PPL 43.8, BLEU 13.8 (tokenised, lowercased). Measured: README table.
 """
+
 import ml_collections
 
 from s2s_jax import config_lib
@@ -16,8 +17,18 @@ _family = config_lib.import_beside(__file__, '_family.py')
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
   c = _family.multi30k_config(arg.size, epochs=10, batch_size=128)
-  c.model.update(cell='lstm', num_layers=2, bidirectional=False, bridge='copy', attention='none_init',
-                 embed_dim=256, hidden_dim=512, dropout_rate=0.5, recurrent_init='uniform', init_scale=0.08)
+  c.model.update(
+    cell='lstm',
+    num_layers=2,
+    bidirectional=False,
+    bridge='copy',
+    attention='none_init',
+    embed_dim=256,
+    hidden_dim=512,
+    dropout_rate=0.5,
+    recurrent_init='uniform',
+    init_scale=0.08,
+  )
   c.optim.update(optimizer='adam', learning_rate=1e-3, schedule='constant', grad_clip_norm=1.0)
   c.decode.update(beam_size=1, length_alpha=0.0, max_len=25)
   if arg.size == 'tiny':

@@ -11,26 +11,55 @@ test splits.
   ls /path/to/*.wav | python -m s2s_jax.translate --workdir=/tmp/fsdd --attention_dir=/tmp/fsdd_att
 Measured: README.
 """
+
 import ml_collections
 
 from s2s_jax import config_lib
 
 # embed, hidden (decoder; encoder hidden / 2 per direction), train utterances, eval utterances, steps
-_SIZES = {'tiny': (16, 32, 48, 16, 20), 'small': (64, 128, 3_000, 300, 2_000),
-          'base': (128, 256, 20_000, 1_000, 20_000)}
+_SIZES = {
+  'tiny': (16, 32, 48, 16, 20),
+  'small': (64, 128, 3_000, 300, 2_000),
+  'base': (128, 256, 20_000, 1_000, 20_000),
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, size='small')
   embed_dim, hidden_dim, num_train, num_eval, steps = _SIZES[arg.size]
   c = config_lib.base_config()
-  c.data.update(name='fsdd', tokenizer='word', task_max_len=7, num_train_examples=num_train,
-                num_eval_examples=num_eval, num_mel_bins=40, max_src_len=600, max_tgt_len=10,
-                src_len_policy='truncate', tgt_len_policy='filter', batch_size=32, eval_batch_size=100,
-                num_buckets=0, test_splits='test_speaker,test_random')
-  c.model.update(cell='gru', num_layers=2, bidirectional=True, pyramid=True, frame_stride=4, bridge='dense',
-                 attention='bahdanau', attention_score='additive', embed_dim=embed_dim, hidden_dim=hidden_dim,
-                 dropout_rate=0.2, specaug_masks=2, specaug_freq_width=8, specaug_time_width=20)
+  c.data.update(
+    name='fsdd',
+    tokenizer='word',
+    task_max_len=7,
+    num_train_examples=num_train,
+    num_eval_examples=num_eval,
+    num_mel_bins=40,
+    max_src_len=600,
+    max_tgt_len=10,
+    src_len_policy='truncate',
+    tgt_len_policy='filter',
+    batch_size=32,
+    eval_batch_size=100,
+    num_buckets=0,
+    test_splits='test_speaker,test_random',
+  )
+  c.model.update(
+    cell='gru',
+    num_layers=2,
+    bidirectional=True,
+    pyramid=True,
+    frame_stride=4,
+    bridge='dense',
+    attention='bahdanau',
+    attention_score='additive',
+    embed_dim=embed_dim,
+    hidden_dim=hidden_dim,
+    dropout_rate=0.2,
+    specaug_masks=2,
+    specaug_freq_width=8,
+    specaug_time_width=20,
+  )
   c.optim.update(optimizer='adam', learning_rate=1e-3, schedule='cosine', warmup_steps=200, grad_clip_norm=1.0)
   c.decode.update(beam_size=4, length_alpha=0.0, max_len=10, batch_size=100)
   c.eval.update(metric='wer', mode='min', scores='wer,exact_match', num_decode_examples=num_eval)

@@ -6,6 +6,7 @@ against Bahdanau and Luong attention with several scores and input feeding.
 `small`: 7 variants x 3 vmapped seeds (num_seeds of experiments/multi30k/ablation.py); `base`: every valid
 combination of s2s_jax.attention.VALID_COMBINATIONS. Measured: README.
 """
+
 from s2s_jax import attention
 from s2s_jax import config_lib
 from s2s_jax import sweep_lib
@@ -28,7 +29,12 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   size = config_lib.parse_arg(arg, size='small').size
   if size == 'base':
     return sweep_lib.points(*(_point(*c) for c in attention.VALID_COMBINATIONS))
-  return sweep_lib.points(_point('none_init', None, False), _point('none_concat', None, False),
-                          _point('bahdanau', 'additive', False), _point('luong', 'dot', False),
-                          _point('luong', 'general', False), _point('luong', 'general', True),
-                          _point('luong', 'concat', False))
+  return sweep_lib.points(
+    _point('none_init', None, False),
+    _point('none_concat', None, False),
+    _point('bahdanau', 'additive', False),
+    _point('luong', 'dot', False),
+    _point('luong', 'general', False),
+    _point('luong', 'general', True),
+    _point('luong', 'concat', False),
+  )

@@ -6,6 +6,7 @@
 sweep.py trains the single point, then evaluates the test split once per EVALUATIONS entry
 (eval_beam<B>_alpha<A>.json); report.py tabulates them. Measured: README.
 """
+
 from s2s_jax import sweep_lib
 
 CONFIG = 'experiments/multi30k/ablation.py'
@@ -14,5 +15,6 @@ EVALUATIONS = [{'beam_size': b, 'length_alpha': a} for b in (1, 3, 5, 10, 25) fo
 
 def get_sweep(arg: str | None = None) -> list[dict]:
   del arg
-  return sweep_lib.points({'model.attention': 'luong', 'model.attention_score': 'general',
-                           'model.input_feeding': True, 'num_seeds': 1})
+  return sweep_lib.points(
+    {'model.attention': 'luong', 'model.attention_score': 'general', 'model.input_feeding': True, 'num_seeds': 1}
+  )

@@ -4,6 +4,7 @@
   python -m s2s_jax.main --config=experiments/tasks/sort.py:size=tiny --workdir=/tmp/s2s_sort_tiny
 Expected: see the README's results table (test/exact_match).
 """
+
 import ml_collections
 
 from s2s_jax import config_lib

@@ -9,6 +9,7 @@ SpecAugment masking (time and frequency bands) happens on the device, in trainin
 An `AudioFrontend` stands where a text dataset has its source vocabulary: it is saved as the workdir's
 `vocab.src.json` (kind 'audio', mel bins, sample rate) and hashed into provenance.json like a vocabulary.
 """
+
 import dataclasses
 import functools
 import io
@@ -24,6 +25,7 @@ WIN_MS, HOP_MS, PREEMPHASIS = 25.0, 10.0, 0.97
 @dataclasses.dataclass(frozen=True)
 class Clip:
   """Raw audio of one example: a name (a file path or a generated utterance's id), int16 or float samples, a rate."""
+
   name: str
   samples: np.ndarray
   rate: int
@@ -34,8 +36,9 @@ def read_wav(source, name: str = '') -> tuple[np.ndarray, int]:
   file if it is unreadable or has NaN / infinite samples."""
   name = name or (source if isinstance(source, str) else '<bytes>')
   try:
-    samples, rate = soundfile.read(source if isinstance(source, str) else io.BytesIO(source), dtype='float32',
-                                   always_2d=True)
+    samples, rate = soundfile.read(
+      source if isinstance(source, str) else io.BytesIO(source), dtype='float32', always_2d=True
+    )
   except (RuntimeError, soundfile.LibsndfileError, OSError, EOFError) as e:
     raise ValueError(f'{name}: not a readable audio file ({e}).') from e
   if not len(samples):
@@ -92,6 +95,7 @@ def log_mel(samples: np.ndarray, rate: int, num_mel: int = 40, normalize: bool =
 @dataclasses.dataclass(frozen=True)
 class AudioFrontend(saved.SavedJson):
   """Clips -> log-mel frames [frames, num_mel]: the source side of a speech dataset (saved as vocab.src.json)."""
+
   num_mel: int
   sample_rate: int
   kind: str = 'audio'
@@ -103,8 +107,10 @@ class AudioFrontend(saved.SavedJson):
 
   def encode(self, clip: Clip) -> np.ndarray:
     if clip.rate != self.sample_rate:
-      raise ValueError(f'{clip.name}: sample rate {clip.rate} Hz, but this model reads {self.sample_rate} Hz audio; '
-                       'resample it first (e.g. sox in.wav -r RATE out.wav).')
+      raise ValueError(
+        f'{clip.name}: sample rate {clip.rate} Hz, but this model reads {self.sample_rate} Hz audio; '
+        'resample it first (e.g. sox in.wav -r RATE out.wav).'
+      )
     return log_mel(clip.samples, clip.rate, self.num_mel)
 
   def read(self, path: str) -> Clip:

@@ -20,6 +20,7 @@ filled with empty rows (mask 0, target PAD: no loss). Every example is seen exac
 batches per epoch is fixed, and the order of all batches is shuffled. Element i of the source is global batch i, so
 grain's iterator state (an index) makes resumption exact.
 """
+
 import dataclasses
 import functools
 
@@ -50,12 +51,12 @@ def _grid(lengths: np.ndarray) -> np.ndarray:
   while points[-1] < lengths.max(initial=0):
     points.append(max(points[-1] + 1, int(np.ceil(points[-1] * _GRID_RATIO))))
   points = np.minimum(np.asarray(points), lengths.max(initial=0))  # never beyond the longest
-  return np.where(lengths <= _EXACT_UP_TO, lengths, points[np.minimum(np.searchsorted(points, lengths),
-                                                                      len(points) - 1)])
+  return np.where(
+    lengths <= _EXACT_UP_TO, lengths, points[np.minimum(np.searchsorted(points, lengths), len(points) - 1)]
+  )
 
 
-def _assign(pairs: np.ndarray, shapes: np.ndarray, side_cost: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _assign(pairs: np.ndarray, shapes: np.ndarray, side_cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """For each length pair [P, 2]: the index of its cheapest holding shape, that cost and its second-cheapest cost
   (a shape costs side_cost . (S, T))."""
   holds = (shapes[None, :, 0] >= pairs[:, None, 0]) & (shapes[None, :, 1] >= pairs[:, None, 1])
@@ -101,7 +102,7 @@ class _Candidates:
 
   def shapes_for(self, k: int) -> np.ndarray:
     """The k shapes the greedy keeps, cheapest (S + T) first."""
-    kept = np.delete(self.shapes, self.order[:len(self.shapes) - k], axis=0)
+    kept = np.delete(self.shapes, self.order[: len(self.shapes) - k], axis=0)
     return kept[np.lexsort((kept[:, 1], kept[:, 0], kept @ self.side_cost))]
 
   def owners(self, shapes: np.ndarray) -> np.ndarray:
@@ -110,8 +111,9 @@ class _Candidates:
 
 
 def _batch_sizes(shapes: np.ndarray, batch_size: int, batch_tokens: int, multiple: int) -> list[int]:
-  sizes = [max(multiple, batch_tokens // int(t) // multiple * multiple) if batch_tokens else batch_size
-           for t in shapes[:, 1]]
+  sizes = [
+    max(multiple, batch_tokens // int(t) // multiple * multiple) if batch_tokens else batch_size for t in shapes[:, 1]
+  ]
   for size in sizes:
     if size % multiple:
       raise ValueError(f'A batch of {size} examples must be a multiple of {multiple} (devices x accumulation).')
@@ -127,8 +129,16 @@ def _parents(shapes: np.ndarray) -> list[int | None]:
   return out
 
 
-def make_buckets(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, num_buckets: int, max_padding: float,
-                 batch_size: int, batch_tokens: int, multiple: int) -> list[Bucket]:
+def make_buckets(
+  src_lengths: np.ndarray,
+  tgt_lengths: np.ndarray,
+  *,
+  num_buckets: int,
+  max_padding: float,
+  batch_size: int,
+  batch_tokens: int,
+  multiple: int,
+) -> list[Bucket]:
   """The plan's buckets (see the module docstring), cheapest shape first.
 
   `num_buckets > 0`: that many shapes (fewer when the split has fewer candidates); 0: the fewest whose epoch of
@@ -161,13 +171,20 @@ def make_buckets(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, num_bucket
       if value <= max_padding:
         break
     else:
-      logging.warning('No plan of at most %d batch shapes pads at most data.max_padding=%s of the training '
-                      'positions; using %d shapes (%.3f padded).', _MAX_AUTO_SHAPES, max_padding,
-                      len(best[1][0]), best[0])
+      logging.warning(
+        'No plan of at most %d batch shapes pads at most data.max_padding=%s of the training '
+        'positions; using %d shapes (%.3f padded).',
+        _MAX_AUTO_SHAPES,
+        max_padding,
+        len(best[1][0]),
+        best[0],
+      )
     shapes, owner, sizes, parents = best[1]
   example_owner = owner[cand.inverse]
-  return [Bucket(np.flatnonzero(example_owner == k), int(s), int(t), size, parent)
-          for k, ((s, t), size, parent) in enumerate(zip(shapes.tolist(), sizes, parents))]
+  return [
+    Bucket(np.flatnonzero(example_owner == k), int(s), int(t), size, parent)
+    for k, ((s, t), size, parent) in enumerate(zip(shapes.tolist(), sizes, parents))
+  ]
 
 
 def _batches(counts: list[int], sizes: list[int], parents: list[int | None]) -> list[int]:
@@ -186,8 +203,7 @@ def _batches(counts: list[int], sizes: list[int], parents: list[int | None]) -> 
 
 def batches_per_bucket(buckets: list[Bucket]) -> list[int]:
   """Batches of each bucket in every epoch (fixed: leftover counts do not depend on the shuffle)."""
-  return _batches([len(b.example_ids) for b in buckets], [b.batch_size for b in buckets],
-                  [b.parent for b in buckets])
+  return _batches([len(b.example_ids) for b in buckets], [b.batch_size for b in buckets], [b.parent for b in buckets])
 
 
 class BucketedBatches:
@@ -210,7 +226,7 @@ class BucketedBatches:
       ids = rng.permutation(np.concatenate([bucket.example_ids, *carried[k]]).astype(np.int64))
       size = bucket.batch_size
       full = len(ids) if bucket.parent is None else len(ids) // size * size
-      plan += [(k, ids[i:i + size]) for i in range(0, full, size)]
+      plan += [(k, ids[i : i + size]) for i in range(0, full, size)]
       if full < len(ids):
         carried[bucket.parent].append(ids[full:])
     return [plan[i] for i in rng.permutation(len(plan))]
@@ -225,7 +241,7 @@ class BucketedBatches:
     targets = np.full((bucket.batch_size, bucket.tgt_len), PAD_ID, np.int32)
     for row, example in enumerate(ids):
       src, tgt = self._src[example], self._tgt[example]
-      inputs[row, :len(src)], mask[row, :len(src)], targets[row, :len(tgt)] = src, 1, tgt
+      inputs[row, : len(src)], mask[row, : len(src)], targets[row, : len(tgt)] = src, 1, tgt
     return {'inputs': inputs, 'inputs_mask': mask, 'targets': targets}
 
 

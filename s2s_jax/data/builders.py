@@ -4,6 +4,7 @@ Prepared data lives in `data.data_dir` (default `$S2S_CACHE_DIR` or `~/.cache/s2
 `tfds` data sources, whose records are `{'source': bytes, 'target': bytes}`. The generated tasks get one builder
 config per parameter set, so changing a task's lengths or sizes prepares new data instead of reusing stale files.
 """
+
 import contextlib
 import dataclasses
 import fcntl
@@ -27,6 +28,7 @@ def default_data_dir() -> str:
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
   """Parameters of a generated task; the config name encodes all of them."""
+
   task: str = 'dates'
   num_train: int = 50_000
   num_eval: int = 2_000
@@ -49,27 +51,40 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 
 class S2sSynthetic(tfds.core.GeneratorBasedBuilder):
   """The generated tasks of `s2s_jax.data.synthetic` (dates -> ISO, copy, reverse, sort, addition)."""
+
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
   BUILDER_CONFIGS = []  # one config per parameter set, made on demand by synthetic_builder()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description='Generated source/target string pairs (see s2s_jax/data/synthetic.py).',
-        features=tfds.features.FeaturesDict({'source': tfds.features.Text(), 'target': tfds.features.Text()}),
-        supervised_keys=('source', 'target'))
+      builder=self,
+      description='Generated source/target string pairs (see s2s_jax/data/synthetic.py).',
+      features=tfds.features.FeaturesDict({'source': tfds.features.Text(), 'target': tfds.features.Text()}),
+      supervised_keys=('source', 'target'),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    sizes = {'train': self.builder_config.num_train, 'validation': self.builder_config.num_eval,
-             'test': self.builder_config.num_eval}
+    sizes = {
+      'train': self.builder_config.num_train,
+      'validation': self.builder_config.num_eval,
+      'test': self.builder_config.num_eval,
+    }
     return {split: self._generate_examples(split, n) for split, n in sizes.items()}
 
   def _generate_examples(self, split: str, num_examples: int):
     c = self.builder_config
-    pairs = synthetic.generate(c.task, split, num_examples=num_examples, seed=c.seed, min_len=c.min_len,
-                               max_len=c.max_len, num_symbols=c.num_symbols, max_digits=c.max_digits)
+    pairs = synthetic.generate(
+      c.task,
+      split,
+      num_examples=num_examples,
+      seed=c.seed,
+      min_len=c.min_len,
+      max_len=c.max_len,
+      num_symbols=c.num_symbols,
+      max_digits=c.max_digits,
+    )
     for i, (source, target) in enumerate(pairs):
       yield i, {'source': source, 'target': target}
 
@@ -101,8 +116,14 @@ def raw_manifest(builder: tfds.core.DatasetBuilder) -> dict:
       for block in iter(lambda: f.read(1 << 20), b''):
         h.update(block)
     st = os.stat(path)
-    files.append({'path': os.path.relpath(path, root) if root else path, 'size': st.st_size,
-                  'mtime_ns': st.st_mtime_ns, 'sha256': h.hexdigest()})
+    files.append(
+      {
+        'path': os.path.relpath(path, root) if root else path,
+        'size': st.st_size,
+        'mtime_ns': st.st_mtime_ns,
+        'sha256': h.hexdigest(),
+      }
+    )
   return {'dataset': builder.name, 'config': config.name, 'version': str(builder.version), 'files': files}
 
 
@@ -125,8 +146,11 @@ def data_fingerprint(manifest: dict) -> str:
   """The identity of a dataset's data: its raw files' contents (paths, sizes, hashes; not their times), or for a
   generated dataset its name, config and version."""
   if manifest['files']:
-    key = [manifest['dataset'], manifest['version'],
-           sorted((f['path'], f['size'], f['sha256']) for f in manifest['files'])]
+    key = [
+      manifest['dataset'],
+      manifest['version'],
+      sorted((f['path'], f['size'], f['sha256']) for f in manifest['files']),
+    ]
   else:
     key = [manifest['dataset'], manifest['config'], manifest['version']]
   return hashlib.sha256(json.dumps(key).encode('utf-8')).hexdigest()
@@ -158,8 +182,7 @@ def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
   """Prepares `builder` once (locked) and returns its splits as random-access data sources."""
   with _lock(builder.data_dir_root, builder.name + '-' + builder.builder_config.name):
     # Made again under the lock: a builder constructed while another process was preparing has no splits.
-    builder = type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root,
-                            file_format='array_record')
+    builder = type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root, file_format='array_record')
     if not builder.is_prepared():
       download_and_prepare(builder)
   return builder.as_data_source()
@@ -181,9 +204,15 @@ def read_texts(source, features: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 def synthetic_builder(data_config, data_dir: str) -> S2sSynthetic:
   config = SyntheticConfig.make(
-      task=data_config.name, num_train=data_config.num_train_examples, num_eval=data_config.num_eval_examples,
-      min_len=data_config.task_min_len, max_len=data_config.task_max_len, num_symbols=data_config.task_num_symbols,
-      max_digits=data_config.task_max_digits, seed=data_config.seed)
+    task=data_config.name,
+    num_train=data_config.num_train_examples,
+    num_eval=data_config.num_eval_examples,
+    min_len=data_config.task_min_len,
+    max_len=data_config.task_max_len,
+    num_symbols=data_config.task_num_symbols,
+    max_digits=data_config.task_max_digits,
+    seed=data_config.seed,
+  )
   return S2sSynthetic(config=config, data_dir=data_dir, file_format='array_record')
 
 

@@ -17,6 +17,7 @@ The file lists and sizes and mtimes of the raw files are stored with the prepare
 is prepared again, so stale records are never read. With `data.download=True`, missing raw files are fetched from the
 official URLs into `data.data_dir/downloads/<corpus>`; nothing touches the network otherwise.
 """
+
 import abc
 import contextlib
 import dataclasses
@@ -43,12 +44,16 @@ FOLDERS = registry.folders('corpus')  # data.name -> its folder of the shared da
 _FIXED_FEATURES = {'aeslc': ('references', 'source', 'target')}
 AESLC_ARCHIVE = 'enron_subject_line.tar.gz'
 LANGUAGES = {'multi30k': ('cs', 'de', 'en', 'fr'), 'tatoeba': ('en', 'fr'), 'iwslt15': ('en', 'vi')}
-_STEMS = {'multi30k': {'train': 'task1/raw/train', 'validation': 'task1/raw/val', 'test': 'task1/raw/test_2016_flickr'},
-          'iwslt15': {'train': 'train', 'validation': 'tst2012', 'test': 'tst2013'}}
-_URLS = {'multi30k': 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/',
-         'tatoeba': 'https://www.manythings.org/anki/fra-eng.zip',
-         'iwslt15': 'https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/',
-         'aeslc': 'https://github.com/ryanzhumich/AESLC (enron_subject_line/, packed as enron_subject_line.tar.gz)'}
+_STEMS = {
+  'multi30k': {'train': 'task1/raw/train', 'validation': 'task1/raw/val', 'test': 'task1/raw/test_2016_flickr'},
+  'iwslt15': {'train': 'train', 'validation': 'tst2012', 'test': 'tst2013'},
+}
+_URLS = {
+  'multi30k': 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/',
+  'tatoeba': 'https://www.manythings.org/anki/fra-eng.zip',
+  'iwslt15': 'https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/',
+  'aeslc': 'https://github.com/ryanzhumich/AESLC (enron_subject_line/, packed as enron_subject_line.tar.gz)',
+}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -106,8 +111,11 @@ def parse_aeslc(text: str, name: str = '') -> dict[str, object]:
     raise ValueError(f'{name}: no @subject line (not an AESLC .subject file?).')
   join = lambda lines: ' '.join(' '.join(lines).split())
   annotations = sorted((k for k in sections if k.startswith('ann')), key=lambda k: int(k[3:]))
-  return {'source': join(sections['body']), 'target': join(sections['subject']),
-          'references': [join(sections[k]) for k in annotations]}
+  return {
+    'source': join(sections['body']),
+    'target': join(sections['subject']),
+    'references': [join(sections[k]) for k in annotations],
+  }
 
 
 def _open(path: str):
@@ -118,10 +126,10 @@ def _open(path: str):
 
 def read_lines(path: str) -> list[str]:
   r"""The lines of a UTF-8 text file ('-': stdin; '.gz' decompressed), for every reader of the project (training
-  corpora, translate, evaluate): lines end at 
- only (a 
- before it is dropped; form feeds, U+2028 and other
-  Unicode separators are ordinary characters), a leading BOM is dropped, and errors name the file and line."""
+   corpora, translate, evaluate): lines end at
+  only (a
+  before it is dropped; form feeds, U+2028 and other
+   Unicode separators are ordinary characters), a leading BOM is dropped, and errors name the file and line."""
   lines = []
   try:
     with _open(path) as f:
@@ -154,8 +162,7 @@ def _tsv(path: str, what: str = 'source<TAB>target', exact: bool = True) -> tupl
   for n, line in enumerate(read_lines(path), 1):
     fields = line.split('\t')
     if len(fields) < 2 or (exact and len(fields) != 2):
-      raise ValueError(f'{path}:{n}: expected {what} (exactly one TAB), found {len(fields) - 1} TABs in '
-                       f'{line[:80]!r}.')
+      raise ValueError(f'{path}:{n}: expected {what} (exactly one TAB), found {len(fields) - 1} TABs in {line[:80]!r}.')
     first.append(fields[0])
     second.append(fields[1])
   return first, second
@@ -164,6 +171,7 @@ def _tsv(path: str, what: str = 'source<TAB>target', exact: bool = True) -> tupl
 @dataclasses.dataclass
 class CorpusConfig(tfds.core.BuilderConfig):
   """Where a corpus' raw files are; `fingerprint` (sizes and mtimes) is stored to detect changed raw files."""
+
   languages: tuple[str, ...] = ()
   raw_dir: str = ''
   files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # parallel_text: ((split, (path, ...)), ...)
@@ -173,16 +181,19 @@ class CorpusConfig(tfds.core.BuilderConfig):
 
 class _Corpus(tfds.core.GeneratorBasedBuilder):
   """Shared parts: one Text feature per language, records in file order, raw files read by `_read`."""
+
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
   BUILDER_CONFIGS = []  # one config per language pair / file set, made on demand by get_builder()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=(self.__doc__ or '').strip(),
-        features=tfds.features.FeaturesDict({lang: tfds.features.Text() for lang in self.builder_config.languages}),
-        disable_shuffling=True,  # file order kept: split i-th record = i-th raw line (references line up)
-        metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint))
+      builder=self,
+      description=(self.__doc__ or '').strip(),
+      features=tfds.features.FeaturesDict({lang: tfds.features.Text() for lang in self.builder_config.languages}),
+      disable_shuffling=True,  # file order kept: split i-th record = i-th raw line (references line up)
+      metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint),
+    )
 
   @abc.abstractmethod
   def _read(self) -> dict[str, dict[str, list[str]]]:
@@ -206,8 +217,10 @@ class S2sMulti30k(_Corpus):
 
   def _read(self):
     c = self.builder_config
-    return {split: _aligned({lang: os.path.join(c.raw_dir, f'{stem}.{lang}.gz') for lang in c.languages})
-            for split, stem in _STEMS['multi30k'].items()}
+    return {
+      split: _aligned({lang: os.path.join(c.raw_dir, f'{stem}.{lang}.gz') for lang in c.languages})
+      for split, stem in _STEMS['multi30k'].items()
+    }
 
 
 class S2sTatoeba(_Corpus):
@@ -258,7 +271,7 @@ class S2sAeslc(_Corpus):
           folder = os.path.basename(os.path.dirname(member.name))
           if folder not in ('train', 'dev'):
             continue
-          stem = os.path.basename(member.name)[:-len('.subject')]
+          stem = os.path.basename(member.name)[: -len('.subject')]
           try:
             text = tar.extractfile(member).read().decode('utf-8')
           except UnicodeDecodeError as e:
@@ -289,8 +302,13 @@ class S2sParallelText(_Corpus):
     return out
 
 
-_BUILDERS = {'multi30k': S2sMulti30k, 'tatoeba': S2sTatoeba, 'iwslt15': S2sIwslt15, 'aeslc': S2sAeslc,
-             'parallel_text': S2sParallelText}
+_BUILDERS = {
+  'multi30k': S2sMulti30k,
+  'tatoeba': S2sTatoeba,
+  'iwslt15': S2sIwslt15,
+  'aeslc': S2sAeslc,
+  'parallel_text': S2sParallelText,
+}
 
 
 def fingerprint(paths: list[str], root: str = '') -> str:
@@ -315,20 +333,20 @@ def _expected_files(name: str, languages) -> dict[str, list[str]]:
 # Tatoeba's export changes with every release and IWSLT'15 publishes no checksums: their hashes are only recorded
 # (in the prepared dataset's manifest and so in every run's provenance.json).
 _SHA256 = {
-    'multi30k': {
-        'test_2016_flickr.cs.gz': '200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1',
-        'test_2016_flickr.de.gz': '9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8',
-        'test_2016_flickr.en.gz': '611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9',
-        'test_2016_flickr.fr.gz': '6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90',
-        'train.cs.gz': 'a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077',
-        'train.de.gz': '726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6',
-        'train.en.gz': 'd79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f',
-        'train.fr.gz': '622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c',
-        'val.cs.gz': 'b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc',
-        'val.de.gz': 'f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a',
-        'val.en.gz': '14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28',
-        'val.fr.gz': 'ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9',
-    },
+  'multi30k': {
+    'test_2016_flickr.cs.gz': '200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1',
+    'test_2016_flickr.de.gz': '9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8',
+    'test_2016_flickr.en.gz': '611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9',
+    'test_2016_flickr.fr.gz': '6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90',
+    'train.cs.gz': 'a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077',
+    'train.de.gz': '726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6',
+    'train.en.gz': 'd79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f',
+    'train.fr.gz': '622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c',
+    'val.cs.gz': 'b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc',
+    'val.de.gz': 'f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a',
+    'val.en.gz': '14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28',
+    'val.fr.gz': 'ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9',
+  },
 }
 
 
@@ -339,9 +357,11 @@ def _check_download(name: str, rel: str, data: bytes) -> None:
   if expected is None:
     logging.info('%s of %s has sha256 %s (no published checksum to compare with).', rel, name, digest)
   elif digest != expected:
-    raise ValueError(f'The download of {rel} ({name}) has sha256 {digest}, not the official file\'s {expected}: it '
-                     'was corrupted or changed upstream. Nothing was saved; try again, or put the files in '
-                     'data.manual_dir yourself.')
+    raise ValueError(
+      f"The download of {rel} ({name}) has sha256 {digest}, not the official file's {expected}: it "
+      'was corrupted or changed upstream. Nothing was saved; try again, or put the files in '
+      'data.manual_dir yourself.'
+    )
 
 
 def _download(name: str, files: list[str], dest: str) -> None:
@@ -375,21 +395,27 @@ def _raw_dir(data_config, data_dir: str, languages) -> tuple[str, list[str]]:
   manual = raw = resolve_manual_dir(data_config)
   missing = [f for f in required + optional if not os.path.isfile(os.path.join(manual, f))]
   if data_config.download and missing and name == 'aeslc':
-    raise FileNotFoundError(f'data.name=aeslc: {missing} not found in {manual}, and it has no single-file official '
-                            f'download; get enron_subject_line/ from {_URLS[name]}, pack it as {AESLC_ARCHIVE} '
-                            '(tar czf) and put it in data.manual_dir.')
+    raise FileNotFoundError(
+      f'data.name=aeslc: {missing} not found in {manual}, and it has no single-file official '
+      f'download; get enron_subject_line/ from {_URLS[name]}, pack it as {AESLC_ARCHIVE} '
+      '(tar czf) and put it in data.manual_dir.'
+    )
   if data_config.download and missing:
     raw = os.path.join(data_dir, 'downloads', name)
     _download(name, required + optional, raw)
   elif set(missing) - set(optional):
-    where = ('data.manual_dir' if data_config.manual_dir else
-             f'$S2S_DATA_DIR/{FOLDERS[name]} with S2S_DATA_DIR={default_data_root()}')
+    where = (
+      'data.manual_dir'
+      if data_config.manual_dir
+      else f'$S2S_DATA_DIR/{FOLDERS[name]} with S2S_DATA_DIR={default_data_root()}'
+    )
     state = 'is missing' if not os.path.isdir(manual) else f'lacks {sorted(set(missing) - set(optional))}'
     raise FileNotFoundError(
-        f'data.name={name!r}: the raw folder {manual} ({where}) {state}. Expected there: {required + optional}'
-        f'{" (train files optional)" if optional else ""}. Set data.manual_dir to the folder holding them, or '
-        f'S2S_DATA_DIR to the folder holding {FOLDERS[name]}/, or data.download=True to fetch them from '
-        f'{_URLS[name]} into {os.path.join(data_dir, "downloads", name)}.')
+      f'data.name={name!r}: the raw folder {manual} ({where}) {state}. Expected there: {required + optional}'
+      f'{" (train files optional)" if optional else ""}. Set data.manual_dir to the folder holding them, or '
+      f'S2S_DATA_DIR to the folder holding {FOLDERS[name]}/, or data.download=True to fetch them from '
+      f'{_URLS[name]} into {os.path.join(data_dir, "downloads", name)}.'
+    )
   present = [f for f in optional if os.path.isfile(os.path.join(raw, f))]
   if 0 < len(present) < len(optional):
     logging.warning('%s: only %s of %s present; no train split.', raw, present, optional)
@@ -404,23 +430,29 @@ def resolve_files(spec: str | None) -> dict[str, tuple[str, ...]]:
     split, eq, rest = (s.strip() for s in item.partition('='))
     paths = tuple(os.path.abspath(os.path.expanduser(p.strip())) for p in rest.split(',') if p.strip())
     if not eq or not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*', split) or len(paths) not in (1, 2) or split in out:
-      raise ValueError(f'data.files item {item!r} must be SPLIT=SOURCE,TARGET or SPLIT=FILE.tsv, each split once '
-                       "(e.g. 'train=a.de,a.en;validation=b.tsv').")
+      raise ValueError(
+        f'data.files item {item!r} must be SPLIT=SOURCE,TARGET or SPLIT=FILE.tsv, each split once '
+        "(e.g. 'train=a.de,a.en;validation=b.tsv')."
+      )
     out[split] = paths
   if not out:
     raise ValueError("data.name='parallel_text' needs data.files, e.g. 'train=a.de,a.en;validation=b.tsv'.")
   missing = [p for paths in out.values() for p in paths if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(f'data.files names files that do not exist: {missing} (relative paths are relative to '
-                            f'the working directory {os.getcwd()}).')
+    raise FileNotFoundError(
+      f'data.files names files that do not exist: {missing} (relative paths are relative to '
+      f'the working directory {os.getcwd()}).'
+    )
   return out
 
 
 def _languages(data_config, available) -> tuple[str, str]:
   src, tgt = data_config.source_lang, data_config.target_lang
   if src not in available or tgt not in available or src == tgt:
-    raise ValueError(f'data.name={data_config.name!r}: data.source_lang and data.target_lang must be two different '
-                     f'codes of {", ".join(available)}; got {src!r} and {tgt!r}.')
+    raise ValueError(
+      f'data.name={data_config.name!r}: data.source_lang and data.target_lang must be two different '
+      f'codes of {", ".join(available)}; got {src!r} and {tgt!r}.'
+    )
   return src, tgt
 
 
@@ -436,13 +468,23 @@ def get_builder(data_config) -> _Corpus:
     paths = [p for split_paths in files.values() for p in split_paths]
     fp = fingerprint(paths)  # absolute paths, sizes and mtimes: changed files get a new config name
     key = '|'.join(f'{s}={",".join(p)}' for s, p in files.items()) + fp
-    config = CorpusConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], languages=('source', 'target'),
-                          files=tuple(files.items()), fingerprint=fp, raw_paths=tuple(paths))
+    config = CorpusConfig(
+      name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12],
+      languages=('source', 'target'),
+      files=tuple(files.items()),
+      fingerprint=fp,
+      raw_paths=tuple(paths),
+    )
   elif name in FOLDERS:
     languages = _FIXED_FEATURES.get(name) or tuple(sorted(_languages(data_config, LANGUAGES[name])))
     raw, paths = _raw_dir(data_config, data_dir, languages)
-    config = CorpusConfig(name='-'.join(languages), languages=languages, raw_dir=raw,
-                          fingerprint=fingerprint(paths, raw), raw_paths=tuple(paths))
+    config = CorpusConfig(
+      name='-'.join(languages),
+      languages=languages,
+      raw_dir=raw,
+      fingerprint=fingerprint(paths, raw),
+      raw_paths=tuple(paths),
+    )
   else:
     raise ValueError(f'data.name={name!r} is not one of the corpora {CORPORA[:-1]}.')
   return _BUILDERS[name](config=config, data_dir=data_dir, file_format='array_record')
@@ -481,9 +523,11 @@ def _tfds_sources(data_config) -> tuple[dict[str, object], tuple[str, ...]]:
   name, data_dir = data_config.tfds_name, _data_dir(data_config)
   if not name:
     raise ValueError("data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")
-  hint = (f'data.tfds_name={name!r} is not prepared as array_record in data.data_dir={data_dir}; prepare it there '
-          f'(e.g. `tfds build {name} --data_dir={data_dir} --file_format=array_record`) or point data.data_dir at '
-          'the folder that holds it.')
+  hint = (
+    f'data.tfds_name={name!r} is not prepared as array_record in data.data_dir={data_dir}; prepare it there '
+    f'(e.g. `tfds build {name} --data_dir={data_dir} --file_format=array_record`) or point data.data_dir at '
+    'the folder that holds it.'
+  )
   try:
     builder = tfds.builder(name, data_dir=data_dir)
     prepared = builder.is_prepared()
@@ -502,8 +546,11 @@ def load_pairs(data_config) -> dict[str, list[tuple[str, str]]]:
     src, tgt = _languages(data_config, available)
   else:
     sources = prepare(data_config)
-    src, tgt = ('source', 'target') if data_config.name in ('parallel_text', *_FIXED_FEATURES) else (
-        data_config.source_lang, data_config.target_lang)
+    src, tgt = (
+      ('source', 'target')
+      if data_config.name in ('parallel_text', *_FIXED_FEATURES)
+      else (data_config.source_lang, data_config.target_lang)
+    )
   return {split: builders.read_texts(source, (src, tgt)) for split, source in sources.items()}
 
 
@@ -542,9 +589,11 @@ def require_split(pairs: dict[str, list[tuple[str, str]]], split: str, data_conf
   if name in FOLDERS:
     languages = sorted((data_config.source_lang, data_config.target_lang))
     files = _expected_files(name, languages).get(split, [])
-    msg += (f' It is read from {files} in {resolve_manual_dir(data_config)} (data.manual_dir, default '
-            f'$S2S_DATA_DIR/{FOLDERS[name]}); put them there, or set data.download=True to fetch them from '
-            f'{_URLS[name]} into data.data_dir/downloads/{name}.')
+    msg += (
+      f' It is read from {files} in {resolve_manual_dir(data_config)} (data.manual_dir, default '
+      f'$S2S_DATA_DIR/{FOLDERS[name]}); put them there, or set data.download=True to fetch them from '
+      f'{_URLS[name]} into data.data_dir/downloads/{name}.'
+    )
   elif name == 'parallel_text':
     msg += f" Add '{split}=SOURCE,TARGET' or '{split}=FILE.tsv' to data.files."
   elif name == 'tfds':

@@ -10,6 +10,7 @@
                    the TSV; a Flickr8k-style `name.jpg#2` suffix is dropped), resized to the configured size.
 Unreadable images are counted, skipped and listed in data_report.json (`skipped_images`).
 """
+
 import dataclasses
 import hashlib
 import json
@@ -36,13 +37,17 @@ def min_width(max_digits: int) -> int:
   return max_digits * (DIGIT_SIZES[1] + MAX_GAP) + MAX_GAP
 
 
-def digit_canvases(images: np.ndarray, labels: np.ndarray, num: int, rng: np.random.Generator, height: int,
-                   width: int, max_digits: int):
+def digit_canvases(
+  images: np.ndarray, labels: np.ndarray, num: int, rng: np.random.Generator, height: int, width: int, max_digits: int
+):
   """Yields `num` (uint8 canvas [height, width], caption) of 1..max_digits of the given 8x8 digit images."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   if height < DIGIT_SIZES[1] or width < min_width(max_digits):
-    raise ValueError(f'digits_captions needs data.image_height >= {DIGIT_SIZES[1]} and data.image_width >= '
-                     f'{min_width(max_digits)} for {max_digits} digits; got {height} x {width}.')
+    raise ValueError(
+      f'digits_captions needs data.image_height >= {DIGIT_SIZES[1]} and data.image_width >= '
+      f'{min_width(max_digits)} for {max_digits} digits; got {height} x {width}.'
+    )
   for _ in range(num):
     canvas = np.zeros((height, width), np.uint8)
     x, words = int(rng.integers(0, MAX_GAP + 1)), []
@@ -51,7 +56,7 @@ def digit_canvases(images: np.ndarray, labels: np.ndarray, num: int, rng: np.ran
       size = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
       digit = Image.fromarray((images[i] * (255.0 / 16.0)).astype(np.uint8)).resize((size, size), Image.BILINEAR)
       y = int(rng.integers(0, height - size + 1))
-      canvas[y:y + size, x:x + size] = np.maximum(canvas[y:y + size, x:x + size], np.asarray(digit))
+      canvas[y : y + size, x : x + size] = np.maximum(canvas[y : y + size, x : x + size], np.asarray(digit))
       x += size + int(rng.integers(0, MAX_GAP + 1))
       words.append(DIGIT_WORDS[int(labels[i])])
     yield canvas, ' '.join(words)
@@ -78,11 +83,18 @@ class _Images(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=(self.__doc__ or '').strip(),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8, encoding='zlib'),
-            'caption': tfds.features.Text(), 'name': tfds.features.Text()}),
-        disable_shuffling=True, metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint))
+      builder=self,
+      description=(self.__doc__ or '').strip(),
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8, encoding='zlib'),
+          'caption': tfds.features.Text(),
+          'name': tfds.features.Text(),
+        }
+      ),
+      disable_shuffling=True,
+      metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint),
+    )
 
   def _generate_examples(self, rows):
     for i, (name, pixels, caption) in enumerate(rows):
@@ -95,6 +107,7 @@ class S2sDigitsCaptions(_Images):
   def _split_generators(self, dl_manager):
     del dl_manager
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
     c = self.builder_config
     digits = load_digits()
     out = {}
@@ -102,8 +115,9 @@ class S2sDigitsCaptions(_Images):
       keep = np.array([digits_split(i) == split for i in range(len(digits.images))])
       rng = np.random.default_rng([c.seed, k])
       canvases = digit_canvases(digits.images[keep], digits.target[keep], num, rng, c.height, c.width, c.max_digits)
-      out[split] = self._generate_examples((f'digits/{split}/{i}', x[..., None], caption)
-                                           for i, (x, caption) in enumerate(canvases))
+      out[split] = self._generate_examples(
+        (f'digits/{split}/{i}', x[..., None], caption) for i, (x, caption) in enumerate(canvases)
+      )
     return out
 
 
@@ -125,8 +139,9 @@ class S2sImageFolder(_Images):
           rows.append((path, images.read_image(path, c.height, c.width, c.channels), fields[1]))
         except ValueError as e:
           if split != 'train':  # evaluation examples are never dropped: a missing one would change the score
-            raise ValueError(f'{tsv}:{n}: {e} Examples of the {split!r} split are never dropped; fix the image or '
-                             'remove its line.') from e
+            raise ValueError(
+              f'{tsv}:{n}: {e} Examples of the {split!r} split are never dropped; fix the image or remove its line.'
+            ) from e
           skipped.append(str(e))
       out[split] = self._generate_examples(rows)
     self.info.metadata['skipped_images'] = skipped
@@ -145,21 +160,39 @@ def get_builder(data_config) -> _Images:
   data_dir = os.path.abspath(os.path.expanduser(d.data_dir or builders.default_data_dir()))
   size = dict(height=d.image_height, width=d.image_width, channels=d.image_channels)
   if d.name == 'digits_captions':
-    name = (f'h{d.image_height}w{d.image_width}_n{d.num_train_examples}-{d.num_eval_examples}_d{d.task_max_len}'
-            f'_s{d.seed}')
-    config = ImageConfig(name=name, num_train=d.num_train_examples, num_eval=d.num_eval_examples,
-                         max_digits=d.task_max_len, seed=d.seed, **size)
+    name = (
+      f'h{d.image_height}w{d.image_width}_n{d.num_train_examples}-{d.num_eval_examples}_d{d.task_max_len}_s{d.seed}'
+    )
+    config = ImageConfig(
+      name=name,
+      num_train=d.num_train_examples,
+      num_eval=d.num_eval_examples,
+      max_digits=d.task_max_len,
+      seed=d.seed,
+      **size,
+    )
     return S2sDigitsCaptions(config=config, data_dir=data_dir, file_format='array_record')
   files = corpora.resolve_files(d.files)
   if bad := [f'{s}={",".join(p)}' for s, p in files.items() if len(p) != 1]:
     raise ValueError(f"data.name='image_folder' takes one TSV per split (SPLIT=captions.tsv), got {bad}.")
-  image_files = sorted({p for ps in files.values() for line in corpora.read_lines(ps[0])
-                        if os.path.isfile(p := _image_path(ps[0], line.split('\t')[0]))})
+  image_files = sorted(
+    {
+      p
+      for ps in files.values()
+      for line in corpora.read_lines(ps[0])
+      if os.path.isfile(p := _image_path(ps[0], line.split('\t')[0]))
+    }
+  )
   raw_paths = [p for ps in files.values() for p in ps] + image_files
   fp = corpora.fingerprint(raw_paths)
   key = '|'.join(f'{s}={p[0]}' for s, p in files.items()) + json.dumps(size) + fp
-  config = ImageConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], files=tuple(files.items()),
-                       fingerprint=fp, raw_paths=tuple(raw_paths), **size)
+  config = ImageConfig(
+    name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12],
+    files=tuple(files.items()),
+    fingerprint=fp,
+    raw_paths=tuple(raw_paths),
+    **size,
+  )
   return S2sImageFolder(config=config, data_dir=data_dir, file_format='array_record')
 
 
@@ -169,6 +202,7 @@ def load_pictures(data_config) -> tuple[dict[str, list[tuple[images.Picture, str
   out = {}
   for split, source in sources.items():
     records = source.__getitems__(list(range(len(source))))
-    out[split] = [(images.Picture(r['name'].decode('utf-8'), r['image']), r['caption'].decode('utf-8'))
-                  for r in records]
+    out[split] = [
+      (images.Picture(r['name'].decode('utf-8'), r['image']), r['caption'].decode('utf-8')) for r in records
+    ]
   return out, list(metadata.get('skipped_images', []))

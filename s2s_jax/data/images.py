@@ -5,6 +5,7 @@ batching and bucketing treat images like audio frames), and `encoders.GridEncode
 its convolutions. An `ImageFrontend` (height, width, channels) is saved as the workdir's `vocab.src.json` (kind
 'image'). The datasets of images with captions are in `image_datasets.py`.
 """
+
 import dataclasses
 
 import numpy as np
@@ -15,6 +16,7 @@ from s2s_jax.data import saved
 @dataclasses.dataclass(frozen=True)
 class Picture:
   """One image example before the frontend: a name and uint8 pixels [H, W, C]."""
+
   name: str
   pixels: np.ndarray
 
@@ -23,6 +25,7 @@ def read_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
   """uint8 [height, width, channels] of an image file (grey for 1 channel, RGB for 3); ValueError naming it."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+
   try:
     with Image.open(path) as im:
       im = im.convert('L' if channels == 1 else 'RGB').resize((width, height), Image.BILINEAR)
@@ -34,6 +37,7 @@ def read_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class ImageFrontend(saved.SavedJson):
   """Pictures -> float32 columns [W, H * C] in [0, 1]: the source side of a captioning dataset."""
+
   height: int
   width: int
   channels: int
@@ -47,8 +51,10 @@ class ImageFrontend(saved.SavedJson):
   def encode(self, picture: Picture) -> np.ndarray:
     pixels = picture.pixels.reshape(picture.pixels.shape[:2] + (-1,))
     if pixels.shape != (self.height, self.width, self.channels):
-      raise ValueError(f'{picture.name}: image of {pixels.shape} (H, W, C); this model reads '
-                       f'{(self.height, self.width, self.channels)}.')
+      raise ValueError(
+        f'{picture.name}: image of {pixels.shape} (H, W, C); this model reads '
+        f'{(self.height, self.width, self.channels)}.'
+      )
     return (pixels.transpose(1, 0, 2).reshape(self.width, -1) / 255.0).astype(np.float32)
 
   def read(self, path: str) -> Picture:

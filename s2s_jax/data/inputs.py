@@ -5,6 +5,7 @@ pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names an example'
 columns), which the model's source input (`s2s_jax/encoders.py`) maps to its memory's steps for attention plots.
 `for_config` picks the kind from a run's source "vocabulary": a text vocabulary, an audio or an image frontend.
 """
+
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -21,8 +22,11 @@ def source_fields(src_vocab) -> dict[str, object]:
   """The model fields a dataset's source side (`saved.SavedJson.source_kind`) sets: input_kind, input_features,
   image_channels."""
   kind = src_vocab.source_kind
-  return {'input_kind': registry.INPUT_KINDS[kind], 'input_features': 0 if kind == 'text' else src_vocab.num_features,
-          'image_channels': src_vocab.channels if kind == 'image' else 1}
+  return {
+    'input_kind': registry.INPUT_KINDS[kind],
+    'input_features': 0 if kind == 'text' else src_vocab.num_features,
+    'image_channels': src_vocab.channels if kind == 'image' else 1,
+  }
 
 
 def collate_sources(examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
@@ -33,8 +37,8 @@ def collate_sources(examples: Sequence[np.ndarray], batch_size: int, length: int
   inputs = np.full((batch_size, length) + first.shape[1:], PAD_ID, first.dtype)
   mask = np.zeros((batch_size, length), np.int32)
   for i, x in enumerate(examples):
-    inputs[i, :len(x)] = x[:length]
-    mask[i, :len(x)] = 1
+    inputs[i, : len(x)] = x[:length]
+    mask[i, : len(x)] = 1
   return {'inputs': inputs, 'inputs_mask': mask}
 
 
@@ -61,7 +65,7 @@ class TextInputs:
     ids = self.vocab.encode(line)
     ids = ids[::-1] if self.reverse else ids
     truncated = len(ids) + 1 > self.max_len
-    return np.asarray(ids[:self.max_len - 1] + [EOS_ID], np.int32), truncated
+    return np.asarray(ids[: self.max_len - 1] + [EOS_ID], np.int32), truncated
 
   def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
     return collate_sources(examples, batch_size, length)
@@ -78,7 +82,7 @@ class AudioInputs:
 
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     frames = self.frontend.encode(self.frontend.read(line.strip()))
-    return frames[:self.max_len], len(frames) > self.max_len
+    return frames[: self.max_len], len(frames) > self.max_len
 
   def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
     return collate_sources(examples, batch_size, length)

@@ -11,6 +11,7 @@ Training examples that are empty, or longer than the limits under the `filter` p
 `data_report.json`; under `truncate` they are cut (EOS kept) and counted. Evaluation and test examples are never
 dropped: over-long ones are truncated and counted, so every reference is scored.
 """
+
 import collections
 from collections.abc import Iterator, Sequence
 import dataclasses
@@ -36,6 +37,7 @@ Batch = dict[str, np.ndarray]
 @dataclasses.dataclass
 class Split:
   """One split: raw text (for references and decoding) and ids after the length policy."""
+
   name: str
   sources: list[str]
   targets: list[str]
@@ -90,23 +92,30 @@ def resolve_paths(data_config) -> None:
   elif folder := corpora.resolve_manual_dir(data_config):
     data_config.manual_dir = folder
   if data_config.files:
-    data_config.files = ';'.join(f'{split}={",".join(paths)}'
-                                 for split, paths in corpora.resolve_files(data_config.files).items())
+    data_config.files = ';'.join(
+      f'{split}={",".join(paths)}' for split, paths in corpora.resolve_files(data_config.files).items()
+    )
 
 
 def _stats(lengths: Sequence[int]) -> dict[str, float]:
   if not lengths:
     return {'min': 0, 'mean': 0.0, 'p50': 0, 'p95': 0, 'p99': 0, 'max': 0}
   a = np.asarray(lengths)
-  return {'min': int(a.min()), 'mean': round(float(a.mean()), 2), 'p50': int(np.percentile(a, 50)),
-          'p95': int(np.percentile(a, 95)), 'p99': int(np.percentile(a, 99)), 'max': int(a.max())}
+  return {
+    'min': int(a.min()),
+    'mean': round(float(a.mean()), 2),
+    'p50': int(np.percentile(a, 50)),
+    'p95': int(np.percentile(a, 95)),
+    'p99': int(np.percentile(a, 99)),
+    'max': int(a.max()),
+  }
 
 
 def _fit(ids, limit: int) -> np.ndarray:
   """Token ids + EOS, cut to `limit` tokens with EOS kept last; feature frames [frames, F] cut to `limit` frames."""
   if isinstance(ids, np.ndarray):
     return ids[:limit]
-  ids = ids[:limit - 1] + [EOS_ID]
+  ids = ids[: limit - 1] + [EOS_ID]
   return np.asarray(ids, np.int32)
 
 
@@ -115,8 +124,14 @@ def _steps(ids) -> int:
   return len(ids) if isinstance(ids, np.ndarray) else len(ids) + 1
 
 
-def encode_split(name: str, pairs: Sequence[tuple[Any, str]], src_vocab: vocab_lib.Vocab,
-                 tgt_vocab: vocab_lib.Vocab, data_config, train: bool) -> tuple[Split, dict[str, Any]]:
+def encode_split(
+  name: str,
+  pairs: Sequence[tuple[Any, str]],
+  src_vocab: vocab_lib.Vocab,
+  tgt_vocab: vocab_lib.Vocab,
+  data_config,
+  train: bool,
+) -> tuple[Split, dict[str, Any]]:
   """Tokenises one split and applies the length policy; returns the split and its report entry.
 
   A source is a string (text) or an `audio.Clip`, which the source "vocabulary" (an `audio.AudioFrontend`) turns
@@ -155,10 +170,15 @@ def encode_split(name: str, pairs: Sequence[tuple[Any, str]], src_vocab: vocab_l
     split.tgt_ids.append(_fit(ids['target'], limits['target']))
   num_tokens = {side: max(1, sum(lengths[side]) - len(lengths[side])) for side in lengths}
   report = {
-      'num_raw': len(pairs), 'num_examples': len(split), 'filtered': dict(filtered), 'truncated': dict(truncated),
-      'source_len': _stats(lengths['source']), 'target_len': _stats(lengths['target']),
-      'source_oov_rate': round(unk['source'] / num_tokens['source'], 6),
-      'target_oov_rate': round(unk['target'] / num_tokens['target'], 6)}
+    'num_raw': len(pairs),
+    'num_examples': len(split),
+    'filtered': dict(filtered),
+    'truncated': dict(truncated),
+    'source_len': _stats(lengths['source']),
+    'target_len': _stats(lengths['target']),
+    'source_oov_rate': round(unk['source'] / num_tokens['source'], 6),
+    'target_oov_rate': round(unk['target'] / num_tokens['target'], 6),
+  }
   return split, report
 
 
@@ -180,8 +200,9 @@ def _expected_settings(source: str, side: int, data_config) -> dict[str, object]
   if side == 0 and source == 'audio':
     return {'kind': 'audio', 'num_mel': data_config.num_mel_bins}
   if side == 0 and source == 'image':
-    return images.ImageFrontend(data_config.image_height, data_config.image_width, data_config.image_channels
-                                ).settings()
+    return images.ImageFrontend(
+      data_config.image_height, data_config.image_width, data_config.image_channels
+    ).settings()
   side = 0 if data_config.shared_vocab else side
   return vocab_lib.settings(data_config.tokenizer, **_vocab_settings(data_config, side))
 
@@ -197,22 +218,36 @@ def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[v
   """
   source = registry.get(data_config.name).source
   if source != 'text':
-    target = vocab_lib.build((pair[1] for pair in train_pairs), data_config.tokenizer,
-                             min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
-                             **_vocab_settings(data_config, 1))
+    target = vocab_lib.build(
+      (pair[1] for pair in train_pairs),
+      data_config.tokenizer,
+      min_count=data_config.vocab_min_count,
+      max_size=data_config.max_vocab_size,
+      **_vocab_settings(data_config, 1),
+    )
     return _frontend(source, train_pairs, data_config), target
   if data_config.shared_vocab:
-    vocab = vocab_lib.build((text for pair in train_pairs for text in pair), data_config.tokenizer,
-                            min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
-                            **_vocab_settings(data_config, 0))
+    vocab = vocab_lib.build(
+      (text for pair in train_pairs for text in pair),
+      data_config.tokenizer,
+      min_count=data_config.vocab_min_count,
+      max_size=data_config.max_vocab_size,
+      **_vocab_settings(data_config, 0),
+    )
     return vocab, vocab
-  return tuple(vocab_lib.build((pair[side] for pair in train_pairs), data_config.tokenizer,
-                               min_count=data_config.vocab_min_count, max_size=data_config.max_vocab_size,
-                               **_vocab_settings(data_config, side)) for side in (0, 1))
+  return tuple(
+    vocab_lib.build(
+      (pair[side] for pair in train_pairs),
+      data_config.tokenizer,
+      min_count=data_config.vocab_min_count,
+      max_size=data_config.max_vocab_size,
+      **_vocab_settings(data_config, side),
+    )
+    for side in (0, 1)
+  )
 
 
-def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False
-            ) -> TextData:
+def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False) -> TextData:
   """Loads every split, builds the vocabularies from train (or reuses those in `vocab_dir`) and encodes.
 
   `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to. `for_training`
@@ -228,14 +263,18 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   if paths and all(os.path.exists(p) for p in paths):
     src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
     if data_config.shared_vocab and src_vocab.tokens != tgt_vocab.tokens:
-      raise ValueError(f'data.shared_vocab=True, but {paths[0]} and {paths[1]} differ; use a new workdir or delete '
-                       'the vocabulary files to rebuild them.')
+      raise ValueError(
+        f'data.shared_vocab=True, but {paths[0]} and {paths[1]} differ; use a new workdir or delete '
+        'the vocabulary files to rebuild them.'
+      )
     for side, (vocab, path) in enumerate(zip((src_vocab, tgt_vocab), paths)):
       want = _expected_settings(dataset.source, side, data_config)
       got = {k: v for k, v in vocab.settings().items() if k != 'sample_rate'}
       if got != want:
-        raise ValueError(f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
-                         'workdir or delete the vocabulary files to rebuild them.')
+        raise ValueError(
+          f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
+          'workdir or delete the vocabulary files to rebuild them.'
+        )
   else:
     src_vocab, tgt_vocab = build_vocabs(raw['train'], data_config)
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
@@ -245,42 +284,68 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
     what = {'audio': 'audio', 'image': 'images'}[dataset.source]
     report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
     if skipped:
-      logging.warning('%d unreadable %s files were skipped (listed in data_report.json): %s', len(skipped), what,
-                      skipped[:3])
+      logging.warning(
+        '%d unreadable %s files were skipped (listed in data_report.json): %s', len(skipped), what, skipped[:3]
+      )
   for name, pairs in raw.items():
-    splits[name], report['splits'][name] = encode_split(name, pairs, src_vocab, tgt_vocab, data_config,
-                                                        train=name == 'train')
+    splits[name], report['splits'][name] = encode_split(
+      name, pairs, src_vocab, tgt_vocab, data_config, train=name == 'train'
+    )
   for name, streams in corpora.load_references(data_config).items():
     if name in splits and name != 'train':  # evaluation splits are never filtered: the streams stay aligned
       assert all(len(x) == len(splits[name]) for x in streams), name
       splits[name].references = streams
       report['splits'][name]['references_per_example'] = len(streams)
   if not len(splits['train']):
-    raise ValueError(f'Every training example was filtered out ({report["splits"]["train"]["filtered"]}); '
-                     'raise data.max_src_len / data.max_tgt_len or use the truncate policy.')
+    raise ValueError(
+      f'Every training example was filtered out ({report["splits"]["train"]["filtered"]}); '
+      'raise data.max_src_len / data.max_tgt_len or use the truncate policy.'
+    )
   src_len = max(len(x) for s in splits.values() for x in s.src_ids)
   tgt_len = max(len(x) for s in splits.values() for x in s.tgt_ids)
   for name, split in splits.items():
     report['splits'][name]['padding_fraction'] = {
-        'source': round(1 - sum(map(len, split.src_ids)) / max(1, len(split) * src_len), 4),
-        'target': round(1 - sum(map(len, split.tgt_ids)) / max(1, len(split) * tgt_len), 4)}
-  report.update(src_vocab_size=len(src_vocab) if dataset.source == 'text' else 0,
-                tgt_vocab_size=len(tgt_vocab), padded_src_len=src_len, padded_tgt_len=tgt_len)
+      'source': round(1 - sum(map(len, split.src_ids)) / max(1, len(split) * src_len), 4),
+      'target': round(1 - sum(map(len, split.tgt_ids)) / max(1, len(split) * tgt_len), 4),
+    }
+  report.update(
+    src_vocab_size=len(src_vocab) if dataset.source == 'text' else 0,
+    tgt_vocab_size=len(tgt_vocab),
+    padded_src_len=src_len,
+    padded_tgt_len=tgt_len,
+  )
   buckets = None
   if data_config.num_buckets != 1 or data_config.batch_tokens:
     train = splits['train']
     lengths = (np.array([len(x) for x in train.src_ids]), np.array([len(x) for x in train.tgt_ids]))
-    buckets = bucketing.make_buckets(*lengths, num_buckets=data_config.num_buckets,
-                                     max_padding=data_config.max_padding, batch_size=data_config.batch_size,
-                                     batch_tokens=data_config.batch_tokens, multiple=batch_multiple)
+    buckets = bucketing.make_buckets(
+      *lengths,
+      num_buckets=data_config.num_buckets,
+      max_padding=data_config.max_padding,
+      batch_size=data_config.batch_size,
+      batch_tokens=data_config.batch_tokens,
+      multiple=batch_multiple,
+    )
     report['splits']['train']['padding_fraction'] = bucketing.padding_fraction(buckets, *lengths)
     counts = bucketing.batches_per_bucket(buckets)
-    report['train_buckets'] = [{'examples': len(b.example_ids), 'src_len': b.src_len, 'tgt_len': b.tgt_len,
-                                'batch_size': b.batch_size, 'batches_per_epoch': n} for b, n in zip(buckets, counts)]
+    report['train_buckets'] = [
+      {
+        'examples': len(b.example_ids),
+        'src_len': b.src_len,
+        'tgt_len': b.tgt_len,
+        'batch_size': b.batch_size,
+        'batches_per_epoch': n,
+      }
+      for b, n in zip(buckets, counts)
+    ]
     report['train_batch_shapes'] = len(buckets)
     report['train_batches_per_epoch'] = sum(counts)
-    logging.info('Training batches: %d shapes, %d batches per epoch, padding %s', len(buckets), sum(counts),
-                 report['splits']['train']['padding_fraction'])
+    logging.info(
+      'Training batches: %d shapes, %d batches per epoch, padding %s',
+      len(buckets),
+      sum(counts),
+      report['splits']['train']['padding_fraction'],
+    )
   logging.info('Data %s: %s', data_config.name, {k: len(v) for k, v in splits.items()})
   return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets, data_manifest(data_config))
 
@@ -292,14 +357,16 @@ def check_splits(data_config, splits) -> None:
   wanted['data.test_splits'] = [s for s in data_config.test_splits.split(',') if s]
   for field, names in wanted.items():
     if missing := [n for n in names if n not in splits]:
-      raise ValueError(f'{field} names {", ".join(map(repr, missing))}, which data.name={data_config.name!r} does '
-                       f'not have; its splits are {", ".join(sorted(splits))}.')
+      raise ValueError(
+        f'{field} names {", ".join(map(repr, missing))}, which data.name={data_config.name!r} does '
+        f'not have; its splits are {", ".join(sorted(splits))}.'
+      )
 
 
 def _pad(ids: np.ndarray, length: int) -> np.ndarray:
   """Token ids padded with PAD, or feature frames [frames, F] padded with zero frames, to `length` steps."""
   out = np.full((length,) + ids.shape[1:], PAD_ID, ids.dtype)
-  out[:len(ids)] = ids
+  out[: len(ids)] = ids
   return out
 
 
@@ -314,13 +381,16 @@ class _Examples:
 
   def __getitem__(self, i: int) -> Batch:
     src = self._split.src_ids[i]
-    return {'inputs': _pad(src, self._src_len),
-            'inputs_mask': (np.arange(self._src_len) < len(src)).astype(np.int32),
-            'targets': _pad(self._split.tgt_ids[i], self._tgt_len)}
+    return {
+      'inputs': _pad(src, self._src_len),
+      'inputs_mask': (np.arange(self._src_len) < len(src)).astype(np.int32),
+      'targets': _pad(self._split.tgt_ids[i], self._tgt_len),
+    }
 
 
-def train_iterator(data: TextData, batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1) -> grain.DatasetIterator:
+def train_iterator(
+  data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch.
 
   Without buckets: one padded shape, examples shuffled over the whole split. With `data.buckets`: batches of the
@@ -339,8 +409,7 @@ def train_iterator(data: TextData, batch_size: int, seed: int, process_index: in
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 
 
-def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None = None
-                 ) -> Iterator[tuple[Batch, int]]:
+def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Batch, int]]:
   """Batches of a split in order; the last one is padded with empty rows. Yields (batch, number of real rows)."""
   examples = _Examples(data.splits[split], data.src_len, data.tgt_len)
   n = len(examples) if limit is None else min(limit, len(examples))

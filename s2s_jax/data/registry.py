@@ -9,6 +9,7 @@ pixels: 'image'); the source side's "vocabulary" is accordingly a text vocabular
 `images.ImageFrontend` (all loaded by `vocab.load`). This module imports nothing heavy (config validation reads it
 before any data is touched): loaders and builders are named 'module:function' and imported when called.
 """
+
 import dataclasses
 import importlib
 from typing import Any
@@ -25,16 +26,17 @@ def _call(target: str, *args):
 # family -> (source kind, loader, builder). A loader maps data_config to (split -> [(source, target)], the raw files
 # it skipped as unreadable); a builder maps it to the dataset's TFDS builder (preparing nothing).
 FAMILIES = {
-    'generated': ('text', 's2s_jax.data.builders:load_generated', 's2s_jax.data.builders:generated_builder'),
-    'corpus': ('text', 's2s_jax.data.corpora:load', 's2s_jax.data.corpora:get_builder'),
-    'speech': ('audio', 's2s_jax.data.speech:load_clips', 's2s_jax.data.speech:get_builder'),
-    'images': ('image', 's2s_jax.data.image_datasets:load_pictures', 's2s_jax.data.image_datasets:get_builder'),
+  'generated': ('text', 's2s_jax.data.builders:load_generated', 's2s_jax.data.builders:generated_builder'),
+  'corpus': ('text', 's2s_jax.data.corpora:load', 's2s_jax.data.corpora:get_builder'),
+  'speech': ('audio', 's2s_jax.data.speech:load_clips', 's2s_jax.data.speech:get_builder'),
+  'images': ('image', 's2s_jax.data.image_datasets:load_pictures', 's2s_jax.data.image_datasets:get_builder'),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """One value of data.name."""
+
   name: str
   family: str  # a key of FAMILIES
   needs: tuple[tuple[tuple[str, ...], str], ...] = ()  # (data fields that must be set, the error when one is not)
@@ -63,29 +65,41 @@ class Dataset:
         raise ValueError(message.format(name=self.name))
 
 
-_LANGS = (('source_lang', 'target_lang'), 'data.name={name!r} needs data.source_lang and data.target_lang (e.g. de '
-          'and en).')
+_LANGS = (
+  ('source_lang', 'target_lang'),
+  'data.name={name!r} needs data.source_lang and data.target_lang (e.g. de and en).',
+)
 
 
 def _files(example: str) -> tuple[tuple[str, ...], str]:
-  return ('files',), f"data.name={{name!r}} needs data.files, e.g. {example}."
-DATASETS = {d.name: d for d in (
+  return ('files',), f'data.name={{name!r}} needs data.files, e.g. {example}.'
+
+
+DATASETS = {
+  d.name: d
+  for d in (
     *(Dataset(task, 'generated') for task in ('dates', 'copy', 'reverse', 'sort', 'addition')),
     Dataset('multi30k', 'corpus', needs=(_LANGS,), folder='multi30k'),
     Dataset('tatoeba', 'corpus', needs=(_LANGS,), folder='tatoeba_fra_eng'),
     Dataset('iwslt15', 'corpus', needs=(_LANGS,), folder='iwslt15_en_vi'),
     Dataset('aeslc', 'corpus', folder='aeslc'),
     Dataset('parallel_text', 'corpus', needs=(_files("'train=a.de,a.en;validation=b.tsv'"),)),
-    Dataset('tfds', 'corpus',
-            needs=(_LANGS, (('tfds_name',), "data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'."))),
+    Dataset(
+      'tfds',
+      'corpus',
+      needs=(_LANGS, (('tfds_name',), "data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")),
+    ),
     Dataset('fsdd', 'speech', folder='fsdd'),
     Dataset('yesno', 'speech', folder='yesno'),
-    Dataset('audio_folder', 'speech',
-            needs=(_files("'train=train.tsv;test=test.tsv' (lines AUDIO_PATH<TAB>transcript)"),)),
+    Dataset(
+      'audio_folder', 'speech', needs=(_files("'train=train.tsv;test=test.tsv' (lines AUDIO_PATH<TAB>transcript)"),)
+    ),
     Dataset('digits_captions', 'images'),
-    Dataset('image_folder', 'images',
-            needs=(_files("'train=captions.tsv;test=test.tsv' (lines IMAGE_PATH<TAB>caption)"),)),
-)}
+    Dataset(
+      'image_folder', 'images', needs=(_files("'train=captions.tsv;test=test.tsv' (lines IMAGE_PATH<TAB>caption)"),)
+    ),
+  )
+}
 NAMES = tuple(DATASETS)
 FOLDERS = {name: d.folder for name, d in DATASETS.items() if d.folder}
 

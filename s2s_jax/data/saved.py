@@ -4,6 +4,7 @@ A source "vocabulary" is one of three kinds of SavedJson, told apart by `source_
 `vocab.Vocab` ('text': token ids), `audio.AudioFrontend` ('audio': log-mel frames) and `images.ImageFrontend`
 ('image': pixel columns). All have `settings()`, `sha256()` and `save()`; `vocab.load` reads any of them back.
 """
+
 import abc
 import hashlib
 import json
@@ -12,6 +13,7 @@ import os
 
 class SavedJson(abc.ABC):
   """JSON of `to_dict()`, its sha256 (provenance's tokenizer hash) and an atomic save; subclasses give to_dict."""
+
   source_kind = 'text'  # what a model reads through it as a source: 'text', 'audio' or 'image'
 
   @abc.abstractmethod

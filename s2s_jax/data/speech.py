@@ -16,6 +16,7 @@ needs the data prepared again.
 Unreadable or empty audio files are counted, skipped and listed in data_report.json (`skipped_audio`); a sample
 rate differing from the others' is an error naming the file.
 """
+
 import dataclasses
 import glob
 import hashlib
@@ -46,8 +47,14 @@ def fsdd_split(speaker: str, index: int) -> str:
   return 'test_random' if index < 5 else 'validation' if index < 10 else 'train'
 
 
-def connect_digits(recordings: list[tuple[np.ndarray, int]], num: int, rng: np.random.Generator, rate: int,
-                   max_digits: int = 7, gap_ms: tuple[float, float] = (50.0, 300.0)):
+def connect_digits(
+  recordings: list[tuple[np.ndarray, int]],
+  num: int,
+  rng: np.random.Generator,
+  rate: int,
+  max_digits: int = 7,
+  gap_ms: tuple[float, float] = (50.0, 300.0),
+):
   """Yields `num` (int16 samples, digit words) utterances of 1..max_digits random recordings (samples, digit)."""
   edge = np.zeros(int(rate * 0.1), np.int16)
   for _ in range(num):
@@ -64,7 +71,7 @@ def connect_digits(recordings: list[tuple[np.ndarray, int]], num: int, rng: np.r
 
 def yesno_transcript(filename: str) -> str:
   """'0_1_1_0_0_1_1_0.wav' -> 'no yes yes no no yes yes no'; ValueError for any other name."""
-  labels = os.path.basename(filename)[:-len('.wav')].split('_')
+  labels = os.path.basename(filename)[: -len('.wav')].split('_')
   if not filename.endswith('.wav') or not labels or any(x not in ('0', '1') for x in labels):
     raise ValueError(f'{filename}: a yesno file name must be 0/1 labels joined by _, e.g. 0_1_1_0_0_1_1_0.wav.')
   return ' '.join('yes' if x == '1' else 'no' for x in labels)
@@ -78,6 +85,7 @@ def _int16(data, name: str) -> tuple[np.ndarray, int]:
 @dataclasses.dataclass
 class SpeechConfig(tfds.core.BuilderConfig):
   """Where the raw audio is and how utterances are made; `fingerprint` detects changed raw files."""
+
   raw_dir: str = ''
   files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # audio_folder: ((split, (tsv,)), ...)
   num_train: int = 0
@@ -90,17 +98,26 @@ class SpeechConfig(tfds.core.BuilderConfig):
 
 class _Speech(tfds.core.GeneratorBasedBuilder):
   """Shared parts: the record features, unreadable files counted in the metadata, one sample rate."""
+
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
   BUILDER_CONFIGS = []
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=(self.__doc__ or '').strip(),
-        features=tfds.features.FeaturesDict({
-            'audio': tfds.features.Tensor(shape=(None,), dtype=np.int16), 'rate': tfds.features.Scalar(np.int32),
-            'text': tfds.features.Text(), 'name': tfds.features.Text()}),
-        disable_shuffling=True, metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint))
+      builder=self,
+      description=(self.__doc__ or '').strip(),
+      features=tfds.features.FeaturesDict(
+        {
+          'audio': tfds.features.Tensor(shape=(None,), dtype=np.int16),
+          'rate': tfds.features.Scalar(np.int32),
+          'text': tfds.features.Text(),
+          'name': tfds.features.Text(),
+        }
+      ),
+      disable_shuffling=True,
+      metadata=tfds.core.MetadataDict(raw_files=self.builder_config.fingerprint),
+    )
 
   def _read_all(self, items, split: str = 'train'):
     """[(name, bytes-or-path, text)] -> [(name, int16 samples, rate, text)], unreadable files skipped and noted
@@ -111,14 +128,18 @@ class _Speech(tfds.core.GeneratorBasedBuilder):
         samples, rate = _int16(data, name)
       except ValueError as e:
         if split != 'train':
-          raise ValueError(f'{e} It is listed in the {split!r} split, whose examples are never dropped (a missing '
-                           'example would change the score); fix the file or remove its line.') from e
+          raise ValueError(
+            f'{e} It is listed in the {split!r} split, whose examples are never dropped (a missing '
+            'example would change the score); fix the file or remove its line.'
+          ) from e
         skipped.append(str(e))
         continue
       rates.setdefault(rate, name)
       if len(rates) > 1:
-        raise ValueError(f'{name} has {rate} Hz but {rates[next(iter(rates))]} has {next(iter(rates))} Hz; one '
-                         'dataset needs one sample rate (resample the files first).')
+        raise ValueError(
+          f'{name} has {rate} Hz but {rates[next(iter(rates))]} has {next(iter(rates))} Hz; one '
+          'dataset needs one sample rate (resample the files first).'
+        )
       out.append((name, samples, rate, text))
     self.info.metadata['skipped_audio'] = self.info.metadata.get('skipped_audio', []) + skipped
     return out
@@ -139,7 +160,7 @@ class S2sFsdd(_Speech):
     try:
       with tarfile.open(path, 'r:gz') as tar:
         for member in sorted((m for m in tar if m.isfile() and m.name.endswith('.wav')), key=lambda m: m.name):
-          stem = os.path.basename(member.name)[:-len('.wav')]
+          stem = os.path.basename(member.name)[: -len('.wav')]
           digit, speaker, index = stem.split('_')
           items.append((f'{FSDD_ARCHIVE}:{member.name}', tar.extractfile(member).read(), digit))
           where[items[-1][0]] = fsdd_split(speaker, int(index))
@@ -173,8 +194,10 @@ class S2sYesno(_Speech):
     files = sorted(glob.glob(os.path.join(self.builder_config.raw_dir, YESNO_FOLDER, '*.wav')))
     rows = self._read_all((f, f, yesno_transcript(f)) for f in files)
     train = {f for f in files[:YESNO_TRAIN]}
-    return {'train': self._generate_examples([r for r in rows if r[0] in train]),
-            'test': self._generate_examples([r for r in rows if r[0] not in train])}
+    return {
+      'train': self._generate_examples([r for r in rows if r[0] in train]),
+      'test': self._generate_examples([r for r in rows if r[0] not in train]),
+    }
 
 
 class S2sAudioFolder(_Speech):
@@ -216,26 +239,41 @@ def get_builder(data_config) -> _Speech:
     raw_paths = [p for ps in files.values() for p in ps] + audio_files
     fp = corpora.fingerprint(raw_paths)
     key = '|'.join(f'{s}={p[0]}' for s, p in files.items()) + fp
-    config = SpeechConfig(name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12], files=tuple(files.items()),
-                          fingerprint=fp, raw_paths=tuple(raw_paths))
+    config = SpeechConfig(
+      name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12],
+      files=tuple(files.items()),
+      fingerprint=fp,
+      raw_paths=tuple(raw_paths),
+    )
     return S2sAudioFolder(config=config, data_dir=data_dir, file_format='array_record')
   raw = corpora.resolve_manual_dir(data_config)
   expected = [FSDD_ARCHIVE] if name == 'fsdd' else [f'{YESNO_FOLDER}/*.wav']
   paths = [os.path.join(raw, FSDD_ARCHIVE)] if name == 'fsdd' else _yesno_files(raw)
   if not paths or not all(os.path.isfile(p) for p in paths):
     where = 'data.manual_dir' if data_config.manual_dir else f'$S2S_DATA_DIR/{FOLDERS[name]}'
-    raise FileNotFoundError(f'data.name={name!r}: expected {expected} in {raw} ({where}); set data.manual_dir to '
-                            f'the folder holding them, or S2S_DATA_DIR to the folder holding {FOLDERS[name]}/.')
+    raise FileNotFoundError(
+      f'data.name={name!r}: expected {expected} in {raw} ({where}); set data.manual_dir to '
+      f'the folder holding them, or S2S_DATA_DIR to the folder holding {FOLDERS[name]}/.'
+    )
   fp = corpora.fingerprint(paths, raw)
   if name == 'fsdd':
-    c = SpeechConfig(name=f'n{data_config.num_train_examples}-{data_config.num_eval_examples}_d'
-                     f'{data_config.task_max_len}_s{data_config.seed}', raw_dir=raw,
-                     num_train=data_config.num_train_examples, num_eval=data_config.num_eval_examples,
-                     max_digits=data_config.task_max_len, seed=data_config.seed, fingerprint=fp,
-                     raw_paths=tuple(paths))
+    c = SpeechConfig(
+      name=f'n{data_config.num_train_examples}-{data_config.num_eval_examples}_d'
+      f'{data_config.task_max_len}_s{data_config.seed}',
+      raw_dir=raw,
+      num_train=data_config.num_train_examples,
+      num_eval=data_config.num_eval_examples,
+      max_digits=data_config.task_max_len,
+      seed=data_config.seed,
+      fingerprint=fp,
+      raw_paths=tuple(paths),
+    )
     return S2sFsdd(config=c, data_dir=data_dir, file_format='array_record')
-  return S2sYesno(config=SpeechConfig(name='waves', raw_dir=raw, fingerprint=fp, raw_paths=tuple(paths)),
-                  data_dir=data_dir, file_format='array_record')
+  return S2sYesno(
+    config=SpeechConfig(name='waves', raw_dir=raw, fingerprint=fp, raw_paths=tuple(paths)),
+    data_dir=data_dir,
+    file_format='array_record',
+  )
 
 
 def load_clips(data_config) -> tuple[dict[str, list[tuple[audio.Clip, str]]], list[str]]:
@@ -244,6 +282,7 @@ def load_clips(data_config) -> tuple[dict[str, list[tuple[audio.Clip, str]]], li
   out = {}
   for split, source in sources.items():
     records = source.__getitems__(list(range(len(source))))
-    out[split] = [(audio.Clip(r['name'].decode('utf-8'), r['audio'], int(r['rate'])), r['text'].decode('utf-8'))
-                  for r in records]
+    out[split] = [
+      (audio.Clip(r['name'].decode('utf-8'), r['audio'], int(r['rate'])), r['text'].decode('utf-8')) for r in records
+    ]
   return out, list(metadata.get('skipped_audio', []))

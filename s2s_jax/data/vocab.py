@@ -18,6 +18,7 @@ No text ever becomes a control id: `word` and `sentencepiece` map the literal of
 '<s>', '</s>') to UNK, `char` and `moses` split it into characters. `build` / `load` are the factories;
 `from_token_file` imports another toolkit's vocabulary file, remapping it to the reserved ids.
 """
+
 import base64
 import collections
 from collections.abc import Iterable, Sequence
@@ -50,7 +51,7 @@ class Vocab(saved.SavedJson):
       raise ValueError(f'Unknown tokenizer {kind!r}; choose one of {TOKENIZERS}.')
     if kind not in _TABLE_KINDS:
       raise ValueError(f'A {kind} vocabulary is trained: use vocab.build(texts, {kind!r}, max_size=...).')
-    if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
       raise ValueError(f'A vocabulary must start with {SPECIAL_TOKENS}, got {list(tokens[:4])}.')
     if len(set(tokens)) != len(tokens):
       raise ValueError('A vocabulary must not repeat tokens.')
@@ -61,8 +62,11 @@ class Vocab(saved.SavedJson):
     self.model_type = ''
     self._ids = {t: i for i, t in enumerate(self.tokens)}
     if kind == 'moses':  # built once per vocabulary, never per sentence
-      self._moses = (sacremoses.MosesPunctNormalizer(self.lang), sacremoses.MosesTokenizer(self.lang),
-                     sacremoses.MosesDetokenizer(self.lang))
+      self._moses = (
+        sacremoses.MosesPunctNormalizer(self.lang),
+        sacremoses.MosesTokenizer(self.lang),
+        sacremoses.MosesDetokenizer(self.lang),
+      )
 
   def __len__(self) -> int:
     return len(self.tokens)
@@ -71,11 +75,21 @@ class Vocab(saved.SavedJson):
     return isinstance(other, Vocab) and self.to_json() == other.to_json()
 
   @classmethod
-  def build(cls, texts: Iterable[str], kind: str, *, lowercase: bool = False, min_count: int = 1,
-            max_size: int = 0, lang: str = '', model_type: str = 'unigram') -> 'Vocab':
+  def build(
+    cls,
+    texts: Iterable[str],
+    kind: str,
+    *,
+    lowercase: bool = False,
+    min_count: int = 1,
+    max_size: int = 0,
+    lang: str = '',
+    model_type: str = 'unigram',
+  ) -> 'Vocab':
     """The same as the module's `build`, kept for existing callers."""
-    return build(texts, kind, lowercase=lowercase, min_count=min_count, max_size=max_size, lang=lang,
-                 model_type=model_type)
+    return build(
+      texts, kind, lowercase=lowercase, min_count=min_count, max_size=max_size, lang=lang, model_type=model_type
+    )
 
   @classmethod
   def load(cls, path: str) -> 'Vocab':
@@ -131,12 +145,10 @@ class Vocab(saved.SavedJson):
     return d
 
 
-
 class SentencePieceVocab(Vocab):
   """A SentencePiece model whose pieces 0-3 are <pad>, <unk>, <s>, </s> (PAD, UNK, BOS, EOS)."""
 
-  def __init__(self, model: bytes, lowercase: bool = False,
-               model_type: str = 'unigram'):  # pylint: disable=super-init-not-called
+  def __init__(self, model: bytes, lowercase: bool = False, model_type: str = 'unigram'):  # pylint: disable=super-init-not-called
     if model_type not in SPM_MODEL_TYPES:
       raise ValueError(f'Unknown SentencePiece model type {model_type!r}; choose one of {SPM_MODEL_TYPES}.')
     try:
@@ -144,9 +156,13 @@ class SentencePieceVocab(Vocab):
     except RuntimeError as e:
       raise ValueError(f'Not a SentencePiece model: {e}') from e
     self.tokens = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
-    reserved = [self._sp.is_control(PAD_ID), self._sp.is_unknown(UNK_ID), self._sp.is_control(BOS_ID),
-                self._sp.is_control(EOS_ID)]
-    if tuple(self.tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS or not all(reserved):
+    reserved = [
+      self._sp.is_control(PAD_ID),
+      self._sp.is_unknown(UNK_ID),
+      self._sp.is_control(BOS_ID),
+      self._sp.is_control(EOS_ID),
+    ]
+    if tuple(self.tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS or not all(reserved):
       raise ValueError(f'A SentencePiece model must start with {SPECIAL_TOKENS}, got {self.tokens[:4]}.')
     self.model = bytes(model)
     self.kind = 'sentencepiece'
@@ -155,8 +171,9 @@ class SentencePieceVocab(Vocab):
     self.model_type = model_type
 
   @classmethod
-  def train(cls, texts: Iterable[str], *, lowercase: bool = False, max_size: int = 0,
-            model_type: str = 'unigram') -> 'SentencePieceVocab':
+  def train(
+    cls, texts: Iterable[str], *, lowercase: bool = False, max_size: int = 0, model_type: str = 'unigram'
+  ) -> 'SentencePieceVocab':
     """Trains a model of exactly `max_size` pieces (the 4 reserved ones included) on `texts`.
 
     Training is deterministic: every sentence is used (no sampling or shuffling) and one thread (the thread count
@@ -171,21 +188,42 @@ class SentencePieceVocab(Vocab):
     model = io.BytesIO()
     try:
       spm.SentencePieceTrainer.train(
-          sentence_iterator=sentences, model_writer=model, vocab_size=max_size, model_type=model_type,
-          pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_piece=SPECIAL_TOKENS[PAD_ID],
-          unk_piece=SPECIAL_TOKENS[UNK_ID], bos_piece=SPECIAL_TOKENS[BOS_ID], eos_piece=SPECIAL_TOKENS[EOS_ID],
-          unk_surface=SPECIAL_TOKENS[UNK_ID], character_coverage=1.0, normalization_rule_name='identity',
-          byte_fallback=False, input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=1 << 16,
-          num_threads=1, minloglevel=1)
+        sentence_iterator=sentences,
+        model_writer=model,
+        vocab_size=max_size,
+        model_type=model_type,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        pad_piece=SPECIAL_TOKENS[PAD_ID],
+        unk_piece=SPECIAL_TOKENS[UNK_ID],
+        bos_piece=SPECIAL_TOKENS[BOS_ID],
+        eos_piece=SPECIAL_TOKENS[EOS_ID],
+        unk_surface=SPECIAL_TOKENS[UNK_ID],
+        character_coverage=1.0,
+        normalization_rule_name='identity',
+        byte_fallback=False,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        max_sentence_length=1 << 16,
+        num_threads=1,
+        minloglevel=1,
+      )
     except RuntimeError as e:
       message = str(e)
       if 'sentences_.empty()' in message:
         raise ValueError(f'sentencepiece: no training text to learn a vocabulary from ({message}).') from e
-      hint = ('lower data.max_vocab_size' if 'too high' in message else
-              'raise data.max_vocab_size to cover every character of the training texts'
-              if 'required_chars' in message else 'check data.max_vocab_size')
-      raise ValueError(f'sentencepiece cannot train {max_size} pieces on these texts; {hint}. '
-                       f'SentencePiece says: {message}') from e
+      hint = (
+        'lower data.max_vocab_size'
+        if 'too high' in message
+        else 'raise data.max_vocab_size to cover every character of the training texts'
+        if 'required_chars' in message
+        else 'check data.max_vocab_size'
+      )
+      raise ValueError(
+        f'sentencepiece cannot train {max_size} pieces on these texts; {hint}. SentencePiece says: {message}'
+      ) from e
     return cls(model.getvalue(), lowercase, model_type)
 
   def tokenize(self, text: str) -> list[str]:
@@ -202,19 +240,34 @@ class SentencePieceVocab(Vocab):
     return self._sp.decode(ids) if detokenize else ' '.join(self.tokens[i] for i in ids)
 
   def to_dict(self) -> dict[str, object]:
-    return {'kind': self.kind, 'lowercase': self.lowercase, 'model_type': self.model_type,
-            'model': base64.b64encode(self.model).decode('ascii')}
+    return {
+      'kind': self.kind,
+      'lowercase': self.lowercase,
+      'model_type': self.model_type,
+      'model': base64.b64encode(self.model).decode('ascii'),
+    }
 
 
-def settings(kind: str, *, lowercase: bool = False, lang: str = '', model_type: str = 'unigram'
-             ) -> dict[str, object]:
+def settings(kind: str, *, lowercase: bool = False, lang: str = '', model_type: str = 'unigram') -> dict[str, object]:
   """The settings a vocabulary built with these arguments reports (`Vocab.settings()`); unused ones are ''."""
-  return {'kind': kind, 'lowercase': lowercase, 'lang': lang if kind == 'moses' else '',
-          'model_type': model_type if kind == 'sentencepiece' else ''}
+  return {
+    'kind': kind,
+    'lowercase': lowercase,
+    'lang': lang if kind == 'moses' else '',
+    'model_type': model_type if kind == 'sentencepiece' else '',
+  }
 
 
-def build(texts: Iterable[str], kind: str, *, lowercase: bool = False, min_count: int = 1, max_size: int = 0,
-          lang: str = '', model_type: str = 'unigram') -> Vocab:
+def build(
+  texts: Iterable[str],
+  kind: str,
+  *,
+  lowercase: bool = False,
+  min_count: int = 1,
+  max_size: int = 0,
+  lang: str = '',
+  model_type: str = 'unigram',
+) -> Vocab:
   """Builds the vocabulary of `kind` from training texts (one pass over `texts`).
 
   Args:
@@ -237,10 +290,11 @@ def build(texts: Iterable[str], kind: str, *, lowercase: bool = False, min_count
   counts = collections.Counter()
   for text in texts:
     counts.update(probe.tokenize(text))
-  ranked = sorted((t for t, n in counts.items() if n >= min_count and t not in SPECIAL_TOKENS),
-                  key=lambda t: (-counts[t], t))
+  ranked = sorted(
+    (t for t, n in counts.items() if n >= min_count and t not in SPECIAL_TOKENS), key=lambda t: (-counts[t], t)
+  )
   if max_size:
-    ranked = ranked[:max(0, max_size - len(SPECIAL_TOKENS))]
+    ranked = ranked[: max(0, max_size - len(SPECIAL_TOKENS))]
   return Vocab(list(SPECIAL_TOKENS) + ranked, kind, lowercase, lang)
 
 
