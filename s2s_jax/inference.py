@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from s2s_jax import checkpointing
+from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import encoders
@@ -56,7 +57,7 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
     raise FileNotFoundError(f'{path} does not exist: --workdir must be a directory written by s2s_jax.main.')
   with open(path, encoding='utf-8') as f:
     config = config_lib.from_saved(json.load(f))
-  config_lib.validate(config)
+  config_checks.validate(config)
   src_vocab, tgt_vocab = (vocab_lib.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
   workdir_lib.check_vocabs(workdir, config, src_vocab, tgt_vocab)
   params, step = checkpointing.restore_params(workdir, checkpoint)

@@ -17,7 +17,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from s2s_jax import config_lib
+from s2s_jax import config_checks
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
 
@@ -63,7 +63,7 @@ def main(argv):
     jax.distributed.initialize()  # JAX detects the cluster (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(), jax.local_devices())
   try:
-    config_lib.check_steps_override(_CONFIG.value, config_flags.get_override_values(flags.FLAGS['config']))
+    config_checks.check_steps_override(_CONFIG.value, config_flags.get_override_values(flags.FLAGS['config']))
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   try:
@@ -74,5 +74,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_lib.check_override_flags(sys.argv)
+  config_checks.check_override_flags(sys.argv)
   app.run(main)

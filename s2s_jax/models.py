@@ -185,11 +185,10 @@ _SCAN_DECODER = {
 class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
 
-  cfg: Seq2SeqConfig
+  cfg: Seq2SeqConfig  # validated where it is built (config_lib.model_config), not at every trace of setup
 
   def setup(self):
     c = self.cfg
-    c.validate()
     dtype = jnp.dtype(c.dtype)
     self.source = encoders.for_config(c)
     nn.share_scope(self, self.source)  # its parameters sit at the model's top level (names as in old checkpoints)

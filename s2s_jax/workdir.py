@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import psutil
 
+from s2s_jax import config_checks
 from s2s_jax import config_lib
 
 _PACKAGES = (
@@ -46,9 +47,8 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   """A validated, unlocked copy with absolute data paths."""
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
-  config_lib.validate(config)
   config = ml_collections.ConfigDict(config_lib.to_dict(config))
-  config_lib.validate(config)  # the JSON round trip must not change types
+  config_checks.validate(config)  # after the JSON round trip: what is written to config.json is what was checked
   pipeline.resolve_paths(config.data)
   return config
 

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from s2s_jax import config_lib
+from s2s_jax import config_checks
 from s2s_jax import evaluation
 from s2s_jax import decode
 from s2s_jax.data import corpora
@@ -30,7 +30,7 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   del argv
   config = _CONFIG.value
-  config_lib.validate(config)
+  config_checks.validate(config)
   pipeline.resolve_paths(config.data)
   if config.data.name not in corpora.CORPORA:
     raise app.UsageError(f'data.name={config.data.name!r} is not a corpus with raw text; nothing to baseline.')

@@ -10,6 +10,7 @@ import ml_collections
 import pytest
 
 import shared_data
+from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
@@ -65,9 +66,9 @@ class ExperimentFilesTest(parameterized.TestCase):
     self.assertIn('python -m s2s_jax.main', module.__doc__, 'the docstring opens with the command')
     for size in config_lib.SIZES:
       config = module.get_config(f'size={size}')
-      config_lib.validate(config)
+      config_checks.validate(config)
       again = ml_collections.ConfigDict(config_lib.to_dict(config))
-      config_lib.validate(again)
+      config_checks.validate(again)
       self.assertEqual(config_lib.to_dict(again), config_lib.to_dict(config))
     self.assertEqual(config_lib.to_dict(module.get_config()), config_lib.to_dict(module.get_config(None)))
     with self.assertRaisesRegex(ValueError, r"Unknown config arg 'sise'; known: \['size'\]"):
@@ -114,7 +115,7 @@ def _config(**overrides):
 
 class ValidationTest(parameterized.TestCase):
   def test_base_config_is_valid(self):
-    config_lib.validate(config_lib.base_config())
+    config_checks.validate(config_lib.base_config())
 
   @parameterized.named_parameters(
     (
@@ -176,17 +177,17 @@ class ValidationTest(parameterized.TestCase):
   )
   def test_errors_name_the_field_and_the_choices(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
-      config_lib.validate(_config(**overrides))
+      config_checks.validate(_config(**overrides))
 
   def test_every_numeric_field_has_a_range(self):
     flat = config_lib._flatten(config_lib.to_dict(config_lib.base_config()))  # pylint: disable=protected-access
     numeric = {k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    self.assertEqual(numeric - set(config_lib.RANGES), set())
-    self.assertEqual(set(config_lib.RANGES) - numeric, set())  # no range for a field that does not exist
+    self.assertEqual(numeric - set(config_checks.RANGES), set())
+    self.assertEqual(set(config_checks.RANGES) - numeric, set())  # no range for a field that does not exist
 
   def test_weight_decay_and_momentum_with_their_optimizers_are_valid(self):
-    config_lib.validate(_config(optim__optimizer='adamw', optim__weight_decay=0.01))
-    config_lib.validate(_config(optim__optimizer='sgd', optim__momentum=0.9))
+    config_checks.validate(_config(optim__optimizer='adamw', optim__weight_decay=0.01))
+    config_checks.validate(_config(optim__optimizer='sgd', optim__momentum=0.9))
 
   def test_unknown_field_lists_the_valid_ones(self):
     c = config_lib.base_config()
@@ -196,7 +197,7 @@ class ValidationTest(parameterized.TestCase):
       r"Unknown config field 'model.hiden_dim'; valid fields of model: .*"
       r"'model.hidden_dim'",
     ):
-      config_lib.validate(c)
+      config_checks.validate(c)
 
   def test_wrong_type(self):
     c = config_lib.base_config()
@@ -204,14 +205,14 @@ class ValidationTest(parameterized.TestCase):
     del c.model['hidden_dim']
     c.model.hidden_dim = '128'
     with self.assertRaisesRegex(ValueError, r"'model.hidden_dim' must be of type int, got '128'"):
-      config_lib.validate(c)
+      config_checks.validate(c)
 
   def test_override_flags_are_checked_against_the_fields(self):
-    config_lib.check_override_flags(['main', '--config.model.hidden_dim=3', '--workdir=x', '--config.seed=2'])
+    config_checks.check_override_flags(['main', '--config.model.hidden_dim=3', '--workdir=x', '--config.seed=2'])
     with self.assertRaisesRegex(SystemExit, r"Unknown config field 'model.hiden_dim'.*'model.hidden_dim'"):
-      config_lib.check_override_flags(['main', '--config.model.hiden_dim=3'])
+      config_checks.check_override_flags(['main', '--config.model.hiden_dim=3'])
     with self.assertRaisesRegex(SystemExit, r"Unknown config field 'modle.cell'.*'model'"):
-      config_lib.check_override_flags(['main', '--config.modle.cell=gru'])
+      config_checks.check_override_flags(['main', '--config.modle.cell=gru'])
 
   def test_parse_arg(self):
     arg = config_lib.parse_arg('size=tiny,flag,n=3', size='small', flag=False, n=1)
@@ -267,11 +268,11 @@ class EpochsTest(parameterized.TestCase):
     family = config_lib.import_beside(os.path.join(ROOT, 'experiments', 'multi30k', 'gru_context.py'), '_family.py')
     config = family.multi30k_config('small', epochs=10, batch_size=128)
     with self.assertRaisesRegex(ValueError, r'trains by epochs \(num_train_epochs=10\).*num_train_epochs=0'):
-      config_lib.check_steps_override(config, {'num_train_steps': 5})
-    config_lib.check_steps_override(config, {'num_train_steps': 5, 'num_train_epochs': 0.0})
-    config_lib.check_steps_override(config, {})
+      config_checks.check_steps_override(config, {'num_train_steps': 5})
+    config_checks.check_steps_override(config, {'num_train_steps': 5, 'num_train_epochs': 0.0})
+    config_checks.check_steps_override(config, {})
     config.num_train_epochs = 0.0
-    config_lib.check_steps_override(config, {'num_train_steps': 5})
+    config_checks.check_steps_override(config, {'num_train_steps': 5})
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import sys
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax.data import registry
 from s2s_jax.data import synthetic
@@ -32,7 +33,7 @@ class RegistryTest(parameterized.TestCase):
       {n: registry.get(n).input_kind for n in ('multi30k', 'dates', 'fsdd', 'digits_captions')},
       {'multi30k': 'tokens', 'dates': 'tokens', 'fsdd': 'frames', 'digits_captions': 'image'},
     )
-    self.assertEqual(config_lib.DATASETS, registry.NAMES)
+    self.assertEqual(config_checks.DATASETS, registry.NAMES)
 
   def test_unknown_name(self):
     with self.assertRaisesRegex(ValueError, r"data.name='wmt' is not one of \('dates'"):
@@ -50,7 +51,7 @@ class RegistryTest(parameterized.TestCase):
     config = config_lib.base_config()
     config.data.update(name=name, **fields)
     with self.assertRaisesRegex(ValueError, message):
-      config_lib.validate(config)
+      config_checks.validate(config)
 
   def test_config_lib_does_not_import_tfds(self):
     """Loading an experiment file stays light: config_lib reads the registry, which imports no dataset builder."""

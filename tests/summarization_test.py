@@ -21,7 +21,7 @@ import pytest
 import testutil
 import shared_data
 
-from s2s_jax import config_lib
+from s2s_jax import config_checks
 from s2s_jax import decoder
 from s2s_jax import evaluation
 from s2s_jax import models
@@ -307,14 +307,14 @@ class PointerGeneratorTest(parameterized.TestCase):
 
   def test_config_validation(self):
     config = aeslc.get_config('size=tiny')
-    config_lib.validate(config)
+    config_checks.validate(config)
     config.data.shared_vocab = False
     with self.assertRaisesRegex(ValueError, 'data.shared_vocab=True'):
-      config_lib.validate(config)
+      config_checks.validate(config)
     config = aeslc.get_config('size=tiny')
     config.model.coverage = False
     with self.assertRaisesRegex(ValueError, 'coverage_loss_weight > 0 needs model.coverage=True'):
-      config_lib.validate(config)
+      config_checks.validate(config)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,7 @@ from absl.testing import parameterized
 import pytest
 
 import testutil
-from s2s_jax import config_lib
+from s2s_jax import config_checks
 from s2s_jax import sweep_lib
 from s2s_jax import workdir as workdir_lib
 
@@ -75,7 +75,7 @@ class SweepFilesTest(parameterized.TestCase):
         for key, value in point.items():
           section, _, name = key.rpartition('.')
           (config[section] if section else config)[name] = value
-        config_lib.validate(config)
+        config_checks.validate(config)
       for e in evaluations:
         self.assertTrue(
           set(e)
