@@ -4,21 +4,15 @@ Rows are tiled like beams and masked by the same rules (PAD never drawn, min_len
 contracts in s2s_jax/decode.py.
 """
 
-# pylint: disable=invalid-name,protected-access
+# pylint: disable=invalid-name
 import flax
 import jax
 from jax import lax
 import jax.numpy as jnp
 
 from s2s_jax import decode
-from s2s_jax.decode import NEG_INF, PyTree, StepFn
-
-_Options = decode._Options
-_next_log_probs = decode._next_log_probs
-_tile_beams = decode._tile_beams
-_top_k = decode._top_k
-_check_args = decode._check_args
-_make_options = decode._make_options
+from s2s_jax import search_ops as ops
+from s2s_jax.search_ops import NEG_INF, PyTree, StepFn
 
 
 @flax.struct.dataclass
@@ -39,7 +33,7 @@ def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *, temperature: float,
   logits_BxKxC, idx_BxKxC = logp_BxKxV / temperature, None
   if top_k > 0 or top_p < 1.0:  # C candidates, most likely first
     vocab_size = logp_BxKxV.shape[-1]
-    logits_BxKxC, idx_BxKxC = _top_k(logits_BxKxC, min(top_k or vocab_size, vocab_size))
+    logits_BxKxC, idx_BxKxC = ops.top_k(logits_BxKxC, min(top_k or vocab_size, vocab_size))
   if top_p < 1.0:  # nucleus: keep tokens whose more likely ones hold < top_p
     probs_BxKxC = jax.nn.softmax(logits_BxKxC, axis=-1)
     before_BxKxC = jnp.cumsum(probs_BxKxC, axis=-1) - probs_BxKxC
@@ -51,9 +45,11 @@ def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *, temperature: float,
   return choice_BxK.astype(jnp.int32)
 
 
-def _sample_step(state: _SampleState, step_fn: StepFn, rng: jax.Array, opts: _Options, **sampling) -> _SampleState:
+def _sample_step(
+  state: _SampleState, step_fn: StepFn, rng: jax.Array, opts: ops.SearchOptions, **sampling
+) -> _SampleState:
   """One token for every unfinished sample; PAD after EOS."""
-  logp_BxKxV, dec_state, _ = _next_log_probs(step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
+  logp_BxKxV, dec_state, _ = ops.next_log_probs(step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
   token_BxK = _sample_tokens(rng, logp_BxKxV, **sampling)
   token_logp_BxK = jnp.take_along_axis(logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
   # Only when every allowed token has probability 0: end there, score -inf.
@@ -111,7 +107,7 @@ def sample(
     of the sampled tokens (EOS included), not length-normalized. A sample
     whose allowed tokens all have probability 0 ends there with EOS, -inf.
   """
-  _check_args(
+  ops.check_args(
     init_state,
     batch_size=batch_size,
     beam_size=num_samples,
@@ -129,14 +125,9 @@ def sample(
   ]:
     if not ok:
       raise ValueError(f'{name}={value} must be {want}.')
-  opts = _make_options(
-    bos_id=bos_id,
-    eos_id=eos_id,
-    pad_id=pad_id,
-    max_len=max_len,
-    min_len=min_len,
-    row_max_len=row_max_len,
-    source_mask=None,
+  settings = decode.DecodeOptions(beam_size=num_samples, max_len=max_len, min_len=min_len, length_alpha=0.0)
+  opts = ops.search_options(
+    settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, row_max_len=row_max_len, source_mask=None
   )
   shape = (batch_size, num_samples)
   state = _SampleState(
@@ -144,7 +135,7 @@ def sample(
     seqs_BxKxT=jnp.full(shape + (max_len,), pad_id, jnp.int32),
     logp_BxK=jnp.zeros(shape, jnp.float32),
     alive_BxK=jnp.ones(shape, bool),
-    dec_state=_tile_beams(init_state, num_samples),
+    dec_state=ops.tile_beams(init_state, num_samples),
   )
   state = lax.while_loop(
     lambda s: (s.t < max_len) & jnp.any(s.alive_BxK),

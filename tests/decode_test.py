@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax import decode
+from s2s_jax import search_ops
 from s2s_jax import sampling
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
@@ -553,7 +554,7 @@ class BeamOptionsTest(parameterized.TestCase):
       (3, 2, set()),
       (9, 6, set()),
     ]:
-      mask = decode._repeated_ngram_mask(seqs_1x1xT, jnp.int32(t), n, 7)
+      mask = search_ops.repeated_ngram_mask(seqs_1x1xT, jnp.int32(t), n, 7)
       self.assertEqual(set(np.flatnonzero(np.asarray(mask[0, 0]))), banned, msg=f'n={n}, t={t}')
 
   def _check_aux(self, model, rows, seqs, scores, attn, mask, alpha, beta):
