@@ -21,7 +21,7 @@ import flax
 from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
-from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
@@ -55,8 +55,8 @@ def _examples_and_refs(run: inference.Run):
     return split.src_ids, split.reference_streams(), data.src_len, _SPLIT.value
   if not _REFERENCES.value:
     raise app.UsageError('--source_file needs at least one --reference_file.')
-  sources = corpora.read_lines(_SOURCE.value)
-  refs = [corpora.read_lines(path) for path in _REFERENCES.value]
+  sources = raw_files.read_lines(_SOURCE.value)
+  refs = [raw_files.read_lines(path) for path in _REFERENCES.value]
   for path, ref in zip(_REFERENCES.value, refs):
     if len(ref) != len(sources):
       raise app.UsageError(f'{path} has {len(ref)} lines but {_SOURCE.value} has {len(sources)}; they must align.')

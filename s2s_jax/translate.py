@@ -24,7 +24,7 @@ from s2s_jax import attention as attention_lib
 from s2s_jax import decode
 from s2s_jax import inference
 from s2s_jax import plots
-from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
@@ -59,7 +59,7 @@ def main(argv):
   )
   if not 1 <= _N_BEST.value <= options.beam_size:
     raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')
-  lines = corpora.read_lines(_INPUT.value)
+  lines = raw_files.read_lines(_INPUT.value)
   examples, where = [], []
   for i, line in enumerate(lines):
     if not line.strip():

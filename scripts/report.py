@@ -33,7 +33,7 @@ from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import sweep_lib
-from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root', None, 'A sweep root (scripts/sweep.py --root) or any folder of run workdirs.')
@@ -55,7 +55,7 @@ _TIMING = ('decode_s', 'sentences_per_s')
 def _lines(path: str) -> list[str] | None:
   """The lines of a text file as every reader of the project splits them (at \\n only), or None when it does not
   exist: a hypothesis containing U+2028 or a form feed stays one line, aligned with its reference."""
-  return corpora.read_lines(path) if os.path.exists(path) else None
+  return raw_files.read_lines(path) if os.path.exists(path) else None
 
 
 def _read(path: str, parse=json.loads):

@@ -14,7 +14,7 @@ from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
-from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 
@@ -82,7 +82,7 @@ class ExperimentFilesTest(parameterized.TestCase):
 
 def _train_tiny(test: absltest.TestCase, path: str) -> None:
   config = _load(path).get_config('size=tiny')
-  raw = corpora.resolve_manual_dir(config.data)
+  raw = raw_files.resolve_manual_dir(config.data)
   shared_data.require_folder(test, raw, path)
   config.data.data_dir = test.create_tempdir().full_path
   config.num_train_steps = 20

@@ -25,6 +25,7 @@ from absl.testing import parameterized
 import shared_data
 from s2s_jax import config_lib
 from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _M30K_SIZES = {'train': 300, 'val': 50, 'test_2016_flickr': 40}
@@ -62,7 +63,7 @@ class _CorpusTest(parameterized.TestCase):
     self.data_dir = self.create_tempdir('prepared').full_path
     self.urlopen = self.enter_context(
       mock.patch.object(
-        corpora.urllib.request, 'urlopen', side_effect=AssertionError('network used without data.download=True')
+        raw_files.urllib.request, 'urlopen', side_effect=AssertionError('network used without data.download=True')
       )
     )
 
@@ -177,7 +178,7 @@ class Multi30kTest(_CorpusTest):
     shutil.copytree(self.manual, os.path.join(root, 'multi30k'))
     with mock.patch.dict(os.environ, {'S2S_DATA_DIR': root}):
       c = self.config('multi30k', 'de', 'en', manual_dir=None)
-      self.assertEqual(corpora.resolve_manual_dir(c), os.path.join(root, 'multi30k'))
+      self.assertEqual(raw_files.resolve_manual_dir(c), os.path.join(root, 'multi30k'))
       with self.assertRaisesRegex(FileNotFoundError, r"S2S_DATA_DIR=.*lacks \['task1/raw/test_2016_flickr.en.gz'\]"):
         corpora.load_pairs(c)
 
@@ -192,7 +193,7 @@ class Multi30kTest(_CorpusTest):
     empty = self.create_tempdir('empty').full_path
     # This server's files are shortened: their checksums stand in for the official ones.
     sums = {url.rsplit('/', 1)[1]: hashlib.sha256(data).hexdigest() for url, data in served.items()}
-    self.enter_context(mock.patch.dict(corpora._SHA256, {'multi30k': sums}))  # pylint: disable=protected-access
+    self.enter_context(mock.patch.dict(raw_files._SHA256, {'multi30k': sums}))  # pylint: disable=protected-access
     pairs = corpora.load_pairs(self.config('multi30k', 'en', 'fr', manual_dir=empty, download=True))
     self.assertEqual(pairs, self.expected('en', 'fr'))
     self.assertLen(requested, 6)
@@ -326,14 +327,14 @@ class DownloadChecksumTest(absltest.TestCase):
     path = shared_data.require(self, 'multi30k', 'task1', 'raw', 'val.de.gz')
     with open(path, 'rb') as f:
       data = f.read()
-    corpora._check_download('multi30k', 'val.de.gz', data)  # pylint: disable=protected-access  (the official file)
+    raw_files.check_download('multi30k', 'val.de.gz', data)  # pylint: disable=protected-access  (the official file)
     with self.assertRaisesRegex(
       ValueError,
       r'The download of val.de.gz \(multi30k\) has sha256 \w+, not the '
       r"official file's f0cba2f9",
     ):
-      corpora._check_download('multi30k', 'val.de.gz', data[:-1])  # pylint: disable=protected-access
-    corpora._check_download('tatoeba', 'fra.txt.gz', b'anything')  # pylint: disable=protected-access  (no checksum)
+      raw_files.check_download('multi30k', 'val.de.gz', data[:-1])  # pylint: disable=protected-access
+    raw_files.check_download('tatoeba', 'fra.txt.gz', b'anything')  # pylint: disable=protected-access  (no checksum)
 
 
 class ParallelTextTest(_CorpusTest):
@@ -362,9 +363,9 @@ class ParallelTextTest(_CorpusTest):
         'test': self.tsv,
       },
     )
-    self.assertIsNone(corpora.resolve_manual_dir(self.config('parallel_text')))
+    self.assertIsNone(raw_files.resolve_manual_dir(self.config('parallel_text')))
     self.assertEqual(
-      corpora.resolve_files(f'train={self.dir}/a.de, {self.dir}/a.en'),
+      raw_files.resolve_files(f'train={self.dir}/a.de, {self.dir}/a.en'),
       {'train': (os.path.join(self.dir, 'a.de'), os.path.join(self.dir, 'a.en'))},
     )
 
@@ -450,14 +451,14 @@ class DataRootTest(absltest.TestCase):
     expected = os.path.abspath(os.path.join(_REPO_ROOT, '..', 'shared', 'data'))
     with mock.patch.dict(os.environ):
       os.environ.pop('S2S_DATA_DIR', None)
-      self.assertEqual(corpora.default_data_root(), expected)
+      self.assertEqual(raw_files.default_data_root(), expected)
       with contextlib.chdir(self.create_tempdir().full_path):
-        self.assertEqual(corpora.default_data_root(), expected)
+        self.assertEqual(raw_files.default_data_root(), expected)
         c = config_lib.base_config().data
         c.name = 'tatoeba'
-        self.assertEqual(corpora.resolve_manual_dir(c), os.path.join(expected, 'tatoeba_fra_eng'))
+        self.assertEqual(raw_files.resolve_manual_dir(c), os.path.join(expected, 'tatoeba_fra_eng'))
       os.environ['S2S_DATA_DIR'] = '/some/where'
-      self.assertEqual(corpora.default_data_root(), '/some/where')
+      self.assertEqual(raw_files.default_data_root(), '/some/where')
     self.assertEqual(
       corpora.FOLDERS,
       {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng', 'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'},

@@ -5,12 +5,12 @@ import os
 
 from absl.testing import absltest
 
-from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 
 
 def require(test: absltest.TestCase, *parts: str) -> str:
   """The path of ../shared/data/<parts> (any existing file or folder), or skip / fail the test."""
-  path = os.path.join(corpora.default_data_root(), *parts)
+  path = os.path.join(raw_files.default_data_root(), *parts)
   if not os.path.exists(path):
     if os.environ.get('S2S_REQUIRE_DATA') == '1':
       test.fail(f'../shared/data not found: {path} (S2S_REQUIRE_DATA=1 requires it)')

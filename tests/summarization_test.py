@@ -28,6 +28,7 @@ from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import train
 from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,10 +64,10 @@ class AeslcFormatTest(absltest.TestCase):
 
 def _slice_archive(folder: str, num_train: int = 120, num_dev: int = 24) -> str:
   """The first emails of each folder of the real archive, packed like it (a tiny real AESLC)."""
-  source = os.path.join(corpora.default_data_root(), 'aeslc', corpora.AESLC_ARCHIVE)
+  source = os.path.join(raw_files.default_data_root(), 'aeslc', raw_files.AESLC_ARCHIVE)
   counts = {'train': 0, 'dev': 0}
   limits = {'train': num_train, 'dev': num_dev}
-  out_path = os.path.join(folder, corpora.AESLC_ARCHIVE)
+  out_path = os.path.join(folder, raw_files.AESLC_ARCHIVE)
   with tarfile.open(source, 'r:gz') as src, tarfile.open(out_path, 'w:gz') as dst:
     for member in src:
       split = os.path.basename(os.path.dirname(member.name))
@@ -95,8 +96,8 @@ class AeslcSliceTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    shared_data.require(self, 'aeslc', corpora.AESLC_ARCHIVE)
-    if not os.path.exists(os.path.join(self.raw, corpora.AESLC_ARCHIVE)):
+    shared_data.require(self, 'aeslc', raw_files.AESLC_ARCHIVE)
+    if not os.path.exists(os.path.join(self.raw, raw_files.AESLC_ARCHIVE)):
       _slice_archive(self.raw)
     self.config = _tiny_config(self.raw, os.path.join(self.root, 'data'))
 
@@ -126,7 +127,7 @@ class AeslcSliceTest(absltest.TestCase):
   def test_corrupt_archive_fails_loudly(self):
     bad = os.path.join(self.root, 'bad')
     os.makedirs(bad, exist_ok=True)
-    with open(os.path.join(bad, corpora.AESLC_ARCHIVE), 'wb') as f:
+    with open(os.path.join(bad, raw_files.AESLC_ARCHIVE), 'wb') as f:
       f.write(b'\x1f\x8b not really gzip')
     self.config.data.manual_dir = bad
     with self.assertRaisesRegex(ValueError, 'cannot read the archive'):

@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from s2s_jax.data import DIGIT_WORDS
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 from s2s_jax.data import images
 
 DIGIT_SIZES = (10, 16)  # smallest and largest digit height on a canvas (pixels)
@@ -130,7 +131,7 @@ class S2sImageFolder(_Images):
     out, skipped = {}, []
     for split, (tsv,) in c.files:
       rows = []
-      for n, line in enumerate(corpora.read_lines(tsv), 1):
+      for n, line in enumerate(raw_files.read_lines(tsv), 1):
         fields = line.split('\t')
         if len(fields) != 2 or not fields[0].strip():
           raise ValueError(f'{tsv}:{n}: expected IMAGE_PATH<TAB>caption, found {line[:80]!r}.')
@@ -172,19 +173,19 @@ def get_builder(data_config) -> _Images:
       **size,
     )
     return S2sDigitsCaptions(config=config, data_dir=data_dir, file_format='array_record')
-  files = corpora.resolve_files(d.files)
+  files = raw_files.resolve_files(d.files)
   if bad := [f'{s}={",".join(p)}' for s, p in files.items() if len(p) != 1]:
     raise ValueError(f"data.name='image_folder' takes one TSV per split (SPLIT=captions.tsv), got {bad}.")
   image_files = sorted(
     {
       p
       for ps in files.values()
-      for line in corpora.read_lines(ps[0])
+      for line in raw_files.read_lines(ps[0])
       if os.path.isfile(p := _image_path(ps[0], line.split('\t')[0]))
     }
   )
   raw_paths = [p for ps in files.values() for p in ps] + image_files
-  fp = corpora.fingerprint(raw_paths)
+  fp = raw_files.fingerprint(raw_paths)
   key = '|'.join(f'{s}={p[0]}' for s, p in files.items()) + json.dumps(size) + fp
   config = ImageConfig(
     name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12],

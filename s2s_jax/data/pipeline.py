@@ -27,6 +27,7 @@ from s2s_jax.data import audio
 from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 from s2s_jax.data import images
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
@@ -89,11 +90,11 @@ def resolve_paths(data_config) -> None:
   data_config.data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or builders.default_data_dir()))
   if data_config.manual_dir:
     data_config.manual_dir = os.path.abspath(os.path.expanduser(data_config.manual_dir))
-  elif folder := corpora.resolve_manual_dir(data_config):
+  elif folder := raw_files.resolve_manual_dir(data_config):
     data_config.manual_dir = folder
   if data_config.files:
     data_config.files = ';'.join(
-      f'{split}={",".join(paths)}' for split, paths in corpora.resolve_files(data_config.files).items()
+      f'{split}={",".join(paths)}' for split, paths in raw_files.resolve_files(data_config.files).items()
     )
 
 

@@ -40,7 +40,7 @@ class Dataset:
   name: str
   family: str  # a key of FAMILIES
   needs: tuple[tuple[tuple[str, ...], str], ...] = ()  # (data fields that must be set, the error when one is not)
-  folder: str = ''  # raw files: data.manual_dir, else this folder of the shared data root (corpora.default_data_root)
+  folder: str = ''  # raw files: data.manual_dir, else this folder of the shared data root (raw_files.default_data_root)
 
   @property
   def source(self) -> str:

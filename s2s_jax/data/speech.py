@@ -30,6 +30,7 @@ from s2s_jax.data import audio
 from s2s_jax.data import DIGIT_WORDS
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import raw_files
 from s2s_jax.data import registry
 
 FOLDERS = registry.folders('speech')  # data.name -> its folder of the shared data root
@@ -208,7 +209,7 @@ class S2sAudioFolder(_Speech):
     out = {}
     for split, (tsv,) in self.builder_config.files:
       items = []
-      for n, line in enumerate(corpora.read_lines(tsv), 1):
+      for n, line in enumerate(raw_files.read_lines(tsv), 1):
         fields = line.split('\t')
         if len(fields) != 2 or not fields[0].strip():
           raise ValueError(f'{tsv}:{n}: expected AUDIO_PATH<TAB>transcript, found {line[:80]!r}.')
@@ -227,17 +228,17 @@ def get_builder(data_config) -> _Speech:
   name = data_config.name
   data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or builders.default_data_dir()))
   if name == 'audio_folder':
-    files = corpora.resolve_files(data_config.files)
+    files = raw_files.resolve_files(data_config.files)
     if bad := [f'{s}={",".join(p)}' for s, p in files.items() if len(p) != 1]:
       raise ValueError(f"data.name='audio_folder' takes one TSV per split (SPLIT=list.tsv), got {bad}.")
     audio_files = []
     for paths in files.values():
-      for line in corpora.read_lines(paths[0]):
+      for line in raw_files.read_lines(paths[0]):
         path = os.path.join(os.path.dirname(paths[0]), line.split('\t')[0].strip())
         if os.path.isfile(path):
           audio_files.append(path)
     raw_paths = [p for ps in files.values() for p in ps] + audio_files
-    fp = corpora.fingerprint(raw_paths)
+    fp = raw_files.fingerprint(raw_paths)
     key = '|'.join(f'{s}={p[0]}' for s, p in files.items()) + fp
     config = SpeechConfig(
       name='files-' + hashlib.sha256(key.encode()).hexdigest()[:12],
@@ -246,7 +247,7 @@ def get_builder(data_config) -> _Speech:
       raw_paths=tuple(raw_paths),
     )
     return S2sAudioFolder(config=config, data_dir=data_dir, file_format='array_record')
-  raw = corpora.resolve_manual_dir(data_config)
+  raw = raw_files.resolve_manual_dir(data_config)
   expected = [FSDD_ARCHIVE] if name == 'fsdd' else [f'{YESNO_FOLDER}/*.wav']
   paths = [os.path.join(raw, FSDD_ARCHIVE)] if name == 'fsdd' else _yesno_files(raw)
   if not paths or not all(os.path.isfile(p) for p in paths):
@@ -255,7 +256,7 @@ def get_builder(data_config) -> _Speech:
       f'data.name={name!r}: expected {expected} in {raw} ({where}); set data.manual_dir to '
       f'the folder holding them, or S2S_DATA_DIR to the folder holding {FOLDERS[name]}/.'
     )
-  fp = corpora.fingerprint(paths, raw)
+  fp = raw_files.fingerprint(paths, raw)
   if name == 'fsdd':
     c = SpeechConfig(
       name=f'n{data_config.num_train_examples}-{data_config.num_eval_examples}_d'
