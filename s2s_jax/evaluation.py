@@ -25,6 +25,7 @@ from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import steps
 from s2s_jax.data import inputs as inputs_lib
+from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
 # Scalars of an evaluation that also go to metrics.jsonl as test/<name>.
@@ -123,7 +124,7 @@ class Evaluator:
   def loss_sums(self, params, split: str) -> dict[str, float]:
     """Summed NLL, correct tokens and token count over a whole split (params replicated)."""
     total = None
-    for batch, _ in pipeline.eval_batches(self.data, split, self.config.data.eval_batch_size):
+    for batch, _ in batches.eval_batches(self.data, split, self.config.data.eval_batch_size):
       sums = flax.jax_utils.unreplicate(self.p_eval_step(params, steps.shard_batch(batch)))
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
     return {k: float(v) for k, v in jax.device_get(total).items()}

@@ -21,6 +21,7 @@ from s2s_jax import seeds as seeds_lib
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import writers
+from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
 
@@ -125,7 +126,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
   workdir_lib.check_and_write(workdir, config, data, allow_config_change)
   model = models.Seq2Seq(config_lib.model_config(config))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
-  train_iter = pipeline.train_iterator(
+  train_iter = batches.train_iterator(
     data, config.data.batch_size, config.seed, jax.process_index(), jax.process_count()
   )
   mngr = checkpointing.make_manager(workdir, config.keep_checkpoints)

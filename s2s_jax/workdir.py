@@ -6,12 +6,9 @@ refuses with a diff unless allow_config_change is set.
 
 import contextlib
 import fcntl
-import importlib.metadata
 import json
 import os
-import platform
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,22 +22,7 @@ import psutil
 
 from s2s_jax import config_checks
 from s2s_jax import config_lib
-
-_PACKAGES = (
-  'jax',
-  'jaxlib',
-  'flax',
-  'optax',
-  'orbax-checkpoint',
-  'tensorflow-datasets',
-  'grain',
-  'numpy',
-  'ml-collections',
-  'absl-py',
-  'sacrebleu',
-  'tensorboardX',
-)
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from s2s_jax import provenance
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -134,146 +116,13 @@ def check_and_write(workdir: str, config: ml_collections.ConfigDict, data, allow
       if not allow_config_change:
         raise ValueError(message + '\nUse another --workdir, or pass --allow_config_change to resume anyway.')
       logging.warning('%s\n(--allow_config_change given: continuing.)', message)
-  history = _data_history(workdir, data, allow_config_change)
-  starts = _starts(workdir, config)
+  history = provenance.data_history(workdir, data, allow_config_change)
+  starts = provenance.starts(workdir, config.num_train_steps, is_done(workdir))
   if jax.process_index() != 0:
     return
   _write_json(path, new)
   _write_json(os.path.join(workdir, 'data_report.json'), data.report)
-  _write_json(os.path.join(workdir, 'provenance.json'), provenance(data, history, starts))
-
-
-def _git(*args: str) -> str:
-  try:
-    return subprocess.run(
-      ['git', '-C', _REPO, *args], capture_output=True, text=True, timeout=10, check=True
-    ).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return ''
-
-
-def _cpu() -> str:
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _versions() -> dict[str, str]:
-  out = {'python': platform.python_version()}
-  for name in _PACKAGES:
-    try:
-      out[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  return out
-
-
-def provenance(
-  data, data_history: list[dict[str, Any]] | None = None, starts: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-  """What produced a run. The data's identity is its fingerprint (`data_sha256`), read from the manifest made
-  when the dataset was prepared (`data_manifest`: each raw file's size, time and sha256); `data_history` lists
-  the fingerprints a run trained on, with the step each began at; `starts` lists every start of the run (the
-  first, then each resume) with the step it began at, its UTC time and commit, so a result says how often its
-  run was stopped and by which code each part was trained (the top-level git_sha is the latest start's)."""
-  git_sha, git_dirty = _git('rev-parse', 'HEAD'), bool(_git('status', '--porcelain'))
-  return {
-    'git_sha': git_sha,
-    'git_dirty': git_dirty,
-    'starts': starts or [_start_record(0, git_sha, git_dirty)],
-    'packages': _versions(),
-    'devices': [str(d) for d in jax.devices()],
-    'process_count': jax.process_count(),
-    'xla_flags': os.environ.get('XLA_FLAGS', ''),
-    'cpu': _cpu(),
-    'cpu_count': os.cpu_count(),
-    'command_line': sys.argv,
-    'data_sha256': data.fingerprint,
-    'data_manifest': data.manifest,
-    'data_history': data_history or [{'data_sha256': data.fingerprint, 'from_step': 0}],
-    'tokenizer_sha256': {'source': data.src_vocab.sha256(), 'target': data.tgt_vocab.sha256()},
-  }
-
-
-def _start_record(step: int, git_sha: str | None = None, git_dirty: bool | None = None) -> dict[str, Any]:
-  return {
-    'from_step': step,
-    'utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-    'git_sha': _git('rev-parse', 'HEAD') if git_sha is None else git_sha,
-    'git_dirty': bool(_git('status', '--porcelain')) if git_dirty is None else git_dirty,
-  }
-
-
-def _starts(workdir: str, config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-  """The start history to record: the old one plus this start, unless the run is finished (then nothing runs).
-  A provenance.json written before start histories begins its history with this start."""
-  path = os.path.join(workdir, 'provenance.json')
-  old = []
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      old = json.load(f).get('starts') or []
-  step = _latest_step_on_disk(workdir)
-  if old and is_done(workdir) and step >= config.num_train_steps:
-    return old
-  return old + [_start_record(step)]
-
-
-def _latest_step_on_disk(workdir: str) -> int:
-  folder = os.path.join(workdir, 'checkpoints')
-  steps = [int(d) for d in os.listdir(folder) if d.isdigit()] if os.path.isdir(folder) else []
-  return max(steps, default=0)
-
-
-def _data_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
-  """The raw files that differ between two manifests, in words."""
-  if not old or not new:
-    return 'the dataset was prepared from other data'
-  before, after = ({f['path']: f for f in m['files']} for m in (old, new))
-  changed = [p for p in sorted(set(before) & set(after)) if before[p]['sha256'] != after[p]['sha256']]
-  parts = [
-    f'{label}: {", ".join(paths[:5])}'
-    for label, paths in (
-      ('changed', changed),
-      ('added', sorted(set(after) - set(before))),
-      ('removed', sorted(set(before) - set(after))),
-    )
-    if paths
-  ]
-  return '; '.join(parts) or f'{old["dataset"]}/{old["config"]} -> {new["dataset"]}/{new["config"]}'
-
-
-def _data_history(workdir: str, data, allow_change: bool) -> list[dict[str, Any]] | None:
-  """The data history to record; raises when the data changed since the run started (unless allowed)."""
-  path = os.path.join(workdir, 'provenance.json')
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding='utf-8') as f:
-    old = json.load(f)
-  history = old.get('data_history')
-  if not isinstance(old.get('data_sha256'), str) or not history:
-    return None  # written before data fingerprints: nothing to compare with
-  if history[-1]['data_sha256'] == data.fingerprint:
-    return history
-  message = (
-    f'The data changed since this run started ({_data_changes(old.get("data_manifest"), data.manifest)}); '
-    f'{path} records data_sha256 {history[-1]["data_sha256"][:12]}..., the data now gives '
-    f'{data.fingerprint[:12]}....'
-  )
-  if not allow_change:
-    raise ValueError(
-      message + ' Restore the data, use another --workdir, or pass --allow_config_change to continue '
-      'on the new data (the iterator position then indexes a new order of examples).'
-    )
-  step = _latest_step_on_disk(workdir)
-  logging.warning(
-    '%s\n(--allow_config_change given: continuing from step %d; provenance.json keeps the history.)', message, step
-  )
-  return history + [{'data_sha256': data.fingerprint, 'from_step': step}]
+  _write_json(os.path.join(workdir, 'provenance.json'), provenance.record(data, history, starts))
 
 
 LOCK_FILE = 'lock.json'

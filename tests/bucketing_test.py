@@ -11,6 +11,7 @@ import numpy as np
 
 from s2s_jax.data import EOS_ID
 from s2s_jax.data import bucketing
+from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
 
@@ -173,19 +174,19 @@ class IteratorTest(absltest.TestCase):
 
   def test_resume_from_the_iterator_state_gives_the_same_batches(self):
     data = self._data()
-    it = pipeline.train_iterator(data, 8, seed=3)
+    it = batches.train_iterator(data, 8, seed=3)
     for _ in range(5):  # mid-epoch (8 or 9 batches per epoch)
       next(it)
     state = it.get_state()
     expected = [_ids_of(next(it)) for _ in range(12)]  # crosses into the next epoch
-    again = pipeline.train_iterator(data, 8, seed=3)
+    again = batches.train_iterator(data, 8, seed=3)
     again.set_state(state)
     self.assertEqual([_ids_of(next(again)) for _ in range(12)], expected)
 
   def test_processes_split_each_global_batch(self):
     data = self._data()
-    whole = pipeline.train_iterator(data, 8, seed=0)
-    parts = [pipeline.train_iterator(data, 8, seed=0, process_index=p, process_count=2) for p in range(2)]
+    whole = batches.train_iterator(data, 8, seed=0)
+    parts = [batches.train_iterator(data, 8, seed=0, process_index=p, process_count=2) for p in range(2)]
     for _ in range(10):
       batch = next(whole)
       halves = [next(p) for p in parts]

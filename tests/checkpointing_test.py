@@ -152,6 +152,7 @@ class DamagedCheckpointTest(absltest.TestCase):
 def _restore_step(mngr, workdir, **model_changes) -> int:
   """Restores into a fresh state of the run's model (with `model_changes`) and returns the restored step."""
   from s2s_jax import config_lib, optim  # pylint: disable=g-import-not-at-top
+  from s2s_jax.data import batches  # pylint: disable=g-import-not-at-top
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -162,7 +163,7 @@ def _restore_step(mngr, workdir, **model_changes) -> int:
   state = steps.create_train_state(
     jax.random.PRNGKey(0), model, optim.make_optimizer(config.optim, 40), data.src_len, data.tgt_len
   )
-  it = pipeline.train_iterator(data, config.data.batch_size, config.seed)
+  it = batches.train_iterator(data, config.data.batch_size, config.seed)
   return int(checkpointing.restore_or_init(mngr, state, it).step)
 
 

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from s2s_jax import config_lib
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from s2s_jax.data import builders
+from s2s_jax.data import batches as batches_lib
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
@@ -329,7 +330,7 @@ class PrepareTest(parameterized.TestCase):
     self.assertEqual({k: len(v) for k, v in data.splits.items()}, {'train': 60, 'validation': 12, 'test': 12})
     # A different batch size per split, so a mix-up of splits or sizes shows in the shapes.
     for split, batch_size in (('validation', 5), ('test', 7)):
-      batches = list(pipeline.eval_batches(data, split, batch_size))
+      batches = list(batches_lib.eval_batches(data, split, batch_size))
       self.assertLen(batches, -(-12 // batch_size))
       for batch, _ in batches:
         self.assertEqual(
@@ -340,7 +341,7 @@ class PrepareTest(parameterized.TestCase):
             'targets': ((batch_size, t), np.int32),
           },
         )
-    it = pipeline.train_iterator(data, 8, seed=0)
+    it = batches_lib.train_iterator(data, 8, seed=0)
     for _ in range(10):  # past the end of the first epoch (60 examples)
       batch = next(it)
       self.assertEqual(
@@ -354,7 +355,7 @@ class PrepareTest(parameterized.TestCase):
   def test_batches_hold_the_encoded_text(self):
     data = pipeline.prepare(_data_config(self.create_tempdir().full_path, 'dates'))
     split = data.splits['validation']
-    rows = [(b, n) for b, n in pipeline.eval_batches(data, 'validation', 5)]
+    rows = [(b, n) for b, n in batches_lib.eval_batches(data, 'validation', 5)]
     inputs = np.concatenate([b['inputs'][:n] for b, n in rows])
     targets = np.concatenate([b['targets'][:n] for b, n in rows])
     self.assertEqual([data.src_vocab.decode(x) for x in inputs], split.sources)
@@ -416,7 +417,7 @@ class PrepareTest(parameterized.TestCase):
     ):
       self.assertEqual(ids.tolist(), data.src_vocab.encode(src)[:3] + [EOS_ID])
       self.assertEqual(tgt_ids.tolist(), data.tgt_vocab.encode(src) + [EOS_ID])  # copy: targets untouched
-    batch = next(pipeline.train_iterator(data, 16, seed=0))
+    batch = next(batches_lib.train_iterator(data, 16, seed=0))
     for row in range(16):
       n = _check_row(self, batch['inputs'][row], batch['inputs_mask'][row])
       self.assertLessEqual(n, 4)
@@ -457,7 +458,7 @@ class PrepareTest(parameterized.TestCase):
       self.assertAlmostEqual(entry['source_oov_rate'], unk / (lengths.sum() - len(lengths)), places=5)
       self.assertEqual(entry['target_oov_rate'], 0.0)  # ISO dates: the train targets cover every digit and '-'
       self.assertBetween(entry['source_oov_rate'], 0.0, 1.0)
-      rows = [(b, n) for b, n in pipeline.eval_batches(data, name, 16)]
+      rows = [(b, n) for b, n in batches_lib.eval_batches(data, name, 16)]
       mask = np.concatenate([b['inputs_mask'][:n] for b, n in rows])
       targets = np.concatenate([b['targets'][:n] for b, n in rows])
       self.assertAlmostEqual(entry['padding_fraction']['source'], 1 - mask.mean(), places=4)
@@ -506,7 +507,7 @@ class PrepareTest(parameterized.TestCase):
 class TrainIteratorTest(parameterized.TestCase):
   def test_deterministic_for_a_seed(self):
     data = pipeline.prepare(_data_config(self.create_tempdir().full_path))
-    a, b = (pipeline.train_iterator(data, 8, seed=3) for _ in range(2))
+    a, b = (batches_lib.train_iterator(data, 8, seed=3) for _ in range(2))
     for _ in range(12):
       x, y = next(a), next(b)
       for key in x:
@@ -514,14 +515,14 @@ class TrainIteratorTest(parameterized.TestCase):
 
   def test_another_seed_gives_another_order(self):
     data = _indexed_data(50)
-    first = _stream(pipeline.train_iterator(data, 10, seed=0), 5)
-    second = _stream(pipeline.train_iterator(data, 10, seed=1), 5)
+    first = _stream(batches_lib.train_iterator(data, 10, seed=0), 5)
+    second = _stream(batches_lib.train_iterator(data, 10, seed=1), 5)
     self.assertNotEqual(first, second)
     self.assertCountEqual(first, second)
 
   def test_reshuffles_every_epoch(self):
     data = _indexed_data(50)
-    stream = _stream(pipeline.train_iterator(data, 10, seed=0), 15)
+    stream = _stream(batches_lib.train_iterator(data, 10, seed=0), 15)
     epochs = [stream[i : i + 50] for i in range(0, 150, 50)]
     for epoch in epochs:
       self.assertEqual(sorted(epoch), list(range(50)))
@@ -533,7 +534,7 @@ class TrainIteratorTest(parameterized.TestCase):
   def test_every_example_once_per_epoch(self, num_examples, batch_size, seed):
     data = _indexed_data(num_examples)
     num_batches = -(-3 * num_examples // batch_size)
-    stream = _stream(pipeline.train_iterator(data, batch_size, seed=seed), num_batches)
+    stream = _stream(batches_lib.train_iterator(data, batch_size, seed=seed), num_batches)
     for start in range(0, 3 * num_examples, num_examples):
       self.assertEqual(sorted(stream[start : start + num_examples]), list(range(num_examples)))
 
@@ -542,9 +543,9 @@ class TrainIteratorTest(parameterized.TestCase):
     process_count, batch_size = counts
     data = _indexed_data(num_examples)
     num_batches = 2 * num_examples // batch_size + 2
-    single = pipeline.train_iterator(data, batch_size, seed)
+    single = batches_lib.train_iterator(data, batch_size, seed)
     global_batches = [_example_ids(next(single)) for _ in range(num_batches)]
-    iters = [pipeline.train_iterator(data, batch_size, seed, p, process_count) for p in range(process_count)]
+    iters = [batches_lib.train_iterator(data, batch_size, seed, p, process_count) for p in range(process_count)]
     for expected in global_batches:
       parts = [next(it) for it in iters]
       for part in parts:
@@ -554,24 +555,24 @@ class TrainIteratorTest(parameterized.TestCase):
 
   def test_two_processes_are_disjoint_within_an_epoch(self):
     data = _indexed_data(40)
-    a = _stream(pipeline.train_iterator(data, 8, 0, 0, 2), 5)  # 5 global batches of 8 = one epoch
-    b = _stream(pipeline.train_iterator(data, 8, 0, 1, 2), 5)
+    a = _stream(batches_lib.train_iterator(data, 8, 0, 0, 2), 5)  # 5 global batches of 8 = one epoch
+    b = _stream(batches_lib.train_iterator(data, 8, 0, 1, 2), 5)
     self.assertEmpty(set(a) & set(b))
     self.assertEqual(sorted(a + b), list(range(40)))
 
   def test_batch_size_must_divide_by_process_count(self):
     with self.assertRaisesRegex(ValueError, 'multiple of the process count'):
-      pipeline.train_iterator(_indexed_data(10), 5, 0, 0, 2)
+      batches_lib.train_iterator(_indexed_data(10), 5, 0, 0, 2)
 
   @parameterized.parameters(0, 1, 4, 7)
   def test_get_state_set_state_continues_with_the_next_batch(self, consumed):
     data = _indexed_data(23)
-    it = pipeline.train_iterator(data, 4, seed=5)
+    it = batches_lib.train_iterator(data, 4, seed=5)
     for _ in range(consumed):
       next(it)
     state = it.get_state()
     expected = _stream(it, 8)  # crosses an epoch boundary
-    fresh = pipeline.train_iterator(data, 4, seed=5)
+    fresh = batches_lib.train_iterator(data, 4, seed=5)
     next(fresh)
     fresh.set_state(state)
     self.assertEqual(_stream(fresh, 8), expected)
@@ -580,7 +581,7 @@ class TrainIteratorTest(parameterized.TestCase):
 
   def test_orbax_checkpoint_round_trip(self):
     data = pipeline.prepare(_data_config(self.create_tempdir().full_path))
-    it = pipeline.train_iterator(data, 8, seed=1)
+    it = batches_lib.train_iterator(data, 8, seed=1)
     for _ in range(9):
       next(it)
     directory = self.create_tempdir().full_path
@@ -588,7 +589,7 @@ class TrainIteratorTest(parameterized.TestCase):
       mngr.save(9, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(it)))
       mngr.wait_until_finished()
     expected = [next(it) for _ in range(3)]
-    restored = pipeline.train_iterator(data, 8, seed=1)
+    restored = batches_lib.train_iterator(data, 8, seed=1)
     with ocp.CheckpointManager(directory) as mngr:
       self.assertEqual(mngr.latest_step(), 9)
       mngr.restore(9, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(restored)))
@@ -615,7 +616,7 @@ class EvalBatchesTest(parameterized.TestCase):
   )
   def test_order_padding_and_limit(self, batch_size, limit, expected_rows):
     split = self.data.splits['test']
-    batches = list(pipeline.eval_batches(self.data, 'test', batch_size, limit))
+    batches = list(batches_lib.eval_batches(self.data, 'test', batch_size, limit))
     self.assertEqual([n for _, n in batches], expected_rows)
     sources = []
     for batch, n in batches:
@@ -635,7 +636,7 @@ class EvalBatchesTest(parameterized.TestCase):
   def test_rows_equal_the_split_ids(self):
     split = self.data.splits['validation']
     rows = 0
-    for batch, n in pipeline.eval_batches(self.data, 'validation', 3):
+    for batch, n in batches_lib.eval_batches(self.data, 'validation', 3):
       for r in range(n):
         src, tgt = split.src_ids[rows + r], split.tgt_ids[rows + r]
         np.testing.assert_array_equal(batch['inputs'][r, : len(src)], src)

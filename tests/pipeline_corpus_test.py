@@ -11,6 +11,7 @@ import numpy as np
 import shared_data
 from s2s_jax import config_lib
 from s2s_jax.data import EOS_ID, PAD_ID
+from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
 
@@ -56,7 +57,7 @@ class Multi30kPipelineTest(parameterized.TestCase):
     decoded = data.tgt_vocab.decode(tgt.tgt_ids[0])
     if tokenizer in ('moses', 'sentencepiece', 'char'):
       self.assertEqual(decoded.replace('<unk>', '?')[:10], tgt.targets[0].lower()[:10])
-    batch = next(pipeline.train_iterator(data, 16, seed=0))
+    batch = next(batches.train_iterator(data, 16, seed=0))
     self.assertEqual(batch['inputs'].dtype, np.int32)
     self.assertEqual(batch['inputs'].shape[0], 16)
     for row, mask, target in zip(batch['inputs'], batch['inputs_mask'], batch['targets']):

@@ -12,6 +12,7 @@ import re
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from s2s_jax.data import dates
 from s2s_jax.data import synthetic
 
 _SEQUENCE_TASKS = ('copy', 'reverse', 'sort')
@@ -196,15 +197,15 @@ class DatesTest(parameterized.TestCase):
     self.assertLen(set(targets), pool_size)  # then with replacement
 
   def test_formats_table_covered(self):
-    self.assertGreaterEqual(len(synthetic.DATE_FORMATS), 30)
+    self.assertGreaterEqual(len(dates.DATE_FORMATS), 30)
     used = set()
     for source, target in self.train:
       date = datetime.date.fromisoformat(target)
-      matches = {i for i, f in enumerate(synthetic.DATE_FORMATS) if f.render(date) == source}
+      matches = {i for i, f in enumerate(dates.DATE_FORMATS) if f.render(date) == source}
       self.assertNotEmpty(matches, source)
       used |= matches
     self.assertGreaterEqual(len(used), 30)
-    self.assertLen(used, len(synthetic.DATE_FORMATS))
+    self.assertLen(used, len(dates.DATE_FORMATS))
     cases = collections.Counter(
       'upper' if s == s.upper() else 'lower' if s == s.lower() else 'title'
       for s, _ in self.train
@@ -227,16 +228,16 @@ class DatesTest(parameterized.TestCase):
 
   def test_ordinals_weekdays_and_french_months(self):
     ordinals = [
-      synthetic.DateFormat('{dth}', 'en').render(datetime.date(2000, 1, d))
+      dates.DateFormat('{dth}', 'en').render(datetime.date(2000, 1, d))
       for d in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)
     ]
     self.assertEqual(ordinals, ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', '22nd', '23rd', '31st'])
     tuesday = datetime.date(1998, 3, 3)
-    render = lambda template: synthetic.DateFormat(template, 'x').render(tuesday)
+    render = lambda template: dates.DateFormat(template, 'x').render(tuesday)
     self.assertEqual(render('{Weekday} {jour} {wkd}'), 'Tuesday mardi tue')
     self.assertEqual(render('{d_fr} {mois}'), '3 mars')
     self.assertEqual(
-      synthetic.DateFormat('{d_fr} {mois} {MOIS}', 'fr').render(datetime.date(2001, 2, 1)), '1er février FÉVRIER'
+      dates.DateFormat('{d_fr} {mois} {MOIS}', 'fr').render(datetime.date(2001, 2, 1)), '1er février FÉVRIER'
     )
 
   def test_two_digit_years_only_inside_window(self):

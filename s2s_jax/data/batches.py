@@ -1,0 +1,71 @@
+"""From prepared splits to padded batches: the endless, checkpointable training iterator (one padded shape, or the
+bucket plan's shapes) and the evaluation batches. Every batch is a dict of numpy arrays (see pipeline.py).
+"""
+
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from s2s_jax.data import PAD_ID
+from s2s_jax.data import bucketing
+from s2s_jax.data.pipeline import Batch, Split, TextData
+
+
+def _pad(ids: np.ndarray, length: int) -> np.ndarray:
+  """Token ids padded with PAD, or feature frames [frames, F] padded with zero frames, to `length` steps."""
+  out = np.full((length,) + ids.shape[1:], PAD_ID, ids.dtype)
+  out[: len(ids)] = ids
+  return out
+
+
+class _Examples:
+  """Random access to padded examples of a split: a grain data source."""
+
+  def __init__(self, split: Split, src_len: int, tgt_len: int):
+    self._split, self._src_len, self._tgt_len = split, src_len, tgt_len
+
+  def __len__(self) -> int:
+    return len(self._split)
+
+  def __getitem__(self, i: int) -> Batch:
+    src = self._split.src_ids[i]
+    return {
+      'inputs': _pad(src, self._src_len),
+      'inputs_mask': (np.arange(self._src_len) < len(src)).astype(np.int32),
+      'targets': _pad(self._split.tgt_ids[i], self._tgt_len),
+    }
+
+
+def train_iterator(
+  data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> grain.DatasetIterator:
+  """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch.
+
+  Without buckets: one padded shape, examples shuffled over the whole split. With `data.buckets`: batches of the
+  bucket plan (s2s_jax/data/bucketing.py), each process taking every process_count-th row of a global batch.
+  """
+  if batch_size % process_count:
+    raise ValueError(f'data.batch_size={batch_size} must be a multiple of the process count {process_count}.')
+  split = data.splits['train']
+  if data.buckets:
+    ds = grain.MapDataset.source(bucketing.BucketedBatches(split.src_ids, split.tgt_ids, data.buckets, seed))
+    if process_count > 1:
+      ds = ds.map(lambda batch: {k: v[process_index::process_count] for k, v in batch.items()})
+  else:
+    ds = grain.MapDataset.source(_Examples(split, data.src_len, data.tgt_len)).shuffle(seed=seed).repeat()
+    ds = ds[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
+
+
+def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Batch, int]]:
+  """Batches of a split in order; the last one is padded with empty rows. Yields (batch, number of real rows)."""
+  examples = _Examples(data.splits[split], data.src_len, data.tgt_len)
+  n = len(examples) if limit is None else min(limit, len(examples))
+  for start in range(0, n, batch_size):
+    rows = [examples[i] for i in range(start, min(n, start + batch_size))]
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    pad = batch_size - len(rows)
+    if pad:
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+    yield batch, len(rows)
