@@ -134,9 +134,11 @@ class DecoderCell(nn.Module):
     new_state = dict(state, rnn=tuple(carries))
     if c.attention == 'luong':
       context, attn = self.attention(top, memory['keys'], memory['values'], memory['mask'], coverage)
-    out = self.output_features(top, context, emb, memory)
+    out = self.output_features(top, context, None, memory)
     if c.attention == 'luong' and c.input_feeding:
-      new_state['feed'] = out
+      new_state['feed'] = out  # the attentional vector h~_t, before the embedding joins it
+    if c.embed_to_output:
+      out = jnp.concatenate([out, emb], axis=-1)
     if attn is not None:
       new_state['attention'] = attn
     if coverage is not None:
@@ -180,7 +182,7 @@ class DecoderCell(nn.Module):
     """The output layer's input, for one step ([B, ...]) or all steps ([B, T, ...]) alike: from the top state h,
     the attention context c of this step and the previous target embedding e: [h; c] (bahdanau), the attentional
     vector tanh(W_c [c; h]) (luong), [h; encoder context] (none_concat with context_to_output), else h; then [...; e]
-    with embed_to_output."""
+    with embed_to_output, unless `emb` is None (step() feeds h~ back before adding it)."""
     c = self.cfg
     if c.attention == 'bahdanau':
       out = jnp.concatenate([top, context], axis=-1)
@@ -192,7 +194,7 @@ class DecoderCell(nn.Module):
       out = jnp.concatenate([top, jnp.broadcast_to(ctx, top.shape[:-1] + ctx.shape[-1:])], axis=-1)
     else:
       out = top
-    if c.embed_to_output:
+    if c.embed_to_output and emb is not None:
       out = jnp.concatenate([out, emb], axis=-1)
     return out
 

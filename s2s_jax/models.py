@@ -278,7 +278,7 @@ class Seq2Seq(nn.Module):
       xs = (self.decoder.project_embedding(emb), emb if self.cfg.embed_to_output else None, masks)
       _, (outs, attn) = _SCAN_DECODER[self.cfg.remat](self.decoder, state, xs, memory)
     logits = self.decoder.readout(outs, train=train, emb=emb, attn=attn, memory=memory)
-    return TeacherForced(logits, attn, memory['mask'])
+    return TeacherForced(logits, attn, memory.get('mask'))
 
 
 @flax.struct.dataclass
@@ -287,4 +287,6 @@ class TeacherForced:
 
   logits: jax.Array  # float32 [B, T, V]
   attention: jax.Array | None  # [B, T, S'] over the memory's steps; None without attention
-  memory_mask: jax.Array  # [B, S']: the encoder memory's real steps (subsampled / gridded inputs differ from S)
+  memory_mask: (
+    jax.Array | None
+  )  # [B, S']: the memory's real steps (subsampled / gridded inputs); None without attention

@@ -180,7 +180,7 @@ class ValidationTest(parameterized.TestCase):
       config_checks.validate(_config(**overrides))
 
   def test_every_numeric_field_has_a_range(self):
-    flat = config_lib._flatten(config_lib.to_dict(config_lib.base_config()))  # pylint: disable=protected-access
+    flat = config_lib.flatten(config_lib.to_dict(config_lib.base_config()))
     numeric = {k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     self.assertEqual(numeric - set(config_checks.RANGES), set())
     self.assertEqual(set(config_checks.RANGES) - numeric, set())  # no range for a field that does not exist

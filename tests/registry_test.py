@@ -54,9 +54,11 @@ class RegistryTest(parameterized.TestCase):
       config_checks.validate(config)
 
   def test_config_lib_does_not_import_tfds(self):
-    """Loading an experiment file stays light: config_lib reads the registry, which imports no dataset builder."""
+    """Loading an experiment file stays light: config_lib and its validation read the registry, which imports no
+    dataset builder."""
     script = (
-      'import sys; import s2s_jax.config_lib; prefixes = ("tensorflow_datasets", "grain", "s2s_jax.data."); '
+      'import sys; import s2s_jax.config_lib, s2s_jax.config_checks; '
+      'prefixes = ("tensorflow_datasets", "grain", "s2s_jax.data."); '
       'print(sorted(m for m in sys.modules if m.startswith(prefixes)))'
     )
     out = subprocess.run(
