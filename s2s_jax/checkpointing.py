@@ -179,24 +179,88 @@ def save_best(mngr: ocp.CheckpointManager, step: int, params, metrics: dict[str,
 
 
 def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:
-  """Parameters (numpy) from `best/` ('best'), the newest of `checkpoints/` ('latest'), or a step of either."""
-  folders = {'params': os.path.join(workdir, 'best'), 'state': os.path.join(workdir, 'checkpoints')}
-  candidates = []
-  for item, folder in folders.items():
-    if os.path.isdir(folder) and (which != 'best' or item == 'params'):
-      with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-        candidates += [(step, item, folder) for step in mngr.all_steps()]
+  """Parameters (numpy) and their step: from `best/` ('best'), the newest of `checkpoints/` ('latest'), a step of
+  either ('1200'), the average of saved steps ('avg:K': the last K; 'avg:S1,S2,...': those steps; see
+  `average_params`), or the newest step of a folder of parameter checkpoints (scripts/average_checkpoints.py's
+  output; a path relative to the workdir, e.g. 'averaged', or absolute)."""
+  if which.startswith('avg:'):
+    return average_params(workdir, which[len('avg:') :])
+  if which not in ('best', 'latest') and not which.isdigit():
+    folder = which if os.path.isabs(which) else os.path.join(workdir, which)
+    if not os.path.isdir(folder):
+      raise ValueError(
+        f'--checkpoint must be best, latest, a step number, avg:K, avg:STEP1,STEP2,... or a folder of parameter '
+        f'checkpoints (e.g. averaged); {folder} does not exist.'
+      )
+    return _restore(folder, 'params', None)
+  candidates = saved_steps(workdir, params_only=which == 'best')
   if which.isdigit():
     candidates = [c for c in candidates if c[0] == int(which)]
-  elif which not in ('best', 'latest'):
-    raise ValueError(f'--checkpoint must be best, latest or a step number, got {which!r}.')
   if not candidates:
     raise FileNotFoundError(f'No {which!r} checkpoint in {workdir}/best or {workdir}/checkpoints.')
   step, item, folder = max(candidates, key=lambda c: (c[0], c[1] == 'state'))
+  return _restore(folder, item, step)
+
+
+def saved_steps(workdir: str, params_only: bool = False) -> list[tuple[int, str, str]]:
+  """(step, item, folder) of every checkpoint of a workdir: best/ ('params') and checkpoints/ ('state')."""
+  folders = {'params': os.path.join(workdir, 'best'), 'state': os.path.join(workdir, 'checkpoints')}
+  out = []
+  for item, folder in folders.items():
+    if os.path.isdir(folder) and (not params_only or item == 'params'):
+      with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+        out += [(step, item, folder) for step in mngr.all_steps()]
+  return out
+
+
+def _restore(folder: str, item: str, step: int | None) -> tuple[Any, int]:
   with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'{folder} holds no checkpoint.')
     restored = mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
   tree = restored[item]
   return (tree['params'] if item == 'state' else tree), step
+
+
+def average_params(workdir: str, spec: str) -> tuple[Any, int]:
+  """The element-wise mean of the parameters of saved steps (checkpoint averaging): 'K' = the last K distinct steps
+  of best/ and checkpoints/, 'S1,S2,...' = those steps. Returns the mean (float32 leaves) and the newest step."""
+  available = sorted({step for step, _, _ in saved_steps(workdir)})
+  if spec.isdigit():
+    k = int(spec)
+    if not 1 <= k <= len(available):
+      raise ValueError(
+        f'avg:{spec}: {workdir} keeps {len(available)} checkpoint steps ({available}); ask for 1 to '
+        f'{len(available)}, or keep more with --config.keep_checkpoints.'
+      )
+    steps_ = available[-k:]
+  else:
+    try:
+      steps_ = sorted({int(x) for x in spec.split(',') if x.strip()})
+    except ValueError:
+      raise ValueError(f'avg:{spec}: expected avg:K or avg:STEP1,STEP2,... (integers).') from None
+    missing = [x for x in steps_ if x not in available]
+    if missing or not steps_:
+      raise ValueError(f'avg:{spec}: step(s) {missing} not saved in {workdir}; saved steps: {available}.')
+  trees = [restore_params(workdir, str(step))[0] for step in steps_]
+  paths = [{jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(t)} for t in trees]
+  for step, shapes in zip(steps_[1:], paths[1:]):
+    if shapes != paths[0]:
+      diff = sorted(k for k in set(shapes) | set(paths[0]) if shapes.get(k) != paths[0].get(k))
+      raise ValueError(
+        f'avg:{spec}: step {step} and step {steps_[0]} have different parameters: {diff[:5]} '
+        f'({shapes.get(diff[0])} vs {paths[0].get(diff[0])}); they are not one model.'
+      )
+  mean = jax.tree.map(lambda *xs: np.mean(np.stack([np.asarray(x, np.float32) for x in xs]), axis=0), *trees)
+  return mean, steps_[-1]
+
+
+def save_params(folder: str, step: int, params) -> None:
+  """Writes a parameter checkpoint that restore_params reads as a folder (e.g. an average)."""
+  with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(create=True)) as mngr:
+    mngr.save(step, force=True, args=ocp.args.Composite(params=ocp.args.StandardSave(jax.device_get(params))))
+    mngr.wait_until_finished()
 
 
 def params_sha256(params) -> str:

@@ -151,8 +151,13 @@ RANGES = {
   'decode.no_repeat_ngram_size': (0, 100, False, False),
   'decode.coverage_beta': (0.0, 100.0, False, False),
   'decode.batch_size': (1, 1_000_000, False, False),
+  'decode.num_samples': (1, 10_000, False, False),
+  'decode.temperature': (0.0, 1000.0, False, False),
+  'decode.top_k': (0, 100_000_000, False, False),
+  'decode.top_p': (0.0, 1.0, True, False),
   'eval.num_decode_examples': (1, _BIG, False, False),
   'eval.num_samples_to_log': (0, 1_000_000, False, False),
+  'eval.patience': (0, 1_000_000, False, False),
 }
 
 

@@ -134,6 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
       mode='max',  # max | min
       num_decode_examples=512,  # validation examples decoded at each evaluation
       num_samples_to_log=3,
+      patience=0,  # early stopping: stop after this many validations without a better eval.metric; 0: off
     )
   )
   return c

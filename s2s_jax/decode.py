@@ -104,6 +104,11 @@ class DecodeOptions:
   no_repeat_ngram_size: int = _setting(0, 'Never repeat an n-gram of this size (0: off).')
   coverage_beta: float = _setting(0.0, 'GNMT coverage penalty weight (attention flows only; 0: off).')
   batch_size: int = _setting(64, 'Sentences per decoding batch (translate, evaluate; training: data.eval_batch_size).')
+  sample: bool = _setting(False, 'Ancestral sampling (sampling.sample) instead of beam search.')
+  num_samples: int = _setting(1, 'With sample: samples per input (consecutive output lines).')
+  temperature: float = _setting(1.0, 'With sample: divides the log-probabilities (0: greedy).')
+  top_k: int = _setting(0, 'With sample: draw among the k most likely tokens (0: all).')
+  top_p: float = _setting(1.0, 'With sample: nucleus mass in (0, 1] (1: all).')
   return_attention: bool = _setting(False, 'Also return the attention behind every output token.', flag=False)
 
 

@@ -24,14 +24,19 @@ from s2s_jax import inference
 from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
+_WORKDIR = flags.DEFINE_multi_string(
+  'workdir', None, 'A run directory written by s2s_jax.main; repeat it to score an ensemble (written into the first).'
+)
 _SPLIT = flags.DEFINE_string('split', None, "A split of the run's dataset, e.g. test.")
 _SOURCE = flags.DEFINE_string('source_file', None, 'Source sentences, one per line (.gz accepted).')
 _REFERENCES = flags.DEFINE_multi_string('reference_file', [], 'References aligned with --source_file (repeatable).')
 _NAME = flags.DEFINE_string('name', None, 'Output name: eval_<name>.json (default: the split or source file stem).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
+_CHECKPOINT = flags.DEFINE_string(
+  'checkpoint', 'best', 'best, latest, a step number, avg:K, avg:S1,S2,... or a folder.'
+)
+_SEED = flags.DEFINE_integer('seed', 0, 'With --sample: the random seed.')
 _DECODE = {
-  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
+  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[kind](name, None, help_text)
   for name, kind, help_text in decode.FLAGS
 }
 flags.mark_flag_as_required('workdir')
@@ -66,15 +71,20 @@ def _examples_and_refs(run: inference.Run):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
+  try:
+    runs = inference.load_all(_WORKDIR.value, _CHECKPOINT.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  run = runs[0]  # the first run's data, decode settings and workdir (where the result is written)
   examples, refs, src_len, default_name = _examples_and_refs(run)
   overrides = {name: holder.value for name, holder in _DECODE.items()}
   options = decode.options(run.config.decode, run.config.data.max_tgt_len, **overrides)
-  decoder = inference.Decoder(run.model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
-  params = flax.jax_utils.replicate(run.params)
+  model, params = inference.ensemble(runs)
+  decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
+  params = flax.jax_utils.replicate(params)
   decoder(params, examples[: decoder.batch_size], run.inputs.collate)  # compile first: decode_s times decoding only
   start = time.time()
-  hyps = [h.texts[0] for h in decoder(params, examples, run.inputs.collate)]
+  hyps = [h.texts[0] for h in decoder(params, examples, run.inputs.collate, seed=_SEED.value)]
   seconds = time.time() - start
   result = evaluation.score(
     hyps,
@@ -86,7 +96,7 @@ def main(argv):
     run.step,
     run.config.data.target_lang,
   )
-  name = _NAME.value or default_name
+  name = _NAME.value or (f'ensemble_{default_name}' if len(runs) > 1 else default_name)
   evaluation.write_eval(run.workdir, name, result, hyps)
   print(json.dumps({k: v for k, v in result.items() if k != 'bleu_by_src_len'}, indent=1))
 

@@ -73,6 +73,28 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
   )
 
 
+def load_all(workdirs: Sequence[str], checkpoint: str = 'best') -> list[Run]:
+  """Several runs to decode as an ensemble; their source and target vocabularies must be the same (by hash)."""
+  runs = [load(w, checkpoint) for w in workdirs]
+  for run in runs[1:]:
+    for side in ('src_vocab', 'tgt_vocab'):
+      a, b = getattr(runs[0], side), getattr(run, side)
+      if a.sha256() != b.sha256():
+        raise ValueError(
+          f'An ensemble needs one vocabulary per side: {run.workdir}/vocab.{side[:3]}.json differs from '
+          f'{runs[0].workdir}/vocab.{side[:3]}.json (sha256 {b.sha256()[:12]}... vs {a.sha256()[:12]}...); '
+          'ensemble runs trained on the same data with the same vocabulary settings.'
+        )
+  return runs
+
+
+def ensemble(runs: Sequence[Run]) -> tuple:
+  """(model, params) for Decoder and predict_step: one run's, or tuples of every run's (an ensemble)."""
+  if len(runs) == 1:
+    return runs[0].model, runs[0].params
+  return tuple(r.model for r in runs), tuple(r.params for r in runs)
+
+
 @dataclasses.dataclass
 class Hypotheses:
   """The n-best list of one input, best first."""
@@ -84,11 +106,12 @@ class Hypotheses:
 
 
 class Decoder:
-  """Beam search over encoded examples in fixed-shape batches, on all local devices."""
+  """Beam search (or sampling) over encoded examples in fixed-shape batches, on all local devices; `model` may be a
+  tuple of models decoded as an ensemble (then the params passed to a call are a tuple too)."""
 
   def __init__(
     self,
-    model: models.Seq2Seq,
+    model: models.Seq2Seq | tuple[models.Seq2Seq, ...],
     options: decode.DecodeOptions,
     tgt_vocab: vocab_lib.Vocab,
     *,
@@ -106,20 +129,23 @@ class Decoder:
     examples: Sequence[np.ndarray],
     collate: Callable[..., dict[str, np.ndarray]],
     memory_len: Callable[[np.ndarray], int] = len,
+    seed: int = 0,
   ) -> list[Hypotheses]:
     """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
     `memory_len(example)` is how many encoder memory steps (attention columns) an example has.
 
     Examples are decoded in order of length, so each batch holds inputs of similar length and its search stops
     at a similar output length; the results come back in the order given (a sentence's output does not depend on
-    its batch)."""
+    its batch). Sampling draws from `seed` (folded with the batch number): the same inputs and seed give the same
+    samples."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     out = [None] * len(examples)
     for start in range(0, len(order), self.batch_size):
       rows = order[start : start + self.batch_size]
       chunk = [examples[i] for i in rows]
       batch = collate(chunk, self.batch_size, self.src_len)
-      result = jax.device_get(self._predict(params, steps.shard_batch(batch)))
+      rng = jax.random.fold_in(jax.random.PRNGKey(seed), start // self.batch_size)
+      result = jax.device_get(self._predict(params, steps.shard_batch(batch), rng))
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[: len(chunk)] for x in result]
       for j, (i, example) in enumerate(zip(rows, chunk)):
         out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, : memory_len(example)] if attn else None)

@@ -26,7 +26,7 @@ class SeedRuns:
   def __init__(self, config, workdir: str, start_time: float, resume_step: int):
     self.num = config.num_seeds
     self.seeds = [config.seed + k for k in range(self.num)]
-    self.dirs = [workdir] if self.num == 1 else [os.path.join(workdir, f'seed_{s}') for s in self.seeds]
+    self.dirs = run_dirs(config, workdir)
     if self.num > 1 and jax.process_index() == 0:
       for seed, folder in zip(self.seeds, self.dirs):
         _write_seed_workdir(config, workdir, folder, seed)
@@ -44,6 +44,13 @@ class SeedRuns:
       mngr.wait_until_finished()
       mngr.close()
       writer.close()
+
+
+def run_dirs(config, workdir: str) -> list[str]:
+  """The workdir of each seed: the workdir itself, or workdir/seed_<s>/ with num_seeds > 1."""
+  if config.num_seeds == 1:
+    return [workdir]
+  return [os.path.join(workdir, f'seed_{config.seed + k}') for k in range(config.num_seeds)]
 
 
 def _write_seed_workdir(config, workdir: str, folder: str, seed: int) -> None:

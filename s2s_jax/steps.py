@@ -22,6 +22,7 @@ from s2s_jax import decode
 from s2s_jax import encoders
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
+from s2s_jax import sampling
 
 Batch = dict[str, jax.Array]
 
@@ -178,42 +179,78 @@ def eval_step(params, batch: Batch, *, model: models.Seq2Seq, axis_name: str | N
   return jax.lax.psum(sums, axis_name) if axis_name else sums
 
 
-def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: decode.DecodeOptions):
-  """Beam search (greedy when beam_size == 1): (token ids [B, K, max_len], scores [B, K][, attention]), best first.
+def ensemble_step_fn(models_: tuple, params: tuple, memories: tuple, attention: bool):
+  """The decoding step of one model, or of an ensemble: the mean of the models' log-probabilities (each model's
+  state carried in a tuple, reordered with the beams by the search). The auxiliary output is the first model's
+  attention, when asked."""
 
-  With options.return_attention, a third output holds each hypothesis' attention [B, K, max_len, S].
+  def step_fn(ids, states):
+    outs = [
+      m.apply({'params': p}, ids, s, mem, method=models.Seq2Seq.decode_step)
+      for m, p, mem, s in zip(models_, params, memories, states)
+    ]
+    if len(outs) == 1:
+      logits = outs[0][0]
+    else:
+      logits = jnp.mean(jnp.stack([jax.nn.log_softmax(out[0].astype(jnp.float32), axis=-1) for out in outs]), axis=0)
+    new_states = tuple(out[1] for out in outs)
+    return (logits, new_states, {'attention': new_states[0]['attention']}) if attention else (logits, new_states)
+
+  return step_fn
+
+
+def predict_step(
+  params, batch: Batch, rng: jax.Array | None = None, *, model, options: decode.DecodeOptions, axis_name=None
+):
+  """Beam search (greedy when beam_size == 1), or sampling with options.sample: (token ids [B, K, max_len],
+  scores [B, K][, attention]), best first (samples: in sample order; K = num_samples).
+
+  `model` and `params` may be tuples of the same length: an ensemble (steps.ensemble_step_fn). With
+  options.return_attention (beam search only), a third output holds each hypothesis' attention [B, K, max_len, S]
+  (the first model's). Sampling draws from `rng`, folded with the device index under a pmap (`axis_name`).
   """
   o = options
-  memory, state = model.apply({'params': params}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
-  memory_mask = memory.get('mask')  # the encoder memory's steps (audio and image encoders subsample the input)
-  memory = decode.expand_to_beams(memory, o.beam_size)
-
-  attention = o.return_attention or o.coverage_beta > 0
-
-  def step_fn(ids, dec_state):
-    logits, new_state = model.apply({'params': params}, ids, dec_state, memory, method=models.Seq2Seq.decode_step)
-    return (logits, new_state, {'attention': new_state['attention']}) if attention else (logits, new_state)
-
+  models_, params_ = (model, params) if isinstance(model, tuple) else ((model,), (params,))
+  encoded = [
+    m.apply({'params': p}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
+    for m, p in zip(models_, params_)
+  ]
+  memory_mask = encoded[0][0].get('mask')  # the encoder memory's steps (audio and image encoders subsample the input)
+  rows = o.num_samples if o.sample else o.beam_size
+  memories = tuple(decode.expand_to_beams(memory, rows) for memory, _ in encoded)
+  state = tuple(s for _, s in encoded)
+  attention = not o.sample and (o.return_attention or o.coverage_beta > 0)
+  step_fn = ensemble_step_fn(models_, params_, memories, attention)
   row_max_len = None
   if o.max_len_a > 0:
     src_tokens = batch['inputs_mask'].sum(axis=1) - 1  # EOS excluded
     row_max_len = jnp.clip(jnp.floor(o.max_len_a * src_tokens).astype(jnp.int32) + o.max_len_b, 1, o.max_len)
-  out = decode.beam_search(
-    step_fn,
-    state,
+  common = dict(
     batch_size=batch['inputs'].shape[0],
-    beam_size=o.beam_size,
     max_len=o.max_len,
     bos_id=data_lib.BOS_ID,
     eos_id=data_lib.EOS_ID,
     pad_id=data_lib.PAD_ID,
-    length_alpha=o.length_alpha,
     min_len=o.min_len,
     row_max_len=row_max_len,
+  )
+  if o.sample:
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    if axis_name:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    return sampling.sample(
+      step_fn, state, rng, num_samples=o.num_samples, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, **common
+    )
+  out = decode.beam_search(
+    step_fn,
+    state,
+    beam_size=o.beam_size,
+    length_alpha=o.length_alpha,
     no_repeat_ngram_size=o.no_repeat_ngram_size,
     coverage_beta=o.coverage_beta,
     source_mask=memory_mask if attention else None,
     return_aux=o.return_attention,
+    **common,
   )
   if o.return_attention:
     seqs, scores, aux = out
@@ -221,9 +258,11 @@ def predict_step(params, batch: Batch, *, model: models.Seq2Seq, options: decode
   return out
 
 
-def make_predict_fn(model: models.Seq2Seq, options: decode.DecodeOptions):
-  """The pmapped predict step (one compile per options and batch shape)."""
-  return jax.pmap(functools.partial(predict_step, model=model, options=options))
+def make_predict_fn(model, options: decode.DecodeOptions):
+  """The pmapped predict step (one compile per options and batch shape): (params, batch, rng) -> outputs; `model`
+  may be a tuple (an ensemble, with a tuple of parameter trees)."""
+  fn = functools.partial(predict_step, model=model, options=options, axis_name='batch')
+  return jax.pmap(fn, axis_name='batch', in_axes=(0, 0, None))
 
 
 class CompiledByShape:

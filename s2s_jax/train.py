@@ -134,7 +134,8 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
     state = checkpointing.restore_or_init(mngr, state, train_iter)
   first_step = int(np.max(state.step))
-  if first_step >= config.num_train_steps and workdir_lib.is_done(workdir):
+  stopped_early = _patience_exhausted(config, first_step, _best_steps_on_disk(seeds_lib.run_dirs(config, workdir)))
+  if (first_step >= config.num_train_steps or stopped_early) and workdir_lib.is_done(workdir):
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
     return
   workdir_lib.clear_done(workdir)
@@ -147,7 +148,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
   )
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
   evaluator = evaluation.Evaluator(model, data, config)
-  state = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption)
+  state, last_step = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption)
   if state is None:  # stopped with a checkpoint
     runs.close()
     return
@@ -156,7 +157,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
   logging.info(
     'Process %d: parameters at step %d have sha256 %s',
     jax.process_index(),
-    config.num_train_steps,
+    last_step,
     checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)),
   )
   mngr.wait_until_finished()
@@ -165,7 +166,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
       best_mngr.wait_until_finished()
     with preemption.immediate('during the test evaluation (a re-run redoes only the test evaluation)'):
       for k, folder in enumerate(runs.dirs):
-        evaluator.test(folder, config.num_train_steps, runs.writers[k])
+        evaluator.test(folder, last_step, runs.writers[k])
         workdir_lib.mark_done(folder)
   finally:
     runs.close()
@@ -173,9 +174,24 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
   workdir_lib.mark_done(workdir)
 
 
+def _best_steps_on_disk(dirs: list[str]) -> list[int | None]:
+  """The step in each seed's best/ (it keeps one), or None."""
+  steps_ = [[s for s, _, _ in checkpointing.saved_steps(d, params_only=True)] for d in dirs]
+  return [max(s) if s else None for s in steps_]
+
+
+def _patience_exhausted(config, step: int, best_steps: list[int | None]) -> bool:
+  """Early stopping (eval.patience = N > 0): at a validation step, every seed's best validation is at least N
+  validations old (validations run every eval_every_steps)."""
+  patience, every = config.eval.patience, config.eval_every_steps
+  if not patience or step <= 0 or any(b is None for b in best_steps):
+    return False
+  return all(step // every - b // every >= patience for b in best_steps)
+
+
 def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption):
-  """The training loop from first_step to num_train_steps; the final (replicated) state, or None when a signal
-  stopped it (after a checkpoint of the current step).
+  """The training loop from first_step to num_train_steps, or until early stopping (eval.patience); (the final
+  replicated state, its step), or (None, step) when a signal stopped it (after a checkpoint of the current step).
 
   At a step that both validates and checkpoints, validation (and the update of best/) comes first and the
   checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
@@ -186,6 +202,9 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   )
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   state = flax.jax_utils.replicate(state)
+  if _patience_exhausted(config, first_step, [m.best_step() for m in runs.best]):
+    logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, config.eval.patience)
+    return state, first_step
   progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
   for step in range(first_step + 1, config.num_train_steps + 1):
     state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
@@ -213,14 +232,26 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
         key = f'eval/{config.eval.metric}'
         if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
           checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
+      if not is_last and _patience_exhausted(config, step, [m.best_step() for m in runs.best]):
+        logging.warning(
+          'Early stopping at step %d: %d validations without a better eval/%s (eval.patience).',
+          step,
+          config.eval.patience,
+          config.eval.metric,
+        )
+        for writer in runs.writers:
+          writer.write_scalars(step, {'eval/stopped_early': 1.0})
+        is_last = True
     if step % config.checkpoint_every_steps == 0 or is_last:
       for best_mngr in runs.best:
         best_mngr.wait_until_finished()
       logging.info('Saving checkpoint %d.', step)
       checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
+    if is_last:
+      return state, step
     if preemption.requested:
       _stop_for_preemption(preemption, mngr, state, train_iter, step)
-      return None
+      return None, step
     if step % config.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
       tick, compile_at_tick = time.time(), p_train_step.seconds
-  return state
+  return state, first_step  # reached only when no step was left to train

@@ -26,15 +26,20 @@ from s2s_jax import inference
 from s2s_jax import plots
 from s2s_jax.data import raw_files
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', 'best, latest, or a step number.')
+_WORKDIR = flags.DEFINE_multi_string(
+  'workdir', None, 'A run directory written by s2s_jax.main; repeat it to decode with an ensemble.'
+)
+_CHECKPOINT = flags.DEFINE_string(
+  'checkpoint', 'best', 'best, latest, a step number, avg:K, avg:S1,S2,... or a folder.'
+)
+_SEED = flags.DEFINE_integer('seed', 0, 'With --sample: the random seed (same inputs and seed, same samples).')
 _N_BEST = flags.DEFINE_integer('n_best', 1, 'Hypotheses printed per input (at most the beam size).')
 _PRINT_SCORES = flags.DEFINE_bool('print_scores', False, 'Prefix each output line with its score and a TAB.')
 _INPUT = flags.DEFINE_string('input', '-', 'Input file (.gz accepted), or - for stdin.')
 _OUTPUT = flags.DEFINE_string('output', '-', 'Output file, or - for stdout.')
 _ATTENTION_DIR = flags.DEFINE_string('attention_dir', None, 'Write an attention heatmap per input line here.')
 _DECODE = {
-  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float}[kind](name, None, help_text)
+  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[kind](name, None, help_text)
   for name, kind, help_text in decode.FLAGS
 }
 flags.mark_flag_as_required('workdir')
@@ -49,7 +54,11 @@ def _format(hyps: inference.Hypotheses | None, n_best: int, print_scores: bool) 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
+  try:
+    runs = inference.load_all(_WORKDIR.value, _CHECKPOINT.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  run = runs[0]  # the first run's config, inputs and decode settings
   overrides = {name: holder.value for name, holder in _DECODE.items()}
   wants_attention = _ATTENTION_DIR.value is not None
   if wants_attention and run.config.model.attention in attention_lib.NO_ATTENTION:
@@ -57,8 +66,14 @@ def main(argv):
   options = decode.options(
     run.config.decode, run.config.data.max_tgt_len, return_attention=wants_attention, **overrides
   )
-  if not 1 <= _N_BEST.value <= options.beam_size:
+  if options.sample and wants_attention:
+    raise app.UsageError('--attention_dir draws the attention of beam search; it does not combine with --sample.')
+  if options.sample:
+    n_best = options.num_samples  # every sample, in sample order
+  elif not 1 <= _N_BEST.value <= options.beam_size:
     raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')
+  else:
+    n_best = _N_BEST.value
   lines = raw_files.read_lines(_INPUT.value)
   examples, where = [], []
   for i, line in enumerate(lines):
@@ -72,16 +87,16 @@ def main(argv):
       logging.warning('Input line %d is longer than data.max_src_len=%d steps; truncated.', i + 1, run.inputs.max_len)
     examples.append(example)
     where.append(i)
-  decoder = inference.Decoder(
-    run.model, options, run.tgt_vocab, src_len=run.inputs.max_len, batch_size=options.batch_size
-  )
+  model, params = inference.ensemble(runs)
+  decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=run.inputs.max_len, batch_size=options.batch_size)
+  memory_len = lambda x: len(run.memory_labels(x))
   results = (
-    decoder(flax.jax_utils.replicate(run.params), examples, run.inputs.collate, lambda x: len(run.memory_labels(x)))
+    decoder(flax.jax_utils.replicate(params), examples, run.inputs.collate, memory_len, seed=_SEED.value)
     if examples
     else []
   )
   by_line = dict(zip(where, results))
-  out = [text for i in range(len(lines)) for text in _format(by_line.get(i), _N_BEST.value, _PRINT_SCORES.value)]
+  out = [text for i in range(len(lines)) for text in _format(by_line.get(i), n_best, _PRINT_SCORES.value)]
   if _OUTPUT.value == '-':
     sys.stdout.write(''.join(line + '\n' for line in out))
   else:

@@ -189,5 +189,49 @@ class FailedSaveTest(absltest.TestCase):
     self.assertEqual(ocp.CheckpointManager(mngr.directory).all_steps(), [0])
 
 
+class AverageTest(absltest.TestCase):
+  def _workdir(self):
+    workdir = self.create_tempdir().full_path
+    self.trees = {}
+    for step in (10, 20, 30):
+      tree = {'a': np.full((2, 3), float(step), np.float32), 'b': {'c': np.arange(4, dtype=np.float32) * step}}
+      checkpointing.save_params(os.path.join(workdir, 'best'), step, tree)
+      self.trees[step] = tree
+    return workdir
+
+  def test_the_average_of_known_trees(self):
+    workdir = self._workdir()
+    mean, step = checkpointing.restore_params(workdir, 'avg:2')
+    self.assertEqual(step, 30)
+    np.testing.assert_allclose(mean['a'], np.full((2, 3), 25.0))
+    np.testing.assert_allclose(mean['b']['c'], np.arange(4) * 25.0)
+    mean, step = checkpointing.restore_params(workdir, 'avg:10,30')
+    np.testing.assert_allclose(mean['a'], np.full((2, 3), 20.0))
+    one, step = checkpointing.restore_params(workdir, 'avg:1')
+    jax.tree.map(np.testing.assert_array_equal, one, self.trees[30])  # one checkpoint: itself, exactly
+
+  def test_an_average_written_as_a_folder_reads_back(self):
+    workdir = self._workdir()
+    mean, step = checkpointing.average_params(workdir, '3')
+    checkpointing.save_params(os.path.join(workdir, 'averaged'), step, mean)
+    back, back_step = checkpointing.restore_params(workdir, 'averaged')
+    self.assertEqual(back_step, 30)
+    jax.tree.map(np.testing.assert_array_equal, back, mean)
+
+  def test_bad_requests_name_what_is_saved(self):
+    workdir = self._workdir()
+    with self.assertRaisesRegex(ValueError, r'avg:4: .* keeps 3 checkpoint steps \(\[10, 20, 30\]\)'):
+      checkpointing.restore_params(workdir, 'avg:4')
+    with self.assertRaisesRegex(ValueError, r'step\(s\) \[40\] not saved .* saved steps: \[10, 20, 30\]'):
+      checkpointing.restore_params(workdir, 'avg:10,40')
+    with self.assertRaisesRegex(ValueError, 'expected avg:K or avg:STEP1,STEP2'):
+      checkpointing.restore_params(workdir, 'avg:last')
+    checkpointing.save_params(os.path.join(workdir, 'best'), 40, {'a': np.zeros((3, 3), np.float32), 'b': {'c': 0}})
+    with self.assertRaisesRegex(ValueError, 'have different parameters'):
+      checkpointing.restore_params(workdir, 'avg:2')
+    with self.assertRaisesRegex(ValueError, 'or a folder of parameter checkpoints'):
+      checkpointing.restore_params(workdir, 'nowhere')
+
+
 if __name__ == '__main__':
   absltest.main()

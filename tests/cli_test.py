@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import testutil
+from s2s_jax import config_lib
 from s2s_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +49,13 @@ class CliTest(absltest.TestCase):
     config.num_train_steps = 60
     config.eval_every_steps = 20
     train.train_and_evaluate(config, cls.workdir)
+    # A run with other vocabularies (the copy task), for the ensemble check.
+    cls.copy_workdir = os.path.join(root, 'copy_run')
+    family = config_lib.import_beside(os.path.join(testutil.ROOT, 'experiments', 'tasks', 'copy.py'), '_family.py')
+    copy = family.task_config('copy', 'size=tiny')
+    copy.data.data_dir = os.path.join(root, 'cli_data')
+    copy.num_train_steps = 20
+    train.train_and_evaluate(copy, cls.copy_workdir)
 
   def _write(self, name: str, lines: list[str]) -> str:
     path = os.path.join(self.create_tempdir().full_path, name)
@@ -174,6 +182,91 @@ class CliTest(absltest.TestCase):
     result = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', f'--source_file={source}', f'--reference_file={ref}')
     self.assertNotEqual(result.returncode, 0)
     self.assertIn('has 9 lines but', result.stderr)
+
+  def test_sampling_from_the_command_line(self):
+    """--sample: num_samples consecutive lines per input, the same for a seed, others for another seed."""
+    lines = 'le 3 mars 1998\n\nMarch 3, 1998\n'
+    sample = lambda seed: _run(
+      's2s_jax.translate',
+      f'--workdir={self.workdir}',
+      '--sample',
+      '--num_samples=4',
+      '--temperature=3.0',
+      f'--seed={seed}',
+      '--print_scores',
+      stdin=lines,
+    )
+    first, again, other = sample(1), sample(1), sample(2)
+    for result in (first, again, other):
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    out = first.stdout.splitlines()
+    self.assertLen(out, 3 * 4)
+    self.assertEqual(out[4:8], ['nan\t'] * 4)  # the empty line
+    self.assertEqual(first.stdout, again.stdout)
+    self.assertNotEqual(first.stdout, other.stdout)
+    with_attention = _run(
+      's2s_jax.translate', f'--workdir={self.workdir}', '--sample', '--attention_dir=/tmp/x', stdin=lines
+    )
+    self.assertNotEqual(with_attention.returncode, 0)
+    self.assertIn('does not combine with --sample', with_attention.stderr)
+
+  def test_an_ensemble_of_a_model_with_itself_decodes_as_the_model(self):
+    lines = '\n'.join(_DATES) + '\n'
+    single = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--beam_size=3', '--print_scores', stdin=lines)
+    both = _run(
+      's2s_jax.translate',
+      f'--workdir={self.workdir}',
+      f'--workdir={self.workdir}',
+      '--beam_size=3',
+      '--print_scores',
+      stdin=lines,
+    )
+    self.assertEqual(single.returncode, 0, single.stderr[-3000:])
+    self.assertEqual(both.returncode, 0, both.stderr[-3000:])
+    split = lambda out: [line.split('\t', 1) for line in out.splitlines()]
+    for (score_a, text_a), (score_b, text_b) in zip(split(single.stdout), split(both.stdout), strict=True):
+      self.assertEqual(text_a, text_b)
+      self.assertAlmostEqual(float(score_a), float(score_b), places=4)
+    result = _run(
+      's2s_jax.evaluate', f'--workdir={self.workdir}', f'--workdir={self.workdir}', '--split=test', '--beam_size=3'
+    )
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(self.workdir, 'eval_ensemble_test.json')) as f:
+      self.assertEqual(json.load(f)['num_sentences'], 200)
+
+  def test_an_ensemble_with_another_vocabulary_is_refused(self):
+    result = _run('s2s_jax.translate', f'--workdir={self.workdir}', f'--workdir={self.copy_workdir}', stdin='1 2\n')
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn('An ensemble needs one vocabulary per side', result.stderr)
+    self.assertIn('vocab.src.json differs', result.stderr)
+
+  def test_checkpoint_averaging(self):
+    """avg:1 is the newest checkpoint itself; the script writes an average every command loads; bad requests fail
+    naming the saved steps."""
+    latest = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=latest', '--name=l')
+    avg1 = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=avg:1', '--name=a1')
+    for result in (latest, avg1):
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    scores = {}
+    for name in ('l', 'a1'):
+      with open(os.path.join(self.workdir, f'eval_{name}.json')) as f:
+        scores[name] = json.load(f)
+      with open(os.path.join(self.workdir, f'eval_{name}.hyp.txt')) as f:
+        scores[name]['hyps'] = f.read()
+    for key in ('hyps', 'bleu', 'exact_match', 'checkpoint_step'):
+      self.assertEqual(scores['l'][key], scores['a1'][key], key)
+    output = os.path.join(self.create_tempdir().full_path, 'avg')
+    script = os.path.join(testutil.ROOT, 'scripts', 'average_checkpoints.py')
+    made = testutil.run(script, f'--workdir={self.workdir}', '--last=2', f'--output={output}')
+    self.assertEqual(made.returncode, 0, made.stderr[-3000:])
+    used = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', f'--checkpoint={output}', '--name=av')
+    self.assertEqual(used.returncode, 0, used.stderr[-3000:])
+    too_many = testutil.run(script, f'--workdir={self.workdir}', '--last=9', f'--output={output}2')
+    self.assertNotEqual(too_many.returncode, 0)
+    self.assertRegex(too_many.stderr, r'avg:9: .* keeps \d checkpoint steps \(\[')
+    missing = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--checkpoint=avg:60,999', stdin='x\n')
+    self.assertNotEqual(missing.returncode, 0)
+    self.assertIn('step(s) [999] not saved', missing.stderr)
 
 
 if __name__ == '__main__':

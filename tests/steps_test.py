@@ -148,6 +148,38 @@ class TrainStepTest(parameterized.TestCase):
     self.assertGreater(float(smooth), float(plain))
     self.assertAlmostEqual(float(nll), float(nll_smooth), places=6)
 
+  def test_ensembles_and_sampling_in_the_predict_step(self):
+    """An ensemble of one model decodes as the model; a model with itself gives the same hypotheses (the mean of
+    equal log-probabilities); sampling is reproducible for a key, with num_samples rows per input."""
+    model = _model(attention='luong', attention_score='general', input_feeding=True, cell='lstm')
+    params = steps.create_train_state(jax.random.PRNGKey(3), model, optax.sgd(0.1), 9, 6).params
+    other = steps.create_train_state(jax.random.PRNGKey(4), model, optax.sgd(0.1), 9, 6).params
+    batch = _ragged_batch(batch_size=8, seed=1)
+    beam = decode.DecodeOptions(beam_size=3, max_len=7, length_alpha=0.6)
+    compiled = {}
+
+    def predict(m, p, o, rng=None):
+      key = (tuple(map(id, m)) if isinstance(m, tuple) else id(m), o)
+      if key not in compiled:
+        compiled[key] = jax.jit(functools.partial(steps.predict_step, model=m, options=o))
+      return compiled[key](p, batch, rng)
+
+    seqs, scores = predict(model, params, beam)
+    for m, p in (((model,), (params,)), ((model, model), (params, params))):
+      seqs_e, scores_e = predict(m, p, beam)
+      np.testing.assert_array_equal(seqs_e, seqs)
+      np.testing.assert_allclose(scores_e, scores, atol=1e-4)
+    seqs_2, _ = predict((model, model), (params, other), beam)
+    self.assertFalse(np.array_equal(seqs_2, seqs))  # a second model changes the search
+    sample = decode.DecodeOptions(sample=True, num_samples=4, max_len=7, temperature=2.0)
+    a, score_a = predict(model, params, sample, jax.random.PRNGKey(1))
+    b, _ = predict(model, params, sample, jax.random.PRNGKey(1))
+    c, _ = predict(model, params, sample, jax.random.PRNGKey(2))
+    self.assertEqual(a.shape, (8, 4, 7))
+    np.testing.assert_array_equal(a, b)
+    self.assertFalse(np.array_equal(a, c))
+    self.assertTrue(np.all(score_a <= 0))
+
 
 _GOLDEN_FIRST_LOSS = 2.7833
 

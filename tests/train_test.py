@@ -235,6 +235,26 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'data.batch_size=12 must be a multiple of the device count 8'):
       train.train_and_evaluate(config, self.create_tempdir().full_path)
 
+  def test_early_stopping_ends_the_run_and_a_rerun_keeps_it(self):
+    """eval.patience=1 with a frozen model (learning rate 0): validation at step 10 is the best, step 20 brings no
+    improvement, so training stops there (checkpoint 20, the reason in metrics.jsonl), the best checkpoint is tested
+    and the run is DONE; running it again does nothing."""
+    workdir = self.create_tempdir().full_path
+    config = _tiny_config(self.create_tempdir().full_path, eval_every_steps=10, checkpoint_every_steps=10)
+    config.optim.learning_rate = 0.0
+    config.eval.patience = 1
+    train.train_and_evaluate(config, workdir)
+    self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
+    records = _records(workdir)
+    self.assertEqual([r['step'] for r in records if 'eval/stopped_early' in r], [20])
+    self.assertLessEqual(max(r['step'] for r in records if 'train/loss' in r), 20)
+    with open(os.path.join(workdir, 'eval_test.json')) as f:
+      self.assertEqual(json.load(f)['checkpoint_step'], 10)
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'DONE')))
+    train.train_and_evaluate(config, workdir)
+    self.assertEqual(_records(workdir), records)
+    self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
+
 
 if __name__ == '__main__':
   absltest.main()
