@@ -21,6 +21,8 @@ from s2s_jax.data import vocab as vocab_lib
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adadelta')
 SCHEDULES = ('constant', 'rsqrt', 'halving', 'cosine')
+TEACHER_FORCING = ('constant', 'linear', 'exponential', 'inverse_sigmoid')
+_DECAY_K = {'linear': '> 0 (the decrease per step)', 'exponential': 'in (0, 1)', 'inverse_sigmoid': '>= 1'}
 LEN_POLICIES = ('filter', 'truncate')
 METRICS = (
   'loss',
@@ -142,6 +144,9 @@ RANGES = {
   'optim.grad_accum_steps': (1, 1_000_000, False, False),
   'optim.coverage_loss_weight': (0.0, 1000.0, False, False),
   'optim.doubly_stochastic_weight': (0.0, 1000.0, False, False),
+  'optim.teacher_forcing_ratio': (0.0, 1.0, False, False),
+  'optim.teacher_forcing_k': (0.0, 1e9, False, False),
+  'optim.teacher_forcing_floor': (0.0, 1.0, False, False),
   'decode.beam_size': (1, 1000, False, False),
   'decode.length_alpha': (0.0, 10.0, False, False),
   'decode.max_len': (0, 100_000, False, False),
@@ -229,6 +234,14 @@ def _check_optim(o: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> 
       f"optim.momentum={o.momentum} applies to optim.optimizer=sgd only (Adam's is optim.b1); with "
       f'{o.optimizer!r} it would do nothing. Use sgd, or set momentum=0.'
     )
+  _check_choice('optim.teacher_forcing', o.teacher_forcing, TEACHER_FORCING)
+  k, decay = o.teacher_forcing_k, o.teacher_forcing
+  if (
+    (decay == 'linear' and k <= 0)
+    or (decay == 'exponential' and not 0 < k < 1)
+    or (decay == 'inverse_sigmoid' and k < 1)
+  ):
+    raise ValueError(f'optim.teacher_forcing={decay!r} needs optim.teacher_forcing_k {_DECAY_K[decay]}, got {k}.')
   if o.schedule == 'halving' and o.decay_every_steps <= 0:
     raise ValueError('optim.schedule=halving needs optim.decay_every_steps > 0.')
   if d.batch_size % o.grad_accum_steps:

@@ -124,6 +124,14 @@ def base_config() -> ml_collections.ConfigDict:
       skip_nonfinite=False,  # skip (and count) updates with a non-finite loss or gradient instead of stopping
       coverage_loss_weight=0.0,  # See et al. 2017: + weight x sum_i min(a_t, c_t) per target token (needs coverage)
       doubly_stochastic_weight=0.0,  # Xu et al. 2015: + weight x sum_i (1 - sum_t a_t[i])^2 per example
+      # Scheduled sampling (Bengio et al. 2015): the probability that a decoder step is fed the reference token
+      # (else the model's own prediction): constant | linear | exponential | inverse_sigmoid over training steps.
+      teacher_forcing='constant',
+      teacher_forcing_ratio=1.0,  # constant: the ratio (1: plain teacher forcing); linear: the ratio at step 0
+      teacher_forcing_k=0.0,  # linear: decrease per step; exponential: ratio k ** step (0 < k < 1);
+      # inverse_sigmoid: k / (k + exp(step / k)) (k >= 1)
+      teacher_forcing_floor=0.0,  # the decays never go below this ratio
+      scheduled_sampling_sample=False,  # feed a sample of the model's distribution instead of its argmax
     )
   )
   c.decode = ml_collections.ConfigDict(decode.config_defaults())  # decode.DecodeOptions documents each field

@@ -14,6 +14,7 @@ explicit masks (1 for real steps, contiguous from the start); how a source becom
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -182,6 +183,35 @@ _SCAN_DECODER = {
 }
 
 
+def _sampled_scan_body(cell: decoder_lib.DecoderCell, carry, xs, memory, ratio, *, sample: bool, train: bool):
+  """One decoder step of scheduled sampling: the input is the reference token where this step's coin is below
+  `ratio`, else the token the model predicted at the step before (argmax, or a sample), PAD never; the
+  vocabulary projection runs inside the step, since the next input depends on it."""
+  state, predicted = carry
+  reference, coin, key, masks = xs
+  ids = jnp.where(coin < ratio, reference, predicted)
+  emb = cell.dropout(cell.embed(ids), deterministic=not train)
+  state, (out, attn) = cell.step(state, (cell.project_embedding(emb), emb, masks), memory)
+  logits = cell.readout(out, train=train, emb=emb, attn=attn, memory=memory)
+  scores = jax.lax.stop_gradient(logits).at[:, data.PAD_ID].set(-jnp.inf)
+  predicted = jax.random.categorical(key[0], scores) if sample else jnp.argmax(scores, axis=-1)
+  return (state, predicted.astype(ids.dtype)), (logits, attn)
+
+
+# (sample, train) -> the scheduled-sampling decoder scanned over the target
+_SCAN_SAMPLED = {
+  (sample, train): nn.scan(
+    functools.partial(_sampled_scan_body, sample=sample, train=train),
+    variable_broadcast='params',
+    split_rngs={'params': False, 'dropout': True},
+    in_axes=(1, nn.broadcast, nn.broadcast),
+    out_axes=1,
+  )
+  for sample in (False, True)
+  for train in (False, True)
+}
+
+
 class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
 
@@ -259,9 +289,21 @@ class Seq2Seq(nn.Module):
     return (out.logits, out.attention) if return_attention else out.logits
 
   def teacher_forcing(
-    self, inputs: jax.Array, inputs_mask: jax.Array, targets: jax.Array, *, train: bool = False
+    self,
+    inputs: jax.Array,
+    inputs_mask: jax.Array,
+    targets: jax.Array,
+    *,
+    train: bool = False,
+    ratio: jax.Array | None = None,
+    sample: bool = False,
   ) -> 'TeacherForced':
     """The decoder fed the reference: logits, attention weights and the memory's mask.
+
+    With a teacher-forcing `ratio` (scheduled sampling, Bengio et al. 2015), each step is fed the reference token
+    with that probability (per token; coins drawn from the 'dropout' rng) and otherwise the model's own prediction
+    of the step before (its argmax, or with `sample` a draw from it): a scan of whole decoder steps, gradients not
+    flowing through the choice. ratio=None is plain teacher forcing with its fast paths.
 
     With cfg.pointer_generator the "logits" are the log-probabilities of the mixed distribution (already normalised,
     so every consumer that applies log_softmax gets them back unchanged).
@@ -269,6 +311,15 @@ class Seq2Seq(nn.Module):
     memory, state = self.encode(inputs, inputs_mask, train=train)
     batch_size, length = targets.shape
     masks = self.decoder.dropout_masks(batch_size, length, train)
+    if ratio is not None:
+      key_coins, key_draws = jax.random.split(self.make_rng('dropout'))
+      coins = jax.random.uniform(key_coins, (batch_size, length))
+      # One key per step (the same in every row: categorical draws rows independently), time on axis 1 as scanned.
+      keys = jnp.broadcast_to(jax.random.split(key_draws, length)[None], (batch_size, length, 2))
+      start = jnp.full((batch_size,), data.BOS_ID, targets.dtype)
+      xs = (shift_right(targets), coins, keys, masks)
+      _, (logits, attn) = _SCAN_SAMPLED[sample, train](self.decoder, (state, start), xs, memory, ratio)
+      return TeacherForced(logits, attn, memory.get('mask'))
     if self.decoder.layerwise:  # time-major from the embedding on, as the RNN layers run
       emb_TxBxE = self.dropout(self.decoder.embed(shift_right(targets).T), deterministic=not train)
       outs, attn = self.decoder.all_steps(state, emb_TxBxE, masks, memory)

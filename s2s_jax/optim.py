@@ -1,5 +1,6 @@
 """Optimizers and learning-rate schedules from `config.optim` (CONVENTIONS §3)."""
 
+import jax.numpy as jnp
 import optax
 
 
@@ -21,6 +22,23 @@ def make_schedule(o, num_train_steps: int) -> optax.Schedule:
   if not warmup:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+
+
+def make_teacher_forcing(o) -> optax.Schedule | None:
+  """The teacher-forcing ratio by training step (Bengio et al. 2015's schedules), or None for plain teacher
+  forcing (constant ratio 1: the teacher-forced fast paths, exactly as without scheduled sampling)."""
+  ratio, k, floor = o.teacher_forcing_ratio, o.teacher_forcing_k, o.teacher_forcing_floor
+  if o.teacher_forcing == 'constant':
+    return None if ratio == 1.0 else (lambda step: jnp.full((), ratio, jnp.float32))
+  if o.teacher_forcing == 'linear':
+    decay = lambda step: ratio - k * step
+  elif o.teacher_forcing == 'exponential':
+    decay = lambda step: k ** jnp.asarray(step, jnp.float32)
+  elif o.teacher_forcing == 'inverse_sigmoid':
+    decay = lambda step: k / (k + jnp.exp(jnp.asarray(step, jnp.float32) / k))
+  else:
+    raise ValueError(f'Unknown optim.teacher_forcing {o.teacher_forcing!r}.')
+  return lambda step: jnp.clip(jnp.asarray(decay(step), jnp.float32), floor, 1.0)
 
 
 def make_optimizer(o, num_train_steps: int) -> optax.GradientTransformation:

@@ -92,15 +92,19 @@ def _loss_and_sums(
   label_smoothing: float,
   coverage_loss_weight: float = 0.0,
   doubly_stochastic_weight: float = 0.0,
+  teacher_forcing_ratio: jax.Array | None = None,
+  scheduled_sampling_sample: bool = False,
 ):
   """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed) and the
-  logged sums (plain NLL)."""
+  logged sums (plain NLL). A `teacher_forcing_ratio` trains with scheduled sampling (Seq2Seq.teacher_forcing)."""
   out = apply_fn(
     {'params': params},
     batch['inputs'],
     batch['inputs_mask'],
     batch['targets'],
     train=True,
+    ratio=teacher_forcing_ratio,
+    sample=scheduled_sampling_sample,
     rngs={'dropout': rng},
     method=models.Seq2Seq.teacher_forcing,
   )
@@ -122,20 +126,27 @@ def train_step(
   skip_nonfinite: bool = False,
   coverage_loss_weight: float = 0.0,
   doubly_stochastic_weight: float = 0.0,
+  teacher_forcing=None,
+  scheduled_sampling_sample: bool = False,
   axis_name: str | None = 'batch',
 ) -> tuple[TrainState, metrics_lib.Metrics]:
   """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
 
   The sums are also added to `state.log_sums`, with an on-device finite flag: the first step whose loss or gradient
   is not finite is recorded, and with `skip_nonfinite` such an update leaves parameters and optimizer state as
-  they were (and is counted).
+  they were (and is counted). `teacher_forcing` (optim.make_teacher_forcing: step -> ratio, or None) turns on
+  scheduled sampling.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
   grad_fn = jax.grad(
     functools.partial(
-      _loss_and_sums, coverage_loss_weight=coverage_loss_weight, doubly_stochastic_weight=doubly_stochastic_weight
+      _loss_and_sums,
+      coverage_loss_weight=coverage_loss_weight,
+      doubly_stochastic_weight=doubly_stochastic_weight,
+      teacher_forcing_ratio=None if teacher_forcing is None else teacher_forcing(state.step),
+      scheduled_sampling_sample=scheduled_sampling_sample,
     ),
     has_aux=True,
   )

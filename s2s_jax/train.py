@@ -36,6 +36,8 @@ def train_step_fn(config: ml_collections.ConfigDict):
     skip_nonfinite=o.skip_nonfinite,
     coverage_loss_weight=o.coverage_loss_weight,
     doubly_stochastic_weight=o.doubly_stochastic_weight,
+    teacher_forcing=optim.make_teacher_forcing(o),
+    scheduled_sampling_sample=o.scheduled_sampling_sample,
   )
   return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None))
 
@@ -61,6 +63,7 @@ def _log_train(
   last_checkpoint: int | None,
   skip_nonfinite: bool,
   compile_s: float,
+  teacher_forcing: float | None = None,
 ) -> None:
   """Writes the train/* metrics summed on device since the last log (pulling them is the loop's only host sync)."""
   sums = {k: float(v) for k, v in log_sums.items()}
@@ -81,6 +84,8 @@ def _log_train(
   )
   if skip_nonfinite:
     scalars['train/skipped_updates'] = sums['skipped']
+  if teacher_forcing is not None:  # scheduled sampling: the ratio of the last step
+    scalars['train/teacher_forcing_ratio'] = teacher_forcing
   writer.write_scalars(step, scalars)
   logging.info('%s', progress.line(step, compile_s))
 
@@ -201,6 +206,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
     jax.pmap(train_step_fn(config), axis_name='batch', donate_argnums=(0,)), 'train step'
   )
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
+  tf_schedule = optim.make_teacher_forcing(config.optim)
   state = flax.jax_utils.replicate(state)
   if _patience_exhausted(config, first_step, [m.best_step() for m in runs.best]):
     logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, config.eval.patience)
@@ -222,6 +228,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
           mngr.latest_step(),
           config.optim.skip_nonfinite,
           p_train_step.seconds,
+          None if tf_schedule is None else float(tf_schedule(step - 1)),
         )
       state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
     if step % config.eval_every_steps == 0 or is_last:

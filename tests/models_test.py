@@ -279,5 +279,87 @@ class ModelTest(parameterized.TestCase):
     np.testing.assert_allclose(logits, reference, atol=0.15 * float(jnp.abs(reference).max()))
 
 
+class ScheduledSamplingTest(parameterized.TestCase):
+  """Seq2Seq.teacher_forcing with a teacher-forcing ratio (Bengio et al. 2015)."""
+
+  @parameterized.named_parameters(
+    ('none_init', dict(attention='none_init')),
+    ('none_concat', dict(attention='none_concat', context_to_output=True, embed_to_output=True)),
+    ('bahdanau_gru', dict(attention='bahdanau', attention_score='additive', cell='gru')),
+    ('luong_feed', dict(attention='luong', attention_score='general', input_feeding=True, embed_to_output=True)),
+    ('coverage', dict(attention='bahdanau', attention_score='additive', coverage=True)),
+  )
+  def test_ratio_one_is_teacher_forcing(self, kw):
+    """The scan of whole steps at ratio 1 gives the teacher-forced logits, loss and gradients."""
+    model = models.Seq2Seq(_config(**kw))
+    inputs, mask, targets = _batch()
+    variables = _random_variables(model, inputs, mask, targets)
+    rngs = {'dropout': jax.random.PRNGKey(5)}
+    tf = lambda v, **r: model.apply(v, inputs, mask, targets, rngs=rngs, method=models.Seq2Seq.teacher_forcing, **r)
+    plain, sampled = tf(variables), tf(variables, ratio=jnp.float32(1.0))
+    np.testing.assert_allclose(sampled.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    if plain.attention is not None:
+      np.testing.assert_allclose(sampled.attention, plain.attention, atol=1e-6)
+    loss = lambda v, **r: jnp.mean(jax.nn.log_softmax(tf(v, **r).logits) * jax.nn.one_hot(targets, 13))
+    g_plain = jax.grad(loss)(variables)
+    g_sampled = jax.grad(lambda v: loss(v, ratio=jnp.float32(1.0)))(variables)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), g_sampled, g_plain)
+
+  @parameterized.parameters('bahdanau', 'luong', 'none_concat')
+  def test_ratio_zero_feeds_the_greedy_decoders_own_prefixes(self, flow):
+    """At ratio 0 every step reads the model's previous argmax: the argmax of each step is greedy decoding's
+    token (beam_search with beam 1), up to its EOS."""
+    from s2s_jax import decode  # pylint: disable=g-import-not-at-top
+    from s2s_jax import steps  # pylint: disable=g-import-not-at-top
+
+    kw = dict(attention=flow, attention_score='additive' if flow == 'bahdanau' else 'general')
+    model = models.Seq2Seq(_config(**kw))
+    inputs, mask, targets = _batch(1)
+    variables = _random_variables(model, inputs, mask, targets, seed=3)
+    out = model.apply(
+      variables,
+      inputs,
+      mask,
+      targets,
+      ratio=jnp.float32(0.0),
+      rngs={'dropout': jax.random.PRNGKey(0)},
+      method=models.Seq2Seq.teacher_forcing,
+    )
+    own = np.asarray(out.logits.at[..., 0].set(-jnp.inf).argmax(-1))
+    options = decode.DecodeOptions(beam_size=1, max_len=T, length_alpha=0.0)
+    batch = {'inputs': inputs, 'inputs_mask': mask}
+    greedy, _ = steps.predict_step(variables['params'], batch, model=model, options=options)
+    greedy = np.asarray(greedy[:, 0])
+    for b in range(B):
+      n = int(np.argmax(greedy[b] == 3)) + 1 if (greedy[b] == 3).any() else T
+      np.testing.assert_array_equal(own[b, :n], greedy[b, :n])
+
+  def test_schedules(self):
+    from s2s_jax import config_lib  # pylint: disable=g-import-not-at-top
+    from s2s_jax import config_checks  # pylint: disable=g-import-not-at-top
+    from s2s_jax import optim  # pylint: disable=g-import-not-at-top
+
+    o = config_lib.base_config().optim
+    self.assertIsNone(optim.make_teacher_forcing(o))  # ratio 1: plain teacher forcing, its fast paths
+    o.update(teacher_forcing='linear', teacher_forcing_ratio=1.0, teacher_forcing_k=0.1, teacher_forcing_floor=0.2)
+    schedule = optim.make_teacher_forcing(o)
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 20)], [1.0, 0.5, 0.2], atol=1e-6)
+    o.update(teacher_forcing='exponential', teacher_forcing_k=0.5, teacher_forcing_floor=0.0)
+    np.testing.assert_allclose(float(optim.make_teacher_forcing(o)(3)), 0.125, atol=1e-6)
+    o.update(teacher_forcing='inverse_sigmoid', teacher_forcing_k=10.0)
+    np.testing.assert_allclose(float(optim.make_teacher_forcing(o)(0)), 10 / 11, atol=1e-6)
+    for fields, message in (
+      (dict(teacher_forcing_ratio=1.5), r'optim.teacher_forcing_ratio must be in \[0.0, 1.0\]'),
+      (dict(teacher_forcing='linear', teacher_forcing_k=0.0), "teacher_forcing='linear' needs .* > 0"),
+      (dict(teacher_forcing='exponential', teacher_forcing_k=1.0), 'needs optim.teacher_forcing_k in \\(0, 1\\)'),
+      (dict(teacher_forcing='inverse_sigmoid', teacher_forcing_k=0.5), 'needs optim.teacher_forcing_k >= 1'),
+      (dict(teacher_forcing='cosine'), "optim.teacher_forcing='cosine' is not one of"),
+    ):
+      config = config_lib.base_config()
+      config.optim.update(fields)
+      with self.assertRaisesRegex(ValueError, message):
+        config_checks.validate(config)
+
+
 if __name__ == '__main__':
   absltest.main()
