@@ -466,6 +466,65 @@ def decoding_markdown(runs: list[dict], evaluations: list[dict]) -> list[str]:
   return lines
 
 
+def study_markdown(root: str, fig_dir: str) -> list[str]:
+  """The Optuna study of a scripts/tune.py root: the trials (parameters, value, state, wall time), the best trial's
+  command, the parameter importances and the optimization history (figures/study_*.png)."""
+  import optuna  # pylint: disable=g-import-not-at-top
+  from optuna.visualization import matplotlib as optuna_plots  # pylint: disable=g-import-not-at-top
+
+  info = _read(os.path.join(root, 'study.json'))
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  study = optuna.load_study(study_name=info['study_name'], storage=info['storage'])
+  trials = study.get_trials(deepcopy=False)
+  names = sorted({p for t in trials for p in t.params})
+  lines = [
+    f'## Search `{info["space"]}`: {info["metric"]} ({info["direction"]})',
+    '',
+    f'{len(trials)} trials in `{info["storage"]}` (study `{study.study_name}`; live view: '
+    f'`optuna-dashboard {info["storage"]}`).',
+    '',
+    '| trial | ' + ' | '.join(names) + f' | best {info["metric"]} | state | wall time (s) |',
+    '|---:|' + '---|' * len(names) + '---:|---|---:|',
+  ]
+  for t in trials:
+    value = f'{t.value:.4g}' if t.value is not None else ''
+    wall = f'{t.user_attrs["wall_s"]:.0f}' if 'wall_s' in t.user_attrs else ''
+    params = ' | '.join(
+      f'{t.params[n]:.4g}' if isinstance(t.params.get(n), float) else str(t.params.get(n, '')) for n in names
+    )
+    lines.append(f'| {t.number} | {params} | {value} | {t.state.name.lower()} | {wall} |')
+  complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+  if complete:
+    best = study.best_trial
+    lines += [
+      '',
+      f'Best: trial {best.number}, {info["metric"]} = {best.value:.4g}:',
+      '',
+      '```bash',
+      f'python {best.user_attrs.get("command", "")}',
+      '```',
+      '',
+    ]
+    figures = []
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    plots = [('study_history.png', optuna_plots.plot_optimization_history)]
+    if len(complete) >= 2 and names:
+      plots.append(('study_importances.png', optuna_plots.plot_param_importances))
+    for name, plot in plots:
+      ax = plot(study)
+      ax.figure.set_size_inches(7, 4.5)
+      ax.figure.tight_layout()
+      ax.figure.savefig(os.path.join(fig_dir, name), dpi=90)
+      plt.close(ax.figure)
+      figures.append(f'![{name}](figures/{name})')
+    lines += figures + ['']
+  return lines
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -506,6 +565,9 @@ def main(argv):
   ]
   if unfinished:
     lines += [f'**Warning:** unfinished runs (no DONE), left out of everything below: {", ".join(unfinished)}.', '']
+  if os.path.exists(os.path.join(root, 'study.json')):
+    os.makedirs(os.path.join(root, 'figures'), exist_ok=True)
+    lines += study_markdown(root, os.path.join(root, 'figures'))
   if variants:
     firsts = {v: rs[0] for v, rs in variants.items()}
     base_variant, base = resolve_baseline(_BASELINE.value, runs, firsts)

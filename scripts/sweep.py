@@ -15,26 +15,19 @@ sweep for scripts/report.py.
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 
 from absl import app
 from absl import flags
-import submitit
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
+import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file and optional arg: experiments/sweeps/NAME.py[:size=small].')
-_ROOT = flags.DEFINE_string('root', None, 'One run directory per point goes here.')
-_EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where runs execute.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at the same time (local executor).')
-_PARTITION = flags.DEFINE_string('partition', None, 'SLURM partition.')
-_TIME = flags.DEFINE_integer('time', 240, 'SLURM time limit per run, minutes.')
-_GPUS = flags.DEFINE_integer('gpus', 1, 'SLURM GPUs per run.')
 flags.mark_flags_as_required(['sweep', 'root'])
 
 
@@ -74,34 +67,17 @@ def run_evaluations(root: str, runs: list[dict], evaluations: list[dict]) -> lis
         f'--name={name}',
         *(f'--{k}={v}' for k, v in flags_.items()),
       ]
-      if run_one(cmd, os.path.join(root, f'{run["name"]}.log')):
+      if launch.run_one(cmd, os.path.join(root, f'{run["name"]}.log')):
         failed.append(f'{run["name"]}:{name}')
       print(f'{run["name"]}: eval_{name}.json', flush=True)
   return failed
-
-
-def run_one(cmd: list[str], log_path: str) -> int:
-  """The job: one training run as a subprocess, its output appended to log_path."""
-  with open(log_path, 'a', encoding='utf-8') as log:
-    return subprocess.run(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-
-
-def _executor(root: str) -> submitit.Executor:
-  executor = submitit.AutoExecutor(folder=os.path.join(root, '.submitit'), cluster=_EXECUTOR.value)
-  if _EXECUTOR.value == 'slurm':
-    executor.update_parameters(
-      slurm_partition=_PARTITION.value, timeout_min=_TIME.value, gpus_per_node=_GPUS.value, slurm_signal_delay_s=120
-    )
-  else:
-    executor.update_parameters(timeout_min=_TIME.value)
-  return executor
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config, arg, points, evaluations = load_sweep(_SWEEP.value)
-  root = os.path.abspath(_ROOT.value)
+  root = os.path.abspath(launch.ROOT.value)
   os.makedirs(root, exist_ok=True)
   keys = sweep_lib.varying_keys(points)
   runs = [{'name': sweep_lib.run_name(p, keys), 'overrides': p} for p in points]
@@ -130,10 +106,10 @@ def main(argv):
     f'{len(runs)} runs, {len(runs) - len(todo) - len(held)} already DONE, {len(todo)} to run'
     + (f', {len(held)} skipped (in use by another process).' if held else '.')
   )
-  executor, results, pending = _executor(root), {}, list(todo)
+  executor, results, pending = launch.executor(root), {}, list(todo)
   active = []
   while pending or active:
-    while pending and (len(active) < _PARALLEL.value or _EXECUTOR.value == 'slurm'):
+    while pending and (len(active) < launch.PARALLEL.value or launch.EXECUTOR.value == 'slurm'):
       run = pending.pop(0)
       cmd = [
         sys.executable,
@@ -143,7 +119,7 @@ def main(argv):
         f'--workdir={os.path.join(root, run["name"])}',
         *sweep_lib.override_flags(run['overrides']),
       ]
-      active.append((run['name'], executor.submit(run_one, cmd, os.path.join(root, f'{run["name"]}.log'))))
+      active.append((run['name'], executor.submit(launch.run_one, cmd, os.path.join(root, f'{run["name"]}.log'))))
     time.sleep(2)
     for name, job in [a for a in active if a[1].done()]:
       active.remove((name, job))

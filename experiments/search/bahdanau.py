@@ -1,0 +1,22 @@
+"""Search the Bahdanau Multi30k model (experiments/multi30k/ablation.py's Bahdanau variant at size=small): the
+learning rate, dropout and attention size, by validation BLEU.
+
+  python scripts/tune.py --space=experiments/search/bahdanau.py --root=/tmp/tune_bahdanau --trials=8
+"""
+
+CONFIG = 'experiments/multi30k/ablation.py'
+CONFIG_ARG = 'size=small'
+METRIC = 'eval/bleu'
+DIRECTION = 'maximize'
+
+
+def suggest(trial, arg: str | None = None) -> dict:
+  del arg
+  return {
+    'num_seeds': 1,  # one run per trial (the ablation's default trains 3 vmapped seeds)
+    'model.attention': 'bahdanau',
+    'model.attention_score': 'additive',
+    'optim.learning_rate': trial.suggest_float('optim.learning_rate', 3e-4, 3e-3, log=True),
+    'model.dropout_rate': trial.suggest_float('model.dropout_rate', 0.0, 0.5),
+    'model.attention_dim': trial.suggest_categorical('model.attention_dim', [64, 128, 256]),
+  }

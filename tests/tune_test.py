@@ -1,0 +1,90 @@
+"""scripts/tune.py end to end on the smoke search (3 trials of the tiny default task: one finishes, one fails, one is
+pruned), its resume, scripts/report.py on the study, and its refusals before any trial starts."""
+
+import os
+import tempfile
+
+from absl.testing import absltest
+import pytest
+
+import testutil
+
+_SMOKE = 'experiments/search/smoke.py'
+
+
+def _tune(*flags: str, cache_dir: str):
+  return testutil.run(os.path.join(testutil.ROOT, 'scripts', 'tune.py'), *flags, timeout=1200, S2S_CACHE_DIR=cache_dir)
+
+
+@pytest.mark.slow  # three tiny training runs through submitit (about 2 minutes)
+class TuneTest(absltest.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+    cls.cache, cls.root = os.path.join(tmp, 'cache'), os.path.join(tmp, 'study')
+    cls.first = _tune(
+      f'--space={_SMOKE}:force=1', f'--root={cls.root}', '--trials=3', '--poll_seconds=1', cache_dir=cls.cache
+    )
+
+  def test_a_study_with_a_finished_a_failed_and_a_pruned_trial(self):
+    import optuna  # pylint: disable=g-import-not-at-top
+
+    self.assertEqual(self.first.returncode, 0, self.first.stdout[-3000:] + self.first.stderr[-3000:])
+    study = optuna.load_study(study_name='study', storage=f'sqlite:///{self.root}/study.db')
+    states = [t.state for t in study.trials]
+    self.assertEqual(
+      states, [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED]
+    )
+    complete, failed, pruned = study.trials
+    self.assertGreater(complete.value, 0)  # the best validation exact match of a run that learned
+    self.assertTrue(os.path.exists(os.path.join(self.root, 'trial_0', 'DONE')))
+    self.assertIn('warmup_steps', failed.user_attrs['error'])  # the failed run's last log lines
+    self.assertFalse(os.path.exists(os.path.join(self.root, 'trial_2', 'DONE')))  # stopped, resumable
+    self.assertTrue(os.listdir(os.path.join(self.root, 'trial_2', 'checkpoints')))
+    self.assertTrue(pruned.intermediate_values)
+    self.assertIn('Best trial 0', self.first.stdout)
+    # Running the command again resumes the study: nothing is rerun.
+    again = _tune(
+      f'--space={_SMOKE}:force=1', f'--root={self.root}', '--trials=3', '--poll_seconds=1', cache_dir=self.cache
+    )
+    self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+    self.assertIn('3 finished trial(s)', again.stdout)
+    self.assertLen(optuna.load_study(study_name='study', storage=f'sqlite:///{self.root}/study.db').trials, 3)
+    # The report reads the study.
+    report = testutil.run(
+      os.path.join(testutil.ROOT, 'scripts', 'report.py'), f'--root={self.root}', S2S_CACHE_DIR=self.cache
+    )
+    self.assertEqual(report.returncode, 0, report.stderr[-3000:])
+    with open(os.path.join(self.root, 'report.md'), encoding='utf-8') as f:
+      text = f.read()
+    self.assertIn('## Search `experiments/search/smoke.py:force=1`: eval/exact_match (maximize)', text)
+    self.assertRegex(text, r'\| 1 \| .* \| fail \|')
+    self.assertRegex(text, r'\| 2 \| .* \| pruned \|')
+    self.assertTrue(os.path.exists(os.path.join(self.root, 'figures', 'study_history.png')))
+
+  def test_bad_inputs_fail_before_any_trial(self):
+    folder = self.create_tempdir().full_path
+    no_suggest = os.path.join(folder, 'no_suggest.py')
+    with open(no_suggest, 'w', encoding='utf-8') as f:
+      f.write("CONFIG = 'experiments/default.py'\nMETRIC = 'eval/exact_match'\nDIRECTION = 'maximize'\n")
+    never = os.path.join(folder, 'never.py')
+    with open(never, 'w', encoding='utf-8') as f:
+      f.write(
+        "CONFIG = 'experiments/default.py'\nMETRIC = 'eval/rouge1'\nDIRECTION = 'maximize'\n"
+        'def suggest(trial, arg=None):\n  return {}\n'
+      )
+    for flags, message in (
+      ([f'--space={no_suggest}'], "lacks ['suggest']"),
+      ([f'--space={never}'], "METRIC='eval/rouge1' is never logged"),
+      ([f'--space={_SMOKE}', '--storage=postgresql://nobody@127.0.0.1:1/nothing'], 'cannot open the study'),
+    ):
+      root = os.path.join(folder, 'root')
+      result = _tune(*flags, f'--root={root}', '--trials=1', cache_dir=os.path.join(folder, 'cache'))
+      self.assertNotEqual(result.returncode, 0)
+      self.assertIn(message, result.stderr)
+      self.assertFalse(os.path.exists(os.path.join(root, 'trial_0')))
+
+
+if __name__ == '__main__':
+  absltest.main()
