@@ -254,11 +254,11 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
         best_mngr.wait_until_finished()
       logging.info('Saving checkpoint %d.', step)
       checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
-    if is_last:
-      return state, step
     if preemption.requested:
       _stop_for_preemption(preemption, mngr, state, train_iter, step)
       return None, step
+    if is_last:
+      return state, step
     if step % config.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
       tick, compile_at_tick = time.time(), p_train_step.seconds
   return state, first_step  # reached only when no step was left to train
