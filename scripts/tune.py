@@ -157,8 +157,14 @@ def _tail(path: str, lines: int = 12) -> str:
 
 def resume_interrupted(study: optuna.Study) -> int:
   """Trials left RUNNING by a killed driver: marked failed and asked again with the same parameters (their runs
-  resume in the old workdir). Returns how many."""
-  stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+  resume in the old workdir). A running trial whose workdir is held by a live run (a driver on another machine
+  sharing the study) is left alone. Returns how many were resumed."""
+  stale = [
+    t
+    for t in study.get_trials(deepcopy=False)
+    if t.state == optuna.trial.TrialState.RUNNING
+    and not (t.user_attrs.get('workdir') and workdir_lib.lock_holder(t.user_attrs['workdir']))
+  ]
   for t in stale:
     study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     study.enqueue_trial(t.params, user_attrs={_RESUMES: t.user_attrs.get(_RESUMES, t.number)})
