@@ -3,13 +3,14 @@
   python scripts/tune.py --space=experiments/search/smoke.py --root=/tmp/tune_smoke --trials=3
 
 `:force=1` (the slow test's) makes trial 1 fail (a config the run rejects) and trial 2 learn nothing (learning rate
-0, so the median pruner stops it once trial 0 did better at the same step), to exercise both paths.
+0: its validation loss stays above trial 0's at the same step, so the median pruner stops it), to exercise both
+paths.
 """
 
 CONFIG = 'experiments/default.py'
 CONFIG_ARG = 'size=tiny'
-METRIC = 'eval/exact_match'
-DIRECTION = 'maximize'
+METRIC = 'eval/loss'
+DIRECTION = 'minimize'
 GRID = {'optim.learning_rate': [3e-3, 1e-2], 'model.hidden_dim': [32, 48]}
 
 
