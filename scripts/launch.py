@@ -4,9 +4,15 @@ job that runs one command with its output appended to a log. Defines the flags -
 
 import os
 import subprocess
+import sys
 
 from absl import flags
+import cloudpickle
 import submitit
+
+# The submitted job (run_one) is pickled by value: this file is not an installed module, so a submitit worker could
+# not import it by name.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
