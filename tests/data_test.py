@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import sys
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -26,6 +27,7 @@ from s2s_jax.data import batches as batches_lib
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
+from s2s_jax.data import vocab_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -502,6 +504,50 @@ class PrepareTest(parameterized.TestCase):
       f.write('{"kind": ')
     with self.assertRaisesRegex(ValueError, 'vocab.tgt.json'):
       pipeline.prepare(config, vocab_dir=vocab_dir)
+
+
+class VocabCacheTest(absltest.TestCase):
+  """Vocabularies built once per data and settings (data.data_dir/vocabularies/), from a bounded sample."""
+
+  def test_a_new_workdir_copies_the_cached_vocabularies(self):
+    config = _data_config(self.create_tempdir().full_path)
+    first_dir, second_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    first = pipeline.prepare(config, vocab_dir=first_dir)
+    key = vocab_cache.key(config, builders.data_fingerprint(pipeline.data_manifest(config)))
+    self.assertTrue(os.path.exists(os.path.join(config.data_dir, 'vocabularies', key, 'manifest.json')))
+    with mock.patch.object(pipeline, 'build_vocabs', side_effect=AssertionError('built again')):
+      second = pipeline.prepare(config, vocab_dir=second_dir)
+    self.assertEqual(
+      (second.src_vocab.sha256(), second.tgt_vocab.sha256()), (first.src_vocab.sha256(), first.tgt_vocab.sha256())
+    )
+    self.assertTrue(os.path.exists(os.path.join(second_dir, 'vocab.src.json')))  # the workdir keeps its copy
+    config.max_vocab_size = 8  # other settings: another key, built anew
+    self.assertNotEqual(vocab_cache.key(config, 'x'), vocab_cache.key(_data_config(config.data_dir), 'x'))
+    self.assertLen(pipeline.prepare(config, vocab_dir=self.create_tempdir().full_path).src_vocab, 8)
+
+  def test_a_damaged_cache_is_rebuilt_with_a_warning(self):
+    config = _data_config(self.create_tempdir().full_path)
+    first = pipeline.prepare(config, vocab_dir=self.create_tempdir().full_path)
+    key = vocab_cache.key(config, builders.data_fingerprint(pipeline.data_manifest(config)))
+    path = os.path.join(config.data_dir, 'vocabularies', key, 'vocab.src.json')
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(' ')  # still JSON, but not the file the manifest hashed
+    with self.assertLogs(level='WARNING') as logs:
+      again = pipeline.prepare(config, vocab_dir=self.create_tempdir().full_path)
+    self.assertIn('is damaged', '\n'.join(logs.output))
+    self.assertEqual(again.src_vocab.sha256(), first.src_vocab.sha256())
+    self.assertIsNotNone(vocab_cache.load(config.data_dir, key))  # rebuilt whole
+
+  def test_the_sample_is_bounded_deterministic_and_in_order(self):
+    pairs = [(f's{i}', f't{i}') for i in range(1000)]
+    a, b = vocab_cache.sample(pairs, 100), vocab_cache.sample(pairs, 100)
+    self.assertLen(a, 100)
+    self.assertEqual(a, b)
+    self.assertEqual(a, sorted(a, key=lambda p: int(p[0][1:])))
+    self.assertIs(vocab_cache.sample(pairs, 5000), pairs)
+    config = _data_config(self.create_tempdir().full_path, task='copy', vocab_sample_size=3, task_num_symbols=20)
+    small = pipeline.prepare(config)
+    self.assertLess(len(small.src_vocab), 20 + 4)  # three sentences cannot hold every symbol
 
 
 class TrainIteratorTest(parameterized.TestCase):

@@ -31,6 +31,7 @@ from s2s_jax.data import images
 from s2s_jax.data import raw_files
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
+from s2s_jax.data import vocab_cache
 
 Batch = dict[str, np.ndarray]
 
@@ -277,7 +278,13 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
           'workdir or delete the vocabulary files to rebuild them.'
         )
   else:
-    src_vocab, tgt_vocab = build_vocabs(raw['train'], data_config)
+    cache_key = vocab_cache.key(data_config, builders.data_fingerprint(data_manifest(data_config)) or '')
+    cached = vocab_cache.load(data_config.data_dir, cache_key)
+    if cached:
+      src_vocab, tgt_vocab = cached
+    else:
+      src_vocab, tgt_vocab = build_vocabs(vocab_cache.sample(raw['train'], data_config.vocab_sample_size), data_config)
+      vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab)
     for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
       vocab.save(path)
   splits, report = {}, {'dataset': data_config.name, 'splits': {}}
