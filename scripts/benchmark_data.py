@@ -1,0 +1,136 @@
+"""The data path at scale: preparation, start-up and memory of a training process as the corpus grows.
+
+  python scripts/benchmark_data.py --num_pairs=100000,1000000 [--trees=A,B] [--json=OUT] [--corpus_dir=DIR]
+
+For each N it generates (once, reused from --corpus_dir) a parallel corpus of N pairs: words drawn from a Zipf
+distribution over 50,000 word types, 5-40 words per sentence, the target a deterministic rewrite of the source
+(`parallel_text`, TSV), plus 2,000 validation and test pairs. Then, per source tree (a checkout; default this
+one), it runs the tiny default model on it for 5 steps with word vocabularies of 8,000 in fresh processes:
+
+  cold   a new data_dir and workdir: the dataset is prepared, the vocabularies and ids are built;
+  warm   the same data_dir, a new workdir: whatever the tree caches is reused.
+
+and reports, for both, the seconds from process start to the `Training from step` line (CONVENTIONS §2) and the
+process's peak RSS (resource.getrusage in the process itself), and the cold preparation rate (pairs/s up to that
+line). Run it on an idle machine; the trees alternate within each N.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_NUM_PAIRS = flags.DEFINE_list('num_pairs', ['100000'], 'Corpus sizes (pairs).')
+_TREES = flags.DEFINE_list('trees', [], 'Source trees to compare (default: this one).')
+_JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
+_CORPUS_DIR = flags.DEFINE_string('corpus_dir', None, 'Where generated corpora are kept (default: a temp dir).')
+_VOCAB = flags.DEFINE_integer('vocab_size', 8_000, 'Word vocabulary size of the runs.')
+
+_TYPES = 50_000
+_EVAL = 2_000
+# Runs the training process and prints its peak RSS when it exits (absl's app.run ends with sys.exit).
+_WRAPPER = (
+  'import atexit, resource, runpy, sys\n'
+  "atexit.register(lambda: print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+  'file=sys.stderr, flush=True))\n'
+  "sys.argv = ['s2s_jax.main'] + sys.argv[1:]\n"
+  "runpy.run_module('s2s_jax.main', run_name='__main__')\n"
+)
+
+
+def make_corpus(folder: str, num_pairs: int) -> dict[str, str]:
+  """train.tsv (num_pairs), dev.tsv and test.tsv (2,000 each) of Zipf-distributed words, made once."""
+  os.makedirs(folder, exist_ok=True)
+  paths = {name: os.path.join(folder, f'{name}.tsv') for name in ('train', 'dev', 'test')}
+  if all(os.path.exists(p) for p in paths.values()):
+    return paths
+  rng = np.random.default_rng(num_pairs)
+  words = np.array([f'w{i}' for i in range(_TYPES)])
+  for name, n in (('train', num_pairs), ('dev', _EVAL), ('test', _EVAL)):
+    with open(paths[name] + '.tmp', 'w', encoding='utf-8') as f:
+      for start in range(0, n, 10_000):
+        count = min(10_000, n - start)
+        lengths = rng.integers(5, 41, count)
+        ids = np.minimum(rng.zipf(1.2, lengths.sum()), _TYPES) - 1
+        for row in np.split(words[ids], np.cumsum(lengths)[:-1]):
+          source = ' '.join(row)
+          f.write(f'{source}\t{" ".join(row[::-1])}\n')
+    os.replace(paths[name] + '.tmp', paths[name])
+  return paths
+
+
+def run(tree: str, paths: dict[str, str], data_dir: str, workdir: str) -> dict:
+  """One start of the tiny default model on the corpus: seconds to the training line, peak RSS, exit seconds."""
+  files = f'train={paths["train"]};validation={paths["dev"]};test={paths["test"]}'
+  args = [
+    sys.executable,
+    '-c',
+    _WRAPPER,
+    '--config=experiments/default.py:size=tiny',
+    f'--workdir={workdir}',
+    '--config.data.name=parallel_text',
+    f'--config.data.files={files}',
+    '--config.data.tokenizer=word',
+    f'--config.data.max_vocab_size={_VOCAB.value}',
+    '--config.data.max_src_len=48',
+    '--config.data.max_tgt_len=48',
+    f'--config.data.data_dir={data_dir}',
+    '--config.num_train_steps=5',
+    '--config.log_every_steps=5',
+    '--config.eval_every_steps=5',
+    '--config.checkpoint_every_steps=5',
+    '--config.eval.num_decode_examples=16',
+  ]
+  env = dict(os.environ, PYTHONPATH=tree)
+  start, marks, tail = time.perf_counter(), {}, []
+  with subprocess.Popen(args, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as p:
+    for line in p.stderr:
+      tail = (tail + [line])[-20:]
+      if 'Training from step' in line:
+        marks.setdefault('to_training_s', time.perf_counter() - start)
+      if line.startswith('PEAK_RSS_KB'):
+        marks['peak_rss_mb'] = int(line.split()[1]) / 1024
+  if p.returncode:
+    raise RuntimeError(f'{tree}: the run failed (exit {p.returncode}):\n' + ''.join(tail))
+  marks['exit_s'] = time.perf_counter() - start
+  return marks
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  trees = [os.path.abspath(t) for t in _TREES.value] or [_REPO]
+  scratch = tempfile.mkdtemp(prefix='s2s_data_bench_')
+  corpus_root = _CORPUS_DIR.value or os.path.join(scratch, 'corpora')
+  results = []
+  for n in (int(x) for x in _NUM_PAIRS.value):
+    start = time.perf_counter()
+    paths = make_corpus(os.path.join(corpus_root, f'pairs_{n}'), n)
+    print(f'{n} pairs: corpus ready in {time.perf_counter() - start:.0f} s', flush=True)
+    for k, tree in enumerate(trees):
+      data_dir = os.path.join(scratch, f'data_{n}_{k}')
+      cold = run(tree, paths, data_dir, os.path.join(scratch, f'cold_{n}_{k}'))
+      warm = run(tree, paths, data_dir, os.path.join(scratch, f'warm_{n}_{k}'))
+      row = {'tree': tree, 'num_pairs': n, 'cold': cold, 'warm': warm, 'cold_pairs_per_s': n / cold['to_training_s']}
+      results.append(row)
+      print(
+        f'{os.path.basename(tree)} {n:>10,} pairs: cold {cold["to_training_s"]:.1f} s ({row["cold_pairs_per_s"]:,.0f} '
+        f'pairs/s, {cold.get("peak_rss_mb", 0):.0f} MB), warm {warm["to_training_s"]:.1f} s '
+        f'({warm.get("peak_rss_mb", 0):.0f} MB)',
+        flush=True,
+      )
+  if _JSON.value:
+    with open(_JSON.value, 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)
