@@ -105,6 +105,7 @@ RANGES = {
   'data.vocab_min_count': (1, _BIG, False, False),
   'data.max_vocab_size': (0, 10_000_000, False, False),
   'data.vocab_sample_size': (1, 10_000_000_000, False, False),
+  'data.num_workers': (0, 256, False, False),
   'data.num_buckets': (0, 256, False, False),
   'data.max_padding': (0.0, 1.0, True, True),
   'data.batch_tokens': (0, 100_000_000, False, False),

@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
       reverse_source=False,  # feed source tokens in reverse order (Sutskever et al. 2014)
       vocab_min_count=1,  # char / word / moses
       max_vocab_size=0,  # char / word / moses: 0 = no limit; sentencepiece: the vocabulary size (required)
+      num_workers=0,  # grain worker processes making training batches (0: none); keep it when resuming (iterator state)
       vocab_sample_size=2_000_000,  # vocabularies are built from a fixed sample of at most this many training pairs
       num_buckets=1,  # training batch shapes by length (1: one padded shape; 0: the fewest within max_padding)
       max_padding=0.1,  # num_buckets=0: at most this share of source and of target positions of training batches

@@ -132,7 +132,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
   model = models.Seq2Seq(config_lib.model_config(config))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
   train_iter = batches.train_iterator(
-    data, config.data.batch_size, config.seed, jax.process_index(), jax.process_count()
+    data, config.data.batch_size, config.seed, jax.process_index(), jax.process_count(), config.data.num_workers
   )
   mngr = checkpointing.make_manager(workdir, config.keep_checkpoints)
   with preemption.immediate('while creating or restoring the train state'):

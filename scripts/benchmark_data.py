@@ -12,7 +12,9 @@ one), it runs the tiny default model on it for 5 steps with word vocabularies of
 
 and reports, for both, the seconds from process start to the `Training from step` line (CONVENTIONS §2) and the
 process's peak RSS (resource.getrusage in the process itself), and the cold preparation rate (pairs/s up to that
-line). Run it on an idle machine; the trees alternate within each N.
+line). Run it on an idle machine; the trees alternate within each N. Then, on the largest corpus, the training
+iterator's delivered batches/s (batch 64, length buckets, --workers grain worker processes) against the steps/s of
+the lstm512 train step (scripts/benchmark.py train).
 """
 
 import json
@@ -33,6 +35,8 @@ _TREES = flags.DEFINE_list('trees', [], 'Source trees to compare (default: this 
 _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 _CORPUS_DIR = flags.DEFINE_string('corpus_dir', None, 'Where generated corpora are kept (default: a temp dir).')
 _VOCAB = flags.DEFINE_integer('vocab_size', 8_000, 'Word vocabulary size of the runs.')
+_WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Pipeline throughput: data.num_workers values to time.')
+_PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 300, 'Pipeline throughput: batches timed per setting.')
 
 _TYPES = 50_000
 _EVAL = 2_000
@@ -65,6 +69,58 @@ def make_corpus(folder: str, num_pairs: int) -> dict[str, str]:
           f.write(f'{source}\t{" ".join(row[::-1])}\n')
     os.replace(paths[name] + '.tmp', paths[name])
   return paths
+
+
+# Times the training iterator of a prepared corpus (warm: ids from the cache) in a fresh process.
+_PIPELINE = """
+import json, sys, time
+from s2s_jax import config_lib
+from s2s_jax.data import batches, pipeline
+files, data_dir, vocab, workers, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+c = config_lib.base_config().data
+c.update(name='parallel_text', files=files, data_dir=data_dir, tokenizer='word', max_vocab_size=vocab, max_src_len=48,
+         max_tgt_len=48, num_buckets=0, batch_size=64)
+pipeline.resolve_paths(c)
+data = pipeline.prepare(c)
+it = batches.train_iterator(data, 64, seed=0, num_workers=workers)
+for _ in range(5):
+  next(it)
+start = time.perf_counter()
+for _ in range(count):
+  next(it)
+print('RESULT', json.dumps({'batches_per_s': count / (time.perf_counter() - start)}))
+"""
+
+
+def pipeline_rate(tree: str, paths: dict[str, str], data_dir: str, workers: int) -> float:
+  """Training batches per second delivered by the iterator (batch 64, length buckets) with `workers` processes."""
+  files = f'train={paths["train"]};validation={paths["dev"]};test={paths["test"]}'
+  args = [
+    sys.executable,
+    '-c',
+    _PIPELINE,
+    files,
+    data_dir,
+    str(_VOCAB.value),
+    str(workers),
+    str(_PIPELINE_BATCHES.value),
+  ]
+  out = subprocess.run(
+    args, cwd=tree, env=dict(os.environ, PYTHONPATH=tree), capture_output=True, text=True, check=True
+  )
+  return json.loads(out.stdout.split('RESULT', 1)[1])['batches_per_s']
+
+
+def train_step_rate(tree: str, scratch: str) -> float:
+  """Steps per second of the lstm512 train step (scripts/benchmark.py train, one round of 10 steps)."""
+  path = os.path.join(scratch, 'lstm512.json')
+  subprocess.run(
+    [sys.executable, 'scripts/benchmark.py', 'train', '--config=experiments/benchmarks/lstm512.py', '--rounds=1',
+     '--steps=10', f'--json={path}'],
+    cwd=tree, env=dict(os.environ, PYTHONPATH=tree), check=True, capture_output=True,
+  )  # fmt: skip
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)['steps_per_s']
 
 
 def run(tree: str, paths: dict[str, str], data_dir: str, workdir: str) -> dict:
@@ -127,6 +183,19 @@ def main(argv):
         f'({warm.get("peak_rss_mb", 0):.0f} MB)',
         flush=True,
       )
+  if _WORKERS.value:
+    tree, n = trees[-1], int(_NUM_PAIRS.value[-1])
+    paths = make_corpus(os.path.join(corpus_root, f'pairs_{n}'), n)
+    steps = train_step_rate(tree, scratch)
+    pipe = {}
+    for workers in (int(w) for w in _WORKERS.value):
+      pipe[workers] = pipeline_rate(tree, paths, os.path.join(scratch, f'data_{n}_{len(trees) - 1}'), workers)
+      print(
+        f'pipeline, {n:,} pairs, {workers} worker(s): {pipe[workers]:.0f} batches/s = {pipe[workers] / steps:.0f}x '
+        f'the lstm512 train step ({steps:.2f} steps/s)',
+        flush=True,
+      )
+    results.append({'pipeline_batches_per_s': pipe, 'lstm512_steps_per_s': steps, 'num_pairs': n, 'tree': tree})
   if _JSON.value:
     with open(_JSON.value, 'w', encoding='utf-8') as f:
       json.dump(results, f, indent=1)

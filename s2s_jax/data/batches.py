@@ -29,33 +29,42 @@ class _Examples:
     return len(self._split)
 
   def __getitem__(self, i: int) -> Batch:
-    src = self._split.src_ids[i]
+    return self._example(*self._split.pairs([i])[0])
+
+  def rows(self, indices) -> list[Batch]:
+    """Examples `indices`, read in one go."""
+    return [self._example(src, tgt) for src, tgt in self._split.pairs(indices)]
+
+  def _example(self, src: np.ndarray, tgt: np.ndarray) -> Batch:
     return {
       'inputs': _pad(src, self._src_len),
       'inputs_mask': (np.arange(self._src_len) < len(src)).astype(np.int32),
-      'targets': _pad(self._split.tgt_ids[i], self._tgt_len),
+      'targets': _pad(tgt, self._tgt_len),
     }
 
 
 def train_iterator(
-  data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+  data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0
 ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch.
 
   Without buckets: one padded shape, examples shuffled over the whole split. With `data.buckets`: batches of the
-  bucket plan (s2s_jax/data/bucketing.py), each process taking every process_count-th row of a global batch.
+  bucket plan (s2s_jax/data/bucketing.py), each process taking every process_count-th row of a global batch. Either
+  way a process reads only the examples of its own rows. `num_workers` > 0 makes batches in that many grain worker
+  processes.
   """
   if batch_size % process_count:
     raise ValueError(f'data.batch_size={batch_size} must be a multiple of the process count {process_count}.')
   split = data.splits['train']
   if data.buckets:
-    ds = grain.MapDataset.source(bucketing.BucketedBatches(split.src_ids, split.tgt_ids, data.buckets, seed))
-    if process_count > 1:
-      ds = ds.map(lambda batch: {k: v[process_index::process_count] for k, v in batch.items()})
+    ds = grain.MapDataset.source(bucketing.BucketedBatches(split, data.buckets, seed, process_index, process_count))
   else:
     ds = grain.MapDataset.source(_Examples(split, data.src_len, data.tgt_len)).shuffle(seed=seed).repeat()
     ds = ds[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
+  if num_workers:  # batches made in worker processes (data.num_workers); the iterator state stays exact
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(ds)
 
 
 def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Batch, int]]:
@@ -63,7 +72,7 @@ def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None 
   examples = _Examples(data.splits[split], data.src_len, data.tgt_len)
   n = len(examples) if limit is None else min(limit, len(examples))
   for start in range(0, n, batch_size):
-    rows = [examples[i] for i in range(start, min(n, start + batch_size))]
+    rows = examples.rows(range(start, min(n, start + batch_size)))
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     pad = batch_size - len(rows)
     if pad:

@@ -321,6 +321,11 @@ def _tfds_sources(data_config) -> tuple[dict[str, object], tuple[str, ...]]:
   return tfds.data_source(name, data_dir=data_dir, download=False), languages
 
 
+def prepared_sources(data_config) -> dict[str, object]:
+  """split -> random-access data source of a corpus, prepared once (data.name='tfds': prepared elsewhere)."""
+  return _tfds_sources(data_config)[0] if data_config.name == 'tfds' else prepare(data_config)
+
+
 def load_pairs(data_config) -> dict[str, list[tuple[str, str]]]:
   """split -> (source, target) strings of a corpus, source = data.source_lang (parallel_text: the files' order)."""
   if data_config.name == 'tfds':

@@ -13,20 +13,21 @@ Training examples that are empty, or longer than the limits under the `filter` p
 dropped: over-long ones are truncated and counted, so every reference is scored.
 """
 
-import collections
 from collections.abc import Sequence
 import dataclasses
 import os
+import time
 from typing import Any
 
 from absl import logging
 import numpy as np
 
-from s2s_jax.data import EOS_ID, UNK_ID
 from s2s_jax.data import audio
 from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
+from s2s_jax.data import encoding
+from s2s_jax.data import id_cache
 from s2s_jax.data import images
 from s2s_jax.data import raw_files
 from s2s_jax.data import registry
@@ -38,17 +39,34 @@ Batch = dict[str, np.ndarray]
 
 @dataclasses.dataclass
 class Split:
-  """One split: raw text (for references and decoding) and ids after the length policy."""
+  """One split: raw text (for references and decoding) and ids after the length policy.
+
+  In memory (lists), or read from the id cache: then `store` is its id_cache.RecordPairs, `src_ids` / `tgt_ids`
+  are read-only views of it and `sources` / `targets` are read from disk when first used.
+  """
 
   name: str
-  sources: list[str]
-  targets: list[str]
-  src_ids: list[np.ndarray]
-  tgt_ids: list[np.ndarray]
+  sources: Sequence[str]
+  targets: Sequence[str]
+  src_ids: Sequence[np.ndarray]
+  tgt_ids: Sequence[np.ndarray]
   references: list[list[str]] | None = None  # streams [K][N] where a corpus has several references (AESLC test)
+  store: id_cache.RecordPairs | None = None
 
   def __len__(self) -> int:
     return len(self.src_ids)
+
+  def pairs(self, indices) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (source, target) ids of examples `indices` (one batched read from the id cache)."""
+    if self.store is not None:
+      return self.store.pairs(indices)
+    return [(self.src_ids[i], self.tgt_ids[i]) for i in indices]
+
+  def lengths(self) -> np.ndarray:
+    """int [N, 2]: source and target steps of every example (the id cache's length index)."""
+    if self.store is not None:
+      return self.store.lengths
+    return np.array([[len(s), len(t)] for s, t in zip(self.src_ids, self.tgt_ids)], np.int64).reshape(-1, 2)
 
   def reference_streams(self) -> list[list[str]]:
     """What decoded text is scored against: the corpus' reference streams, else the targets."""
@@ -99,33 +117,6 @@ def resolve_paths(data_config) -> None:
     )
 
 
-def _stats(lengths: Sequence[int]) -> dict[str, float]:
-  if not lengths:
-    return {'min': 0, 'mean': 0.0, 'p50': 0, 'p95': 0, 'p99': 0, 'max': 0}
-  a = np.asarray(lengths)
-  return {
-    'min': int(a.min()),
-    'mean': round(float(a.mean()), 2),
-    'p50': int(np.percentile(a, 50)),
-    'p95': int(np.percentile(a, 95)),
-    'p99': int(np.percentile(a, 99)),
-    'max': int(a.max()),
-  }
-
-
-def _fit(ids, limit: int) -> np.ndarray:
-  """Token ids + EOS, cut to `limit` tokens with EOS kept last; feature frames [frames, F] cut to `limit` frames."""
-  if isinstance(ids, np.ndarray):
-    return ids[:limit]
-  ids = ids[: limit - 1] + [EOS_ID]
-  return np.asarray(ids, np.int32)
-
-
-def _steps(ids) -> int:
-  """Source / target steps of an encoded example: tokens + EOS, or feature frames."""
-  return len(ids) if isinstance(ids, np.ndarray) else len(ids) + 1
-
-
 def encode_split(
   name: str,
   pairs: Sequence[tuple[Any, str]],
@@ -134,54 +125,12 @@ def encode_split(
   data_config,
   train: bool,
 ) -> tuple[Split, dict[str, Any]]:
-  """Tokenises one split and applies the length policy; returns the split and its report entry.
-
-  A source is a string (text) or an `audio.Clip`, which the source "vocabulary" (an `audio.AudioFrontend`) turns
-  into frames; its length counts frames and its `sources` entry is the clip's name.
-  """
-  limits = {'source': data_config.max_src_len, 'target': data_config.max_tgt_len}
-  policy = {'source': data_config.src_len_policy, 'target': data_config.tgt_len_policy}
-  filtered, truncated = collections.Counter(), collections.Counter()
-  lengths = {'source': [], 'target': []}
-  unk = {'source': 0, 'target': 0}
-  split = Split(name, [], [], [], [])
-  for src, tgt in pairs:
-    ids = {'source': src_vocab.encode(src), 'target': tgt_vocab.encode(tgt)}
-    # Sutskever et al. 2014: feed the source backwards (EOS still last)
-    if data_config.reverse_source and isinstance(src, str):
-      ids['source'] = ids['source'][::-1]
-    for side in ids:
-      lengths[side].append(_steps(ids[side]))
-      if not isinstance(ids[side], np.ndarray):
-        unk[side] += sum(i == UNK_ID for i in ids[side])
-    drop = None
-    for side in ('source', 'target'):
-      too_long = _steps(ids[side]) > limits[side]
-      if train and not len(ids[side]):
-        drop = drop or f'empty_{side}'
-      elif train and too_long and policy[side] == 'filter':
-        drop = drop or f'{side}_too_long'
-    if drop:
-      filtered[drop] += 1
-      continue
-    for side in ('source', 'target'):
-      truncated[side] += _steps(ids[side]) > limits[side]
-    split.sources.append(src if isinstance(src, str) else src.name)
-    split.targets.append(tgt)
-    split.src_ids.append(_fit(ids['source'], limits['source']))
-    split.tgt_ids.append(_fit(ids['target'], limits['target']))
-  num_tokens = {side: max(1, sum(lengths[side]) - len(lengths[side])) for side in lengths}
-  report = {
-    'num_raw': len(pairs),
-    'num_examples': len(split),
-    'filtered': dict(filtered),
-    'truncated': dict(truncated),
-    'source_len': _stats(lengths['source']),
-    'target_len': _stats(lengths['target']),
-    'source_oov_rate': round(unk['source'] / num_tokens['source'], 6),
-    'target_oov_rate': round(unk['target'] / num_tokens['target'], 6),
-  }
-  return split, report
+  """Encodes one split in memory under the length policy (s2s_jax/data/encoding.py); returns the split and its
+  report entry. A source is a string or an `audio.Clip`, whose `sources` entry is the clip's name."""
+  encoded = encoding.encode(pairs, src_vocab, tgt_vocab, encoding.LengthPolicy.of(data_config), train)
+  sources = [pairs[i][0] if isinstance(pairs[i][0], str) else pairs[i][0].name for i in encoded.kept]
+  targets = [pairs[i][1] for i in encoded.kept]
+  return Split(name, sources, targets, encoded.src_ids, encoded.tgt_ids), encoding.report(encoded)
 
 
 def _vocab_settings(data_config, side: int) -> dict[str, object]:
@@ -252,15 +201,22 @@ def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[v
 def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False) -> TextData:
   """Loads every split, builds the vocabularies from train (or reuses those in `vocab_dir`) and encodes.
 
+  A text dataset's ids come from the id cache (s2s_jax/data/id_cache.py: encoded once per data, vocabularies and
+  length policy, then read by random access); audio and image datasets are encoded in memory at every start.
   `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to. `for_training`
   checks data.eval_split and data.test_splits against the dataset's splits before any vocabulary is written.
   """
   dataset = registry.get(data_config.name)
-  raw, skipped = dataset.load(data_config)
-  if 'train' not in raw:
-    raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
-  if for_training:
-    check_splits(data_config, raw)
+  if dataset.source == 'text':
+    splits, report, (src_vocab, tgt_vocab) = _text_splits(dataset, data_config, vocab_dir, for_training)
+  else:
+    splits, report, (src_vocab, tgt_vocab) = _feature_splits(dataset, data_config, vocab_dir, for_training)
+  return _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple)
+
+
+def _vocabs(dataset, data_config, vocab_dir: str | None, fingerprint: str, train_pairs) -> tuple[Any, Any]:
+  """The workdir's vocabularies (checked against the config), else the vocabulary cache's, else built from a sample
+  of `train_pairs()` (and cached); saved into `vocab_dir`."""
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
     src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
@@ -277,44 +233,114 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
           f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
           'workdir or delete the vocabulary files to rebuild them.'
         )
+    return src_vocab, tgt_vocab
+  cache_key = vocab_cache.key(data_config, fingerprint)
+  cached = vocab_cache.load(data_config.data_dir, cache_key)
+  if cached:
+    src_vocab, tgt_vocab = cached
   else:
-    cache_key = vocab_cache.key(data_config, builders.data_fingerprint(data_manifest(data_config)) or '')
-    cached = vocab_cache.load(data_config.data_dir, cache_key)
-    if cached:
-      src_vocab, tgt_vocab = cached
-    else:
-      src_vocab, tgt_vocab = build_vocabs(vocab_cache.sample(raw['train'], data_config.vocab_sample_size), data_config)
-      vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab)
-    for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
-      vocab.save(path)
+    start, sample = time.time(), vocab_cache.sample(train_pairs(), data_config.vocab_sample_size)
+    src_vocab, tgt_vocab = build_vocabs(sample, data_config)
+    logging.info('Built the vocabularies from %d training pairs in %.1f s.', len(sample), time.time() - start)
+    vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab)
+  for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
+    vocab.save(path)
+  return src_vocab, tgt_vocab
+
+
+def _prepared(dataset, data_config) -> tuple[str, list[str]]:
+  """Prepares a text dataset (once, locked; cheap when prepared) and returns its data fingerprint and split names,
+  reading no text."""
+  if dataset.family == 'generated':
+    names = list(builders.prepare(dataset.builder(data_config)))
+  else:
+    sources = corpora.prepared_sources(data_config)
+    corpora.require_split(sources, 'train', data_config)  # the error names what would provide it
+    names = list(sources)
+  return builders.data_fingerprint(data_manifest(data_config)), names
+
+
+def _text_splits(dataset, data_config, vocab_dir, for_training):
+  """A text dataset's splits from the id cache (built first when absent: the only time raw text is read)."""
+  fingerprint, names = _prepared(dataset, data_config)
+  if 'train' not in names:
+    raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(names)}.')
+  if for_training:
+    check_splits(data_config, names)
+  raw = {}
+
+  def load_raw() -> dict:
+    if not raw:
+      raw.update(dataset.load(data_config)[0])
+    return raw
+
+  vocabs = _vocabs(dataset, data_config, vocab_dir, fingerprint, lambda: load_raw()['train'])
+  policy = encoding.LengthPolicy.of(data_config)
+  cache_key = id_cache.key(fingerprint, *vocabs, policy)
+  stored = id_cache.load(data_config.data_dir, cache_key)
+  if stored is None:
+    os.makedirs(os.path.join(data_config.data_dir, id_cache.FOLDER), exist_ok=True)
+    # One process of a job encodes; the others wait here and then read its cache.
+    with builders._lock(os.path.join(data_config.data_dir, id_cache.FOLDER), cache_key):  # pylint: disable=protected-access
+      stored = id_cache.load(data_config.data_dir, cache_key)
+      if stored is None:
+        logging.info('Encoding %s into %s.', data_config.name, id_cache.folder(data_config.data_dir, cache_key))
+        references = corpora.load_references(data_config) if dataset.family == 'corpus' else {}
+        id_cache.build(data_config.data_dir, cache_key, load_raw(), references, *vocabs, policy)
+        stored = id_cache.load(data_config.data_dir, cache_key)
+  stored_splits, split_reports = stored
+  splits = {}
+  for name, (records, texts, has_references) in stored_splits.items():
+    references = [list(stream) for stream in texts.field('references')] if has_references else None
+    splits[name] = Split(
+      name,
+      texts.field('sources'),
+      texts.field('targets'),
+      records.side(0),
+      records.side(1),
+      references=references,
+      store=records,
+    )
+  return splits, {'dataset': data_config.name, 'splits': split_reports}, vocabs
+
+
+def _feature_splits(dataset, data_config, vocab_dir, for_training):
+  """An audio or image dataset's splits, encoded in memory."""
+  raw, skipped = dataset.load(data_config)
+  if 'train' not in raw:
+    raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
+  if for_training:
+    check_splits(data_config, raw)
+  fingerprint = builders.data_fingerprint(data_manifest(data_config))
+  src_vocab, tgt_vocab = _vocabs(dataset, data_config, vocab_dir, fingerprint, lambda: raw['train'])
   splits, report = {}, {'dataset': data_config.name, 'splits': {}}
-  if dataset.source != 'text':
-    what = {'audio': 'audio', 'image': 'images'}[dataset.source]
-    report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
-    if skipped:
-      logging.warning(
-        '%d unreadable %s files were skipped (listed in data_report.json): %s', len(skipped), what, skipped[:3]
-      )
+  what = {'audio': 'audio', 'image': 'images'}[dataset.source]
+  report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
+  if skipped:
+    logging.warning(
+      '%d unreadable %s files were skipped (listed in data_report.json): %s', len(skipped), what, skipped[:3]
+    )
   for name, pairs in raw.items():
     splits[name], report['splits'][name] = encode_split(
       name, pairs, src_vocab, tgt_vocab, data_config, train=name == 'train'
     )
-  for name, streams in corpora.load_references(data_config).items():
-    if name in splits and name != 'train':  # evaluation splits are never filtered: the streams stay aligned
-      assert all(len(x) == len(splits[name]) for x in streams), name
-      splits[name].references = streams
-      report['splits'][name]['references_per_example'] = len(streams)
+  return splits, report, (src_vocab, tgt_vocab)
+
+
+def _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple: int) -> TextData:
+  """Padded lengths, padding fractions and the bucket plan, from the splits' length indexes."""
   if not len(splits['train']):
     raise ValueError(
       f'Every training example was filtered out ({report["splits"]["train"]["filtered"]}); '
       'raise data.max_src_len / data.max_tgt_len or use the truncate policy.'
     )
-  src_len = max(len(x) for s in splits.values() for x in s.src_ids)
-  tgt_len = max(len(x) for s in splits.values() for x in s.tgt_ids)
+  lengths = {name: split.lengths() for name, split in splits.items()}
+  src_len = max(int(x[:, 0].max()) for x in lengths.values() if len(x))
+  tgt_len = max(int(x[:, 1].max()) for x in lengths.values() if len(x))
   for name, split in splits.items():
     report['splits'][name]['padding_fraction'] = {
-      'source': round(1 - sum(map(len, split.src_ids)) / max(1, len(split) * src_len), 4),
-      'target': round(1 - sum(map(len, split.tgt_ids)) / max(1, len(split) * tgt_len), 4),
+      'source': round(1 - int(lengths[name][:, 0].sum()) / max(1, len(split) * src_len), 4),
+      'target': round(1 - int(lengths[name][:, 1].sum()) / max(1, len(split) * tgt_len), 4),
     }
   report.update(
     src_vocab_size=len(src_vocab) if dataset.source == 'text' else 0,
@@ -324,8 +350,7 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   )
   buckets = None
   if data_config.num_buckets != 1 or data_config.batch_tokens:
-    train = splits['train']
-    lengths = (np.array([len(x) for x in train.src_ids]), np.array([len(x) for x in train.tgt_ids]))
+    lengths = (lengths['train'][:, 0], lengths['train'][:, 1])
     buckets = bucketing.make_buckets(
       *lengths,
       num_buckets=data_config.num_buckets,

@@ -1,0 +1,139 @@
+"""Examples to ids under the length policy, in chunks that can be encoded in parallel and merged.
+
+A source is a string (text) or an `audio.Clip`, which the source "vocabulary" (an `audio.AudioFrontend`) turns into
+frames; its length counts frames. Training examples that are empty, or longer than the limits under the `filter`
+policy, are dropped and counted; under `truncate` (and always for evaluation splits) they are cut (EOS kept) and
+counted.
+"""
+
+import collections
+from collections.abc import Sequence
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from s2s_jax.data import EOS_ID, UNK_ID
+
+SIDES = ('source', 'target')
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthPolicy:
+  """The data fields that decide what an example's ids are (besides the vocabularies)."""
+
+  max_src_len: int
+  max_tgt_len: int
+  src_policy: str
+  tgt_policy: str
+  reverse_source: bool
+
+  @classmethod
+  def of(cls, data_config) -> 'LengthPolicy':
+    d = data_config
+    return cls(d.max_src_len, d.max_tgt_len, d.src_len_policy, d.tgt_len_policy, bool(d.reverse_source))
+
+  def limit(self, side: str) -> int:
+    return self.max_src_len if side == 'source' else self.max_tgt_len
+
+  def policy(self, side: str) -> str:
+    return self.src_policy if side == 'source' else self.tgt_policy
+
+
+@dataclasses.dataclass
+class Encoded:
+  """A chunk of examples encoded: the kept ones' ids, and what the data report counts over all of them."""
+
+  kept: list[int]  # indices (in the chunk) of the kept examples
+  src_ids: list[np.ndarray]
+  tgt_ids: list[np.ndarray]
+  lengths: dict[str, np.ndarray]  # side -> steps of every example (kept or not) before the policy
+  filtered: collections.Counter
+  truncated: collections.Counter
+  unk: dict[str, int]
+
+  def merge(self, other: 'Encoded') -> None:
+    """Appends a later chunk (its indices shifted past this one's examples)."""
+    offset = len(self.lengths['source'])
+    self.kept += [offset + i for i in other.kept]
+    self.src_ids += other.src_ids
+    self.tgt_ids += other.tgt_ids
+    self.lengths = {side: np.concatenate([self.lengths[side], other.lengths[side]]) for side in SIDES}
+    self.filtered.update(other.filtered)  # (update keeps zero counts, which `+=` would drop)
+    self.truncated.update(other.truncated)
+    self.unk = {side: self.unk[side] + other.unk[side] for side in SIDES}
+
+
+def _fit(ids, limit: int) -> np.ndarray:
+  """Token ids + EOS, cut to `limit` tokens with EOS kept last; feature frames [frames, F] cut to `limit` frames."""
+  if isinstance(ids, np.ndarray):
+    return ids[:limit]
+  ids = ids[: limit - 1] + [EOS_ID]
+  return np.asarray(ids, np.int32)
+
+
+def _steps(ids) -> int:
+  """Source / target steps of an encoded example: tokens + EOS, or feature frames."""
+  return len(ids) if isinstance(ids, np.ndarray) else len(ids) + 1
+
+
+def encode(pairs: Sequence[tuple[Any, str]], src_vocab, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
+  """Encodes `pairs` and applies the length policy."""
+  out = Encoded([], [], [], {}, collections.Counter(), collections.Counter(), {'source': 0, 'target': 0})
+  lengths = {'source': [], 'target': []}
+  for index, (src, tgt) in enumerate(pairs):
+    ids = {'source': src_vocab.encode(src), 'target': tgt_vocab.encode(tgt)}
+    # Sutskever et al. 2014: feed the source backwards (EOS still last)
+    if policy.reverse_source and isinstance(src, str):
+      ids['source'] = ids['source'][::-1]
+    steps = {side: _steps(ids[side]) for side in SIDES}
+    for side in SIDES:
+      lengths[side].append(steps[side])
+      if not isinstance(ids[side], np.ndarray):
+        out.unk[side] += sum(i == UNK_ID for i in ids[side])
+    drop = None
+    for side in SIDES:
+      if train and not len(ids[side]):
+        drop = drop or f'empty_{side}'
+      elif train and steps[side] > policy.limit(side) and policy.policy(side) == 'filter':
+        drop = drop or f'{side}_too_long'
+    if drop:
+      out.filtered[drop] += 1
+      continue
+    for side in SIDES:
+      out.truncated[side] += steps[side] > policy.limit(side)
+    out.kept.append(index)
+    out.src_ids.append(_fit(ids['source'], policy.max_src_len))
+    out.tgt_ids.append(_fit(ids['target'], policy.max_tgt_len))
+  out.lengths = {side: np.asarray(lengths[side], np.int32) for side in SIDES}
+  return out
+
+
+def _stats(lengths: np.ndarray) -> dict[str, float]:
+  if not len(lengths):
+    return {'min': 0, 'mean': 0.0, 'p50': 0, 'p95': 0, 'p99': 0, 'max': 0}
+  a = np.asarray(lengths)
+  return {
+    'min': int(a.min()),
+    'mean': round(float(a.mean()), 2),
+    'p50': int(np.percentile(a, 50)),
+    'p95': int(np.percentile(a, 95)),
+    'p99': int(np.percentile(a, 99)),
+    'max': int(a.max()),
+  }
+
+
+def report(encoded: Encoded) -> dict[str, Any]:
+  """The split's entry of data_report.json (padding fractions are added once the padded lengths are known)."""
+  lengths = encoded.lengths
+  num_tokens = {side: max(1, int(lengths[side].sum()) - len(lengths[side])) for side in SIDES}
+  return {
+    'num_raw': len(lengths['source']),
+    'num_examples': len(encoded.kept),
+    'filtered': dict(encoded.filtered),
+    'truncated': {side: int(n) for side, n in encoded.truncated.items()},
+    'source_len': _stats(lengths['source']),
+    'target_len': _stats(lengths['target']),
+    'source_oov_rate': round(encoded.unk['source'] / num_tokens['source'], 6),
+    'target_oov_rate': round(encoded.unk['target'] / num_tokens['target'], 6),
+  }

@@ -1,0 +1,294 @@
+"""Token ids prepared once: the encoded splits of a text dataset as array_record files, read by random access.
+
+  data.data_dir/ids/<key>/
+    <split>.array_record   one record per kept example: int32 [len(source ids), source ids..., target ids...]
+    <split>.lengths.npy    int32 [N, 2]: source and target steps of each record (the length index)
+    <split>.text.json      the raw sources, targets and reference streams of the kept examples (what is scored and
+                           shown; read only when asked for)
+    report.json            each split's data-report entry (counts, filtered, truncated, lengths, OOV rates)
+    COMMIT                 written last: every file's size and the small files' sha256
+
+The key hashes VERSION, the data's fingerprint (the preparation manifest), both vocabularies' sha256 and the length
+policy, so any change to what the ids would be makes a new folder; an older code version's cache (another VERSION)
+is never read. The folder is written under a temporary name and renamed when complete; a folder whose files do not
+match its COMMIT is removed with a warning and built again. Encoding a large split runs in worker processes (one
+per core), in order, with progress in the log. Records are stored uncompressed in groups of one, so reading an
+example is one seek; array_record checks each chunk when it is read.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+
+from absl import logging
+from array_record.python import array_record_data_source
+from array_record.python import array_record_module
+import numpy as np
+
+from s2s_jax.data import encoding
+from s2s_jax.data import vocab as vocab_lib
+
+VERSION = 1
+FOLDER = 'ids'
+_COMMIT = 'COMMIT'
+_PARALLEL_FROM = 50_000  # pairs: below this a split is encoded in this process (starting workers costs seconds)
+_CHUNK = 20_000  # pairs per worker task
+_PROGRESS_S = 10.0
+
+
+def key(fingerprint: str, src_vocab, tgt_vocab, policy: encoding.LengthPolicy) -> str | None:
+  """The cache key of the ids of these data, vocabularies and length policy; None without a data fingerprint."""
+  if not fingerprint:
+    return None
+  settings = [VERSION, fingerprint, src_vocab.sha256(), tgt_vocab.sha256(), sorted(vars(policy).items())]
+  return hashlib.sha256(json.dumps(settings).encode('utf-8')).hexdigest()[:20]
+
+
+def folder(data_dir: str, cache_key: str) -> str:
+  return os.path.join(data_dir, FOLDER, cache_key)
+
+
+def _record(src: np.ndarray, tgt: np.ndarray) -> bytes:
+  return np.concatenate([np.asarray([len(src)], np.int32), src, tgt]).astype(np.int32).tobytes()
+
+
+def _unrecord(record: bytes) -> tuple[np.ndarray, np.ndarray]:
+  a = np.frombuffer(record, np.int32)
+  n = int(a[0])
+  return a[1 : 1 + n], a[1 + n :]
+
+
+class RecordPairs:
+  """Random access to a stored split's (source ids, target ids) pairs; `reads` counts the records read here."""
+
+  def __init__(self, path: str, lengths: np.ndarray):
+    self.path, self.lengths, self.reads = path, lengths, 0
+    self._source = None  # opened on first use (and again after pickling, e.g. in a grain worker)
+
+  def __len__(self) -> int:
+    return len(self.lengths)
+
+  def __getstate__(self):
+    return {**self.__dict__, '_source': None}
+
+  def pairs(self, indices) -> list[tuple[np.ndarray, np.ndarray]]:
+    if self._source is None:
+      self._source = array_record_data_source.ArrayRecordDataSource([self.path])
+    indices = [int(i) for i in indices]
+    self.reads += len(indices)
+    return [_unrecord(r) for r in self._source.__getitems__(indices)]
+
+  def side(self, index: int) -> '_Side':
+    return _Side(self, index)
+
+
+class _Side:
+  """The source (0) or target (1) ids of a RecordPairs as a read-only sequence."""
+
+  def __init__(self, store: RecordPairs, index: int):
+    self._store, self._index = store, index
+
+  def __len__(self) -> int:
+    return len(self._store)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [pair[self._index] for pair in self._store.pairs(range(len(self))[i])]
+    return self._store.pairs([i])[0][self._index]
+
+  def __iter__(self):
+    for start in range(0, len(self), 1024):
+      yield from (pair[self._index] for pair in self._store.pairs(range(start, min(len(self), start + 1024))))
+
+
+class Texts:
+  """The raw text of a stored split (sources, targets, reference streams), read from disk when first asked for."""
+
+  def __init__(self, path: str, count: int, sha256: str):
+    self._path, self._count, self._sha256, self._data = path, count, sha256, None
+
+  def _load(self) -> dict:
+    if self._data is None:
+      with open(self._path, 'rb') as f:
+        raw = f.read()
+      if hashlib.sha256(raw).hexdigest() != self._sha256:
+        raise ValueError(f'{self._path} does not match its COMMIT; delete {os.path.dirname(self._path)} to rebuild.')
+      self._data = json.loads(raw)
+    return self._data
+
+  def field(self, name: str) -> '_TextField':
+    return _TextField(self, name)
+
+
+class _TextField:
+  """One field of Texts as a sequence (its length known without reading the file)."""
+
+  def __init__(self, texts: Texts, name: str):
+    self._texts, self._name = texts, name
+
+  def __len__(self) -> int:
+    return self._texts._count  # pylint: disable=protected-access
+
+  def __getitem__(self, i):
+    return self._texts._load()[self._name][i]  # pylint: disable=protected-access
+
+  def __iter__(self):
+    return iter(self._texts._load()[self._name])  # pylint: disable=protected-access
+
+  def __eq__(self, other) -> bool:
+    return list(self) == list(other)
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def load(data_dir: str, cache_key: str | None):
+  """{split: (RecordPairs, Texts, has_references)} and the report of a committed cache, or None (absent; or
+  damaged: then removed with a warning)."""
+  if cache_key is None:
+    return None
+  path = folder(data_dir, cache_key)
+  if not os.path.isdir(path):
+    return None
+  try:
+    with open(os.path.join(path, _COMMIT), encoding='utf-8') as f:
+      commit = json.load(f)
+    for name, size in commit['sizes'].items():
+      if os.path.getsize(os.path.join(path, name)) != size:
+        raise ValueError(f'{name} has {os.path.getsize(os.path.join(path, name))} bytes, COMMIT says {size}')
+    for name, digest in commit['sha256'].items():
+      if not name.endswith('.text.json') and _sha256(os.path.join(path, name)) != digest:
+        raise ValueError(f'{name} does not match its sha256 in COMMIT')
+    with open(os.path.join(path, 'report.json'), encoding='utf-8') as f:
+      report = json.load(f)
+    splits = {}
+    for split, count in commit['splits'].items():
+      lengths = np.load(os.path.join(path, f'{split}.lengths.npy'))
+      if lengths.shape != (count, 2):
+        raise ValueError(f'{split}.lengths.npy has shape {lengths.shape}, COMMIT says {count} examples')
+      text = f'{split}.text.json'
+      splits[split] = (
+        RecordPairs(os.path.join(path, f'{split}.array_record'), lengths),
+        Texts(os.path.join(path, text), count, commit['sha256'][text]),
+        split in commit['with_references'],
+      )
+    return splits, report
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    logging.warning('The id cache %s is damaged (%s); removing it and encoding the data again.', path, e)
+    shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+_WORKER = {}
+
+
+def _start_worker(src_path: str, tgt_path: str, policy: encoding.LengthPolicy) -> None:
+  _WORKER.update(src=vocab_lib.load(src_path), tgt=vocab_lib.load(tgt_path), policy=policy)
+
+
+def _encode_chunk(args) -> encoding.Encoded:
+  pairs, train = args
+  return encoding.encode(pairs, _WORKER['src'], _WORKER['tgt'], _WORKER['policy'], train)
+
+
+def _encoded_chunks(pairs, train: bool, src_vocab, tgt_vocab, policy, tmp: str):
+  """Encoded chunks of `pairs` in order: in worker processes for a large split, else here."""
+  chunks = [(pairs[i : i + _CHUNK], train) for i in range(0, len(pairs), _CHUNK)]
+  workers = min(os.cpu_count() or 1, len(chunks))
+  if len(pairs) < _PARALLEL_FROM or workers < 2:
+    yield from (encoding.encode(chunk, src_vocab, tgt_vocab, policy, train) for chunk, _ in chunks)
+    return
+  paths = [os.path.join(tmp, f'vocab.{side}.json') for side in ('src', 'tgt')]
+  src_vocab.save(paths[0])
+  tgt_vocab.save(paths[1])
+  # spawn: the parent may hold JAX's threads, which a forked child must not inherit.
+  with concurrent.futures.ProcessPoolExecutor(
+    workers, mp_context=multiprocessing.get_context('spawn'), initializer=_start_worker, initargs=(*paths, policy)
+  ) as pool:
+    yield from pool.map(_encode_chunk, chunks)
+
+
+def _progress(split: str, done: int, total: int, seconds: float) -> None:
+  rate = done / max(seconds, 1e-9)
+  logging.info(
+    'Encoding %s: %d / %d pairs (%.0f pairs/s, ETA %.0f s).', split, done, total, rate, (total - done) / rate
+  )
+
+
+def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab, tgt_vocab, policy) -> None:
+  """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder."""
+  final = folder(data_dir, cache_key)
+  tmp = os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-{uuid.uuid4().hex[:8]}')
+  os.makedirs(tmp)
+  try:
+    report, counts = {}, {}
+    for split, pairs in raw.items():
+      start = last = time.time()
+      merged = None
+      writer = array_record_module.ArrayRecordWriter(
+        os.path.join(tmp, f'{split}.array_record'), 'group_size:1,uncompressed'
+      )
+      for chunk in _encoded_chunks(pairs, split == 'train', src_vocab, tgt_vocab, policy, tmp):
+        for src, tgt in zip(chunk.src_ids, chunk.tgt_ids):
+          writer.write(_record(src, tgt))
+        chunk.src_ids = [len(x) for x in chunk.src_ids]  # only the lengths are kept here
+        chunk.tgt_ids = [len(x) for x in chunk.tgt_ids]
+        if merged is None:
+          merged = chunk
+        else:
+          merged.merge(chunk)
+        if time.time() - last > _PROGRESS_S:
+          _progress(split, len(merged.lengths['source']), len(pairs), time.time() - start)
+          last = time.time()
+      writer.close()
+      if merged is None:
+        merged = encoding.encode([], src_vocab, tgt_vocab, policy, split == 'train')
+      lengths = np.stack([np.asarray(merged.src_ids, np.int32), np.asarray(merged.tgt_ids, np.int32)], axis=1)
+      np.save(os.path.join(tmp, f'{split}.lengths.npy'), lengths.reshape(-1, 2))
+      streams = references.get(split) if split != 'train' else None  # evaluation splits: never filtered
+      if streams and not all(len(x) == len(pairs) for x in streams):
+        raise ValueError(f'The reference streams of split {split!r} do not match its {len(pairs)} examples.')
+      texts = {
+        'sources': [pairs[i][0] for i in merged.kept],
+        'targets': [pairs[i][1] for i in merged.kept],
+        'references': streams,
+      }
+      with open(os.path.join(tmp, f'{split}.text.json'), 'w', encoding='utf-8') as f:
+        json.dump(texts, f, ensure_ascii=False)
+      report[split], counts[split] = encoding.report(merged), len(merged.kept)
+      if streams:
+        report[split]['references_per_example'] = len(streams)
+      elapsed = max(time.time() - start, 1e-9)
+      logging.info('Encoded %s: %d pairs in %.1f s (%.0f pairs/s).', split, len(pairs), elapsed, len(pairs) / elapsed)
+    with open(os.path.join(tmp, 'report.json'), 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=1)
+    for name in ('vocab.src.json', 'vocab.tgt.json'):
+      if os.path.exists(os.path.join(tmp, name)):
+        os.remove(os.path.join(tmp, name))
+    files = sorted(os.listdir(tmp))
+    commit = {
+      'version': VERSION,
+      'splits': counts,
+      'with_references': sorted(s for s in raw if s != 'train' and references.get(s)),
+      'sizes': {name: os.path.getsize(os.path.join(tmp, name)) for name in files},
+      'sha256': {name: _sha256(os.path.join(tmp, name)) for name in files if not name.endswith('.array_record')},
+    }
+    with open(os.path.join(tmp, _COMMIT), 'w', encoding='utf-8') as f:
+      json.dump(commit, f, indent=1)
+    try:
+      os.rename(tmp, final)
+    except OSError:  # another process committed first: keep its copy
+      shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
