@@ -165,6 +165,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     last_step,
     checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)),
   )
+  if (store := data.splits['train'].store) is not None and not config.data.num_workers:
+    # Each process reads only its rows of every global batch (the multi-host test compares the counts).
+    logging.info('Process %d read %d training records from the id cache.', jax.process_index(), store.reads)
   mngr.wait_until_finished()
   try:
     for best_mngr in runs.best:

@@ -106,7 +106,9 @@ class BucketingTest(parameterized.TestCase):
     buckets = _buckets(src, tgt, num_buckets=5)
     longest = (buckets[-1].src_len, buckets[-1].tgt_len)
     partial = [
-      b for b in _epoch(bucketing.BucketedBatches(_in_memory(src, tgt), buckets, 0)) if (b['inputs_mask'].sum(1) == 0).any()
+      b
+      for b in _epoch(bucketing.BucketedBatches(_in_memory(src, tgt), buckets, 0))
+      if (b['inputs_mask'].sum(1) == 0).any()
     ]
     self.assertLessEqual(len(partial), 1)
     for b in partial:

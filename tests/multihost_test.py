@@ -2,6 +2,7 @@
 tiny default model as one 4-device program; both end with identical parameters, equal (to float rounding: the
 gradient sum runs in another order) to one process with 4 devices on the same global batches."""
 
+import json
 import os
 import re
 import socket
@@ -79,6 +80,15 @@ class MultiHostTest(absltest.TestCase):
       check=False,
     )
     self.assertEqual(one.returncode, 0, one.stderr[-3000:])
+    # Each process read only its half of every global batch: at least its rows of the 20 batches trained on, and
+    # well under the one-process run's count (which reads whole batches; all read a few batches ahead).
+    reads = [int(re.search(r'Process \d read (\d+) training records', log).group(1)) for log in (*logs, one.stderr)]
+    with open(os.path.join(single, 'config.json'), encoding='utf-8') as f:
+      batch = json.load(f)['data']['batch_size']
+    self.assertGreaterEqual(reads[2], 20 * batch)
+    for r in reads[:2]:
+      self.assertGreaterEqual(r, 20 * batch // 2)
+      self.assertLess(r, 0.75 * reads[2])
     params_multi, step_multi = checkpointing.restore_params(multi, 'latest')
     params_single, step_single = checkpointing.restore_params(single, 'latest')
     self.assertEqual((step_multi, step_single), (20, 20))
