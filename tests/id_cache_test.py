@@ -15,6 +15,8 @@ from unittest import mock
 from absl.testing import absltest
 import numpy as np
 
+import testutil
+
 from s2s_jax import config_lib
 from s2s_jax.data import batches
 from s2s_jax.data import bucketing
@@ -195,6 +197,24 @@ class IdCacheTest(absltest.TestCase):
       parallel = self.prepare()
     self.assertLen(self.cache_folders(), 2)
     self.assert_same_data(serial, parallel)
+
+  def test_parallel_encoding_from_a_script_without_a_main_guard(self):
+    # The workers are fresh interpreters of s2s_jax.data.id_cache: a caller's unguarded script is not run again in
+    # them (multiprocessing's spawned children would, and would wait forever on the lock their parent holds).
+    script = os.path.join(self.create_tempdir().full_path, 'unguarded.py')
+    with open(script, 'w', encoding='utf-8') as f:
+      f.write(
+        'from s2s_jax import config_lib\n'
+        'from s2s_jax.data import id_cache, pipeline\n'
+        'id_cache._PARALLEL_FROM, id_cache._CHUNK = 10, 64\n'
+        'c = config_lib.base_config().data\n'
+        f'c.update(name="parallel_text", files={self.files!r}, data_dir={self.data_dir!r}, tokenizer="word")\n'
+        'pipeline.resolve_paths(c)\n'
+        'print("examples", len(pipeline.prepare(c).splits["train"]))\n'
+      )
+    out = testutil.run(script, timeout=300)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertEqual(out.stdout.count('examples 300'), 1)  # run once, not once more per worker
 
   def test_a_tfds_dataset_takes_the_same_path(self):
     local = self.prepare()  # prepares the corpus as a TFDS dataset in data_dir

@@ -16,12 +16,15 @@ per core), in order, with progress in the log. Records are stored uncompressed i
 example is one seek; array_record checks each chunk when it is read.
 """
 
-import concurrent.futures
+import glob
 import hashlib
 import json
-import multiprocessing
 import os
+import pickle
 import shutil
+import struct
+import subprocess
+import sys
 import time
 import uuid
 
@@ -189,20 +192,46 @@ def load(data_dir: str, cache_key: str | None):
     return None
 
 
-_WORKER = {}
+def _send(stream, obj) -> None:
+  data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+  stream.write(struct.pack('<Q', len(data)))
+  stream.write(data)
+  stream.flush()
 
 
-def _start_worker(src_path: str, tgt_path: str, policy: encoding.LengthPolicy) -> None:
-  _WORKER.update(src=vocab_lib.load(src_path), tgt=vocab_lib.load(tgt_path), policy=policy)
+def _receive(stream):
+  """The next object of a stream of _send frames; EOFError at the end."""
+  header = stream.read(8)
+  if len(header) < 8:
+    raise EOFError
+  (size,) = struct.unpack('<Q', header)
+  data = stream.read(size)
+  if len(data) < size:
+    raise EOFError
+  return pickle.loads(data)
 
 
-def _encode_chunk(args) -> encoding.Encoded:
-  pairs, train = args
-  return encoding.encode(pairs, _WORKER['src'], _WORKER['tgt'], _WORKER['policy'], train)
+def _worker(src_path: str, tgt_path: str, policy_json: str) -> None:
+  """An encoding worker (`python -m s2s_jax.data.id_cache SRC TGT POLICY`): (pairs, train) frames in on stdin,
+  encoding.Encoded frames out on stdout, until stdin closes."""
+  src_vocab, tgt_vocab = vocab_lib.load(src_path), vocab_lib.load(tgt_path)
+  policy = encoding.LengthPolicy(**json.loads(policy_json))
+  out, sys.stdout = sys.stdout.buffer, sys.stderr  # frames only on stdout
+  while True:
+    try:
+      pairs, train = _receive(sys.stdin.buffer)
+    except EOFError:
+      return
+    _send(out, encoding.encode(pairs, src_vocab, tgt_vocab, policy, train))
 
 
 def _encoded_chunks(pairs, train: bool, src_vocab, tgt_vocab, policy, tmp: str):
-  """Encoded chunks of `pairs` in order: in worker processes for a large split, else here."""
+  """Encoded chunks of `pairs` in order: by worker processes (one per core) for a large split, else here.
+
+  Workers are fresh interpreters running this module (not multiprocessing, whose spawned children re-run the
+  caller's main script, and whose forked children would inherit JAX's threads); chunk i goes to worker i % W, each
+  worker gets its next chunk when its result has been read.
+  """
   chunks = [(pairs[i : i + _CHUNK], train) for i in range(0, len(pairs), _CHUNK)]
   workers = min(os.cpu_count() or 1, len(chunks))
   if len(pairs) < _PARALLEL_FROM or workers < 2:
@@ -211,11 +240,30 @@ def _encoded_chunks(pairs, train: bool, src_vocab, tgt_vocab, policy, tmp: str):
   paths = [os.path.join(tmp, f'vocab.{side}.json') for side in ('src', 'tgt')]
   src_vocab.save(paths[0])
   tgt_vocab.save(paths[1])
-  # spawn: the parent may hold JAX's threads, which a forked child must not inherit.
-  with concurrent.futures.ProcessPoolExecutor(
-    workers, mp_context=multiprocessing.get_context('spawn'), initializer=_start_worker, initargs=(*paths, policy)
-  ) as pool:
-    yield from pool.map(_encode_chunk, chunks)
+  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])))
+  command = [sys.executable, '-m', 's2s_jax.data.id_cache', *paths, json.dumps(vars(policy))]
+  procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(workers)]
+  try:
+    for i in range(workers):
+      _send(procs[i].stdin, chunks[i])
+    for i in range(len(chunks)):
+      proc = procs[i % workers]
+      try:
+        result = _receive(proc.stdout)
+      except EOFError:
+        raise RuntimeError(f'An encoding worker exited with code {proc.wait()}; its error is logged above.') from None
+      if i + workers < len(chunks):
+        _send(proc.stdin, chunks[i + workers])
+      yield result
+  finally:
+    for proc in procs:
+      proc.stdin.close()
+    for proc in procs:
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _progress(split: str, done: int, total: int, seconds: float) -> None:
@@ -228,6 +276,8 @@ def _progress(split: str, done: int, total: int, seconds: float) -> None:
 def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab, tgt_vocab, policy) -> None:
   """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder."""
   final = folder(data_dir, cache_key)
+  for stale in glob.glob(os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-*')):  # a killed build's (under the lock)
+    shutil.rmtree(stale, ignore_errors=True)
   tmp = os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-{uuid.uuid4().hex[:8]}')
   os.makedirs(tmp)
   try:
@@ -292,3 +342,7 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+if __name__ == '__main__':
+  _worker(*sys.argv[1:])
