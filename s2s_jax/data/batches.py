@@ -4,6 +4,7 @@ bucket plan's shapes) and the evaluation batches. Every batch is a dict of numpy
 
 from collections.abc import Iterator
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -43,6 +44,17 @@ class _Examples:
     }
 
 
+class _Batch:
+  """Indices -> the padded batch of those examples (a picklable grain map for worker processes)."""
+
+  def __init__(self, examples: _Examples):
+    self._examples = examples
+
+  def __call__(self, indices: np.ndarray) -> Batch:
+    rows = self._examples.rows(indices)
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
 def train_iterator(
   data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0
 ) -> grain.DatasetIterator:
@@ -58,11 +70,14 @@ def train_iterator(
   split = data.splits['train']
   if data.buckets:
     ds = grain.MapDataset.source(bucketing.BucketedBatches(split, data.buckets, seed, process_index, process_count))
-  else:
-    ds = grain.MapDataset.source(_Examples(split, data.src_len, data.tgt_len)).shuffle(seed=seed).repeat()
+  else:  # shuffled example indices, batched, then one read per batch
+    ds = grain.MapDataset.range(len(split)).shuffle(seed=seed).repeat()
     ds = ds[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
+    ds = ds.map(_Batch(_Examples(split, data.src_len, data.tgt_len)))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
   if num_workers:  # batches made in worker processes (data.num_workers); the iterator state stays exact
+    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (parsed by our entry points' app.run)
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(ds)
 

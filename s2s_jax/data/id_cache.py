@@ -12,8 +12,8 @@ The key hashes VERSION, the data's fingerprint (the preparation manifest), both 
 policy, so any change to what the ids would be makes a new folder; an older code version's cache (another VERSION)
 is never read. The folder is written under a temporary name and renamed when complete; a folder whose files do not
 match its COMMIT is removed with a warning and built again. Encoding a large split runs in worker processes (one
-per core), in order, with progress in the log. Records are stored uncompressed in groups of one, so reading an
-example is one seek; array_record checks each chunk when it is read.
+per core), in order, with progress in the log. Records are stored uncompressed in chunks of 64 (see _GROUP) and
+read in batches (one call per batch: a call costs far more than a record).
 """
 
 import glob
@@ -36,12 +36,16 @@ import numpy as np
 from s2s_jax.data import encoding
 from s2s_jax.data import vocab as vocab_lib
 
-VERSION = 1
+VERSION = 2  # 2: records in groups of 64
 FOLDER = 'ids'
 _COMMIT = 'COMMIT'
 _PARALLEL_FROM = 50_000  # pairs: below this a split is encoded in this process (starting workers costs seconds)
 _CHUNK = 20_000  # pairs per worker task
 _PROGRESS_S = 10.0
+# Records per array_record chunk. The reader keeps an index entry per chunk: with groups of 1 it held about 400 bytes
+# per record once reads began (404 MB for 1M pairs), with 64 about 16 MB, and a batched random read costs 6.8 us per
+# record instead of 12.3 (measured on 1M records of 200 bytes).
+_GROUP = 64
 
 
 def key(fingerprint: str, src_vocab, tgt_vocab, policy: encoding.LengthPolicy) -> str | None:
@@ -286,7 +290,7 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
       start = last = time.time()
       merged = None
       writer = array_record_module.ArrayRecordWriter(
-        os.path.join(tmp, f'{split}.array_record'), 'group_size:1,uncompressed'
+        os.path.join(tmp, f'{split}.array_record'), f'group_size:{_GROUP},uncompressed'
       )
       for chunk in _encoded_chunks(pairs, split == 'train', src_vocab, tgt_vocab, policy, tmp):
         for src, tgt in zip(chunk.src_ids, chunk.tgt_ids):
