@@ -5,7 +5,9 @@ other's files. A saved state is a plain dict, never a TrainState object.
 
 import glob
 import hashlib
+import json
 import os
+import re
 import shutil
 import time
 from typing import Any
@@ -198,13 +200,30 @@ def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:
     candidates = [c for c in candidates if c[0] == int(which)]
   if not candidates:
     raise FileNotFoundError(f'No {which!r} checkpoint in {workdir}/best or {workdir}/checkpoints.')
-  step, item, folder = max(candidates, key=lambda c: (c[0], c[1] == 'state'))
+  step, item, folder = max(candidates, key=lambda c: (c[0], c[1] != 'params'))
   return _restore(folder, item, step)
 
 
+def _seed_index(workdir: str) -> int | None:
+  """k when `workdir` is PARENT/seed_<s>, the k-th seed of a vmapped run (num_seeds > 1), whose training states are
+  stacked in PARENT/checkpoints/; else None."""
+  parent, name = os.path.split(os.path.abspath(workdir))
+  match = re.fullmatch(r'seed_(\d+)', name)
+  try:
+    with open(os.path.join(parent, 'config.json'), encoding='utf-8') as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    return None
+  k = int(match.group(1)) - config.get('seed', 0) if match else -1
+  return k if 0 <= k < config.get('num_seeds', 1) else None
+
+
 def saved_steps(workdir: str, params_only: bool = False) -> list[tuple[int, str, str]]:
-  """(step, item, folder) of every checkpoint of a workdir: best/ ('params') and checkpoints/ ('state')."""
+  """(step, item, folder) of every checkpoint of a workdir: best/ ('params') and checkpoints/ ('state'); for a seed
+  of a vmapped run, its slice of the run's stacked states ('state[k]')."""
   folders = {'params': os.path.join(workdir, 'best'), 'state': os.path.join(workdir, 'checkpoints')}
+  if not os.path.isdir(folders['state']) and (k := _seed_index(workdir)) is not None:
+    folders = {'params': folders['params'], f'state[{k}]': os.path.join(os.path.dirname(workdir), 'checkpoints')}
   out = []
   for item, folder in folders.items():
     if os.path.isdir(folder) and (not params_only or item == 'params'):
@@ -214,12 +233,16 @@ def saved_steps(workdir: str, params_only: bool = False) -> list[tuple[int, str,
 
 
 def _restore(folder: str, item: str, step: int | None) -> tuple[Any, int]:
+  seed = int(item[len('state[') : -1]) if item.startswith('state[') else None
+  name = 'state' if seed is not None else item
   with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'{folder} holds no checkpoint.')
-    restored = mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
-  tree = restored[item]
+    restored = mngr.restore(step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore()}))
+  tree = restored[name]
+  if seed is not None:
+    return jax.tree.map(lambda x: np.asarray(x)[seed], tree['params']), step
   return (tree['params'] if item == 'state' else tree), step
 
 

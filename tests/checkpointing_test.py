@@ -218,6 +218,24 @@ class AverageTest(absltest.TestCase):
     self.assertEqual(back_step, 30)
     jax.tree.map(np.testing.assert_array_equal, back, mean)
 
+  def test_a_seed_of_a_vmapped_run_averages_its_slice_of_the_stacked_states(self):
+    run = self.create_tempdir().full_path
+    with open(os.path.join(run, 'config.json'), 'w', encoding='utf-8') as f:
+      json.dump({'seed': 5, 'num_seeds': 3}, f)
+    with ocp.CheckpointManager(
+      os.path.join(run, 'checkpoints'), options=ocp.CheckpointManagerOptions(create=True)
+    ) as m:
+      for step in (10, 20):  # params stacked over the 3 seeds: seed k's values are step + k
+        params = {'w': np.stack([np.full((2,), step + k, np.float32) for k in range(3)])}
+        m.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({'params': params, 'step': step})))
+      m.wait_until_finished()
+    seed = os.path.join(run, 'seed_6')  # the second seed (seed 5 + 1)
+    checkpointing.save_params(os.path.join(seed, 'best'), 20, {'w': np.full((2,), 21.0, np.float32)})
+    mean, step = checkpointing.restore_params(seed, 'avg:2')
+    self.assertEqual(step, 20)
+    np.testing.assert_allclose(mean['w'], [16.0, 16.0])  # (11 + 21) / 2
+    np.testing.assert_allclose(checkpointing.restore_params(seed, '10')[0]['w'], [11.0, 11.0])
+
   def test_bad_requests_name_what_is_saved(self):
     workdir = self._workdir()
     with self.assertRaisesRegex(ValueError, r'avg:4: .* keeps 3 checkpoint steps \(\[10, 20, 30\]\)'):
