@@ -19,6 +19,7 @@ the lstm512 train step (scripts/benchmark.py train).
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,10 @@ def run(tree: str, paths: dict[str, str], data_dir: str, workdir: str) -> dict:
         marks.setdefault('to_training_s', time.perf_counter() - start)
       if line.startswith('PEAK_RSS_KB'):
         marks['peak_rss_mb'] = int(line.split()[1]) / 1024
+      if m := re.search(r'Encoded (\w+): (\d+) pairs in ([\d.]+) s', line):
+        marks.setdefault('encode_s', {})[m.group(1)] = float(m.group(3))
+      if m := re.search(r'Built the vocabularies from (\d+) training pairs in ([\d.]+) s', line):
+        marks['vocab_s'] = float(m.group(2))
   if p.returncode:
     raise RuntimeError(f'{tree}: the run failed (exit {p.returncode}):\n' + ''.join(tail))
   marks['exit_s'] = time.perf_counter() - start
@@ -177,10 +182,13 @@ def main(argv):
       warm = run(tree, paths, data_dir, os.path.join(scratch, f'warm_{n}_{k}'))
       row = {'tree': tree, 'num_pairs': n, 'cold': cold, 'warm': warm, 'cold_pairs_per_s': n / cold['to_training_s']}
       results.append(row)
+      encode = cold.get('encode_s', {})
       print(
         f'{os.path.basename(tree)} {n:>10,} pairs: cold {cold["to_training_s"]:.1f} s ({row["cold_pairs_per_s"]:,.0f} '
         f'pairs/s, {cold.get("peak_rss_mb", 0):.0f} MB), warm {warm["to_training_s"]:.1f} s '
-        f'({warm.get("peak_rss_mb", 0):.0f} MB)',
+        f'({warm.get("peak_rss_mb", 0):.0f} MB); cold: vocabularies {cold.get("vocab_s", 0):.1f} s, ids '
+        f'{sum(encode.values()):.1f} s ({n / max(encode.get("train", 0), 1e-9):,.0f} '
+        'train pairs/s)',
         flush=True,
       )
   if _WORKERS.value:
