@@ -1,6 +1,6 @@
 """Checks that a run survives SIGKILLs at the worst moments: the resumed run must equal an uninterrupted one.
 
-  python scripts/chaos_resume.py --config=experiments/default.py:size=tiny --kill_at=prepare,eval,save,random,test
+  python scripts/chaos_resume.py --config=experiments/default.py:size=tiny --kill_at=prepare,random,eval,save,test
 
 Runs the config once to the end (A), then again (B) killed once per window of --kill_at, each kill followed by a
 restart with the same command, and a final restart that runs to the end. Windows, each found by the log line that
@@ -35,7 +35,7 @@ import numpy as np
 _CONFIG = flags.DEFINE_string('config', None, 'Experiment file and arg, e.g. experiments/default.py:size=tiny.')
 _KILL_AT = flags.DEFINE_list(
   'kill_at',
-  ['prepare', 'eval', 'save', 'random', 'test'],
+  ['prepare', 'random', 'eval', 'save', 'test'],
   'Windows to kill the run in, in this order (see the module docstring).',
 )
 _KILL_DELAY = flags.DEFINE_float('kill_delay', 0.2, 'Seconds from the log line that opens a window to the kill.')
