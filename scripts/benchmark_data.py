@@ -11,10 +11,11 @@ one), it runs the tiny default model on it for 5 steps with word vocabularies of
   warm   the same data_dir, a new workdir: whatever the tree caches is reused.
 
 and reports, for both, the seconds from process start to the `Training from step` line (CONVENTIONS §2) and the
-process's peak RSS (resource.getrusage in the process itself), and the cold preparation rate (pairs/s up to that
-line). Run it on an idle machine; the trees alternate within each N. Then, on the largest corpus, the training
-iterator's delivered batches/s (batch 64, length buckets, --workers grain worker processes) against the steps/s of
-the lstm512 train step (scripts/benchmark.py train).
+process's peak RSS (resource.getrusage in the process itself), the cold start's rate (pairs/s up to that line), and
+its parts read from its log: the TFDS preparation of the text, the vocabularies and the ids, with the tokenize-once
+rate (pairs / (vocabulary + id seconds)). Run it on an idle machine; the trees alternate within each N. Then, on
+the largest corpus, the training iterator's delivered batches/s (batch 64, length buckets, --workers grain worker
+processes) against the steps/s of the lstm512 train step (scripts/benchmark.py train).
 """
 
 import json
@@ -157,8 +158,12 @@ def run(tree: str, paths: dict[str, str], data_dir: str, workdir: str) -> dict:
         marks['peak_rss_mb'] = int(line.split()[1]) / 1024
       if m := re.search(r'Encoded (\w+): (\d+) pairs in ([\d.]+) s', line):
         marks.setdefault('encode_s', {})[m.group(1)] = float(m.group(3))
+      if re.search(r'\] Preparing s2s_', line):
+        marks.setdefault('text_start_s', time.perf_counter() - start)
       if m := re.search(r'Built the vocabularies from (\d+) training pairs in ([\d.]+) s', line):
         marks['vocab_s'] = float(m.group(2))
+        if 'text_start_s' in marks:  # the TFDS preparation of the text: from its start to the vocabulary's
+          marks['text_s'] = time.perf_counter() - start - marks['vocab_s'] - marks['text_start_s']
   if p.returncode:
     raise RuntimeError(f'{tree}: the run failed (exit {p.returncode}):\n' + ''.join(tail))
   marks['exit_s'] = time.perf_counter() - start
@@ -180,15 +185,24 @@ def main(argv):
       data_dir = os.path.join(scratch, f'data_{n}_{k}')
       cold = run(tree, paths, data_dir, os.path.join(scratch, f'cold_{n}_{k}'))
       warm = run(tree, paths, data_dir, os.path.join(scratch, f'warm_{n}_{k}'))
-      row = {'tree': tree, 'num_pairs': n, 'cold': cold, 'warm': warm, 'cold_pairs_per_s': n / cold['to_training_s']}
-      results.append(row)
       encode = cold.get('encode_s', {})
+      tokenize_s = cold.get('vocab_s', 0) + sum(encode.values())  # tokenize once: vocabularies + ids
+      row = {
+        'tree': tree,
+        'num_pairs': n,
+        'cold': cold,
+        'warm': warm,
+        'cold_pairs_per_s': n / cold['to_training_s'],
+        'tokenize_pairs_per_s': n / max(tokenize_s, 1e-9),
+      }
+      results.append(row)
       print(
         f'{os.path.basename(tree)} {n:>10,} pairs: cold {cold["to_training_s"]:.1f} s ({row["cold_pairs_per_s"]:,.0f} '
         f'pairs/s, {cold.get("peak_rss_mb", 0):.0f} MB), warm {warm["to_training_s"]:.1f} s '
-        f'({warm.get("peak_rss_mb", 0):.0f} MB); cold: vocabularies {cold.get("vocab_s", 0):.1f} s, ids '
-        f'{sum(encode.values()):.1f} s ({n / max(encode.get("train", 0), 1e-9):,.0f} '
-        'train pairs/s)',
+        f'({warm.get("peak_rss_mb", 0):.0f} MB); cold: text (TFDS) {cold.get("text_s", 0):.1f} s, vocabularies '
+        f'{cold.get("vocab_s", 0):.1f} s, ids {sum(encode.values()):.1f} s '
+        f'({n / max(encode.get("train", 0), 1e-9):,.0f} train pairs/s); tokenize once (vocabularies + ids): '
+        f'{row["tokenize_pairs_per_s"]:,.0f} pairs/s',
         flush=True,
       )
   if _WORKERS.value:

@@ -96,6 +96,13 @@ class IdCacheTest(absltest.TestCase):
     with _no_raw_text(), self.assertRaisesRegex(AssertionError, 'raw text was read'):
       self.prepare(max_src_len=10)
 
+  def test_reading_logs_no_error(self):
+    self.prepare()
+    with self.assertNoLogs('absl', 'ERROR'):  # array_record's notice on groups of 64 is filtered (id_cache._GROUP)
+      data = self.prepare()
+      data.splits['validation'].store.pairs([0, 1])
+      next(batches.train_iterator(data, 8, seed=0))
+
   def test_the_cache_gives_the_in_memory_encoding_and_batches(self):
     data = self.prepare(src_len_policy='truncate')
     data_config = _config(self.data_dir, self.files, src_len_policy='truncate')

@@ -77,8 +77,98 @@ def _steps(ids) -> int:
   return len(ids) if isinstance(ids, np.ndarray) else len(ids) + 1
 
 
+@dataclasses.dataclass
+class Flat:
+  """A chunk of text examples encoded in flat arrays: the counts of `encoded` (whose id lists are left empty) and,
+  per side, the kept examples' ids (EOS included, length policy applied) concatenated, with each one's length."""
+
+  encoded: Encoded
+  ids: dict[str, np.ndarray]  # side -> int32 [sum of lengths]
+  lengths: dict[str, np.ndarray]  # side -> int64 [kept examples]
+
+  def records(self) -> tuple[bytes, list[int]]:
+    """Every kept example as one int32 record [len(source ids), source ids..., target ids...], concatenated, and
+    the records' byte offsets (len + 1 of them)."""
+    src, tgt = self.lengths['source'], self.lengths['target']
+    size = 1 + src + tgt
+    starts = np.cumsum(size) - size
+    out = np.empty(int(size.sum()), np.int32)
+    out[starts] = src
+    _scatter(out, starts + 1, self.ids['source'], src)
+    _scatter(out, starts + 1 + src, self.ids['target'], tgt)
+    offsets = np.concatenate([[0], np.cumsum(size) * 4])
+    return out.tobytes(), offsets.tolist()
+
+
+def _scatter(out: np.ndarray, starts: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> None:
+  """out[starts[i] : starts[i] + lengths[i]] = the i-th segment of the concatenated `values`, for every i."""
+  within = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+  out[np.repeat(starts, lengths) + within] = values
+
+
+def _gather(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """The segments values[starts[i] : starts[i] + lengths[i]], concatenated."""
+  within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+  return values[np.repeat(starts, lengths) + within]
+
+
+def encode_flat(pairs: Sequence[tuple[str, str]], src_vocab, tgt_vocab, policy: LengthPolicy, train: bool) -> Flat:
+  """`encode` of text pairs in array operations: the same ids, kept examples and counts, without a Python step
+  per token (the vocabularies' `encode_many`) or per example (the policy on length arrays)."""
+  ids, counts = {}, {}
+  ids['source'], counts['source'] = src_vocab.encode_many([src for src, _ in pairs])
+  ids['target'], counts['target'] = tgt_vocab.encode_many([tgt for _, tgt in pairs])
+  starts = {side: np.cumsum(counts[side]) - counts[side] for side in SIDES}
+  if policy.reverse_source:  # Sutskever et al. 2014: each source backwards (EOS still last)
+    n = counts['source']
+    row_end = np.repeat(2 * starts['source'] + n - 1, n)
+    ids['source'] = ids['source'][row_end - np.arange(len(ids['source']))]
+  steps = {side: counts[side] + 1 for side in SIDES}
+  unk = {side: int(np.count_nonzero(ids[side] == UNK_ID)) for side in SIDES}
+  # The reason an example is dropped: the source's (empty, else too long) before the target's, as in `encode`.
+  reason = np.full(len(pairs), '', dtype=object)
+  if train:
+    for side in reversed(SIDES):
+      too_long = (steps[side] > policy.limit(side)) if policy.policy(side) == 'filter' else False
+      reason = np.where(too_long & (counts[side] > 0), f'{side}_too_long', reason)
+      reason = np.where(counts[side] == 0, f'empty_{side}', reason)
+  keep = reason == ''
+  filtered = collections.Counter(reason[~keep].tolist())
+  kept = np.flatnonzero(keep)
+  truncated = collections.Counter()
+  fitted_ids, fitted_lengths = {}, {}
+  for side in SIDES:
+    if len(kept):
+      truncated[side] = int(np.count_nonzero(steps[side][kept] > policy.limit(side)))
+    stop = policy.limit(side) - 1  # `_fit` keeps ids[:stop] (a Python slice) and appends EOS
+    n = counts[side][kept]
+    take = np.minimum(n, stop) if stop >= 0 else np.maximum(n + stop, 0)
+    tokens = _gather(ids[side], starts[side][kept], take)
+    fitted_lengths[side] = take + 1
+    fitted = np.full(int(fitted_lengths[side].sum()), EOS_ID, np.int32)
+    _scatter(fitted, np.cumsum(take + 1) - (take + 1), tokens, take)
+    fitted_ids[side] = fitted
+  lengths = {side: steps[side].astype(np.int32) for side in SIDES}
+  encoded = Encoded(kept.tolist(), [], [], lengths, filtered, truncated, unk)
+  return Flat(encoded, fitted_ids, fitted_lengths)
+
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+  return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
 def encode(pairs: Sequence[tuple[Any, str]], src_vocab, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
   """Encodes `pairs` and applies the length policy."""
+  if hasattr(src_vocab, 'encode_many') and hasattr(tgt_vocab, 'encode_many'):  # text: `encode_flat`
+    flat = encode_flat(pairs, src_vocab, tgt_vocab, policy, train)
+    flat.encoded.src_ids = _split(flat.ids['source'], flat.lengths['source'])
+    flat.encoded.tgt_ids = _split(flat.ids['target'], flat.lengths['target'])
+    return flat.encoded
+  return encode_each(pairs, src_vocab, tgt_vocab, policy, train)
+
+
+def encode_each(pairs: Sequence[tuple[Any, str]], src_vocab, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
+  """Encodes `pairs` one example at a time (any source: text, audio, image) and applies the length policy."""
   out = Encoded([], [], [], {}, collections.Counter(), collections.Counter(), {'source': 0, 'target': 0})
   lengths = {'source': [], 'target': []}
   for index, (src, tgt) in enumerate(pairs):

@@ -19,6 +19,7 @@ read in batches (one call per batch: a call costs far more than a record).
 import glob
 import hashlib
 import json
+import logging as logging_std
 import os
 import pickle
 import shutil
@@ -48,6 +49,18 @@ _PROGRESS_S = 10.0
 _GROUP = 64
 
 
+class _GroupSizeNotice(logging_std.Filter):
+  """Drops array_record's ERROR line for files written with groups of more than 1 record ("Grain requires group
+  size 1 for good performance"), logged at every open of every split: these groups are chosen, measured above, and
+  read in batches."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return 'Grain requires group size 1' not in str(record.msg)
+
+
+logging.get_absl_logger().addFilter(_GroupSizeNotice())
+
+
 def key(fingerprint: str, src_vocab, tgt_vocab, policy: encoding.LengthPolicy) -> str | None:
   """The cache key of the ids of these data, vocabularies and length policy; None without a data fingerprint."""
   if not fingerprint:
@@ -58,10 +71,6 @@ def key(fingerprint: str, src_vocab, tgt_vocab, policy: encoding.LengthPolicy) -
 
 def folder(data_dir: str, cache_key: str) -> str:
   return os.path.join(data_dir, FOLDER, cache_key)
-
-
-def _record(src: np.ndarray, tgt: np.ndarray) -> bytes:
-  return np.concatenate([np.asarray([len(src)], np.int32), src, tgt]).astype(np.int32).tobytes()
 
 
 def _unrecord(record: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -215,9 +224,19 @@ def _receive(stream):
   return pickle.loads(data)
 
 
+def _encode_chunk(pairs, train: bool, src_vocab, tgt_vocab, policy) -> tuple[encoding.Encoded, bytes, list[int]]:
+  """A chunk's counts (its `Encoded`, whose id lists hold the kept examples' lengths), its records concatenated and
+  their byte offsets: what a worker sends back (a few large objects, cheap to pickle)."""
+  flat = encoding.encode_flat(pairs, src_vocab, tgt_vocab, policy, train)
+  blob, offsets = flat.records()
+  flat.encoded.src_ids = flat.lengths['source'].tolist()
+  flat.encoded.tgt_ids = flat.lengths['target'].tolist()
+  return flat.encoded, blob, offsets
+
+
 def _worker(src_path: str, tgt_path: str, policy_json: str) -> None:
   """An encoding worker (`python -m s2s_jax.data.id_cache SRC TGT POLICY`): (pairs, train) frames in on stdin,
-  encoding.Encoded frames out on stdout, until stdin closes."""
+  `_encode_chunk` frames out on stdout, until stdin closes."""
   src_vocab, tgt_vocab = vocab_lib.load(src_path), vocab_lib.load(tgt_path)
   policy = encoding.LengthPolicy(**json.loads(policy_json))
   out, sys.stdout = sys.stdout.buffer, sys.stderr  # frames only on stdout
@@ -226,11 +245,12 @@ def _worker(src_path: str, tgt_path: str, policy_json: str) -> None:
       pairs, train = _receive(sys.stdin.buffer)
     except EOFError:
       return
-    _send(out, encoding.encode(pairs, src_vocab, tgt_vocab, policy, train))
+    _send(out, _encode_chunk(pairs, train, src_vocab, tgt_vocab, policy))
 
 
 def _encoded_chunks(pairs, train: bool, src_vocab, tgt_vocab, policy, tmp: str):
-  """Encoded chunks of `pairs` in order: by worker processes (one per core) for a large split, else here.
+  """`_encode_chunk` of each chunk of `pairs`, in order: by worker processes (one per core) for a large split, else
+  here.
 
   Workers are fresh interpreters running this module (not multiprocessing, whose spawned children re-run the
   caller's main script, and whose forked children would inherit JAX's threads); chunk i goes to worker i % W, each
@@ -239,7 +259,7 @@ def _encoded_chunks(pairs, train: bool, src_vocab, tgt_vocab, policy, tmp: str):
   chunks = [(pairs[i : i + _CHUNK], train) for i in range(0, len(pairs), _CHUNK)]
   workers = min(os.cpu_count() or 1, len(chunks))
   if len(pairs) < _PARALLEL_FROM or workers < 2:
-    yield from (encoding.encode(chunk, src_vocab, tgt_vocab, policy, train) for chunk, _ in chunks)
+    yield from (_encode_chunk(chunk, train, src_vocab, tgt_vocab, policy) for chunk, _ in chunks)
     return
   paths = [os.path.join(tmp, f'vocab.{side}.json') for side in ('src', 'tgt')]
   src_vocab.save(paths[0])
@@ -292,11 +312,9 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
       writer = array_record_module.ArrayRecordWriter(
         os.path.join(tmp, f'{split}.array_record'), f'group_size:{_GROUP},uncompressed'
       )
-      for chunk in _encoded_chunks(pairs, split == 'train', src_vocab, tgt_vocab, policy, tmp):
-        for src, tgt in zip(chunk.src_ids, chunk.tgt_ids):
-          writer.write(_record(src, tgt))
-        chunk.src_ids = [len(x) for x in chunk.src_ids]  # only the lengths are kept here
-        chunk.tgt_ids = [len(x) for x in chunk.tgt_ids]
+      for chunk, blob, offsets in _encoded_chunks(pairs, split == 'train', src_vocab, tgt_vocab, policy, tmp):
+        for begin, end in zip(offsets[:-1], offsets[1:]):
+          writer.write(blob[begin:end])
         if merged is None:
           merged = chunk
         else:

@@ -23,9 +23,11 @@ import base64
 import collections
 from collections.abc import Iterable, Sequence
 import io
+import itertools
 import json
 import re
 
+import numpy as np
 import sacremoses
 import sentencepiece as spm
 
@@ -60,7 +62,8 @@ class Vocab(saved.SavedJson):
     self.lowercase = lowercase
     self.lang = lang if kind == 'moses' else ''
     self.model_type = ''
-    self._ids = {t: i for i, t in enumerate(self.tokens)}
+    # What encoding looks up: the literal of a special token is text, so it is absent here and reads as UNK.
+    self._encode_ids = {t: i for i, t in enumerate(self.tokens) if i >= len(SPECIAL_TOKENS)}
     if kind == 'moses':  # built once per vocabulary, never per sentence
       self._moses = (
         sacremoses.MosesPunctNormalizer(self.lang),
@@ -116,8 +119,24 @@ class Vocab(saved.SavedJson):
 
     A literal '</s>' or '<pad>' in the data is text, never a control id (it would otherwise end or hide a sequence).
     """
-    num_special = len(SPECIAL_TOKENS)
-    return [i if (i := self._ids.get(t, UNK_ID)) >= num_special else UNK_ID for t in self.tokenize(text)]
+    get = self._encode_ids.get
+    return [get(t, UNK_ID) for t in self.tokenize(text)]
+
+  def encode_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`encode` of every text at once: (all ids concatenated as int32, each text's number of ids as int64).
+
+    The same ids as `encode` text by text, several times faster for `char` and `word` (no Python call per token).
+    """
+    if self.lowercase and self.kind != 'moses':  # (moses lowercases in `tokenize`)
+      texts = [t.lower() for t in texts]
+    if self.kind == 'char':
+      tokens, counts = itertools.chain.from_iterable(texts), map(len, texts)
+    else:
+      split = [t.split() for t in texts] if self.kind == 'word' else [self.tokenize(t) for t in texts]
+      tokens, counts = itertools.chain.from_iterable(split), map(len, split)
+    lengths = np.fromiter(counts, np.int64, count=len(texts))
+    ids = map(self._encode_ids.get, tokens, itertools.repeat(UNK_ID))
+    return np.fromiter(ids, np.int32, count=int(lengths.sum())), lengths
 
   def decode(self, ids: Iterable[int], detokenize: bool = True) -> str:
     """Text of `ids` up to the first EOS; PAD and BOS are dropped, UNK (and any id out of range) shows as <unk>.
@@ -236,6 +255,14 @@ class SentencePieceVocab(Vocab):
     num_special = len(SPECIAL_TOKENS)
     return [i if i >= num_special else UNK_ID for i in self._sp.encode(text)]
 
+  def encode_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`encode` of every text at once (one call into SentencePiece): (ids concatenated as int32, ids per text)."""
+    texts = [_SPECIAL_RE.sub(_HOLE, t.lower() if self.lowercase else t) for t in texts]
+    encoded = self._sp.encode(texts)
+    lengths = np.fromiter(map(len, encoded), np.int64, count=len(texts))
+    ids = np.fromiter(itertools.chain.from_iterable(encoded), np.int32, count=int(lengths.sum()))
+    return np.where(ids >= len(SPECIAL_TOKENS), ids, np.int32(UNK_ID)).astype(np.int32), lengths
+
   def _join(self, ids: list[int], detokenize: bool) -> str:
     return self._sp.decode(ids) if detokenize else ' '.join(self.tokens[i] for i in ids)
 
@@ -286,10 +313,13 @@ def build(
   """
   if kind == 'sentencepiece':
     return SentencePieceVocab.train(texts, lowercase=lowercase, max_size=max_size, model_type=model_type)
-  probe = Vocab(SPECIAL_TOKENS, kind, lowercase, lang)
-  counts = collections.Counter()
-  for text in texts:
-    counts.update(probe.tokenize(text))
+  if kind == 'moses':
+    probe = Vocab(SPECIAL_TOKENS, kind, lowercase, lang)
+    tokens = itertools.chain.from_iterable(map(probe.tokenize, texts))
+  else:  # char / word: counted in one C loop (Counter of an iterator), not a call per text
+    texts = (t.lower() for t in texts) if lowercase else texts
+    tokens = itertools.chain.from_iterable(texts if kind == 'char' else map(str.split, texts))
+  counts = collections.Counter(tokens)
   ranked = sorted(
     (t for t, n in counts.items() if n >= min_count and t not in SPECIAL_TOKENS), key=lambda t: (-counts[t], t)
   )
