@@ -6,7 +6,9 @@
 A search file names its base experiment (`CONFIG`, optional `CONFIG_ARG`), the objective (`METRIC`, a validation
 record of metrics.jsonl such as 'eval/bleu', and `DIRECTION`, 'maximize' or 'minimize') and `suggest(trial, arg)`
 returning dotted config overrides from Optuna's trial.suggest_float / suggest_int / suggest_categorical; the grid
-sampler also needs `GRID`, {parameter name: values}. `--space=FILE:arg` passes `arg` to suggest.
+sampler also needs `GRID`, {parameter name: values}. `--space=FILE:arg` passes `arg` to suggest. An optional `START`,
+{parameter name: value}, is the hand-set configuration the search starts from: a new study runs it as trial 0 (Optuna's
+enqueue_trial), so the search's gain over it is measured in the study itself.
 
 Optuna holds the study (sampler, pruner, trial bookkeeping) in `--storage`: SQLite in ROOT/study.db by default, or
 any SQLAlchemy URL (several drivers on several machines share one study through e.g. PostgreSQL). Trial n runs in
@@ -179,6 +181,8 @@ def main(argv):
   root = os.path.abspath(launch.ROOT.value)
   os.makedirs(root, exist_ok=True)
   study = make_study(module, root)
+  if getattr(module, 'START', None) and not study.get_trials(deepcopy=False):
+    study.enqueue_trial(dict(module.START), user_attrs={'start': True})
   resumed = resume_interrupted(study)
   with open(os.path.join(root, 'study.json'), 'w', encoding='utf-8') as f:
     json.dump(

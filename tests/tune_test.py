@@ -37,6 +37,7 @@ class TuneTest(absltest.TestCase):
       states, [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED]
     )
     complete, failed, pruned = study.trials
+    self.assertEqual(complete.params, {'optim.learning_rate': 1e-2, 'model.hidden_dim': 48})  # the file's START
     self.assertLess(complete.value, min(pruned.intermediate_values.values()))  # it learned; the pruned one did not
     self.assertTrue(os.path.exists(os.path.join(self.root, 'trial_0', 'DONE')))
     self.assertIn('warmup_steps', failed.user_attrs['error'])  # the failed run's last log lines

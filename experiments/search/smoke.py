@@ -12,6 +12,7 @@ CONFIG_ARG = 'size=tiny'
 METRIC = 'eval/loss'
 DIRECTION = 'minimize'
 GRID = {'optim.learning_rate': [3e-3, 1e-2], 'model.hidden_dim': [32, 48]}
+START = {'optim.learning_rate': 1e-2, 'model.hidden_dim': 48}  # trial 0
 
 
 def suggest(trial, arg: str | None = None) -> dict:
