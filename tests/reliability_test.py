@@ -288,12 +288,17 @@ class ChaosTest(absltest.TestCase):
     # One SIGKILL inside data preparation, training, a validation, a checkpoint save and the test evaluation, each
     # followed by a restart: parameters, best/, eval_test.json and metrics.jsonl equal an uninterrupted run's. The
     # training window comes early: after a kill in the save of step 20, an idle machine may have finished training
-    # (steps 20-40 take about 0.2 s), leaving no training line to kill in.
+    # (steps 20-40 take about 0.2 s), leaving no training line to kill in. 200 steps with a validation and a save
+    # every 40 (not tiny's 40 and 20): on a fast machine the save window of the 40-step run could open on the final
+    # save, and save, test and exit then took under the 0.2 s kill delay (the run finished unkilled: CI failure).
     result = subprocess.run(
       [
         sys.executable,
         'scripts/chaos_resume.py',
         '--config=experiments/default.py:size=tiny',
+        '--override=--config.num_train_steps=200',
+        '--override=--config.eval_every_steps=40',
+        '--override=--config.checkpoint_every_steps=40',
         '--kill_at=prepare,random,eval,save,test',
         f'--root={self.create_tempdir().full_path}/c',
       ],
