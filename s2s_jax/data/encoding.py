@@ -130,8 +130,8 @@ def encode_flat(pairs: Sequence[tuple[str, str]], src_vocab, tgt_vocab, policy: 
   if train:
     for side in reversed(SIDES):
       too_long = (steps[side] > policy.limit(side)) if policy.policy(side) == 'filter' else False
-      reason = np.where(too_long & (counts[side] > 0), f'{side}_too_long', reason)
-      reason = np.where(counts[side] == 0, f'empty_{side}', reason)
+      reason = np.where(too_long, f'{side}_too_long', reason)
+      reason = np.where(counts[side] == 0, f'empty_{side}', reason)  # empty wins over too long
   keep = reason == ''
   filtered = collections.Counter(reason[~keep].tolist())
   kept = np.flatnonzero(keep)
