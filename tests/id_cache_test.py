@@ -24,6 +24,8 @@ from s2s_jax.data import corpora
 from s2s_jax.data import id_cache
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
+from s2s_jax.data import vocab_cache
+from s2s_jax.data import workers
 
 
 def _corpus(folder: str, num_train: int = 300, seed: int = 0) -> str:
@@ -193,27 +195,37 @@ class IdCacheTest(absltest.TestCase):
       self.prepare()
     self.assertLen(self.cache_folders(), 2)
 
-  def test_parallel_encoding_equals_serial(self):
+  def test_parallel_preparation_equals_serial(self):
     serial = self.prepare()
     with (
-      mock.patch.object(id_cache, '_PARALLEL_FROM', 10),
-      mock.patch.object(id_cache, '_CHUNK', 64),
+      mock.patch.object(workers, 'PARALLEL_FROM', 10),
+      mock.patch.object(workers, 'CHUNK', 64),
       mock.patch.object(id_cache, 'VERSION', id_cache.VERSION + 1),  # a new cache, encoded by 2 workers
+      mock.patch.object(vocab_cache, 'VERSION', vocab_cache.VERSION + 1),  # text read, counted by 2 workers
       mock.patch('os.cpu_count', return_value=2),
+      mock.patch.object(workers.Pool, 'map', autospec=True, side_effect=workers.Pool.map) as pool_map,
+      mock.patch.object(workers.Pool, '_start', autospec=True, side_effect=workers.Pool._start) as start,
     ):
       parallel = self.prepare()
+    self.assertEqual(  # each split read, the training pairs counted, each split encoded
+      [call.args[1].__name__ for call in pool_map.call_args_list],
+      ['_read_records'] * 3 + ['_count_chunk'] + ['_encode_chunk'] * 3,
+    )
+    self.assertTrue(start.called)  # (worker processes, not this one)
     self.assertLen(self.cache_folders(), 2)
+    self.assertEqual(serial.src_vocab.tokens, parallel.src_vocab.tokens)
+    self.assertEqual(serial.tgt_vocab.tokens, parallel.tgt_vocab.tokens)
     self.assert_same_data(serial, parallel)
 
   def test_parallel_encoding_from_a_script_without_a_main_guard(self):
-    # The workers are fresh interpreters of s2s_jax.data.id_cache: a caller's unguarded script is not run again in
+    # The workers are fresh interpreters of s2s_jax.data.workers: a caller's unguarded script is not run again in
     # them (multiprocessing's spawned children would, and would wait forever on the lock their parent holds).
     script = os.path.join(self.create_tempdir().full_path, 'unguarded.py')
     with open(script, 'w', encoding='utf-8') as f:
       f.write(
         'from s2s_jax import config_lib\n'
-        'from s2s_jax.data import id_cache, pipeline\n'
-        'id_cache._PARALLEL_FROM, id_cache._CHUNK = 10, 64\n'
+        'from s2s_jax.data import pipeline, workers\n'
+        'workers.PARALLEL_FROM, workers.CHUNK = 10, 64\n'
         'c = config_lib.base_config().data\n'
         f'c.update(name="parallel_text", files={self.files!r}, data_dir={self.data_dir!r}, tokenizer="word")\n'
         'pipeline.resolve_paths(c)\n'

@@ -11,9 +11,9 @@
 The key hashes VERSION, the data's fingerprint (the preparation manifest), both vocabularies' sha256 and the length
 policy, so any change to what the ids would be makes a new folder; an older code version's cache (another VERSION)
 is never read. The folder is written under a temporary name and renamed when complete; a folder whose files do not
-match its COMMIT is removed with a warning and built again. Encoding a large split runs in worker processes (one
-per core), in order, with progress in the log. Records are stored uncompressed in chunks of 64 (see _GROUP) and
-read in batches (one call per batch: a call costs far more than a record).
+match its COMMIT is removed with a warning and built again. Encoding a large split runs in worker processes
+(s2s_jax/data/workers.py, one per core), in order, with progress in the log. Records are stored uncompressed in
+chunks of 64 (see _GROUP) and read in batches (one call per batch: a call costs far more than a record).
 """
 
 import glob
@@ -21,11 +21,7 @@ import hashlib
 import json
 import logging as logging_std
 import os
-import pickle
 import shutil
-import struct
-import subprocess
-import sys
 import time
 import uuid
 
@@ -35,13 +31,11 @@ from array_record.python import array_record_module
 import numpy as np
 
 from s2s_jax.data import encoding
-from s2s_jax.data import vocab as vocab_lib
+from s2s_jax.data import workers
 
 VERSION = 2  # 2: records in groups of 64
 FOLDER = 'ids'
 _COMMIT = 'COMMIT'
-_PARALLEL_FROM = 50_000  # pairs: below this a split is encoded in this process (starting workers costs seconds)
-_CHUNK = 20_000  # pairs per worker task
 _PROGRESS_S = 10.0
 # Records per array_record chunk. The reader keeps an index entry per chunk: with groups of 1 it held about 400 bytes
 # per record once reads began (404 MB for 1M pairs), with 64 about 16 MB, and a batched random read costs 6.8 us per
@@ -205,25 +199,6 @@ def load(data_dir: str, cache_key: str | None):
     return None
 
 
-def _send(stream, obj) -> None:
-  data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-  stream.write(struct.pack('<Q', len(data)))
-  stream.write(data)
-  stream.flush()
-
-
-def _receive(stream):
-  """The next object of a stream of _send frames; EOFError at the end."""
-  header = stream.read(8)
-  if len(header) < 8:
-    raise EOFError
-  (size,) = struct.unpack('<Q', header)
-  data = stream.read(size)
-  if len(data) < size:
-    raise EOFError
-  return pickle.loads(data)
-
-
 def _encode_chunk(pairs, train: bool, src_vocab, tgt_vocab, policy) -> tuple[encoding.Encoded, bytes, list[int]]:
   """A chunk's counts (its `Encoded`, whose id lists hold the kept examples' lengths), its records concatenated and
   their byte offsets: what a worker sends back (a few large objects, cheap to pickle)."""
@@ -234,62 +209,6 @@ def _encode_chunk(pairs, train: bool, src_vocab, tgt_vocab, policy) -> tuple[enc
   return flat.encoded, blob, offsets
 
 
-def _worker(src_path: str, tgt_path: str, policy_json: str) -> None:
-  """An encoding worker (`python -m s2s_jax.data.id_cache SRC TGT POLICY`): (pairs, train) frames in on stdin,
-  `_encode_chunk` frames out on stdout, until stdin closes."""
-  src_vocab, tgt_vocab = vocab_lib.load(src_path), vocab_lib.load(tgt_path)
-  policy = encoding.LengthPolicy(**json.loads(policy_json))
-  out, sys.stdout = sys.stdout.buffer, sys.stderr  # frames only on stdout
-  while True:
-    try:
-      pairs, train = _receive(sys.stdin.buffer)
-    except EOFError:
-      return
-    _send(out, _encode_chunk(pairs, train, src_vocab, tgt_vocab, policy))
-
-
-def _encoded_chunks(pairs, train: bool, src_vocab, tgt_vocab, policy, tmp: str):
-  """`_encode_chunk` of each chunk of `pairs`, in order: by worker processes (one per core) for a large split, else
-  here.
-
-  Workers are fresh interpreters running this module (not multiprocessing, whose spawned children re-run the
-  caller's main script, and whose forked children would inherit JAX's threads); chunk i goes to worker i % W, each
-  worker gets its next chunk when its result has been read.
-  """
-  chunks = [(pairs[i : i + _CHUNK], train) for i in range(0, len(pairs), _CHUNK)]
-  workers = min(os.cpu_count() or 1, len(chunks))
-  if len(pairs) < _PARALLEL_FROM or workers < 2:
-    yield from (_encode_chunk(chunk, train, src_vocab, tgt_vocab, policy) for chunk, _ in chunks)
-    return
-  paths = [os.path.join(tmp, f'vocab.{side}.json') for side in ('src', 'tgt')]
-  src_vocab.save(paths[0])
-  tgt_vocab.save(paths[1])
-  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])))
-  command = [sys.executable, '-m', 's2s_jax.data.id_cache', *paths, json.dumps(vars(policy))]
-  procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(workers)]
-  try:
-    for i in range(workers):
-      _send(procs[i].stdin, chunks[i])
-    for i in range(len(chunks)):
-      proc = procs[i % workers]
-      try:
-        result = _receive(proc.stdout)
-      except EOFError:
-        raise RuntimeError(f'An encoding worker exited with code {proc.wait()}; its error is logged above.') from None
-      if i + workers < len(chunks):
-        _send(proc.stdin, chunks[i + workers])
-      yield result
-  finally:
-    for proc in procs:
-      proc.stdin.close()
-    for proc in procs:
-      try:
-        proc.wait(timeout=10)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def _progress(split: str, done: int, total: int, seconds: float) -> None:
   rate = done / max(seconds, 1e-9)
   logging.info(
@@ -297,8 +216,12 @@ def _progress(split: str, done: int, total: int, seconds: float) -> None:
   )
 
 
-def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab, tgt_vocab, policy) -> None:
-  """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder."""
+def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab, tgt_vocab, policy, pool=None) -> None:
+  """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder; a large split in the
+  worker processes of `pool` (a `workers.Pool`; default: a new one)."""
+  if pool is None:
+    with workers.Pool() as pool:
+      return build(data_dir, cache_key, raw, references, src_vocab, tgt_vocab, policy, pool)
   final = folder(data_dir, cache_key)
   for stale in glob.glob(os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-*')):  # a killed build's (under the lock)
     shutil.rmtree(stale, ignore_errors=True)
@@ -312,7 +235,8 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
       writer = array_record_module.ArrayRecordWriter(
         os.path.join(tmp, f'{split}.array_record'), f'group_size:{_GROUP},uncompressed'
       )
-      for chunk, blob, offsets in _encoded_chunks(pairs, split == 'train', src_vocab, tgt_vocab, policy, tmp):
+      chunks = pool.map(_encode_chunk, pairs, split == 'train', src_vocab, tgt_vocab, policy)
+      for chunk, blob, offsets in chunks:
         for begin, end in zip(offsets[:-1], offsets[1:]):
           writer.write(blob[begin:end])
         if merged is None:
@@ -344,9 +268,6 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
       logging.info('Encoded %s: %d pairs in %.1f s (%.0f pairs/s).', split, len(pairs), elapsed, len(pairs) / elapsed)
     with open(os.path.join(tmp, 'report.json'), 'w', encoding='utf-8') as f:
       json.dump(report, f, indent=1)
-    for name in ('vocab.src.json', 'vocab.tgt.json'):
-      if os.path.exists(os.path.join(tmp, name)):
-        os.remove(os.path.join(tmp, name))
     files = sorted(os.listdir(tmp))
     commit = {
       'version': VERSION,
@@ -364,7 +285,3 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-
-
-if __name__ == '__main__':
-  _worker(*sys.argv[1:])

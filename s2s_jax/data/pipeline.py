@@ -13,6 +13,7 @@ Training examples that are empty, or longer than the limits under the `filter` p
 dropped: over-long ones are truncated and counted, so every reference is scored.
 """
 
+import collections
 from collections.abc import Sequence
 import dataclasses
 import os
@@ -33,6 +34,7 @@ from s2s_jax.data import raw_files
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 from s2s_jax.data import vocab_cache
+from s2s_jax.data import workers
 
 Batch = dict[str, np.ndarray]
 
@@ -158,7 +160,9 @@ def _expected_settings(source: str, side: int, data_config) -> dict[str, object]
   return vocab_lib.settings(data_config.tokenizer, **_vocab_settings(data_config, side))
 
 
-def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
+def build_vocabs(
+  train_pairs: Sequence[tuple[Any, str]], data_config, pool: workers.Pool | None = None
+) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
   """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
 
   A speech dataset's source side is an `audio.AudioFrontend` (data.num_mel_bins at the clips' sample rate), an
@@ -166,36 +170,53 @@ def build_vocabs(train_pairs: Sequence[tuple[Any, str]], data_config) -> tuple[v
 
   With data.shared_vocab, one vocabulary is built from both sides (with the source side's settings) and serves
   both, so a source id and a target id name the same token (needed by the pointer-generator's copying).
+
+  With a `pool` (text datasets), char/word/moses tokens are counted in its workers, chunk by chunk, and summed:
+  the same vocabularies (counts add up), in a fraction of the time on a large corpus.
   """
   source = registry.get(data_config.name).source
+  # Each vocabulary to build: the sides it reads and the side whose settings it takes.
   if source != 'text':
-    target = vocab_lib.build(
-      (pair[1] for pair in train_pairs),
-      data_config.tokenizer,
-      min_count=data_config.vocab_min_count,
-      max_size=data_config.max_vocab_size,
-      **_vocab_settings(data_config, 1),
-    )
-    return _frontend(source, train_pairs, data_config), target
-  if data_config.shared_vocab:
-    vocab = vocab_lib.build(
-      (text for pair in train_pairs for text in pair),
-      data_config.tokenizer,
-      min_count=data_config.vocab_min_count,
-      max_size=data_config.max_vocab_size,
-      **_vocab_settings(data_config, 0),
-    )
-    return vocab, vocab
-  return tuple(
-    vocab_lib.build(
-      (pair[side] for pair in train_pairs),
-      data_config.tokenizer,
-      min_count=data_config.vocab_min_count,
-      max_size=data_config.max_vocab_size,
-      **_vocab_settings(data_config, side),
-    )
-    for side in (0, 1)
-  )
+    plans = [((1,), 1)]
+  elif data_config.shared_vocab:
+    plans = [((0, 1), 0)]
+  else:
+    plans = [((0,), 0), ((1,), 1)]
+  kind = data_config.tokenizer
+  sizes = {'min_count': data_config.vocab_min_count, 'max_size': data_config.max_vocab_size}
+  if pool is not None and source == 'text' and kind != 'sentencepiece':
+    counting = [(sides, _count_settings(data_config, side)) for sides, side in plans]
+    chunk_size = max(workers.CHUNK, -(-len(train_pairs) // (4 * pool.size)))  # few chunks: few Counters to sum
+    totals = [collections.Counter() for _ in plans]
+    for counts in pool.map(_count_chunk, train_pairs, kind, counting, chunk_size=chunk_size):
+      for total, count in zip(totals, counts):
+        total.update(count)
+    vocabs = [
+      vocab_lib.from_counts(total, kind, **_count_settings(data_config, side), **sizes)
+      for total, (_, side) in zip(totals, plans)
+    ]
+  else:
+    vocabs = [
+      vocab_lib.build(
+        (pair[s] for pair in train_pairs for s in sides), kind, **sizes, **_vocab_settings(data_config, side)
+      )
+      for sides, side in plans
+    ]
+  if source != 'text':
+    return _frontend(source, train_pairs, data_config), vocabs[0]
+  return (vocabs[0], vocabs[0]) if data_config.shared_vocab else tuple(vocabs)
+
+
+def _count_settings(data_config, side: int) -> dict[str, object]:
+  settings = _vocab_settings(data_config, side)
+  return {'lowercase': settings['lowercase'], 'lang': settings['lang']}
+
+
+def _count_chunk(pairs, kind: str, counting) -> list[collections.Counter]:
+  """A chunk's token counts, one Counter per (sides, settings) of `counting` (run in a data worker)."""
+  return [
+    vocab_lib.count_tokens((pair[s] for pair in pairs for s in sides), kind, **settings) for sides, settings in counting
+  ]
 
 
 def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False) -> TextData:
@@ -214,9 +235,11 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   return _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple)
 
 
-def _vocabs(dataset, data_config, vocab_dir: str | None, fingerprint: str, train_pairs) -> tuple[Any, Any]:
+def _vocabs(
+  dataset, data_config, vocab_dir: str | None, fingerprint: str, train_pairs, pool: workers.Pool | None = None
+) -> tuple[Any, Any]:
   """The workdir's vocabularies (checked against the config), else the vocabulary cache's, else built from a sample
-  of `train_pairs()` (and cached); saved into `vocab_dir`."""
+  of `train_pairs()` (in `pool`'s workers where that helps; and cached); saved into `vocab_dir`."""
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
     src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
@@ -240,7 +263,7 @@ def _vocabs(dataset, data_config, vocab_dir: str | None, fingerprint: str, train
     src_vocab, tgt_vocab = cached
   else:
     start, sample = time.time(), vocab_cache.sample(train_pairs(), data_config.vocab_sample_size)
-    src_vocab, tgt_vocab = build_vocabs(sample, data_config)
+    src_vocab, tgt_vocab = build_vocabs(sample, data_config, pool)
     logging.info('Built the vocabularies from %d training pairs in %.1f s.', len(sample), time.time() - start)
     vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab)
   for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
@@ -262,6 +285,11 @@ def _prepared(dataset, data_config) -> tuple[str, list[str]]:
 
 def _text_splits(dataset, data_config, vocab_dir, for_training):
   """A text dataset's splits from the id cache (built first when absent: the only time raw text is read)."""
+  with workers.Pool() as pool:  # worker processes start only if a large corpus is read, counted or encoded
+    return _text_splits_in(dataset, data_config, vocab_dir, for_training, pool)
+
+
+def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
   fingerprint, names = _prepared(dataset, data_config)
   if 'train' not in names:
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(names)}.')
@@ -274,7 +302,7 @@ def _text_splits(dataset, data_config, vocab_dir, for_training):
       raw.update(dataset.load(data_config)[0])
     return raw
 
-  vocabs = _vocabs(dataset, data_config, vocab_dir, fingerprint, lambda: load_raw()['train'])
+  vocabs = _vocabs(dataset, data_config, vocab_dir, fingerprint, lambda: load_raw()['train'], pool)
   policy = encoding.LengthPolicy.of(data_config)
   cache_key = id_cache.key(fingerprint, *vocabs, policy)
   stored = id_cache.load(data_config.data_dir, cache_key)
@@ -286,7 +314,7 @@ def _text_splits(dataset, data_config, vocab_dir, for_training):
       if stored is None:
         logging.info('Encoding %s into %s.', data_config.name, id_cache.folder(data_config.data_dir, cache_key))
         references = corpora.load_references(data_config) if dataset.family == 'corpus' else {}
-        id_cache.build(data_config.data_dir, cache_key, load_raw(), references, *vocabs, policy)
+        id_cache.build(data_config.data_dir, cache_key, load_raw(), references, *vocabs, policy, pool)
         stored = id_cache.load(data_config.data_dir, cache_key)
   stored_splits, split_reports = stored
   splits = {}

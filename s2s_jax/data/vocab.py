@@ -77,6 +77,9 @@ class Vocab(saved.SavedJson):
   def __eq__(self, other) -> bool:
     return isinstance(other, Vocab) and self.to_json() == other.to_json()
 
+  def __reduce__(self):  # pickled as its saved form (what data workers receive; a SentencePiece processor is not
+    return from_dict, (self.to_dict(),)  # picklable, and a table's lookup dict is rebuilt faster than unpickled)
+
   @classmethod
   def build(
     cls,
@@ -313,13 +316,36 @@ def build(
   """
   if kind == 'sentencepiece':
     return SentencePieceVocab.train(texts, lowercase=lowercase, max_size=max_size, model_type=model_type)
+  counts = count_tokens(texts, kind, lowercase=lowercase, lang=lang)
+  return from_counts(counts, kind, lowercase=lowercase, min_count=min_count, max_size=max_size, lang=lang)
+
+
+def count_tokens(texts: Iterable[str], kind: str, *, lowercase: bool = False, lang: str = '') -> collections.Counter:
+  """How often each token of a char/word/moses vocabulary occurs in `texts` (counts of several parts of a corpus
+  add up to those of the whole: a large corpus is counted in parallel and summed)."""
+  if kind not in TOKENIZERS:
+    raise ValueError(f'Unknown tokenizer {kind!r}; choose one of {TOKENIZERS}.')
+  if kind not in _TABLE_KINDS:
+    raise ValueError(f'A {kind} vocabulary is trained, not counted: use vocab.build(texts, {kind!r}, max_size=...).')
   if kind == 'moses':
     probe = Vocab(SPECIAL_TOKENS, kind, lowercase, lang)
     tokens = itertools.chain.from_iterable(map(probe.tokenize, texts))
   else:  # char / word: counted in one C loop (Counter of an iterator), not a call per text
     texts = (t.lower() for t in texts) if lowercase else texts
     tokens = itertools.chain.from_iterable(texts if kind == 'char' else map(str.split, texts))
-  counts = collections.Counter(tokens)
+  return collections.Counter(tokens)
+
+
+def from_counts(
+  counts: collections.Counter,
+  kind: str,
+  *,
+  lowercase: bool = False,
+  min_count: int = 1,
+  max_size: int = 0,
+  lang: str = '',
+) -> Vocab:
+  """The char/word/moses vocabulary of `count_tokens`' counts: most frequent first, ties alphabetical."""
   ranked = sorted(
     (t for t, n in counts.items() if n >= min_count and t not in SPECIAL_TOKENS), key=lambda t: (-counts[t], t)
   )
@@ -332,16 +358,20 @@ def load(path: str) -> Vocab:
   """The vocabulary saved at `path` by `save`, of whichever kind; a missing or corrupt file is a ValueError."""
   try:
     with open(path, encoding='utf-8') as f:
-      d = json.load(f)
-    if d['kind'] == 'audio':  # a speech dataset's source side: the frontend's settings (s2s_jax/data/audio.py)
-      return audio.AudioFrontend.from_dict(d)
-    if d['kind'] == 'image':  # an image dataset's source side (s2s_jax/data/images.py)
-      return images.ImageFrontend.from_dict(d)
-    if d['kind'] == 'sentencepiece':
-      return SentencePieceVocab(base64.b64decode(d['model'], validate=True), d['lowercase'], d['model_type'])
-    return Vocab(d['tokens'], d['kind'], d['lowercase'], d['lang'] if d['kind'] == 'moses' else '')
+      return from_dict(json.load(f))
   except (OSError, ValueError, KeyError, TypeError) as e:  # TypeError: valid JSON of the wrong shape
     raise ValueError(f'Cannot read the vocabulary {path}: {e}. Delete it to rebuild it from the data.') from e
+
+
+def from_dict(d: dict):
+  """The vocabulary (or input frontend) of a `to_dict()`; a malformed one raises KeyError, TypeError or ValueError."""
+  if d['kind'] == 'audio':  # a speech dataset's source side: the frontend's settings (s2s_jax/data/audio.py)
+    return audio.AudioFrontend.from_dict(d)
+  if d['kind'] == 'image':  # an image dataset's source side (s2s_jax/data/images.py)
+    return images.ImageFrontend.from_dict(d)
+  if d['kind'] == 'sentencepiece':
+    return SentencePieceVocab(base64.b64decode(d['model'], validate=True), d['lowercase'], d['model_type'])
+  return Vocab(d['tokens'], d['kind'], d['lowercase'], d['lang'] if d['kind'] == 'moses' else '')
 
 
 def from_token_file(path: str, kind: str, lowercase: bool = False, lang: str = '') -> Vocab:

@@ -1,0 +1,163 @@
+"""Worker interpreters for the CPU-bound steps of preparing a large text corpus: counting the vocabulary's tokens and
+encoding the ids, one pool for both.
+
+`Pool.map(fn, items, *shared)` runs `fn(chunk, *shared)` on consecutive chunks of `items` and yields the results in
+order. A small job (fewer than PARALLEL_FROM items) or a one-core machine runs here, in this process; a large one in
+worker processes (one per core), started at the first large map and reused by the later ones. `fn` must be a
+module-level function; `shared` (e.g. the vocabularies) is sent to each worker once per map, the chunks one at a
+time, each worker getting its next chunk when its result has been read.
+
+Entering a pool (`with Pool() as pool:`) makes it this thread's `active()` pool until the block ends: code deep inside
+a dataset's loader (builders.read_texts, which parses a large split's records in the workers) uses it without a pool
+argument in every loader's signature.
+
+Workers are fresh interpreters running this module (not multiprocessing, whose spawned children re-run the caller's
+main script, and whose forked children would inherit JAX's threads). An exception in a worker is raised here, with
+the worker's traceback.
+"""
+
+import contextvars
+import importlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+PARALLEL_FROM = 50_000  # items: below this a map runs here (starting workers costs about half a second)
+CHUNK = 20_000  # items per worker task
+
+
+def _send(stream, obj) -> None:
+  data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+  stream.write(struct.pack('<Q', len(data)))
+  stream.write(data)
+  stream.flush()
+
+
+def _receive(stream):
+  """The next object of a stream of _send frames; EOFError at the end."""
+  header = stream.read(8)
+  if len(header) < 8:
+    raise EOFError
+  (size,) = struct.unpack('<Q', header)
+  data = stream.read(size)
+  if len(data) < size:
+    raise EOFError
+  return pickle.loads(data)
+
+
+_ACTIVE: contextvars.ContextVar['Pool | None'] = contextvars.ContextVar('active_data_pool', default=None)
+
+
+def active() -> 'Pool | None':
+  """The pool of the innermost `with Pool()` block of this thread, or None."""
+  return _ACTIVE.get()
+
+
+class WorkerError(RuntimeError):
+  """A worker's task raised, or a worker died."""
+
+
+class Pool:
+  """Up to `size` worker processes (default: one per core); a context manager that closes them."""
+
+  def __init__(self, size: int | None = None):
+    self.size = size or os.cpu_count() or 1
+    self._procs: list[subprocess.Popen] = []
+    self._tokens: list[contextvars.Token] = []
+
+  def __enter__(self) -> 'Pool':
+    self._tokens.append(_ACTIVE.set(self))
+    return self
+
+  def __exit__(self, *exc) -> None:
+    _ACTIVE.reset(self._tokens.pop())
+    self.close()
+
+  def map(self, fn: Callable[..., Any], items: Sequence, *shared: Any, chunk_size: int | None = None) -> Iterator[Any]:
+    """`fn(chunk, *shared)` for each chunk of `chunk_size` (default CHUNK) consecutive items, in order."""
+    chunk_size = chunk_size or CHUNK
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    workers = min(self.size, len(chunks))
+    if len(items) < PARALLEL_FROM or workers < 2:
+      yield from (fn(chunk, *shared) for chunk in chunks)
+      return
+    if fn.__module__ == '__main__':
+      raise ValueError(f'{fn.__qualname__} must be defined in an importable module to run in a worker.')
+    self._start(workers)
+    task = (fn.__module__, fn.__qualname__, shared)
+    done = False
+    try:
+      for i in range(workers):
+        _send(self._procs[i].stdin, (task, chunks[i]))
+      for i in range(len(chunks)):
+        proc = self._procs[i % workers]
+        try:
+          ok, result = _receive(proc.stdout)
+        except EOFError:
+          raise WorkerError(f'A data worker exited with code {proc.wait()}; its error is logged above.') from None
+        if not ok:
+          raise WorkerError(f'{fn.__qualname__} failed in a data worker:\n{result}')
+        if i + workers < len(chunks):
+          _send(proc.stdin, (None, chunks[i + workers]))
+        yield result
+      done = True
+    finally:
+      if not done:  # an error, or the caller stopped early: workers may be mid-task, so they are not reused
+        self.close(kill=True)
+
+  def _start(self, workers: int) -> None:
+    if len(self._procs) >= workers:
+      return
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])))
+    command = [sys.executable, '-m', 's2s_jax.data.workers']
+    while len(self._procs) < workers:
+      self._procs.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
+
+  def close(self, kill: bool = False) -> None:
+    """Ends the workers (idle ones exit when their input closes; `kill` for those that may be mid-task)."""
+    procs, self._procs = self._procs, []
+    for proc in procs:
+      if kill:
+        proc.kill()
+      else:
+        proc.stdin.close()
+    for proc in procs:
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+      for stream in (proc.stdin, proc.stdout):
+        stream.close()
+
+
+def _serve() -> None:
+  """A worker: (task, chunk) frames in on stdin, (ok, result or traceback) frames out on stdout, until stdin closes.
+  A task is (module, function name, shared arguments), sent with the first chunk of each map (None after it)."""
+  out, sys.stdout = sys.stdout.buffer, sys.stderr  # frames only on stdout
+  fn, shared = None, ()
+  while True:
+    try:
+      task, chunk = _receive(sys.stdin.buffer)
+    except EOFError:
+      return
+    try:
+      if task is not None:
+        module, name, shared = task
+        fn = importlib.import_module(module)
+        for part in name.split('.'):
+          fn = getattr(fn, part)
+      reply = (True, fn(chunk, *shared))
+    except Exception:  # pylint: disable=broad-except
+      reply = (False, traceback.format_exc())
+    _send(out, reply)
+
+
+if __name__ == '__main__':
+  _serve()
