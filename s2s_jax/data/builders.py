@@ -10,16 +10,41 @@ import dataclasses
 import fcntl
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 
 from absl import logging
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tensorflow_datasets.proto import tf_example_pb2
 
 from s2s_jax.data import synthetic
 from s2s_jax.data import workers
+
+
+class _FilesWithoutTensorFlow:
+  """The part of TensorFlow that tfds' example shuffler uses (`tf.io.gfile`, `tf.errors`), on local files.
+
+  When a split's serialized examples exceed the shuffler's memory buffer (1 GB: about 4M pairs of 40-word
+  sentences), tfds spills them to temporary bucket files through `tf.io.gfile`, and without TensorFlow (not a
+  dependency here) preparation failed with "No module named 'tensorflow'". Installed only when TensorFlow is absent.
+  """
+
+  class io:  # pylint: disable=invalid-name
+    class gfile:  # pylint: disable=invalid-name
+      GFile = staticmethod(open)
+      exists = staticmethod(os.path.exists)
+      remove = staticmethod(os.remove)
+
+  class errors:  # pylint: disable=invalid-name
+    class ResourceExhaustedError(OSError):
+      """Never raised by local files (tfds catches it to explain a too-low open-file limit)."""
+
+
+if importlib.util.find_spec('tensorflow') is None:
+  tfds_shuffle.tf = _FilesWithoutTensorFlow
 
 
 def default_data_dir() -> str:
