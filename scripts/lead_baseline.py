@@ -6,6 +6,10 @@ Baselines: `lead_sentence` (the source's first sentence: text up to the first `.
 and `lead_<N>` (the first N whitespace words) for every N of --num_words. They are scored against the split's
 references (AESLC test: the three annotated subject lines; ROUGE averaged over references, and the best reference
 in the `_max` keys), exactly as `evaluate` scores a model on the same split. Nothing is trained or tokenised.
+
+With several references per example (AESLC test), `human` is the agreement of the annotators: each annotator's
+subject lines scored against the other annotators' (one fewer reference than a system gets), averaged over the
+annotators: what a system that wrote like one more annotator would score, a ceiling of the metric on this data.
 """
 
 import json
@@ -51,6 +55,20 @@ def main(argv):
       if k.startswith(('rouge', 'bleu', 'len_ratio')) and isinstance(v, float)
     )
     print(f'{name}: {shown}')
+  if len(refs) > 1:
+    per_annotator = [
+      evaluation.score(
+        refs[k], refs[:k] + refs[k + 1 :], lengths, config.eval.scores, options, 0.0, 0, lang=config.data.target_lang
+      )
+      for k in range(len(refs))
+    ]
+    results['human'] = {
+      key: sum(r[key] for r in per_annotator) / len(per_annotator)
+      for key, value in per_annotator[0].items()
+      if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    shown = ', '.join(f'{k}={v:.2f}' for k, v in results['human'].items() if k.startswith(('rouge', 'len_ratio')))
+    print(f'human (each of {len(refs)} annotators against the other {len(refs) - 1}, averaged): {shown}')
   print(f'({len(sources)} examples of {config.data.name}/{_SPLIT.value}, {len(refs)} reference(s) each)')
   if _JSON.value:
     with open(_JSON.value, 'w', encoding='utf-8') as f:

@@ -24,6 +24,7 @@ import shared_data
 from s2s_jax import config_checks
 from s2s_jax import decoder
 from s2s_jax import evaluation
+from s2s_jax import metrics
 from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import train
@@ -154,6 +155,11 @@ class AeslcSliceTest(absltest.TestCase):
     for name in ('lead_4', 'lead_8', 'lead_sentence'):
       self.assertBetween(scores[name]['rouge1'], 0.0, 100.0)
       self.assertGreaterEqual(scores[name]['rouge1_max'], scores[name]['rouge1'])
+    # The annotators' agreement: each annotator against the other two, averaged over the three.
+    refs = corpora.load_references(self.config.data)['test']
+    each = [metrics.rouge(refs[k], refs[:k] + refs[k + 1 :]) for k in range(3)]
+    for key in ('rouge1', 'rouge2', 'rougeL', 'rougeL_max'):
+      self.assertAlmostEqual(scores['human'][key], sum(e[key] for e in each) / 3, places=6)
 
   def test_trains_evaluates_and_translates(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
