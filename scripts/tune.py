@@ -136,6 +136,15 @@ def validation_records(workdir: str, metric: str) -> list[tuple[int, float]]:
   return out
 
 
+def _last_step(workdir: str) -> float:
+  """The run's num_train_steps from its config.json (written once the data are ready); inf before that."""
+  try:
+    with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+      return int(json.load(f)['num_train_steps'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return math.inf
+
+
 def stop_run(workdir: str, job) -> None:
   """SIGTERM to the training process (it checkpoints and exits): through the workdir lock on this host, else the
   scheduler's cancel (SLURM signals the job)."""
@@ -235,8 +244,8 @@ def main(argv):
         if step not in reported:
           reported.add(step)
           trial.report(value, step)
-          if not job.done() and trial.should_prune():
-            pruned = True
+          if not job.done() and step < _last_step(workdir) and trial.should_prune():
+            pruned = True  # (never at the last step: that value is final, only the test decode is left)
       if pruned:
         stop_run(workdir, job)
         try:

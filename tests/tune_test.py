@@ -1,6 +1,7 @@
 """scripts/tune.py end to end on the smoke search (3 trials of the tiny default task: one finishes, one fails, one is
 pruned), its resume, scripts/report.py on the study, and its refusals before any trial starts."""
 
+import json
 import os
 import tempfile
 
@@ -10,6 +11,28 @@ import pytest
 import testutil
 
 _SMOKE = 'experiments/search/smoke.py'
+
+
+class LastStepTest(absltest.TestCase):
+  def test_the_last_step_comes_from_config_json(self):
+    # A trial is never pruned at its last validation (only the test decode is left): tune.py reads that step here.
+    # (In a subprocess: the script defines absl flags that other scripts loaded by tests may share.)
+    workdir = self.create_tempdir().full_path
+    probe, scripts = os.path.join(workdir, 'probe.py'), os.path.join(testutil.ROOT, 'scripts')
+    with open(probe, 'w', encoding='utf-8') as f:
+      f.write(
+        'import importlib.util, sys\n'
+        f'sys.path.insert(0, {scripts!r})\n'
+        f'spec = importlib.util.spec_from_file_location("tune", {os.path.join(scripts, "tune.py")!r})\n'
+        'tune = importlib.util.module_from_spec(spec); spec.loader.exec_module(tune)\n'
+        'print("LAST", tune._last_step(sys.argv[1]))\n'
+      )
+    before = testutil.run(probe, workdir)
+    self.assertIn('LAST inf', before.stdout, before.stderr[-2000:])  # config.json not written yet
+    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+      json.dump({'num_train_steps': 1230, 'num_train_epochs': 5.0}, f)
+    after = testutil.run(probe, workdir)
+    self.assertIn('LAST 1230', after.stdout, after.stderr[-2000:])
 
 
 def _tune(*flags: str, cache_dir: str):
