@@ -207,6 +207,13 @@ def main(argv):
         'tokenize_pairs_per_s': n / max(tokenize_s, 1e-9),
       }
       results.append(row)
+      if cold.get('reused'):
+        print(
+          f'{os.path.basename(tree)} {n:>10,} pairs: prepared earlier (cold run skipped), warm '
+          f'{warm["to_training_s"]:.1f} s ({warm.get("peak_rss_mb", 0):.0f} MB)',
+          flush=True,
+        )
+        continue
       print(
         f'{os.path.basename(tree)} {n:>10,} pairs: cold {cold["to_training_s"]:.1f} s ({row["cold_pairs_per_s"]:,.0f} '
         f'pairs/s, {cold.get("peak_rss_mb", 0):.0f} MB), warm {warm["to_training_s"]:.1f} s '
