@@ -5,8 +5,7 @@
 For each N it generates (once, reused from --corpus_dir) a parallel corpus of N pairs: words drawn from a Zipf
 distribution over 50,000 word types, 5-40 words per sentence, the target a deterministic rewrite of the source
 (`parallel_text`, TSV), plus 2,000 validation and test pairs. Then, per source tree (a checkout; default this
-one), it runs the tiny default model on it for 5 steps with word vocabularies of 8,000 (--tokenizer, --vocab_size)
-in fresh processes:
+one), it runs the tiny default model on it for 5 steps with word vocabularies of 8,000 in fresh processes:
 
   cold   a new data_dir and workdir: the dataset is prepared, the vocabularies and ids are built;
   warm   the same data_dir, a new workdir: whatever the tree caches is reused.
@@ -38,8 +37,7 @@ _NUM_PAIRS = flags.DEFINE_list('num_pairs', ['100000'], 'Corpus sizes (pairs).')
 _TREES = flags.DEFINE_list('trees', [], 'Source trees to compare (default: this one).')
 _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 _CORPUS_DIR = flags.DEFINE_string('corpus_dir', None, 'Where generated corpora are kept (default: a temp dir).')
-_VOCAB = flags.DEFINE_integer('vocab_size', 8_000, 'Vocabulary size of the runs.')
-_TOKENIZER = flags.DEFINE_enum('tokenizer', 'word', ['word', 'sentencepiece'], 'data.tokenizer of the runs.')
+_VOCAB = flags.DEFINE_integer('vocab_size', 8_000, 'Word vocabulary size of the runs.')
 _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Pipeline throughput: data.num_workers values to time.')
 _PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 300, 'Pipeline throughput: batches timed per setting.')
 _SCRATCH = flags.DEFINE_string(
@@ -145,7 +143,7 @@ def run(tree: str, paths: dict[str, str], data_dir: str, workdir: str) -> dict:
     f'--workdir={workdir}',
     '--config.data.name=parallel_text',
     f'--config.data.files={files}',
-    f'--config.data.tokenizer={_TOKENIZER.value}',
+    '--config.data.tokenizer=word',
     f'--config.data.max_vocab_size={_VOCAB.value}',
     '--config.data.max_src_len=48',
     '--config.data.max_tgt_len=48',
