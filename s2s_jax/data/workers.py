@@ -1,5 +1,5 @@
-"""Worker interpreters for the CPU-bound steps of preparing a large text corpus: counting the vocabulary's tokens and
-encoding the ids, one pool for both.
+"""Worker interpreters for the CPU-bound steps of preparing a large text corpus: parsing its records, counting the
+vocabulary's tokens and encoding the ids, one pool for all three.
 
 `Pool.map(fn, items, *shared)` runs `fn(chunk, *shared)` on consecutive chunks of `items` and yields the results in
 order. A small job (fewer than PARALLEL_FROM items) or a one-core machine runs here, in this process; a large one in
