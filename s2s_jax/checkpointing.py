@@ -227,8 +227,10 @@ def saved_steps(workdir: str, params_only: bool = False) -> list[tuple[int, str,
   out = []
   for item, folder in folders.items():
     if os.path.isdir(folder) and (not params_only or item == 'params'):
-      with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-        out += [(step, item, folder) for step in mngr.all_steps()]
+      # Listed from the file system, not by a CheckpointManager: a manager's constructor is a barrier of every
+      # process of a multi-host job, and whether `folder` exists yet differs between processes (process 0 may
+      # already have created best/), so a manager here paired the wrong barriers (a sync name mismatch).
+      out += [(step, item, folder) for step in sorted(ocp.utils.checkpoint_steps(folder))]
   return out
 
 
