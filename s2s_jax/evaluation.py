@@ -7,7 +7,6 @@ writes the same files through `score` and `write_eval`.
 """
 
 import functools
-import json
 import math
 import os
 import re
@@ -21,6 +20,7 @@ import jax
 
 from s2s_jax import checkpointing
 from s2s_jax import decode
+from s2s_jax import fileio
 from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import steps
@@ -101,12 +101,8 @@ def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[s
   # Both files are written in full to temporary names, then renamed (the JSON last): a kill or an error never
   # leaves a torn eval_<name>.json, which report.py and sweeps read as the sign that the evaluation finished.
   paths = [os.path.join(workdir, f'eval_{name}{suffix}') for suffix in ('.hyp.txt', '.json')]
-  with open(paths[0] + '.tmp', 'w', encoding='utf-8') as f:
-    f.writelines(h + '\n' for h in hyps)
-  with open(paths[1] + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=2, ensure_ascii=False)
-  for path in paths:
-    os.replace(path + '.tmp', path)
+  fileio.write_text(paths[0], ''.join(h + '\n' for h in hyps))
+  fileio.write_json(paths[1], result, indent=2, ensure_ascii=False)
 
 
 class Evaluator:

@@ -7,7 +7,6 @@ and `workdir/seed_<s>/` is a complete workdir per seed (config.json with that se
 tensorboard/, best/, eval_test.json, DONE) that translate, evaluate and report use like any other run.
 """
 
-import json
 import os
 import shutil
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
+from s2s_jax import fileio
 from s2s_jax import steps
 from s2s_jax import writers
 
@@ -57,8 +57,7 @@ def _write_seed_workdir(config, workdir: str, folder: str, seed: int) -> None:
   os.makedirs(folder, exist_ok=True)
   single = config_lib.to_dict(config)
   single.update(seed=seed, num_seeds=1)
-  with open(os.path.join(folder, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(single, f, indent=2, sort_keys=True, ensure_ascii=False)
+  fileio.write_json(os.path.join(folder, 'config.json'), single, indent=2, sort_keys=True, ensure_ascii=False)
   for name in ('vocab.src.json', 'vocab.tgt.json', 'data_report.json', 'provenance.json'):
     if os.path.exists(os.path.join(workdir, name)):
       shutil.copyfile(os.path.join(workdir, name), os.path.join(folder, name))

@@ -22,6 +22,7 @@ import psutil
 
 from s2s_jax import config_checks
 from s2s_jax import config_lib
+from s2s_jax import fileio
 from s2s_jax import provenance
 
 
@@ -97,10 +98,7 @@ def check_vocabs(workdir: str, config: ml_collections.ConfigDict, src_vocab, tgt
 
 
 def _write_json(path: str, obj: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
-  os.replace(tmp, path)
+  fileio.write_json(path, obj, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def check_and_write(workdir: str, config: ml_collections.ConfigDict, data, allow_config_change: bool) -> None:
@@ -275,7 +273,4 @@ def clear_done(workdir: str) -> None:
 
 def mark_done(workdir: str) -> None:
   if jax.process_index() == 0:
-    path = os.path.join(workdir, 'DONE')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write('done\n')
-    os.replace(path + '.tmp', path)
+    fileio.write_text(os.path.join(workdir, 'DONE'), 'done\n')

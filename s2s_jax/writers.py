@@ -13,6 +13,8 @@ from typing import Any
 from absl import logging
 import jax
 
+from s2s_jax import fileio
+
 
 class MetricWriter:
   """Appends one flat JSON object per call to `metrics.jsonl` and mirrors scalars to TensorBoard."""
@@ -81,10 +83,7 @@ def _truncate_records(path: str, last_step: int) -> float:
         wall_s = max(wall_s, float(record['wall_s']))
       if record.get('step', 0) <= last_step and not any(k.startswith('test') for k in record):
         kept.append(line if line.endswith('\n') else line + '\n')
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  fileio.write_text(path, ''.join(kept))
   return wall_s
 
 

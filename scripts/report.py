@@ -31,6 +31,7 @@ sys.path.insert(0, _REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
+from s2s_jax import fileio
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import sweep_lib
 from s2s_jax.data import raw_files
@@ -162,7 +163,7 @@ def metric_columns(rows: list[dict], test_prefix: str) -> list[str]:
 
 
 def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
-  with open(path, 'w', encoding='utf-8', newline='') as f:
+  with fileio.replacing(path, newline='') as f:
     writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
@@ -593,7 +594,7 @@ def main(argv):
       *decoding_markdown([r for rs in variants.values() for r in rs], (sweep or {}).get('evaluations', [])),
       *figures_markdown(root, variants, firsts, metric, split, data_cache),
     ]
-  with open(path := os.path.join(root, 'report.md'), 'w', encoding='utf-8') as f:
+  with fileio.replacing(path := os.path.join(root, 'report.md')) as f:
     f.write('\n'.join(lines) + '\n')
   print(path)
 

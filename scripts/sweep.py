@@ -24,6 +24,7 @@ from absl import flags
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from s2s_jax import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -83,7 +84,7 @@ def main(argv):
   runs = [{'name': sweep_lib.run_name(p, keys), 'overrides': p} for p in points]
   if len({r['name'] for r in runs}) != len(runs):
     raise app.UsageError('Two points of the sweep have the same run name; make them differ in a swept field.')
-  with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
+  with fileio.replacing(os.path.join(root, 'sweep.json')) as f:
     json.dump(
       {
         'sweep': _SWEEP.value,

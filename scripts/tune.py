@@ -38,6 +38,7 @@ sys.path.insert(0, _REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import launch
 import optuna
+from s2s_jax import fileio
 from s2s_jax import sweep_lib
 from s2s_jax import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -193,7 +194,7 @@ def main(argv):
   if getattr(module, 'START', None) and not study.get_trials(deepcopy=False):
     study.enqueue_trial(dict(module.START), user_attrs={'start': True})
   resumed = resume_interrupted(study)
-  with open(os.path.join(root, 'study.json'), 'w', encoding='utf-8') as f:
+  with fileio.replacing(os.path.join(root, 'study.json')) as f:
     json.dump(
       {
         'space': _SPACE.value,

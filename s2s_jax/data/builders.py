@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tensorflow_datasets.proto import tf_example_pb2
 
+from s2s_jax import fileio
 from s2s_jax.data import synthetic
 from s2s_jax.data import workers
 
@@ -162,9 +163,7 @@ def read_manifest(builder: tfds.core.DatasetBuilder) -> dict:
       return json.load(f)
   except (OSError, ValueError):
     manifest = raw_manifest(builder)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      json.dump(manifest, f, indent=1)
-    os.replace(path + '.tmp', path)
+    fileio.write_json(path, manifest, indent=1)
     return manifest
 
 

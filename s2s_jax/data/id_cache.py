@@ -23,13 +23,13 @@ import logging as logging_std
 import os
 import shutil
 import time
-import uuid
 
 from absl import logging
 from array_record.python import array_record_data_source
 from array_record.python import array_record_module
 import numpy as np
 
+from s2s_jax import fileio
 from s2s_jax.data import encoding
 from s2s_jax.data import workers
 
@@ -225,8 +225,7 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
   final = folder(data_dir, cache_key)
   for stale in glob.glob(os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-*')):  # a killed build's (under the lock)
     shutil.rmtree(stale, ignore_errors=True)
-  tmp = os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-{uuid.uuid4().hex[:8]}')
-  os.makedirs(tmp)
+  tmp = fileio.make_temp_dir(os.path.join(data_dir, FOLDER), f'.tmp-{cache_key}-')
   try:
     report, counts = {}, {}
     for split, pairs in raw.items():
@@ -278,10 +277,7 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
     }
     with open(os.path.join(tmp, _COMMIT), 'w', encoding='utf-8') as f:
       json.dump(commit, f, indent=1)
-    try:
-      os.rename(tmp, final)
-    except OSError:  # another process committed first: keep its copy
-      shutil.rmtree(tmp, ignore_errors=True)
+    fileio.commit_dir(tmp, final)  # False: another process committed first, and its copy is kept
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -8,7 +8,8 @@ A source "vocabulary" is one of three kinds of SavedJson, told apart by `source_
 import abc
 import hashlib
 import json
-import os
+
+from s2s_jax import fileio
 
 
 class SavedJson(abc.ABC):
@@ -28,7 +29,4 @@ class SavedJson(abc.ABC):
     return hashlib.sha256(self.to_json().encode('utf-8')).hexdigest()
 
   def save(self, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(self.to_json())
-    os.replace(tmp, path)
+    fileio.write_text(path, self.to_json())

@@ -17,11 +17,11 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 
 from absl import logging
 import numpy as np
 
+from s2s_jax import fileio
 from s2s_jax.data import vocab as vocab_lib
 
 VERSION = 1
@@ -96,16 +96,15 @@ def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab) -> None:
   final = os.path.join(data_dir, _FOLDER, cache_key)
   if os.path.exists(final):
     return
-  tmp = os.path.join(data_dir, _FOLDER, f'.tmp-{cache_key}-{uuid.uuid4().hex[:8]}')
-  os.makedirs(tmp)
-  manifest = {}
-  for side, vocab in (('src', src_vocab), ('tgt', tgt_vocab)):
-    path = os.path.join(tmp, f'vocab.{side}.json')
-    vocab.save(path)
-    manifest[os.path.basename(path)] = _sha256(path)
-  with open(os.path.join(tmp, 'manifest.json'), 'w', encoding='utf-8') as f:
-    json.dump(manifest, f, indent=1)
+  tmp = fileio.make_temp_dir(os.path.join(data_dir, _FOLDER), f'.tmp-{cache_key}-')
   try:
-    os.rename(tmp, final)
-  except OSError:  # another process renamed its copy first: keep that one
+    manifest = {}
+    for side, vocab in (('src', src_vocab), ('tgt', tgt_vocab)):
+      path = os.path.join(tmp, f'vocab.{side}.json')
+      vocab.save(path)
+      manifest[os.path.basename(path)] = _sha256(path)
+    fileio.write_json(os.path.join(tmp, 'manifest.json'), manifest, indent=1)
+  except BaseException:  # a failed write (disk full, a signal) leaves no temporary folder behind
     shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  fileio.commit_dir(tmp, final)  # False: another process committed its copy first, which is kept
