@@ -5,8 +5,10 @@ module) is the only way that works under pytest-xdist, where JAX is already init
 """
 
 import atexit
+import fcntl
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -29,6 +31,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')  # the 
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -45,3 +48,41 @@ except ImportError:  # hypothesis is a test extra
   pass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `cluster` run only in their own tier (`-m cluster`): the README's test command and the slow tier
+  never collect them."""
+  if 'cluster' in (config.getoption('markexpr') or ''):
+    return
+  kept = [item for item in items if not item.get_closest_marker('cluster')]
+  if len(kept) < len(items):
+    config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker('cluster')])
+    items[:] = kept
+
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _start_local_cluster() -> dict[str, str]:
+  """Starts (or finds running) the local SLURM cluster and PostgreSQL server; their `export` lines as a dict."""
+  with open(os.path.join(tempfile.gettempdir(), 's2s_jax_local_cluster.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one start at a time (xdist workers)
+    done = subprocess.run(
+      [os.path.join(_REPO, 'scripts', 'local_cluster.sh'), 'start'], capture_output=True, text=True, check=False
+    )
+  if done.returncode:
+    raise RuntimeError(f'scripts/local_cluster.sh start failed ({done.returncode}):\n{done.stderr[-3000:]}')
+  return dict(line[len('export ') :].split('=', 1) for line in done.stdout.splitlines() if line.startswith('export '))
+
+
+@pytest.fixture(scope='session')
+def local_cluster() -> dict[str, str]:
+  """The environment of the running local cluster (S2S_CLUSTER_PG_URL, SLURM_CONF); started by this fixture when
+  needed. Without it the test skips with the reason, or fails where S2S_REQUIRE_CLUSTER=1 (CI)."""
+  try:
+    return _start_local_cluster()
+  except (RuntimeError, OSError) as e:
+    if os.environ.get('S2S_REQUIRE_CLUSTER') == '1':
+      pytest.fail(f'S2S_REQUIRE_CLUSTER=1, but the local cluster cannot start: {e}')
+    pytest.skip(f'the local SLURM cluster and PostgreSQL cannot start here (run as root with Debian packages): {e}')
