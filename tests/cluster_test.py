@@ -4,12 +4,20 @@ Cluster tier only (`python -m pytest -m cluster tests`; .ci/run sets S2S_REQUIRE
 """
 
 import os
+import re
+import socket
 import subprocess
+import sys
 import time
 import uuid
 
+import jax
+import numpy as np
 import optuna
 import pytest
+
+import testutil
+from s2s_jax import checkpointing
 
 pytestmark = pytest.mark.cluster
 _SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'local_cluster.sh')
@@ -59,3 +67,74 @@ def test_a_study_in_postgresql_is_shared_by_two_clients(local_cluster):
   second = optuna.load_study(storage=url, study_name=name)
   assert [t.value for t in second.get_trials()] == [1.5]
   optuna.delete_study(storage=url, study_name=name)
+
+
+_TRAIN = [
+  '-m',
+  's2s_jax.main',
+  '--config=experiments/default.py:size=tiny',
+  '--config.num_train_steps=20',
+  '--config.model.dropout_rate=0.0',
+]
+_DIGEST = re.compile(r'Process (\d+): parameters at step 20 have sha256 (\w+)')
+
+
+def _digests(log: str) -> dict[str, str]:
+  return dict(_DIGEST.findall(log))
+
+
+def test_srun_two_process_training_equals_the_hand_started_job(local_cluster, tmp_path):
+  """srun --ntasks=2 with no coordinator flags (JAX reads the SLURM environment) computes what the same two
+  processes started by hand with --coordinator_address compute: bitwise equal parameters; and what one process
+  with all 4 devices computes, to the rounding of the gradient sum's order (as tests/multihost_test.py)."""
+  del local_cluster
+  env = testutil.env(2, S2S_CACHE_DIR=str(tmp_path / 'data'))
+  under_srun = subprocess.run(
+    ['srun', '--ntasks=2', '--cpus-per-task=1', sys.executable, *_TRAIN, f'--workdir={tmp_path / "srun"}'],
+    cwd=testutil.ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
+  assert under_srun.returncode == 0, under_srun.stderr[-3000:]
+  assert 'Process 1 of 2' in under_srun.stderr
+  srun_digests = _digests(under_srun.stderr)
+  assert sorted(srun_digests) == ['0', '1'] and len(set(srun_digests.values())) == 1
+
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  by_hand = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        *_TRAIN,
+        f'--workdir={tmp_path / "hand"}',
+        f'--coordinator_address=127.0.0.1:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ],
+      cwd=testutil.ROOT,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  hand_digests = {}
+  for p in by_hand:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    hand_digests.update(_digests(err))
+  assert hand_digests == srun_digests
+
+  one = testutil.run(*_TRAIN, f'--workdir={tmp_path / "one"}', devices=4, S2S_CACHE_DIR=str(tmp_path / 'data'))
+  assert one.returncode == 0, one.stderr[-3000:]
+  multi, _ = checkpointing.restore_params(str(tmp_path / 'srun'), 'latest')
+  single, _ = checkpointing.restore_params(str(tmp_path / 'one'), 'latest')
+  assert checkpointing.params_sha256(multi) == srun_digests['0']
+  for a, b in zip(jax.tree.leaves(multi), jax.tree.leaves(single)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
