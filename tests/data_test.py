@@ -513,7 +513,7 @@ class VocabCacheTest(absltest.TestCase):
     config = _data_config(self.create_tempdir().full_path)
     first_dir, second_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     first = pipeline.prepare(config, vocab_dir=first_dir)
-    key = vocab_cache.key(config, builders.data_fingerprint(pipeline.data_manifest(config)))
+    key = vocab_cache.key(config, builders.fingerprint(pipeline.data_identity(config)))
     self.assertTrue(os.path.exists(os.path.join(config.data_dir, 'vocabularies', key, 'manifest.json')))
     with mock.patch.object(pipeline, 'build_vocabs', side_effect=AssertionError('built again')):
       second = pipeline.prepare(config, vocab_dir=second_dir)
@@ -528,7 +528,7 @@ class VocabCacheTest(absltest.TestCase):
   def test_a_damaged_cache_is_rebuilt_with_a_warning(self):
     config = _data_config(self.create_tempdir().full_path)
     first = pipeline.prepare(config, vocab_dir=self.create_tempdir().full_path)
-    key = vocab_cache.key(config, builders.data_fingerprint(pipeline.data_manifest(config)))
+    key = vocab_cache.key(config, builders.fingerprint(pipeline.data_identity(config)))
     path = os.path.join(config.data_dir, 'vocabularies', key, 'vocab.src.json')
     with open(path, 'a', encoding='utf-8') as f:
       f.write(' ')  # still JSON, but not the file the manifest hashed

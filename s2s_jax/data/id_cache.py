@@ -6,14 +6,18 @@
     <split>.text.json      the raw sources, targets and reference streams of the kept examples (what is scored and
                            shown; read only when asked for)
     report.json            each split's data-report entry (counts, filtered, truncated, lengths, OOV rates)
-    COMMIT                 written last: every file's size and the small files' sha256
+    COMMIT                 written last: every file's size, the small files' sha256 and the data identity
 
-The key hashes VERSION, the data's fingerprint (the preparation manifest), both vocabularies' sha256 and the length
-policy, so any change to what the ids would be makes a new folder; an older code version's cache (another VERSION)
-is never read. The folder is written under a temporary name and renamed when complete; a folder whose files do not
-match its COMMIT is removed with a warning and built again. Encoding a large split runs in worker processes
-(s2s_jax/data/workers.py, one per core), in order, with progress in the log. Records are stored uncompressed in
-chunks of 64 (see _GROUP) and read in batches (one call per batch: a call costs far more than a record).
+The key hashes VERSION, the data fingerprint (the sha256 of pipeline.data_identity: data.name, builder config and
+version, each split by name with its raw files in order and their sha256 and sizes, the source and target features
+and the direction; for data.name='tfds' its prepared dataset_info.json and record files), both vocabularies' sha256
+and the length policy, so any change to what the ids would be makes a new folder: swapped sides or splits, the
+other direction (also with a shared vocabulary), a renamed split, a TFDS dataset prepared again. An older code
+version's cache (another VERSION) is never read. The folder is written under a temporary name and renamed when
+complete; a folder whose files do not match its COMMIT is removed with a warning and built again. Encoding a large
+split runs in worker processes (s2s_jax/data/workers.py, one per core), in order, with progress in the log. Records
+are stored uncompressed in chunks of 64 (see _GROUP) and read in batches (one call per batch: a call costs far more
+than a record).
 """
 
 import glob
@@ -33,7 +37,7 @@ from s2s_jax import fileio
 from s2s_jax.data import encoding
 from s2s_jax.data import workers
 
-VERSION = 2  # 2: records in groups of 64
+VERSION = 3  # 2: records in groups of 64; 3: keyed by the data identity (issue 25)
 FOLDER = 'ids'
 _COMMIT = 'COMMIT'
 _PROGRESS_S = 10.0
@@ -216,12 +220,23 @@ def _progress(split: str, done: int, total: int, seconds: float) -> None:
   )
 
 
-def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab, tgt_vocab, policy, pool=None) -> None:
+def build(
+  data_dir: str,
+  cache_key: str,
+  raw: dict,
+  references: dict,
+  src_vocab,
+  tgt_vocab,
+  policy,
+  pool=None,
+  identity: dict | None = None,
+) -> None:
   """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder; a large split in the
-  worker processes of `pool` (a `workers.Pool`; default: a new one)."""
+  worker processes of `pool` (a `workers.Pool`; default: a new one). `identity` (the data's, pipeline.data_identity)
+  is recorded in COMMIT, for whoever wonders what a folder holds."""
   if pool is None:
     with workers.Pool() as pool:
-      return build(data_dir, cache_key, raw, references, src_vocab, tgt_vocab, policy, pool)
+      return build(data_dir, cache_key, raw, references, src_vocab, tgt_vocab, policy, pool, identity)
   final = folder(data_dir, cache_key)
   for stale in glob.glob(os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-*')):  # a killed build's (under the lock)
     shutil.rmtree(stale, ignore_errors=True)
@@ -274,6 +289,7 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
       'with_references': sorted(s for s in raw if s != 'train' and references.get(s)),
       'sizes': {name: os.path.getsize(os.path.join(tmp, name)) for name in files},
       'sha256': {name: _sha256(os.path.join(tmp, name)) for name in files if not name.endswith('.array_record')},
+      'data_identity': identity,
     }
     with open(os.path.join(tmp, _COMMIT), 'w', encoding='utf-8') as f:
       json.dump(commit, f, indent=1)
