@@ -5,6 +5,7 @@ The generated tasks themselves are tested in synthetic_test.py. Everything here 
 i + 4, so every row names the example it came from.
 """
 
+import errno
 import glob
 import json
 import os
@@ -537,6 +538,29 @@ class VocabCacheTest(absltest.TestCase):
     self.assertIn('is damaged', '\n'.join(logs.output))
     self.assertEqual(again.src_vocab.sha256(), first.src_vocab.sha256())
     self.assertIsNotNone(vocab_cache.load(config.data_dir, key))  # rebuilt whole
+
+  def test_a_failed_write_leaves_no_temporary_folder(self):
+    config = _data_config(self.create_tempdir().full_path)
+    data = pipeline.prepare(config)
+    folder = os.path.join(config.data_dir, 'vocabularies')
+    kept = sorted(os.listdir(folder))
+
+    class _WriteFails:
+      """A vocabulary whose file write fails midway: the disk fills up, or a signal arrives."""
+
+      def __init__(self, error: BaseException):
+        self.error = error
+
+      def save(self, path: str) -> None:
+        with open(path, 'w', encoding='utf-8') as f:
+          f.write('{"kind": ')
+        raise self.error
+
+    for error in (OSError(errno.ENOSPC, 'No space left on device'), KeyboardInterrupt()):
+      with self.assertRaises(type(error)):
+        vocab_cache.store(config.data_dir, 'k' * 20, data.src_vocab, _WriteFails(error))
+      self.assertEqual(sorted(os.listdir(folder)), kept)  # no .tmp-* folder, nothing committed
+      self.assertIsNone(vocab_cache.load(config.data_dir, 'k' * 20))
 
   def test_the_sample_is_bounded_deterministic_and_in_order(self):
     pairs = [(f's{i}', f't{i}') for i in range(1000)]
