@@ -64,9 +64,11 @@ def _versions() -> dict[str, str]:
 def record(
   data, data_history: list[dict[str, Any]] | None = None, starts: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-  """What produced a run. The data's identity is its fingerprint (`data_sha256`), read from the manifest made
-  when the dataset was prepared (`data_manifest`: each raw file's size, time and sha256); `data_history` lists
-  the fingerprints a run trained on, with the step each began at; `starts` lists every start of the run (the
+  """What produced a run. The data's identity (`data_identity`, pipeline.data_identity: dataset, builder config and
+  version, each split's raw files in order, features, direction) and its fingerprint (`data_sha256`, the sha256 of
+  that identity; the raw files' sha256 come from the manifest made when the dataset was prepared, `data_manifest`:
+  each raw file's size, time and sha256); `data_history` lists the fingerprints a run trained on, with the step
+  each began at; `starts` lists every start of the run (the
   first, then each resume) with the step it began at, its UTC time and commit, so a result says how often its
   run was stopped and by which code each part was trained (the top-level git_sha is the latest start's)."""
   git_sha, git_dirty = _git('rev-parse', 'HEAD'), bool(_git('status', '--porcelain'))
@@ -82,6 +84,7 @@ def record(
     'cpu_count': os.cpu_count(),
     'command_line': sys.argv,
     'data_sha256': data.fingerprint,
+    'data_identity': data.identity,
     'data_manifest': data.manifest,
     'data_history': data_history or [{'data_sha256': data.fingerprint, 'from_step': 0}],
     'tokenizer_sha256': {'source': data.src_vocab.sha256(), 'target': data.tgt_vocab.sha256()},
@@ -117,10 +120,35 @@ def _latest_step_on_disk(workdir: str) -> int:
   return max(steps, default=0)
 
 
-def _data_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
-  """The raw files that differ between two manifests, in words."""
+def _identity_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+  """What differs between two data identities (pipeline.data_identity) besides the raw files' content, in words."""
   if not old or not new:
-    return 'the dataset was prepared from other data'
+    return []
+  parts = []
+  before, after = (dict((split, [f[0] for f in files]) for split, files in i.get('splits', [])) for i in (old, new))
+  for split in sorted(set(before) | set(after)):
+    if split not in after:
+      parts.append(f'split {split!r} removed')
+    elif split not in before:
+      parts.append(f'split {split!r} added')
+    elif before[split] != after[split]:
+      parts.append(f'split {split!r} read from {", ".join(after[split])} instead of {", ".join(before[split])}')
+  for key in sorted((set(old) | set(new)) - {'splits', 'files'}):
+    if old.get(key) != new.get(key):
+      parts.append(f'{key} {str(old.get(key))[:80]} -> {str(new.get(key))[:80]}')
+  return parts
+
+
+def _data_changes(
+  old: dict[str, Any] | None,
+  new: dict[str, Any] | None,
+  old_identity: dict[str, Any] | None = None,
+  new_identity: dict[str, Any] | None = None,
+) -> str:
+  """The raw files that differ between two manifests, else what differs between two identities, in words."""
+  identity = _identity_changes(old_identity, new_identity)
+  if not old or not new:
+    return '; '.join(identity) or 'the dataset was prepared from other data'
   before, after = ({f['path']: f for f in m['files']} for m in (old, new))
   changed = [p for p in sorted(set(before) & set(after)) if before[p]['sha256'] != after[p]['sha256']]
   parts = [
@@ -132,11 +160,16 @@ def _data_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str
     )
     if paths
   ]
-  return '; '.join(parts) or f'{old["dataset"]}/{old["config"]} -> {new["dataset"]}/{new["config"]}'
+  # Changed raw files first: a parallel_text config name, for one, follows from them.
+  return '; '.join(parts or identity) or f'{old["dataset"]}/{old["config"]} -> {new["dataset"]}/{new["config"]}'
 
 
 def data_history(workdir: str, data, allow_change: bool) -> list[dict[str, Any]] | None:
-  """The data history to record; raises when the data changed since the run started (unless allowed)."""
+  """The data history to record; raises when the data changed since the run started (unless allowed).
+
+  A provenance.json written before data identities (no `data_identity`: its data_sha256 is the older form,
+  builders.legacy_fingerprint) is compared in that form: when today's data give the same value, the run resumes
+  and its last history entry records the new fingerprint, keeping the old one as `legacy_data_sha256`."""
   path = os.path.join(workdir, 'provenance.json')
   if not os.path.exists(path):
     return None
@@ -147,8 +180,13 @@ def data_history(workdir: str, data, allow_change: bool) -> list[dict[str, Any]]
     return None  # written before data fingerprints: nothing to compare with
   if history[-1]['data_sha256'] == data.fingerprint:
     return history
+  last = history[-1]
+  if 'data_identity' not in old and data.legacy_fingerprint and last['data_sha256'] == data.legacy_fingerprint:
+    logging.info('%s records the older form of data fingerprint, which the data still give; recording the new.', path)
+    return history[:-1] + [{**last, 'data_sha256': data.fingerprint, 'legacy_data_sha256': last['data_sha256']}]
+  changes = _data_changes(old.get('data_manifest'), data.manifest, old.get('data_identity'), data.identity)
   message = (
-    f'The data changed since this run started ({_data_changes(old.get("data_manifest"), data.manifest)}); '
+    f'The data changed since this run started ({changes}); '
     f'{path} records data_sha256 {history[-1]["data_sha256"][:12]}..., the data now gives '
     f'{data.fingerprint[:12]}....'
   )

@@ -5,6 +5,7 @@ The generated tasks themselves are tested in synthetic_test.py. Everything here 
 i + 4, so every row names the example it came from.
 """
 
+import errno
 import glob
 import json
 import os
@@ -513,7 +514,7 @@ class VocabCacheTest(absltest.TestCase):
     config = _data_config(self.create_tempdir().full_path)
     first_dir, second_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     first = pipeline.prepare(config, vocab_dir=first_dir)
-    key = vocab_cache.key(config, builders.data_fingerprint(pipeline.data_manifest(config)))
+    key = vocab_cache.key(config, builders.fingerprint(pipeline.data_identity(config)))
     self.assertTrue(os.path.exists(os.path.join(config.data_dir, 'vocabularies', key, 'manifest.json')))
     with mock.patch.object(pipeline, 'build_vocabs', side_effect=AssertionError('built again')):
       second = pipeline.prepare(config, vocab_dir=second_dir)
@@ -528,7 +529,7 @@ class VocabCacheTest(absltest.TestCase):
   def test_a_damaged_cache_is_rebuilt_with_a_warning(self):
     config = _data_config(self.create_tempdir().full_path)
     first = pipeline.prepare(config, vocab_dir=self.create_tempdir().full_path)
-    key = vocab_cache.key(config, builders.data_fingerprint(pipeline.data_manifest(config)))
+    key = vocab_cache.key(config, builders.fingerprint(pipeline.data_identity(config)))
     path = os.path.join(config.data_dir, 'vocabularies', key, 'vocab.src.json')
     with open(path, 'a', encoding='utf-8') as f:
       f.write(' ')  # still JSON, but not the file the manifest hashed
@@ -537,6 +538,29 @@ class VocabCacheTest(absltest.TestCase):
     self.assertIn('is damaged', '\n'.join(logs.output))
     self.assertEqual(again.src_vocab.sha256(), first.src_vocab.sha256())
     self.assertIsNotNone(vocab_cache.load(config.data_dir, key))  # rebuilt whole
+
+  def test_a_failed_write_leaves_no_temporary_folder(self):
+    config = _data_config(self.create_tempdir().full_path)
+    data = pipeline.prepare(config)
+    folder = os.path.join(config.data_dir, 'vocabularies')
+    kept = sorted(os.listdir(folder))
+
+    class _WriteFails:
+      """A vocabulary whose file write fails midway: the disk fills up, or a signal arrives."""
+
+      def __init__(self, error: BaseException):
+        self.error = error
+
+      def save(self, path: str) -> None:
+        with open(path, 'w', encoding='utf-8') as f:
+          f.write('{"kind": ')
+        raise self.error
+
+    for error in (OSError(errno.ENOSPC, 'No space left on device'), KeyboardInterrupt()):
+      with self.assertRaises(type(error)):
+        vocab_cache.store(config.data_dir, 'k' * 20, data.src_vocab, _WriteFails(error))
+      self.assertEqual(sorted(os.listdir(folder)), kept)  # no .tmp-* folder, nothing committed
+      self.assertIsNone(vocab_cache.load(config.data_dir, 'k' * 20))
 
   def test_the_sample_is_bounded_deterministic_and_in_order(self):
     pairs = [(f's{i}', f't{i}') for i in range(1000)]

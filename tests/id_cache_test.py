@@ -183,11 +183,46 @@ class IdCacheTest(absltest.TestCase):
       self.assertTrue(any('is damaged' in line for line in logs.output), logs.output)
       self.assert_same_data(first, again)
       self.assertEqual(self.cache_folders(), [folder])
-    # A text file damaged in place (same size) is never read: a clear error names the folder to delete.
+    # A text file damaged in place (same size) is never read: a clear error names the folder and what to do, and
+    # the next start builds it again.
     with open(os.path.join(folder, 'test.text.json'), 'r+b') as f:
       f.write(b'[')
-    with self.assertRaisesRegex(ValueError, 'does not match its COMMIT; delete'):
+    with self.assertRaisesRegex(
+      id_cache.DamagedCacheError, rf'test.text.json of the id cache {folder} failed .*Start the run again'
+    ):
       list(self.prepare().splits['test'].targets)
+    with self.assertLogs(level='WARNING') as logs:
+      again = self.prepare()
+    self.assertIn('test.text.json does not match its sha256 in COMMIT', '\n'.join(logs.output))
+    self.assert_same_data(first, again)
+
+  def test_a_record_file_damaged_in_place_names_the_cache_and_the_next_start_rebuilds_it(self):
+    first = self.prepare()
+    (folder,) = self.cache_folders()
+    with open(os.path.join(folder, 'train.array_record'), 'r+b') as f:  # one byte of the records; the same size
+      f.seek(1000)
+      byte = f.read(1)
+      f.seek(1000)
+      f.write(bytes([byte[0] ^ 0xFF]))
+    damaged = self.prepare()  # opened without hashing the record files: their sizes match COMMIT
+    train = damaged.splits['train']
+    with self.assertRaisesRegex(
+      Exception, rf'Reading train.array_record of the id cache {folder} failed .*Start the run again'
+    ):
+      next(batches.train_iterator(damaged, len(train), seed=0))
+    with self.assertLogs(level='WARNING') as logs:
+      again = self.prepare()
+    self.assertIn('train.array_record does not match its sha256 in COMMIT (a read failed', '\n'.join(logs.output))
+    self.assert_same_data(first, again)
+    self.assertEqual(self.cache_folders(), [folder])
+    # A failed read whose files are whole (an I/O error that passed) keeps the cache, with a warning.
+    with open(os.path.join(folder, 'DAMAGED'), 'w', encoding='utf-8') as f:
+      json.dump({'file': 'train.array_record', 'error': 'Input/output error'}, f)
+    with self.assertLogs(level='WARNING') as logs:
+      kept = self.prepare()
+    self.assertIn('but every file matches its sha256 in COMMIT; using it', '\n'.join(logs.output))
+    self.assertFalse(os.path.exists(os.path.join(folder, 'DAMAGED')))
+    self.assert_same_data(first, kept)
 
   def test_another_code_version_builds_a_new_cache(self):
     self.prepare()

@@ -45,6 +45,25 @@ class PoolTest(absltest.TestCase):
       # The pool starts new workers for the next map.
       self.assertLen(list(pool.map(len, items)), 5)
 
+  def test_a_worker_that_died_is_named_with_what_to_do(self):
+    error = r'Data worker 2 of 2 \(pid {}\) was killed by SIGKILL .* during a map of len; .*run the command again'
+    with _small_pool(), workers.Pool(2) as pool:
+      self.assertLen(list(pool.map(len, list(range(30)))), 5)
+      dead = pool._procs[1]  # pylint: disable=protected-access
+      dead.kill()  # between two maps (the out-of-memory killer, say): its next chunk cannot be sent
+      dead.wait()
+      with self.assertRaisesRegex(workers.WorkerError, error.format(dead.pid)):
+        list(pool.map(len, list(range(30))))
+      self.assertEqual(pool._procs, [])  # pylint: disable=protected-access
+      self.assertLen(list(pool.map(len, list(range(30)))), 5)  # new workers
+      results = pool.map(len, list(range(60)))
+      self.assertEqual(next(results), 7)
+      dead = pool._procs[1]  # pylint: disable=protected-access
+      dead.kill()  # in the middle of a map
+      dead.wait()
+      with self.assertRaisesRegex(workers.WorkerError, error.format(dead.pid)):
+        list(results)
+
   def test_a_caller_that_stops_early_ends_the_workers(self):
     with _small_pool(), workers.Pool(2) as pool:
       results = pool.map(len, list(range(50)))

@@ -167,9 +167,43 @@ def read_manifest(builder: tfds.core.DatasetBuilder) -> dict:
     return manifest
 
 
-def data_fingerprint(manifest: dict) -> str:
-  """The identity of a dataset's data: its raw files' contents (paths, sizes, hashes; not their times), or for a
-  generated dataset its name, config and version."""
+def split_files(builder: tfds.core.DatasetBuilder, manifest: dict, split_names) -> dict[str, list[str]]:
+  """split -> the raw files it is read from, in reading order (a parallel split's source file first), named as in
+  `manifest`; a split the builder does not map (its `split_files()`: the corpora, speech and image builders read
+  by split) is read from every raw file (Tatoeba, AESLC, FSDD: one file for all splits; generated data: none)."""
+  every = [f['path'] for f in manifest['files']]
+  mapped = builder.split_files() if hasattr(builder, 'split_files') else {}
+  return {split: list(mapped.get(split, every)) for split in split_names}
+
+
+def identity(builder: tfds.core.DatasetBuilder, manifest: dict, split_names=None) -> dict:
+  """What a prepared dataset's records are: its builder, config and version, each split (by name) with the raw
+  files it is read from in order (path, size, sha256 from `manifest`), and every raw file. The caller adds what is
+  read from the records (features, direction: pipeline.data_identity). No file is hashed here: the sha256 were
+  computed once, at preparation (`raw_manifest.json`). `split_names`: the prepared splits (default: the builder's)."""
+  by_path = {f['path']: [f['path'], f['size'], f['sha256']] for f in manifest['files']}
+  names = list(builder.info.splits) if split_names is None else list(split_names)
+  mapping = split_files(builder, manifest, names)
+  return {
+    'builder': manifest['dataset'],
+    'config': manifest['config'],
+    'version': manifest['version'],
+    'splits': sorted([split, [by_path.get(p, [p, None, None]) for p in paths]] for split, paths in mapping.items()),
+    'files': sorted(by_path.values()),
+  }
+
+
+def fingerprint(identity_: dict) -> str:
+  """The data fingerprint: sha256 of an identity (pipeline.data_identity) as canonical JSON. It keys both caches
+  (vocab_cache, id_cache) and is provenance.json's `data_sha256`."""
+  return hashlib.sha256(json.dumps(identity_, sort_keys=True).encode('utf-8')).hexdigest()
+
+
+def legacy_fingerprint(manifest: dict) -> str:
+  """The data fingerprint of the code before issue 25 (raw files sorted by path, without their splits, sides,
+  features or direction; for data.name='tfds' the name and data_dir only). Never a cache key: kept only so that a
+  workdir whose provenance.json records this form resumes when today's data gives the same value
+  (provenance.data_history)."""
   if manifest['files']:
     key = [
       manifest['dataset'],

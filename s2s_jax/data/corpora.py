@@ -130,6 +130,9 @@ class _Corpus(tfds.core.GeneratorBasedBuilder):
 class S2sMulti30k(_Corpus):
   """Multi30k task 1 (Elliott et al. 2016): train 29,000 / validation 1,014 / test2016 1,000 image descriptions."""
 
+  def split_files(self) -> dict[str, list[str]]:
+    return raw_files.expected_files('multi30k', self.builder_config.languages)
+
   def _read(self):
     c = self.builder_config
     return {
@@ -156,6 +159,9 @@ class S2sTatoeba(_Corpus):
 
 class S2sIwslt15(_Corpus):
   """IWSLT'15 English-Vietnamese (Stanford NMT version): train 133,317 / tst2012 1,553 / tst2013 1,268 TED lines."""
+
+  def split_files(self) -> dict[str, list[str]]:
+    return raw_files.expected_files('iwslt15', self.builder_config.languages)
 
   def _read(self):
     c = self.builder_config
@@ -206,6 +212,9 @@ class S2sAeslc(_Corpus):
 
 class S2sParallelText(_Corpus):
   """User-given parallel text (data.files): per split two aligned files or one TSV; features source / target."""
+
+  def split_files(self) -> dict[str, list[str]]:
+    return {split: list(paths) for split, paths in self.builder_config.files}
 
   def _read(self):
     out = {}
@@ -300,8 +309,8 @@ def prepare(data_config, get_builder_fn=None, with_metadata: bool = False):
   return (sources, stored) if with_metadata else sources
 
 
-def _tfds_sources(data_config) -> tuple[dict[str, object], tuple[str, ...]]:
-  """A prepared TFDS dataset (data.tfds_name in data.data_dir) and its language codes (feature names)."""
+def _tfds_builder(data_config) -> tfds.core.DatasetBuilder:
+  """The builder of a prepared TFDS dataset (data.tfds_name in data.data_dir); an error saying how to prepare it."""
   name, data_dir = data_config.tfds_name, _data_dir(data_config)
   if not name:
     raise ValueError("data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")
@@ -317,8 +326,54 @@ def _tfds_sources(data_config) -> tuple[dict[str, object], tuple[str, ...]]:
     raise ValueError(f'{hint} ({str(e).splitlines()[0]})') from None
   if not prepared or builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise ValueError(hint + (f' It is prepared as {builder.info.file_format.value}.' if prepared else ''))
+  return builder
+
+
+def _tfds_sources(data_config) -> tuple[dict[str, object], tuple[str, ...]]:
+  """A prepared TFDS dataset (data.tfds_name in data.data_dir) and its language codes (feature names)."""
+  builder = _tfds_builder(data_config)
   languages = tuple(sorted(builder.info.features.keys()))
-  return tfds.data_source(name, data_dir=data_dir, download=False), languages
+  return tfds.data_source(data_config.tfds_name, data_dir=_data_dir(data_config), download=False), languages
+
+
+_EDGE = 1 << 16  # bytes at each end of a TFDS record file that its identity hashes
+
+
+def _edges_sha256(path: str) -> str:
+  """sha256 of a file's first and last 64 KiB: a constant-time sample of its content (a re-preparation that keeps
+  every file's size almost surely changes it), where hashing whole record files (gigabytes) at every start would
+  not be."""
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    h.update(f.read(_EDGE))
+    size = os.fstat(f.fileno()).st_size
+    if size > _EDGE:
+      f.seek(max(_EDGE, size - _EDGE))
+      h.update(f.read(_EDGE))
+  return h.hexdigest()
+
+
+def tfds_identity(data_config) -> dict:
+  """What the records of a prepared TFDS dataset are (the data.name='tfds' part of pipeline.data_identity): its name,
+  config and resolved version, the sha256 of its `dataset_info.json` (split sizes and shard lengths) and, per split,
+  the names, sizes and sampled sha256 (`_edges_sha256`) of its record files. Preparing it again in place, or a newer
+  version beside the old one, gives another identity; moving the folder does not."""
+  builder = _tfds_builder(data_config)
+  folder = os.fspath(builder.data_dir)
+  with open(os.path.join(folder, 'dataset_info.json'), 'rb') as f:
+    info_sha256 = hashlib.sha256(f.read()).hexdigest()
+  splits = []
+  for split, info in builder.info.splits.items():
+    paths = [os.path.join(folder, name) for name in info.filenames]
+    splits.append([split, [[os.path.basename(p), os.path.getsize(p), _edges_sha256(p)] for p in paths]])
+  return {
+    'builder': builder.name,
+    'config': builder.builder_config.name if builder.builder_config else '',
+    'version': str(builder.version),
+    'dataset_info_sha256': info_sha256,
+    'splits': sorted(splits),
+    'files': [],
+  }
 
 
 def prepared_sources(data_config) -> dict[str, object]:
@@ -326,19 +381,20 @@ def prepared_sources(data_config) -> dict[str, object]:
   return _tfds_sources(data_config)[0] if data_config.name == 'tfds' else prepare(data_config)
 
 
+def features(data_config) -> tuple[str, str]:
+  """The record features a corpus' sources and targets are read from: data.source_lang and data.target_lang, or
+  `source` and `target` (parallel_text, AESLC). data.name='tfds' checks them against the dataset's features."""
+  if data_config.name == 'tfds':
+    return _languages(data_config, tuple(sorted(_tfds_builder(data_config).info.features.keys())))
+  if data_config.name in ('parallel_text', *_FIXED_FEATURES):
+    return 'source', 'target'
+  return data_config.source_lang, data_config.target_lang
+
+
 def load_pairs(data_config) -> dict[str, list[tuple[str, str]]]:
   """split -> (source, target) strings of a corpus, source = data.source_lang (parallel_text: the files' order)."""
-  if data_config.name == 'tfds':
-    sources, available = _tfds_sources(data_config)
-    src, tgt = _languages(data_config, available)
-  else:
-    sources = prepare(data_config)
-    src, tgt = (
-      ('source', 'target')
-      if data_config.name in ('parallel_text', *_FIXED_FEATURES)
-      else (data_config.source_lang, data_config.target_lang)
-    )
-  return {split: builders.read_texts(source, (src, tgt)) for split, source in sources.items()}
+  src, tgt = features(data_config)
+  return {split: builders.read_texts(source, (src, tgt)) for split, source in prepared_sources(data_config).items()}
 
 
 def load(data_config) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:

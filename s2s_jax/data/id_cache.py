@@ -6,16 +6,28 @@
     <split>.text.json      the raw sources, targets and reference streams of the kept examples (what is scored and
                            shown; read only when asked for)
     report.json            each split's data-report entry (counts, filtered, truncated, lengths, OOV rates)
-    COMMIT                 written last: every file's size and the small files' sha256
+    COMMIT                 written last: every file's size and sha256, and the data identity the ids were made from
+    DAMAGED                only after a failed read (see below)
 
-The key hashes VERSION, the data's fingerprint (the preparation manifest), both vocabularies' sha256 and the length
-policy, so any change to what the ids would be makes a new folder; an older code version's cache (another VERSION)
-is never read. The folder is written under a temporary name and renamed when complete; a folder whose files do not
-match its COMMIT is removed with a warning and built again. Encoding a large split runs in worker processes
-(s2s_jax/data/workers.py, one per core), in order, with progress in the log. Records are stored uncompressed in
-chunks of 64 (see _GROUP) and read in batches (one call per batch: a call costs far more than a record).
+The key hashes VERSION, the data fingerprint (the sha256 of pipeline.data_identity: data.name, builder config and
+version, each split by name with its raw files in order and their sha256 and sizes, the source and target features
+and the direction; for data.name='tfds' its prepared dataset_info.json and record files), both vocabularies' sha256
+and the length policy, so any change to what the ids would be makes a new folder: swapped sides or splits, the
+other direction (also with a shared vocabulary), a renamed split, a TFDS dataset prepared again. An older code
+version's cache (another VERSION) is never read. The folder is written under a temporary name and renamed when
+complete. Encoding a large split runs in worker processes (s2s_jax/data/workers.py, one per core), in order, with
+progress in the log. Records are stored uncompressed in chunks of 64 (see _GROUP) and read in batches (one call per
+batch: a call costs far more than a record).
+
+Damage. Opening a cache checks every file's size and the sha256 of the small ones (lengths, report); a folder that
+fails is removed with a warning and built again. The large files are not hashed at every start: the record files
+carry Riegeli's own checksums (a damaged record is an error when read, never wrong ids) and the texts are hashed
+when first read. A read that fails raises `DamagedCacheError` naming the folder and what to do, and leaves a
+`DAMAGED` note in the folder; the next start then checks every file against its COMMIT sha256 and builds a damaged
+cache again (the ids are deterministic: a resumed run continues exactly).
 """
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -33,9 +45,10 @@ from s2s_jax import fileio
 from s2s_jax.data import encoding
 from s2s_jax.data import workers
 
-VERSION = 2  # 2: records in groups of 64
+VERSION = 3  # 2: records in groups of 64; 3: keyed by the data identity (issue 25), every file's sha256 in COMMIT
 FOLDER = 'ids'
 _COMMIT = 'COMMIT'
+_DAMAGED = 'DAMAGED'
 _PROGRESS_S = 10.0
 # Records per array_record chunk. The reader keeps an index entry per chunk: with groups of 1 it held about 400 bytes
 # per record once reads began (404 MB for 1M pairs), with 64 about 16 MB, and a batched random read costs 6.8 us per
@@ -67,6 +80,23 @@ def folder(data_dir: str, cache_key: str) -> str:
   return os.path.join(data_dir, FOLDER, cache_key)
 
 
+class DamagedCacheError(RuntimeError):
+  """A file of a committed id cache could not be read (its content no longer matches what was written)."""
+
+
+def _damaged(path: str, error: BaseException) -> DamagedCacheError:
+  """The error for a failed read of `path` in a cache folder, after leaving the DAMAGED note there (best effort: a
+  read-only data_dir keeps no note, and the message says what to do in any case)."""
+  cache = os.path.dirname(path)
+  with contextlib.suppress(OSError):
+    fileio.write_json(os.path.join(cache, _DAMAGED), {'file': os.path.basename(path), 'error': str(error)}, indent=1)
+  return DamagedCacheError(
+    f'Reading {os.path.basename(path)} of the id cache {cache} failed ({error}). Start the run again: the cache is '
+    f'then checked against its COMMIT and, if damaged, encoded again from the data (the same ids: a resumed run '
+    f'continues exactly); or delete {cache} yourself.'
+  )
+
+
 def _unrecord(record: bytes) -> tuple[np.ndarray, np.ndarray]:
   a = np.frombuffer(record, np.int32)
   n = int(a[0])
@@ -87,11 +117,17 @@ class RecordPairs:
     return {**self.__dict__, '_source': None}
 
   def pairs(self, indices) -> list[tuple[np.ndarray, np.ndarray]]:
-    if self._source is None:
-      self._source = array_record_data_source.ArrayRecordDataSource([self.path])
     indices = [int(i) for i in indices]
+    if bad := [i for i in indices if not 0 <= i < len(self.lengths)]:
+      raise IndexError(f'{self.path} has {len(self.lengths)} records; asked for {bad[:5]}')
+    try:
+      if self._source is None:
+        self._source = array_record_data_source.ArrayRecordDataSource([self.path])
+      records = self._source.__getitems__(indices)
+    except (RuntimeError, OSError, ValueError) as e:  # Riegeli: "Corrupted Riegeli/records file: ... hash mismatch"
+      raise _damaged(self.path, e) from e
     self.reads += len(indices)
-    return [_unrecord(r) for r in self._source.__getitems__(indices)]
+    return [_unrecord(r) for r in records]
 
   def side(self, index: int) -> '_Side':
     return _Side(self, index)
@@ -127,7 +163,7 @@ class Texts:
       with open(self._path, 'rb') as f:
         raw = f.read()
       if hashlib.sha256(raw).hexdigest() != self._sha256:
-        raise ValueError(f'{self._path} does not match its COMMIT; delete {os.path.dirname(self._path)} to rebuild.')
+        raise _damaged(self._path, ValueError('it does not match its sha256 in COMMIT'))
       self._data = json.loads(raw)
     return self._data
 
@@ -162,6 +198,21 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
+_LAZY = ('.array_record', '.text.json')  # not hashed at every start (large; checked when read, see the docstring)
+
+
+def _read_note(path: str) -> str:
+  """What the DAMAGED note of a cache folder says ('' without one)."""
+  try:
+    with open(os.path.join(path, _DAMAGED), encoding='utf-8') as f:
+      note = json.load(f)
+    return f'{note["file"]}: {note["error"]}'
+  except FileNotFoundError:
+    return ''
+  except (OSError, ValueError, KeyError, TypeError):
+    return 'an unreadable DAMAGED note'
+
+
 def load(data_dir: str, cache_key: str | None):
   """{split: (RecordPairs, Texts, has_references)} and the report of a committed cache, or None (absent; or
   damaged: then removed with a warning)."""
@@ -176,9 +227,18 @@ def load(data_dir: str, cache_key: str | None):
     for name, size in commit['sizes'].items():
       if os.path.getsize(os.path.join(path, name)) != size:
         raise ValueError(f'{name} has {os.path.getsize(os.path.join(path, name))} bytes, COMMIT says {size}')
+    note = _read_note(path)
     for name, digest in commit['sha256'].items():
-      if not name.endswith('.text.json') and _sha256(os.path.join(path, name)) != digest:
-        raise ValueError(f'{name} does not match its sha256 in COMMIT')
+      if (note or not name.endswith(_LAZY)) and _sha256(os.path.join(path, name)) != digest:
+        raise ValueError(f'{name} does not match its sha256 in COMMIT' + (f' (a read failed: {note})' if note else ''))
+    if note:  # every file matches: the failed read was not the files' content (e.g. a passing I/O error)
+      logging.warning(
+        'A read of the id cache %s failed earlier (%s), but every file matches its sha256 in COMMIT; using it.',
+        path,
+        note,
+      )
+      with contextlib.suppress(OSError):
+        os.remove(os.path.join(path, _DAMAGED))
     with open(os.path.join(path, 'report.json'), encoding='utf-8') as f:
       report = json.load(f)
     splits = {}
@@ -216,12 +276,23 @@ def _progress(split: str, done: int, total: int, seconds: float) -> None:
   )
 
 
-def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab, tgt_vocab, policy, pool=None) -> None:
+def build(
+  data_dir: str,
+  cache_key: str,
+  raw: dict,
+  references: dict,
+  src_vocab,
+  tgt_vocab,
+  policy,
+  pool=None,
+  identity: dict | None = None,
+) -> None:
   """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder; a large split in the
-  worker processes of `pool` (a `workers.Pool`; default: a new one)."""
+  worker processes of `pool` (a `workers.Pool`; default: a new one). `identity` (the data's, pipeline.data_identity)
+  is recorded in COMMIT, for whoever wonders what a folder holds."""
   if pool is None:
     with workers.Pool() as pool:
-      return build(data_dir, cache_key, raw, references, src_vocab, tgt_vocab, policy, pool)
+      return build(data_dir, cache_key, raw, references, src_vocab, tgt_vocab, policy, pool, identity)
   final = folder(data_dir, cache_key)
   for stale in glob.glob(os.path.join(data_dir, FOLDER, f'.tmp-{cache_key}-*')):  # a killed build's (under the lock)
     shutil.rmtree(stale, ignore_errors=True)
@@ -273,7 +344,8 @@ def build(data_dir: str, cache_key: str, raw: dict, references: dict, src_vocab,
       'splits': counts,
       'with_references': sorted(s for s in raw if s != 'train' and references.get(s)),
       'sizes': {name: os.path.getsize(os.path.join(tmp, name)) for name in files},
-      'sha256': {name: _sha256(os.path.join(tmp, name)) for name in files if not name.endswith('.array_record')},
+      'sha256': {name: _sha256(os.path.join(tmp, name)) for name in files},
+      'data_identity': identity,
     }
     with open(os.path.join(tmp, _COMMIT), 'w', encoding='utf-8') as f:
       json.dump(commit, f, indent=1)

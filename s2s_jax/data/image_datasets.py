@@ -125,6 +125,10 @@ class S2sDigitsCaptions(_Images):
 class S2sImageFolder(_Images):
   """Image files listed with captions in one TSV per split (see the module docstring)."""
 
+  def split_files(self) -> dict[str, list[str]]:
+    """split -> its TSV (the image files it lists are in the manifest, hashed with the rest)."""
+    return {split: list(paths) for split, paths in self.builder_config.files}
+
   def _split_generators(self, dl_manager):
     del dl_manager
     c = self.builder_config

@@ -85,11 +85,19 @@ class TextData:
   report: dict[str, Any]
   buckets: list[bucketing.Bucket] | None = None  # training batches by length (data.num_buckets / batch_tokens)
   manifest: dict[str, Any] | None = None  # the raw files the dataset was prepared from (builders.raw_manifest)
+  identity: dict[str, Any] | None = None  # what the pairs are (data_identity)
 
   @property
   def fingerprint(self) -> str:
-    """The identity of the data (builders.data_fingerprint of the manifest); '' without a manifest."""
-    return builders.data_fingerprint(self.manifest) if self.manifest else ''
+    """The data fingerprint (builders.fingerprint of the identity): both caches' keys and provenance.json's
+    data_sha256; '' without an identity."""
+    return builders.fingerprint(self.identity) if self.identity else ''
+
+  @property
+  def legacy_fingerprint(self) -> str:
+    """The fingerprint older code recorded for these data (builders.legacy_fingerprint), for the resume check of a
+    workdir it wrote; '' without a manifest."""
+    return builders.legacy_fingerprint(self.manifest) if self.manifest else ''
 
   def batches_per_epoch(self, batch_size: int) -> float:
     """Global training batches in one epoch: the bucket plan's fixed count, else examples / batch_size (without
@@ -101,9 +109,48 @@ class TextData:
 
 def data_manifest(data_config) -> dict[str, Any]:
   """The manifest of the prepared dataset of `data_config` (read from beside its files; made once at preparation)."""
-  if data_config.name == 'tfds':  # prepared outside this project: its name, version and folder identify it
+  if data_config.name == 'tfds':  # prepared outside this project: no raw files (its identity is tfds_identity)
     return {'dataset': f'tfds:{data_config.tfds_name}', 'config': data_config.data_dir, 'version': '', 'files': []}
   return builders.read_manifest(registry.get(data_config.name).builder(data_config))
+
+
+def feature_names(data_config) -> tuple[str, str]:
+  """The record features sources and targets are read from (their order is the direction of the pairs)."""
+  family = registry.get(data_config.name).family
+  if family == 'corpus':
+    return corpora.features(data_config)
+  return {'generated': ('source', 'target'), 'speech': ('audio', 'text'), 'images': ('image', 'caption')}[family]
+
+
+def data_identity(data_config, split_names=None) -> dict[str, Any]:
+  """What the pairs of a prepared dataset are, as a JSON-able dict: data.name, the builder, its config and version,
+  each split by name with the raw files it is read from in order (path, size and sha256), every raw file, the
+  source and target features and the direction (data.source_lang, data.target_lang); for data.name='tfds' the
+  sha256 of the prepared `dataset_info.json` and its record files' names, sizes and sampled sha256
+  (corpora.tfds_identity).
+
+  Its sha256 (`TextData.fingerprint`, builders.fingerprint) keys the vocabulary and id caches and is recorded in
+  provenance.json, so swapping the sides or the splits of a dataset, reversing its direction, renaming a split or
+  preparing a TFDS dataset again never reuses what the other data gave, and a resume on such data refuses. Cheap at
+  every start: the raw files' sha256 come from the manifest written at preparation. `split_names`: the prepared
+  splits (default: the prepared dataset's)."""
+  if data_config.name == 'tfds':
+    identity = corpora.tfds_identity(data_config)
+    if split_names is not None and sorted(split_names) != sorted(s for s, _ in identity['splits']):
+      raise ValueError(f'data.tfds_name={data_config.tfds_name!r} changed while it was read; start again.')
+  else:
+    builder = registry.get(data_config.name).builder(data_config)
+    identity = builders.identity(builder, builders.read_manifest(builder), split_names)
+  identity.update(
+    dataset=data_config.name,
+    features=list(feature_names(data_config)),
+    direction=[data_config.source_lang, data_config.target_lang],
+  )
+  return identity
+
+
+def split_names(identity: dict[str, Any]) -> list[str]:
+  return [split for split, _ in identity['splits']]
 
 
 def resolve_paths(data_config) -> None:
@@ -229,14 +276,14 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   """
   dataset = registry.get(data_config.name)
   if dataset.source == 'text':
-    splits, report, (src_vocab, tgt_vocab) = _text_splits(dataset, data_config, vocab_dir, for_training)
+    splits, report, (src_vocab, tgt_vocab), identity = _text_splits(dataset, data_config, vocab_dir, for_training)
   else:
-    splits, report, (src_vocab, tgt_vocab) = _feature_splits(dataset, data_config, vocab_dir, for_training)
-  return _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple)
+    splits, report, (src_vocab, tgt_vocab), identity = _feature_splits(dataset, data_config, vocab_dir, for_training)
+  return _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple, identity)
 
 
 def _vocabs(
-  dataset, data_config, vocab_dir: str | None, fingerprint: str, train_pairs, pool: workers.Pool | None = None
+  dataset, data_config, vocab_dir: str | None, identity: dict[str, Any], train_pairs, pool: workers.Pool | None = None
 ) -> tuple[Any, Any]:
   """The workdir's vocabularies (checked against the config), else the vocabulary cache's, else built from a sample
   of `train_pairs()` (in `pool`'s workers where that helps; and cached); saved into `vocab_dir`."""
@@ -257,7 +304,7 @@ def _vocabs(
           'workdir or delete the vocabulary files to rebuild them.'
         )
     return src_vocab, tgt_vocab
-  cache_key = vocab_cache.key(data_config, fingerprint)
+  cache_key = vocab_cache.key(data_config, builders.fingerprint(identity))
   cached = vocab_cache.load(data_config.data_dir, cache_key)
   if cached:
     src_vocab, tgt_vocab = cached
@@ -265,22 +312,22 @@ def _vocabs(
     start, sample = time.time(), vocab_cache.sample(train_pairs(), data_config.vocab_sample_size)
     src_vocab, tgt_vocab = build_vocabs(sample, data_config, pool)
     logging.info('Built the vocabularies from %d training pairs in %.1f s.', len(sample), time.time() - start)
-    vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab)
+    vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab, identity)
   for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
     vocab.save(path)
   return src_vocab, tgt_vocab
 
 
-def _prepared(dataset, data_config) -> tuple[str, list[str]]:
-  """Prepares a text dataset (once, locked; cheap when prepared) and returns its data fingerprint and split names,
-  reading no text."""
+def _prepared(dataset, data_config) -> dict[str, Any]:
+  """Prepares a text dataset (once, locked; cheap when prepared) and returns its identity (data_identity, whose
+  split names are the prepared dataset's), reading no text."""
   if dataset.family == 'generated':
     names = list(builders.prepare(dataset.builder(data_config)))
   else:
     sources = corpora.prepared_sources(data_config)
     corpora.require_split(sources, 'train', data_config)  # the error names what would provide it
     names = list(sources)
-  return builders.data_fingerprint(data_manifest(data_config)), names
+  return data_identity(data_config, names)
 
 
 def _text_splits(dataset, data_config, vocab_dir, for_training):
@@ -290,7 +337,8 @@ def _text_splits(dataset, data_config, vocab_dir, for_training):
 
 
 def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
-  fingerprint, names = _prepared(dataset, data_config)
+  identity = _prepared(dataset, data_config)
+  fingerprint, names = builders.fingerprint(identity), split_names(identity)
   if 'train' not in names:
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(names)}.')
   if for_training:
@@ -302,7 +350,7 @@ def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
       raw.update(dataset.load(data_config)[0])
     return raw
 
-  vocabs = _vocabs(dataset, data_config, vocab_dir, fingerprint, lambda: load_raw()['train'], pool)
+  vocabs = _vocabs(dataset, data_config, vocab_dir, identity, lambda: load_raw()['train'], pool)
   policy = encoding.LengthPolicy.of(data_config)
   cache_key = id_cache.key(fingerprint, *vocabs, policy)
   stored = id_cache.load(data_config.data_dir, cache_key)
@@ -314,9 +362,14 @@ def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
       if stored is None:
         logging.info('Encoding %s into %s.', data_config.name, id_cache.folder(data_config.data_dir, cache_key))
         references = corpora.load_references(data_config) if dataset.family == 'corpus' else {}
-        id_cache.build(data_config.data_dir, cache_key, load_raw(), references, *vocabs, policy, pool)
+        id_cache.build(data_config.data_dir, cache_key, load_raw(), references, *vocabs, policy, pool, identity)
         stored = id_cache.load(data_config.data_dir, cache_key)
   stored_splits, split_reports = stored
+  if sorted(stored_splits) != sorted(names):  # the key holds the split names: only a foreign folder can differ
+    raise ValueError(
+      f'The id cache {id_cache.folder(data_config.data_dir, cache_key)} holds splits {sorted(stored_splits)}, but '
+      f'data.name={data_config.name!r} has {sorted(names)}; delete that folder to encode the data again.'
+    )
   splits = {}
   for name, (records, texts, has_references) in stored_splits.items():
     references = [list(stream) for stream in texts.field('references')] if has_references else None
@@ -329,7 +382,7 @@ def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
       references=references,
       store=records,
     )
-  return splits, {'dataset': data_config.name, 'splits': split_reports}, vocabs
+  return splits, {'dataset': data_config.name, 'splits': split_reports}, vocabs, identity
 
 
 def _feature_splits(dataset, data_config, vocab_dir, for_training):
@@ -339,8 +392,8 @@ def _feature_splits(dataset, data_config, vocab_dir, for_training):
     raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
   if for_training:
     check_splits(data_config, raw)
-  fingerprint = builders.data_fingerprint(data_manifest(data_config))
-  src_vocab, tgt_vocab = _vocabs(dataset, data_config, vocab_dir, fingerprint, lambda: raw['train'])
+  identity = data_identity(data_config, list(raw))
+  src_vocab, tgt_vocab = _vocabs(dataset, data_config, vocab_dir, identity, lambda: raw['train'])
   splits, report = {}, {'dataset': data_config.name, 'splits': {}}
   what = {'audio': 'audio', 'image': 'images'}[dataset.source]
   report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
@@ -352,10 +405,12 @@ def _feature_splits(dataset, data_config, vocab_dir, for_training):
     splits[name], report['splits'][name] = encode_split(
       name, pairs, src_vocab, tgt_vocab, data_config, train=name == 'train'
     )
-  return splits, report, (src_vocab, tgt_vocab)
+  return splits, report, (src_vocab, tgt_vocab), identity
 
 
-def _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple: int) -> TextData:
+def _finish(
+  dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple: int, identity: dict[str, Any]
+) -> TextData:
   """Padded lengths, padding fractions and the bucket plan, from the splits' length indexes."""
   if not len(splits['train']):
     raise ValueError(
@@ -408,7 +463,8 @@ def _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_mu
       report['splits']['train']['padding_fraction'],
     )
   logging.info('Data %s: %s', data_config.name, {k: len(v) for k, v in splits.items()})
-  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets, data_manifest(data_config))
+  manifest = data_manifest(data_config)
+  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets, manifest, identity)
 
 
 def check_splits(data_config, splits) -> None:

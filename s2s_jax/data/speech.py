@@ -190,6 +190,11 @@ def _named(prefix: str, utterances, rate: int):
 class S2sYesno(_Speech):
   """Kaldi's yes/no corpus: 60 recordings of eight words by one speaker (see the module docstring)."""
 
+  def split_files(self) -> dict[str, list[str]]:
+    c = self.builder_config
+    files = [os.path.relpath(p, c.raw_dir) for p in c.raw_paths]  # sorted, as _split_generators reads them
+    return {'train': files[:YESNO_TRAIN], 'test': files[YESNO_TRAIN:]}
+
   def _split_generators(self, dl_manager):
     del dl_manager
     files = sorted(glob.glob(os.path.join(self.builder_config.raw_dir, YESNO_FOLDER, '*.wav')))
@@ -203,6 +208,10 @@ class S2sYesno(_Speech):
 
 class S2sAudioFolder(_Speech):
   """Audio files listed with their transcripts in one TSV per split (see the module docstring)."""
+
+  def split_files(self) -> dict[str, list[str]]:
+    """split -> its TSV (the audio files it lists are in the manifest, hashed with the rest)."""
+    return {split: list(paths) for split, paths in self.builder_config.files}
 
   def _split_generators(self, dl_manager):
     del dl_manager

@@ -1,13 +1,17 @@
 """Vocabularies built once per dataset and settings, and from a bounded sample of the training text.
 
 A vocabulary pair is stored in `data.data_dir/vocabularies/<key>/` (vocab.src.json, vocab.tgt.json and
-manifest.json with their sha256), where the key hashes the data's fingerprint (the preparation manifest), every
-setting that shapes a vocabulary (tokenizer, case, languages, SentencePiece model type, minimum count, size, shared
-vocabulary, frontend settings), the sample size and VERSION (a change of the code that builds vocabularies bumps it,
-so an old cache is never read). A new workdir copies the cached pair, so a second run of the same config builds
-nothing. The folder is written under a temporary name and renamed when complete (several processes may build at
-once: the first rename wins, the others read it); a cache whose files do not match its manifest is removed with a
-warning and rebuilt.
+manifest.json with their sha256 and the data's identity), where the key hashes the data fingerprint (the sha256 of
+pipeline.data_identity: data.name, builder config and version, each split's raw files in order with their sha256
+and sizes, the source and target features and the direction; for data.name='tfds' its prepared dataset_info.json
+and record files), every setting that shapes a vocabulary (tokenizer, case, languages, SentencePiece model type,
+minimum count, size, shared vocabulary, frontend settings), the sample size and VERSION (a change of the code that
+builds vocabularies, or of what the key holds, bumps it, so an old cache is never read). Swapping a dataset's sides
+or splits, or reversing its direction (even with a shared vocabulary, the same in both directions), is another key.
+A new workdir copies the cached pair, so a second run of the same config builds nothing. The folder is written
+under a temporary name and renamed when complete (several processes may build at once: the first rename wins, the
+others read it; a failed write removes its temporary folder); a cache whose files do not match its manifest is
+removed with a warning and rebuilt.
 
 Vocabularies are built from a deterministic sample of at most `data.vocab_sample_size` training pairs (all of them
 when the corpus is smaller), so building one is bounded in time and memory whatever the corpus size.
@@ -24,7 +28,7 @@ import numpy as np
 from s2s_jax import fileio
 from s2s_jax.data import vocab as vocab_lib
 
-VERSION = 1
+VERSION = 2  # 2: the key holds the data identity (issue 25: version 1 keys ignored sides, splits, direction)
 _FOLDER = 'vocabularies'
 _SAMPLE_SEED = 20261202  # constant: the sample depends only on the corpus and the sample size
 
@@ -89,8 +93,9 @@ def load(data_dir: str, cache_key: str | None):
     return None
 
 
-def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab) -> None:
-  """Writes the pair under a temporary name and renames it into place (a complete folder, or none)."""
+def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab, identity: dict | None = None) -> None:
+  """Writes the pair under a temporary name and renames it into place (a complete folder, or none); `identity`
+  (the data's, pipeline.data_identity) is recorded in its manifest, for whoever wonders what a folder holds."""
   if cache_key is None:
     return
   final = os.path.join(data_dir, _FOLDER, cache_key)
@@ -103,6 +108,7 @@ def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab) -> None:
       path = os.path.join(tmp, f'vocab.{side}.json')
       vocab.save(path)
       manifest[os.path.basename(path)] = _sha256(path)
+    manifest['data_identity'] = identity
     fileio.write_json(os.path.join(tmp, 'manifest.json'), manifest, indent=1)
   except BaseException:  # a failed write (disk full, a signal) leaves no temporary folder behind
     shutil.rmtree(tmp, ignore_errors=True)

@@ -13,13 +13,16 @@ argument in every loader's signature.
 
 Workers are fresh interpreters running this module (not multiprocessing, whose spawned children re-run the caller's
 main script, and whose forked children would inherit JAX's threads). An exception in a worker is raised here, with
-the worker's traceback.
+the worker's traceback; a worker that dies (killed, out of memory) is a `WorkerError` naming it, its exit and what
+to do, whether it died while working or while its next chunk was being sent.
 """
 
+import contextlib
 import contextvars
 import importlib
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -62,6 +65,29 @@ class WorkerError(RuntimeError):
   """A worker's task raised, or a worker died."""
 
 
+def _exit_status(proc: subprocess.Popen) -> str:
+  try:
+    code = proc.wait(timeout=10)
+  except subprocess.TimeoutExpired:
+    return 'stopped answering (its pipe is closed)'
+  if code < 0:
+    try:
+      name = signal.Signals(-code).name
+    except ValueError:
+      name = f'signal {-code}'
+    hint = ' (on Linux often the out-of-memory killer: see `dmesg`)' if -code == signal.SIGKILL else ''
+    return f'was killed by {name}{hint}'
+  return f'exited with code {code}'
+
+
+def _died(index: int, count: int, proc: subprocess.Popen, fn: Callable[..., Any]) -> WorkerError:
+  return WorkerError(
+    f'Data worker {index + 1} of {count} (pid {proc.pid}) {_exit_status(proc)} during a map of {fn.__qualname__}; '
+    'its own error, if any, is printed above. Nothing partial was kept: free memory or stop what killed it, and '
+    'run the command again.'
+  )
+
+
 class Pool:
   """Up to `size` worker processes (default: one per core); a context manager that closes them."""
 
@@ -91,19 +117,26 @@ class Pool:
     self._start(workers)
     task = (fn.__module__, fn.__qualname__, shared)
     done = False
+
+    def send(index: int, frame) -> None:
+      try:
+        _send(self._procs[index].stdin, frame)
+      except (BrokenPipeError, ConnectionResetError):  # the worker is gone
+        raise _died(index, workers, self._procs[index], fn) from None
+
     try:
       for i in range(workers):
-        _send(self._procs[i].stdin, (task, chunks[i]))
+        send(i, (task, chunks[i]))
       for i in range(len(chunks)):
         proc = self._procs[i % workers]
         try:
           ok, result = _receive(proc.stdout)
         except EOFError:
-          raise WorkerError(f'A data worker exited with code {proc.wait()}; its error is logged above.') from None
+          raise _died(i % workers, workers, proc, fn) from None
         if not ok:
           raise WorkerError(f'{fn.__qualname__} failed in a data worker:\n{result}')
         if i + workers < len(chunks):
-          _send(proc.stdin, (None, chunks[i + workers]))
+          send(i % workers, (None, chunks[i + workers]))
         yield result
       done = True
     finally:
@@ -126,7 +159,8 @@ class Pool:
       if kill:
         proc.kill()
       else:
-        proc.stdin.close()
+        with contextlib.suppress(OSError):  # (a dead worker's pipe)
+          proc.stdin.close()
     for proc in procs:
       try:
         proc.wait(timeout=10)
@@ -134,7 +168,8 @@ class Pool:
         proc.kill()
         proc.wait()
       for stream in (proc.stdin, proc.stdout):
-        stream.close()
+        with contextlib.suppress(OSError):  # unsent bytes for a worker that is gone: BrokenPipeError
+          stream.close()
 
 
 def _serve() -> None:
