@@ -236,7 +236,8 @@ def main(argv):
         *sweep_lib.override_flags(overrides),
       ]
       trial.set_user_attr('command', ' '.join(cmd[1:]))
-      active[trial.number] = (trial, executor.submit(launch.run_one, cmd, log), workdir, log, set(), time.time())
+      job = executor.submit(launch.run_one, cmd, log, launch.STOP_GRACE_S.value)
+      active[trial.number] = (trial, job, workdir, log, set(), time.time())
       print(f'trial {trial.number}: {workdir} {overrides}', flush=True)
     time.sleep(_POLL_S.value)
     for number, (trial, job, workdir, log, reported, start) in list(active.items()):
