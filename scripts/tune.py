@@ -14,13 +14,16 @@ Optuna holds the study (sampler, pruner, trial bookkeeping) in `--storage`: SQLi
 any SQLAlchemy URL (several drivers on several machines share one study through e.g. PostgreSQL). Trial n runs in
 ROOT/trial_<n>/ (log ROOT/trial_<n>.log) through submitit, like scripts/sweep.py. The driver asks for trials, reads
 each running trial's validation records from its metrics.jsonl, reports them as intermediate values and stops a
-trial the pruner rejects with SIGTERM (the run checkpoints and exits: it is resumable), marking it pruned. A trial
-whose run fails is marked failed with its log's last lines, and the search goes on. The objective of a finished
-trial is its best validation value. Re-running the command resumes the study: finished trials are kept; trials a
-killed driver left running are marked failed and asked again with their parameters, in their old workdir, so their
-runs resume from their checkpoints. ROOT/study.json records the search for scripts/report.py.
+trial the pruner rejects with SIGTERM (the run checkpoints and exits: it is resumable), marking it pruned; a run
+still going --stop_grace_s (600) seconds later is killed (it resumes from its last checkpoint), and the trial's
+user attribute 'stop' says which. A trial whose run fails is marked failed with its log's last lines, and the search
+goes on. The objective of a finished trial is its best validation value. Re-running the command resumes the study:
+finished trials are kept; trials a killed driver left running are marked failed and asked again with their
+parameters, in their old workdir, so their runs resume from their checkpoints. ROOT/study.json records the search for
+scripts/report.py.
 """
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -53,6 +56,7 @@ _POLL_S = flags.DEFINE_float('poll_seconds', 5.0, 'How often running trials are 
 flags.mark_flags_as_required(['space', 'root'])
 
 _RESUMES = 'resumes_trial'  # user attribute: the trial number whose workdir a re-asked trial continues
+_JOB_MARGIN_S = 30.0  # a run stopped through its job is killed by the job after --stop_grace_s; this long more
 
 
 def load_space(spec: str):
@@ -146,17 +150,37 @@ def _last_step(workdir: str) -> float:
     return math.inf
 
 
-def stop_run(workdir: str, job) -> None:
-  """SIGTERM to the training process (it checkpoints and exits): through the workdir lock on this host, else the
-  scheduler's cancel (SLURM signals the job)."""
+def stop_run(workdir: str, job, grace_s: float, poll_s: float = 0.5) -> str:
+  """Stops a pruned trial's run (it checkpoints and exits) and waits for it, bounded: SIGTERM to the training process
+  through the workdir lock on this host, else to the job (a local job's controller passes it on to run_one, which
+  passes it on to the run and kills it after its grace; SLURM's cancel signals the job's processes). A run still
+  going after grace_s (plus _JOB_MARGIN_S when stopped through its job) is killed. Returns what happened, for the
+  trial's record."""
   holder = workdir_lib.lock_holder(workdir)
-  if holder and holder.get('host') == socket.gethostname():
+  pid = int(holder['pid']) if holder and holder.get('host') == socket.gethostname() else None
+  if pid is not None:
     try:
-      os.kill(int(holder['pid']), signal.SIGTERM)
-      return
-    except (OSError, ValueError):
-      pass
+      os.kill(pid, signal.SIGTERM)
+    except OSError:
+      pid = None
+  if pid is None:
+    process = getattr(job, '_process', None)  # a local job's controller (submitit's LocalJob)
+    if process is not None:
+      process.send_signal(signal.SIGTERM)  # (its cancel() sends SIGINT: the controller then kills run_one in 1 s)
+    else:
+      job.cancel(check=False)
+  start = time.monotonic()
+  limit = grace_s + (0.0 if pid else _JOB_MARGIN_S)
+  while not job.done() and time.monotonic() - start < limit:
+    time.sleep(poll_s)
+  if job.done():
+    return f'stopped after {time.monotonic() - start:.0f} s'
+  holder = workdir_lib.lock_holder(workdir)
+  if pid and holder and int(holder.get('pid', -1)) == pid:  # (still the same process: its pid was not reused)
+    with contextlib.suppress(OSError):
+      os.kill(pid, signal.SIGKILL)
   job.cancel(check=False)
+  return f'killed: still running {limit:g} s after SIGTERM'
 
 
 def _tail(path: str, lines: int = 12) -> str:
@@ -249,14 +273,11 @@ def main(argv):
           if not job.done() and step < _last_step(workdir) and trial.should_prune():
             pruned = True  # (never at the last step: that value is final, only the test decode is left)
       if pruned:
-        stop_run(workdir, job)
-        try:
-          job.result()  # the run checkpoints and exits
-        except Exception:  # pylint: disable=broad-except  (a cancelled job may end in an error: it is pruned anyway)
-          pass
+        stop = stop_run(workdir, job, launch.STOP_GRACE_S.value)  # the run checkpoints and exits (or is killed)
         trial.set_user_attr('wall_s', time.time() - start)
+        trial.set_user_attr('stop', stop)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        print(f'trial {number}: pruned at step {max(reported)} (resumable: {workdir})', flush=True)
+        print(f'trial {number}: pruned at step {max(reported)}, its run {stop} (resumable: {workdir})', flush=True)
       elif job.done():
         try:
           code = job.result()
