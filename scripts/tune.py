@@ -20,7 +20,8 @@ user attribute 'stop' says which. A trial whose run fails is marked failed with 
 goes on. The objective of a finished trial is its best validation value. Re-running the command resumes the study:
 finished trials are kept; trials a killed driver left running are marked failed and asked again with their
 parameters, in their old workdir, so their runs resume from their checkpoints. ROOT/study.json records the search for
-scripts/report.py.
+scripts/report.py, the storage URL with its password hidden (`postgresql://user:***@host/db`; PostgreSQL also reads
+the password from PGPASSWORD or ~/.pgpass, which keeps it off the command line).
 """
 
 import contextlib
@@ -42,6 +43,7 @@ sys.path.insert(0, _REPO)
 import launch
 import optuna
 from s2s_jax import fileio
+from s2s_jax import redact
 from s2s_jax import sweep_lib
 from s2s_jax import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -50,7 +52,9 @@ _SPACE = flags.DEFINE_string('space', None, 'Search file and optional arg: exper
 _TRIALS = flags.DEFINE_integer('trials', 8, 'Trials in the study in all (finished ones of earlier runs count).')
 _SAMPLER = flags.DEFINE_enum('sampler', 'tpe', ['tpe', 'random', 'grid'], 'Optuna sampler.')
 _PRUNER = flags.DEFINE_enum('pruner', 'median', ['median', 'halving', 'none'], 'Optuna pruner.')
-_STORAGE = flags.DEFINE_string('storage', None, 'Optuna storage URL (default: sqlite:///ROOT/study.db).')
+_STORAGE = flags.DEFINE_string(
+  'storage', None, 'Optuna storage URL (default: sqlite:///ROOT/study.db); stored and shown with its password hidden.'
+)
 _SEED = flags.DEFINE_integer('sampler_seed', 0, 'Seed of the sampler.')
 _POLL_S = flags.DEFINE_float('poll_seconds', 5.0, 'How often running trials are read.')
 flags.mark_flags_as_required(['space', 'root'])
@@ -97,8 +101,12 @@ def check_metric(module) -> None:
     )
 
 
+def storage_url(root: str) -> str:
+  return _STORAGE.value or f'sqlite:///{os.path.join(root, "study.db")}'
+
+
 def make_study(module, root: str) -> optuna.Study:
-  storage = _STORAGE.value or f'sqlite:///{os.path.join(root, "study.db")}'
+  storage = storage_url(root)
   if _SAMPLER.value == 'grid':
     if not hasattr(module, 'GRID'):
       raise app.UsageError('--sampler=grid needs GRID = {parameter: [values]} in the search file.')
@@ -122,7 +130,8 @@ def make_study(module, root: str) -> optuna.Study:
       load_if_exists=True,
     )
   except Exception as e:  # pylint: disable=broad-except  (any storage error: name it before a trial starts)
-    raise app.UsageError(f'--storage={storage}: cannot open the study ({type(e).__name__}: {e}).') from e
+    message = redact.text(f'--storage={storage}: cannot open the study ({type(e).__name__}: {e}).', storage)
+    raise app.UsageError(message) from None  # (no chained traceback: it would quote the password)
 
 
 def validation_records(workdir: str, metric: str) -> list[tuple[int, float]]:
@@ -148,6 +157,22 @@ def _last_step(workdir: str) -> float:
       return int(json.load(f)['num_train_steps'])
   except (OSError, ValueError, KeyError, TypeError):
     return math.inf
+
+
+def write_study_json(root: str, module, storage: str, study_name: str) -> None:
+  """ROOT/study.json, what scripts/report.py reads: the search and where its study is (the password hidden)."""
+  fileio.write_json(
+    os.path.join(root, 'study.json'),
+    {
+      'space': _SPACE.value,
+      'config': module.CONFIG,
+      'metric': module.METRIC,
+      'direction': module.DIRECTION,
+      'storage': redact.url(storage),
+      'study_name': study_name,
+    },
+    indent=2,
+  )
 
 
 def stop_run(workdir: str, job, grace_s: float, poll_s: float = 0.5) -> str:
@@ -218,19 +243,7 @@ def main(argv):
   if getattr(module, 'START', None) and not study.get_trials(deepcopy=False):
     study.enqueue_trial(dict(module.START), user_attrs={'start': True})
   resumed = resume_interrupted(study)
-  with fileio.replacing(os.path.join(root, 'study.json')) as f:
-    json.dump(
-      {
-        'space': _SPACE.value,
-        'config': module.CONFIG,
-        'metric': module.METRIC,
-        'direction': module.DIRECTION,
-        'storage': _STORAGE.value or f'sqlite:///{os.path.join(root, "study.db")}',
-        'study_name': study.study_name,
-      },
-      f,
-      indent=2,
-    )
+  write_study_json(root, module, storage_url(root), study.study_name)
   config_arg = getattr(module, 'CONFIG_ARG', '')
   config_flag = f'--config={module.CONFIG}' + (f':{config_arg}' if config_arg else '')
   executor = launch.executor(root)

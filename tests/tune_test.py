@@ -54,6 +54,48 @@ def _probe(folder: str, body: str, timeout: float = 120) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+class StorageRedactionTest(absltest.TestCase):
+  def test_the_storage_password_is_never_written_nor_printed(self):
+    # study.json (read by scripts/report.py) and the error naming a storage that cannot be opened show the URL with
+    # its password hidden; PostgreSQL-style URL, nothing connects (the driver is not even installed here).
+    folder = self.create_tempdir().full_path
+    url = 'postgresql://tuner:s3cr%40t-pw@127.0.0.1:1/optuna?sslmode=require&sslpassword=k3y-pw'
+    out = _probe(
+      folder,
+      'from absl import app, flags\n'
+      f'flags.FLAGS(["tune", "--space={_SMOKE}", "--root={folder}", "--storage={url}"])\n'
+      'module, _ = tune.load_space(flags.FLAGS.space)\n'
+      f'tune.write_study_json({folder!r}, module, {url!r}, "study")\n'
+      'try:\n'
+      f'  tune.make_study(module, {folder!r})\n'
+      '  error = ""\n'
+      'except app.UsageError as e:\n'
+      '  error = str(e)\n'
+      f'print(json.dumps({{"study": open({os.path.join(folder, "study.json")!r}).read(), "error": error}}))\n',
+    )
+    self.assertEqual(
+      json.loads(out['study'])['storage'], 'postgresql://tuner:***@127.0.0.1:1/optuna?sslmode=require&sslpassword=***'
+    )
+    self.assertIn('--storage=postgresql://tuner:***@127.0.0.1:1/optuna', out['error'])
+    self.assertIn('cannot open the study', out['error'])
+    for text in (out['study'], out['error']):
+      for secret in ('s3cr', 'k3y', 't-pw'):
+        self.assertNotIn(secret, text)
+
+  @pytest.mark.slow  # tune.py started (about 5 s)
+  def test_tune_stores_a_working_storage_url_without_its_secret(self):
+    # A real study in SQLite behind a URL that carries a secret (SQLite ignores an unknown URI parameter).
+    folder = self.create_tempdir().full_path
+    url = f'sqlite:///file:{folder}/study.db?mode=rwc&password=s3cret-pw&uri=true'
+    root = os.path.join(folder, 'root')
+    result = _tune(f'--space={_SMOKE}', f'--root={root}', '--trials=0', f'--storage={url}', cache_dir=folder)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(root, 'study.json'), encoding='utf-8') as f:
+      text = f.read()
+    self.assertEqual(json.loads(text)['storage'], url.replace('s3cret-pw', '***'))
+    self.assertNotIn('s3cret', text + result.stdout + result.stderr)
+
+
 @pytest.mark.slow  # real submitit jobs (about 10 s)
 class StopRunTest(absltest.TestCase):
   def test_a_pruned_run_is_waited_for_and_killed_after_the_grace(self):
