@@ -1,5 +1,5 @@
-"""What scripts/sweep.py and scripts/tune.py share: where runs execute (submitit: local processes or SLURM) and the
-job that runs one command with its output appended to a log. Defines the flags
+"""What scripts/sweep.py and scripts/tune.py share: where runs execute (submitit: local processes or SLURM), the
+root folder they work in, and the job that runs one command with its output appended to a log. Defines the flags
 --root, --executor, --parallel, --partition, --time, --gpus and --stop_grace_s.
 
 Stopping (run_one): a stop signal that reaches the job (SIGINT from Ctrl-C or a cancelled local job, SIGTERM, SIGHUP,
@@ -8,12 +8,15 @@ exits; the job waits up to --stop_grace_s for it, then kills it. Its exit code s
 """
 
 import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 
+from absl import app
 from absl import flags
 import cloudpickle
 import submitit
@@ -156,6 +159,37 @@ def _wait(child: subprocess.Popen, own_session: bool, received: list, grace_s: f
     f'(its exit code {code}; the job returns {out}).'
   )
   return out
+
+
+def prepare_root(path: str) -> str:
+  """The absolute root folder, created when missing. An existing one must belong to this user and must not be
+  world-writable (nor its .submitit folder): submitit and the drivers load pickled jobs and results from it, so
+  a folder another user controls could run their code as this user. Group-writable is allowed (shared project
+  folders); the group's members are trusted like the folder's owner."""
+  root = os.path.abspath(path)
+  os.makedirs(root, exist_ok=True)
+  for folder in (root, os.path.join(root, '.submitit')):
+    for st in ([os.lstat(folder)] if os.path.islink(folder) else []) + (
+      [os.stat(folder)] if os.path.exists(folder) else []
+    ):
+      if st.st_uid != os.geteuid():
+        raise app.UsageError(
+          f'--root={path}: {folder} belongs to {_user(st.st_uid)}, not to you ({_user(os.geteuid())}); submitit and '
+          'the launcher load pickled jobs from it, so choose a folder of your own.'
+        )
+      if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IWOTH:
+        raise app.UsageError(
+          f'--root={path}: {folder} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}); submitit and the '
+          f'launcher load pickled jobs from it: run `chmod o-w {folder}` or choose another folder.'
+        )
+  return root
+
+
+def _user(uid: int) -> str:
+  try:
+    return f'user {pwd.getpwuid(uid).pw_name!r} (uid {uid})'
+  except KeyError:
+    return f'uid {uid}'
 
 
 def executor(root: str) -> submitit.Executor:

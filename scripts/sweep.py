@@ -11,7 +11,8 @@ others; the exit status is 1 if any failed. A run stopped by a signal (Ctrl-C, p
 gets --stop_grace_s (600) seconds to checkpoint and exit before it is killed (scripts/launch.py) and is reported as
 stopped (it counts as failed; run the command again to resume it). A sweep file may also list EVALUATIONS (decode
 flags, e.g. beam sizes): each finished run's test split is then scored once per entry (`eval_<name>.json`).
-ROOT/sweep.json records the sweep for scripts/report.py.
+ROOT/sweep.json records the sweep for scripts/report.py. A ROOT another user owns, or that every user may write, is
+refused.
 """
 
 import importlib.util
@@ -83,8 +84,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config, arg, points, evaluations = load_sweep(_SWEEP.value)
-  root = os.path.abspath(launch.ROOT.value)
-  os.makedirs(root, exist_ok=True)
+  root = launch.prepare_root(launch.ROOT.value)
   keys = sweep_lib.varying_keys(points)
   runs = [{'name': sweep_lib.run_name(p, keys), 'overrides': p} for p in points]
   if len({r['name'] for r in runs}) != len(runs):

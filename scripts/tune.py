@@ -21,7 +21,8 @@ goes on. The objective of a finished trial is its best validation value. Re-runn
 finished trials are kept; trials a killed driver left running are marked failed and asked again with their
 parameters, in their old workdir, so their runs resume from their checkpoints. ROOT/study.json records the search for
 scripts/report.py, the storage URL with its password hidden (`postgresql://user:***@host/db`; PostgreSQL also reads
-the password from PGPASSWORD or ~/.pgpass, which keeps it off the command line).
+the password from PGPASSWORD or ~/.pgpass, which keeps it off the command line). A ROOT another user owns, or that
+every user may write, is refused.
 """
 
 import contextlib
@@ -237,8 +238,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   module, arg = load_space(_SPACE.value)
   check_metric(module)
-  root = os.path.abspath(launch.ROOT.value)
-  os.makedirs(root, exist_ok=True)
+  root = launch.prepare_root(launch.ROOT.value)
   study = make_study(module, root)
   if getattr(module, 'START', None) and not study.get_trials(deepcopy=False):
     study.enqueue_trial(dict(module.START), user_attrs={'start': True})

@@ -1,4 +1,5 @@
-"""scripts/launch.py: a stopped job passes the signal on to its run and waits for it, bounded (--stop_grace_s)."""
+"""scripts/launch.py: a stopped job passes the signal on to its run and waits for it, bounded (--stop_grace_s); a
+root folder another user owns or every user may write is refused."""
 
 import os
 import signal
@@ -8,6 +9,7 @@ import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
+from absl import app
 import pytest
 
 import testutil
@@ -16,6 +18,7 @@ ROOT = testutil.ROOT
 sys.path.insert(0, os.path.join(ROOT, 'scripts'))
 import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+_OTHER = r"(user '[^']*' \()?uid 12345"  # another user, named where the system knows the name
 _CHILD = os.path.join(ROOT, 'tests', 'stop_child.py')
 _PROBE = (  # the job process: run_one in a process of its own, which the test signals
   'import sys\n'
@@ -130,6 +133,60 @@ class RunOneStopTest(parameterized.TestCase):
     job.cancel()
     _wait_for(out, timeout=30)
     self.assertEqual(_read(out), 'SIGINT')
+
+
+class RootTest(absltest.TestCase):
+  def test_a_root_every_user_may_write_is_refused(self):
+    root = self.create_tempdir().full_path
+    os.chmod(root, 0o777)
+    with self.assertRaisesRegex(app.UsageError, r'is writable by every user \(mode 777\).*chmod o-w'):
+      launch.prepare_root(root)
+    os.chmod(root, 0o770)  # group-writable: a shared project folder
+    self.assertEqual(launch.prepare_root(root), root)
+    os.makedirs(os.path.join(root, '.submitit'), mode=0o700)
+    os.chmod(os.path.join(root, '.submitit'), 0o703)
+    with self.assertRaisesRegex(app.UsageError, r'\.submitit is writable by every user'):
+      launch.prepare_root(root)
+
+  def test_a_new_root_is_created(self):
+    root = os.path.join(self.create_tempdir().full_path, 'a', 'b')
+    self.assertEqual(launch.prepare_root(root), root)
+    self.assertTrue(os.path.isdir(root))
+
+  @absltest.skipIf(os.geteuid() != 0, 'needs root to give a folder to another user')
+  def test_a_root_of_another_user_is_refused(self):
+    root = self.create_tempdir().full_path
+    os.chown(root, 12345, 12345)
+    with self.assertRaisesRegex(app.UsageError, f'belongs to {_OTHER}, not to you .*choose a folder of your own'):
+      launch.prepare_root(root)
+    os.chown(root, 0, 0)
+    os.makedirs(os.path.join(root, '.submitit'))
+    os.chown(os.path.join(root, '.submitit'), 12345, 12345)  # a planted pickle folder
+    with self.assertRaisesRegex(app.UsageError, rf'\.submitit belongs to {_OTHER}'):
+      launch.prepare_root(root)
+    link = os.path.join(self.create_tempdir().full_path, 'link')  # another user's link could be pointed elsewhere
+    os.symlink(self.create_tempdir().full_path, link)
+    os.lchown(link, 12345, 12345)
+    with self.assertRaisesRegex(app.UsageError, f'{link} belongs to {_OTHER}'):
+      launch.prepare_root(link)
+    os.lchown(link, 0, 0)  # root's (an administrator's) link is fine
+    self.assertEqual(launch.prepare_root(link), link)
+
+
+@pytest.mark.slow  # two scripts started (about 8 s)
+@absltest.skipIf(os.geteuid() != 0, 'needs root to give a folder to another user')
+class ScriptsRefuseRootTest(absltest.TestCase):
+  def test_sweep_and_tune_refuse_another_users_root(self):
+    root = self.create_tempdir().full_path
+    os.chown(root, 12345, 12345)
+    for script, flag in (
+      ('sweep.py', '--sweep=experiments/sweeps/smoke.py'),
+      ('tune.py', '--space=experiments/search/smoke.py'),
+    ):
+      result = testutil.run(os.path.join(ROOT, 'scripts', script), flag, f'--root={root}', timeout=300)
+      self.assertNotEqual(result.returncode, 0)
+      self.assertRegex(result.stderr, f'--root={root}: {root} belongs to {_OTHER}')
+      self.assertEqual(os.listdir(root), [])
 
 
 if __name__ == '__main__':
