@@ -1,11 +1,22 @@
-"""What scripts/sweep.py and scripts/tune.py share: where runs execute (submitit: local processes or SLURM) and the
-job that runs one command with its output appended to a log. Defines the flags --root, --executor, --parallel,
---partition, --time and --gpus."""
+"""What scripts/sweep.py and scripts/tune.py share: where runs execute (submitit: local processes or SLURM), the
+root folder they work in, and the job that runs one command with its output appended to a log. Defines the flags
+--root, --executor, --parallel, --partition, --time, --gpus and --stop_grace_s.
+
+Stopping (run_one): a stop signal that reaches the job (SIGINT from Ctrl-C or a cancelled local job, SIGTERM, SIGHUP,
+SIGUSR1/SIGUSR2 from a scheduler's preemption or time-limit warning) is passed on to the run, which checkpoints and
+exits; the job waits up to --stop_grace_s for it, then kills it. Its exit code says what happened (see run_one).
+"""
 
 import os
+import pwd
+import signal
+import stat
 import subprocess
 import sys
+import threading
+import time
 
+from absl import app
 from absl import flags
 import cloudpickle
 import submitit
@@ -22,12 +33,163 @@ PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at the same time (local exe
 PARTITION = flags.DEFINE_string('partition', None, 'SLURM partition.')
 TIME = flags.DEFINE_integer('time', 240, 'SLURM time limit per run, minutes.')
 GPUS = flags.DEFINE_integer('gpus', 1, 'SLURM GPUs per run.')
+STOP_GRACE_S = flags.DEFINE_float(
+  'stop_grace_s',
+  600.0,
+  'After a stop signal (Ctrl-C, a cancelled, pruned or preempted job) a run gets this many seconds to write its '
+  'checkpoint and exit; then it is killed.',
+  lower_bound=0.0,
+)
+
+# What the run is sent for each stop signal the job receives: the training stops cleanly on SIGINT and SIGTERM
+# (s2s_jax/preemption.py); the others would kill it at once, so they become SIGTERM.
+FORWARD = {
+  signal.SIGINT: signal.SIGINT,
+  signal.SIGTERM: signal.SIGTERM,
+  signal.SIGHUP: signal.SIGTERM,
+  signal.SIGUSR1: signal.SIGTERM,
+  signal.SIGUSR2: signal.SIGTERM,
+}
+KILLED = 124  # the run did not stop within the grace after a stop signal and was killed (as timeout(1) reports)
+_REPEAT_S = 1.0  # a signal this soon after the last one passed on is the same stop reaching the job twice
 
 
-def run_one(cmd: list[str], log_path: str) -> int:
-  """The job: one command (a training or evaluation run) as a subprocess, its output appended to log_path."""
+def stopped_code(signum: int) -> int:
+  """run_one's exit code when the run stopped on its own after stop signal `signum`: 128 + signum, as a shell says."""
+  return 128 + signum
+
+
+def was_stopped(code) -> bool:
+  """Whether a run_one exit code means the run was stopped (or killed) on a stop signal: it is resumable."""
+  return code == KILLED or code in {stopped_code(s) for s in FORWARD}
+
+
+def describe(code) -> str:
+  """A job's result (run_one's exit code, or the job's error) in words."""
+  if not isinstance(code, int):
+    return f'FAILED ({code})'
+  if code == KILLED:
+    return f'killed: it did not stop within the grace after a stop signal (exit {KILLED})'
+  if was_stopped(code):
+    return f'stopped by {signal.Signals(code - 128).name} (exit {code}; run the same command to resume)'
+  return 'done' if code == 0 else f'FAILED (exit {code})'
+
+
+def run_one(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
+  """The job: one command (a training or evaluation run) as a subprocess, its output appended to log_path.
+
+  A stop signal the job receives (FORWARD's keys) is passed on to the run, and the job waits up to `grace_s` seconds
+  for the run to stop (a training run writes its checkpoint), then kills it. A repeat within a second is the same
+  stop reaching the job twice (the terminal's Ctrl-C and submitit's controller) and is not passed on; a later one
+  is (the training then exits at once). Outside SLURM the run has its own session, so it hears only what the job
+  passes on; under SLURM the scheduler signals every process of the job itself, so only SIGHUP/SIGUSR1/SIGUSR2 are
+  passed on (as SIGTERM; the run ignores SIGUSR1/2, so a scheduler's warning to every process spares it).
+
+  Returns the run's exit code when no stop signal came (negative: killed by that signal); after one, the run's
+  code if it failed, 128 + the signal's number if it stopped cleanly, KILLED (124) if it had to be killed.
+  """
+  own_session = os.environ.get('SUBMITIT_EXECUTOR') != 'slurm'
+  received = []  # (signal, monotonic time, passed on) of every stop signal
+  child, previous = None, {}
+
+  def on_signal(signum, frame) -> None:
+    del frame
+    now, passed = time.monotonic(), [t for _, t, p in received if p]
+    forward = own_session or FORWARD[signum] != signum
+    forward = forward and not (passed and now - passed[-1] < _REPEAT_S) and child.poll() is None
+    received.append((signum, now, forward))
+    if forward:
+      child.send_signal(FORWARD[signum])
+
   with open(log_path, 'a', encoding='utf-8') as log:
-    return subprocess.run(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    try:
+      if threading.current_thread() is threading.main_thread():  # (handlers can only be set from the main thread)
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGUSR1, signal.SIGUSR2)}  # inherited
+      child = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=own_session)
+      if previous:
+        previous.update({s: signal.signal(s, on_signal) for s in FORWARD if s not in previous})
+        for s in (signal.SIGUSR1, signal.SIGUSR2):
+          signal.signal(s, on_signal)
+      return _wait(child, own_session, received, grace_s, log)
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+      if child is not None and child.poll() is None:  # an error in the launcher itself: leave no run behind
+        _kill(child, own_session)
+
+
+def _kill(child: subprocess.Popen, own_session: bool) -> None:
+  """SIGKILL to the run (and, in its own session, to every process it started), then reaps it."""
+  if own_session:
+    os.killpg(child.pid, signal.SIGKILL)
+  else:
+    child.kill()
+  child.wait()
+
+
+def _wait(child: subprocess.Popen, own_session: bool, received: list, grace_s: float, log) -> int:
+  """Waits for the run; after the first stop signal at most grace_s seconds, then kills it. Notes each signal."""
+
+  def note(message: str) -> None:
+    log.write(f'[launch {time.strftime("%Y-%m-%d %H:%M:%S")}] {message}\n')
+    log.flush()
+
+  noted = 0
+  while True:
+    try:
+      code = child.wait(timeout=0.2)
+      break
+    except subprocess.TimeoutExpired:
+      pass
+    for signum, _, passed in received[noted:]:
+      name = signal.Signals(signum).name
+      how = f'passed on to the run (pid {child.pid}) as {FORWARD[signum].name}' if passed else 'not passed on'
+      note(f'{name} received: {how}; waiting up to {grace_s:g} s for the run to stop.')
+    noted = len(received)
+    if received and time.monotonic() - received[0][1] > grace_s:
+      _kill(child, own_session)
+      first = signal.Signals(received[0][0]).name
+      note(f'The run did not stop within {grace_s:g} s of {first}: killed (exit {KILLED}).')
+      return KILLED
+  if not received:
+    return code
+  out = code if code != 0 else stopped_code(received[0][0])
+  note(
+    f'The run stopped {time.monotonic() - received[0][1]:.1f} s after {signal.Signals(received[0][0]).name} '
+    f'(its exit code {code}; the job returns {out}).'
+  )
+  return out
+
+
+def prepare_root(path: str) -> str:
+  """The absolute root folder, created when missing. An existing one must belong to this user and must not be
+  world-writable (nor its .submitit folder): submitit and the drivers load pickled jobs and results from it, so
+  a folder another user controls could run their code as this user. Group-writable is allowed (shared project
+  folders); the group's members are trusted like the folder's owner."""
+  root = os.path.abspath(path)
+  os.makedirs(root, exist_ok=True)
+  for folder in (root, os.path.join(root, '.submitit')):
+    for st in ([os.lstat(folder)] if os.path.islink(folder) else []) + (
+      [os.stat(folder)] if os.path.exists(folder) else []
+    ):
+      if st.st_uid != os.geteuid():
+        raise app.UsageError(
+          f'--root={path}: {folder} belongs to {_user(st.st_uid)}, not to you ({_user(os.geteuid())}); submitit and '
+          'the launcher load pickled jobs from it, so choose a folder of your own.'
+        )
+      if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IWOTH:
+        raise app.UsageError(
+          f'--root={path}: {folder} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}); submitit and the '
+          f'launcher load pickled jobs from it: run `chmod o-w {folder}` or choose another folder.'
+        )
+  return root
+
+
+def _user(uid: int) -> str:
+  try:
+    return f'user {pwd.getpwuid(uid).pw_name!r} (uid {uid})'
+  except KeyError:
+    return f'uid {uid}'
 
 
 def executor(root: str) -> submitit.Executor:

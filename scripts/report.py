@@ -1,6 +1,6 @@
 """Tables, significance tests and figures for a sweep root (or any folder of runs).
 
-  python scripts/report.py --root=/tmp/smoke [--baseline=attention=none_concat] [--split=test]
+  python scripts/report.py --root=/tmp/smoke [--baseline=attention=none_concat] [--split=test] [--storage=URL]
 
 Runs: the directories of ROOT with a config.json (`<run>/seed_*/` sub-runs of num_seeds > 1 replace their parent).
 Variants: the values of sweep.json's swept keys except seed (no sweep.json: each top-level directory). Writes
@@ -33,6 +33,7 @@ from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import fileio
 from s2s_jax import metrics as metrics_lib
+from s2s_jax import redact
 from s2s_jax import sweep_lib
 from s2s_jax.data import raw_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -46,6 +47,12 @@ _BASELINE = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_string('split', 'test', 'The test split whose records, hypotheses and references are used.')
 _NUM_ATTENTION = flags.DEFINE_integer('num_attention_sentences', 2, 'First sentences of the split shown as heatmaps.')
 _SAMPLES = flags.DEFINE_integer('bootstrap_samples', 1000, 'Resamples of the paired bootstrap.')
+_STORAGE = flags.DEFINE_string(
+  'storage',
+  None,
+  "The Optuna storage URL of a scripts/tune.py root (default: study.json's, which holds no password: give the URL "
+  'with its password here, or let the database driver read it, e.g. from PGPASSWORD or ~/.pgpass).',
+)
 flags.mark_flag_as_required('root')
 
 _SACREBLEU = (('BLEU', 'BLEU'), ('chrF', 'chrF2'))  # PairedTest metric key, the name of its scores
@@ -467,22 +474,37 @@ def decoding_markdown(runs: list[dict], evaluations: list[dict]) -> list[str]:
   return lines
 
 
-def study_markdown(root: str, fig_dir: str) -> list[str]:
+def load_study(info: dict, storage: str | None):
+  """The study study.json names, from `storage` (--storage) or study.json's URL; a redacted URL is tried without its
+  hidden password (the driver may read it from its own place). An error names the URL with its password hidden."""
+  import optuna  # pylint: disable=g-import-not-at-top
+
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  hidden = not storage and redact.has_hidden(info['storage'])
+  url = redact.without_hidden(info['storage']) if hidden else storage or info['storage']
+  try:
+    return optuna.load_study(study_name=info['study_name'], storage=url)
+  except Exception as e:  # pylint: disable=broad-except  (any storage error: one line naming what to do)
+    hint = ' (study.json keeps no password: pass --storage=URL)' if hidden else ''
+    sys.exit(redact.text(f'Cannot open the study in {redact.url(url)}{hint}: {type(e).__name__}: {e}', url))
+
+
+def study_markdown(root: str, fig_dir: str, storage: str | None = None) -> list[str]:
   """The Optuna study of a scripts/tune.py root: the trials (parameters, value, state, wall time), the best trial's
-  command, the parameter importances and the optimization history (figures/study_*.png)."""
+  command, the parameter importances and the optimization history (figures/study_*.png). Storage URLs are shown
+  with their passwords hidden."""
   import optuna  # pylint: disable=g-import-not-at-top
   from optuna.visualization import matplotlib as optuna_plots  # pylint: disable=g-import-not-at-top
 
   info = _read(os.path.join(root, 'study.json'))
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
-  study = optuna.load_study(study_name=info['study_name'], storage=info['storage'])
+  study = load_study(info, storage)
+  shown = redact.url(storage or info['storage'])
   trials = study.get_trials(deepcopy=False)
   names = sorted({p for t in trials for p in t.params})
   lines = [
     f'## Search `{info["space"]}`: {info["metric"]} ({info["direction"]})',
     '',
-    f'{len(trials)} trials in `{info["storage"]}` (study `{study.study_name}`; live view: '
-    f'`optuna-dashboard {info["storage"]}`).',
+    f'{len(trials)} trials in `{shown}` (study `{study.study_name}`; live view: `optuna-dashboard {shown}`).',
     '',
     '| trial | ' + ' | '.join(names) + f' | best {info["metric"]} | state | wall time (s) |',
     '|---:|' + '---|' * len(names) + '---:|---|---:|',
@@ -568,7 +590,7 @@ def main(argv):
     lines += [f'**Warning:** unfinished runs (no DONE), left out of everything below: {", ".join(unfinished)}.', '']
   if os.path.exists(os.path.join(root, 'study.json')):
     os.makedirs(os.path.join(root, 'figures'), exist_ok=True)
-    lines += study_markdown(root, os.path.join(root, 'figures'))
+    lines += study_markdown(root, os.path.join(root, 'figures'), _STORAGE.value)
   if variants:
     firsts = {v: rs[0] for v, rs in variants.items()}
     base_variant, base = resolve_baseline(_BASELINE.value, runs, firsts)

@@ -7,9 +7,12 @@
 `python -m s2s_jax.main --config=CONFIG[:arg] --workdir=ROOT/<run name> --config.k=v ...` for every point, where
 the run name is made of the fields that vary across the sweep. Re-running skips runs with DONE and resumes
 unfinished ones (SIGTERM from SLURM preemption checkpoints them). A failed run is reported without stopping the
-others; the exit status is 1 if any failed. A sweep file may also list EVALUATIONS (decode flags, e.g. beam sizes):
-each finished run's test split is then scored once per entry (`eval_<name>.json`). ROOT/sweep.json records the
-sweep for scripts/report.py.
+others; the exit status is 1 if any failed. A run stopped by a signal (Ctrl-C, preemption, a scheduler's time limit)
+gets --stop_grace_s (600) seconds to checkpoint and exit before it is killed (scripts/launch.py) and is reported as
+stopped (it counts as failed; run the command again to resume it). A sweep file may also list EVALUATIONS (decode
+flags, e.g. beam sizes): each finished run's test split is then scored once per entry (`eval_<name>.json`).
+ROOT/sweep.json records the sweep for scripts/report.py. A ROOT another user owns, or that every user may write, is
+refused.
 """
 
 import importlib.util
@@ -68,7 +71,10 @@ def run_evaluations(root: str, runs: list[dict], evaluations: list[dict]) -> lis
         f'--name={name}',
         *(f'--{k}={v}' for k, v in flags_.items()),
       ]
-      if launch.run_one(cmd, os.path.join(root, f'{run["name"]}.log')):
+      code = launch.run_one(cmd, os.path.join(root, f'{run["name"]}.log'), launch.STOP_GRACE_S.value)
+      if launch.was_stopped(code):  # (Ctrl-C or SIGTERM reached this process: the sweep stops here)
+        sys.exit(f'{run["name"]}: evaluation {name} {launch.describe(code)}.')
+      if code:
         failed.append(f'{run["name"]}:{name}')
       print(f'{run["name"]}: eval_{name}.json', flush=True)
   return failed
@@ -78,8 +84,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config, arg, points, evaluations = load_sweep(_SWEEP.value)
-  root = os.path.abspath(launch.ROOT.value)
-  os.makedirs(root, exist_ok=True)
+  root = launch.prepare_root(launch.ROOT.value)
   keys = sweep_lib.varying_keys(points)
   runs = [{'name': sweep_lib.run_name(p, keys), 'overrides': p} for p in points]
   if len({r['name'] for r in runs}) != len(runs):
@@ -120,7 +125,8 @@ def main(argv):
         f'--workdir={os.path.join(root, run["name"])}',
         *sweep_lib.override_flags(run['overrides']),
       ]
-      active.append((run['name'], executor.submit(launch.run_one, cmd, os.path.join(root, f'{run["name"]}.log'))))
+      log = os.path.join(root, f'{run["name"]}.log')
+      active.append((run['name'], executor.submit(launch.run_one, cmd, log, launch.STOP_GRACE_S.value)))
     time.sleep(2)
     for name, job in [a for a in active if a[1].done()]:
       active.remove((name, job))
@@ -129,7 +135,7 @@ def main(argv):
       except Exception as e:  # pylint: disable=broad-except  (a failed job must not stop the others)
         code = f'job failed: {e}'
       results[name] = code
-      print(f'{name}: {"done" if code == 0 else f"FAILED ({code}); see {root}/{name}.log"}', flush=True)
+      print(f'{name}: {launch.describe(code)}' + (f'; see {root}/{name}.log' if code != 0 else ''), flush=True)
   failed = [n for n, c in results.items() if c != 0] + run_evaluations(root, runs, evaluations)
   print(f'{len(results) - len(failed)} succeeded, {len(failed)} failed{": " + ", ".join(failed) if failed else ""}.')
   sys.exit(1 if failed else 0)

@@ -14,13 +14,18 @@ Optuna holds the study (sampler, pruner, trial bookkeeping) in `--storage`: SQLi
 any SQLAlchemy URL (several drivers on several machines share one study through e.g. PostgreSQL). Trial n runs in
 ROOT/trial_<n>/ (log ROOT/trial_<n>.log) through submitit, like scripts/sweep.py. The driver asks for trials, reads
 each running trial's validation records from its metrics.jsonl, reports them as intermediate values and stops a
-trial the pruner rejects with SIGTERM (the run checkpoints and exits: it is resumable), marking it pruned. A trial
-whose run fails is marked failed with its log's last lines, and the search goes on. The objective of a finished
-trial is its best validation value. Re-running the command resumes the study: finished trials are kept; trials a
-killed driver left running are marked failed and asked again with their parameters, in their old workdir, so their
-runs resume from their checkpoints. ROOT/study.json records the search for scripts/report.py.
+trial the pruner rejects with SIGTERM (the run checkpoints and exits: it is resumable), marking it pruned; a run
+still going --stop_grace_s (600) seconds later is killed (it resumes from its last checkpoint), and the trial's
+user attribute 'stop' says which. A trial whose run fails is marked failed with its log's last lines, and the search
+goes on. The objective of a finished trial is its best validation value. Re-running the command resumes the study:
+finished trials are kept; trials a killed driver left running are marked failed and asked again with their
+parameters, in their old workdir, so their runs resume from their checkpoints. ROOT/study.json records the search for
+scripts/report.py, the storage URL with its password hidden (`postgresql://user:***@host/db`; PostgreSQL also reads
+the password from PGPASSWORD or ~/.pgpass, which keeps it off the command line). A ROOT another user owns, or that
+every user may write, is refused.
 """
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -39,6 +44,7 @@ sys.path.insert(0, _REPO)
 import launch
 import optuna
 from s2s_jax import fileio
+from s2s_jax import redact
 from s2s_jax import sweep_lib
 from s2s_jax import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -47,12 +53,15 @@ _SPACE = flags.DEFINE_string('space', None, 'Search file and optional arg: exper
 _TRIALS = flags.DEFINE_integer('trials', 8, 'Trials in the study in all (finished ones of earlier runs count).')
 _SAMPLER = flags.DEFINE_enum('sampler', 'tpe', ['tpe', 'random', 'grid'], 'Optuna sampler.')
 _PRUNER = flags.DEFINE_enum('pruner', 'median', ['median', 'halving', 'none'], 'Optuna pruner.')
-_STORAGE = flags.DEFINE_string('storage', None, 'Optuna storage URL (default: sqlite:///ROOT/study.db).')
+_STORAGE = flags.DEFINE_string(
+  'storage', None, 'Optuna storage URL (default: sqlite:///ROOT/study.db); stored and shown with its password hidden.'
+)
 _SEED = flags.DEFINE_integer('sampler_seed', 0, 'Seed of the sampler.')
 _POLL_S = flags.DEFINE_float('poll_seconds', 5.0, 'How often running trials are read.')
 flags.mark_flags_as_required(['space', 'root'])
 
 _RESUMES = 'resumes_trial'  # user attribute: the trial number whose workdir a re-asked trial continues
+_JOB_MARGIN_S = 30.0  # a run stopped through its job is killed by the job after --stop_grace_s; this long more
 
 
 def load_space(spec: str):
@@ -93,8 +102,12 @@ def check_metric(module) -> None:
     )
 
 
+def storage_url(root: str) -> str:
+  return _STORAGE.value or f'sqlite:///{os.path.join(root, "study.db")}'
+
+
 def make_study(module, root: str) -> optuna.Study:
-  storage = _STORAGE.value or f'sqlite:///{os.path.join(root, "study.db")}'
+  storage = storage_url(root)
   if _SAMPLER.value == 'grid':
     if not hasattr(module, 'GRID'):
       raise app.UsageError('--sampler=grid needs GRID = {parameter: [values]} in the search file.')
@@ -118,7 +131,8 @@ def make_study(module, root: str) -> optuna.Study:
       load_if_exists=True,
     )
   except Exception as e:  # pylint: disable=broad-except  (any storage error: name it before a trial starts)
-    raise app.UsageError(f'--storage={storage}: cannot open the study ({type(e).__name__}: {e}).') from e
+    message = redact.text(f'--storage={storage}: cannot open the study ({type(e).__name__}: {e}).', storage)
+    raise app.UsageError(message) from None  # (no chained traceback: it would quote the password)
 
 
 def validation_records(workdir: str, metric: str) -> list[tuple[int, float]]:
@@ -146,17 +160,53 @@ def _last_step(workdir: str) -> float:
     return math.inf
 
 
-def stop_run(workdir: str, job) -> None:
-  """SIGTERM to the training process (it checkpoints and exits): through the workdir lock on this host, else the
-  scheduler's cancel (SLURM signals the job)."""
+def write_study_json(root: str, module, storage: str, study_name: str) -> None:
+  """ROOT/study.json, what scripts/report.py reads: the search and where its study is (the password hidden)."""
+  fileio.write_json(
+    os.path.join(root, 'study.json'),
+    {
+      'space': _SPACE.value,
+      'config': module.CONFIG,
+      'metric': module.METRIC,
+      'direction': module.DIRECTION,
+      'storage': redact.url(storage),
+      'study_name': study_name,
+    },
+    indent=2,
+  )
+
+
+def stop_run(workdir: str, job, grace_s: float, poll_s: float = 0.5) -> str:
+  """Stops a pruned trial's run (it checkpoints and exits) and waits for it, bounded: SIGTERM to the training process
+  through the workdir lock on this host, else to the job (a local job's controller passes it on to run_one, which
+  passes it on to the run and kills it after its grace; SLURM's cancel signals the job's processes). A run still
+  going after grace_s (plus _JOB_MARGIN_S when stopped through its job) is killed. Returns what happened, for the
+  trial's record."""
   holder = workdir_lib.lock_holder(workdir)
-  if holder and holder.get('host') == socket.gethostname():
+  pid = int(holder['pid']) if holder and holder.get('host') == socket.gethostname() else None
+  if pid is not None:
     try:
-      os.kill(int(holder['pid']), signal.SIGTERM)
-      return
-    except (OSError, ValueError):
-      pass
+      os.kill(pid, signal.SIGTERM)
+    except OSError:
+      pid = None
+  if pid is None:
+    process = getattr(job, '_process', None)  # a local job's controller (submitit's LocalJob)
+    if process is not None:
+      process.send_signal(signal.SIGTERM)  # (its cancel() sends SIGINT: the controller then kills run_one in 1 s)
+    else:
+      job.cancel(check=False)
+  start = time.monotonic()
+  limit = grace_s + (0.0 if pid else _JOB_MARGIN_S)
+  while not job.done() and time.monotonic() - start < limit:
+    time.sleep(poll_s)
+  if job.done():
+    return f'stopped after {time.monotonic() - start:.0f} s'
+  holder = workdir_lib.lock_holder(workdir)
+  if pid and holder and int(holder.get('pid', -1)) == pid:  # (still the same process: its pid was not reused)
+    with contextlib.suppress(OSError):
+      os.kill(pid, signal.SIGKILL)
   job.cancel(check=False)
+  return f'killed: still running {limit:g} s after SIGTERM'
 
 
 def _tail(path: str, lines: int = 12) -> str:
@@ -188,25 +238,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   module, arg = load_space(_SPACE.value)
   check_metric(module)
-  root = os.path.abspath(launch.ROOT.value)
-  os.makedirs(root, exist_ok=True)
+  root = launch.prepare_root(launch.ROOT.value)
   study = make_study(module, root)
   if getattr(module, 'START', None) and not study.get_trials(deepcopy=False):
     study.enqueue_trial(dict(module.START), user_attrs={'start': True})
   resumed = resume_interrupted(study)
-  with fileio.replacing(os.path.join(root, 'study.json')) as f:
-    json.dump(
-      {
-        'space': _SPACE.value,
-        'config': module.CONFIG,
-        'metric': module.METRIC,
-        'direction': module.DIRECTION,
-        'storage': _STORAGE.value or f'sqlite:///{os.path.join(root, "study.db")}',
-        'study_name': study.study_name,
-      },
-      f,
-      indent=2,
-    )
+  write_study_json(root, module, storage_url(root), study.study_name)
   config_arg = getattr(module, 'CONFIG_ARG', '')
   config_flag = f'--config={module.CONFIG}' + (f':{config_arg}' if config_arg else '')
   executor = launch.executor(root)
@@ -236,7 +273,8 @@ def main(argv):
         *sweep_lib.override_flags(overrides),
       ]
       trial.set_user_attr('command', ' '.join(cmd[1:]))
-      active[trial.number] = (trial, executor.submit(launch.run_one, cmd, log), workdir, log, set(), time.time())
+      job = executor.submit(launch.run_one, cmd, log, launch.STOP_GRACE_S.value)
+      active[trial.number] = (trial, job, workdir, log, set(), time.time())
       print(f'trial {trial.number}: {workdir} {overrides}', flush=True)
     time.sleep(_POLL_S.value)
     for number, (trial, job, workdir, log, reported, start) in list(active.items()):
@@ -248,14 +286,11 @@ def main(argv):
           if not job.done() and step < _last_step(workdir) and trial.should_prune():
             pruned = True  # (never at the last step: that value is final, only the test decode is left)
       if pruned:
-        stop_run(workdir, job)
-        try:
-          job.result()  # the run checkpoints and exits
-        except Exception:  # pylint: disable=broad-except  (a cancelled job may end in an error: it is pruned anyway)
-          pass
+        stop = stop_run(workdir, job, launch.STOP_GRACE_S.value)  # the run checkpoints and exits (or is killed)
         trial.set_user_attr('wall_s', time.time() - start)
+        trial.set_user_attr('stop', stop)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        print(f'trial {number}: pruned at step {max(reported)} (resumable: {workdir})', flush=True)
+        print(f'trial {number}: pruned at step {max(reported)}, its run {stop} (resumable: {workdir})', flush=True)
       elif job.done():
         try:
           code = job.result()

@@ -271,6 +271,49 @@ class ResolveBaselineTest(absltest.TestCase):
     self.assertEqual(json.loads(result.stdout), [['a\u2028b\x0cc', 'd', '\x85e'], None])
 
 
+class StudyStorageTest(absltest.TestCase):
+  def test_the_storage_password_never_reaches_the_report(self):
+    # A real study in SQLite behind a URL that carries a secret (SQLite ignores an unknown URI parameter): the study
+    # table shows the URL with the secret hidden, whether study.json holds it (written before the fix), holds it
+    # hidden (tune.py now: the report then opens the URL without the hidden part) or --storage gives it.
+    folder = self.create_tempdir().full_path
+    url = f'sqlite:///file:{folder}/study.db?mode=rwc&password=s3cret-pw&uri=true'
+    script = (
+      'import importlib.util, json, os, sys\n'
+      'import optuna\n'
+      'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
+      'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+      'root, url = sys.argv[2], sys.argv[3]\n'
+      'optuna.logging.set_verbosity(optuna.logging.WARNING)\n'
+      'study = optuna.create_study(storage=url, study_name="study")\n'
+      'study.ask().suggest_float("optim.learning_rate", 1e-3, 1e-2)  # one running trial: no figures to draw\n'
+      'for case, stored, flag in (("old", url, None), ("hidden", url.replace("s3cret-pw", "***"), None),\n'
+      '                           ("flag", url.replace("s3cret-pw", "***"), url)):\n'
+      '  info = {"space": "s.py", "metric": "eval/loss", "direction": "minimize", "storage": stored,\n'
+      '          "study_name": "study"}\n'
+      '  with open(os.path.join(root, "study.json"), "w") as f:\n'
+      '    json.dump(info, f)\n'
+      '  lines = report.study_markdown(root, root, flag) if flag else report.study_markdown(root, root)\n'
+      '  print(json.dumps([case, "\\n".join(lines)]), flush=True)\n'
+    )
+    result = subprocess.run(
+      [sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), folder, url],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
+    shown = url.replace('s3cret-pw', '***')
+    for case, text in map(json.loads, result.stdout.splitlines()):
+      self.assertNotIn('s3cret', text, case)
+      self.assertIn(f'1 trials in `{shown}`', text, case)
+      self.assertIn(f'`optuna-dashboard {shown}`', text, case)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertLen(result.stdout.splitlines(), 3)
+    self.assertNotIn('s3cret', result.stdout + result.stderr)
+
+
 def _leaves(tree):
   if isinstance(tree, dict):
     for value in tree.values():

@@ -35,6 +35,112 @@ class LastStepTest(absltest.TestCase):
     self.assertIn('LAST 1230', after.stdout, after.stderr[-2000:])
 
 
+_LOAD_TUNE = (  # tune.py loaded in a probe process (it defines absl flags that other scripts loaded by tests share)
+  'import importlib.util, json, sys\n'
+  f'sys.path.insert(0, {os.path.join(testutil.ROOT, "scripts")!r})\n'
+  f'spec = importlib.util.spec_from_file_location("tune", {os.path.join(testutil.ROOT, "scripts", "tune.py")!r})\n'
+  'tune = importlib.util.module_from_spec(spec); spec.loader.exec_module(tune)\n'
+)
+
+
+def _probe(folder: str, body: str, timeout: float = 120) -> dict:
+  """Runs _LOAD_TUNE + body (which prints one JSON line last) in a subprocess; returns that JSON."""
+  probe = os.path.join(folder, 'probe.py')
+  with open(probe, 'w', encoding='utf-8') as f:
+    f.write(_LOAD_TUNE + body)
+  result = testutil.run(probe, timeout=timeout)
+  if result.returncode != 0 or not result.stdout.strip():
+    raise AssertionError(f'probe failed ({result.returncode}): {result.stdout[-2000:]} {result.stderr[-3000:]}')
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class StorageRedactionTest(absltest.TestCase):
+  def test_the_storage_password_is_never_written_nor_printed(self):
+    # study.json (read by scripts/report.py) and the error naming a storage that cannot be opened show the URL with
+    # its password hidden; PostgreSQL-style URL, nothing connects (the driver is not even installed here).
+    folder = self.create_tempdir().full_path
+    url = 'postgresql://tuner:s3cr%40t-pw@127.0.0.1:1/optuna?sslmode=require&sslpassword=k3y-pw'
+    out = _probe(
+      folder,
+      'from absl import app, flags\n'
+      f'flags.FLAGS(["tune", "--space={_SMOKE}", "--root={folder}", "--storage={url}"])\n'
+      'module, _ = tune.load_space(flags.FLAGS.space)\n'
+      f'tune.write_study_json({folder!r}, module, {url!r}, "study")\n'
+      'try:\n'
+      f'  tune.make_study(module, {folder!r})\n'
+      '  error = ""\n'
+      'except app.UsageError as e:\n'
+      '  error = str(e)\n'
+      f'print(json.dumps({{"study": open({os.path.join(folder, "study.json")!r}).read(), "error": error}}))\n',
+    )
+    self.assertEqual(
+      json.loads(out['study'])['storage'], 'postgresql://tuner:***@127.0.0.1:1/optuna?sslmode=require&sslpassword=***'
+    )
+    self.assertIn('--storage=postgresql://tuner:***@127.0.0.1:1/optuna', out['error'])
+    self.assertIn('cannot open the study', out['error'])
+    for text in (out['study'], out['error']):
+      for secret in ('s3cr', 'k3y', 't-pw'):
+        self.assertNotIn(secret, text)
+
+  @pytest.mark.slow  # tune.py started (about 5 s)
+  def test_tune_stores_a_working_storage_url_without_its_secret(self):
+    # A real study in SQLite behind a URL that carries a secret (SQLite ignores an unknown URI parameter).
+    folder = self.create_tempdir().full_path
+    url = f'sqlite:///file:{folder}/study.db?mode=rwc&password=s3cret-pw&uri=true'
+    root = os.path.join(folder, 'root')
+    result = _tune(f'--space={_SMOKE}', f'--root={root}', '--trials=0', f'--storage={url}', cache_dir=folder)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(root, 'study.json'), encoding='utf-8') as f:
+      text = f.read()
+    self.assertEqual(json.loads(text)['storage'], url.replace('s3cret-pw', '***'))
+    self.assertNotIn('s3cret', text + result.stdout + result.stderr)
+
+
+@pytest.mark.slow  # real submitit jobs (about 10 s)
+class StopRunTest(absltest.TestCase):
+  def test_a_pruned_run_is_waited_for_and_killed_after_the_grace(self):
+    # stop_run: a run that stops (told through its local job: the controller passes SIGTERM on) is waited for until
+    # its stop checkpoint is written; one that holds its workdir and ignores SIGTERM is killed after the grace, and
+    # the driver goes on.
+    folder = self.create_tempdir().full_path
+    child = os.path.join(testutil.ROOT, 'tests', 'stop_child.py')
+    out = _probe(
+      folder,
+      'import os, time, submitit, launch\n'
+      f'folder, child = {folder!r}, {child!r}\n'
+      'executor = submitit.LocalExecutor(folder=os.path.join(folder, ".submitit"))\n'
+      'executor.update_parameters(timeout_min=5)\n'
+      'def start(name, *extra):\n'
+      '  job = executor.submit(launch.run_one, [sys.executable, child, os.path.join(folder, name), *extra],\n'
+      '                        os.path.join(folder, name + ".log"), 30.0)\n'
+      '  while not os.path.exists(os.path.join(folder, name + ".ready")):\n'
+      '    time.sleep(0.05)\n'
+      '  return job\n'
+      'result = {}\n'
+      'job = start("stops", "stop")\n'
+      'result["stops"] = tune.stop_run(os.path.join(folder, "no_lock"), job, 30.0, poll_s=0.1)\n'
+      'result["stops_code"] = job.result()\n'
+      'result["marker"] = os.path.exists(os.path.join(folder, "stops"))\n'
+      'workdir = os.path.join(folder, "trial_0")\n'
+      'os.makedirs(workdir)\n'
+      'job = start("hangs", "ignore", workdir)\n'
+      'pid = int(open(os.path.join(folder, "hangs.ready")).read())\n'
+      'start_s = time.monotonic()\n'
+      'result["hangs"] = tune.stop_run(workdir, job, 1.0, poll_s=0.1)\n'
+      'result["hangs_s"] = time.monotonic() - start_s\n'
+      'time.sleep(1)\n'
+      'stat = f"/proc/{pid}/stat"\n'
+      'result["alive"] = os.path.exists(stat) and open(stat).read().split(")")[-1].split()[0] != "Z"\n'
+      'print(json.dumps(result))\n',
+    )
+    self.assertRegex(out['stops'], r'^stopped after \d+ s$')
+    self.assertEqual(out['stops_code'], 143)  # run_one: the run stopped cleanly after SIGTERM
+    self.assertTrue(out['marker'])  # its stop checkpoint was not cut short
+    self.assertEqual(out['hangs'], 'killed: still running 1 s after SIGTERM')
+    self.assertLess(out['hangs_s'], 15)
+    self.assertFalse(out['alive'])
+
+
 def _tune(*flags: str, cache_dir: str):
   return testutil.run(os.path.join(testutil.ROOT, 'scripts', 'tune.py'), *flags, timeout=1200, S2S_CACHE_DIR=cache_dir)
 
@@ -67,6 +173,7 @@ class TuneTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(self.root, 'trial_2', 'DONE')))  # stopped, resumable
     self.assertTrue(os.listdir(os.path.join(self.root, 'trial_2', 'checkpoints')))
     self.assertTrue(pruned.intermediate_values)
+    self.assertRegex(pruned.user_attrs['stop'], r'^stopped after \d+ s$')  # within --stop_grace_s
     self.assertIn('Best trial 0', self.first.stdout)
     # Running the command again resumes the study: nothing is rerun.
     again = _tune(
