@@ -14,6 +14,8 @@ from typing import Any
 from absl import logging
 import jax
 
+from s2s_jax import resources
+
 _PACKAGES = (
   'jax',
   'jaxlib',
@@ -82,6 +84,7 @@ def record(
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
     'cpu': _cpu(),
     'cpu_count': os.cpu_count(),
+    'cpus': resources.describe(),  # what this process was granted (affinity, SLURM, cgroup quota)
     'command_line': sys.argv,
     'data_sha256': data.fingerprint,
     'data_identity': data.identity,

@@ -5,9 +5,11 @@ bucket plan's shapes) and the evaluation batches. Every batch is a dict of numpy
 from collections.abc import Iterator
 
 from absl import flags
+from absl import logging
 import grain
 import numpy as np
 
+from s2s_jax import resources
 from s2s_jax.data import PAD_ID
 from s2s_jax.data import bucketing
 from s2s_jax.data.pipeline import Batch, Split, TextData
@@ -78,6 +80,13 @@ def train_iterator(
   if num_workers:  # batches made in worker processes (data.num_workers); the iterator state stays exact
     if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (parsed by our entry points' app.run)
       flags.FLAGS.mark_as_parsed()
+    if num_workers > (usable := resources.usable_cpus()):  # the count is part of the iterator state: kept, not cut
+      logging.warning(
+        'data.num_workers=%d grain workers, but this process may use %d CPU(s) (affinity, SLURM_CPUS_PER_TASK, '
+        'cgroup quota): they will share them. Ask the scheduler for more CPUs or start a new run with fewer workers.',
+        num_workers,
+        usable,
+      )
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(ds)
 

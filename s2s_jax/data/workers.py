@@ -30,6 +30,8 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from s2s_jax import resources
+
 PARALLEL_FROM = 50_000  # items: below this a map runs here (starting workers costs about half a second)
 CHUNK = 20_000  # items per worker task
 
@@ -89,10 +91,11 @@ def _died(index: int, count: int, proc: subprocess.Popen, fn: Callable[..., Any]
 
 
 class Pool:
-  """Up to `size` worker processes (default: one per core); a context manager that closes them."""
+  """Up to `size` worker processes (default: one per CPU this process may use, `resources.usable_cpus()`); a context
+  manager that closes them."""
 
   def __init__(self, size: int | None = None):
-    self.size = size or os.cpu_count() or 1
+    self.size = size or resources.usable_cpus()
     self._procs: list[subprocess.Popen] = []
     self._tokens: list[contextvars.Token] = []
 

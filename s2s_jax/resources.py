@@ -1,0 +1,51 @@
+"""What this process may use of the machine, as the scheduler or container granted it (not the whole host).
+
+Data workers and other pools size themselves from `usable_cpus()`, never from `os.cpu_count()` alone: under
+`srun --cpus-per-task=1` (a SLURM cluster whose task plugin pins no CPUs leaves the affinity mask wide open), in a
+`taskset` or a container with a CPU quota, one worker per host core would oversubscribe the grant.
+"""
+
+import math
+import os
+
+
+def _affinity() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):  # not on Linux
+    return os.cpu_count() or 1
+
+
+def _slurm() -> int | None:
+  """SLURM_CPUS_PER_TASK inside a SLURM job step or batch script (None outside one)."""
+  value = os.environ.get('SLURM_CPUS_PER_TASK', '')
+  return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _cgroup_quota(path: str = '/sys/fs/cgroup/cpu.max') -> int | None:
+  """The cgroup v2 CPU quota in whole CPUs, rounded up ('max': none)."""
+  try:
+    with open(path, encoding='ascii') as f:
+      quota, period = f.read().split()[:2]
+  except (OSError, ValueError):
+    return None
+  if quota == 'max':
+    return None
+  return max(1, math.ceil(int(quota) / int(period)))
+
+
+def usable_cpus() -> int:
+  """The CPUs this process may use: its affinity mask, capped by SLURM_CPUS_PER_TASK and a cgroup CPU quota."""
+  limits = [n for n in (_affinity(), _slurm(), _cgroup_quota()) if n]
+  return max(1, min(limits))
+
+
+def describe() -> dict[str, int | None]:
+  """Each limit and the result (recorded in provenance.json)."""
+  return {
+    'host_cpus': os.cpu_count(),
+    'affinity': _affinity(),
+    'slurm_cpus_per_task': _slurm(),
+    'cgroup_quota': _cgroup_quota(),
+    'usable': usable_cpus(),
+  }
