@@ -14,8 +14,10 @@ import numpy as np
 
 import testutil
 from s2s_jax import decode
+from s2s_jax import evaluation
 from s2s_jax import inference
 from s2s_jax.data import EOS_ID
+from s2s_jax.data import pipeline
 
 _LINES = [
   'le 3 mars 1998',
@@ -116,6 +118,16 @@ class EnsembleInputsTest(_RandomRuns):
         members.append(jax.nn.log_softmax(np.asarray(logits[0], np.float32), axis=-1))
       logp = jax.nn.log_softmax(np.mean(members, axis=0), axis=-1)
       self.assertAlmostEqual(hyps.scores[0], float(sum(logp[t, i] for t, i in enumerate(ids))), places=4, msg=line)
+
+  def test_an_ensemble_split_gives_each_member_its_own_encoding(self):
+    runs = inference.load_all([self.rev, self.fwd])
+    data = pipeline.prepare(runs[0].config.data, vocab_dir=runs[0].workdir)
+    examples, src_len = evaluation.split_examples(runs, inference.ensemble_inputs(runs), data, 'test')
+    self.assertLen(examples, len(data.splits['test'].src_ids))
+    self.assertLen(src_len, 2)
+    for (rev, fwd), line in zip(examples[:5], data.splits['test'].sources):
+      np.testing.assert_array_equal(fwd, runs[1].inputs.encode(line)[0])
+      np.testing.assert_array_equal(rev, runs[0].inputs.encode(line)[0])
 
 
 class BatchInvarianceTest(_RandomRuns):
