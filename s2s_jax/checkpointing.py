@@ -184,24 +184,71 @@ def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:
   """Parameters (numpy) and their step: from `best/` ('best'), the newest of `checkpoints/` ('latest'), a step of
   either ('1200'), the average of saved steps ('avg:K': the last K; 'avg:S1,S2,...': those steps; see
   `average_params`), or the newest step of a folder of parameter checkpoints (scripts/average_checkpoints.py's
-  output; a path relative to the workdir, e.g. 'averaged', or absolute)."""
+  output; a path relative to the workdir, e.g. 'averaged', or absolute).
+
+  Raises ValueError with a one-line message naming the steps the workdir keeps when `which` names nothing there."""
   if which.startswith('avg:'):
     return average_params(workdir, which[len('avg:') :])
   if which not in ('best', 'latest') and not which.isdigit():
-    folder = which if os.path.isabs(which) else os.path.join(workdir, which)
-    if not os.path.isdir(folder):
+    folder = _folder(workdir, which)
+    try:
+      return _restore(folder, 'params', None)
+    except Exception as e:  # pylint: disable=broad-except  (orbax's errors name no flag; one line that does)
       raise ValueError(
-        f'--checkpoint must be best, latest, a step number, avg:K, avg:STEP1,STEP2,... or a folder of parameter '
-        f'checkpoints (e.g. averaged); {folder} does not exist.'
-      )
-    return _restore(folder, 'params', None)
+        f'--checkpoint={which}: {folder} is not a folder of parameter checkpoints (as scripts/average_checkpoints.py '
+        f'writes): {type(e).__name__}: {_one_line(e)}; {kept_steps(workdir)}.'
+      ) from None
   candidates = saved_steps(workdir, params_only=which == 'best')
   if which.isdigit():
     candidates = [c for c in candidates if c[0] == int(which)]
   if not candidates:
-    raise FileNotFoundError(f'No {which!r} checkpoint in {workdir}/best or {workdir}/checkpoints.')
+    wanted = {'best': f'{workdir}/best holds no checkpoint', 'latest': 'there is no checkpoint'}
+    problem = wanted.get(which) or f'step {int(which)} is not kept'
+    raise ValueError(f'--checkpoint={which}: {problem}; {kept_steps(workdir)}.')
   step, item, folder = max(candidates, key=lambda c: (c[0], c[1] != 'params'))
   return _restore(folder, item, step)
+
+
+def _one_line(e: Exception) -> str:
+  return ' '.join(str(e).split())[:300]
+
+
+def _folder(workdir: str, which: str) -> str:
+  """The folder a --checkpoint=<folder> names (relative to the workdir, or absolute); it must exist."""
+  folder = which if os.path.isabs(which) else os.path.join(workdir, which)
+  if not which or not os.path.isdir(folder):
+    raise ValueError(
+      f'--checkpoint={which}: give best, latest, a step number, avg:K, avg:STEP1,STEP2,... or a folder of parameter '
+      f'checkpoints (e.g. averaged), and {folder} is no folder; {kept_steps(workdir)}.'
+    )
+  return folder
+
+
+def kept_steps(workdir: str) -> str:
+  """What a workdir keeps, for error messages: '<workdir> keeps N checkpoint steps ([...]), best/: [...]'."""
+  if not os.path.isdir(workdir):
+    return f'{workdir} does not exist'
+  saved = saved_steps(workdir)
+  steps_ = sorted({step for step, _, _ in saved})
+  best = sorted(step for step, item, _ in saved if item == 'params')
+  return f'{workdir} keeps {len(steps_)} checkpoint steps ({steps_}), best/: {best}'
+
+
+AVERAGE_RECORD = 'average.json'  # in a folder written by scripts/average_checkpoints.py: {'workdir', 'steps'}
+
+
+def averaged_steps(workdir: str, which: str) -> list[int]:
+  """The steps whose mean `which` is: those of 'avg:...' (checked as `average_params` does), those recorded in a
+  folder written by scripts/average_checkpoints.py, else [] (one checkpoint, not an average)."""
+  if which.startswith('avg:'):
+    return _average_steps(workdir, which[len('avg:') :])
+  if which in ('best', 'latest') or which.isdigit():
+    return []
+  try:
+    with open(os.path.join(_folder(workdir, which), AVERAGE_RECORD), encoding='utf-8') as f:
+      return [int(s) for s in json.load(f)['steps']]
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
 
 
 def _seed_index(workdir: str) -> int | None:
@@ -248,26 +295,35 @@ def _restore(folder: str, item: str, step: int | None) -> tuple[Any, int]:
   return (tree['params'] if item == 'state' else tree), step
 
 
+def _average_steps(workdir: str, spec: str) -> list[int]:
+  """The saved steps 'avg:<spec>' names ('K': the last K; 'S1,S2,...': those), or a one-line ValueError naming the
+  kept steps."""
+  available = sorted({step for step, _, _ in saved_steps(workdir)})
+  kept = kept_steps(workdir)
+  if not spec.strip():
+    raise ValueError(f'avg:{spec}: expected avg:K (the last K steps) or avg:STEP1,STEP2,...; {kept}.')
+  if not available:
+    raise ValueError(f'avg:{spec}: there is no checkpoint to average; {kept}.')
+  if ',' not in spec and re.fullmatch(r'\s*[+-]?\d+\s*', spec):
+    k = int(spec)
+    if not 1 <= k <= len(available):
+      more = ', or keep more with --config.keep_checkpoints' if k > len(available) else ''
+      raise ValueError(f'avg:{spec}: {kept}; ask for avg:1 to avg:{len(available)}{more}.')
+    return available[-k:]
+  try:
+    steps_ = sorted({int(x) for x in spec.split(',') if x.strip()})
+  except ValueError:
+    raise ValueError(f'avg:{spec}: expected avg:K or avg:STEP1,STEP2,... (integers); {kept}.') from None
+  missing = [x for x in steps_ if x not in available]
+  if missing or not steps_:
+    raise ValueError(f'avg:{spec}: step(s) {missing} not saved; {kept}.')
+  return steps_
+
+
 def average_params(workdir: str, spec: str) -> tuple[Any, int]:
   """The element-wise mean of the parameters of saved steps (checkpoint averaging): 'K' = the last K distinct steps
   of best/ and checkpoints/, 'S1,S2,...' = those steps. Returns the mean (float32 leaves) and the newest step."""
-  available = sorted({step for step, _, _ in saved_steps(workdir)})
-  if spec.isdigit():
-    k = int(spec)
-    if not 1 <= k <= len(available):
-      raise ValueError(
-        f'avg:{spec}: {workdir} keeps {len(available)} checkpoint steps ({available}); ask for 1 to '
-        f'{len(available)}, or keep more with --config.keep_checkpoints.'
-      )
-    steps_ = available[-k:]
-  else:
-    try:
-      steps_ = sorted({int(x) for x in spec.split(',') if x.strip()})
-    except ValueError:
-      raise ValueError(f'avg:{spec}: expected avg:K or avg:STEP1,STEP2,... (integers).') from None
-    missing = [x for x in steps_ if x not in available]
-    if missing or not steps_:
-      raise ValueError(f'avg:{spec}: step(s) {missing} not saved in {workdir}; saved steps: {available}.')
+  steps_ = _average_steps(workdir, spec)
   trees = [restore_params(workdir, str(step))[0] for step in steps_]
   paths = [{jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(t)} for t in trees]
   for step, shapes in zip(steps_[1:], paths[1:]):

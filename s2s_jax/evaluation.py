@@ -3,15 +3,17 @@
 Loss metrics run over the whole split; decoded metrics (beam search, `config.decode`) over a bounded sample during
 training and over the whole split at the end. Results go to metrics.jsonl (`eval/*`, `test/*`) and, for the final
 evaluation, to `eval_<split>.json` and `eval_<split>.hyp.txt` (CONVENTIONS §5). `python -m s2s_jax.evaluate`
-writes the same files through `score` and `write_eval`.
+writes the same files through `score` and `write_eval`, named by `settings_tag` so that an evaluation with other
+settings never replaces the run's own; every eval JSON records its settings (`settings_record`).
 """
 
 import functools
+import json
 import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
@@ -19,6 +21,7 @@ import flax
 import jax
 
 from s2s_jax import checkpointing
+from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import fileio
 from s2s_jax import inference
@@ -76,6 +79,91 @@ def score(
   return result
 
 
+# The name-tag of each decoding setting that changes hypotheses (batch_size does not: decoding is batch-invariant).
+_TAGS = {
+  'beam_size': 'beam',
+  'length_alpha': 'alpha',
+  'max_len': 'maxlen',
+  'max_len_a': 'maxlena',
+  'max_len_b': 'maxlenb',
+  'min_len': 'minlen',
+  'no_repeat_ngram_size': 'norepeat',
+  'coverage_beta': 'cov',
+  'sample': 'sample',
+  'num_samples': 'samples',
+  'temperature': 'temp',
+  'top_k': 'topk',
+  'top_p': 'topp',
+}
+_SAMPLING_ONLY = ('num_samples', 'temperature', 'top_k', 'top_p')
+
+
+def _checkpoint_tag(checkpoint: str, step: int, averaged: Sequence[int]) -> str:
+  if checkpoint == 'best':
+    return ''
+  if checkpoint == 'latest' or checkpoint.isdigit():
+    return f'step{step}'
+  if checkpoint.startswith('avg:'):
+    spec = checkpoint[len('avg:') :].strip()
+    return f'avg{int(spec)}' if spec.isdigit() else 'avg' + '_'.join(str(s) for s in averaged)
+  return re.sub(r'[^A-Za-z0-9_-]+', '_', os.path.basename(os.path.normpath(checkpoint))) or 'folder'
+
+
+def settings_tag(
+  checkpoint: str,
+  step: int,
+  averaged: Sequence[int],
+  num_members: int,
+  own: decode.DecodeOptions,
+  options: decode.DecodeOptions,
+  seed: int = 0,
+) -> str:
+  """How an evaluation differs from the training's own test evaluation (the best checkpoint, the run's decode
+  settings `own`, one workdir): '' when it does not, else the differences joined by '.' in this order: the
+  checkpoint (avg2, avg20_40, step400 for a step or latest, a folder's name), ensemble3, then every decoding setting
+  that differs (beam10, alpha1, cov0.2, ...; with sampling: sample, its settings and seed3). batch_size is no
+  difference: a hypothesis does not depend on its batch."""
+  parts = [_checkpoint_tag(checkpoint, step, averaged)]
+  parts.append(f'ensemble{num_members}' if num_members > 1 else '')
+  for name, tag in _TAGS.items():
+    value = getattr(options, name)
+    if value == getattr(own, name) or (name in _SAMPLING_ONLY and not options.sample):
+      continue
+    if isinstance(value, bool):
+      parts.append(tag if value else f'no{tag}')
+    else:
+      parts.append(f'{tag}{value:g}' if isinstance(value, float) else f'{tag}{value}')
+  if options.sample:
+    parts.append(f'seed{seed}')
+  return '.'.join(p for p in parts if p)
+
+
+def settings_record(
+  workdir: str,
+  checkpoint: str,
+  averaged: Sequence[int],
+  members: Sequence[str],
+  overrides: Mapping[str, Any],
+  tag: str,
+  seed: int | None = None,
+) -> dict[str, Any]:
+  """The keys of an eval JSON written into `workdir` that say what was evaluated (CONVENTIONS §5): the --checkpoint
+  spec, the steps it averages ([] for one checkpoint), every workdir of the ensemble relative to `workdir` (['.'] for
+  a single run: a copied or moved run still names itself), the decoding flags given (`decode_overrides`; {} for the
+  run's own settings), the `settings_tag` ('' for the training's own test evaluation, which report.py checks) and,
+  with sampling, the seed."""
+  record = {
+    'checkpoint': checkpoint,
+    'averaged_steps': [int(s) for s in averaged],
+    'ensemble_workdirs': [os.path.relpath(os.path.abspath(w), os.path.abspath(workdir)) for w in members],
+    'decode_overrides': dict(overrides),
+    'tag': tag,
+  }
+  if seed is not None:
+    record['seed'] = seed
+  return record
+
+
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s')
 
 
@@ -93,6 +181,28 @@ def lead_baselines(sources: Sequence[str], num_words: Sequence[int]) -> dict[str
   out = {'lead_sentence': [first_sentence(s) for s in sources]}
   out.update({f'lead_{n}': [first_words(s, n) for s in sources] for n in num_words})
   return out
+
+
+def split_examples(runs: Sequence[inference.Run], inputs, data: pipeline.TextData, split: str) -> tuple[list, Any]:
+  """(encoded sources, padded source length) of a split of `data` (the first run's prepared data) for `runs`. When
+  the members of an ensemble read inputs differently (`inputs` is an inference.EnsembleInputs), an example is a
+  tuple of each member's encoding from its own prepared data (its reverse_source, max_src_len, vocabulary or
+  frontend) and the length a tuple too; members whose splits hold other references are refused (ValueError)."""
+  if not isinstance(inputs, inference.EnsembleInputs):
+    return data.splits[split].src_ids, data.src_len
+  prepared, datas = {}, []
+  for run in runs:
+    key = json.dumps(config_lib.to_dict(run.config.data), sort_keys=True)
+    if key not in prepared:
+      prepared[key] = data if run is runs[0] else pipeline.prepare(run.config.data, vocab_dir=run.workdir)
+    other = prepared[key].splits.get(split)
+    if other is None or other.targets != data.splits[split].targets:
+      raise ValueError(
+        f'{run.workdir} and {runs[0].workdir} have different {split!r} splits (other data): an ensemble is scored '
+        'on one split.'
+      )
+    datas.append(prepared[key])
+  return list(zip(*[d.splits[split].src_ids for d in datas])), tuple(d.src_len for d in datas)
 
 
 def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[str]) -> None:
@@ -155,15 +265,21 @@ class Evaluator:
     )
     return scalars
 
+  def loss_metrics(self, params, split: str) -> dict[str, float]:
+    """loss / perplexity / token_accuracy and, with data.target_lang, word_perplexity over a whole split."""
+    sums = self.loss_sums(params, split)
+    result = metrics_lib.finalize_token_sums(sums)
+    if self.config.data.target_lang:  # per word, whatever the tokenizer: Moses tokens of the reference + EOS
+      targets = self.data.splits[split].targets
+      words = sum(len(x.split()) + 1 for x in metrics_lib.moses_lc(targets, self.config.data.target_lang))
+      result['word_perplexity'] = math.exp(min(sums['loss_sum'] / max(words, 1), 100.0))
+    return result
+
   def evaluate_split(self, params, split: str, step: int) -> tuple[dict[str, Any], list[str]]:
     """Loss and every decoded score of a whole split."""
     hyps, seconds = self.decode(params, split)
     data = self.data.splits[split]
-    sums = self.loss_sums(params, split)
-    result = metrics_lib.finalize_token_sums(sums)
-    if self.config.data.target_lang:  # per word, whatever the tokenizer: Moses tokens of the reference + EOS
-      words = sum(len(x.split()) + 1 for x in metrics_lib.moses_lc(data.targets, self.config.data.target_lang))
-      result['word_perplexity'] = math.exp(min(sums['loss_sum'] / max(words, 1), 100.0))
+    result = self.loss_metrics(params, split)
     result.update(
       score(
         hyps,
@@ -185,6 +301,7 @@ class Evaluator:
     params = flax.jax_utils.replicate(params)
     for split in filter(None, self.config.data.test_splits.split(',')):
       result, hyps = self.evaluate_split(params, split, best_step)
+      result.update(settings_record(workdir, 'best', [], [workdir], {}, ''))
       write_eval(workdir, split, result, hyps)
       prefix = 'test' if split == 'test' else split
       writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in result.items() if k in REPORTED})

@@ -1,12 +1,14 @@
 """Decoding a trained run: load a workdir, and batch, compile and run beam search over encoded inputs.
 
 `Decoder` always decodes batches of one fixed shape [batch_size, src_len] (short batches are filled with empty
-rows), so a sentence gets exactly the same output whichever batch it is in, and each shape compiles once.
+rows), so a sentence gets exactly the same output whichever batch it is in, and each shape compiles once; sampling
+draws each input's samples from a key of its content, not of its position.
 """
 
 import dataclasses
 import json
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,10 +53,11 @@ class Run:
 
 
 def load(workdir: str, checkpoint: str = 'best') -> Run:
-  """Config, vocabularies, model and parameters of `workdir` ('best', 'latest' or a step number)."""
+  """Config, vocabularies, model and parameters of `workdir` (`checkpoint`: see checkpointing.restore_params).
+  Raises ValueError with a one-line message when the workdir or the checkpoint is not there."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: --workdir must be a directory written by s2s_jax.main.')
+    raise ValueError(f'--workdir={workdir}: {path} does not exist; give a directory written by s2s_jax.main.')
   with open(path, encoding='utf-8') as f:
     config = config_lib.from_saved(json.load(f))
   config_checks.validate(config)
@@ -74,18 +77,79 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
 
 
 def load_all(workdirs: Sequence[str], checkpoint: str = 'best') -> list[Run]:
-  """Several runs to decode as an ensemble; their source and target vocabularies must be the same (by hash)."""
+  """Several runs to decode as an ensemble. Their target vocabularies must be the same (by hash): the search
+  averages their log-probabilities over one vocabulary. Each member reads its input its own way (see
+  `ensemble_inputs`), so source vocabularies and input settings may differ."""
   runs = [load(w, checkpoint) for w in workdirs]
   for run in runs[1:]:
-    for side in ('src_vocab', 'tgt_vocab'):
-      a, b = getattr(runs[0], side), getattr(run, side)
-      if a.sha256() != b.sha256():
-        raise ValueError(
-          f'An ensemble needs one vocabulary per side: {run.workdir}/vocab.{side[:3]}.json differs from '
-          f'{runs[0].workdir}/vocab.{side[:3]}.json (sha256 {b.sha256()[:12]}... vs {a.sha256()[:12]}...); '
-          'ensemble runs trained on the same data with the same vocabulary settings.'
-        )
+    a, b = runs[0].tgt_vocab, run.tgt_vocab
+    if a.sha256() != b.sha256():
+      raise ValueError(
+        f'An ensemble needs one target vocabulary: {run.workdir}/vocab.tgt.json differs from '
+        f'{runs[0].workdir}/vocab.tgt.json (sha256 {b.sha256()[:12]}... vs {a.sha256()[:12]}...); '
+        'ensemble runs trained on the same data with the same target vocabulary settings.'
+      )
   return runs
+
+
+def input_settings(run: Run) -> dict[str, Any]:
+  """What decides how a run encodes an input line: its source vocabulary or frontend (by hash and settings), the
+  data fields that shape a source (reverse_source, max_src_len) and its model's input kind."""
+  return {
+    'source vocabulary': f'{run.src_vocab.sha256()[:12]} {run.src_vocab.settings()}',
+    'data.reverse_source': bool(run.config.data.reverse_source),
+    'data.max_src_len': run.config.data.max_src_len,
+    'model.input_kind': run.config.model.input_kind,
+  }
+
+
+class EnsembleInputs:
+  """The input kind of an ensemble whose members read their inputs differently: an example is a tuple holding each
+  member's own encoding of the line, and a batch a tuple of each member's batch (padded to its own length)."""
+
+  def __init__(self, kinds: Sequence[inputs_lib.InputKind]):
+    self.kinds = tuple(kinds)
+    self.max_len = tuple(k.max_len for k in self.kinds)
+
+  def encode(self, line: str) -> tuple[tuple[np.ndarray, ...], bool]:
+    encoded = [k.encode(line) for k in self.kinds]
+    return tuple(x for x, _ in encoded), any(t for _, t in encoded)
+
+  def collate(self, examples, batch_size: int, length: tuple[int, ...]) -> tuple[dict[str, np.ndarray], ...]:
+    return tuple(k.collate([x[i] for x in examples], batch_size, n) for i, (k, n) in enumerate(zip(self.kinds, length)))
+
+  def labels(self, example) -> list[str]:
+    return self.kinds[0].labels(example[0])  # the attention shown is the first member's
+
+
+def ensemble_inputs(runs: Sequence[Run]) -> inputs_lib.InputKind | EnsembleInputs:
+  """How `runs` read an input line: the first run's input kind when every member reads it alike, else each
+  member's own (`EnsembleInputs`), so a data.reverse_source=true member sees its source reversed whatever the
+  order of the members."""
+  if all(input_settings(r) == input_settings(runs[0]) for r in runs[1:]):
+    return runs[0].inputs
+  if len({r.src_vocab.source_kind for r in runs}) > 1:
+    raise ValueError(
+      'The members of an ensemble must read the same kind of input line (text, or the path of an audio or image '
+      f'file); they differ in {"; ".join(differing_inputs(runs))}.'
+    )
+  return EnsembleInputs([r.inputs for r in runs])
+
+
+def differing_inputs(runs: Sequence[Run]) -> list[str]:
+  """The input settings in which the members of an ensemble differ, e.g. ['data.reverse_source: False, True']."""
+  settings = [input_settings(r) for r in runs]
+  return [
+    f'{key}: {", ".join(str(s[key]) for s in settings)}'
+    for key in settings[0]
+    if any(s[key] != settings[0][key] for s in settings)
+  ]
+
+
+def line_key(line: str) -> int:
+  """The content key of an input line (crc32 of its UTF-8 text): sampling draws a line's samples from
+  fold_in(PRNGKey(seed), line_key(line)), so they do not depend on the line's position or batch."""
+  return zlib.crc32(line.encode('utf-8'))
 
 
 def ensemble(runs: Sequence[Run]) -> tuple:
@@ -103,6 +167,23 @@ class Hypotheses:
   scores: list[float]
   tokens: list[list[str]]  # target tokens of each hypothesis, EOS included when it was produced
   attention: list[np.ndarray] | None  # per hypothesis [len(tokens), source steps]
+
+
+def first_member(example):
+  """The first member's encoding of an ensemble example (a tuple, see `EnsembleInputs`), else the example."""
+  return example[0] if isinstance(example, tuple) else example
+
+
+def _example_key(example) -> int:
+  """The crc32 of an example's bytes (every member's, for an ensemble example)."""
+  parts = example if isinstance(example, tuple) else (example,)
+  return zlib.crc32(b''.join(np.ascontiguousarray(x).tobytes() for x in parts))
+
+
+@jax.jit
+def _row_rngs(rng: jax.Array, row_keys: jax.Array) -> jax.Array:
+  """One PRNG key per batch row: fold_in(rng, key of the row's input)."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, row_keys)
 
 
 class Decoder:
@@ -126,26 +207,35 @@ class Decoder:
   def __call__(
     self,
     params,
-    examples: Sequence[np.ndarray],
-    collate: Callable[..., dict[str, np.ndarray]],
-    memory_len: Callable[[np.ndarray], int] = len,
+    examples: Sequence[Any],
+    collate: Callable[..., Any],
+    memory_len: Callable[[Any], int] = len,
     seed: int = 0,
+    keys: Sequence[int] | None = None,
   ) -> list[Hypotheses]:
     """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
-    `memory_len(example)` is how many encoder memory steps (attention columns) an example has.
+    `memory_len(example)` is how many encoder memory steps (attention columns) an example has. An example may be
+    a tuple of the members' own encodings of one input (`EnsembleInputs`; then `src_len` is a tuple too).
 
     Examples are decoded in order of length, so each batch holds inputs of similar length and its search stops
-    at a similar output length; the results come back in the order given (a sentence's output does not depend on
-    its batch). Sampling draws from `seed` (folded with the batch number): the same inputs and seed give the same
-    samples."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    at a similar output length; the results come back in the order given. A sentence's output does not depend on
+    its batch: rows are decoded independently, and sampling draws the samples of example i from
+    fold_in(PRNGKey(seed), keys[i]), where `keys` identify the inputs' content (translate and evaluate pass
+    `line_key` of each input line; by default the crc32 of the example's bytes). The same input and seed give the
+    same samples at any position, in any batch and at any batch size."""
+    keys = [_example_key(x) for x in examples] if keys is None else list(keys)
+    if len(keys) != len(examples):
+      raise ValueError(f'{len(keys)} keys for {len(examples)} examples.')
+    order = sorted(range(len(examples)), key=lambda i: len(first_member(examples[i])))
     out = [None] * len(examples)
     for start in range(0, len(order), self.batch_size):
       rows = order[start : start + self.batch_size]
       chunk = [examples[i] for i in rows]
       batch = collate(chunk, self.batch_size, self.src_len)
-      rng = jax.random.fold_in(jax.random.PRNGKey(seed), start // self.batch_size)
-      result = jax.device_get(self._predict(params, steps.shard_batch(batch), rng))
+      row_keys = np.zeros((self.batch_size,), np.uint32)  # the filler rows' keys do not matter
+      row_keys[: len(rows)] = [keys[i] for i in rows]
+      rngs = np.asarray(_row_rngs(jax.random.PRNGKey(seed), row_keys))
+      result = jax.device_get(self._predict(params, steps.shard_batch(batch), steps.shard_batch(rngs)))
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[: len(chunk)] for x in result]
       for j, (i, example) in enumerate(zip(rows, chunk)):
         out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, : memory_len(example)] if attn else None)

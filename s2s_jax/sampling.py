@@ -26,8 +26,10 @@ class _SampleState:
   dec_state: PyTree  # every leaf [B, K, ...]
 
 
-def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *, temperature: float, top_k: int, top_p: float) -> jax.Array:
-  """Draws from softmax(logp / temperature) cut to top_k, then to top_p."""
+def _sample_tokens(
+  rng_B: jax.Array, logp_BxKxV: jax.Array, *, temperature: float, top_k: int, top_p: float
+) -> jax.Array:
+  """Draws from softmax(logp / temperature) cut to top_k, then to top_p; row b's K draws from its key rng_B[b]."""
   if temperature == 0:  # the limit: greedy
     return jnp.argmax(logp_BxKxV, axis=-1).astype(jnp.int32)
   logits_BxKxC, idx_BxKxC = logp_BxKxV / temperature, None
@@ -39,18 +41,19 @@ def _sample_tokens(rng: jax.Array, logp_BxKxV: jax.Array, *, temperature: float,
     before_BxKxC = jnp.cumsum(probs_BxKxC, axis=-1) - probs_BxKxC
     keep_BxKxC = (before_BxKxC < top_p).at[..., 0].set(True)
     logits_BxKxC = jnp.where(keep_BxKxC, logits_BxKxC, NEG_INF)
-  choice_BxK = jax.random.categorical(rng, logits_BxKxC, axis=-1)
+  # Per row, so that a row's draws depend on its own key only (not on the batch around it).
+  choice_BxK = jax.vmap(lambda key, logits_KxC: jax.random.categorical(key, logits_KxC, axis=-1))(rng_B, logits_BxKxC)
   if idx_BxKxC is not None:
     choice_BxK = jnp.take_along_axis(idx_BxKxC, choice_BxK[..., None], axis=-1)[..., 0]
   return choice_BxK.astype(jnp.int32)
 
 
 def _sample_step(
-  state: _SampleState, step_fn: StepFn, rng: jax.Array, opts: ops.SearchOptions, **sampling
+  state: _SampleState, step_fn: StepFn, rng_B: jax.Array, opts: ops.SearchOptions, **sampling
 ) -> _SampleState:
-  """One token for every unfinished sample; PAD after EOS."""
+  """One token for every unfinished sample; PAD after EOS. `rng_B`: this step's key of every row."""
   logp_BxKxV, dec_state, _ = ops.next_log_probs(step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
-  token_BxK = _sample_tokens(rng, logp_BxKxV, **sampling)
+  token_BxK = _sample_tokens(rng_B, logp_BxKxV, **sampling)
   token_logp_BxK = jnp.take_along_axis(logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
   # Only when every allowed token has probability 0: end there, score -inf.
   token_BxK = jnp.where(token_logp_BxK > NEG_INF, token_BxK, opts.eos_id)
@@ -62,6 +65,16 @@ def _sample_step(
     alive_BxK=state.alive_BxK & (token_BxK != opts.eos_id),
     dec_state=dec_state,
   )
+
+
+def row_keys(rng: jax.Array, batch_size: int) -> jax.Array:
+  """One key per batch row: `rng` itself when it holds one per row ([B] keys), else fold_in(rng, b) for row b."""
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  if rng.ndim == (0 if typed else 1):
+    return jax.vmap(lambda b: jax.random.fold_in(rng, b))(jnp.arange(batch_size))
+  if rng.ndim != (1 if typed else 2) or rng.shape[0] != batch_size:
+    raise ValueError(f'rng has shape {rng.shape}: expected one key, or one key per batch row ({batch_size} rows).')
+  return rng
 
 
 def sample(
@@ -89,13 +102,16 @@ def sample(
   (0 = all) and then to the smallest most-likely-first set whose (tempered,
   top-k renormalized) probability reaches `top_p`; the most likely token is
   always kept. PAD is never drawn; `min_len` and `row_max_len` mask as in
-  `beam_search`. A sample stops at EOS (PAD after it) or at `max_len`. Draws
-  depend only on `rng` (folded in with the step), so they are reproducible.
+  `beam_search`. A sample stops at EOS (PAD after it) or at `max_len`. The
+  draws of batch row b depend only on its key (folded in with the step) and
+  its own log-probabilities, so they are reproducible and do not depend on the
+  other rows of the batch.
 
   Args:
     step_fn, init_state, batch_size, max_len, bos_id, eos_id, pad_id, min_len,
       row_max_len: as in `beam_search`.
-    rng: PRNG key.
+    rng: one PRNG key per batch row ([B] keys; what makes a row's samples
+      independent of its batch), or one key (row b draws from fold_in(rng, b)).
     num_samples: samples per batch row.
     temperature: > 0 divides the log-probs; 0 means argmax (greedy).
     top_k: keep the k most likely tokens; 0 keeps all.
@@ -129,6 +145,7 @@ def sample(
   opts = ops.search_options(
     settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, row_max_len=row_max_len, source_mask=None
   )
+  rng_B = row_keys(rng, batch_size)
   shape = (batch_size, num_samples)
   state = _SampleState(
     t=jnp.zeros((), jnp.int32),
@@ -140,7 +157,13 @@ def sample(
   state = lax.while_loop(
     lambda s: (s.t < max_len) & jnp.any(s.alive_BxK),
     lambda s: _sample_step(
-      s, step_fn, jax.random.fold_in(rng, s.t), opts, temperature=temperature, top_k=top_k, top_p=top_p
+      s,
+      step_fn,
+      jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_B, s.t),
+      opts,
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
     ),
     state,
   )

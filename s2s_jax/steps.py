@@ -211,20 +211,33 @@ def ensemble_step_fn(models_: tuple, params: tuple, memories: tuple, attention: 
 
 
 def predict_step(
-  params, batch: Batch, rng: jax.Array | None = None, *, model, options: decode.DecodeOptions, axis_name=None
+  params,
+  batch: Batch | tuple[Batch, ...],
+  rng: jax.Array | None = None,
+  *,
+  model,
+  options: decode.DecodeOptions,
+  axis_name=None,
 ):
   """Beam search (greedy when beam_size == 1), or sampling with options.sample: (token ids [B, K, max_len],
   scores [B, K][, attention]), best first (samples: in sample order; K = num_samples).
 
-  `model` and `params` may be tuples of the same length: an ensemble (steps.ensemble_step_fn). With
-  options.return_attention (beam search only), a third output holds each hypothesis' attention [B, K, max_len, S]
-  (the first model's). Sampling draws from `rng`, folded with the device index under a pmap (`axis_name`).
+  `model` and `params` may be tuples of the same length: an ensemble (steps.ensemble_step_fn); `batch` is then one
+  batch for every member, or a tuple of each member's own batch of the same inputs (members that encode their
+  inputs differently, e.g. with data.reverse_source; inference.EnsembleInputs). With options.return_attention (beam
+  search only), a third output holds each hypothesis' attention [B, K, max_len, S] (the first model's). Sampling
+  draws from `rng`: one key per batch row ([B] keys: a row's samples depend only on its key, so not on its batch or
+  position), or one key for the batch (row b then draws from fold_in(rng, b)); `axis_name` is unused by the search.
   """
+  del axis_name  # every row is decoded on its own; nothing crosses devices
   o = options
   models_, params_ = (model, params) if isinstance(model, tuple) else ((model,), (params,))
+  batches = batch if isinstance(batch, tuple) else (batch,) * len(models_)
+  if len(batches) != len(models_):
+    raise ValueError(f'{len(batches)} batches for an ensemble of {len(models_)} models.')
   encoded = [
-    m.apply({'params': p}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
-    for m, p in zip(models_, params_)
+    m.apply({'params': p}, b['inputs'], b['inputs_mask'], method=models.Seq2Seq.encode)
+    for m, p, b in zip(models_, params_, batches)
   ]
   memory_mask = encoded[0][0].get('mask')  # the encoder memory's steps (audio and image encoders subsample the input)
   rows = o.num_samples if o.sample else o.beam_size
@@ -234,10 +247,11 @@ def predict_step(
   step_fn = ensemble_step_fn(models_, params_, memories, attention)
   row_max_len = None
   if o.max_len_a > 0:
-    src_tokens = batch['inputs_mask'].sum(axis=1) - 1  # EOS excluded
+    # Source tokens (EOS excluded); the most of any member's (their truncation may differ), whatever their order.
+    src_tokens = jnp.max(jnp.stack([b['inputs_mask'].sum(axis=1) for b in batches]), axis=0) - 1
     row_max_len = jnp.clip(jnp.floor(o.max_len_a * src_tokens).astype(jnp.int32) + o.max_len_b, 1, o.max_len)
   common = dict(
-    batch_size=batch['inputs'].shape[0],
+    batch_size=batches[0]['inputs'].shape[0],
     max_len=o.max_len,
     bos_id=data_lib.BOS_ID,
     eos_id=data_lib.EOS_ID,
@@ -247,8 +261,6 @@ def predict_step(
   )
   if o.sample:
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    if axis_name:
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     return sampling.sample(
       step_fn, state, rng, num_samples=o.num_samples, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, **common
     )
@@ -270,10 +282,10 @@ def predict_step(
 
 
 def make_predict_fn(model, options: decode.DecodeOptions):
-  """The pmapped predict step (one compile per options and batch shape): (params, batch, rng) -> outputs; `model`
-  may be a tuple (an ensemble, with a tuple of parameter trees)."""
+  """The pmapped predict step (one compile per options and batch shape): (params, batch, per-row keys) -> outputs,
+  the batch and its keys sharded alike; `model` may be a tuple (an ensemble, with a tuple of parameter trees)."""
   fn = functools.partial(predict_step, model=model, options=options, axis_name='batch')
-  return jax.pmap(fn, axis_name='batch', in_axes=(0, 0, None))
+  return jax.pmap(fn, axis_name='batch', in_axes=(0, 0, 0))
 
 
 class CompiledByShape:
@@ -309,8 +321,9 @@ class CompiledByShape:
     return self._compiled[key](state, batch) if out is None else out
 
 
-def shard_batch(batch: dict[str, np.ndarray]) -> Batch:
-  """A host batch [B, ...] as [local devices, B / local devices, ...], committed to the pmap devices.
+def shard_batch(batch):
+  """A host batch [B, ...] (a dict, or any tree of arrays) as [local devices, B / local devices, ...], committed to
+  the pmap devices.
 
   Passing numpy arrays straight to a pmapped step together with its own outputs makes every call take the slow
   dispatch path (measured 3-4x slower per step on CPU), so batches are put on the devices first.

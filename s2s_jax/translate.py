@@ -9,6 +9,12 @@ One output line per input line (with --n_best=N, N consecutive lines, best first
 truncated with a warning. For audio and image models each input line is a file path. With --attention_dir, the
 best hypothesis' attention of input line i (counted from 1) goes to DIR/<i:06d>.png. Decoding defaults come from
 the run's config.json.
+
+A line's output does not depend on the other lines, their order or --batch_size. With --sample, each line's samples
+are drawn from a key derived from --seed and the line's text (its file path for audio and image models), so the same
+line gives the same samples in any file, at any position and in any batch, and identical lines give identical
+samples. With several --workdir (an ensemble) each member reads the input its own way (data.reverse_source,
+data.max_src_len, its source vocabulary or frontend); the attention drawn is the first member's.
 """
 
 import os
@@ -32,7 +38,12 @@ _WORKDIR = flags.DEFINE_multi_string(
 _CHECKPOINT = flags.DEFINE_string(
   'checkpoint', 'best', 'best, latest, a step number, avg:K, avg:S1,S2,... or a folder.'
 )
-_SEED = flags.DEFINE_integer('seed', 0, 'With --sample: the random seed (same inputs and seed, same samples).')
+_SEED = flags.DEFINE_integer(
+  'seed',
+  0,
+  "With --sample: the random seed. A line's samples come from the seed and the line's text only: the same line gives "
+  'the same samples at any position, in any batch and at any --batch_size (identical lines, identical samples).',
+)
 _N_BEST = flags.DEFINE_integer('n_best', 1, 'Hypotheses printed per input (at most the beam size).')
 _PRINT_SCORES = flags.DEFINE_bool('print_scores', False, 'Prefix each output line with its score and a TAB.')
 _INPUT = flags.DEFINE_string('input', '-', 'Input file (.gz accepted), or - for stdin.')
@@ -56,9 +67,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     runs = inference.load_all(_WORKDIR.value, _CHECKPOINT.value)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  run = runs[0]  # the first run's config, inputs and decode settings
+    inputs = inference.ensemble_inputs(runs)
+  except ValueError as e:  # one line naming what to fix (no usage text)
+    sys.exit(f'Error: {e}')
+  run = runs[0]  # the first run's config and decode settings (each member reads the inputs its own way)
   overrides = {name: holder.value for name, holder in _DECODE.items()}
   wants_attention = _ATTENTION_DIR.value is not None
   if wants_attention and run.config.model.attention in attention_lib.NO_ATTENTION:
@@ -80,18 +92,19 @@ def main(argv):
     if not line.strip():
       continue
     try:
-      example, truncated = run.inputs.encode(line)
+      example, truncated = inputs.encode(line)
     except ValueError as e:  # e.g. an audio path that is missing or not audio
       raise app.UsageError(f'Input line {i + 1}: {e}') from e
     if truncated:
-      logging.warning('Input line %d is longer than data.max_src_len=%d steps; truncated.', i + 1, run.inputs.max_len)
+      logging.warning('Input line %d is longer than data.max_src_len=%s steps; truncated.', i + 1, inputs.max_len)
     examples.append(example)
     where.append(i)
   model, params = inference.ensemble(runs)
-  decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=run.inputs.max_len, batch_size=options.batch_size)
-  memory_len = lambda x: len(run.memory_labels(x))
+  decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=inputs.max_len, batch_size=options.batch_size)
+  memory_len = lambda x: len(run.memory_labels(inference.first_member(x)))
+  keys = [inference.line_key(lines[i]) for i in where]
   results = (
-    decoder(flax.jax_utils.replicate(params), examples, run.inputs.collate, memory_len, seed=_SEED.value)
+    decoder(flax.jax_utils.replicate(params), examples, inputs.collate, memory_len, seed=_SEED.value, keys=keys)
     if examples
     else []
   )
@@ -104,7 +117,7 @@ def main(argv):
       f.writelines(line + '\n' for line in out)
   if wants_attention:
     os.makedirs(_ATTENTION_DIR.value, exist_ok=True)
-    for i, example, hyps in zip(where, examples, results):
+    for i, example, hyps in zip(where, (inference.first_member(x) for x in examples), results):
       if run.src_vocab.source_kind == 'image':  # per-token overlays on the image
         plots.save_attention_overlay(
           os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),

@@ -6,7 +6,10 @@
 
 The steps are those kept in DIR/checkpoints/ and DIR/best/ (train with a larger --config.keep_checkpoints to keep
 more); the output folder is read by every command of the project with --checkpoint=<folder> (a path relative to
-the workdir, or absolute). Without writing anything, translate and evaluate also take --checkpoint=avg:K.
+the workdir, or absolute), and records the averaged steps in <folder>/average.json. The evaluate command above
+writes DIR/eval_test.averaged.json (the tag is the folder's name; the run's own eval_test.json stays) and records
+the averaged steps in it. Without writing anything, translate and evaluate also take --checkpoint=avg:K
+(evaluate then writes eval_test.avg<K>.json).
 """
 
 import os
@@ -19,6 +22,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import checkpointing
+from s2s_jax import fileio
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
@@ -42,6 +46,9 @@ def main(argv):
   if os.path.exists(output) and os.listdir(output):
     raise app.UsageError(f'{output} exists and is not empty; remove it or choose another --output.')
   checkpointing.save_params(output, step, params)
+  averaged = checkpointing.averaged_steps(_WORKDIR.value, f'avg:{spec}')
+  record = {'workdir': os.path.abspath(_WORKDIR.value), 'steps': averaged}
+  fileio.write_json(os.path.join(output, checkpointing.AVERAGE_RECORD), record, indent=2)
   print(f'Averaged steps {spec} of {_WORKDIR.value} into {output} (step {step}).')
 
 

@@ -11,9 +11,13 @@ num_params from jax.eval_shape of the model's init; train_s the wall_s of the la
 t-interval, blank for n=1), and report.md with figures/*.png: that table, sacreBLEU's paired bootstrap of each
 variant's first seed against the baseline, learning curves, scores per source length and attention heatmaps.
 Runs without DONE get a row in results.csv and a warning; every aggregate, test and figure leaves them out.
+The per-length figure and the significance test read only each run's own eval_<split>.json / .hyp.txt (the
+training's test evaluation): a file that `evaluate --name=<split>` replaced with other settings is left out with a
+warning (`evaluate` otherwise writes eval_<split>.<tag>.json, which this report never reads).
 """
 
 import csv
+import functools
 import glob
 import json
 import math
@@ -72,6 +76,40 @@ def _read(path: str, parse=json.loads):
     with open(path, encoding='utf-8') as f:
       return parse(f.read())
   return None
+
+
+def _best_step(workdir: str) -> int | None:
+  best = os.path.join(workdir, 'best')
+  steps = [int(d) for d in os.listdir(best) if d.isdigit()] if os.path.isdir(best) else []
+  return max(steps) if steps else None
+
+
+def own_eval(run: dict, split: str) -> tuple[dict | None, str | None]:
+  """(eval_<split>.json of the run, the path of its eval_<split>.hyp.txt) when they are the training's own test
+  evaluation, else (None, None) with a warning (once per run): an `evaluate` with other settings written under that
+  name (`--name=<split>`; its `tag` names the difference), or an older file scoring another step than best/'s."""
+  return _own_eval(run['workdir'], run['name'], split)
+
+
+@functools.lru_cache(maxsize=None)
+def _own_eval(workdir: str, name: str, split: str) -> tuple[dict | None, str | None]:
+  path = os.path.join(workdir, f'eval_{split}.json')
+  result = _read(path)
+  if result is None:
+    return None, None
+  best, why = _best_step(workdir), None
+  if result.get('tag'):
+    why = f'other settings: {result["tag"]}'
+  elif best is not None and result.get('checkpoint_step') not in (None, best):
+    why = f'step {result.get("checkpoint_step")}, not the best step {best}'
+  if why:
+    print(
+      f"WARNING: {name}: {path} is not the training's own evaluation ({why}); left out of the per-length figure "
+      "and the significance test. Evaluate again with the training's settings to restore it.",
+      file=sys.stderr,
+    )
+    return None, None
+  return result, os.path.join(workdir, f'eval_{split}.hyp.txt')
 
 
 def _config_flag(folders: tuple[str, ...], sweep: dict | None) -> str:
@@ -151,10 +189,9 @@ def run_row(run: dict, keys: list[str], test_prefix: str, cache: dict) -> dict:
   except Exception as e:  # pylint: disable=broad-except  (a row without a count beats no report)
     print(f'WARNING: {run["name"]}: cannot count parameters ({type(e).__name__}: {e}).', file=sys.stderr)
   train = [r for r in run['records'] if any(k.startswith('train/') for k in r)]
-  best = os.path.join(run['workdir'], 'best')
-  steps = [int(d) for d in os.listdir(best) if d.isdigit()] if os.path.isdir(best) else []
-  row.update(train_s=train[-1]['wall_s'] if train else '', best_step=max(steps) if steps else '')
-  return {**row, **_last(run['records'], 'eval', max(steps) if steps else None), **_last(run['records'], test_prefix)}
+  best = _best_step(run['workdir'])
+  row.update(train_s=train[-1]['wall_s'] if train else '', best_step='' if best is None else best)
+  return {**row, **_last(run['records'], 'eval', best), **_last(run['records'], test_prefix)}
 
 
 def metric_columns(rows: list[dict], test_prefix: str) -> list[str]:
@@ -222,13 +259,24 @@ def significance(base: dict, others: list[tuple[str, dict]], split: str, n_sampl
 
   refs, hyp_file = split_data(base, split, cache)[0].targets, f'eval_{split}.hyp.txt'
   fmt_p = lambda p: f'{p:.4f}' + (' *' if p < 0.05 else '')  # pylint: disable=unnecessary-lambda-assignment
-  systems, notes = [('(baseline)', base, _lines(os.path.join(base['workdir'], hyp_file)))], []
+
+  def own_hyps(run: dict) -> list[str] | None:
+    path = own_eval(run, split)[1]
+    return _lines(path) if path else None
+
+  systems, notes = [('(baseline)', base, own_hyps(base))], []
   if systems[0][2] is None or len(systems[0][2]) != len(refs):
-    return [f"No test: the baseline's {hyp_file} is missing or does not have one line per reference ({len(refs)})."]
+    return [
+      f"No test: the baseline's {hyp_file} is missing, not the training's own, or does not have one line per "
+      f'reference ({len(refs)}).'
+    ]
   for variant, run in others:
-    hyps = _lines(os.path.join(run['workdir'], hyp_file))
+    hyps = own_hyps(run)
     if hyps is None or len(hyps) != len(refs) or split_data(run, split, cache)[0].targets != refs:
-      notes.append(f"- {variant}: not tested ({hyp_file} missing, or not paired with the baseline's references).")
+      notes.append(
+        f"- {variant}: not tested ({hyp_file} missing or not the training's own, or not paired with the baseline's "
+        'references).'
+      )
     else:
       systems.append((variant, run, hyps))
   test = significance_lib.PairedTest(
@@ -314,10 +362,9 @@ def plot_learning_curves(path: str, variants: dict[str, list[dict]], metric: str
 
 
 def plot_by_length(path: str, variants: dict[str, list[dict]], split: str) -> list[str]:
-  """Score per source-length bucket (eval_<split>.json) per variant, mean ± std over seeds; the metrics drawn."""
-  evals = {
-    v: [_read(os.path.join(r['workdir'], f'eval_{split}.json')) or {} for r in runs] for v, runs in variants.items()
-  }
+  """Score per source-length bucket (the runs' own eval_<split>.json, `own_eval`) per variant, mean ± std over
+  seeds; the metrics drawn."""
+  evals = {v: [own_eval(r, split)[0] or {} for r in runs] for v, runs in variants.items()}
   found = [m for m in ('exact_match', 'bleu') if all(e.get(f'{m}_by_src_len') for es in evals.values() for e in es)]
 
   def draw(axes):

@@ -132,8 +132,19 @@ class CliTest(absltest.TestCase):
       again = json.load(f)
     with open(os.path.join(self.workdir, 'eval_test.json')) as f:
       trained = json.load(f)
-    for key in ('bleu', 'bleu_lc', 'chrf', 'exact_match', 'len_ratio', 'num_sentences', 'checkpoint_step'):
+    for key in ('loss', 'bleu', 'bleu_lc', 'chrf', 'exact_match', 'len_ratio', 'num_sentences', 'checkpoint_step'):
       self.assertEqual(again[key], trained[key], key)
+    for record in (again, trained):  # what was evaluated: the training's own settings
+      self.assertEqual(
+        {k: record[k] for k in ('checkpoint', 'averaged_steps', 'ensemble_workdirs', 'decode_overrides', 'tag')},
+        {
+          'checkpoint': 'best',
+          'averaged_steps': [],
+          'ensemble_workdirs': ['.'],
+          'decode_overrides': {},
+          'tag': '',
+        },
+      )
     with open(os.path.join(self.workdir, 'eval_test_again.hyp.txt')) as f:
       hyps = f.read().splitlines()
     with open(os.path.join(self.workdir, 'eval_test.hyp.txt')) as f:
@@ -152,7 +163,7 @@ class CliTest(absltest.TestCase):
       '--beam_size=2',
     )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    with open(os.path.join(self.workdir, 'eval_dates.json')) as f:  # the name defaults to the source stem
+    with open(os.path.join(self.workdir, 'eval_dates.beam2.json')) as f:  # the source's stem, then what differs
       scores = json.load(f)
     for key in (
       'bleu',
@@ -173,7 +184,7 @@ class CliTest(absltest.TestCase):
       self.assertIn(key, scores)
     self.assertIn('nrefs:2', scores['bleu_signature'])
     self.assertEqual((scores['num_sentences'], scores['beam_size']), (len(_DATES), 2))
-    with open(os.path.join(self.workdir, 'eval_dates.hyp.txt')) as f:
+    with open(os.path.join(self.workdir, 'eval_dates.beam2.hyp.txt')) as f:
       self.assertLen(f.read().splitlines(), len(_DATES))
 
   def test_evaluate_refuses_misaligned_files(self):
@@ -184,9 +195,10 @@ class CliTest(absltest.TestCase):
     self.assertIn('has 9 lines but', result.stderr)
 
   def test_sampling_from_the_command_line(self):
-    """--sample: num_samples consecutive lines per input, the same for a seed, others for another seed."""
-    lines = 'le 3 mars 1998\n\nMarch 3, 1998\n'
-    sample = lambda seed: _run(
+    """--sample: num_samples consecutive lines per input, the same for a seed, others for another seed; a line's
+    samples do not depend on its position, the other lines or --batch_size."""
+    lines = ['le 3 mars 1998', '', 'March 3, 1998']
+    sample = lambda seed, lines, *flags: _run(
       's2s_jax.translate',
       f'--workdir={self.workdir}',
       '--sample',
@@ -194,18 +206,25 @@ class CliTest(absltest.TestCase):
       '--temperature=3.0',
       f'--seed={seed}',
       '--print_scores',
-      stdin=lines,
+      *flags,
+      stdin='\n'.join(lines) + '\n',
     )
-    first, again, other = sample(1), sample(1), sample(2)
+    shuffled = ['1998/03/03', 'March 3, 1998', '3.3.1998', 'le 3 mars 1998', '19980303', 'March 3, 1998']
+    first, again, other = sample(1, lines), sample(1, shuffled, '--batch_size=3'), sample(2, lines)
     for result in (first, again, other):
       self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    out = first.stdout.splitlines()
+    out, again_out = first.stdout.splitlines(), again.stdout.splitlines()
     self.assertLen(out, 3 * 4)
     self.assertEqual(out[4:8], ['nan\t'] * 4)  # the empty line
-    self.assertEqual(first.stdout, again.stdout)
+    self.assertLen(again_out, 6 * 4)
+    # The texts (a score's last printed digit may differ with the batch shape's arithmetic).
+    out, again_out = ([line.split('\t', 1)[1] for line in x] for x in (out, again_out))
+    self.assertEqual(again_out[4:8], out[8:12])  # 'March 3, 1998' elsewhere, among other lines, in other batches
+    self.assertEqual(again_out[20:24], out[8:12])  # and again: identical lines, identical samples
+    self.assertEqual(again_out[12:16], out[0:4])
     self.assertNotEqual(first.stdout, other.stdout)
     with_attention = _run(
-      's2s_jax.translate', f'--workdir={self.workdir}', '--sample', '--attention_dir=/tmp/x', stdin=lines
+      's2s_jax.translate', f'--workdir={self.workdir}', '--sample', '--attention_dir=/tmp/x', stdin='\n'.join(lines)
     )
     self.assertNotEqual(with_attention.returncode, 0)
     self.assertIn('does not combine with --sample', with_attention.stderr)
@@ -231,42 +250,92 @@ class CliTest(absltest.TestCase):
       's2s_jax.evaluate', f'--workdir={self.workdir}', f'--workdir={self.workdir}', '--split=test', '--beam_size=3'
     )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    with open(os.path.join(self.workdir, 'eval_ensemble_test.json')) as f:
-      self.assertEqual(json.load(f)['num_sentences'], 200)
+    with open(os.path.join(self.workdir, 'eval_test.ensemble2.beam3.json')) as f:  # the run's own is kept
+      scores = json.load(f)
+    self.assertEqual(scores['num_sentences'], 200)
+    self.assertEqual(scores['ensemble_workdirs'], ['.', '.'])
+    self.assertEqual((scores['decode_overrides'], scores['tag']), ({'beam_size': 3}, 'ensemble2.beam3'))
 
   def test_an_ensemble_with_another_vocabulary_is_refused(self):
     result = _run('s2s_jax.translate', f'--workdir={self.workdir}', f'--workdir={self.copy_workdir}', stdin='1 2\n')
     self.assertNotEqual(result.returncode, 0)
-    self.assertIn('An ensemble needs one vocabulary per side', result.stderr)
-    self.assertIn('vocab.src.json differs', result.stderr)
+    self.assertIn('An ensemble needs one target vocabulary', result.stderr)
+    self.assertIn('vocab.tgt.json differs', result.stderr)
+    self.assertNotIn('flags:', result.stderr)  # one line, not the usage text
 
   def test_checkpoint_averaging(self):
     """avg:1 is the newest checkpoint itself; the script writes an average every command loads; bad requests fail
-    naming the saved steps."""
-    latest = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=latest', '--name=l')
-    avg1 = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=avg:1', '--name=a1')
+    naming the saved steps. None of these evaluations replaces the run's own eval_test.json: each is named by what
+    differs (eval_test.<tag>.json) and records what it evaluated."""
+    own = os.path.join(self.workdir, 'eval_test.json')
+    with open(own, 'rb') as f:
+      before = f.read()
+    latest = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=latest')
+    avg1 = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=avg:1')
     for result in (latest, avg1):
       self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     scores = {}
-    for name in ('l', 'a1'):
-      with open(os.path.join(self.workdir, f'eval_{name}.json')) as f:
+    for name in ('step60', 'avg1'):
+      with open(os.path.join(self.workdir, f'eval_test.{name}.json')) as f:
         scores[name] = json.load(f)
-      with open(os.path.join(self.workdir, f'eval_{name}.hyp.txt')) as f:
+      with open(os.path.join(self.workdir, f'eval_test.{name}.hyp.txt')) as f:
         scores[name]['hyps'] = f.read()
+      self.assertEqual(scores[name]['tag'], name)
     for key in ('hyps', 'bleu', 'exact_match', 'checkpoint_step'):
-      self.assertEqual(scores['l'][key], scores['a1'][key], key)
+      self.assertEqual(scores['step60'][key], scores['avg1'][key], key)
+    self.assertEqual((scores['step60']['checkpoint'], scores['step60']['averaged_steps']), ('latest', []))
+    self.assertEqual((scores['avg1']['checkpoint'], scores['avg1']['averaged_steps']), ('avg:1', [60]))
     output = os.path.join(self.create_tempdir().full_path, 'avg')
     script = os.path.join(testutil.ROOT, 'scripts', 'average_checkpoints.py')
     made = testutil.run(script, f'--workdir={self.workdir}', '--last=2', f'--output={output}')
     self.assertEqual(made.returncode, 0, made.stderr[-3000:])
-    used = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', f'--checkpoint={output}', '--name=av')
+    used = _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', f'--checkpoint={output}')
     self.assertEqual(used.returncode, 0, used.stderr[-3000:])
+    with open(os.path.join(self.workdir, 'eval_test.avg.json')) as f:  # named by the folder
+      averaged = json.load(f)
+    self.assertEqual((averaged['checkpoint'], averaged['averaged_steps']), (output, [40, 60]))
+    with open(own, 'rb') as f:
+      self.assertEqual(f.read(), before)
     too_many = testutil.run(script, f'--workdir={self.workdir}', '--last=9', f'--output={output}2')
     self.assertNotEqual(too_many.returncode, 0)
     self.assertRegex(too_many.stderr, r'avg:9: .* keeps \d checkpoint steps \(\[')
     missing = _run('s2s_jax.translate', f'--workdir={self.workdir}', '--checkpoint=avg:60,999', stdin='x\n')
     self.assertNotEqual(missing.returncode, 0)
     self.assertIn('step(s) [999] not saved', missing.stderr)
+
+  def test_a_bad_checkpoint_is_one_line_naming_the_kept_steps(self):
+    for result in (
+      _run('s2s_jax.translate', f'--workdir={self.workdir}', '--checkpoint=avg:0', stdin='x\n'),
+      _run('s2s_jax.evaluate', f'--workdir={self.workdir}', '--split=test', '--checkpoint=7'),
+    ):
+      self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+      last = result.stderr.strip().splitlines()[-1]
+      self.assertRegex(last, r'^Error: (avg:0: |--checkpoint=7: step 7 is not kept; ).*keeps \d checkpoint steps \(\[')
+      self.assertNotIn('Traceback', result.stderr)
+      self.assertNotIn('flags:', result.stderr)  # not the usage text
+
+
+@pytest.mark.slow  # translate in subprocesses (no training: randomly initialised runs)
+class EnsembleInputsCliTest(absltest.TestCase):
+  def test_a_reversed_source_member_reads_reversed_sources_in_any_order(self):
+    root = self.create_tempdir().full_path
+    fwd = testutil.random_workdir(os.path.join(root, 'fwd'), os.path.join(root, 'data'), seed=0)
+    rev = testutil.random_workdir(os.path.join(root, 'rev'), os.path.join(root, 'data'), seed=1, reverse_source=True)
+    outputs = [
+      _run(
+        's2s_jax.translate',
+        f'--workdir={a}',
+        f'--workdir={b}',
+        '--beam_size=2',
+        '--print_scores',
+        stdin='\n'.join(_DATES),
+      )
+      for a, b in ((fwd, rev), (rev, fwd))
+    ]
+    for result in outputs:
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertEqual(outputs[0].stdout, outputs[1].stdout)
+    self.assertLen(outputs[0].stdout.splitlines(), len(_DATES))
 
 
 if __name__ == '__main__':

@@ -786,6 +786,24 @@ class SampleTest(parameterized.TestCase):
     np.testing.assert_allclose((seqs[0, :, 1:] == seqs[0, :, :-1]).mean(0), 0.5, atol=0.05)
     np.testing.assert_allclose(scores, 4 * np.log(0.5), rtol=1e-6)
 
+  @parameterized.parameters(dict(top_k=0, top_p=1.0), dict(top_k=3, top_p=0.9))
+  def test_a_row_draws_from_its_own_key_whatever_its_batch(self, top_k, top_p):
+    """With one key per row, a row's samples depend on its key and its log-probabilities only: the same in a batch
+    of 5, alone, and among other rows in another order; rows with equal keys and inputs draw equal samples."""
+    step_fn, make_init = _state_model(7)
+    init_state = make_init(5)
+    keys = jax.random.split(jax.random.key(3), 5)
+    kwargs = dict(max_len=6, num_samples=4, temperature=1.5, top_k=top_k, top_p=top_p)
+    draw = lambda rows, key_rows: _run(
+      (step_fn, init_state), rows, sampling.sample, traced=dict(rng=keys[np.asarray(key_rows)]), **kwargs
+    )
+    seqs, scores = draw(range(5), range(5))
+    self.assertGreater(len({tuple(s.ravel()) for s in seqs}), 1)
+    for rows in ([3], [4, 0, 2], [2, 2, 1, 0, 3]):
+      seqs_r, scores_r = draw(rows, rows)
+      np.testing.assert_array_equal(seqs_r, seqs[rows])
+      np.testing.assert_allclose(scores_r, scores[rows], rtol=1e-6)
+
   def test_sample_traces_once_and_checks_arguments(self):
     chex.clear_trace_counter()
     step_fn, make_init = _state_model(7)

@@ -314,6 +314,55 @@ class StudyStorageTest(absltest.TestCase):
     self.assertNotIn('s3cret', result.stdout + result.stderr)
 
 
+class OwnEvaluationTest(absltest.TestCase):
+  """The per-length figure and the significance test read only the training's own eval_<split>.json / .hyp.txt."""
+
+  def test_an_evaluation_with_other_settings_under_the_run_name_is_left_out(self):
+    root = self.create_tempdir().full_path
+    buckets = [{'min_len': 1, 'max_len': 10, 'n': 2, 'exact_match': 50.0, 'bleu': 1.0}]
+    cases = {
+      'own': {'checkpoint_step': 40, 'tag': ''},
+      'old_format': {'checkpoint_step': 40},  # written before evaluations recorded their settings
+      'replaced': {'checkpoint_step': 40, 'tag': 'avg2', 'checkpoint': 'avg:2'},  # evaluate --name=test
+      'other_step': {'checkpoint_step': 60},
+    }
+    for name, record in cases.items():
+      os.makedirs(os.path.join(root, name, 'best', '40'))
+      with open(os.path.join(root, name, 'eval_test.json'), 'w', encoding='utf-8') as f:
+        json.dump({**record, 'exact_match_by_src_len': buckets, 'bleu_by_src_len': buckets}, f)
+      with open(os.path.join(root, name, 'eval_test.hyp.txt'), 'w', encoding='utf-8') as f:
+        f.write('a\nb\n')
+    script = (
+      'import importlib.util, json, os, sys\n'
+      'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
+      'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+      'out = {}\n'
+      'for name in sys.argv[3:]:\n'
+      '  run = {"name": name, "workdir": os.path.join(sys.argv[2], name)}\n'
+      '  found = report.plot_by_length(os.path.join(sys.argv[2], name + ".png"), {"v": [run]}, "test")\n'
+      '  out[name] = [found, report.own_eval(run, "test")[1]]\n'
+      'print(json.dumps(out))\n'
+    )
+    result = subprocess.run(
+      [sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), root, *cases],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    out = json.loads(result.stdout)
+    for name in ('own', 'old_format'):
+      self.assertEqual(out[name], [['exact_match', 'bleu'], os.path.join(root, name, 'eval_test.hyp.txt')])
+    for name in ('replaced', 'other_step'):
+      self.assertEqual(out[name], [[], None], name)
+    self.assertIn('replaced: ', result.stderr)
+    self.assertIn("is not the training's own evaluation (other settings: avg2)", result.stderr)
+    self.assertIn('(step 60, not the best step 40)', result.stderr)
+    self.assertEqual(result.stderr.count('WARNING: replaced:'), 1)  # once per run
+
+
 def _leaves(tree):
   if isinstance(tree, dict):
     for value in tree.values():

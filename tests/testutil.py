@@ -1,5 +1,5 @@
-"""What several test files share: the subprocess environment and runner, the tiny training config, and the
-step-by-step decoding reference.
+"""What several test files share: the subprocess environment and runner, the tiny training config, a workdir of a
+randomly initialised tiny model, and the step-by-step decoding reference.
 
 Subprocesses (python -m s2s_jax.main, scripts/*.py) get their own device count plus the test session's compile
 options (S2S_TEST_XLA_FLAGS, set in conftest.py), JAX on CPU, and the repository on PYTHONPATH.
@@ -13,8 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from s2s_jax import checkpointing
+from s2s_jax import config_lib
+from s2s_jax import fileio
 from s2s_jax import models
 from s2s_jax import steps
+from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import BOS_ID
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +72,26 @@ def tiny_config(data_dir: str, constant_lr: bool = False, **overrides):
   for k, v in overrides.items():
     config[k] = v
   return config
+
+
+def random_workdir(workdir: str, data_dir: str, seed: int = 0, steps_=(1,), **data_overrides) -> str:
+  """A workdir as translate / evaluate read it (config.json, vocabularies, best/<step>/ parameters) of the tiny
+  default model, randomly initialised from `seed` instead of trained (seconds instead of a training run); the data
+  config takes `data_overrides` (e.g. reverse_source=True). Every step of `steps_` saves the same parameters."""
+  config = tiny_config(data_dir)
+  config.data.update(data_overrides)
+  config = workdir_lib.resolve_config(config)
+  from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(workdir, exist_ok=True)
+  data = pipeline.prepare(config.data, vocab_dir=workdir)
+  workdir_lib.set_data_fields(config, data)
+  fileio.write_json(os.path.join(workdir, 'config.json'), config_lib.to_dict(config), indent=2, sort_keys=True)
+  model = models.Seq2Seq(config_lib.model_config(config))
+  state = steps.create_train_state(jax.random.PRNGKey(seed), model, optax.sgd(0.1), data.src_len, data.tgt_len)
+  for step in steps_:
+    checkpointing.save_params(os.path.join(workdir, 'best'), step, state.params)
+  return workdir
 
 
 def step_by_step(model, variables, inputs, mask, targets):
