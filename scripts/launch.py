@@ -1,14 +1,27 @@
 """What scripts/sweep.py and scripts/tune.py share: where runs execute (submitit: local processes or SLURM), the
 root folder they work in, and the job that runs one command with its output appended to a log. Defines the flags
---root, --executor, --parallel, --partition, --time, --gpus and --stop_grace_s.
+--root, --executor, --parallel, --partition, --time, --gpus, --cpus_per_task, --mem, --nodes, --tasks_per_node and
+--stop_grace_s.
+
+SLURM (--executor=slurm): every run is one `sbatch` job (named after the run, so `squeue` shows which), submitted
+through submitit. The job runs the driver's Python (sys.executable: the same virtual environment) with the driver's
+environment (sbatch --export=ALL) in the repository folder, asks for --cpus_per_task CPUs (default 1), --gpus GPUs
+per node (default 0: none, which a CPU-only cluster requires) and, where given, --mem memory per node (default: the
+cluster's). --nodes x --tasks_per_node > 1 makes a multi-process run: srun starts the job's tasks, each runs
+`python -m s2s_jax.main` (task P's output goes to LOG.taskP.log, task 0's to the log itself), and JAX finds the
+other processes through SLURM's environment. A run that fails makes its job fail (sacct: FAILED); the driver
+reports it with the job id and the last lines of its log (failure_report).
 
 Stopping (run_one): a stop signal that reaches the job (SIGINT from Ctrl-C or a cancelled local job, SIGTERM, SIGHUP,
 SIGUSR1/SIGUSR2 from a scheduler's preemption or time-limit warning) is passed on to the run, which checkpoints and
 exits; the job waits up to --stop_grace_s for it, then kills it. Its exit code says what happened (see run_one).
 """
 
+import glob
 import os
 import pwd
+import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -32,7 +45,26 @@ EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where run
 PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at the same time (local executor).')
 PARTITION = flags.DEFINE_string('partition', None, 'SLURM partition.')
 TIME = flags.DEFINE_integer('time', 240, 'SLURM time limit per run, minutes.')
-GPUS = flags.DEFINE_integer('gpus', 1, 'SLURM GPUs per run.')
+GPUS = flags.DEFINE_integer(
+  'gpus', 0, 'SLURM GPUs per node of each run (0: none; a cluster without GPUs rejects any request).', lower_bound=0
+)
+CPUS_PER_TASK = flags.DEFINE_integer('cpus_per_task', 1, 'SLURM CPUs per task of each run.', lower_bound=1)
+MEM = flags.DEFINE_string(
+  'mem', None, 'SLURM memory per node of each run, as sbatch --mem takes it (e.g. 16G); unset: the cluster default.'
+)
+NODES = flags.DEFINE_integer('nodes', 1, 'SLURM nodes per run.', lower_bound=1)
+TASKS_PER_NODE = flags.DEFINE_integer(
+  'tasks_per_node',
+  1,
+  'SLURM tasks (processes) per node of each run; NODES x TASKS_PER_NODE > 1 makes a multi-process run (srun starts '
+  'every task, JAX finds the others through the SLURM environment).',
+  lower_bound=1,
+)
+flags.register_validator(
+  'mem',
+  lambda v: v is None or re.fullmatch(r'\d+[KMGT]?', v) is not None,
+  '--mem takes sbatch --mem values: 16G, 500M.',
+)
 STOP_GRACE_S = flags.DEFINE_float(
   'stop_grace_s',
   600.0,
@@ -118,6 +150,78 @@ def run_one(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
         _kill(child, own_session)
 
 
+class RunFailed(RuntimeError):
+  """Raised by run_job when its run failed: the job then fails too (sacct says FAILED), and outcome() reads the
+  run's exit code back from the job's error."""
+
+  def __init__(self, code: int):
+    super().__init__(f'the run exited with code {code}')
+
+
+_RUN_FAILED = re.compile(r'RunFailed: the run exited with code (-?\d+)')
+
+
+def task_log(log_path: str) -> str:
+  """Where this task of a job writes its run's output: log_path itself, or for task P > 0 of a SLURM job of several
+  tasks, log_path with `.taskP.log` for `.log`."""
+  task = int(os.environ.get('SLURM_PROCID', '0')) if os.environ.get('SUBMITIT_EXECUTOR') == 'slurm' else 0
+  return log_path if task == 0 else f'{log_path.removesuffix(".log")}.task{task}.log'
+
+
+def run_job(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
+  """The job the drivers submit, in every task of it: run_one(cmd, task_log(log_path), grace_s). Returns 0, or the
+  code of a run stopped by a stop signal (resumable, see was_stopped); raises RunFailed for any other failure."""
+  code = run_one(cmd, task_log(log_path), grace_s)
+  if code != 0 and not was_stopped(code):
+    raise RunFailed(code)
+  return code
+
+
+def outcome(job) -> int | str:
+  """A finished job's result: its run's exit code (the first task's that is not 0, in a job of several tasks), or,
+  where the job itself failed (cancelled, killed, lost), that failure in a few words."""
+  try:
+    codes = job.results()
+  except Exception as e:  # pylint: disable=broad-except  (submitit's errors: the job failed or left no result)
+    text = f'{type(e).__name__}: {e}'
+    found = _RUN_FAILED.search(text)
+    if found:
+      return int(found.group(1))
+    trace = text.split('-' * 22 + '\n')  # (submitit: a job's exception is its traceback between two such lines)
+    lines = [line for line in (trace[1] if len(trace) > 2 else text).splitlines() if line.strip()]
+    return f'job failed: {(lines[-1] if len(trace) > 2 else lines[0]).strip()}'
+  return next((c for c in codes if c != 0), 0)
+
+
+def job_name(job) -> str:
+  """'SLURM job 123' or 'local job 4567' (the local job's process id)."""
+  return f'{"SLURM" if EXECUTOR.value == "slurm" else "local"} job {job.job_id}'
+
+
+def tail(path: str, lines: int = 15) -> str:
+  """The last lines of a text file ('' when it is missing)."""
+  try:
+    with open(path, encoding='utf-8', errors='replace') as f:
+      return ''.join(f.readlines()[-lines:])
+  except OSError:
+    return ''
+
+
+def failure_report(job, log_path: str, code, lines: int = 15) -> str:
+  """What the drivers print for a run that did not succeed: its job, the result, and the last lines of its log (of
+  the job's own error output where the run wrote nothing, e.g. a job that never started its run)."""
+  head = f'{describe(code)}; {job_name(job)}'
+  text, shown = tail(log_path, lines), log_path
+  if not text.strip():
+    stderr = str(job.task(0).paths.stderr)
+    text, shown = tail(stderr, lines), stderr
+  others = sorted(os.path.basename(f) for f in glob.glob(glob.escape(log_path.removesuffix('.log')) + '.task*.log'))
+  more = f' (other tasks: {", ".join(others)})' if others else ''
+  if not text.strip():
+    return f'{head}; nothing in {log_path}{more}'
+  return f'{head}; last lines of {shown}{more}:\n' + ''.join(f'    {line}' for line in text.rstrip().splitlines(True))
+
+
 def _kill(child: subprocess.Popen, own_session: bool) -> None:
   """SIGKILL to the run (and, in its own session, to every process it started), then reaps it."""
   if own_session:
@@ -193,11 +297,38 @@ def _user(uid: int) -> str:
 
 
 def executor(root: str) -> submitit.Executor:
+  """Where the drivers submit their jobs (run_job), with the resources the flags ask for (see the module's doc)."""
+  tasks = NODES.value * TASKS_PER_NODE.value
+  if EXECUTOR.value != 'slurm' and tasks > 1:
+    raise app.UsageError(
+      f'--nodes={NODES.value} --tasks_per_node={TASKS_PER_NODE.value}: a run of several processes needs '
+      '--executor=slurm (by hand: python -m s2s_jax.main --coordinator_address=... --num_processes --process_id).'
+    )
+  if EXECUTOR.value == 'slurm' and not shutil.which('srun'):
+    raise app.UsageError(
+      "--executor=slurm: SLURM's commands (srun, sbatch) are not on PATH here; run the driver on a machine of the "
+      'cluster (a login node), or use --executor=local.'
+    )
   out = submitit.AutoExecutor(folder=os.path.join(root, '.submitit'), cluster=EXECUTOR.value)
   if EXECUTOR.value == 'slurm':
     out.update_parameters(
-      slurm_partition=PARTITION.value, timeout_min=TIME.value, gpus_per_node=GPUS.value, slurm_signal_delay_s=120
+      slurm_partition=PARTITION.value,
+      timeout_min=TIME.value,
+      nodes=NODES.value,
+      tasks_per_node=TASKS_PER_NODE.value,
+      cpus_per_task=CPUS_PER_TASK.value,
+      slurm_signal_delay_s=120,
+      # The job runs sys.executable (submitit's default: the driver's virtual environment) in the repository, with
+      # the driver's environment (PYTHONPATH, JAX and XLA settings, S2S_* folders): sbatch's default, stated here
+      # (a site's SBATCH_EXPORT in the driver's environment still wins, as sbatch's input variables do).
+      slurm_additional_parameters={'chdir': _REPO, 'export': 'ALL'},
+      # A task that fails ends the others (which would wait for it in a collective until the time limit).
+      slurm_srun_args=['--kill-on-bad-exit=1'],
     )
+    if GPUS.value:  # (0: no GPU request in the job at all)
+      out.update_parameters(gpus_per_node=GPUS.value)
+    if MEM.value:
+      out.update_parameters(slurm_mem=MEM.value)
   else:
     out.update_parameters(timeout_min=TIME.value)
   return out

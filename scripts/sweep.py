@@ -1,13 +1,16 @@
 """Launches every point of a sweep as its own run, through submitit (local processes here, SLURM on a cluster).
 
   python scripts/sweep.py --sweep=experiments/sweeps/attention_ablation.py:size=small --root=/tmp/ablation \
-      [--executor=local|slurm] [--parallel=N] [--partition=P --time=MINUTES --gpus=G]
+      [--executor=local|slurm] [--parallel=N] [--partition=P --time=MINUTES --gpus=G --cpus_per_task=C --mem=M
+      --nodes=N --tasks_per_node=T]
 
 `--sweep=FILE[:arg]` loads FILE's CONFIG and get_sweep(arg), and runs
 `python -m s2s_jax.main --config=CONFIG[:arg] --workdir=ROOT/<run name> --config.k=v ...` for every point, where
 the run name is made of the fields that vary across the sweep. Re-running skips runs with DONE and resumes
-unfinished ones (SIGTERM from SLURM preemption checkpoints them). A failed run is reported without stopping the
-others; the exit status is 1 if any failed. A run stopped by a signal (Ctrl-C, preemption, a scheduler's time limit)
+unfinished ones (SIGTERM from SLURM preemption checkpoints them). With --executor=slurm every point is one sbatch
+job named after its run (see scripts/launch.py for the resources it asks for; --nodes/--tasks_per_node make every
+run a multi-process one). A failed run is reported, with its job id and the last lines of its log, without stopping
+the others; the exit status is 1 if any failed. A run stopped by a signal (Ctrl-C, preemption, a scheduler's time limit)
 gets --stop_grace_s (600) seconds to checkpoint and exit before it is killed (scripts/launch.py) and is reported as
 stopped (it counts as failed; run the command again to resume it). A sweep file may also list EVALUATIONS (decode
 flags, e.g. beam sizes): each finished run's test split is then scored once per entry (`eval_<name>.json`).
@@ -23,6 +26,7 @@ import time
 
 from absl import app
 from absl import flags
+import submitit
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
@@ -85,6 +89,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config, arg, points, evaluations = load_sweep(_SWEEP.value)
   root = launch.prepare_root(launch.ROOT.value)
+  executor = launch.executor(root)  # (checks the resource flags before anything is written)
   keys = sweep_lib.varying_keys(points)
   runs = [{'name': sweep_lib.run_name(p, keys), 'overrides': p} for p in points]
   if len({r['name'] for r in runs}) != len(runs):
@@ -112,7 +117,7 @@ def main(argv):
     f'{len(runs)} runs, {len(runs) - len(todo) - len(held)} already DONE, {len(todo)} to run'
     + (f', {len(held)} skipped (in use by another process).' if held else '.')
   )
-  executor, results, pending = launch.executor(root), {}, list(todo)
+  results, pending = {}, list(todo)
   active = []
   while pending or active:
     while pending and (len(active) < launch.PARALLEL.value or launch.EXECUTOR.value == 'slurm'):
@@ -126,16 +131,20 @@ def main(argv):
         *sweep_lib.override_flags(run['overrides']),
       ]
       log = os.path.join(root, f'{run["name"]}.log')
-      active.append((run['name'], executor.submit(launch.run_one, cmd, log, launch.STOP_GRACE_S.value)))
-    time.sleep(2)
-    for name, job in [a for a in active if a[1].done()]:
-      active.remove((name, job))
+      executor.update_parameters(name=run['name'])  # (the job's name in squeue)
       try:
-        code = job.result()
-      except Exception as e:  # pylint: disable=broad-except  (a failed job must not stop the others)
-        code = f'job failed: {e}'
-      results[name] = code
-      print(f'{name}: {launch.describe(code)}' + (f'; see {root}/{name}.log' if code != 0 else ''), flush=True)
+        job = executor.submit(launch.run_job, cmd, log, launch.STOP_GRACE_S.value)
+      except submitit.core.utils.FailedJobError as e:  # sbatch refused it (a failed point must not stop the others)
+        results[run['name']] = message = 'not submitted: ' + '; '.join(str(e).strip().splitlines())
+        print(f'{run["name"]}: FAILED ({message})', flush=True)
+        continue
+      print(f'{run["name"]}: submitted as {launch.job_name(job)}', flush=True)
+      active.append((run['name'], job, log))
+    time.sleep(2)
+    for name, job, log in [a for a in active if a[1].done()]:
+      active.remove((name, job, log))
+      results[name] = code = launch.outcome(job)  # (a failed job must not stop the others)
+      print(f'{name}: {launch.describe(code) if code == 0 else launch.failure_report(job, log, code)}', flush=True)
   failed = [n for n, c in results.items() if c != 0] + run_evaluations(root, runs, evaluations)
   print(f'{len(results) - len(failed)} succeeded, {len(failed)} failed{": " + ", ".join(failed) if failed else ""}.')
   sys.exit(1 if failed else 0)

@@ -273,7 +273,7 @@ def main(argv):
         *sweep_lib.override_flags(overrides),
       ]
       trial.set_user_attr('command', ' '.join(cmd[1:]))
-      job = executor.submit(launch.run_one, cmd, log, launch.STOP_GRACE_S.value)
+      job = executor.submit(launch.run_job, cmd, log, launch.STOP_GRACE_S.value)
       active[trial.number] = (trial, job, workdir, log, set(), time.time())
       print(f'trial {trial.number}: {workdir} {overrides}', flush=True)
     time.sleep(_POLL_S.value)
@@ -292,10 +292,7 @@ def main(argv):
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         print(f'trial {number}: pruned at step {max(reported)}, its run {stop} (resumable: {workdir})', flush=True)
       elif job.done():
-        try:
-          code = job.result()
-        except Exception as e:  # pylint: disable=broad-except  (a failed job must not stop the search)
-          code = f'job failed: {e}'
+        code = launch.outcome(job)  # (a failed job must not stop the search)
         trial.set_user_attr('wall_s', time.time() - start)
         values = [v for _, v in validation_records(workdir, module.METRIC)]
         if code == 0 and os.path.exists(os.path.join(workdir, 'DONE')) and values:

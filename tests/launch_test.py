@@ -1,15 +1,19 @@
 """scripts/launch.py: a stopped job passes the signal on to its run and waits for it, bounded (--stop_grace_s); a
-root folder another user owns or every user may write is refused."""
+root folder another user owns or every user may write is refused; the SLURM job a run becomes (resources, Python,
+folder) and how a failed run is reported. (Real sbatch jobs: tests/cluster_sweep_test.py.)"""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 from absl import app
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+from absl.testing import parameterized
 import pytest
 
 import testutil
@@ -133,6 +137,119 @@ class RunOneStopTest(parameterized.TestCase):
     job.cancel()
     _wait_for(out, timeout=30)
     self.assertEqual(_read(out), 'SIGINT')
+
+
+def _sbatch_script(test: absltest.TestCase, **flag_values) -> list[str]:
+  """The #SBATCH lines of the script launch.executor() would submit for a run named 'attention=luong' under the
+  given launch flags (--executor=slurm)."""
+  # submitit only checks that an `srun` exists (shutil.which) before it writes a script: a stand-in lets this run
+  # where SLURM is not installed; nothing is submitted.
+  bin_dir = test.create_tempdir().full_path
+  with open(os.path.join(bin_dir, 'srun'), 'w', encoding='utf-8') as f:
+    f.write('#!/bin/sh\nexit 1\n')
+  os.chmod(os.path.join(bin_dir, 'srun'), 0o755)
+  with (
+    mock.patch.dict(os.environ, {'PATH': f'{os.environ["PATH"]}{os.pathsep}{bin_dir}'}),
+    flagsaver.flagsaver(executor='slurm', **flag_values),
+  ):
+    executor = launch.executor(test.create_tempdir().full_path)
+    executor.update_parameters(name='attention=luong')
+    text = executor._executor._make_submission_file_text('COMMAND', 'uid')  # pylint: disable=protected-access
+  return [line for line in text.splitlines() if line.startswith('#SBATCH')]
+
+
+class SlurmJobTest(absltest.TestCase):
+  def test_a_run_asks_for_no_gpu_one_cpu_and_runs_in_the_repository(self):
+    # launch.py asked for one GPU by default, which every sbatch on a CPU-only cluster rejects: "Invalid generic
+    # resource (gres) specification".
+    lines = _sbatch_script(self)
+    self.assertEmpty([line for line in lines if '--gpu' in line or '--gres' in line], lines)
+    self.assertEmpty([line for line in lines if '--mem' in line], lines)
+    for expected in (
+      '--cpus-per-task=1',
+      '--nodes=1',
+      '--ntasks-per-node=1',
+      f'--chdir={ROOT}',
+      '--export=ALL',
+      '--job-name=attention=luong',
+      '--time=240',
+    ):
+      self.assertIn(f'#SBATCH {expected}', lines)
+
+  def test_the_resource_flags_reach_sbatch(self):
+    lines = _sbatch_script(self, gpus=2, cpus_per_task=4, mem='16G', nodes=2, tasks_per_node=2, partition='gpu')
+    for expected in (
+      '--gpus-per-node=2',
+      '--cpus-per-task=4',
+      '--mem=16G',
+      '--nodes=2',
+      '--ntasks-per-node=2',
+      '--partition=gpu',
+    ):
+      self.assertIn(f'#SBATCH {expected}', lines)
+
+  def test_bad_resource_flags_are_refused(self):
+    with self.assertRaisesRegex(flags.IllegalFlagValueError, '--mem takes sbatch --mem values'):
+      with flagsaver.flagsaver(mem='lots'):
+        pass
+    with self.assertRaisesRegex(flags.IllegalFlagValueError, 'gpus'):
+      with flagsaver.flagsaver(gpus=-1):
+        pass
+    with flagsaver.flagsaver(executor='local', tasks_per_node=2):
+      with self.assertRaisesRegex(app.UsageError, r'--nodes=1 --tasks_per_node=2: .* needs --executor=slurm'):
+        launch.executor(self.create_tempdir().full_path)
+
+  def test_slurm_without_its_commands_is_refused_in_one_line(self):
+    with mock.patch.dict(os.environ, {'PATH': self.create_tempdir().full_path}), flagsaver.flagsaver(executor='slurm'):
+      with self.assertRaisesRegex(app.UsageError, r"^--executor=slurm: SLURM's commands \(srun, sbatch\) are not on"):
+        launch.executor(self.create_tempdir().full_path)
+
+
+class RunJobTest(absltest.TestCase):
+  def test_a_failed_run_fails_the_job_and_a_stopped_one_does_not(self):
+    log = os.path.join(self.create_tempdir().full_path, 'run.log')
+    self.assertEqual(launch.run_job([sys.executable, '-c', 'print("fine")'], log), 0)
+    with self.assertRaisesRegex(launch.RunFailed, '^the run exited with code 3$'):
+      launch.run_job([sys.executable, '-c', 'import sys; print("broken"); sys.exit(3)'], log)
+    self.assertEqual(_read(log), 'fine\nbroken\n')
+    stopped = launch.stopped_code(signal.SIGTERM)  # (resumable: the driver reads it as a result, not an error)
+    self.assertEqual(launch.run_job([sys.executable, '-c', f'import sys; sys.exit({stopped})'], log), stopped)
+
+  def test_every_task_of_a_job_has_its_own_log(self):
+    log = '/root/attention=luong.log'
+    self.assertEqual(launch.task_log(log), log)
+    with mock.patch.dict(os.environ, {'SUBMITIT_EXECUTOR': 'slurm', 'SLURM_PROCID': '0'}):
+      self.assertEqual(launch.task_log(log), log)
+    with mock.patch.dict(os.environ, {'SUBMITIT_EXECUTOR': 'slurm', 'SLURM_PROCID': '3'}):
+      self.assertEqual(launch.task_log(log), '/root/attention=luong.task3.log')
+    with mock.patch.dict(os.environ, {'SUBMITIT_EXECUTOR': 'local', 'SLURM_PROCID': '3'}):  # (a driver inside srun)
+      self.assertEqual(launch.task_log(log), log)
+
+
+@pytest.mark.slow  # submitit's local jobs: real processes (about 5 s)
+class OutcomeTest(absltest.TestCase):
+  def test_a_failed_run_is_reported_with_its_job_and_log_tail(self):
+    import submitit  # pylint: disable=g-import-not-at-top
+
+    folder = self.create_tempdir().full_path
+    executor = submitit.AutoExecutor(folder=os.path.join(folder, '.submitit'), cluster='local')
+    executor.update_parameters(timeout_min=5)
+    log = os.path.join(folder, 'broken.log')
+    script = 'import sys\nfor i in range(30): print("line", i)\nsys.exit("config.x is not valid")\n'
+    failed = executor.submit(launch.run_job, [sys.executable, '-c', script], log)
+    fine = executor.submit(launch.run_job, [sys.executable, '-c', 'pass'], os.path.join(folder, 'fine.log'))
+    self.assertEqual(launch.outcome(failed), 1)
+    self.assertEqual(launch.outcome(fine), 0)
+    report = launch.failure_report(failed, log, 1)
+    self.assertStartsWith(report, f'FAILED (exit 1); local job {failed.job_id}; last lines of {log}:\n')
+    self.assertEndsWith(report, '    line 29\n    config.x is not valid')
+    self.assertNotIn('line 14\n', report)  # (15 lines: 16-29 and the error)
+    broken = executor.submit(launch.run_job, [sys.executable, '-c', 'pass'], os.path.join(folder, 'no', 'dir.log'))
+    code = launch.outcome(broken)  # the job itself failed (its log cannot be opened): no run exit code
+    self.assertRegex(code, r'^job failed: FileNotFoundError: .*/no/dir\.log')
+    report = launch.failure_report(broken, os.path.join(folder, 'no', 'dir.log'), code)
+    self.assertRegex(report, rf'^FAILED \(job failed: .*\); local job {broken.job_id}; last lines of .*_log\.err:\n')
+    self.assertIn('FileNotFoundError', report)
 
 
 class RootTest(absltest.TestCase):
