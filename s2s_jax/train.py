@@ -1,6 +1,8 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
 
 import functools
+import json
+import os
 import time
 from typing import Any
 
@@ -139,7 +141,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
     state = checkpointing.restore_or_init(mngr, state, train_iter)
   first_step = int(np.max(state.step))
-  stopped_early = _patience_exhausted(config, first_step, _best_steps_on_disk(seeds_lib.run_dirs(config, workdir)))
+  dirs = seeds_lib.run_dirs(config, workdir)
+  validations = [_validation_steps(d, first_step) for d in dirs]
+  stopped_early = _patience_exhausted(config, _best_steps_on_disk(dirs), validations)
   if (first_step >= config.num_train_steps or stopped_early) and workdir_lib.is_done(workdir):
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
     return
@@ -153,7 +157,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
   )
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
   evaluator = evaluation.Evaluator(model, data, config)
-  state, last_step = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption)
+  state, last_step = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption, validations)
   if state is None:  # stopped with a checkpoint
     runs.close()
     return
@@ -188,16 +192,35 @@ def _best_steps_on_disk(dirs: list[str]) -> list[int | None]:
   return [max(s) if s else None for s in steps_]
 
 
-def _patience_exhausted(config, step: int, best_steps: list[int | None]) -> bool:
-  """Early stopping (eval.patience = N > 0): at a validation step, every seed's best validation is at least N
-  validations old (validations run every eval_every_steps)."""
-  patience, every = config.eval.patience, config.eval_every_steps
-  if not patience or step <= 0 or any(b is None for b in best_steps):
+def _validation_steps(folder: str, up_to: int) -> list[int]:
+  """The steps <= up_to at which `folder`'s run validated (its eval/* records in metrics.jsonl)."""
+  steps_ = set()
+  try:
+    with open(os.path.join(folder, 'metrics.jsonl'), encoding='utf-8') as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue  # a line torn by a kill
+        step = record.get('step') if isinstance(record, dict) else None
+        if isinstance(step, int) and step <= up_to and any(k.startswith('eval/') for k in record):
+          steps_.add(step)
+  except OSError:
+    pass
+  return sorted(steps_)
+
+
+def _patience_exhausted(config, best_steps: list[int | None], validations: list[list[int]]) -> bool:
+  """Early stopping (eval.patience = N > 0): every seed has validated N times since its best validation. Counted
+  from the validations that happened (metrics.jsonl, then this start's), so changing eval_every_steps on resume
+  changes nothing already done."""
+  patience = config.eval.patience
+  if not patience or any(b is None for b in best_steps):
     return False
-  return all(step // every - b // every >= patience for b in best_steps)
+  return all(sum(v > best for v in steps_) >= patience for best, steps_ in zip(best_steps, validations))
 
 
-def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption):
+def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption, validations):
   """The training loop from first_step to num_train_steps, or until early stopping (eval.patience); (the final
   replicated state, its step), or (None, step) when a signal stopped it (after a checkpoint of the current step).
 
@@ -211,7 +234,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   tf_schedule = optim.make_teacher_forcing(config.optim)
   state = flax.jax_utils.replicate(state)
-  if _patience_exhausted(config, first_step, [m.best_step() for m in runs.best]):
+  if _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
     logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, config.eval.patience)
     return state, first_step
   progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
@@ -239,10 +262,11 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
       for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
         params = runs.pick(state.params, k)
         scores = evaluator.validate(params, step, writer)
+        validations[k].append(step)
         key = f'eval/{config.eval.metric}'
         if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
           checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
-      if not is_last and _patience_exhausted(config, step, [m.best_step() for m in runs.best]):
+      if not is_last and _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
         logging.warning(
           'Early stopping at step %d: %d validations without a better eval/%s (eval.patience).',
           step,

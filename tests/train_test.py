@@ -255,6 +255,26 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     self.assertEqual(_records(workdir), records)
     self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
 
+  def test_early_stopping_counts_the_validations_that_happened_when_eval_every_steps_changes(self):
+    """eval.patience=2 with a frozen model: the first part validates at 10 (the best) and 20 (one without
+    improvement) and ends. Resumed to 40 with a validation every 5 steps, the second validation without improvement
+    is at 25: training stops there. Before: 20 // 5 - 10 // 5 = 2 counted as two validations, and the resumed run
+    stopped at once without validating."""
+    workdir = self.create_tempdir().full_path
+    config = _tiny_config(
+      self.create_tempdir().full_path, num_train_steps=20, eval_every_steps=10, checkpoint_every_steps=10
+    )
+    config.optim.learning_rate = 0.0
+    config.eval.patience = 2
+    train.train_and_evaluate(config, workdir)
+    self.assertEqual([r['step'] for r in _records(workdir) if 'eval/loss' in r], [10, 20])
+    config.update(num_train_steps=40, eval_every_steps=5)
+    train.train_and_evaluate(config, workdir)
+    records = _records(workdir)
+    self.assertEqual([r['step'] for r in records if 'eval/loss' in r], [10, 20, 25])
+    self.assertEqual([r['step'] for r in records if 'eval/stopped_early' in r], [25])
+    self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 25)
+
 
 if __name__ == '__main__':
   absltest.main()
