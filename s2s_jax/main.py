@@ -68,7 +68,7 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except workdir_lib.WorkdirBusyError as e:
+  except (workdir_lib.WorkdirBusyError, workdir_lib.NotResumableError) as e:
     logging.error('%s', e)
     sys.exit(1)
 

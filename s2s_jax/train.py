@@ -92,11 +92,12 @@ def _log_train(
   logging.info('%s', progress.line(step, compile_s))
 
 
-def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None:
+def _stop_for_preemption(preemption, mngr, state, train_iter, step: int, saves) -> None:
   """Checkpoints the current step (any step: the log sums are part of the state) and says how to resume."""
   if mngr.latest_step() != step:
     checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=True)
   mngr.wait_until_finished()
+  saves.update()
   logging.warning(
     '%s: stopped at step %d with a checkpoint; run the same command to resume.', preemption.signal_name, step
   )
@@ -106,6 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
   """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE.
 
   One run per workdir (workdir.WorkdirLock; a busy workdir raises WorkdirBusyError before anything is written).
+  A workdir whose finished or checkpointed run has lost its checkpoints raises workdir.NotResumableError before
+  anything is written.
   SIGTERM / SIGINT stop cleanly at any stage and return without DONE: inside the training loop after checkpointing
   the current step, elsewhere where nothing is lost; run again to continue (after the last step, only the test
   evaluation is redone). With config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
@@ -122,6 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_co
 
 
 def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_time: float, preemption) -> None:
+  workdir_lib.check_resumable(workdir, config.num_seeds)
   with preemption.immediate('during data preparation'):
     data = pipeline.prepare(
       config.data,
@@ -156,8 +160,11 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     config.num_seeds,
   )
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
+  saves = workdir_lib.SaveRecorder(workdir, runs.dirs)
   evaluator = evaluation.Evaluator(model, data, config)
-  state, last_step = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption, validations)
+  state, last_step = _train(
+    config, state, train_iter, mngr, runs, evaluator, first_step, preemption, saves, validations
+  )
   if state is None:  # stopped with a checkpoint
     runs.close()
     return
@@ -173,6 +180,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     # Each process reads only its rows of every global batch (the multi-host test compares the counts).
     logging.info('Process %d read %d training records from the id cache.', jax.process_index(), store.reads)
   mngr.wait_until_finished()
+  saves.update()
   try:
     for best_mngr in runs.best:
       best_mngr.wait_until_finished()
@@ -220,7 +228,7 @@ def _patience_exhausted(config, best_steps: list[int | None], validations: list[
   return all(sum(v > best for v in steps_) >= patience for best, steps_ in zip(best_steps, validations))
 
 
-def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption, validations):
+def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption, saves, validations):
   """The training loop from first_step to num_train_steps, or until early stopping (eval.patience); (the final
   replicated state, its step), or (None, step) when a signal stopped it (after a checkpoint of the current step).
 
@@ -242,6 +250,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
     state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
     is_last = step == config.num_train_steps
     if step % config.log_every_steps == 0 or is_last:
+      saves.update()  # the checkpoints committed since the last log
       sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
       for k, writer in enumerate(runs.writers):
         _log_train(
@@ -282,7 +291,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
       logging.info('Saving checkpoint %d.', step)
       checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
     if preemption.requested:
-      _stop_for_preemption(preemption, mngr, state, train_iter, step)
+      _stop_for_preemption(preemption, mngr, state, train_iter, step, saves)
       return None, step
     if is_last:
       return state, step

@@ -262,6 +262,82 @@ def hold(workdir: str):
       lock.__exit__(None, None, None)
 
 
+SAVES_FILE = 'saves.json'
+
+
+class NotResumableError(ValueError):
+  """The workdir records progress that the checkpoints on disk can no longer resume."""
+
+
+def _committed_steps(workdir: str) -> list[int]:
+  """Steps in `workdir/checkpoints/` (orbax renames a save's temporary folder to `<step>` when it commits)."""
+  folder = os.path.join(workdir, 'checkpoints')
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(folder, n)))
+
+
+def recorded_saves(workdir: str) -> list[int]:
+  """The steps `saves.json` records as committed checkpoints of the run (pruned ones included)."""
+  try:
+    with open(os.path.join(workdir, SAVES_FILE), encoding='utf-8') as f:
+      steps = json.load(f).get('committed_steps', [])
+  except (OSError, ValueError, AttributeError):
+    return []
+  return sorted(s for s in steps if isinstance(s, int))
+
+
+class SaveRecorder:
+  """Records each committed checkpoint's step in `saves.json` of the run's workdir and of its seed folders (process
+  0; `update` lists checkpoints/, so a save still being written asynchronously is recorded at a later call)."""
+
+  def __init__(self, workdir: str, folders: list[str]):
+    self._workdir = workdir
+    self._folders = list(dict.fromkeys([workdir, *folders]))
+    self._steps = set(recorded_saves(workdir))
+
+  def update(self) -> None:
+    if jax.process_index() != 0:
+      return
+    steps = set(_committed_steps(self._workdir))
+    if steps <= self._steps:
+      return
+    self._steps |= steps
+    for folder in self._folders:
+      _write_json(os.path.join(folder, SAVES_FILE), {'committed_steps': sorted(self._steps)})
+
+
+def check_resumable(workdir: str, num_seeds: int = 1) -> None:
+  """Refuses a workdir whose run finished (DONE) or recorded a committed checkpoint (saves.json) when no checkpoint
+  is left in checkpoints/: training it again would start from step 0 and replace its metrics.jsonl, eval files and
+  DONE. A run killed before its first checkpoint committed records none and starts over; a workdir whose every
+  checkpoint was found damaged (moved aside to `<step>.damaged-<time>`) starts over as that error said."""
+  if _committed_steps(workdir):
+    return
+  recorded, done = recorded_saves(workdir), is_done(workdir)
+  folder = os.path.join(workdir, 'checkpoints')
+  if not (recorded or done) or (os.path.isdir(folder) and any('.damaged-' in n for n in os.listdir(folder))):
+    return
+  from s2s_jax import checkpointing  # pylint: disable=g-import-not-at-top
+
+  what = 'holds a finished run (DONE)' if done else f'records checkpoints up to step {recorded[-1]} in {SAVES_FILE}'
+  if parent := checkpointing.seed_parent(workdir):
+    raise NotResumableError(
+      f'{workdir} {what} but has no checkpoints/ of its own: it is a seed folder of the vmapped run {parent}, whose '
+      f'checkpoints/ hold its training state. Continue it by running {parent} (--workdir={parent}); evaluate it '
+      f'again with: python -m s2s_jax.evaluate --workdir={workdir} --split=test'
+    )
+  evaluate = (
+    f'python -m s2s_jax.evaluate --workdir={workdir}/seed_<s> --split=test (each seed keeps its best/)'
+    if num_seeds > 1
+    else f'python -m s2s_jax.evaluate --workdir={workdir} --split=test (with its best/)'
+  )
+  raise NotResumableError(
+    f'{workdir} {what} but no checkpoint is left in {folder}, so it cannot be resumed or continued (training it '
+    'again would start from step 0 and replace its metrics.jsonl, eval files and DONE). Restore its checkpoints/ to '
+    f'continue it, or train into a new --workdir; to evaluate it again: {evaluate}.'
+  )
+
+
 def is_done(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, 'DONE'))
 
