@@ -265,6 +265,12 @@ def _seed_index(workdir: str) -> int | None:
   return k if 0 <= k < config.get('num_seeds', 1) else None
 
 
+def seed_parent(workdir: str) -> str | None:
+  """PARENT when `workdir` is PARENT/seed_<s>, a seed of a vmapped run (its training state is in PARENT/checkpoints/);
+  else None."""
+  return os.path.dirname(os.path.abspath(workdir)) if _seed_index(workdir) is not None else None
+
+
 def saved_steps(workdir: str, params_only: bool = False) -> list[tuple[int, str, str]]:
   """(step, item, folder) of every checkpoint of a workdir: best/ ('params') and checkpoints/ ('state'); for a seed
   of a vmapped run, its slice of the run's stacked states ('state[k]')."""

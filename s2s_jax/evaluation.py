@@ -302,6 +302,7 @@ class Evaluator:
     for split in filter(None, self.config.data.test_splits.split(',')):
       result, hyps = self.evaluate_split(params, split, best_step)
       result.update(settings_record(workdir, 'best', [], [workdir], {}, ''))
+      writer.check()  # a run that lost its workdir lock writes nothing more
       write_eval(workdir, split, result, hyps)
       prefix = 'test' if split == 'test' else split
       writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in result.items() if k in REPORTED})

@@ -3,6 +3,11 @@
   python -m s2s_jax.main --config=experiments/default.py --workdir=/tmp/s2s_default
   python -m s2s_jax.main --config=experiments/default.py:size=tiny --workdir=DIR --config.optim.learning_rate=3e-3
 
+Exit codes: 0 done or stopped by a signal (run again to continue); 1 an error, also a workdir held by another
+live run (see --lock_wait_s) or one that cannot be resumed; 75 (workdir.EXIT_LOCK_LOST) the run lost its workdir
+lock: another process took it over or the file was removed (the run stopped without writing anything more), or it
+could not be refreshed for half its expiry (the run stopped as if preempted, with a checkpoint).
+
 Multi-host: every process runs the same command, with --coordinator_address=HOST:PORT --num_processes=N
 --process_id=I, or under srun / on a TPU pod / with mpirun, where JAX finds the cluster itself. Each process reads
 every process_count-th row of each global batch; the pmapped step spans all devices of all processes.
@@ -27,6 +32,13 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   'allow_config_change', False, 'Resume even if the config differs from the one in the workdir.'
+)
+_LOCK_WAIT_S = flags.DEFINE_float(
+  'lock_wait_s',
+  0.0,
+  'A workdir held by a run of another host, container or boot: wait up to this many seconds for its lock to expire '
+  '(its heartbeat counter standing still for 10 minutes), then take it over. 0: refuse at once, naming the holder.',
+  lower_bound=0.0,
 )
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: address of process 0 (host:port).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
@@ -67,10 +79,19 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except workdir_lib.WorkdirBusyError as e:
+    train.train_and_evaluate(
+      _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value, lock_wait_s=_LOCK_WAIT_S.value
+    )
+  except (workdir_lib.WorkdirBusyError, workdir_lib.NotResumableError) as e:
     logging.error('%s', e)
     sys.exit(1)
+  except workdir_lib.LockLost as e:
+    logging.error('%s', e)
+    if e.abandon:  # exit at once: no buffered metric, no checkpoint still being written reaches the workdir
+      logging.flush()
+      sys.stderr.flush()
+      os._exit(workdir_lib.EXIT_LOCK_LOST)  # pylint: disable=protected-access
+    sys.exit(workdir_lib.EXIT_LOCK_LOST)
 
 
 if __name__ == '__main__':

@@ -4,13 +4,15 @@ Clusters (SLURM, Kubernetes, spot VMs) send SIGTERM before killing a job; Ctrl-C
 sets a flag, which the code reads where stopping loses nothing: after each training step (the loop then writes a
 checkpoint of the current step), between the stages of a run (`check`) and between the batches of the final test
 decoding. Inside `immediate()` (data preparation, which can run for minutes) the signal interrupts at once with
-`Preempted`; the preparation's temporary folders are removed on the way out.
+`Preempted`; the preparation's temporary folders are removed on the way out. `request` stops a run the same way from
+any thread (the workdir lock does when it cannot be refreshed).
 """
 
 import contextlib
 import os
 import signal
 import threading
+import _thread
 
 from absl import logging
 
@@ -29,6 +31,7 @@ class Preemption:
     self.signal_name = ''
     self._previous = {}
     self._immediate = False
+    self._reason = ''
 
   def __enter__(self) -> 'Preemption':
     if threading.current_thread() is threading.main_thread():  # handlers can only be set from the main thread
@@ -56,9 +59,23 @@ class Preemption:
     finally:
       self._immediate = False
 
+  def request(self, reason: str) -> None:
+    """Stops the run as a first signal would, naming `reason` instead of a signal; callable from any thread."""
+    if self.requested:
+      return
+    if self._previous and threading.current_thread() is not threading.main_thread():
+      self._reason = reason
+      _thread.interrupt_main(_SIGNALS[0])  # runs _handle in the main thread, which can raise Preempted there
+    else:
+      self.requested, self.signal_name = True, reason
+
   def _handle(self, signum, frame) -> None:
     del frame
-    name = signal.Signals(signum).name
+    name, reason, self._reason = signal.Signals(signum).name, self._reason, ''
+    if reason:
+      if self.requested:
+        return  # a signal came first: the run is stopping already
+      name = reason
     if self.requested:
       logging.error('Second signal (%s): exiting at once without a checkpoint.', name)
       os._exit(128 + signum)  # pylint: disable=protected-access
@@ -67,7 +84,7 @@ class Preemption:
       self._immediate = False
       self.check(self._stage)
     logging.warning(
-      '%s received: stopping at the next point where nothing is lost (after the current training '
-      'step, with a checkpoint; send it again to exit at once).',
-      name,
+      '%s: stopping at the next point where nothing is lost (after the current training step, with a checkpoint; '
+      'send SIGTERM or SIGINT to exit at once).',
+      name if reason else f'{name} received',
     )

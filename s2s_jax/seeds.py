@@ -23,14 +23,16 @@ from s2s_jax import writers
 class SeedRuns:
   """The per-seed outputs of a training run: directories, metric writers and best-checkpoint managers."""
 
-  def __init__(self, config, workdir: str, start_time: float, resume_step: int):
+  def __init__(self, config, workdir: str, start_time: float, resume_step: int, guard=None):
+    """`guard`: called before every metrics write (workdir.WorkdirLock.check: a run that lost its lock writes
+    nothing more)."""
     self.num = config.num_seeds
     self.seeds = [config.seed + k for k in range(self.num)]
     self.dirs = run_dirs(config, workdir)
     if self.num > 1 and jax.process_index() == 0:
       for seed, folder in zip(self.seeds, self.dirs):
         _write_seed_workdir(config, workdir, folder, seed)
-    self.writers = [writers.MetricWriter(d, start_time, resume_step=resume_step) for d in self.dirs]
+    self.writers = [writers.MetricWriter(d, start_time, resume_step=resume_step, guard=guard) for d in self.dirs]
     self.best = [checkpointing.make_best_manager(d, f'eval/{config.eval.metric}', config.eval.mode) for d in self.dirs]
 
   def pick(self, tree, k: int, replicated: bool = True):

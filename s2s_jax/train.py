@@ -1,6 +1,8 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
 
 import functools
+import json
+import os
 import time
 from typing import Any
 
@@ -90,36 +92,55 @@ def _log_train(
   logging.info('%s', progress.line(step, compile_s))
 
 
-def _stop_for_preemption(preemption, mngr, state, train_iter, step: int) -> None:
+def _stop_for_preemption(preemption, mngr, state, train_iter, step: int, lock, saves) -> None:
   """Checkpoints the current step (any step: the log sums are part of the state) and says how to resume."""
+  lock.check()
   if mngr.latest_step() != step:
     checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=True)
   mngr.wait_until_finished()
+  lock.check()
+  saves.update()
   logging.warning(
     '%s: stopped at step %d with a checkpoint; run the same command to resume.', preemption.signal_name, step
   )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> None:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False, lock_wait_s: float = 0.0
+) -> None:
   """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE.
 
-  One run per workdir (workdir.WorkdirLock; a busy workdir raises WorkdirBusyError before anything is written).
-  SIGTERM / SIGINT stop cleanly at any stage and return without DONE: inside the training loop after checkpointing
-  the current step, elsewhere where nothing is lost; run again to continue (after the last step, only the test
-  evaluation is redone). With config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
+  One run per workdir (workdir.WorkdirLock; a busy workdir raises WorkdirBusyError before anything is written;
+  `lock_wait_s`: how long to wait for a lock of another host to expire). A workdir whose finished or checkpointed
+  run has lost its checkpoints raises workdir.NotResumableError before anything is written. SIGTERM / SIGINT stop
+  cleanly at any stage and return without DONE: inside the training loop after checkpointing the current step,
+  elsewhere where nothing is lost; run again to continue (after the last step, only the test evaluation is redone).
+  A run whose lock was taken over or removed raises workdir.LockLost at its next step or write, having written
+  nothing more; one whose lock could not be refreshed for half its expiry stops as if preempted, then raises
+  LockLost. With config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
   """
   start_time = time.time()
   config = workdir_lib.resolve_config(config)
   _check_batch_sizes(config)
   with preemption_lib.Preemption() as preemption:
+    lock = None
     try:
-      with workdir_lib.hold(workdir):
-        _train_and_evaluate(config, workdir, allow_config_change, start_time, preemption)
+      with workdir_lib.hold(workdir, wait_s=lock_wait_s, on_unrefreshed=preemption.request) as lock:
+        _train_and_evaluate(config, workdir, allow_config_change, start_time, preemption, lock)
     except preemption_lib.Preempted as e:
       logging.warning('%s', e)
+    if lock is not None and lock.unrefreshed:
+      raise workdir_lib.LockLost(
+        f'{lock.unrefreshed}: the run stopped as if preempted (in training with a checkpoint of the current step). '
+        'Run the same command to continue once the workdir can be written again.',
+        abandon=False,
+      )
 
 
-def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_time: float, preemption) -> None:
+def _train_and_evaluate(
+  config, workdir: str, allow_config_change: bool, start_time: float, preemption, lock: workdir_lib.WorkdirLock
+) -> None:
+  workdir_lib.check_resumable(workdir, config.num_seeds)
   with preemption.immediate('during data preparation'):
     data = pipeline.prepare(
       config.data,
@@ -128,6 +149,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
       batch_multiple=jax.device_count() * config.optim.grad_accum_steps,
     )
   workdir_lib.set_data_fields(config, data)
+  lock.check()
   workdir_lib.check_and_write(workdir, config, data, allow_config_change)
   model = models.Seq2Seq(config_lib.model_config(config))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
@@ -139,10 +161,13 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
     state = checkpointing.restore_or_init(mngr, state, train_iter)
   first_step = int(np.max(state.step))
-  stopped_early = _patience_exhausted(config, first_step, _best_steps_on_disk(seeds_lib.run_dirs(config, workdir)))
+  dirs = seeds_lib.run_dirs(config, workdir)
+  validations = [_validation_steps(d, first_step) for d in dirs]
+  stopped_early = _patience_exhausted(config, _best_steps_on_disk(dirs), validations)
   if (first_step >= config.num_train_steps or stopped_early) and workdir_lib.is_done(workdir):
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
     return
+  lock.check()
   workdir_lib.clear_done(workdir)
   logging.info(
     'Training from step %d to %d on %d device(s), %d seed(s).',
@@ -151,9 +176,12 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     jax.device_count(),
     config.num_seeds,
   )
-  runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step)
+  runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step, guard=lock.check)
+  saves = workdir_lib.SaveRecorder(workdir, runs.dirs)
   evaluator = evaluation.Evaluator(model, data, config)
-  state, last_step = _train(config, state, train_iter, mngr, runs, evaluator, first_step, preemption)
+  state, last_step = _train(
+    config, state, train_iter, mngr, runs, evaluator, first_step, preemption, lock, saves, validations
+  )
   if state is None:  # stopped with a checkpoint
     runs.close()
     return
@@ -169,16 +197,26 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, start_t
     # Each process reads only its rows of every global batch (the multi-host test compares the counts).
     logging.info('Process %d read %d training records from the id cache.', jax.process_index(), store.reads)
   mngr.wait_until_finished()
+  lock.check()
+  saves.update()
   try:
     for best_mngr in runs.best:
       best_mngr.wait_until_finished()
     with preemption.immediate('during the test evaluation (a re-run redoes only the test evaluation)'):
       for k, folder in enumerate(runs.dirs):
+        lock.check()
         evaluator.test(folder, last_step, runs.writers[k])
+        lock.check()
         workdir_lib.mark_done(folder)
-  finally:
+  except workdir_lib.LockLost:
+    raise  # nothing more is written, not even what the writers buffer
+  except BaseException:
     runs.close()
     mngr.close()
+    raise
+  runs.close()
+  mngr.close()
+  lock.check()
   workdir_lib.mark_done(workdir)
 
 
@@ -188,16 +226,35 @@ def _best_steps_on_disk(dirs: list[str]) -> list[int | None]:
   return [max(s) if s else None for s in steps_]
 
 
-def _patience_exhausted(config, step: int, best_steps: list[int | None]) -> bool:
-  """Early stopping (eval.patience = N > 0): at a validation step, every seed's best validation is at least N
-  validations old (validations run every eval_every_steps)."""
-  patience, every = config.eval.patience, config.eval_every_steps
-  if not patience or step <= 0 or any(b is None for b in best_steps):
+def _validation_steps(folder: str, up_to: int) -> list[int]:
+  """The steps <= up_to at which `folder`'s run validated (its eval/* records in metrics.jsonl)."""
+  steps_ = set()
+  try:
+    with open(os.path.join(folder, 'metrics.jsonl'), encoding='utf-8') as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue  # a line torn by a kill
+        step = record.get('step') if isinstance(record, dict) else None
+        if isinstance(step, int) and step <= up_to and any(k.startswith('eval/') for k in record):
+          steps_.add(step)
+  except OSError:
+    pass
+  return sorted(steps_)
+
+
+def _patience_exhausted(config, best_steps: list[int | None], validations: list[list[int]]) -> bool:
+  """Early stopping (eval.patience = N > 0): every seed has validated N times since its best validation. Counted
+  from the validations that happened (metrics.jsonl, then this start's), so changing eval_every_steps on resume
+  changes nothing already done."""
+  patience = config.eval.patience
+  if not patience or any(b is None for b in best_steps):
     return False
-  return all(step // every - b // every >= patience for b in best_steps)
+  return all(sum(v > best for v in steps_) >= patience for best, steps_ in zip(best_steps, validations))
 
 
-def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption):
+def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption, lock, saves, validations):
   """The training loop from first_step to num_train_steps, or until early stopping (eval.patience); (the final
   replicated state, its step), or (None, step) when a signal stopped it (after a checkpoint of the current step).
 
@@ -211,14 +268,18 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   tf_schedule = optim.make_teacher_forcing(config.optim)
   state = flax.jax_utils.replicate(state)
-  if _patience_exhausted(config, first_step, [m.best_step() for m in runs.best]):
+  if _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
     logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, config.eval.patience)
     return state, first_step
   progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
   for step in range(first_step + 1, config.num_train_steps + 1):
     state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
     is_last = step == config.num_train_steps
+    if jax.process_count() > 1 and (step % config.log_every_steps == 0 or is_last):
+      lock.sync()  # process 0 watches the lock; every process acts on it at the same step
+    lock.check()
     if step % config.log_every_steps == 0 or is_last:
+      saves.update()  # the checkpoints committed since the last log
       sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
       for k, writer in enumerate(runs.writers):
         _log_train(
@@ -239,10 +300,12 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
       for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
         params = runs.pick(state.params, k)
         scores = evaluator.validate(params, step, writer)
+        validations[k].append(step)
         key = f'eval/{config.eval.metric}'
         if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
+          lock.check()
           checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
-      if not is_last and _patience_exhausted(config, step, [m.best_step() for m in runs.best]):
+      if not is_last and _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
         logging.warning(
           'Early stopping at step %d: %d validations without a better eval/%s (eval.patience).',
           step,
@@ -255,10 +318,11 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
     if step % config.checkpoint_every_steps == 0 or is_last:
       for best_mngr in runs.best:
         best_mngr.wait_until_finished()
+      lock.check()
       logging.info('Saving checkpoint %d.', step)
       checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
     if preemption.requested:
-      _stop_for_preemption(preemption, mngr, state, train_iter, step)
+      _stop_for_preemption(preemption, mngr, state, train_iter, step, lock, saves)
       return None, step
     if is_last:
       return state, step

@@ -19,11 +19,13 @@ from s2s_jax import fileio
 class MetricWriter:
   """Appends one flat JSON object per call to `metrics.jsonl` and mirrors scalars to TensorBoard."""
 
-  def __init__(self, workdir: str, start_time: float | None = None, resume_step: int | None = None):
+  def __init__(self, workdir: str, start_time: float | None = None, resume_step: int | None = None, guard=None):
     """With `resume_step`, records of later steps (written before a kill) are dropped, so none is duplicated,
     and `wall_s` goes on from the largest one recorded before: it counts the seconds the run has spent in all its
-    starts (up to each start's last record; the time between starts is not counted)."""
+    starts (up to each start's last record; the time between starts is not counted). `guard` is called before
+    every write (it raises to stop them: a run that lost its workdir lock)."""
     self._active = jax.process_index() == 0
+    self._guard = guard
     self._start = time.time() if start_time is None else start_time
     self._tb = None
     if self._active:
@@ -37,7 +39,13 @@ class MetricWriter:
         os.path.join(workdir, 'tensorboard'), flush_secs=30, purge_step=None if resume_step is None else resume_step + 1
       )
 
+  def check(self) -> None:
+    """Calls the guard: before a write into the workdir that does not go through this writer."""
+    if self._guard is not None:
+      self._guard()
+
   def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+    self.check()
     scalars = {k: float(v) for k, v in scalars.items()}
     logging.info('[%d] %s', step, ', '.join(f'{k}={v:.4g}' for k, v in sorted(scalars.items())))
     if not self._active:
@@ -50,6 +58,7 @@ class MetricWriter:
       self._tb.add_scalar(k, v, step)
 
   def write_texts(self, step: int, texts: dict[str, str]) -> None:
+    self.check()
     for k, v in texts.items():
       logging.info('[%d] %s:\n%s', step, k, v)
       if self._tb is not None:

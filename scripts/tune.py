@@ -31,7 +31,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -178,12 +177,12 @@ def write_study_json(root: str, module, storage: str, study_name: str) -> None:
 
 def stop_run(workdir: str, job, grace_s: float, poll_s: float = 0.5) -> str:
   """Stops a pruned trial's run (it checkpoints and exits) and waits for it, bounded: SIGTERM to the training process
-  through the workdir lock on this host, else to the job (a local job's controller passes it on to run_one, which
-  passes it on to the run and kills it after its grace; SLURM's cancel signals the job's processes). A run still
-  going after grace_s (plus _JOB_MARGIN_S when stopped through its job) is killed. Returns what happened, for the
-  trial's record."""
+  through the workdir lock on this host (and pid namespace and boot: a container sharing the host name has other
+  pids), else to the job (a local job's controller passes it on to run_one, which passes it on to the run and kills
+  it after its grace; SLURM's cancel signals the job's processes). A run still going after grace_s (plus
+  _JOB_MARGIN_S when stopped through its job) is killed. Returns what happened, for the trial's record."""
   holder = workdir_lib.lock_holder(workdir)
-  pid = int(holder['pid']) if holder and holder.get('host') == socket.gethostname() else None
+  pid = int(holder['pid']) if holder and workdir_lib.pid_is_local(holder) else None
   if pid is not None:
     try:
       os.kill(pid, signal.SIGTERM)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -13,6 +14,7 @@ import pytest
 import testutil
 from s2s_jax import checkpointing
 from s2s_jax import train
+from s2s_jax import workdir as workdir_lib
 
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
@@ -254,6 +256,102 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     train.train_and_evaluate(config, workdir)
     self.assertEqual(_records(workdir), records)
     self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
+
+  def test_early_stopping_counts_the_validations_that_happened_when_eval_every_steps_changes(self):
+    """eval.patience=2 with a frozen model: the first part validates at 10 (the best) and 20 (one without
+    improvement) and ends. Resumed to 40 with a validation every 5 steps, the second validation without improvement
+    is at 25: training stops there. Before: 20 // 5 - 10 // 5 = 2 counted as two validations, and the resumed run
+    stopped at once without validating."""
+    workdir = self.create_tempdir().full_path
+    config = _tiny_config(
+      self.create_tempdir().full_path, num_train_steps=20, eval_every_steps=10, checkpoint_every_steps=10
+    )
+    config.optim.learning_rate = 0.0
+    config.eval.patience = 2
+    train.train_and_evaluate(config, workdir)
+    self.assertEqual([r['step'] for r in _records(workdir) if 'eval/loss' in r], [10, 20])
+    config.update(num_train_steps=40, eval_every_steps=5)
+    train.train_and_evaluate(config, workdir)
+    records = _records(workdir)
+    self.assertEqual([r['step'] for r in records if 'eval/loss' in r], [10, 20, 25])
+    self.assertEqual([r['step'] for r in records if 'eval/stopped_early' in r], [25])
+    self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 25)
+
+
+def _snapshot(workdir):
+  """{relative path: (size, mtime)} of every file under `workdir`."""
+  out = {}
+  for folder, _, files in os.walk(workdir):
+    for name in files:
+      stat = os.stat(os.path.join(folder, name))
+      out[os.path.relpath(os.path.join(folder, name), workdir)] = (stat.st_size, stat.st_mtime_ns)
+  return out
+
+
+class LostCheckpointsTest(absltest.TestCase):
+  """A finished run (DONE), or one that recorded a committed checkpoint (saves.json), whose checkpoints/ are gone
+  refuses to start again. Before: it trained again from step 0, replacing metrics.jsonl, eval_test.json and DONE."""
+
+  def _workdir(self, done=False, saves=None, folders=()):
+    workdir = self.create_tempdir().full_path
+    for name in folders:
+      os.makedirs(os.path.join(workdir, 'checkpoints', name))
+    if done:
+      workdir_lib.mark_done(workdir)
+    if saves is not None:
+      with open(os.path.join(workdir, workdir_lib.SAVES_FILE), 'w') as f:
+        json.dump({'committed_steps': saves}, f)
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+      f.write('{"step": 10, "train/loss": 1.0}\n')
+    return workdir
+
+  def test_what_can_start_and_what_refuses(self):
+    for case in (
+      {},  # a new run, or one killed before its first checkpoint committed: starts from step 0
+      dict(folders=['20.orbax-checkpoint-tmp-1']),  # killed during its first save
+      dict(done=True, saves=[20, 40], folders=['40']),
+      dict(saves=[20, 40, 60], folders=['60']),  # older checkpoints pruned (keep_checkpoints)
+      dict(saves=[20], folders=['20.damaged-20260101T000000']),  # every checkpoint damaged: starts over, as told
+    ):
+      workdir_lib.check_resumable(self._workdir(**case))
+    for case, message in (
+      (dict(done=True), r'holds a finished run \(DONE\) but no checkpoint is left in .*/checkpoints'),
+      (dict(saves=[20, 40]), 'records checkpoints up to step 40 in saves.json but no checkpoint is left'),
+      (dict(saves=[20], folders=['40.orbax-checkpoint-tmp-1']), 'records checkpoints up to step 20'),
+    ):
+      workdir = self._workdir(**case)
+      with self.assertRaisesRegex(workdir_lib.NotResumableError, message) as raised:
+        workdir_lib.check_resumable(workdir)
+      self.assertIn('Restore its checkpoints/ to continue it, or train into a new --workdir', str(raised.exception))
+      self.assertIn(f'python -m s2s_jax.evaluate --workdir={workdir} --split=test', str(raised.exception))
+
+  def test_a_vmapped_run_and_its_seed_folders_refuse_without_checkpoints(self):
+    data_dir, workdir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    config = _tiny_config(data_dir, num_train_steps=10, num_seeds=2)
+    train.train_and_evaluate(config, workdir)
+    seeds = [os.path.join(workdir, f'seed_{s}') for s in (0, 1)]
+    for folder in (workdir, *seeds):
+      with open(os.path.join(folder, workdir_lib.SAVES_FILE)) as f:
+        self.assertEqual(json.load(f), {'committed_steps': [10]})
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    before = _snapshot(workdir)
+    seed_config = _tiny_config(data_dir, num_train_steps=10, seed=1)
+    for what in ('holds a finished run \\(DONE\\)', 'records checkpoints up to step 10 in saves.json'):
+      if 'saves.json' in what:  # the record alone refuses too
+        for folder in (workdir, *seeds):
+          os.remove(os.path.join(folder, 'DONE'))
+        before = _snapshot(workdir)
+      with self.assertRaisesRegex(
+        workdir_lib.NotResumableError,
+        rf'{workdir} {what} but no checkpoint is left.*--workdir={workdir}/seed_<s> --split=test',
+      ):
+        train.train_and_evaluate(config, workdir)
+      with self.assertRaisesRegex(
+        workdir_lib.NotResumableError,
+        rf'{seeds[1]} {what} but has no checkpoints/ of its own: it is a seed folder of the vmapped run {workdir}',
+      ):
+        train.train_and_evaluate(seed_config, seeds[1])
+      self.assertEqual(_snapshot(workdir), before)  # nothing written
 
 
 if __name__ == '__main__':
