@@ -208,11 +208,13 @@ def split_examples(runs: Sequence[inference.Run], inputs, data: pipeline.TextDat
 def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[str]) -> None:
   if jax.process_index() != 0:
     return
-  # Both files are written in full to temporary names, then renamed (the JSON last): a kill or an error never
-  # leaves a torn eval_<name>.json, which report.py and sweeps read as the sign that the evaluation finished.
-  paths = [os.path.join(workdir, f'eval_{name}{suffix}') for suffix in ('.hyp.txt', '.json')]
-  fileio.write_text(paths[0], ''.join(h + '\n' for h in hyps))
-  fileio.write_json(paths[1], result, indent=2, ensure_ascii=False)
+  # Both files are written in full to temporary names before either is renamed (the JSON last): an error or a kill
+  # while writing leaves both previous files whole, and never a torn eval_<name>.json, which report.py and sweeps
+  # read as the sign that the evaluation finished.
+  with fileio.replacing(os.path.join(workdir, f'eval_{name}.json')) as json_file:
+    with fileio.replacing(os.path.join(workdir, f'eval_{name}.hyp.txt')) as hyp_file:
+      hyp_file.writelines(h + '\n' for h in hyps)
+      json.dump(result, json_file, indent=2, ensure_ascii=False)
 
 
 class Evaluator:
