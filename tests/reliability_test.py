@@ -1,5 +1,6 @@
 """Reliability: kills, preemption signals, damaged checkpoints, non-finite values, stray writes."""
 
+import fcntl
 import functools
 import json
 import os
@@ -395,10 +396,18 @@ class LostLockTest(parameterized.TestCase):
 
     def thief():
       _wait_for(lambda: os.path.exists(metrics) and os.path.getsize(metrics) > 0, timeout=600)
-      if takeover:
-        other.update(_write_lock(workdir, host='elsewhere', pid=4242, command='the new holder'))
-      else:
-        os.remove(path)
+      # Under the flock of the workdir folder, as a taking-over start holds it: without it the holder's heartbeat,
+      # between reading its own lock and renaming the refreshed one into place, would undo the change (seen under
+      # load: the removal was undone and the run trained on to DONE).
+      guard = os.open(workdir, os.O_RDONLY)
+      try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if takeover:
+          other.update(_write_lock(workdir, host='elsewhere', pid=4242, command='the new holder'))
+        else:
+          os.remove(path)
+      finally:
+        os.close(guard)
 
     thread = threading.Thread(target=thief, daemon=True)
     thread.start()
