@@ -8,7 +8,6 @@ from absl.testing import absltest
 
 import testutil
 from s2s_jax import checkpointing
-from s2s_jax import preemption
 from s2s_jax import train
 
 
@@ -17,13 +16,13 @@ class StopFileTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     config = testutil.tiny_config(self.create_tempdir().full_path, num_train_steps=60, eval_every_steps=20)
     config.checkpoint_every_steps = 40  # (the stop writes its own checkpoint at the validation's step)
-    with open(os.path.join(workdir, preemption.STOP_FILE), 'w', encoding='utf-8') as f:
+    with open(os.path.join(workdir, 'STOP'), 'w', encoding='utf-8') as f:
       f.write('trial 3 pruned at step 10\n')
     with self.assertLogs(level='WARNING') as logs:
       train.train_and_evaluate(config, workdir)
     self.assertEqual(checkpointing.make_manager(workdir, 2).latest_step(), 20)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'DONE')))
-    self.assertFalse(os.path.exists(os.path.join(workdir, preemption.STOP_FILE)))  # consumed: a rerun goes on
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'STOP')))  # consumed: a rerun goes on
     with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
       self.assertEqual(max(json.loads(line)['step'] for line in f), 20)
     text = '\n'.join(logs.output)
