@@ -199,11 +199,19 @@ def bind_root(root: str, search: dict, storage: str) -> str:
   return info['study_name']
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+  """Optuna's grid sampler without its study.stop() once the grid is covered: outside Study.optimize that raises
+  RuntimeError in the tell of the last grid point (the driver crashed there); --trials ends the search."""
+
+  def after_trial(self, study, trial, state, values) -> None:
+    del study, trial, state, values
+
+
 def make_sampler(module, seed: int) -> optuna.samplers.BaseSampler:
   if _SAMPLER.value == 'grid':
     if not hasattr(module, 'GRID'):
       raise app.UsageError('--sampler=grid needs GRID = {parameter: [values]} in the search file.')
-    return optuna.samplers.GridSampler(module.GRID, seed=seed)
+    return _GridSampler(module.GRID, seed=seed)
   if _SAMPLER.value == 'random':
     return optuna.samplers.RandomSampler(seed=seed)
   return optuna.samplers.TPESampler(seed=seed)
@@ -492,6 +500,7 @@ class Driver:
         'resumed_from': old.number,
         shared_study.DRIVER: self.me,
         **({'start': True} if old.user_attrs.get('start') else {}),
+        **({'job': old.user_attrs['job']} if reuse and 'job' in old.user_attrs else {}),  # (until it has its own)
       },
     )
     trial_id = self.study._storage.create_new_trial(self.study._study_id, template)  # pylint: disable=protected-access
@@ -504,7 +513,7 @@ class Driver:
       + ('' if reuse else ' from the start (its old workdir is not reachable from here)'),
       flush=True,
     )
-    self.launch(_Run(trial, slot, workdir, dict(overrides), previous=old.user_attrs.get('job') if reuse else None))
+    self.launch(_Run(trial, slot, workdir, dict(overrides), previous=trial.user_attrs.get('job')))
 
   def same_study_root(self, folder: str) -> bool:
     """Whether `folder` is a root of this study (its study.json names it) that this user may use."""

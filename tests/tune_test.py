@@ -96,6 +96,26 @@ class StorageRedactionTest(absltest.TestCase):
     self.assertNotIn('s3cret', text + result.stdout + result.stderr)
 
 
+class GridSamplerTest(absltest.TestCase):
+  def test_the_last_grid_point_is_told_without_an_error(self):
+    # Optuna's GridSampler calls study.stop() in the tell of the last grid point, which raises outside
+    # Study.optimize: the driver crashed there with --sampler=grid.
+    out = _probe(
+      self.create_tempdir().full_path,
+      'from absl import flags\n'
+      'import optuna\n'
+      f'flags.FLAGS(["tune", "--space={_SMOKE}", "--root=/nowhere", "--sampler=grid"])\n'
+      'module, _ = tune.load_space(flags.FLAGS.space)\n'
+      'study = optuna.create_study(sampler=tune.make_sampler(module, 0))\n'
+      'for _ in range(4):\n'
+      '  trial = study.ask()\n'
+      '  module.suggest(trial)\n'
+      '  study.tell(trial, 1.0)\n'
+      'print(json.dumps(sorted(tuple(t.params.values()) for t in study.trials)))\n',
+    )
+    self.assertEqual(sorted(map(tuple, out)), sorted((lr, h) for lr in (3e-3, 1e-2) for h in (32, 48)))
+
+
 @pytest.mark.slow  # real submitit jobs (about 10 s)
 class StopRunTest(absltest.TestCase):
   def test_a_pruned_run_is_waited_for_and_killed_after_the_grace(self):
