@@ -9,8 +9,8 @@ A search file names its base experiment (`CONFIG`, optional `CONFIG_ARG`), the o
 record of metrics.jsonl such as 'eval/bleu', and `DIRECTION`, 'maximize' or 'minimize') and `suggest(trial, arg)`
 returning dotted config overrides from Optuna's trial.suggest_float / suggest_int / suggest_categorical; the grid
 sampler also needs `GRID`, {parameter name: values}. `--space=FILE:arg` passes `arg` to suggest. An optional `START`,
-{parameter name: value}, is the hand-set configuration the search starts from: the study's trial 0 runs it, so the
-search's gain over it is measured in the study itself.
+{parameter name: value}, is the hand-set configuration the search starts from: a new study runs it as trial 0 (Optuna's
+enqueue_trial), so the search's gain over it is measured in the study itself.
 
 The study. Optuna holds it (trials, parameters, intermediate values) in --storage: SQLite in ROOT/study.db by default,
 or any SQLAlchemy URL (e.g. PostgreSQL, which several machines reach). Its name is --study_name, or, on a root's first
@@ -305,6 +305,7 @@ def stop_request(workdir: str, job, reason: str, signal_ok: bool) -> dict[str, A
   the run is a process of this host that this driver may signal (signal_ok: the local executor), SIGTERM stops it
   sooner, after its current step: through the workdir lock's pid, else through its job's controller, which passes
   it on (submitit's cancel() would send SIGINT, on which the controller kills the job in 1 s)."""
+  os.makedirs(workdir, exist_ok=True)  # (a run not started yet stops at its first validation)
   fileio.write_text(os.path.join(workdir, preemption.STOP_FILE), f'{reason}\n')
   pid, holder = None, workdir_lib.lock_holder(workdir) if signal_ok else None
   if holder and shared_study.pid_is_local(holder) and not shared_study.dead_reason(holder):
@@ -443,6 +444,8 @@ class Driver:
     --trials (another driver asked for the last place first)."""
     predicted = len(self.study.get_trials(deepcopy=False))
     self.study.sampler = make_sampler(self.module, _SEED.value + predicted)
+    if predicted == 0 and getattr(self.module, 'START', None):  # the hand-set configuration the search starts from
+      self.study.enqueue_trial(dict(self.module.START), user_attrs={'start': True})  # (asked next, as trial 0)
     trial = self.study.ask()
     trial.set_user_attr(shared_study.DRIVER, self.me)
     if trial.number != predicted and _SAMPLER.value != 'grid':
@@ -453,11 +456,6 @@ class Driver:
       self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
       print(f"trial {trial.number}: withdrawn, another driver took the study's last place.", flush=True)
       return
-    start = getattr(self.module, 'START', None)
-    if trial.number == 0 and start:  # the hand-set configuration the search starts from
-      trial.storage.set_trial_system_attr(trial._trial_id, 'fixed_params', dict(start))  # pylint: disable=protected-access
-      trial = optuna.Trial(self.study, trial._trial_id)  # pylint: disable=protected-access
-      trial.set_user_attr('start', True)
     overrides = self.module.suggest(trial, self.arg or None)
     self.launch(_Run(trial, slot, os.path.join(self.root, f'trial_{slot}'), dict(overrides)))
 
@@ -495,6 +493,7 @@ class Driver:
       state=optuna.trial.TrialState.RUNNING,
       params=old.params,
       distributions=old.distributions,
+      system_attrs=dict(old.system_attrs),  # (the grid sampler's point, fixed parameters)
       user_attrs={
         shared_study.RESUMES: slot,
         'resumed_from': old.number,

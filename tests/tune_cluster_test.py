@@ -158,33 +158,31 @@ def _trials_if_any(url: str, name: str) -> list:
 
 
 def test_a_driver_killed_mid_trial_and_started_again_resumes_it_once(local_cluster, tmp_path):
-  """SIGKILL while trial 1 trains (its run goes on: a local job outlives its driver), start the driver again and
-  kill it again while it waits for that run, then start it a third time: trial 1 is resumed in its workdir once the
-  old run has ended, and counts once; nothing more is asked (2 trials requested, 2 end). Before: the second driver
-  left trial 1 running for ever (its workdir was busy) and ran a third trial; a trial resumed twice counted twice."""
+  """SIGKILL while trial 0 trains (its run goes on: a local job outlives its driver), start the driver again and
+  kill it again while it waits for that run, then start it a third time: trial 0 is resumed in its workdir once the
+  old run has ended, and counts once; nothing more is asked (1 trial requested, 1 ends). Before: the second driver
+  left trial 0 running for ever (its workdir was busy) and ran another trial; a trial resumed twice counted twice."""
   url, root = local_cluster['S2S_CLUSTER_PG_URL'], tmp_path / f'killed-{uuid.uuid4().hex[:8]}'
   space = _search_file(
     tmp_path,
-    'long_trial_1',
+    'long_trial',
     'eval/loss',
     'minimize',
-    "START = {'optim.learning_rate': 1e-2}\n"
     'def suggest(trial, arg=None):\n'
     "  lr = trial.suggest_float('optim.learning_rate', 3e-3, 1e-2)\n"
     "  return {'optim.learning_rate': lr, 'eval_every_steps': 100, 'checkpoint_every_steps': 100,\n"
-    "          'num_train_steps': 100 if trial.number == 0 else 1500}\n",
+    "          'num_train_steps': 1500}\n",
   )
-  flags = [f'--space={space}', f'--root={root}', '--trials=2', f'--storage={url}', '--poll_seconds=0.5']
-  flags.append('--pruner=none')  # (trial 1 must not be pruned)
+  flags = [f'--space={space}', f'--root={root}', '--trials=1', f'--storage={url}', '--poll_seconds=0.5']
   first = _start(tmp_path, *flags)
-  metrics, deadline = root / 'trial_1' / 'metrics.jsonl', time.time() + 300
+  metrics, deadline = root / 'trial_0' / 'metrics.jsonl', time.time() + 300
   while not (metrics.exists() and 'eval/loss' in metrics.read_text()):
     assert time.time() < deadline and first.process.poll() is None, first.output()
     time.sleep(0.2)
   first.process.send_signal(signal.SIGKILL)
   first.process.wait()
   second, deadline = _start(tmp_path, *flags), time.time() + 120
-  while 'trial 2: waiting for the run of a gone driver' not in second.output()[0]:
+  while 'trial 1: waiting for the run of a gone driver' not in second.output()[0]:
     assert time.time() < deadline and second.process.poll() is None, second.output()
     time.sleep(0.2)
   second.process.send_signal(signal.SIGKILL)
@@ -193,14 +191,14 @@ def test_a_driver_killed_mid_trial_and_started_again_resumes_it_once(local_clust
   name = json.loads((root / 'study.json').read_text())['study_name']
   trials = _study(url, name).get_trials()
   tally = shared_study.tally(trials)
-  assert tally.counted == [0, 1] and tally.finished == 2, [(t.number, t.state.name, t.user_attrs) for t in trials]
-  assert [(t.number, t.state.name) for t in tally.slots[1]] == [(1, 'FAIL'), (2, 'FAIL'), (3, 'COMPLETE')]
-  resumed = tally.current(1)
-  assert resumed.user_attrs['resumed_from'] == 2 and resumed.params == tally.slots[1][0].params
-  assert resumed.user_attrs['workdir'] == str(root / 'trial_1')
-  assert 'trial 3: resumes trial 2' in third and 'trial 3: optim' not in third  # (it submitted no run of its own)
-  assert 'is in use by' not in (root / 'trial_1.log').read_text()  # one run at a time in the workdir
-  assert (root / 'trial_1' / 'DONE').exists()
+  assert tally.counted == [0] and tally.finished == 1, [(t.number, t.state.name, t.user_attrs) for t in trials]
+  assert [(t.number, t.state.name) for t in trials] == [(0, 'FAIL'), (1, 'FAIL'), (2, 'COMPLETE')]
+  resumed = tally.current(0)
+  assert resumed.user_attrs['resumed_from'] == 1 and resumed.params == trials[0].params
+  assert resumed.user_attrs['workdir'] == str(root / 'trial_0')
+  assert 'trial 2: resumes trial 1' in third and 'trial 2: optim' not in third  # (it submitted no run of its own)
+  assert 'is in use by' not in (root / 'trial_0.log').read_text()  # one run at a time in the workdir
+  assert (root / 'trial_0' / 'DONE').exists()
 
 
 def test_a_study_or_root_reused_for_another_search_refuses_and_roots_get_their_own_study(local_cluster, tmp_path):
