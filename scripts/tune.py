@@ -21,29 +21,30 @@ ROOT/study.json (read by scripts/report.py) shows the storage URL with its passw
 (`postgresql://user:***@host/db`; PostgreSQL also reads the password from PGPASSWORD or ~/.pgpass, which keeps it off
 the command line). A ROOT another user owns, or that every user may write, is refused.
 
-Trials. Trial n runs in ROOT/trial_<n>/ (log ROOT/trial_<n>.log) through submitit, like scripts/sweep.py; it is
-sampled with seed --sampler_seed + n, so drivers sharing a study do not propose the same points. The driver reports
-each running trial's validation records (its metrics.jsonl) as intermediate values and stops a trial the pruner
-rejects, marking it pruned: it writes ROOT/trial_<n>/STOP, which the run reads at each validation, wherever it runs
-(another host, a SLURM job), and then checkpoints and exits (it is resumable); a run of the local executor is also
-sent SIGTERM, which stops it after the current step. A run still going --stop_grace_s (600) seconds later is killed
-(it resumes from its last checkpoint); the trial's user attribute 'stop' says which. A trial whose run fails is
-marked failed with its log's last lines, and the search goes on. The objective of a finished trial is its best
+Trials. Trial n runs in ROOT/trial_<n>/ (log ROOT/trial_<n>.log) through submitit, like scripts/sweep.py; it is sampled
+with seed --sampler_seed + n, so drivers sharing a study do not propose the same points. The driver reports each running
+trial's validation records (its metrics.jsonl) as intermediate values and stops a trial the pruner rejects, marking it
+pruned: it writes ROOT/trial_<n>/STOP, which the run reads at its next validation wherever it runs (another host, a
+SLURM job: the driver sends those no signal), and then checkpoints and exits (it is resumable); a run of the local
+executor is also sent SIGTERM, which stops it after the current step. A run still going --stop_grace_s (600) seconds
+later is killed (it resumes from its last checkpoint); the trial's user attribute 'stop' says which. A trial whose run
+fails is marked failed with its log's last lines, and the search goes on. The objective of a finished trial is its best
 validation value.
 
-Several drivers. Drivers given the same --storage and --study_name, each with its own --root, on any machines, share
-the study. --trials is the study's total: a driver asks no more trials once the study's trials that count (finished,
-running or waiting) reach it, and ends once that many have finished. Each running trial carries its driver's record
-(host, pid, process start time, a heartbeat counter advanced at every poll; s2s_jax/shared_study.py). A driver
-resumes a running trial only when that trial's driver is gone: a process of this host that died (a killed driver
-started again resumes its trials at once), or a heartbeat counter that stood still for its expiry (5 minutes,
+Several drivers. Drivers given the same --storage and --study_name, each with its own --root, on any machines, share the
+study. --trials is the study's total: a driver asks no more trials once the study's trials that count (finished, running
+or waiting) reach it, and ends once that many have finished; a trial two drivers asked at once for the last place is
+withdrawn by the later one (user attribute 'surplus') and counts for nothing. Each running trial carries its driver's
+record (host, pid, process start time, a heartbeat counter advanced at every poll; s2s_jax/shared_study.py). A driver
+resumes a running trial only when that trial's driver is gone: a process of this host that died (a killed driver started
+again resumes its trials at once), or a heartbeat counter that stood still for its expiry (5 minutes,
 S2S_TUNE_EXPIRES_S: a driver on another machine takes them over then). The trial is failed (only one driver can) and
 asked again as a new trial with the same parameters and overrides, counted in its place (its user attribute
-'resumes_trial' names the first). It runs in the old workdir when that is reachable here (a root of the same study),
-once the old run there has ended (a run still going is watched, and pruned, through its workdir), so it resumes from
-the old checkpoint, or finishes at once when the old run finished; otherwise in this driver's root, from the start.
-A trial finished or failed by another driver is no longer this driver's: its run is stopped and the search goes on.
-Running the command again resumes the study: finished trials are kept.
+'resumes_trial' names the first, whose folder name it keeps). It runs in the old workdir when that is reachable here (a
+root of the same study), once the old run there has ended (a run still going is watched, and pruned, through its
+workdir), so it resumes from the old checkpoint, or finishes at once when the old run finished; otherwise in this
+driver's root, from the start. A trial finished or failed by another driver is no longer this driver's: its run is
+stopped and the search goes on. Running the command again resumes the study: finished trials are kept.
 """
 
 import contextlib
