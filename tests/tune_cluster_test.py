@@ -5,6 +5,7 @@ namespaces (`unshare`, as root): another host name, and the first driver's root 
 two drivers share nothing but the database.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,15 @@ from s2s_jax import shared_study
 pytestmark = pytest.mark.cluster
 _TUNE = os.path.join(testutil.ROOT, 'scripts', 'tune.py')
 _SMOKE = 'experiments/search/smoke.py'
+
+
+@pytest.fixture(autouse=True)
+def _delete_studies(local_cluster, tmp_path):
+  """The studies a test made (those its roots' study.json name) are deleted after it: the database is shared."""
+  yield
+  for name in {json.loads(p.read_text())['study_name'] for p in tmp_path.glob('**/study.json')}:
+    with contextlib.suppress(KeyError):
+      optuna.delete_study(study_name=name, storage=local_cluster['S2S_CLUSTER_PG_URL'])
 
 
 def _env(tmp_path, **extra) -> dict[str, str]:
