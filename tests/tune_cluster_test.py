@@ -126,10 +126,11 @@ def test_two_drivers_on_two_machines_share_one_study(local_cluster, tmp_path):
   assert (tmp_path / 'A' / 'search' / 'trial_0' / 'DONE').exists()
 
 
-def test_a_dead_drivers_trial_is_taken_over_by_another_machine_after_its_expiry(local_cluster, tmp_path):
-  """The first driver is killed for good while its trial 0 trains; the driver on another machine cannot see its
+def test_a_silent_drivers_trial_is_taken_over_by_another_machine_after_its_expiry(local_cluster, tmp_path):
+  """The first driver is frozen (SIGSTOP) while its trial 0 trains; the driver on another machine cannot see its
   process, so it waits until its heartbeat counter has stood still for its expiry (10 s here), then resumes trial 0
-  in its own root (the old workdir is not reachable from there), from the start."""
+  in its own root (the old workdir is not reachable from there), from the start. Thawed, the first driver finds
+  trial 0 failed by another driver: no longer its own, not a crash (before: UpdateFinishedTrialError)."""
   url, name = local_cluster['S2S_CLUSTER_PG_URL'], f'takeover-{uuid.uuid4().hex[:8]}'
   flags = [f'--space={_SMOKE}', '--trials=2', f'--storage={url}', f'--study_name={name}', '--poll_seconds=1']
   flags.append('--pruner=none')
@@ -145,19 +146,27 @@ def test_a_dead_drivers_trial_is_taken_over_by_another_machine_after_its_expiry(
       )
     time.sleep(0.2)
   assert second is not None
-  first.process.send_signal(signal.SIGKILL)
-  first.process.wait()
-  out, _ = _finish(second)
+  first.process.send_signal(signal.SIGSTOP)
+  deadline = time.time() + 240
+  while 'resumes trial 0' not in second.output()[0]:
+    assert time.time() < deadline and second.process.poll() is None, second.output()
+    time.sleep(0.5)
+  first.process.send_signal(signal.SIGCONT)
+  out_second, _ = _finish(second)
+  out_first, _ = _finish(first)
   trials = _study(url, name).get_trials()
   tally = shared_study.tally(trials)
   assert tally.counted == [0, 1] and tally.finished == 2, [(t.number, t.state.name, t.user_attrs) for t in trials]
-  killed, resumed = tally.slots[0]
-  assert killed.state == optuna.trial.TrialState.FAIL and resumed.state == optuna.trial.TrialState.COMPLETE
+  frozen, resumed = tally.slots[0]
+  assert frozen.state == optuna.trial.TrialState.FAIL and resumed.state == optuna.trial.TrialState.COMPLETE
   assert resumed.user_attrs[shared_study.DRIVER]['host'] == 'elsewhere'
   assert resumed.user_attrs['workdir'] == str(tmp_path / 'B' / 'search' / 'trial_0')
-  waited = re.search(rf'trial {resumed.number}: resumes trial 0 \(its driver .* wrote no heartbeat for (\d+) s', out)
-  assert waited and int(waited[1]) >= 10, out
-  assert 'from the start (its old workdir is not reachable from here)' in out
+  waited = re.search(
+    rf'trial {resumed.number}: resumes trial 0 \(its driver .* wrote no heartbeat for (\d+) s', out_second
+  )
+  assert waited and int(waited[1]) >= 10, out_second
+  assert 'from the start (its old workdir is not reachable from here)' in out_second
+  assert "trial 0: FAIL by another driver; no longer this driver's" in out_first, out_first
 
 
 def _trials_if_any(url: str, name: str) -> list:
