@@ -6,6 +6,10 @@ checkpoint of the current step), between the stages of a run (`check`) and betwe
 decoding. Inside `immediate()` (data preparation, which can run for minutes) the signal interrupts at once with
 `Preempted`; the preparation's temporary folders are removed on the way out. `request` stops a run the same way from
 any thread (the workdir lock does when it cannot be refreshed).
+
+A process that cannot signal the run (a search driver on another host, or one whose runs are SLURM jobs) asks it to
+stop by writing `DIR/STOP` (STOP_FILE) in its workdir: the training loop reads it at each validation
+(`read_stop_file`) and stops as on a first signal, with a checkpoint and without DONE; the file is consumed.
 """
 
 import contextlib
@@ -15,8 +19,11 @@ import threading
 import _thread
 
 from absl import logging
+import jax
+import numpy as np
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_FILE = 'STOP'  # in a run's workdir: stop at the next validation (written by scripts/tune.py to prune a trial)
 
 
 class Preempted(BaseException):
@@ -24,10 +31,12 @@ class Preempted(BaseException):
 
 
 class Preemption:
-  """A context manager that turns the first SIGTERM/SIGINT into `requested` and the second into an exit."""
+  """A context manager that turns the first SIGTERM/SIGINT into `requested` and the second into an exit; with a
+  `workdir`, read_stop_file() looks for its STOP file."""
 
-  def __init__(self):
+  def __init__(self, workdir: str | None = None):
     self.requested = False
+    self._stop_file = None if workdir is None else os.path.join(workdir, STOP_FILE)
     self.signal_name = ''
     self._previous = {}
     self._immediate = False
@@ -48,6 +57,29 @@ class Preemption:
     """Raises Preempted if a signal came, naming the stage that was completed or abandoned."""
     if self.requested:
       raise Preempted(f'{self.signal_name}: stopped {stage}; nothing is lost. Run the same command to continue.')
+
+  def read_stop_file(self) -> None:
+    """Turns a stop file (see STOP_FILE) into `requested`, as a first signal would, and removes it. Every process of
+    a multi-host run reads process 0's answer, so all of them stop at the same step."""
+    if self._stop_file is None or self.requested:
+      return
+    found = jax.process_index() == 0 and os.path.exists(self._stop_file)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+      found = bool(multihost_utils.broadcast_one_to_all(np.int32(found)))
+    if not found:
+      return
+    reason = ''
+    if jax.process_index() == 0:
+      with contextlib.suppress(OSError):
+        with open(self._stop_file, encoding='utf-8', errors='replace') as f:
+          reason = f.read().strip()
+        os.remove(self._stop_file)
+    self.requested, self.signal_name = True, f'{os.path.basename(self._stop_file)} file'
+    logging.warning(
+      '%s found%s: stopping after this step, with a checkpoint.', self._stop_file, f' ({reason})' if reason else ''
+    )
 
   @contextlib.contextmanager
   def immediate(self, stage: str):

@@ -122,7 +122,7 @@ def train_and_evaluate(
   start_time = time.time()
   config = workdir_lib.resolve_config(config)
   _check_batch_sizes(config)
-  with preemption_lib.Preemption() as preemption:
+  with preemption_lib.Preemption(workdir) as preemption:
     lock = None
     try:
       with workdir_lib.hold(workdir, wait_s=lock_wait_s, on_unrefreshed=preemption.request) as lock:
@@ -315,6 +315,8 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
         for writer in runs.writers:
           writer.write_scalars(step, {'eval/stopped_early': 1.0})
         is_last = True
+      if not is_last:
+        preemption.read_stop_file()  # a search driver that cannot signal this run asks it to stop (DIR/STOP)
     if step % config.checkpoint_every_steps == 0 or is_last:
       for best_mngr in runs.best:
         best_mngr.wait_until_finished()

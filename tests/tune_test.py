@@ -65,9 +65,9 @@ class StorageRedactionTest(absltest.TestCase):
       'from absl import app, flags\n'
       f'flags.FLAGS(["tune", "--space={_SMOKE}", "--root={folder}", "--storage={url}"])\n'
       'module, _ = tune.load_space(flags.FLAGS.space)\n'
-      f'tune.write_study_json({folder!r}, module, {url!r}, "study")\n'
+      f'tune.write_study_json({folder!r}, tune.search_of(module, flags.FLAGS.space), {url!r}, "study")\n'
       'try:\n'
-      f'  tune.make_study(module, {folder!r})\n'
+      f'  tune.make_study(module, {url!r}, "study")\n'
       '  error = ""\n'
       'except app.UsageError as e:\n'
       '  error = str(e)\n'
@@ -96,18 +96,48 @@ class StorageRedactionTest(absltest.TestCase):
     self.assertNotIn('s3cret', text + result.stdout + result.stderr)
 
 
+class GridSamplerTest(absltest.TestCase):
+  def test_the_last_grid_point_is_told_without_an_error(self):
+    # Optuna's GridSampler calls study.stop() in the tell of the last grid point, which raises outside
+    # Study.optimize: the driver crashed there with --sampler=grid.
+    out = _probe(
+      self.create_tempdir().full_path,
+      'from absl import flags\n'
+      'import optuna\n'
+      f'flags.FLAGS(["tune", "--space={_SMOKE}", "--root=/nowhere", "--sampler=grid"])\n'
+      'module, _ = tune.load_space(flags.FLAGS.space)\n'
+      'study = optuna.create_study(sampler=tune.make_sampler(module, 0))\n'
+      'for _ in range(4):\n'
+      '  trial = study.ask()\n'
+      '  module.suggest(trial)\n'
+      '  study.tell(trial, 1.0)\n'
+      'print(json.dumps(sorted(tuple(t.params.values()) for t in study.trials)))\n',
+    )
+    self.assertEqual(sorted(map(tuple, out)), sorted((lr, h) for lr in (3e-3, 1e-2) for h in (32, 48)))
+
+
 @pytest.mark.slow  # real submitit jobs (about 10 s)
 class StopRunTest(absltest.TestCase):
   def test_a_pruned_run_is_waited_for_and_killed_after_the_grace(self):
-    # stop_run: a run that stops (told through its local job: the controller passes SIGTERM on) is waited for until
-    # its stop checkpoint is written; one that holds its workdir and ignores SIGTERM is killed after the grace, and
-    # the driver goes on.
+    # stop_request / stop_progress: a run that stops (told through its local job: the controller passes SIGTERM on)
+    # is waited for until its stop checkpoint is written; one that holds its workdir and ignores SIGTERM is killed
+    # after the grace, and the driver goes on. Both get the STOP file too (the run reads it at its next validation).
     folder = self.create_tempdir().full_path
     child = os.path.join(testutil.ROOT, 'tests', 'stop_child.py')
     out = _probe(
       folder,
       'import os, time, submitit, launch\n'
+      'from absl import flags\n'
       f'folder, child = {folder!r}, {child!r}\n'
+      f'flags.FLAGS(["tune", "--space={_SMOKE}", f"--root={folder}"])\n'
+      'def stop(workdir, job, grace):\n'
+      '  flags.FLAGS.stop_grace_s = grace\n'
+      '  os.makedirs(workdir, exist_ok=True)\n'
+      '  request, cancel = tune.stop_request(workdir, job, "pruned", signal_ok=True), lambda: job.cancel(check=False)\n'
+      '  text = open(os.path.join(workdir, "STOP")).read()\n'
+      '  while (outcome := tune.stop_progress(request, workdir, job.done(), cancel)) is None:\n'
+      '    time.sleep(0.1)\n'
+      '  return outcome, text, os.path.exists(os.path.join(workdir, "STOP"))\n'
       'executor = submitit.LocalExecutor(folder=os.path.join(folder, ".submitit"))\n'
       'executor.update_parameters(timeout_min=5)\n'
       'def start(name, *extra):\n'
@@ -118,7 +148,7 @@ class StopRunTest(absltest.TestCase):
       '  return job\n'
       'result = {}\n'
       'job = start("stops", "stop")\n'
-      'result["stops"] = tune.stop_run(os.path.join(folder, "no_lock"), job, 30.0, poll_s=0.1)\n'
+      'result["stops"], result["stop_file"], result["left"] = stop(os.path.join(folder, "no_lock"), job, 30.0)\n'
       'result["stops_code"] = job.result()\n'
       'result["marker"] = os.path.exists(os.path.join(folder, "stops"))\n'
       'workdir = os.path.join(folder, "trial_0")\n'
@@ -126,7 +156,7 @@ class StopRunTest(absltest.TestCase):
       'job = start("hangs", "ignore", workdir)\n'
       'pid = int(open(os.path.join(folder, "hangs.ready")).read())\n'
       'start_s = time.monotonic()\n'
-      'result["hangs"] = tune.stop_run(workdir, job, 1.0, poll_s=0.1)\n'
+      'result["hangs"], _, _ = stop(workdir, job, 1.0)\n'
       'result["hangs_s"] = time.monotonic() - start_s\n'
       'time.sleep(1)\n'
       'stat = f"/proc/{pid}/stat"\n'
@@ -136,7 +166,9 @@ class StopRunTest(absltest.TestCase):
     self.assertRegex(out['stops'], r'^stopped after \d+ s$')
     self.assertEqual(out['stops_code'], 143)  # run_one: the run stopped cleanly after SIGTERM
     self.assertTrue(out['marker'])  # its stop checkpoint was not cut short
-    self.assertEqual(out['hangs'], 'killed: still running 1 s after SIGTERM')
+    self.assertEqual(out['stop_file'], 'pruned\n')
+    self.assertFalse(out['left'])  # removed once the run ended (a rerun of the workdir must not stop at once)
+    self.assertEqual(out['hangs'], 'killed: still running 1 s after the stop request')
     self.assertLess(out['hangs_s'], 15)
     self.assertFalse(out['alive'])
 
@@ -160,7 +192,10 @@ class TuneTest(absltest.TestCase):
     import optuna  # pylint: disable=g-import-not-at-top
 
     self.assertEqual(self.first.returncode, 0, self.first.stdout[-3000:] + self.first.stderr[-3000:])
-    study = optuna.load_study(study_name='study', storage=f'sqlite:///{self.root}/study.db')
+    with open(os.path.join(self.root, 'study.json'), encoding='utf-8') as f:
+      name = json.load(f)['study_name']
+    self.assertRegex(name, r'^study-[0-9a-f]{8}$')  # the root's folder name and a random id
+    study = optuna.load_study(study_name=name, storage=f'sqlite:///{self.root}/study.db')
     states = [t.state for t in study.trials]
     self.assertEqual(
       states, [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED]
@@ -174,6 +209,7 @@ class TuneTest(absltest.TestCase):
     self.assertTrue(os.listdir(os.path.join(self.root, 'trial_2', 'checkpoints')))
     self.assertTrue(pruned.intermediate_values)
     self.assertRegex(pruned.user_attrs['stop'], r'^stopped after \d+ s$')  # within --stop_grace_s
+    self.assertFalse(os.path.exists(os.path.join(self.root, 'trial_2', 'STOP')))  # (read by the run, or removed)
     self.assertIn('Best trial 0', self.first.stdout)
     # Running the command again resumes the study: nothing is rerun.
     again = _tune(
@@ -181,7 +217,7 @@ class TuneTest(absltest.TestCase):
     )
     self.assertEqual(again.returncode, 0, again.stderr[-3000:])
     self.assertIn('3 finished trial(s)', again.stdout)
-    self.assertLen(optuna.load_study(study_name='study', storage=f'sqlite:///{self.root}/study.db').trials, 3)
+    self.assertLen(optuna.load_study(study_name=name, storage=f'sqlite:///{self.root}/study.db').trials, 3)
     # The report reads the study.
     report = testutil.run(
       os.path.join(testutil.ROOT, 'scripts', 'report.py'), f'--root={self.root}', S2S_CACHE_DIR=self.cache
