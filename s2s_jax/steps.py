@@ -290,7 +290,9 @@ def make_predict_fn(model, options: decode.DecodeOptions):
 
 class CompiledByShape:
   """A pmapped step, compiled ahead of time (and timed) once per batch shape, when the first batch of that shape
-  arrives: bucketed training batches come in several shapes, and compiling lazily keeps the first step early."""
+  arrives: bucketed training batches come in several shapes, and compiling lazily keeps the first step early. Before
+  a compile the steps still running are waited for, so `seconds` holds compiling (or loading from the persistent
+  cache) only."""
 
   def __init__(self, p_fn, name: str = 'step'):
     self._p_fn, self._name, self._compiled = p_fn, name, {}
@@ -300,6 +302,9 @@ class CompiledByShape:
     key = tuple((k, v.shape) for k, v in sorted(batch.items()))
     if key in self._compiled:
       return self._compiled[key](state, batch)
+    # The steps dispatched before run on while this one compiles: wait for them first, so the seconds measured
+    # (and subtracted from training time: train/steps_per_s) are the compile's alone.
+    jax.block_until_ready(state)
     start, out = time.perf_counter(), None
     if jax.process_count() == 1:
       self._compiled[key] = self._p_fn.lower(state, batch).compile()

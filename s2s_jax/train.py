@@ -13,12 +13,14 @@ import ml_collections
 import numpy as np
 
 from s2s_jax import checkpointing
+from s2s_jax import compile_cache
 from s2s_jax import config_lib
 from s2s_jax import evaluation
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import optim
 from s2s_jax import preemption as preemption_lib
+from s2s_jax import provenance
 from s2s_jax import seeds as seeds_lib
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
@@ -141,6 +143,8 @@ def _train_and_evaluate(
   config, workdir: str, allow_config_change: bool, start_time: float, preemption, lock: workdir_lib.WorkdirLock
 ) -> None:
   workdir_lib.check_resumable(workdir, config.num_seeds)
+  compile_cache.count_compiles()
+  compiles_before = compile_cache.stats()
   with preemption.immediate('during data preparation'):
     data = pipeline.prepare(
       config.data,
@@ -183,6 +187,7 @@ def _train_and_evaluate(
     config, state, train_iter, mngr, runs, evaluator, first_step, preemption, lock, saves, validations
   )
   if state is None:  # stopped with a checkpoint
+    _record_compiles(workdir, compiles_before, lock)
     runs.close()
     return
   # Every process logs a digest of its replica of the final parameters: data parallelism keeps them identical
@@ -216,8 +221,18 @@ def _train_and_evaluate(
     raise
   runs.close()
   mngr.close()
+  _record_compiles(workdir, compiles_before, lock)
   lock.check()
   workdir_lib.mark_done(workdir)
+
+
+def _record_compiles(workdir: str, before: dict, lock: workdir_lib.WorkdirLock) -> None:
+  """Logs what this start compiled and loaded from the persistent cache, and adds it to provenance.json."""
+  stats = compile_cache.stats(since=before)
+  logging.info('Compiles of this start: %s.', compile_cache.summary(stats))
+  lock.check()
+  if jax.process_index() == 0:
+    provenance.record_compiles(workdir, stats)
 
 
 def _best_steps_on_disk(dirs: list[str]) -> list[int | None]:

@@ -269,6 +269,7 @@ def main(argv):
         's2s_jax.main',
         config_flag,
         f'--workdir={workdir}',
+        launch.cache_flag(),
         *sweep_lib.override_flags(overrides),
       ]
       trial.set_user_attr('command', ' '.join(cmd[1:]))
