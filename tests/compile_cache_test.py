@@ -89,9 +89,9 @@ class _RecordsReadiness:
   def __init__(self, p_fn):
     self.p_fn, self.ready_at_lower = p_fn, []
 
-  def lower(self, state, batch):
+  def lower(self, state, batch, *args):
     self.ready_at_lower.append(all(x.is_ready() for x in jax.tree.leaves(state)))
-    return self.p_fn.lower(state, batch)
+    return self.p_fn.lower(state, batch, *args)
 
 
 class HonestRateTest(absltest.TestCase):
@@ -163,7 +163,7 @@ def _provenance_compiles(workdir: str) -> dict:
 
 @pytest.mark.slow  # two short training runs in fresh processes
 class RunsShareTheCacheTest(absltest.TestCase):
-  def test_a_second_run_loads_every_program_from_the_cache_and_records_it(self):
+  def test_a_run_with_other_hyperparameters_and_seed_loads_every_program_from_the_cache(self):
     root, cache = self.create_tempdir().full_path, self.create_tempdir().full_path
     common = [
       '--config=experiments/default.py:size=tiny',
@@ -174,7 +174,11 @@ class RunsShareTheCacheTest(absltest.TestCase):
       '--config.checkpoint_every_steps=4',
       f'--compilation_cache_dir={cache}',
     ]
-    for name, extra in (('first', []), ('second', ['--config.seed=1'])):
+    runs = (
+      ('first', ['--config.model.dropout_rate=0.1']),
+      ('second', ['--config.model.dropout_rate=0.2', '--config.optim.learning_rate=2e-3', '--config.seed=1']),
+    )
+    for name, extra in runs:
       done = testutil.run('-m', 's2s_jax.main', f'--workdir={os.path.join(root, name)}', *common, *extra)
       self.assertEqual(done.returncode, 0, done.stderr[-3000:])
       self.assertIn('Compiles of this start:', done.stderr)
