@@ -38,6 +38,7 @@ class DecoderCell(nn.Module):
   """Target embedding, the stacked recurrent cells, attention and the output layer of the decoder."""
 
   cfg: Any  # models.Seq2SeqConfig
+  dropout_keep: Any = None  # 1 - cfg.dropout_rate as a runtime input (rnn.Dropout), or None
 
   def setup(self):
     c = self.cfg
@@ -68,7 +69,7 @@ class DecoderCell(nn.Module):
       self.output_bias = self.param('output_bias', nn.initializers.zeros, (c.tgt_vocab_size,))
     else:
       self.output = nn.Dense(c.tgt_vocab_size, dtype=dtype)
-    self.dropout = nn.Dropout(c.dropout_rate)
+    self.dropout = rnn.Dropout(c.dropout_rate, self.dropout_keep)
 
   @property
   def extra_input(self) -> bool:
@@ -203,11 +204,12 @@ class DecoderCell(nn.Module):
     c = self.cfg
     if not train or c.dropout_rate == 0.0 or c.num_layers == 1:
       return None
-    keep = 1.0 - c.dropout_rate
+    keep = 1.0 - c.dropout_rate if self.dropout_keep is None else self.dropout_keep
     shape = (batch_size, 1 if c.variational_dropout else length, c.hidden_dim)
     masks = []
     for _ in range(c.num_layers - 1):
-      m = jax.random.bernoulli(self.make_rng('dropout'), keep, shape).astype(jnp.dtype(c.dtype)) / keep
+      m = jax.random.bernoulli(self.make_rng('dropout'), keep, shape).astype(jnp.dtype(c.dtype))
+      m = m / rnn.keep_as(keep, m.dtype)
       masks.append(jnp.broadcast_to(m, (batch_size, length, c.hidden_dim)))
     return tuple(masks)
 

@@ -29,6 +29,7 @@ from absl import logging
 import flax
 
 from s2s_jax import checkpointing
+from s2s_jax import compile_cache
 from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
@@ -58,6 +59,9 @@ _DECODE = {
   name: {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[kind](name, None, help_text)
   for name, kind, help_text in decode.FLAGS
 }
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  'compilation_cache_dir', compile_cache.default_dir(), compile_cache.FLAG_HELP
+)
 flags.mark_flag_as_required('workdir')
 
 
@@ -110,6 +114,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if bool(_SPLIT.value) == bool(_SOURCE.value):
     raise app.UsageError('Give either --split or --source_file (with --reference_file).')
+  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
   try:
     runs = inference.load_all(_WORKDIR.value, _CHECKPOINT.value)
     inputs = inference.ensemble_inputs(runs)

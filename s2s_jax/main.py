@@ -22,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from s2s_jax import compile_cache
 from s2s_jax import config_checks
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
@@ -43,6 +44,9 @@ _LOCK_WAIT_S = flags.DEFINE_float(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: address of process 0 (host:port).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  'compilation_cache_dir', compile_cache.default_dir(), compile_cache.FLAG_HELP
+)
 flags.mark_flags_as_required(['workdir', 'config'])
 
 
@@ -73,6 +77,7 @@ def main(argv):
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _launched_as_many_processes():
     jax.distributed.initialize()  # JAX detects the cluster (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS)
+  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(), jax.process_count(), jax.local_devices())
   try:
     config_checks.check_steps_override(_CONFIG.value, config_flags.get_override_values(flags.FLAGS['config']))

@@ -6,7 +6,6 @@ with its signature); percent-like scores are 0-100 (CONVENTIONS §5).
 """
 
 from collections.abc import Sequence
-import functools
 from typing import Any
 
 import jax
@@ -18,47 +17,85 @@ Metrics = dict[str, jax.Array]
 
 
 def weighted_xent(
-  logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array, label_smoothing: float = 0.0
+  logits_BxTxV: jax.Array,
+  targets_BxT: jax.Array,
+  weights_BxT: jax.Array,
+  label_smoothing: float | jax.Array = 0.0,
+  label_confidence: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """Returns (summed training loss with label smoothing, summed negative log-likelihood) over weighted tokens."""
-  loss, nll = token_xent(logits_BxTxV.astype(jnp.float32), targets_BxT, label_smoothing)
+  """Returns (summed training loss with label smoothing, summed negative log-likelihood) over weighted tokens.
+
+  `label_smoothing` is a Python float (0: none, no smoothing terms in the program) or an array (a runtime input of
+  the train step), then with `label_confidence` = 1 - label_smoothing computed on the host."""
+  logits = logits_BxTxV.astype(jnp.float32)
+  if isinstance(label_smoothing, (int, float)):
+    if not label_smoothing:
+      loss, nll = token_xent(logits, targets_BxT)
+      return (loss * weights_BxT).sum(), (nll * weights_BxT).sum()
+    label_smoothing, label_confidence = jnp.float32(label_smoothing), jnp.float32(1.0 - label_smoothing)
+  loss, nll = smoothed_token_xent(logits, targets_BxT, label_smoothing, label_confidence)
   return (loss * weights_BxT).sum(), (nll * weights_BxT).sum()
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def token_xent(
-  logits_NxV: jax.Array, targets_N: jax.Array, label_smoothing: float = 0.0
-) -> tuple[jax.Array, jax.Array]:
-  """Per-token (label-smoothed loss, NLL) of logits [..., V]: lse - (1 - e) x_y - e mean(x), and lse - x_y.
+@jax.custom_vjp
+def token_xent(logits_NxV: jax.Array, targets_N: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-token (loss, NLL) of logits [..., V], both lse - x_y (no label smoothing; see smoothed_token_xent).
 
-  The backward pass is one elementwise pass over the logits, g (softmax(x) - (1 - e) onehot(y) - e / V), with the
-  softmax recomputed from the saved log-normaliser. Autodiff of log_softmax + take_along_axis also wrote a zero
-  tensor of the logits' size and scattered into it (42 ms of a 1.18 s lstm512 train step in the XLA profile).
+  The backward pass is one elementwise pass over the logits, g (softmax(x) - onehot(y)), with the softmax recomputed
+  from the saved log-normaliser. Autodiff of log_softmax + take_along_axis also wrote a zero tensor of the logits'
+  size and scattered into it (42 ms of a 1.18 s lstm512 train step in the XLA profile).
   """
-  return _token_xent_fwd(logits_NxV, targets_N, label_smoothing)[0]
+  return _token_xent_fwd(logits_NxV, targets_N)[0]
 
 
-def _token_xent_fwd(logits, targets, label_smoothing):
+def _token_xent_fwd(logits, targets):
   lse = jax.nn.logsumexp(logits, axis=-1)
   picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   nll = lse - picked
-  loss = nll
-  if label_smoothing:
-    loss = lse - (1.0 - label_smoothing) * picked - label_smoothing * logits.mean(axis=-1)
-  return (loss, nll), (logits, targets, lse)
+  return (nll, nll), (logits, targets, lse)
 
 
-def _token_xent_bwd(label_smoothing, residuals, cotangents):
+def _token_xent_bwd(residuals, cotangents):
   logits, targets, lse = residuals
   g_loss, g_nll = cotangents
   probs = jnp.exp(logits - lse[..., None])
   onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
   g = g_loss + g_nll
-  d = g[..., None] * (probs - onehot) + g_loss[..., None] * label_smoothing * (onehot - 1.0 / logits.shape[-1])
-  return d, None
+  return g[..., None] * (probs - onehot), None
 
 
 token_xent.defvjp(_token_xent_fwd, _token_xent_bwd)
+
+
+@jax.custom_vjp
+def smoothed_token_xent(
+  logits_NxV: jax.Array, targets_N: jax.Array, smoothing: jax.Array, confidence: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """Per-token (label-smoothed loss, NLL) of logits [..., V]: lse - (1 - e) x_y - e mean(x), and lse - x_y, with
+  e = `smoothing` and 1 - e = `confidence` (arrays: runtime inputs; no gradient flows to them). The backward pass is
+  token_xent's plus g_loss e (onehot - 1 / V)."""
+  return _smoothed_fwd(logits_NxV, targets_N, smoothing, confidence)[0]
+
+
+def _smoothed_fwd(logits, targets, smoothing, confidence):
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  nll = lse - picked
+  loss = lse - confidence * picked - smoothing * logits.mean(axis=-1)
+  return (loss, nll), (logits, targets, lse, smoothing)
+
+
+def _smoothed_bwd(residuals, cotangents):
+  logits, targets, lse, smoothing = residuals
+  g_loss, g_nll = cotangents
+  probs = jnp.exp(logits - lse[..., None])
+  onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+  g = g_loss + g_nll
+  d = g[..., None] * (probs - onehot) + g_loss[..., None] * smoothing * (onehot - 1.0 / logits.shape[-1])
+  return d, None, jnp.zeros_like(smoothing), jnp.zeros_like(smoothing)
+
+
+smoothed_token_xent.defvjp(_smoothed_fwd, _smoothed_bwd)
 
 
 def token_sums(nll_sum: jax.Array, logits_BxTxV: jax.Array, targets_BxT: jax.Array, weights_BxT: jax.Array) -> Metrics:

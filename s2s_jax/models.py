@@ -216,6 +216,9 @@ class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
 
   cfg: Seq2SeqConfig  # validated where it is built (config_lib.model_config), not at every trace of setup
+  # 1 - cfg.dropout_rate as a runtime input (an array inside the train step: runs with other non-zero rates share one
+  # program), or None (cfg.dropout_rate as a constant). cfg.dropout_rate = 0 is no dropout either way.
+  dropout_keep: Any = None
 
   def setup(self):
     c = self.cfg
@@ -234,6 +237,7 @@ class Seq2Seq(nn.Module):
       dtype,
       pyramid=c.pyramid,
       remat=c.remat,
+      dropout_keep=self.dropout_keep,
     )
     if c.bridge == 'dense':
       components = 2 if c.cell == 'lstm' else 1
@@ -241,8 +245,8 @@ class Seq2Seq(nn.Module):
         [nn.Dense(c.hidden_dim, dtype=dtype, name=f'bridge{layer}_{j}') for j in range(components)]
         for layer in range(c.num_layers)
       ]
-    self.decoder = decoder_lib.DecoderCell(c)
-    self.dropout = nn.Dropout(c.dropout_rate)
+    self.decoder = decoder_lib.DecoderCell(c, self.dropout_keep)
+    self.dropout = rnn.Dropout(c.dropout_rate, self.dropout_keep)
 
   def _bridge(self, finals: tuple[rnn.Carry, ...]) -> tuple[rnn.Carry, ...]:
     c = self.cfg

@@ -14,6 +14,7 @@ from typing import Any
 from absl import logging
 import jax
 
+from s2s_jax import fileio
 from s2s_jax import resources
 
 _PACKAGES = (
@@ -115,6 +116,17 @@ def starts(workdir: str, num_train_steps: int, done: bool) -> list[dict[str, Any
   if old and done and step >= num_train_steps:
     return old
   return old + [_start_record(step)]
+
+
+def record_compiles(workdir: str, stats: dict[str, Any]) -> None:
+  """Adds this start's compile statistics (compile_cache.stats: programs, from_cache, compiled, compile_s, ...) to
+  its entry of provenance.json's `starts` (the last one)."""
+  path = os.path.join(workdir, 'provenance.json')
+  with open(path, encoding='utf-8') as f:
+    record_ = json.load(f)
+  if record_.get('starts'):
+    record_['starts'][-1]['compiles'] = stats
+  fileio.write_json(path, record_, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def _latest_step_on_disk(workdir: str) -> int:

@@ -12,6 +12,7 @@ sequence within its own length.
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -312,6 +313,34 @@ def pyramid_mask(mask_BxT: jax.Array, num_layers: int) -> jax.Array:
   return mask_BxT
 
 
+class Dropout(nn.Module):
+  """flax's nn.Dropout, whose keep probability may be a runtime input (`keep`: an array, 1 - rate; the train step's
+  hyperparameters, so runs with other rates share one program). `rate` is the configured rate: 0.0 means no
+  dropout at all (no mask: a program of its own); with `keep` None it gives the keep probability, as in nn.Dropout.
+  The masks are nn.Dropout's bit for bit: the same rng ('dropout', by module path), comparison and scaling."""
+
+  rate: float
+  keep: Any = None
+  broadcast_dims: Sequence[int] = ()
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    keep = 1.0 - self.rate if self.keep is None else self.keep
+    shape = list(inputs.shape)
+    for dim in self.broadcast_dims:
+      shape[dim] = 1
+    mask = jnp.broadcast_to(jax.random.bernoulli(self.make_rng('dropout'), p=keep, shape=shape), inputs.shape)
+    return jax.lax.select(mask, inputs / keep_as(keep, inputs.dtype), jnp.zeros_like(inputs))
+
+
+def keep_as(keep, dtype) -> jax.Array | float:
+  """A keep probability to divide by in `dtype`: a Python float stays one (weakly typed, as nn.Dropout divides), an
+  array is cast (a float32 array would promote bfloat16 activations)."""
+  return keep if isinstance(keep, float) else jnp.asarray(keep, dtype)
+
+
 class RNNStack(nn.Module):
   """Multi-layer, optionally bidirectional and pyramidal, scanned RNN over a padded batch with explicit masks.
 
@@ -331,6 +360,7 @@ class RNNStack(nn.Module):
   dtype: jnp.dtype = jnp.float32
   pyramid: bool = False  # Listen, Attend and Spell: layers above the first read pairs of steps (time halves)
   remat: bool = False  # recompute each recurrence in the backward pass instead of keeping its activations
+  dropout_keep: Any = None  # 1 - dropout_rate as a runtime input (Dropout), or None
 
   @nn.compact
   def __call__(
@@ -346,9 +376,9 @@ class RNNStack(nn.Module):
         x_BxTxD, mask_BxT = halve_time(x_TxBxD.swapaxes(0, 1), mask_BxT)
         x_TxBxD = x_BxTxD.swapaxes(0, 1)
       if layer > 0:
-        x_TxBxD = nn.Dropout(self.dropout_rate, broadcast_dims=(0,) if self.variational_dropout else ())(
-          x_TxBxD, deterministic=not train
-        )
+        over_time = (0,) if self.variational_dropout else ()
+        dropout = Dropout(self.dropout_rate, self.dropout_keep, broadcast_dims=over_time)
+        x_TxBxD = dropout(x_TxBxD, deterministic=not train)
       carry, out = run_layer(cell(name=f'layer{layer}_fwd'), x_TxBxD, mask_BxT, remat=self.remat)
       if self.bidirectional:
         carry_bwd, out_bwd = run_layer(

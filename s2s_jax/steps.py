@@ -84,16 +84,22 @@ def doubly_stochastic_loss_sum(attn_BxTxS: jax.Array, weights_BxT: jax.Array, me
   return (jnp.square(1.0 - total_BxS) * memory_mask_BxS.astype(jnp.float32)).sum()
 
 
+def _nonzero(weight) -> bool:
+  """Whether a loss weight is on: an array (a runtime input) always is; a Python number when it is not 0."""
+  return not isinstance(weight, (int, float)) or weight != 0
+
+
 def _loss_and_sums(
   params,
   apply_fn,
   batch: Batch,
   rng: jax.Array,
-  label_smoothing: float,
-  coverage_loss_weight: float = 0.0,
-  doubly_stochastic_weight: float = 0.0,
+  label_smoothing: float | jax.Array,
+  coverage_loss_weight: float | jax.Array = 0.0,
+  doubly_stochastic_weight: float | jax.Array = 0.0,
   teacher_forcing_ratio: jax.Array | None = None,
   scheduled_sampling_sample: bool = False,
+  label_confidence: jax.Array | None = None,
 ):
   """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed) and the
   logged sums (plain NLL). A `teacher_forcing_ratio` trains with scheduled sampling (Seq2Seq.teacher_forcing)."""
@@ -109,10 +115,12 @@ def _loss_and_sums(
     method=models.Seq2Seq.teacher_forcing,
   )
   weights = (batch['targets'] != data_lib.PAD_ID).astype(jnp.float32)
-  loss_sum, nll_sum = metrics_lib.weighted_xent(out.logits, batch['targets'], weights, label_smoothing)
-  if coverage_loss_weight:
+  loss_sum, nll_sum = metrics_lib.weighted_xent(
+    out.logits, batch['targets'], weights, label_smoothing, label_confidence
+  )
+  if _nonzero(coverage_loss_weight):
     loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(out.attention, weights)
-  if doubly_stochastic_weight:
+  if _nonzero(doubly_stochastic_weight):
     loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(out.attention, weights, out.memory_mask)
   return loss_sum, metrics_lib.token_sums(nll_sum, out.logits, batch['targets'], weights)
 
@@ -121,13 +129,16 @@ def train_step(
   state: TrainState,
   batch: Batch,
   *,
-  label_smoothing: float = 0.0,
+  label_smoothing: float | jax.Array = 0.0,
   grad_accum_steps: int = 1,
   skip_nonfinite: bool = False,
-  coverage_loss_weight: float = 0.0,
-  doubly_stochastic_weight: float = 0.0,
+  coverage_loss_weight: float | jax.Array = 0.0,
+  doubly_stochastic_weight: float | jax.Array = 0.0,
   teacher_forcing=None,
   scheduled_sampling_sample: bool = False,
+  label_confidence: jax.Array | None = None,
+  tx: optax.GradientTransformation | None = None,
+  apply_fn=None,
   axis_name: str | None = 'batch',
 ) -> tuple[TrainState, metrics_lib.Metrics]:
   """One optimizer step on this device's share of a global batch; returns psum'ed metric sums.
@@ -136,7 +147,13 @@ def train_step(
   is not finite is recorded, and with `skip_nonfinite` such an update leaves parameters and optimizer state as
   they were (and is counted). `teacher_forcing` (optim.make_teacher_forcing: step -> ratio, or None) turns on
   scheduled sampling.
+
+  The loss weights and label smoothing are Python numbers (0: the term is not in the program) or arrays (runtime
+  inputs, train.train_step_fn; label smoothing then with `label_confidence` = 1 - label_smoothing); `tx` and
+  `apply_fn`, when given, replace the state's (an optimizer and a model reading runtime hyperparameters, with the
+  same state structure as the state's own).
   """
+  apply_fn = state.apply_fn if apply_fn is None else apply_fn
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name:  # distinct dropout masks on every device of every host
     rng = jax.random.fold_in(rng, jax.process_index() * jax.local_device_count() + jax.lax.axis_index(axis_name))
@@ -147,22 +164,23 @@ def train_step(
       doubly_stochastic_weight=doubly_stochastic_weight,
       teacher_forcing_ratio=None if teacher_forcing is None else teacher_forcing(state.step),
       scheduled_sampling_sample=scheduled_sampling_sample,
+      label_confidence=label_confidence,
     ),
     has_aux=True,
   )
   if grad_accum_steps == 1:
-    grads, sums = grad_fn(state.params, state.apply_fn, batch, rng, label_smoothing)
+    grads, sums = grad_fn(state.params, apply_fn, batch, rng, label_smoothing)
   else:
     micro = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:]), batch)
 
     def accumulate(carry, xs):
-      g, s = grad_fn(state.params, state.apply_fn, xs[0], jax.random.fold_in(rng, xs[1]), label_smoothing)
+      g, s = grad_fn(state.params, apply_fn, xs[0], jax.random.fold_in(rng, xs[1]), label_smoothing)
       return jax.tree.map(jnp.add, carry, (g, s)), None
 
     zeros = jax.tree.map(
       jnp.zeros_like,
       jax.eval_shape(
-        lambda: grad_fn(state.params, state.apply_fn, jax.tree.map(lambda x: x[0], micro), rng, label_smoothing)
+        lambda: grad_fn(state.params, apply_fn, jax.tree.map(lambda x: x[0], micro), rng, label_smoothing)
       ),
     )
     (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro, jnp.arange(grad_accum_steps)))
@@ -171,7 +189,12 @@ def train_step(
   grads = jax.tree.map(lambda g: g / jnp.maximum(sums['num_tokens'], 1.0), grads)
   sums = dict(sums, grad_norm=optax.tree.norm(grads))
   finite = jnp.isfinite(sums['loss_sum']) & jnp.isfinite(sums['grad_norm'])
-  new_state = state.apply_gradients(grads=grads)
+  if tx is None:
+    new_state = state.apply_gradients(grads=grads)
+  else:  # TrainState.apply_gradients with another transformation of the same state structure
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   if skip_nonfinite:
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = new_state.replace(
@@ -290,24 +313,29 @@ def make_predict_fn(model, options: decode.DecodeOptions):
 
 class CompiledByShape:
   """A pmapped step, compiled ahead of time (and timed) once per batch shape, when the first batch of that shape
-  arrives: bucketed training batches come in several shapes, and compiling lazily keeps the first step early."""
+  arrives: bucketed training batches come in several shapes, and compiling lazily keeps the first step early. Before
+  a compile the steps still running are waited for, so `seconds` holds compiling (or loading from the persistent
+  cache) only."""
 
   def __init__(self, p_fn, name: str = 'step'):
     self._p_fn, self._name, self._compiled = p_fn, name, {}
     self.seconds = 0.0  # total compile time so far
 
-  def __call__(self, state, batch: Batch):
+  def __call__(self, state, batch: Batch, *args):
     key = tuple((k, v.shape) for k, v in sorted(batch.items()))
     if key in self._compiled:
-      return self._compiled[key](state, batch)
+      return self._compiled[key](state, batch, *args)
+    # The steps dispatched before run on while this one compiles: wait for them first, so the seconds measured
+    # (and subtracted from training time: train/steps_per_s) are the compile's alone.
+    jax.block_until_ready(state)
     start, out = time.perf_counter(), None
     if jax.process_count() == 1:
-      self._compiled[key] = self._p_fn.lower(state, batch).compile()
+      self._compiled[key] = self._p_fn.lower(state, batch, *args).compile()
     else:
       # With several processes a pmap lowers for the global device count but is called with the local shards, so
       # its AOT executable cannot be called; the pmap's own cache compiles instead, timed with its first step.
       self._compiled[key] = self._p_fn
-      out = jax.block_until_ready(self._p_fn(state, batch))
+      out = jax.block_until_ready(self._p_fn(state, batch, *args))
     seconds = time.perf_counter() - start
     self.seconds += seconds
     logging.info(
@@ -318,7 +346,7 @@ class CompiledByShape:
       len(self._compiled),
       self.seconds,
     )
-    return self._compiled[key](state, batch) if out is None else out
+    return self._compiled[key](state, batch, *args) if out is None else out
 
 
 def shard_batch(batch):

@@ -1,6 +1,5 @@
 """Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
 
-import functools
 import json
 import os
 import time
@@ -13,12 +12,14 @@ import ml_collections
 import numpy as np
 
 from s2s_jax import checkpointing
+from s2s_jax import compile_cache
 from s2s_jax import config_lib
 from s2s_jax import evaluation
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import optim
 from s2s_jax import preemption as preemption_lib
+from s2s_jax import provenance
 from s2s_jax import seeds as seeds_lib
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
@@ -28,20 +29,33 @@ from s2s_jax.data import pipeline
 
 
 def train_step_fn(config: ml_collections.ConfigDict):
-  """`steps.train_step` with the config's loss options bound, as the loop pmaps it: vmapped over the seed axis
-  (every seed on the same batch) when config.num_seeds > 1."""
+  """`steps.train_step` as the loop pmaps it: (state, batch, hp) -> (state, sums), hp = optim.hyperparameters(config)
+  (the same for every seed: vmapped over the seed axis, every seed on the same batch, when config.num_seeds > 1).
+
+  The learning rate, its schedule's constants, warmup, clipping norm, weight decay, label smoothing, loss weights,
+  the teacher-forcing ratio and its schedule's constants and the dropout rate are read from `hp` inside the step, so
+  runs that differ only in them (or in the seed) trace to one program (a persistent compilation cache then serves
+  it); the config fixes only the structure (which optimizer and schedule; a value of 0 leaves its part out)."""
   o = config.optim
-  step = functools.partial(
-    steps.train_step,
-    label_smoothing=o.label_smoothing,
-    grad_accum_steps=o.grad_accum_steps,
-    skip_nonfinite=o.skip_nonfinite,
-    coverage_loss_weight=o.coverage_loss_weight,
-    doubly_stochastic_weight=o.doubly_stochastic_weight,
-    teacher_forcing=optim.make_teacher_forcing(o),
-    scheduled_sampling_sample=o.scheduled_sampling_sample,
-  )
-  return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None))
+  model = models.Seq2Seq(config_lib.model_config(config))
+
+  def step(state, batch, hp):
+    return steps.train_step(
+      state,
+      batch,
+      label_smoothing=hp['label_smoothing'] if o.label_smoothing else 0.0,
+      label_confidence=hp['label_confidence'],
+      grad_accum_steps=o.grad_accum_steps,
+      skip_nonfinite=o.skip_nonfinite,
+      coverage_loss_weight=hp['coverage_loss_weight'] if o.coverage_loss_weight else 0.0,
+      doubly_stochastic_weight=hp['doubly_stochastic_weight'] if o.doubly_stochastic_weight else 0.0,
+      teacher_forcing=optim.make_teacher_forcing(o, hp),
+      scheduled_sampling_sample=o.scheduled_sampling_sample,
+      tx=optim.make_optimizer(o, config.num_train_steps, hp),
+      apply_fn=model.clone(dropout_keep=hp['dropout_keep']).apply if config.model.dropout_rate else None,
+    )
+
+  return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None, None))
 
 
 def _check_batch_sizes(config: ml_collections.ConfigDict) -> None:
@@ -141,6 +155,8 @@ def _train_and_evaluate(
   config, workdir: str, allow_config_change: bool, start_time: float, preemption, lock: workdir_lib.WorkdirLock
 ) -> None:
   workdir_lib.check_resumable(workdir, config.num_seeds)
+  compile_cache.count_compiles()
+  compiles_before = compile_cache.stats()
   with preemption.immediate('during data preparation'):
     data = pipeline.prepare(
       config.data,
@@ -183,6 +199,7 @@ def _train_and_evaluate(
     config, state, train_iter, mngr, runs, evaluator, first_step, preemption, lock, saves, validations
   )
   if state is None:  # stopped with a checkpoint
+    _record_compiles(workdir, compiles_before, lock)
     runs.close()
     return
   # Every process logs a digest of its replica of the final parameters: data parallelism keeps them identical
@@ -216,8 +233,18 @@ def _train_and_evaluate(
     raise
   runs.close()
   mngr.close()
+  _record_compiles(workdir, compiles_before, lock)
   lock.check()
   workdir_lib.mark_done(workdir)
+
+
+def _record_compiles(workdir: str, before: dict, lock: workdir_lib.WorkdirLock) -> None:
+  """Logs what this start compiled and loaded from the persistent cache, and adds it to provenance.json."""
+  stats = compile_cache.stats(since=before)
+  logging.info('Compiles of this start: %s.', compile_cache.summary(stats))
+  lock.check()
+  if jax.process_index() == 0:
+    provenance.record_compiles(workdir, stats)
 
 
 def _best_steps_on_disk(dirs: list[str]) -> list[int | None]:
@@ -263,8 +290,9 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
   """
   p_train_step = steps.CompiledByShape(
-    jax.pmap(train_step_fn(config), axis_name='batch', donate_argnums=(0,)), 'train step'
+    jax.pmap(train_step_fn(config), axis_name='batch', in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
   )
+  hp = optim.hyperparameters(config)
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   tf_schedule = optim.make_teacher_forcing(config.optim)
   state = flax.jax_utils.replicate(state)
@@ -273,7 +301,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
     return state, first_step
   progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
   for step in range(first_step + 1, config.num_train_steps + 1):
-    state, _ = p_train_step(state, steps.shard_batch(next(train_iter)))
+    state, _ = p_train_step(state, steps.shard_batch(next(train_iter)), hp)
     is_last = step == config.num_train_steps
     if jax.process_count() > 1 and (step % config.log_every_steps == 0 or is_last):
       lock.sync()  # process 0 watches the lock; every process acts on it at the same step

@@ -27,6 +27,7 @@ import flax
 import numpy as np
 
 from s2s_jax import attention as attention_lib
+from s2s_jax import compile_cache
 from s2s_jax import decode
 from s2s_jax import inference
 from s2s_jax import plots
@@ -54,6 +55,9 @@ _DECODE = {
   for name, kind, help_text in decode.FLAGS
 }
 flags.mark_flag_as_required('workdir')
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  'compilation_cache_dir', compile_cache.default_dir(), compile_cache.FLAG_HELP
+)
 
 
 def _format(hyps: inference.Hypotheses | None, n_best: int, print_scores: bool) -> list[str]:
@@ -65,6 +69,7 @@ def _format(hyps: inference.Hypotheses | None, n_best: int, print_scores: bool) 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
   try:
     runs = inference.load_all(_WORKDIR.value, _CHECKPOINT.value)
     inputs = inference.ensemble_inputs(runs)

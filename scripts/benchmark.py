@@ -329,21 +329,22 @@ def measure_train(
   }
   device_batch = steps_lib.shard_batch(host_batch)
   state = flax.jax_utils.replicate(state)
-  p_step = jax.pmap(train.train_step_fn(config), axis_name='batch', donate_argnums=(0,))
+  p_step = jax.pmap(train.train_step_fn(config), axis_name='batch', in_axes=(0, 0, None), donate_argnums=(0,))
+  hp = optim.hyperparameters(config)
   start = time.perf_counter()
-  compiled = p_step.lower(state, device_batch).compile()
+  compiled = p_step.lower(state, device_batch, hp).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_flops = float(cost.get('flops', 0.0)) * jax.local_device_count() if cost else 0.0
   for _ in range(3):  # warm-up
-    state, _ = compiled(state, device_batch)
+    state, _ = compiled(state, device_batch, hp)
   jax.block_until_ready(state)
   ours, peaks, torch_rows = [], [], []
   for _ in range(rounds):
     start = time.perf_counter()
     for _ in range(steps):
-      state, _ = compiled(state, device_batch)
+      state, _ = compiled(state, device_batch, hp)
     jax.block_until_ready(state)
     ours.append((time.perf_counter() - start) / steps)
     peaks.append(_dot_peak_gflops())  # every round: the machine's speed drifts within minutes

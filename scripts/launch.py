@@ -34,6 +34,8 @@ from absl import flags
 import cloudpickle
 import submitit
 
+from s2s_jax import compile_cache
+
 # The submitted job (run_one) is pickled by value: this file is not an installed module, so a submitit worker could
 # not import it by name.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -64,6 +66,12 @@ flags.register_validator(
   'mem',
   lambda v: v is None or re.fullmatch(r'\d+[KMGT]?', v) is not None,
   '--mem takes sbatch --mem values: 16G, 500M.',
+)
+COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  'compilation_cache_dir',
+  compile_cache.default_dir(),
+  'Passed to every run (s2s_jax.main, s2s_jax.evaluate): runs of one model shape share its compiled programs. '
+  + compile_cache.FLAG_HELP,
 )
 STOP_GRACE_S = flags.DEFINE_float(
   'stop_grace_s',
@@ -105,6 +113,12 @@ def describe(code) -> str:
   if was_stopped(code):
     return f'stopped by {signal.Signals(code - 128).name} (exit {code}; run the same command to resume)'
   return 'done' if code == 0 else f'FAILED (exit {code})'
+
+
+def cache_flag() -> str:
+  """The --compilation_cache_dir of every run this driver starts (resolved here, so all its runs share one)."""
+  value = COMPILATION_CACHE_DIR.value
+  return f'--compilation_cache_dir={os.path.abspath(os.path.expanduser(value)) if value else ""}'
 
 
 def run_one(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:

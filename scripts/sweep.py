@@ -73,6 +73,7 @@ def run_evaluations(root: str, runs: list[dict], evaluations: list[dict]) -> lis
         f'--workdir={workdir}',
         '--split=test',
         f'--name={name}',
+        launch.cache_flag(),
         *(f'--{k}={v}' for k, v in flags_.items()),
       ]
       code = launch.run_one(cmd, os.path.join(root, f'{run["name"]}.log'), launch.STOP_GRACE_S.value)
@@ -128,6 +129,7 @@ def main(argv):
         's2s_jax.main',
         config_flag,
         f'--workdir={os.path.join(root, run["name"])}',
+        launch.cache_flag(),
         *sweep_lib.override_flags(run['overrides']),
       ]
       log = os.path.join(root, f'{run["name"]}.log')

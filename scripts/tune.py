@@ -578,6 +578,7 @@ class Driver:
       's2s_jax.main',
       self.config_flag,
       f'--workdir={run.workdir}',
+      launch.cache_flag(),
       *sweep_lib.override_flags(run.overrides),
     ]
     for key, value in (('workdir', run.workdir), ('overrides', run.overrides), ('command', ' '.join(run.cmd[1:]))):
