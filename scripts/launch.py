@@ -248,11 +248,21 @@ def _requeue_after_stop(code: int, log_path: str) -> None:
     try:
       _scontrol('requeue', job['job_id'])
     except (OSError, subprocess.SubprocessError) as e:
-      _note_to(log_path, f'{head} while the job was running; requeueing it failed ({_error(e)}).')
-      return
-    _note_to(log_path, f'{head} while the job was running: requeued it (scontrol requeue).')
+      if not _requeued_since(job):  # (SLURM may have requeued it meanwhile: a preemption in REQUEUE mode)
+        _note_to(log_path, f'{head} while the job was running; requeueing it failed ({_error(e)}).')
+        return
+      _note_to(log_path, f'{head} while the job was running; SLURM requeued it meanwhile.')
+    else:
+      _note_to(log_path, f'{head} while the job was running: requeued it (scontrol requeue).')
   _note_to(log_path, 'The next start of the job resumes the run from its checkpoint.')
   sys.exit(REQUEUED_EXIT)
+
+
+def _requeued_since(job: dict) -> bool:
+  try:
+    return _job_state(job['job_id'])[1] > job['restart']
+  except (OSError, subprocess.SubprocessError, ValueError):
+    return False
 
 
 def _error(e: Exception) -> str:

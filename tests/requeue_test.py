@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from unittest import mock
@@ -62,6 +63,14 @@ def _plant_lock(workdir, slurm_job, here=False):
     )
   fileio.write_json(os.path.join(workdir, workdir_lib.LOCK_FILE), holder)
   return holder
+
+
+def _text(path):
+  """The file's text ('' when it does not exist)."""
+  if not os.path.exists(path):
+    return ''
+  with open(path) as f:
+    return f.read()
 
 
 def _lock(workdir):
@@ -127,8 +136,12 @@ _SCONTROL = """#!/bin/sh
 echo "$@" >> "$SCONTROL_CALLS"
 case "$1" in
   show) [ -n "$SCONTROL_FAIL" ] && { echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1; }
-        echo "JobId=$4 JobName=base JobState=$SCONTROL_STATE Reason=None Requeue=1 Restarts=$SCONTROL_RESTARTS" ;;
-  requeue) exit 0 ;;
+        restarts=$(cat "$SCONTROL_CALLS.restarts" 2>/dev/null || echo "$SCONTROL_RESTARTS")
+        echo "JobId=$4 JobName=base JobState=$SCONTROL_STATE Reason=None Requeue=1 Restarts=$restarts" ;;
+  requeue) [ -n "$SCONTROL_REQUEUE_FAIL" ] || exit 0
+           echo 'scontrol: error: Requested operation is presently disabled for job '"$2" >&2
+           [ "$SCONTROL_REQUEUE_FAIL" = meanwhile ] && echo "$((SCONTROL_RESTARTS + 1))" > "$SCONTROL_CALLS.restarts"
+           exit 1 ;;
 esac
 """
 
@@ -137,7 +150,7 @@ class StoppedJobTest(parameterized.TestCase):
   """run_job in a SLURM job whose run stopped on a signal (it exits 143 itself here; scontrol is a stand-in that
   answers with a given state and records its calls)."""
 
-  def _run_job(self, state, restarts, procid=0, fail=False):
+  def _run_job(self, state, restarts, procid=0, fail=False, requeue_fails=''):
     folder = self.create_tempdir().full_path
     scontrol, calls = os.path.join(folder, 'scontrol'), os.path.join(folder, 'calls')
     with open(scontrol, 'w') as f:
@@ -151,6 +164,7 @@ class StoppedJobTest(parameterized.TestCase):
       'SCONTROL_STATE': state,
       'SCONTROL_RESTARTS': str(restarts),
       'SCONTROL_FAIL': '1' if fail else '',
+      'SCONTROL_REQUEUE_FAIL': requeue_fails,  # 'always', or 'meanwhile': SLURM requeued the job itself
     }
     log = os.path.join(folder, 'base.log')
     stopped = launch.stopped_code(signal.SIGTERM)
@@ -161,7 +175,7 @@ class StoppedJobTest(parameterized.TestCase):
         result = f'exit {e.code}'
       with open(launch.task_log(log)) as f:  # (task P > 0 writes base.taskP.log)
         text = f.read()
-    called = open(calls).read().splitlines() if os.path.exists(calls) else []
+    called = _text(calls).splitlines()
     return result, text, called
 
   def test_a_job_still_running_after_the_warning_requeues_itself_and_leaves_no_result(self):
@@ -191,6 +205,15 @@ class StoppedJobTest(parameterized.TestCase):
     expected = 'could not say what becomes of the job (slurm_load_jobs error' if fail else f'job ends ({state})'
     self.assertIn(expected, log)
 
+  def test_a_refused_requeue_reports_the_stop_unless_slurm_requeued_the_job_meanwhile(self):
+    result, log, calls = self._run_job('RUNNING', 0, requeue_fails='always')
+    self.assertEqual(result, launch.stopped_code(signal.SIGTERM))
+    self.assertEqual(calls, ['show job -o 88', 'requeue 88', 'show job -o 88'])
+    self.assertIn('requeueing it failed (scontrol: error: Requested operation is presently disabled', log)
+    result, log, _ = self._run_job('RUNNING', 0, requeue_fails='meanwhile')
+    self.assertEqual(result, f'exit {launch.REQUEUED_EXIT}')
+    self.assertIn('while the job was running; SLURM requeued it meanwhile', log)
+
   def test_what_a_job_does_after_its_run_stopped(self):
     for state, restarts, restart, expected in (
       ('RUNNING', 0, 0, 'requeue'),  # scancel --signal=TERM, a time-limit or preemption warning
@@ -202,6 +225,54 @@ class StoppedJobTest(parameterized.TestCase):
       ('TIMEOUT', 1, 1, 'end'),
     ):
       self.assertEqual(launch.after_stop(state, restarts, restart), expected, (state, restarts, restart))
+
+
+class SlurmTrainScriptTest(parameterized.TestCase):
+  """scripts/slurm_train.sh's decision after its run, with stand-ins for srun (exits with a given status) and
+  scontrol (records its calls); the real thing: tests/cluster_requeue_test.py."""
+
+  def _run(self, *args, srun_exit=0, done=False):
+    folder = self.create_tempdir().full_path
+    stand_ins = {'srun': f'exit {srun_exit}', 'scontrol': f'echo "$@" >> {folder}/calls'}
+    for name, body in stand_ins.items():
+      with open(os.path.join(folder, name), 'w') as f:
+        f.write(f'#!/bin/sh\n{body}\n')
+      os.chmod(os.path.join(folder, name), 0o755)
+    workdir = os.path.join(folder, 'run')
+    os.makedirs(workdir)
+    if done:
+      fileio.write_text(os.path.join(workdir, 'DONE'), 'done\n')
+    env = {**os.environ, 'PATH': f'{folder}{os.pathsep}{os.environ["PATH"]}', 'SLURM_JOB_ID': '99'}
+    args = [a.replace('WORKDIR', workdir) for a in args]
+    done_ = subprocess.run(
+      ['bash', os.path.join(testutil.ROOT, 'scripts', 'slurm_train.sh'), *args],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+    )
+    calls = os.path.join(folder, 'calls')
+    return done_, (_text(calls).splitlines() or [None])[0]
+
+  @parameterized.named_parameters(('equals_form', ['--workdir=WORKDIR']), ('space_form', ['--workdir', 'WORKDIR']))
+  def test_a_run_that_stopped_before_its_end_requeues_the_job(self, workdir_args):
+    done, requeue = self._run('--config=experiments/default.py', *workdir_args)
+    self.assertEqual(done.returncode, 0, done.stderr)
+    self.assertEqual(requeue, 'requeue 99')
+    self.assertIn('SLURM job 99 (restart 0): the run stopped with a checkpoint before its end', done.stdout)
+
+  def test_a_finished_or_failed_run_ends_the_job(self):
+    done, requeue = self._run('--config=c.py', '--workdir=WORKDIR', done=True)
+    self.assertEqual((done.returncode, requeue), (0, None))
+    self.assertIn('the run is done', done.stdout)
+    done, requeue = self._run('--config=c.py', '--workdir=WORKDIR', srun_exit=1)
+    self.assertEqual((done.returncode, requeue), (1, None))
+    self.assertIn('the run failed (exit status 1): not requeued', done.stdout)
+
+  def test_without_a_workdir_it_says_what_to_give(self):
+    done, requeue = self._run('--config=c.py')
+    self.assertEqual((done.returncode, requeue), (2, None))
+    self.assertIn('give the run its folder: --workdir=DIR', done.stderr)
 
 
 if __name__ == '__main__':
