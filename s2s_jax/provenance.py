@@ -16,6 +16,7 @@ import jax
 
 from s2s_jax import fileio
 from s2s_jax import resources
+from s2s_jax import slurm
 
 _PACKAGES = (
   'jax',
@@ -96,12 +97,15 @@ def record(
 
 
 def _start_record(step: int, git_sha: str | None = None, git_dirty: bool | None = None) -> dict[str, Any]:
-  return {
+  record = {
     'from_step': step,
     'utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
     'git_sha': _git('rev-parse', 'HEAD') if git_sha is None else git_sha,
     'git_dirty': bool(_git('status', '--porcelain')) if git_dirty is None else git_dirty,
   }
+  if job := slurm.job():  # inside a SLURM job: which job, and which start of it (restart > 0: it was requeued)
+    record['slurm'] = job
+  return record
 
 
 def starts(workdir: str, num_train_steps: int, done: bool) -> list[dict[str, Any]]:

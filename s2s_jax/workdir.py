@@ -26,6 +26,7 @@ from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import fileio
 from s2s_jax import provenance
+from s2s_jax import slurm
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -187,13 +188,16 @@ def _me(heartbeat_s: float, expires_s: float) -> dict[str, Any]:
     'heartbeat': time.time(),  # for people reading the file; no other host compares it with its clock
     'heartbeat_s': heartbeat_s,
     'expires_s': expires_s,
+    'slurm': slurm.job(),  # a requeued job's next start takes over at once the lock of its earlier one
     'command': ' '.join(sys.argv),
   }
 
 
 def _describe(holder: dict[str, Any]) -> str:
   started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('start_time', 0)))
-  return f'host {holder.get("host")}, pid {holder.get("pid")}, started {started}: {holder.get("command", "?")}'
+  job = holder.get('slurm')
+  job = f' (SLURM job {job.get("job_id")}, restart {job.get("restart")})' if isinstance(job, dict) else ''
+  return f'host {holder.get("host")}, pid {holder.get("pid")}{job}, started {started}: {holder.get("command", "?")}'
 
 
 def _read_lock(path: str) -> dict[str, Any] | None:
@@ -270,11 +274,14 @@ def lock_holder(workdir: str) -> dict[str, Any] | None:
 
 class WorkdirLock:
   """One run per workdir: `DIR/lock.json` names the holder (host, pid, process start time, pid namespace, boot id,
-  command) and carries a heartbeat counter that the holder increments when it rewrites the file, every minute.
+  SLURM job and restart count, command) and carries a heartbeat counter that the holder increments when it rewrites
+  the file, every minute.
 
   Starting: a lock of a process on this host, pid namespace and boot is taken over with a warning when that
   process is gone (or its pid now belongs to another program: the start times differ), and refused while it is
-  alive. Any other lock (another host, another container on a host of the same name, another boot) cannot be judged
+  alive. A lock left by an earlier start of this process's own SLURM job (the same cluster and job id, a lower
+  SLURM_RESTART_COUNT: the job was requeued, perhaps onto another node) is taken over at once, with a warning. Any
+  other lock (another host, another container on a host of the same name, another boot) cannot be judged
   at once: with `wait_s` = 0 it is refused at once, naming the holder; with `wait_s` = N the starting process
   watches the counter for up to N seconds on its own monotonic clock and takes the lock over (with a warning) only
   when the counter stood still for the holder's expiry (10 minutes). Checks and takeovers happen under an flock of
@@ -350,6 +357,8 @@ class WorkdirLock:
       return ''
     if not holder:
       return 'the lock file is unreadable'
+    if requeued := slurm.earlier_start(holder.get('slurm')):
+      return requeued
     if pid_is_local(holder):
       return _dead_reason(holder)
     if now - seen[1] >= _expires_s(holder):

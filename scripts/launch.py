@@ -15,6 +15,14 @@ reports it with the job id and the last lines of its log (failure_report).
 Stopping (run_one): a stop signal that reaches the job (SIGINT from Ctrl-C or a cancelled local job, SIGTERM, SIGHUP,
 SIGUSR1/SIGUSR2 from a scheduler's preemption or time-limit warning) is passed on to the run, which checkpoints and
 exits; the job waits up to --stop_grace_s for it, then kills it. Its exit code says what happened (see run_one).
+
+Preemption and requeue (run_job): a SLURM job (submitted with --requeue) whose run stopped on a stop signal starts
+again and resumes the run from its checkpoint, under the same job id, while the driver keeps waiting for it: when
+SLURM requeued the job itself (`scontrol requeue`, a preemption in REQUEUE mode) and when the job was still running
+after the signal, which was then a warning (`scancel --signal=TERM`, submitit's time-limit warning, SIGUSR2 120 s
+ahead; a preemption's grace time): the job then requeues itself (`scontrol requeue $SLURM_JOB_ID`). A job that
+ends (`scancel`, the time limit reached) reports its run as stopped; run the driver again to resume it. The new
+start takes over the workdir lock of the earlier one at once, on whichever node it runs (s2s_jax/workdir.py).
 """
 
 import glob
@@ -34,13 +42,16 @@ from absl import flags
 import cloudpickle
 import submitit
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import compile_cache
+from s2s_jax import slurm
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # The submitted job (run_one) is pickled by value: this file is not an installed module, so a submitit worker could
 # not import it by name.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ROOT = flags.DEFINE_string('root', None, 'One run directory per point (or trial) goes here.')
 EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where runs execute.')
@@ -184,11 +195,99 @@ def task_log(log_path: str) -> str:
 
 def run_job(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
   """The job the drivers submit, in every task of it: run_one(cmd, task_log(log_path), grace_s). Returns 0, or the
-  code of a run stopped by a stop signal (resumable, see was_stopped); raises RunFailed for any other failure."""
-  code = run_one(cmd, task_log(log_path), grace_s)
+  code of a run stopped by a stop signal (resumable, see was_stopped); raises RunFailed for any other failure.
+
+  In a SLURM job, a run stopped by a stop signal makes the job start again where the job goes on (see after_stop):
+  the task then exits with REQUEUED_EXIT and no result, so the driver keeps waiting for the job, whose next start
+  resumes the run from its checkpoint."""
+  log = task_log(log_path)
+  code = run_one(cmd, log, grace_s)
+  if was_stopped(code) and os.environ.get('SUBMITIT_EXECUTOR') == 'slurm' and slurm.job():
+    _requeue_after_stop(code, log)
   if code != 0 and not was_stopped(code):
     raise RunFailed(code)
   return code
+
+
+REQUEUED_EXIT = 3  # a task of a SLURM job whose run stopped and whose job starts again; it leaves no result
+
+
+def after_stop(state: str, restarts: int, restart: int) -> str:
+  """What a SLURM job does once its run stopped on a stop signal, from the job's state and restart count as
+  `scontrol show job` gives them then (`restart`: this start's SLURM_RESTART_COUNT):
+    'requeued': SLURM requeued the job already (`scontrol requeue`, a preemption in REQUEUE mode); its next start
+      resumes the run.
+    'requeue': the job is still RUNNING, so the signal was a warning (`scancel --signal=TERM`, the time-limit warning
+      of sbatch --signal, which submitit asks for 120 s ahead, a preemption's grace time): the job requeues itself.
+    'end': the job is ending (`scancel`, the time limit reached): the stop is the job's result, reported as
+      resumable."""
+  if restarts > restart:
+    return 'requeued'
+  return 'requeue' if state == 'RUNNING' else 'end'
+
+
+def _scontrol(*args: str) -> str:
+  return subprocess.run(['scontrol', *args], capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def _job_state(job_id: str) -> tuple[str, int]:
+  """(JobState, Restarts) of a SLURM job as `scontrol show job` gives them."""
+  shown = _scontrol('show', 'job', '-o', job_id)
+  state, restarts = re.search(r'\bJobState=(\S+)', shown), re.search(r'\bRestarts=(\d+)', shown)
+  if not (state and restarts):
+    raise ValueError(f'no JobState and Restarts in: {shown.strip()[:200]}')
+  return state.group(1), int(restarts.group(1))
+
+
+def _requeue_after_stop(code: int, log_path: str) -> None:
+  """Asks SLURM what becomes of this job (after_stop), requeues it where it goes on (task 0 does) and exits without
+  a result where it starts again. Returns where the job ends, or where SLURM cannot be asked or refuses the requeue
+  (the run's log says why; the stop is then the job's result, reported as resumable)."""
+  job = slurm.job()
+  how = 'was killed after the grace' if code == KILLED else f'stopped on {signal.Signals(code - 128).name}'
+  head = f'SLURM job {job["job_id"]} (restart {job["restart"]}): the run {how}'
+  try:
+    state, restarts = _job_state(job['job_id'])
+  except (OSError, subprocess.SubprocessError, ValueError) as e:
+    _note_to(log_path, f'{head}, but scontrol could not say what becomes of the job ({_error(e)}).')
+    return
+  decision = after_stop(state, restarts, job['restart'])
+  if decision == 'end':
+    _note_to(log_path, f'{head} and the job ends ({state}): not requeued.')
+    return
+  if decision == 'requeued':
+    _note_to(log_path, f'{head}; SLURM requeued the job ({state}, restarts {restarts}).')
+  elif int(os.environ.get('SLURM_PROCID', '0')) != 0:
+    _note_to(log_path, f'{head} while the job was running; task 0 requeues it.')
+  else:
+    try:
+      _scontrol('requeue', job['job_id'])
+    except (OSError, subprocess.SubprocessError) as e:
+      if not _requeued_since(job):  # (SLURM may have requeued it meanwhile: a preemption in REQUEUE mode)
+        _note_to(log_path, f'{head} while the job was running; requeueing it failed ({_error(e)}).')
+        return
+      _note_to(log_path, f'{head} while the job was running; SLURM requeued it meanwhile.')
+    else:
+      _note_to(log_path, f'{head} while the job was running: requeued it (scontrol requeue).')
+  _note_to(log_path, 'The next start of the job resumes the run from its checkpoint.')
+  sys.exit(REQUEUED_EXIT)
+
+
+def _requeued_since(job: dict) -> bool:
+  try:
+    return _job_state(job['job_id'])[1] > job['restart']
+  except (OSError, subprocess.SubprocessError, ValueError):
+    return False
+
+
+def _error(e: Exception) -> str:
+  text = getattr(e, 'stderr', None) or str(e)
+  return ' '.join(str(text).split())
+
+
+def _note_to(log_path: str, message: str) -> None:
+  with open(log_path, 'a', encoding='utf-8') as log:
+    log.write(f'[launch {time.strftime("%Y-%m-%d %H:%M:%S")}] {message}\n')
 
 
 def outcome(job) -> int | str:
@@ -335,7 +434,8 @@ def executor(root: str) -> submitit.Executor:
       # The job runs sys.executable (submitit's default: the driver's virtual environment) in the repository, with
       # the driver's environment (PYTHONPATH, JAX and XLA settings, S2S_* folders): sbatch's default, stated here
       # (a site's SBATCH_EXPORT in the driver's environment still wins, as sbatch's input variables do).
-      slurm_additional_parameters={'chdir': _REPO, 'export': 'ALL'},
+      # --requeue: the job may start again (requeue_after_stop; `scontrol requeue`), whatever the cluster's default.
+      slurm_additional_parameters={'chdir': _REPO, 'export': 'ALL', 'requeue': True},
       # A task that fails ends the others (which would wait for it in a collective until the time limit).
       slurm_srun_args=['--kill-on-bad-exit=1'],
     )

@@ -12,8 +12,11 @@ job named after its run (see scripts/launch.py for the resources it asks for; --
 run a multi-process one). A failed run is reported, with its job id and the last lines of its log, without stopping
 the others; the exit status is 1 if any failed. A run stopped by a signal (Ctrl-C, preemption, a scheduler's time limit)
 gets --stop_grace_s (600) seconds to checkpoint and exit before it is killed (scripts/launch.py) and is reported as
-stopped (it counts as failed; run the command again to resume it). A sweep file may also list EVALUATIONS (decode
-flags, e.g. beam sizes): each finished run's test split is then scored once per entry (`eval_<name>.json`).
+stopped (it counts as failed; run the command again to resume it); but a SLURM job that is requeued (`scontrol
+requeue`, a preemption in REQUEUE mode) or still running after the signal (a warning: `scancel --signal=TERM`, the
+time-limit warning) starts again and resumes its run, and the driver waits for it (docs/cluster.md). A sweep file
+may also list EVALUATIONS (decode flags, e.g. beam sizes): each finished run's test split is then scored once per
+entry (`eval_<name>.json`).
 ROOT/sweep.json records the sweep for scripts/report.py. A ROOT another user owns, or that every user may write, is
 refused.
 """

@@ -173,6 +173,7 @@ class SlurmJobTest(absltest.TestCase):
       '--export=ALL',
       '--job-name=attention=luong',
       '--time=240',
+      '--requeue',  # (a stopped job starts again: run_job, tests/requeue_test.py)
     ):
       self.assertIn(f'#SBATCH {expected}', lines)
 
