@@ -1,6 +1,8 @@
 """Checks that a run survives SIGKILLs at the worst moments: the resumed run must equal an uninterrupted one.
 
-  python scripts/chaos_resume.py --config=experiments/default.py:size=tiny --kill_at=prepare,random,eval,save,test
+  python scripts/chaos_resume.py --config=experiments/default.py:size=tiny --override=--config.num_train_steps=200 \
+      --override=--config.eval_every_steps=40 --override=--config.checkpoint_every_steps=40 \
+      --kill_at=prepare,random,eval,save,test
 
 Runs the config once to the end (A), then again (B) killed once per window of --kill_at, each kill followed by a
 restart with the same command, and a final restart that runs to the end. Windows, each found by the log line that
