@@ -4,7 +4,7 @@
   python -m s2s_jax.main --config=experiments/default.py:size=tiny --workdir=DIR --config.optim.learning_rate=3e-3
 
 Exit codes: 0 done or stopped by a signal (run again to continue); 1 an error, also a workdir held by another
-live run (see --lock_wait_s) or one that cannot be resumed; 75 (workdir.EXIT_LOCK_LOST) the run lost its workdir
+live run (see --lock_wait_s) or one that cannot be resumed; 75 (workdir_lock.EXIT_LOCK_LOST) the run lost its workdir
 lock: another process took it over or the file was removed (the run stopped without writing anything more), or it
 could not be refreshed for half its expiry (the run stopped as if preempted, with a checkpoint).
 
@@ -26,6 +26,7 @@ from s2s_jax import compile_cache
 from s2s_jax import config_checks
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for config, checkpoints, metrics and evaluations.')
 _CONFIG = config_flags.DEFINE_config_file(
@@ -87,16 +88,16 @@ def main(argv):
     train.train_and_evaluate(
       _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value, lock_wait_s=_LOCK_WAIT_S.value
     )
-  except (workdir_lib.WorkdirBusyError, workdir_lib.NotResumableError) as e:
+  except (workdir_lock.WorkdirBusyError, workdir_lib.NotResumableError) as e:
     logging.error('%s', e)
     sys.exit(1)
-  except workdir_lib.LockLost as e:
+  except workdir_lock.LockLost as e:
     logging.error('%s', e)
     if e.abandon:  # exit at once: no buffered metric, no checkpoint still being written reaches the workdir
       logging.flush()
       sys.stderr.flush()
-      os._exit(workdir_lib.EXIT_LOCK_LOST)  # pylint: disable=protected-access
-    sys.exit(workdir_lib.EXIT_LOCK_LOST)
+      os._exit(workdir_lock.EXIT_LOCK_LOST)  # pylint: disable=protected-access
+    sys.exit(workdir_lock.EXIT_LOCK_LOST)
 
 
 if __name__ == '__main__':

@@ -24,7 +24,7 @@ class SeedRuns:
   """The per-seed outputs of a training run: directories, metric writers and best-checkpoint managers."""
 
   def __init__(self, config, workdir: str, start_time: float, resume_step: int, guard=None):
-    """`guard`: called before every metrics write (workdir.WorkdirLock.check: a run that lost its lock writes
+    """`guard`: called before every metrics write (workdir_lock.WorkdirLock.check: a run that lost its lock writes
     nothing more)."""
     self.num = config.num_seeds
     self.seeds = [config.seed + k for k in range(self.num)]

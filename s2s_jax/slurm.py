@@ -1,7 +1,7 @@
 """The SLURM job this process belongs to, as SLURM's environment describes it to every process of a job.
 
 A requeued job (`scontrol requeue`, a preemption in REQUEUE mode, a job that requeues itself) keeps its job id and
-starts again with SLURM_RESTART_COUNT one higher, possibly on another node. The workdir lock (s2s_jax/workdir.py)
+starts again with SLURM_RESTART_COUNT one higher, possibly on another node. The workdir lock (s2s_jax/workdir_lock.py)
 records `job()` so that a requeued job's new start recognises the lock its earlier start left, and provenance.json
 records it with every start of a run.
 """

@@ -23,6 +23,7 @@ from s2s_jax import provenance
 from s2s_jax import seeds as seeds_lib
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 from s2s_jax import writers
 from s2s_jax.data import batches
 from s2s_jax.data import pipeline
@@ -124,12 +125,12 @@ def train_and_evaluate(
 ) -> None:
   """Trains, evaluates and checkpoints; resumes from `workdir`; ends with the test evaluation and DONE.
 
-  One run per workdir (workdir.WorkdirLock; a busy workdir raises WorkdirBusyError before anything is written;
+  One run per workdir (workdir_lock.WorkdirLock; a busy workdir raises WorkdirBusyError before anything is written;
   `lock_wait_s`: how long to wait for a lock of another host to expire). A workdir whose finished or checkpointed
   run has lost its checkpoints raises workdir.NotResumableError before anything is written. SIGTERM / SIGINT stop
   cleanly at any stage and return without DONE: inside the training loop after checkpointing the current step,
   elsewhere where nothing is lost; run again to continue (after the last step, only the test evaluation is redone).
-  A run whose lock was taken over or removed raises workdir.LockLost at its next step or write, having written
+  A run whose lock was taken over or removed raises workdir_lock.LockLost at its next step or write, having written
   nothing more; one whose lock could not be refreshed for half its expiry stops as if preempted, then raises
   LockLost. With config.num_seeds > 1 the seeds train as one vmapped program (s2s_jax/seeds.py).
   """
@@ -139,12 +140,12 @@ def train_and_evaluate(
   with preemption_lib.Preemption(workdir) as preemption:
     lock = None
     try:
-      with workdir_lib.hold(workdir, wait_s=lock_wait_s, on_unrefreshed=preemption.request) as lock:
+      with workdir_lock.hold(workdir, wait_s=lock_wait_s, on_unrefreshed=preemption.request) as lock:
         _train_and_evaluate(config, workdir, allow_config_change, start_time, preemption, lock)
     except preemption_lib.Preempted as e:
       logging.warning('%s', e)
     if lock is not None and lock.unrefreshed:
-      raise workdir_lib.LockLost(
+      raise workdir_lock.LockLost(
         f'{lock.unrefreshed}: the run stopped as if preempted (in training with a checkpoint of the current step). '
         'Run the same command to continue once the workdir can be written again.',
         abandon=False,
@@ -152,7 +153,7 @@ def train_and_evaluate(
 
 
 def _train_and_evaluate(
-  config, workdir: str, allow_config_change: bool, start_time: float, preemption, lock: workdir_lib.WorkdirLock
+  config, workdir: str, allow_config_change: bool, start_time: float, preemption, lock: workdir_lock.WorkdirLock
 ) -> None:
   workdir_lib.check_resumable(workdir, config.num_seeds)
   compile_cache.count_compiles()
@@ -225,7 +226,7 @@ def _train_and_evaluate(
         evaluator.test(folder, last_step, runs.writers[k])
         lock.check()
         workdir_lib.mark_done(folder)
-  except workdir_lib.LockLost:
+  except workdir_lock.LockLost:
     raise  # nothing more is written, not even what the writers buffer
   except BaseException:
     runs.close()
@@ -238,7 +239,7 @@ def _train_and_evaluate(
   workdir_lib.mark_done(workdir)
 
 
-def _record_compiles(workdir: str, before: dict, lock: workdir_lib.WorkdirLock) -> None:
+def _record_compiles(workdir: str, before: dict, lock: workdir_lock.WorkdirLock) -> None:
   """Logs what this start compiled and loaded from the persistent cache, and adds it to provenance.json."""
   stats = compile_cache.stats(since=before)
   logging.info('Compiles of this start: %s.', compile_cache.summary(stats))

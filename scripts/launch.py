@@ -22,7 +22,7 @@ SLURM requeued the job itself (`scontrol requeue`, a preemption in REQUEUE mode)
 after the signal, which was then a warning (`scancel --signal=TERM`, submitit's time-limit warning, SIGUSR2 120 s
 ahead; a preemption's grace time): the job then requeues itself (`scontrol requeue $SLURM_JOB_ID`). A job that
 ends (`scancel`, the time limit reached) reports its run as stopped; run the driver again to resume it. The new
-start takes over the workdir lock of the earlier one at once, on whichever node it runs (s2s_jax/workdir.py).
+start takes over the workdir lock of the earlier one at once, on whichever node it runs (s2s_jax/workdir_lock.py).
 """
 
 import glob

@@ -36,7 +36,7 @@ sys.path.insert(0, _REPO)
 import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from s2s_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from s2s_jax import workdir_lock  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file and optional arg: experiments/sweeps/NAME.py[:size=small].')
 flags.mark_flags_as_required(['sweep', 'root'])
@@ -113,7 +113,7 @@ def main(argv):
     )
   config_flag = f'--config={config}' + (f':{arg}' if arg else '')
   todo = [r for r in runs if not os.path.exists(os.path.join(root, r['name'], 'DONE'))]
-  held = {r['name']: holder for r in todo if (holder := workdir_lib.lock_holder(os.path.join(root, r['name'])))}
+  held = {r['name']: holder for r in todo if (holder := workdir_lock.lock_holder(os.path.join(root, r['name'])))}
   for name, holder in held.items():
     print(f'{name}: skipped, its workdir is in use by host {holder.get("host")} pid {holder.get("pid")}.')
   todo = [r for r in todo if r['name'] not in held]

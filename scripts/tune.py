@@ -73,7 +73,7 @@ from s2s_jax import preemption
 from s2s_jax import redact
 from s2s_jax import shared_study
 from s2s_jax import sweep_lib
-from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SPACE = flags.DEFINE_string('space', None, 'Search file and optional arg: experiments/search/NAME.py[:arg].')
@@ -308,7 +308,7 @@ def stop_request(workdir: str, job, reason: str, signal_ok: bool) -> dict[str, A
   it on (submitit's cancel() would send SIGINT, on which the controller kills the job in 1 s)."""
   os.makedirs(workdir, exist_ok=True)  # (a run not started yet stops at its first validation)
   fileio.write_text(os.path.join(workdir, preemption.STOP_FILE), f'{reason}\n')
-  pid, holder = None, workdir_lib.lock_holder(workdir) if signal_ok else None
+  pid, holder = None, workdir_lock.lock_holder(workdir) if signal_ok else None
   if holder and shared_study.pid_is_local(holder) and not shared_study.dead_reason(holder):
     try:
       os.kill(int(holder['pid']), signal.SIGTERM)
@@ -331,7 +331,7 @@ def stop_progress(request: dict[str, Any], workdir: str, ended: bool, cancel) ->
   elif elapsed < request['limit']:
     return None
   else:
-    holder = workdir_lib.lock_holder(workdir)
+    holder = workdir_lock.lock_holder(workdir)
     if request['pid'] and holder and int(holder.get('pid', -1)) == request['pid']:  # (not a reused pid)
       with contextlib.suppress(OSError):
         os.kill(request['pid'], signal.SIGKILL)
@@ -608,7 +608,7 @@ class Driver:
   def previous_running(self, run: _Run) -> bool:
     """Whether an older run still holds (or may soon hold) the trial's workdir: a live lock, or the job of a gone
     driver that SLURM still runs, or whose local controller is alive."""
-    if workdir_lib.lock_holder(run.workdir):
+    if workdir_lock.lock_holder(run.workdir):
       return True
     job = run.previous
     if not job:

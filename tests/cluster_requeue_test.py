@@ -23,6 +23,7 @@ import pytest
 import testutil
 from s2s_jax import fileio
 from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 
 pytestmark = pytest.mark.cluster
 
@@ -213,7 +214,7 @@ def test_the_sbatch_script_requeues_itself_and_takes_over_the_lock_its_start_lef
       earlier = json.load(f)['starts'][-1]['slurm']
     holder = {'host': 'node-b', 'pid': 4321, 'start_time': time.time(), 'pid_ns': 1, 'boot_id': 'b', 'id': 'earlier'}
     holder.update(beat=5, heartbeat=time.time(), expires_s=600.0, slurm=earlier, command='python -m s2s_jax.main')
-    fileio.write_json(os.path.join(workdir, workdir_lib.LOCK_FILE), holder)
+    fileio.write_json(os.path.join(workdir, workdir_lock.LOCK_FILE), holder)
 
   try:
     stops = [_interrupt(job, workdir, ['scancel', '--signal=TERM', job], context, as_if_killed_on_another_node)]

@@ -26,6 +26,7 @@ from s2s_jax import fileio
 from s2s_jax import steps
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 from s2s_jax import writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,14 +130,14 @@ def _write_lock(workdir, **fields):
     'host': socket.gethostname(),
     'pid': os.getpid(),
     'start_time': psutil.Process().create_time(),
-    **workdir_lib._namespace(),  # pylint: disable=protected-access
+    **workdir_lock.namespace(),
     'id': 'someone',
     'beat': 7,
     'heartbeat': time.time(),
     'command': 'python -m s2s_jax.main --workdir=x',
   }
   holder.update(fields)
-  fileio.write_json(os.path.join(workdir, workdir_lib.LOCK_FILE), holder)  # whole, as every holder writes it
+  fileio.write_json(os.path.join(workdir, workdir_lock.LOCK_FILE), holder)  # whole, as every holder writes it
   return holder
 
 
@@ -159,10 +160,10 @@ class _FailingLockWrites:
 
   def __init__(self, times=None, when=None):
     self.times, self.when, self.failed = times, when, 0
-    self._real = workdir_lib._write_json  # pylint: disable=protected-access
+    self._real = workdir_lock._write_json  # pylint: disable=protected-access
 
   def __call__(self, path, obj):
-    if os.path.basename(path) == workdir_lib.LOCK_FILE and (
+    if os.path.basename(path) == workdir_lock.LOCK_FILE and (
       (self.times is not None and self.failed < self.times) or (self.when is not None and self.when())
     ):
       self.failed += 1
@@ -173,24 +174,24 @@ class _FailingLockWrites:
 class WorkdirLockTest(absltest.TestCase):
   def test_a_held_workdir_refuses_before_writing_anything(self):
     workdir = self.create_tempdir().full_path
-    with workdir_lib.WorkdirLock(workdir):
+    with workdir_lock.WorkdirLock(workdir):
       with self.assertRaisesRegex(
-        workdir_lib.WorkdirBusyError,
+        workdir_lock.WorkdirBusyError,
         rf'{workdir} is in use by host {socket.gethostname()}, pid {os.getpid()}, started ',
       ):
         train.train_and_evaluate(_tiny(self.create_tempdir().full_path), workdir)
-      self.assertEqual(os.listdir(workdir), [workdir_lib.LOCK_FILE])
+      self.assertEqual(os.listdir(workdir), [workdir_lock.LOCK_FILE])
     self.assertEqual(os.listdir(workdir), [])  # released
 
   def test_the_lock_records_the_pid_namespace_the_boot_and_a_heartbeat_counter(self):
     workdir = self.create_tempdir().full_path
-    with workdir_lib.WorkdirLock(workdir, heartbeat_s=0.02):
-      holder = _read_json(os.path.join(workdir, workdir_lib.LOCK_FILE))
+    with workdir_lock.WorkdirLock(workdir, heartbeat_s=0.02):
+      holder = _read_json(os.path.join(workdir, workdir_lock.LOCK_FILE))
       self.assertEqual(holder['pid_ns'], os.stat('/proc/self/ns/pid').st_ino)
       with open('/proc/sys/kernel/random/boot_id') as f:
         self.assertEqual(holder['boot_id'], f.read().strip())
       self.assertEqual(holder['beat'], 0)
-      _wait_for(lambda: _read_json(os.path.join(workdir, workdir_lib.LOCK_FILE))['beat'] >= 3)
+      _wait_for(lambda: _read_json(os.path.join(workdir, workdir_lock.LOCK_FILE))['beat'] >= 3)
 
   def test_a_dead_holder_of_this_host_namespace_and_boot_is_taken_over_with_a_warning(self):
     workdir = self.create_tempdir().full_path
@@ -201,10 +202,10 @@ class WorkdirLockTest(absltest.TestCase):
       (dict(start_time=1.0), f'pid {os.getpid()} now belongs to another process'),
     ):
       _write_lock(workdir, **fields)
-      self.assertIsNone(workdir_lib.lock_holder(workdir))
+      self.assertIsNone(workdir_lock.lock_holder(workdir))
       with self.assertLogs(level='WARNING') as logs:
-        with workdir_lib.WorkdirLock(workdir):
-          self.assertEqual(workdir_lib.lock_holder(workdir)['pid'], os.getpid())
+        with workdir_lock.WorkdirLock(workdir):
+          self.assertEqual(workdir_lock.lock_holder(workdir)['pid'], os.getpid())
       self.assertIn(reason, '\n'.join(logs.output))
 
   def test_pids_of_another_pid_namespace_or_boot_are_not_looked_up(self):
@@ -213,11 +214,11 @@ class WorkdirLockTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     for fields in (dict(pid_ns=12345), dict(boot_id='another-boot'), dict(pid_ns=None, boot_id=None)):
       _write_lock(workdir, pid=2**22 + 17, start_time=1.0, **fields)
-      self.assertIsNotNone(workdir_lib.lock_holder(workdir))  # fresh by the file system's clock
+      self.assertIsNotNone(workdir_lock.lock_holder(workdir))  # fresh by the file system's clock
       with self.assertRaisesRegex(
-        workdir_lib.WorkdirBusyError, rf'in use by host {socket.gethostname()}, pid {2**22 + 17}.*--lock_wait_s='
+        workdir_lock.WorkdirBusyError, rf'in use by host {socket.gethostname()}, pid {2**22 + 17}.*--lock_wait_s='
       ):
-        with workdir_lib.WorkdirLock(workdir):
+        with workdir_lock.WorkdirLock(workdir):
           pass
 
   def test_a_lock_of_another_host_is_refused_at_once_whatever_its_wall_clock_says(self):
@@ -226,23 +227,23 @@ class WorkdirLockTest(absltest.TestCase):
     holder = _write_lock(workdir, host='elsewhere', pid=1, heartbeat=time.time() - 3600)
     start = time.monotonic()
     with self.assertRaisesRegex(
-      workdir_lib.WorkdirBusyError,
+      workdir_lock.WorkdirBusyError,
       r'in use by host elsewhere, pid 1.*another host, container or boot.*--lock_wait_s=\d+ .*or delete',
     ):
-      with workdir_lib.WorkdirLock(workdir):
+      with workdir_lock.WorkdirLock(workdir):
         pass
     self.assertLess(time.monotonic() - start, 5)
-    path = os.path.join(workdir, workdir_lib.LOCK_FILE)
+    path = os.path.join(workdir, workdir_lock.LOCK_FILE)
     self.assertEqual(_read_json(path), holder)
     # Drivers (sweep, tune) ask lock_holder, which judges the file's age by the file system's clock (a probe file).
-    self.assertEqual(workdir_lib.lock_holder(workdir), holder)
+    self.assertEqual(workdir_lock.lock_holder(workdir), holder)
     os.utime(path, (time.time() - 700, time.time() - 700))
-    self.assertIsNone(workdir_lib.lock_holder(workdir))
-    self.assertEqual(sorted(os.listdir(workdir)), [workdir_lib.LOCK_FILE])  # the probe is gone
+    self.assertIsNone(workdir_lock.lock_holder(workdir))
+    self.assertEqual(sorted(os.listdir(workdir)), [workdir_lock.LOCK_FILE])  # the probe is gone
 
   def test_a_waiting_start_takes_over_only_when_the_counter_stands_still_for_the_expiry(self):
     workdir = self.create_tempdir().full_path
-    path = os.path.join(workdir, workdir_lib.LOCK_FILE)
+    path = os.path.join(workdir, workdir_lock.LOCK_FILE)
     # A live holder: its counter advances (its wall-clock heartbeat looks an hour old: skew is ignored).
     holder = _write_lock(workdir, host='elsewhere', pid=1, heartbeat=time.time() - 3600, expires_s=0.4)
     stop = threading.Event()
@@ -250,25 +251,25 @@ class WorkdirLockTest(absltest.TestCase):
     def beat():
       while not stop.wait(0.05):
         holder['beat'] += 1
-        workdir_lib._write_json(path, holder)  # pylint: disable=protected-access
+        workdir_lock._write_json(path, holder)  # pylint: disable=protected-access
 
     beater = threading.Thread(target=beat)
     beater.start()
     try:
-      with self.assertRaisesRegex(workdir_lib.WorkdirBusyError, r'counter advanced during the 1.5 s waited'):
-        with workdir_lib.WorkdirLock(workdir, wait_s=1.5):
+      with self.assertRaisesRegex(workdir_lock.WorkdirBusyError, r'counter advanced during the 1.5 s waited'):
+        with workdir_lock.WorkdirLock(workdir, wait_s=1.5):
           pass
     finally:
       stop.set()
       beater.join()
     # The holder is gone: its counter stands still (its wall-clock heartbeat is fresh: no matter).
     _write_lock(workdir, host='elsewhere', pid=1, expires_s=0.4)
-    with self.assertRaisesRegex(workdir_lib.WorkdirBusyError, r'did not advance during the 0.2 s waited'):
-      with workdir_lib.WorkdirLock(workdir, wait_s=0.2):
+    with self.assertRaisesRegex(workdir_lock.WorkdirBusyError, r'did not advance during the 0.2 s waited'):
+      with workdir_lock.WorkdirLock(workdir, wait_s=0.2):
         pass
     start = time.monotonic()
     with self.assertLogs(level='WARNING') as logs:
-      with workdir_lib.WorkdirLock(workdir, wait_s=30):
+      with workdir_lock.WorkdirLock(workdir, wait_s=30):
         self.assertGreaterEqual(time.monotonic() - start, 0.4)
         self.assertEqual(_read_json(path)['pid'], os.getpid())
     self.assertIn('Taking over the lock of host elsewhere, pid 1', '\n'.join(logs.output))
@@ -277,10 +278,10 @@ class WorkdirLockTest(absltest.TestCase):
   def test_failed_heartbeat_writes_are_retried(self):
     """Before: one failed write ended the heartbeat thread silently (the lock then expired under a live run)."""
     workdir = self.create_tempdir().full_path
-    path = os.path.join(workdir, workdir_lib.LOCK_FILE)
-    with workdir_lib.WorkdirLock(workdir, heartbeat_s=0.02, expires_s=30) as lock:
+    path = os.path.join(workdir, workdir_lock.LOCK_FILE)
+    with workdir_lock.WorkdirLock(workdir, heartbeat_s=0.02, expires_s=30) as lock:
       failing = _FailingLockWrites(times=3)
-      with mock.patch.object(workdir_lib, '_write_json', failing):
+      with mock.patch.object(workdir_lock, '_write_json', failing):
         beat = _read_json(path)['beat']
         _wait_for(lambda: failing.failed == 3 and _read_json(path)['beat'] >= beat + 2)
         self.assertTrue(lock._thread.is_alive())  # pylint: disable=protected-access
@@ -291,8 +292,8 @@ class WorkdirLockTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     requests = []
     failing = _FailingLockWrites(when=lambda: True)
-    with workdir_lib.WorkdirLock(workdir, heartbeat_s=0.02, expires_s=0.5, on_unrefreshed=requests.append) as lock:
-      with mock.patch.object(workdir_lib, '_write_json', failing):
+    with workdir_lock.WorkdirLock(workdir, heartbeat_s=0.02, expires_s=0.5, on_unrefreshed=requests.append) as lock:
+      with mock.patch.object(workdir_lock, '_write_json', failing):
         start = time.monotonic()
         _wait_for(lambda: requests)
         self.assertGreaterEqual(time.monotonic() - start, 0.2)
@@ -308,15 +309,15 @@ class WorkdirLockTest(absltest.TestCase):
   def test_a_lock_taken_over_or_removed_is_lost_and_left_alone(self):
     for takeover in (True, False):
       workdir = self.create_tempdir().full_path
-      path = os.path.join(workdir, workdir_lib.LOCK_FILE)
-      with workdir_lib.WorkdirLock(workdir, heartbeat_s=0.02) as lock:
+      path = os.path.join(workdir, workdir_lock.LOCK_FILE)
+      with workdir_lock.WorkdirLock(workdir, heartbeat_s=0.02) as lock:
         if takeover:
           other = _write_lock(workdir, host='elsewhere', pid=4242)
         else:
           os.remove(path)
         _wait_for(lambda: lock.lost)
         with self.assertRaisesRegex(
-          workdir_lib.LockLost,
+          workdir_lock.LockLost,
           'taken over by host elsewhere, pid 4242, started .*stops without writing anything more'
           if takeover
           else 'lock.json was removed; this run .* stops without writing anything more',
@@ -330,7 +331,7 @@ class WorkdirLockTest(absltest.TestCase):
 
   def test_main_exits_non_zero_naming_the_holder(self):
     workdir = self.create_tempdir().full_path
-    with workdir_lib.WorkdirLock(workdir):
+    with workdir_lock.WorkdirLock(workdir):
       result = subprocess.run(
         [sys.executable, '-m', 's2s_jax.main', '--config=experiments/default.py:size=tiny', f'--workdir={workdir}'],
         cwd=ROOT,
@@ -357,8 +358,8 @@ class WorkdirLockTest(absltest.TestCase):
       'did not advance during the 1.5 s waited (--lock_wait_s), less than its expiry of 600 s', result.stderr
     )
     self.assertGreaterEqual(time.monotonic() - start, 1.5)
-    self.assertEqual(os.listdir(workdir), [workdir_lib.LOCK_FILE])
-    self.assertEqual(_read_json(os.path.join(workdir, workdir_lib.LOCK_FILE)), holder)
+    self.assertEqual(os.listdir(workdir), [workdir_lock.LOCK_FILE])
+    self.assertEqual(_read_json(os.path.join(workdir, workdir_lock.LOCK_FILE)), holder)
 
 
 def _snapshot(workdir, skip=()):
@@ -390,7 +391,7 @@ class LostLockTest(parameterized.TestCase):
   @parameterized.parameters(True, False)
   def test_a_run_whose_lock_is_taken_over_or_removed_stops_and_writes_nothing_more(self, takeover):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    path = os.path.join(workdir, workdir_lib.LOCK_FILE)
+    path = os.path.join(workdir, workdir_lock.LOCK_FILE)
     metrics = os.path.join(workdir, 'metrics.jsonl')
     other = {}
 
@@ -413,7 +414,7 @@ class LostLockTest(parameterized.TestCase):
     thread.start()
     with mock.patch.dict(os.environ, S2S_LOCK_HEARTBEAT_S='0.02'):
       with self.assertRaisesRegex(
-        workdir_lib.LockLost,
+        workdir_lock.LockLost,
         r'taken over by host elsewhere, pid 4242, started .*: the new holder; this run \(host .*\) stops without '
         r'writing anything more'
         if takeover
@@ -440,10 +441,11 @@ class LostLockTest(parameterized.TestCase):
     failing = _FailingLockWrites(when=lambda: os.path.exists(metrics) and os.path.getsize(metrics) > 0)
     with (
       mock.patch.dict(os.environ, S2S_LOCK_HEARTBEAT_S='0.02', S2S_LOCK_EXPIRES_S='1'),
-      mock.patch.object(workdir_lib, '_write_json', failing),
+      mock.patch.object(workdir_lock, '_write_json', failing),
       self.assertLogs(level='WARNING') as logs,
       self.assertRaisesRegex(
-        workdir_lib.LockLost, r'could not be refreshed for [\d.]+ s \(half its expiry of 1 s; .*stopped as if preempted'
+        workdir_lock.LockLost,
+        r'could not be refreshed for [\d.]+ s \(half its expiry of 1 s; .*stopped as if preempted',
       ) as raised,
     ):
       train.train_and_evaluate(self._config(), workdir)
@@ -481,11 +483,11 @@ class LostLockTest(parameterized.TestCase):
         before = _snapshot(workdir)
     proc.wait(timeout=60)
     stderr = ''.join(lines)
-    self.assertEqual(proc.returncode, workdir_lib.EXIT_LOCK_LOST, stderr[-3000:])
+    self.assertEqual(proc.returncode, workdir_lock.EXIT_LOCK_LOST, stderr[-3000:])
     self.assertIn('taken over by host elsewhere, pid 4242, started', stderr)
     self.assertIn(': the new holder; this run', stderr)
     self.assertEqual(_snapshot(workdir), before)
-    self.assertEqual(_read_json(os.path.join(workdir, workdir_lib.LOCK_FILE)), other)
+    self.assertEqual(_read_json(os.path.join(workdir, workdir_lock.LOCK_FILE)), other)
     self.assertEqual(checkpointing.saved_steps(workdir), [])
 
 

@@ -19,7 +19,7 @@ import psutil
 import testutil
 from s2s_jax import fileio
 from s2s_jax import provenance
-from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 
 sys.path.insert(0, os.path.join(testutil.ROOT, 'scripts'))
 import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -59,9 +59,9 @@ def _plant_lock(workdir, slurm_job, here=False):
       host=socket.gethostname(),
       pid=os.getpid(),
       start_time=psutil.Process().create_time(),
-      **workdir_lib._namespace(),  # pylint: disable=protected-access
+      **workdir_lock.namespace(),
     )
-  fileio.write_json(os.path.join(workdir, workdir_lib.LOCK_FILE), holder)
+  fileio.write_json(os.path.join(workdir, workdir_lock.LOCK_FILE), holder)
   return holder
 
 
@@ -74,7 +74,7 @@ def _text(path):
 
 
 def _lock(workdir):
-  with open(os.path.join(workdir, workdir_lib.LOCK_FILE)) as f:
+  with open(os.path.join(workdir, workdir_lock.LOCK_FILE)) as f:
     return json.load(f)
 
 
@@ -89,7 +89,7 @@ class RequeuedLockTest(parameterized.TestCase):
     start = time.monotonic()
     with mock.patch.dict(os.environ, _slurm_env(restart=1), clear=False):
       with self.assertLogs(level='WARNING') as logs:
-        with workdir_lib.WorkdirLock(workdir):
+        with workdir_lock.WorkdirLock(workdir):
           self.assertLess(time.monotonic() - start, 5)
           mine = _lock(workdir)
           self.assertEqual(mine['pid'], os.getpid())
@@ -113,8 +113,8 @@ class RequeuedLockTest(parameterized.TestCase):
     holder = _plant_lock(workdir, holder_job)
     environ = {**_outside_slurm(), **env}
     with mock.patch.dict(os.environ, environ, clear=True):
-      with self.assertRaisesRegex(workdir_lib.WorkdirBusyError, r'in use by host node-b, pid 4321.*--lock_wait_s='):
-        with workdir_lib.WorkdirLock(workdir):
+      with self.assertRaisesRegex(workdir_lock.WorkdirBusyError, r'in use by host node-b, pid 4321.*--lock_wait_s='):
+        with workdir_lock.WorkdirLock(workdir):
           pass
     self.assertEqual(_lock(workdir), holder)
 
@@ -122,12 +122,12 @@ class RequeuedLockTest(parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     with mock.patch.dict(os.environ, _slurm_env(job_id='77'), clear=False):  # a first start: no restart count
       os.environ.pop('SLURM_RESTART_COUNT', None)
-      with workdir_lib.WorkdirLock(workdir):
+      with workdir_lock.WorkdirLock(workdir):
         self.assertEqual(_lock(workdir)['slurm'], {'cluster': 's2s', 'job_id': '77', 'restart': 0})
       record = provenance._start_record(120, 'abc', False)  # pylint: disable=protected-access
       self.assertEqual(record['slurm'], {'cluster': 's2s', 'job_id': '77', 'restart': 0})
     with mock.patch.dict(os.environ, _outside_slurm(), clear=True):
-      with workdir_lib.WorkdirLock(workdir):
+      with workdir_lock.WorkdirLock(workdir):
         self.assertIsNone(_lock(workdir)['slurm'])
       self.assertNotIn('slurm', provenance._start_record(0, 'abc', False))  # pylint: disable=protected-access
 

@@ -17,9 +17,9 @@ for sig in (signal.SIGTERM, signal.SIGINT):
   signal.signal(sig, signal.SIG_IGN if mode == 'ignore' else lambda signum, frame: got.append(signum))
 with contextlib.ExitStack() as stack:
   if len(sys.argv) > 3:
-    from s2s_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    from s2s_jax import workdir_lock  # pylint: disable=g-import-not-at-top
 
-    stack.enter_context(workdir_lib.WorkdirLock(sys.argv[3]))
+    stack.enter_context(workdir_lock.WorkdirLock(sys.argv[3]))
   with open(out + '.pid', 'w', encoding='utf-8') as f:
     f.write(str(os.getpid()))
   os.replace(out + '.pid', out + '.ready')

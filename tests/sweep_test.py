@@ -15,7 +15,7 @@ import pytest
 import testutil
 from s2s_jax import config_checks
 from s2s_jax import sweep_lib
-from s2s_jax import workdir as workdir_lib
+from s2s_jax import workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'scripts'))
@@ -124,7 +124,7 @@ class SweepScriptTest(absltest.TestCase):
     self.assertEqual(again.returncode, 0)
     self.assertIn('1 already DONE, 0 to run', again.stdout)
     os.remove(os.path.join(root, 'out', 'base', 'DONE'))
-    with workdir_lib.WorkdirLock(os.path.join(root, 'out', 'base')):  # as if another sweep were running it
+    with workdir_lock.WorkdirLock(os.path.join(root, 'out', 'base')):  # as if another sweep were running it
       held = run()
     self.assertEqual(held.returncode, 0, held.stdout + held.stderr[-2000:])
     self.assertIn(f'base: skipped, its workdir is in use by host {socket.gethostname()} pid {os.getpid()}', held.stdout)
