@@ -27,6 +27,8 @@ from typing import Any
 import optuna
 import psutil
 
+from s2s_jax import workdir_lock
+
 DRIVER = 'driver'  # user attribute: the record of the driver that runs the trial
 RESUMES = 'resumes_trial'  # user attribute: the number of the slot (its first trial) a resumed trial continues
 SURPLUS = 'surplus'  # user attribute: a trial withdrawn because the study already had --trials trials
@@ -42,21 +44,10 @@ def expires_s() -> float:
     raise ValueError(f'S2S_TUNE_EXPIRES_S={value!r} is not a number of seconds.') from None
 
 
-def _first_line(path: str) -> str | None:
-  try:
-    with open(path, encoding='utf-8') as f:
-      return f.readline().strip()
-  except OSError:
-    return None
-
-
 def namespace() -> dict[str, Any]:
-  """Where a pid means something: the host name, the pid namespace (its inode) and the boot (Linux; None elsewhere)."""
-  try:
-    pid_ns = os.readlink('/proc/self/ns/pid')
-  except OSError:
-    pid_ns = None
-  return {'host': socket.gethostname(), 'pid_ns': pid_ns, 'boot_id': _first_line('/proc/sys/kernel/random/boot_id')}
+  """Where a pid means something: the host name, the pid namespace (its inode) and the boot, as the workdir lock
+  records them (workdir_lock.namespace), so a driver can judge a run's lock holder as well as another driver."""
+  return {'host': socket.gethostname(), **workdir_lock.namespace()}
 
 
 def driver_record(root: str, poll_s: float) -> dict[str, Any]:
