@@ -74,15 +74,8 @@ def pid_is_local(record: dict[str, Any]) -> bool:
 
 
 def dead_reason(record: dict[str, Any]) -> str | None:
-  """Why the process a local record names is gone (None: it is alive): no such pid, or the pid now belongs to a
-  process started at another time."""
-  try:
-    started = psutil.Process(int(record['pid'])).create_time()
-  except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
-    return f'process {record.get("pid")} on {record.get("host")} is gone'
-  if abs(started - float(record.get('start_time') or 0)) > 1.0:
-    return f'pid {record["pid"]} on {record.get("host")} now belongs to another process'
-  return None
+  """Why the process a local record names is gone (None: it is alive), as the workdir lock judges its holder."""
+  return workdir_lock.dead_reason(record, where=f' on {record.get("host")}')
 
 
 def describe(record: dict[str, Any] | None) -> str:

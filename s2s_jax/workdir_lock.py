@@ -125,14 +125,15 @@ def pid_is_local(holder: dict[str, Any]) -> bool:
   )
 
 
-def _dead_reason(holder: dict[str, Any]) -> str | None:
-  """Why a holder whose pid is comparable is gone (None: it is alive)."""
+def dead_reason(holder: dict[str, Any], where: str = '') -> str | None:
+  """Why a holder whose pid is comparable (pid_is_local) is gone (None: it is alive): no such pid, or the pid now
+  belongs to a process started at another time. `where` follows the pid in the message (e.g. ' on HOST')."""
   try:
     started = psutil.Process(int(holder['pid'])).create_time()
   except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
-    return f'process {holder.get("pid")} is gone'
+    return f'process {holder.get("pid")}{where} is gone'
   if abs(started - float(holder.get('start_time') or 0)) > 1.0:
-    return f'pid {holder["pid"]} now belongs to another process'
+    return f'pid {holder["pid"]}{where} now belongs to another process'
   return None
 
 
@@ -170,7 +171,7 @@ def lock_holder(workdir: str) -> dict[str, Any] | None:
   if not holder:
     return None
   if pid_is_local(holder):
-    return None if _dead_reason(holder) else holder
+    return None if dead_reason(holder) else holder
   age = _file_age_s(path)
   return None if age is not None and age > _expires_s(holder) else holder
 
@@ -263,7 +264,7 @@ class WorkdirLock:
     if requeued := slurm.earlier_start(holder.get('slurm')):
       return requeued
     if pid_is_local(holder):
-      return _dead_reason(holder)
+      return dead_reason(holder)
     if now - seen[1] >= _expires_s(holder):
       return f'its heartbeat counter stood at {holder.get("beat")} for {now - seen[1]:.0f} s'
     return None
