@@ -291,14 +291,6 @@ def _last_step(workdir: str) -> float:
     return math.inf
 
 
-def _tail(path: str, lines: int = 12) -> str:
-  try:
-    with open(path, encoding='utf-8', errors='replace') as f:
-      return ''.join(f.readlines()[-lines:])
-  except OSError:
-    return ''
-
-
 def stop_request(workdir: str, job, reason: str, signal_ok: bool) -> dict[str, Any]:
   """Asks a run to stop (it checkpoints and exits: it is resumable); returns the request, for stop_progress.
 
@@ -673,7 +665,7 @@ class Driver:
       if self._write(run, self.study.tell, run.trial, best):
         print(f'trial {run.number}: {self.module.METRIC}={best:.4g}', flush=True)
       return
-    tail = _tail(run.log)
+    tail = launch.tail(run.log, 12)
     if self._write(run, run.trial.set_user_attr, 'error', tail):
       if self._write(run, self.study.tell, run.trial, state=optuna.trial.TrialState.FAIL):
         print(f'trial {run.number}: {launch.describe(code)}; last lines of {run.log}:\n{tail}', flush=True)
