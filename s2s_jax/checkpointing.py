@@ -90,17 +90,24 @@ def restore_or_init(mngr: ocp.CheckpointManager, state, data_iter):
   `checkpoints/<step>.damaged-<time>/` (kept for inspection; orbax never counts it as a step, so the run can save
   that step again) with a warning naming the problem, and the next older one is tried; if every checkpoint is
   damaged this raises instead of silently starting over. A checkpoint whose parameters do not fit the model (their
-  tree or shapes differ, e.g. after --allow_config_change of a model field) is an error that says so, and is left
-  in place.
+  tree or shapes differ, e.g. after --allow_config_change of a model field), or whose optimizer state has another
+  layout (another optimizer or clipping), is an error that says so, and is left in place: it is not damaged.
   """
   target = jax.device_get(state_dict(state))
   problems = []
   for step in sorted(mngr.all_steps(read=True), reverse=True):
-    if mismatch := _shape_mismatch(mngr, step, target):  # orbax would restore the stored shapes without a word
+    if mismatch := _shape_mismatch(mngr, step, target, 'params'):  # orbax would restore stored shapes silently
       raise ValueError(
         f'Checkpoint {step} in {mngr.directory} does not fit this model ({mismatch}); a model field '
         'changed (--allow_config_change does not convert checkpoints). Use a new workdir, or undo '
         'the change.'
+      )
+    if mismatch := _shape_mismatch(mngr, step, target, 'opt_state'):  # a layout, not damage: never moved aside
+      raise ValueError(
+        f'Checkpoint {step} in {mngr.directory} does not fit this optimizer ({mismatch}); an optim field changed '
+        '(e.g. optim.optimizer, optim.grad_clip_norm) or the code that wrote it keeps another optimizer state. '
+        'The checkpoint is left in place: undo the change, or use a new workdir (translate and evaluate read only '
+        'its parameters).'
       )
     try:
       restored = mngr.restore(
@@ -143,17 +150,16 @@ def _move_aside(mngr: ocp.CheckpointManager, step: int) -> str:
   return aside
 
 
-def _shape_mismatch(mngr: ocp.CheckpointManager, step: int, target) -> str | None:
-  """How the stored parameters' tree or shapes differ from `target`'s, when the stored metadata is readable (None
-  if it is not, or if they agree)."""
+def _shape_mismatch(mngr: ocp.CheckpointManager, step: int, target, part: str) -> str | None:
+  """How the stored tree or shapes of `part` ('params', 'opt_state') differ from `target`'s, when the stored metadata
+  is readable (None if it is not, or if they agree)."""
   try:
     stored = ocp.StandardCheckpointer().metadata(os.path.join(os.fspath(mngr.directory), str(step), 'state'))
-    stored = jax.tree.map(lambda m: tuple(m.shape), stored.item_metadata.tree['params'])
+    stored = jax.tree.map(lambda m: tuple(m.shape), stored.item_metadata.tree[part])
   except Exception:  # pylint: disable=broad-except  (unreadable metadata: the checkpoint is damaged)
     return None
-  wanted = jax.tree.map(lambda x: tuple(np.shape(x)), target['params'])
-  flat_stored = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(stored)}
-  flat_wanted = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(wanted)}
+  wanted = jax.tree.map(lambda x: tuple(np.shape(x)), target[part])
+  flat_stored, flat_wanted = _flat(stored), _flat(wanted)
   if flat_stored.keys() != flat_wanted.keys():
     extra, missing = sorted(flat_stored.keys() - flat_wanted.keys()), sorted(flat_wanted.keys() - flat_stored.keys())
     return f'stored but not in the model: {extra[:3]}; in the model but not stored: {missing[:3]}'
@@ -161,6 +167,19 @@ def _shape_mismatch(mngr: ocp.CheckpointManager, step: int, target) -> str | Non
     if flat_stored[key] != shape:
       return f'{key} is {flat_stored[key]} in the checkpoint and {shape} in the model'
   return None
+
+
+def _flat(tree) -> dict[str, Any]:
+  """Leaves by path, the path written the same whether a node is stored as a dict or is a named tuple's field
+  (orbax's metadata gives `['mu']` where the optimizer state has `.mu`)."""
+
+  def name(entry) -> str:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(entry, attr):
+        return str(getattr(entry, attr))
+    return str(entry)
+
+  return {'/'.join(map(name, path)): v for path, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def best_value(mngr: ocp.CheckpointManager, metric: str) -> float | None:

@@ -74,6 +74,13 @@ class DamagedCheckpointTest(absltest.TestCase):
       _restore_step(mngr, workdir, hidden_dim=24)
     self.assertEqual(checkpointing.make_manager(workdir, 2).all_steps(), [20, 40])
 
+  def test_a_checkpoint_of_another_optimizer_is_named_as_such_and_kept(self):
+    workdir = self._copy()  # written with adam; sgd keeps another optimizer state (orbax fails to restore it)
+    with self.assertRaisesRegex(ValueError, 'does not fit this optimizer'):
+      _restore_step(checkpointing.make_manager(workdir, 2), workdir, optim_changes={'optimizer': 'sgd'})
+    self.assertEqual(checkpointing.make_manager(workdir, 2).all_steps(), [20, 40])
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'checkpoints'))), ['20', '40'])  # nothing moved aside
+
   def test_a_cut_or_reordered_vocabulary_is_refused(self):
     from s2s_jax import inference  # pylint: disable=g-import-not-at-top
 
@@ -149,8 +156,9 @@ class DamagedCheckpointTest(absltest.TestCase):
     self.assertEqual(sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit()), [20, 40])
 
 
-def _restore_step(mngr, workdir, **model_changes) -> int:
-  """Restores into a fresh state of the run's model (with `model_changes`) and returns the restored step."""
+def _restore_step(mngr, workdir, optim_changes=None, **model_changes) -> int:
+  """Restores into a fresh state of the run's model and optimizer (with the changes) and returns the restored
+  step."""
   from s2s_jax import config_lib, optim  # pylint: disable=g-import-not-at-top
   from s2s_jax.data import batches  # pylint: disable=g-import-not-at-top
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -158,6 +166,7 @@ def _restore_step(mngr, workdir, **model_changes) -> int:
   with open(os.path.join(workdir, 'config.json')) as f:
     config = config_lib.from_saved(json.load(f))
   config.model.update(model_changes)
+  config.optim.update(optim_changes or {})
   data = pipeline.prepare(config.data, vocab_dir=workdir)
   model = models.Seq2Seq(config_lib.model_config(config))
   state = steps.create_train_state(
