@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax import attention as attention_lib
+from s2s_jax import cudnn_rnn
 from s2s_jax import data
 from s2s_jax import decoder as decoder_lib
 from s2s_jax import encoders
@@ -71,6 +72,9 @@ class Seq2SeqConfig:
   init_scale: float = 0.1  # s of the uniform initialisation
   dtype: str = 'float32'  # compute dtype; parameters stay float32
   remat: bool = False  # recompute the recurrences' forward in the backward pass: less memory for long sequences
+  # scan | cudnn | auto: the encoder's LSTM layers through cuDNN (CUDA GPUs, lstm, float32; the decoder stays
+  # scanned); auto: cuDNN where the backend and model allow it, else the scan (cudnn_rnn.py, docs/gpu.md)
+  rnn_impl: str = 'auto'
 
   @property
   def num_directions(self) -> int:
@@ -93,11 +97,13 @@ class Seq2SeqConfig:
       'dtype': DTYPES,
       'input_kind': encoders.INPUT_KINDS,
       'frame_stride': encoders.FRAME_STRIDES,
+      'rnn_impl': cudnn_rnn.IMPLS,
     }
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
     attention_lib.check_combination(self.attention, self.attention_score, self.input_feeding)
+    cudnn_rnn.check(self.rnn_impl, self.cell, self.dtype)
     positive = ('src_vocab_size',) if self.input_kind == 'tokens' else ('input_features',)
     for name in positive + ('tgt_vocab_size', 'num_layers', 'embed_dim', 'hidden_dim', 'cnn_layers', 'cnn_features'):
       if getattr(self, name) <= 0:
@@ -238,6 +244,7 @@ class Seq2Seq(nn.Module):
       pyramid=c.pyramid,
       remat=c.remat,
       dropout_keep=self.dropout_keep,
+      lstm=cudnn_rnn.encoder_lstm(c),
     )
     if c.bridge == 'dense':
       components = 2 if c.cell == 'lstm' else 1

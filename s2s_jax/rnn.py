@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s2s_jax import cudnn_rnn
+
 CELLS = ('rnn', 'gru', 'lstm')
 RECURRENT_INITS = ('orthogonal', 'uniform')
 _NUM_GATES = {'rnn': 1, 'gru': 3, 'lstm': 4}
@@ -361,6 +363,7 @@ class RNNStack(nn.Module):
   pyramid: bool = False  # Listen, Attend and Spell: layers above the first read pairs of steps (time halves)
   remat: bool = False  # recompute each recurrence in the backward pass instead of keeping its activations
   dropout_keep: Any = None  # 1 - dropout_rate as a runtime input (Dropout), or None
+  lstm: Any = None  # a layer function (cudnn_rnn.encoder_lstm) running each LSTM layer instead of the scan, or None
 
   @nn.compact
   def __call__(
@@ -379,6 +382,11 @@ class RNNStack(nn.Module):
         over_time = (0,) if self.variational_dropout else ()
         dropout = Dropout(self.dropout_rate, self.dropout_keep, broadcast_dims=over_time)
         x_TxBxD = dropout(x_TxBxD, deterministic=not train)
+      if self.lstm is not None:  # both directions in one call (cudnn_rnn.run_layer)
+        cells = [cell(name=f'layer{layer}_{d}') for d in ('fwd', 'bwd')[: 1 + self.bidirectional]]
+        carry, x_TxBxD = cudnn_rnn.run_layer(self.lstm, cells, x_TxBxD, mask_BxT)
+        finals.append(carry)
+        continue
       carry, out = run_layer(cell(name=f'layer{layer}_fwd'), x_TxBxD, mask_BxT, remat=self.remat)
       if self.bidirectional:
         carry_bwd, out_bwd = run_layer(
