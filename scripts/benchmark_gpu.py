@@ -166,10 +166,15 @@ def _child_main(keys: list[str], smoke: bool) -> None:
     start = time.monotonic()
     try:
       row = dict(measure_row(key, smoke, i == 0), status='ok')
-    except subprocess.CalledProcessError as e:  # the torch peer
-      row = {'status': 'error', 'reason': f'{e}\n{(e.stderr or "")[-2000:]}'}
-    except Exception:  # pylint: disable=broad-except  (reported in the row; the next row still runs)
-      row = {'status': 'error', 'reason': traceback.format_exc()[-3000:]}
+    except subprocess.CalledProcessError as e:  # the torch peer: its last line of stderr says why
+      last = (e.stderr or '').strip().splitlines()[-1:] or ['no stderr']
+      row = {
+        'status': 'error',
+        'reason': f'the peer exited with {e.returncode}: {last[0]}',
+        'log': (e.stderr or '')[-3000:],
+      }
+    except Exception as e:  # pylint: disable=broad-except  (reported in the row; the next row still runs)
+      row = {'status': 'error', 'reason': f'{type(e).__name__}: {e}', 'log': traceback.format_exc()[-3000:]}
     row.update(key=key, wall_s=time.monotonic() - start)
     print(_ROW_PREFIX + json.dumps(row), flush=True)
 
@@ -240,7 +245,7 @@ def _fmt(value, spec: str) -> str:
 def table_line(row: dict) -> str:
   name, kind, dtype = row['key'].split('/')
   peak = row.get('peak_bytes_in_use')
-  note = row.get('reason', '').strip().splitlines()[-1:] if row['status'] != 'ok' else []
+  note = row.get('reason', '').strip().splitlines()[:1] if row['status'] != 'ok' else []
   return (
     f'| {name} | {kind} | {dtype} | {_fmt(row.get("target_tokens_per_s"), ",.0f")} | '
     f'{_fmt(row.get("sentences_per_s"), ",.1f")} | {_fmt(row.get("compile_s"), ".1f")} | '
@@ -262,7 +267,7 @@ def _unfinished(key: str, stopped: str, first: bool, seconds: float, max_seconds
   elif stopped in ('timeout', 'budget'):
     reason = f'not started: --max_seconds={max_seconds:g} ran out'
   else:
-    return {'key': key, 'status': 'error', 'reason': f'its process ended ({stopped}) before this row:\n{err}'}
+    return {'key': key, 'status': 'error', 'reason': f'its process ended ({stopped}) before this row', 'log': err}
   return {'key': key, 'status': 'skipped', 'reason': reason}
 
 
@@ -297,6 +302,8 @@ def run_all(max_seconds: float, smoke: bool, child_env: dict) -> dict:
         done[key] = _unfinished(key, stopped, first, time.monotonic() - started, max_seconds, err)
       rows[key] = done[key]
       print(table_line(rows[key]), flush=True)
+      if rows[key]['status'] == 'error':
+        print(f'{key}:\n{rows[key]["log"]}', file=sys.stderr, flush=True)
   result = dict(env, smoke=smoke, max_seconds=max_seconds, wall_s=time.monotonic() - _START)
   result.update(shapes={name: _shapes(name, smoke) for name in CONFIGS}, rows=[rows[key] for key in order])
   return result
