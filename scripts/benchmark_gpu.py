@@ -317,6 +317,8 @@ def main(argv):
     return
   if not math.isfinite(_MAX_SECONDS.value) or _MAX_SECONDS.value <= 0:
     raise app.UsageError(f'--max_seconds must be a positive number of seconds, not {_MAX_SECONDS.value}.')
+  if _JSON.value and not os.path.isdir(os.path.dirname(os.path.abspath(_JSON.value))):  # before the run, not after
+    raise app.UsageError(f'--json={_JSON.value}: its folder does not exist; create it or give another path.')
   # This process only asks what the device is; each row's process measures. Without this, XLA would reserve 75% of
   # the GPU's memory here for the whole run, and the rows' processes could not have it.
   child_env = dict(os.environ)  # the rows' processes allocate as XLA does by default (or as the user set)
