@@ -270,8 +270,10 @@ def torch_arch(cfg: models.Seq2SeqConfig) -> str:
   )
 
 
-def _torch_round(config, batch: int, src_len: int, tgt_len: int, vocab: int, steps: int, threads: int) -> dict:
-  """One run of scripts/torch_reference.py in a fresh process; its JSON line."""
+def _torch_round(
+  config, batch: int, src_len: int, tgt_len: int, vocab: int, steps: int, threads: int, device: str = 'cpu'
+) -> dict:
+  """One run of scripts/torch_reference.py in a fresh process (on `device`: cpu | cuda); its JSON line."""
   import subprocess  # pylint: disable=g-import-not-at-top
 
   cfg = config_lib.model_config(config)
@@ -294,6 +296,7 @@ def _torch_round(config, batch: int, src_len: int, tgt_len: int, vocab: int, ste
     f'--steps={steps}',
     '--repeats=1',
     f'--grad_clip_norm={config.optim.grad_clip_norm}',
+    f'--device={device}',
   ]
   out = subprocess.run(
     args, env=dict(os.environ, OMP_WAIT_POLICY='PASSIVE'), capture_output=True, text=True, check=True, timeout=3600

@@ -3,7 +3,9 @@ PyTorch the way the tutorials and OpenNMT-py write them.
 
 Run by the benchmark in a subprocess (one per thread count, with OMP_WAIT_POLICY=PASSIVE set before torch starts);
 prints one JSON line. One optimizer step per timed step on a fixed synthetic batch (as the JAX side): summed
-cross-entropy over the target tokens divided by their count, global-norm clipping, Adam. Architectures (--arch):
+cross-entropy over the target tokens divided by their count, global-norm clipping, Adam. --device=cuda runs on a GPU
+(nn.LSTM / nn.GRU through cuDNN; scripts/benchmark_gpu.py), timed after torch.cuda.synchronize(), with the peak of
+torch.cuda.max_memory_allocated() in the JSON line. Architectures (--arch):
 
   luong         (experiments/benchmarks/lstm512.py) L-layer LSTM encoder whose final states initialise an L-layer
                 LSTM decoder, Luong `general` attention h_t W a_s, h~ = tanh(W_c [c_t; h_t]), vocabulary
@@ -182,21 +184,26 @@ def main():
     p.add_argument(f'--{name}', type=int, default=default)
   p.add_argument('--grad_clip_norm', type=float, default=1.0)
   p.add_argument('--dropout', type=float, default=0.0)
+  p.add_argument('--device', choices=('cpu', 'cuda'), default='cpu', help='cuda: nn.LSTM / nn.GRU run on cuDNN')
   a = p.parse_args()
   a.encoder_hidden_dim = a.encoder_hidden_dim or a.hidden_dim
   a.attention_dim = a.attention_dim or a.hidden_dim
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
+  if a.device == 'cuda' and not torch.cuda.is_available():
+    p.error('--device=cuda: torch.cuda.is_available() is False (a CPU-only torch build, or no GPU); use --device=cpu')
+  sync = torch.cuda.synchronize if a.device == 'cuda' else lambda: None  # CUDA kernels run asynchronously
   torch.set_num_threads(a.threads)
   torch.manual_seed(0)
-  model = _models(a)
+  model = _models(a).to(a.device)
   model.train()
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   g = torch.Generator().manual_seed(0)
   src = torch.randint(4, a.vocab_size, (a.batch_size, a.src_len), generator=g)
   tgt = torch.randint(4, a.vocab_size, (a.batch_size, a.tgt_len), generator=g)
   tgt_in = torch.cat([torch.full((a.batch_size, 1), 2), tgt[:, :-1]], dim=1)
+  src, tgt, tgt_in = (x.to(a.device) for x in (src, tgt, tgt_in))
 
   def step():
     opt.zero_grad(set_to_none=True)
@@ -209,21 +216,32 @@ def main():
 
   for _ in range(a.warmup):
     step()
+  sync()
   times = []
   for _ in range(a.repeats):
     start = time.perf_counter()
     for _ in range(a.steps):
       step()
+    sync()
     times.append((time.perf_counter() - start) / a.steps)
   step_s = statistics.median(times)
+  cuda = {}
+  if a.device == 'cuda':  # the training's peak, read before the matmul below allocates its inputs
+    cuda = {
+      'peak_bytes': torch.cuda.max_memory_allocated(),
+      'device_name': torch.cuda.get_device_name(),
+      'cudnn_version': torch.backends.cudnn.version(),
+    }
   n = 2048
-  x, y = torch.randn(n, n), torch.randn(n, n)
+  x, y = torch.randn(n, n, device=a.device), torch.randn(n, n, device=a.device)
   for _ in range(2):
     torch.mm(x, y)
+  sync()
   mm = []
   for _ in range(5):
     start = time.perf_counter()
     torch.mm(x, y)
+    sync()
     mm.append(time.perf_counter() - start)
   print(
     json.dumps(
@@ -234,6 +252,8 @@ def main():
         'step_s': step_s,
         'target_tokens_per_s': a.batch_size * a.tgt_len / step_s,
         'mm_gflops': 2 * n**3 / statistics.median(mm) / 1e9,
+        'device': a.device,
+        **cuda,
       }
     )
   )
