@@ -2,7 +2,7 @@
 
   dataset = registry.get('multi30k')       # its spec: datasets.spec.Dataset; dataset.source == 'text'
   raw, skipped = dataset.load(data_config)  # split -> [(source, target)], unreadable raw files skipped
-  builder = dataset.make_builder(data_config)  # its TFDS builder (None for data.name='tfds': prepared elsewhere)
+  builder = dataset.make_builder(data_config)  # its TFDS builder (None for data prepared elsewhere: tfds)
 
 The spec, once looked up from data.name, is what the data wing passes down. A dataset defined outside this package
 is named by data.dataset_module, a module whose `SPEC` is its spec (docs/adding_a_dataset.md): every entry point
