@@ -33,7 +33,7 @@ class CorpusConfig(tfds.core.BuilderConfig):
   files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a spec without a folder: ((split, (path, ...)), ...)
   fingerprint: str = ''
   raw_paths: tuple[str, ...] = ()  # hashed into the dataset's manifest when it is prepared
-  dataset: Any = dataclasses.field(default=None, repr=False)  # its spec (datasets.spec.Dataset), whose `read` gives split -> language -> lines
+  dataset: Any = dataclasses.field(default=None, repr=False)  # its spec, whose `read(config)` gives the records
 
 
 class Corpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -38,7 +38,7 @@ class SpeechConfig(tfds.core.BuilderConfig):
   seed: int = 0
   fingerprint: str = ''
   raw_paths: tuple[str, ...] = ()  # hashed into the dataset's manifest when it is prepared
-  dataset: Any = dataclasses.field(default=None, repr=False)  # its spec (datasets.spec.Dataset), whose `read(builder)` gives the split generators
+  dataset: Any = dataclasses.field(default=None, repr=False)  # its spec, whose `read(builder)` gives the splits
 
 
 class Speech(tfds.core.GeneratorBasedBuilder, skip_registration=True):
