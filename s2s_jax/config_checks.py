@@ -204,14 +204,13 @@ def _check_cadence(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_data(d: ml_collections.ConfigDict) -> registry.Dataset:
-  _check_choice('data.name', d.name, DATASETS)
+  dataset = registry.of(d)  # one of DATASETS, or the SPEC of data.dataset_module
   _check_choice('data.tokenizer', d.tokenizer, vocab_lib.TOKENIZERS)
   _check_choice('data.src_len_policy', d.src_len_policy, LEN_POLICIES)
   _check_choice('data.tgt_len_policy', d.tgt_len_policy, LEN_POLICIES)
   _check_choice('data.spm_model_type', d.spm_model_type, vocab_lib.SPM_MODEL_TYPES)
   if d.tokenizer == 'sentencepiece' and d.max_vocab_size <= 0:
     raise ValueError('data.tokenizer=sentencepiece needs data.max_vocab_size > 0 (the number of pieces).')
-  dataset = registry.get(d.name)
   dataset.check(d)
   if dataset.source != 'text' and (d.shared_vocab or d.reverse_source):
     raise ValueError(

@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
       target_lang='',  # corpora: the target language code, e.g. en
       files=config_dict.placeholder(str),  # parallel_text: 'train=a.de,a.en;validation=b.tsv;test=c.de,c.en'
       tfds_name=config_dict.placeholder(str),  # tfds: a prepared catalogue dataset, e.g. wmt14_translate/de-en
+      dataset_module=config_dict.placeholder(str),  # a dataset of your own: the module of its SPEC (data.name)
       download=False,  # corpora: fetch missing raw files from their official URLs (needs internet)
       seed=0,  # generation seed of the built-in tasks (kept apart from `seed`, so seed sweeps share data)
       num_train_examples=50_000,  # built-in tasks

@@ -68,7 +68,7 @@ def _versions() -> dict[str, str]:
 def record(
   data, data_history: list[dict[str, Any]] | None = None, starts: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-  """What produced a run. The data's identity (`data_identity`, pipeline.data_identity: dataset, builder config and
+  """What produced a run. The data's identity (`data_identity`, identity.data_identity: dataset, builder config and
   version, each split's raw files in order, features, direction) and its fingerprint (`data_sha256`, the sha256 of
   that identity; the raw files' sha256 come from the manifest made when the dataset was prepared, `data_manifest`:
   each raw file's size, time and sha256); `data_history` lists the fingerprints a run trained on, with the step
@@ -140,7 +140,7 @@ def _latest_step_on_disk(workdir: str) -> int:
 
 
 def _identity_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
-  """What differs between two data identities (pipeline.data_identity) besides the raw files' content, in words."""
+  """What differs between two data identities (identity.data_identity) besides the raw files' content, in words."""
   if not old or not new:
     return []
   parts = []

@@ -83,9 +83,11 @@ def make_corpus(folder: str, num_pairs: int) -> dict[str, str]:
 # Times the training iterator of a prepared corpus (warm: ids from the cache) in a fresh process.
 _PIPELINE = """
 import json, sys, time
+from absl import flags
 from s2s_jax import config_lib
 from s2s_jax.data import batches, pipeline
 files, data_dir, vocab, workers, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+flags.FLAGS.mark_as_parsed()  # an entry point without app.run: grain's workers read its absl flags
 c = config_lib.base_config().data
 c.update(name='parallel_text', files=files, data_dir=data_dir, tokenizer='word', max_vocab_size=vocab, max_src_len=48,
          max_tgt_len=48, num_buckets=0, batch_size=64)

@@ -23,6 +23,7 @@ from s2s_jax import evaluation
 from s2s_jax import decode
 from s2s_jax.data import corpora
 from s2s_jax.data import pipeline
+from s2s_jax.data import registry
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file of the dataset.')
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to score.')
@@ -36,10 +37,11 @@ def main(argv):
   config = _CONFIG.value
   config_checks.validate(config)
   pipeline.resolve_paths(config.data)
-  if config.data.name not in corpora.CORPORA:
+  dataset = registry.of(config.data)
+  if dataset.source != 'text':
     raise app.UsageError(f'data.name={config.data.name!r} is not a corpus with raw text; nothing to baseline.')
-  pairs = corpora.require_split(corpora.load_pairs(config.data), _SPLIT.value, config.data)
-  refs = corpora.load_references(config.data).get(_SPLIT.value) or [[target for _, target in pairs]]
+  pairs = corpora.require_split(dataset, corpora.load_pairs(dataset, config.data), _SPLIT.value, config.data)
+  refs = corpora.load_references(dataset, config.data).get(_SPLIT.value) or [[target for _, target in pairs]]
   sources = [source for source, _ in pairs]
   lengths = [len(s.split()) for s in sources]
   options = decode.DecodeOptions(beam_size=1, length_alpha=0.0)  # scored text is not decoded: no search

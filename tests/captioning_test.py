@@ -25,6 +25,8 @@ from s2s_jax.data import image_datasets
 from s2s_jax.data import images
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
+from s2s_jax.data import registry
+from s2s_jax.data.datasets import digits_captions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -34,7 +36,7 @@ from experiments.captioning import digits  # pylint: disable=g-import-not-at-top
 class DigitCanvasTest(absltest.TestCase):
   def test_digit_pools_are_disjoint_and_cover_every_image(self):
     pools = {
-      s: {i for i in range(1797) if image_datasets.digits_split(i) == s} for s in ('train', 'validation', 'test')
+      s: {i for i in range(1797) if digits_captions.digits_split(i) == s} for s in ('train', 'validation', 'test')
     }
     self.assertEqual(sum(map(len, pools.values())), 1797)
     self.assertEqual(len(pools['train'] | pools['validation'] | pools['test']), 1797)
@@ -46,7 +48,7 @@ class DigitCanvasTest(absltest.TestCase):
     labels = np.arange(10)
     glyphs = np.ones((10, 8, 8)) * 16.0
     rng = np.random.default_rng(0)
-    for canvas, caption in image_datasets.digit_canvases(glyphs, labels, 50, rng, 24, 100, max_digits=5):
+    for canvas, caption in digits_captions.digit_canvases(glyphs, labels, 50, rng, 24, 100, max_digits=5):
       words = caption.split()
       self.assertBetween(len(words), 1, 5)
       self.assertEqual(canvas.shape, (24, 100))
@@ -58,21 +60,21 @@ class DigitCanvasTest(absltest.TestCase):
 
   def test_canvas_too_small_for_the_digits_fails(self):
     with self.assertRaisesRegex(ValueError, 'image_width >= 98 for 5 digits'):
-      next(image_datasets.digit_canvases(np.ones((1, 8, 8)), np.zeros(1, int), 1, np.random.default_rng(0), 24, 60, 5))
+      next(digits_captions.digit_canvases(np.ones((1, 8, 8)), np.zeros(1, int), 1, np.random.default_rng(0), 24, 60, 5))
 
   def test_builder_splits_and_determinism(self):
     config = digits.get_config('size=tiny')
     config.data.data_dir = self.create_tempdir().full_path
     pipeline.resolve_paths(config.data)
-    pictures, skipped = image_datasets.load_pictures(config.data)
+    pictures, skipped = image_datasets.load_pictures(registry.of(config.data), config.data)
     self.assertEqual({k: len(v) for k, v in pictures.items()}, {'train': 64, 'validation': 32, 'test': 32})
     self.assertEqual(skipped, [])
     picture, caption = pictures['test'][0]
     self.assertEqual(picture.pixels.shape, (24, 100, 1))
     self.assertEqual(picture.pixels.dtype, np.uint8)
-    self.assertTrue(set(caption.split()) <= set(image_datasets.DIGIT_WORDS))
+    self.assertTrue(set(caption.split()) <= set(digits_captions.DIGIT_WORDS))
     config.data.data_dir = self.create_tempdir().full_path
-    again, _ = image_datasets.load_pictures(config.data)
+    again, _ = image_datasets.load_pictures(registry.of(config.data), config.data)
     np.testing.assert_array_equal(again['test'][0][0].pixels, picture.pixels)
     self.assertEqual([c for _, c in again['train']], [c for _, c in pictures['train']])
 
@@ -224,7 +226,7 @@ class EndToEndTest(absltest.TestCase):
     for key in ('bleu', 'exact_match'):
       self.assertBetween(result[key], 0.0, 100.0)
     pipeline.resolve_paths(config.data)
-    pictures, _ = image_datasets.load_pictures(config.data)
+    pictures, _ = image_datasets.load_pictures(registry.of(config.data), config.data)
     folder = self.create_tempdir().full_path
     paths, refs = [], []
     for i, (picture, caption) in enumerate(pictures['test'][:3]):

@@ -14,7 +14,6 @@ from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
-from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 
@@ -39,7 +38,7 @@ def _case_name(path: str) -> str:
 
 def _uses_a_corpus(path: str) -> bool:
   """Reads a corpus of ../shared/data (text or speech): slow tier (speech_test trains the speech configs fast)."""
-  return _load(path).get_config('size=tiny').data.name in registry.family('corpus') + registry.family('speech')
+  return bool(registry.get(_load(path).get_config('size=tiny').data.name).folder)
 
 
 CORPUS_EXPERIMENTS = [p for p in EXPERIMENTS if _uses_a_corpus(p)]
@@ -82,7 +81,7 @@ class ExperimentFilesTest(parameterized.TestCase):
 
 def _train_tiny(test: absltest.TestCase, path: str) -> None:
   config = _load(path).get_config('size=tiny')
-  raw = raw_files.resolve_manual_dir(config.data)
+  raw = registry.of(config.data).manual_dir(config.data)
   shared_data.require_folder(test, raw, path)
   config.data.data_dir = test.create_tempdir().full_path
   config.num_train_steps = 20

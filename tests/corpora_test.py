@@ -8,6 +8,7 @@ and the download tests serve the real slices through it.
 
 import collections
 import contextlib
+import dataclasses
 import glob
 import gzip
 import hashlib
@@ -28,11 +29,25 @@ import shared_data
 from s2s_jax import config_lib
 from s2s_jax.data import corpora
 from s2s_jax.data import raw_files
+from s2s_jax.data import registry
+from s2s_jax.data.datasets import multi30k
+from s2s_jax.data.datasets import tatoeba
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _M30K_SIZES = {'train': 300, 'val': 50, 'test_2016_flickr': 40}
 _M30K_SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test_2016_flickr'}
 _M30K_LANGS = ('de', 'en', 'fr')
+
+
+_M30K_DOWNLOADS = multi30k.SPEC.downloads
+
+
+def _pairs(data_config):
+  return corpora.load_pairs(registry.get(data_config.name), data_config)
+
+
+def _builder(data_config):
+  return registry.get(data_config.name).make_builder(data_config)
 
 
 def _head(path: str, n: int, start: int = 0) -> list[str]:
@@ -105,13 +120,13 @@ class Multi30kTest(_CorpusTest):
 
   @parameterized.parameters(('de', 'en'), ('en', 'de'), ('de', 'fr'), ('fr', 'en'))
   def test_splits_sizes_and_pairs(self, src, tgt):
-    pairs = corpora.load_pairs(self.config('multi30k', src, tgt))
+    pairs = _pairs(self.config('multi30k', src, tgt))
     self.assertEqual({s: len(p) for s, p in pairs.items()}, {'train': 300, 'validation': 50, 'test': 40})
     self.assertEqual(pairs, self.expected(src, tgt))
     self.assertEqual(os.listdir(os.path.join(self.data_dir, 's2s_multi30k')), ['-'.join(sorted((src, tgt)))])
 
   def test_first_pairs_verbatim(self):
-    pairs = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    pairs = _pairs(self.config('multi30k', 'de', 'en'))
     self.assertEqual(
       pairs['train'][0],
       (
@@ -119,40 +134,40 @@ class Multi30kTest(_CorpusTest):
         'Two young, White males are outside near many bushes.',
       ),
     )
-    pairs = corpora.load_pairs(self.config('multi30k', 'fr', 'de'))
+    pairs = _pairs(self.config('multi30k', 'fr', 'de'))
     self.assertEqual(pairs['test'][0][0], 'Un homme avec un chapeau orange regardant quelque chose.')
 
   def test_both_directions_from_one_prepared_dataset(self):
-    forward = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
-    with mock.patch.object(corpora.S2sMulti30k, '_read', side_effect=AssertionError('prepared again')):
-      backward = corpora.load_pairs(self.config('multi30k', 'en', 'de'))
+    forward = _pairs(self.config('multi30k', 'de', 'en'))
+    with mock.patch.object(corpora.Corpus, '_read', side_effect=AssertionError('prepared again')):
+      backward = _pairs(self.config('multi30k', 'en', 'de'))
     self.assertEqual(backward, {s: [(t, s_) for s_, t in p] for s, p in forward.items()})
     self.assertEqual(os.listdir(os.path.join(self.data_dir, 's2s_multi30k')), ['de-en'])
 
   def test_preparing_twice_does_not_regenerate(self):
-    first = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    first = _pairs(self.config('multi30k', 'de', 'en'))
     files = self.prepared_files()
     self.assertLen(files, 3)
-    with mock.patch.object(corpora.S2sMulti30k, '_read', side_effect=AssertionError('prepared again')):
-      self.assertEqual(corpora.load_pairs(self.config('multi30k', 'de', 'en')), first)
+    with mock.patch.object(corpora.Corpus, '_read', side_effect=AssertionError('prepared again')):
+      self.assertEqual(_pairs(self.config('multi30k', 'de', 'en')), first)
     self.assertEqual(self.prepared_files(), files)
 
   def test_changed_raw_files_are_prepared_again(self):
-    corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    _pairs(self.config('multi30k', 'de', 'en'))
     for lang in ('de', 'en'):
       _write(os.path.join(self.manual, 'task1', 'raw', f'val.{lang}.gz'), self.raw['val', lang][:7])
-    pairs = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+    pairs = _pairs(self.config('multi30k', 'de', 'en'))
     self.assertEqual(pairs['validation'], self.expected('de', 'en')['validation'][:7])
 
   @parameterized.parameters(('de', 'de'), ('de', 'xx'), ('', ''), ('vi', 'en'))
   def test_wrong_or_equal_languages(self, src, tgt):
     with self.assertRaisesRegex(ValueError, 'two different codes of cs, de, en, fr'):
-      corpora.load_pairs(self.config('multi30k', src, tgt))
+      _pairs(self.config('multi30k', src, tgt))
 
   def test_mismatched_line_counts(self):
     path = _write(os.path.join(self.manual, 'task1', 'raw', 'val.en.gz'), self.raw['val', 'en'][:49])
     with self.assertRaises(ValueError) as cm:
-      corpora.load_pairs(self.config('multi30k', 'de', 'en'))
+      _pairs(self.config('multi30k', 'de', 'en'))
     msg = str(cm.exception)
     for part in (path, path.replace('.en.gz', '.de.gz'), '49 lines', '50 lines'):
       self.assertIn(part, msg)
@@ -160,7 +175,7 @@ class Multi30kTest(_CorpusTest):
   def test_missing_folder_names_what_was_expected_where(self):
     missing = os.path.join(self.manual, 'nowhere')
     with self.assertRaises(FileNotFoundError) as cm:
-      corpora.load_pairs(self.config('multi30k', 'de', 'en', manual_dir=missing))
+      _pairs(self.config('multi30k', 'de', 'en', manual_dir=missing))
     msg = str(cm.exception)
     for part in (
       missing,
@@ -180,9 +195,9 @@ class Multi30kTest(_CorpusTest):
     shutil.copytree(self.manual, os.path.join(root, 'multi30k'))
     with mock.patch.dict(os.environ, {'S2S_DATA_DIR': root}):
       c = self.config('multi30k', 'de', 'en', manual_dir=None)
-      self.assertEqual(raw_files.resolve_manual_dir(c), os.path.join(root, 'multi30k'))
+      self.assertEqual(registry.get(c.name).manual_dir(c), os.path.join(root, 'multi30k'))
       with self.assertRaisesRegex(FileNotFoundError, r"S2S_DATA_DIR=.*lacks \['task1/raw/test_2016_flickr.en.gz'\]"):
-        corpora.load_pairs(c)
+        _pairs(c)
 
   def test_download_fetches_missing_files_into_data_dir(self):
     base = 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/'
@@ -195,8 +210,13 @@ class Multi30kTest(_CorpusTest):
     empty = self.create_tempdir('empty').full_path
     # This server's files are shortened: their checksums stand in for the official ones.
     sums = {url.rsplit('/', 1)[1]: hashlib.sha256(data).hexdigest() for url, data in served.items()}
-    self.enter_context(mock.patch.dict(raw_files._SHA256, {'multi30k': sums}))  # pylint: disable=protected-access
-    pairs = corpora.load_pairs(self.config('multi30k', 'en', 'fr', manual_dir=empty, download=True))
+    shortened = {
+      rel: dataclasses.replace(d, sha256=sums[os.path.basename(rel)])
+      for rel, d in _M30K_DOWNLOADS.items()
+      if os.path.basename(rel) in sums
+    }
+    self.enter_context(mock.patch.dict(_M30K_DOWNLOADS, shortened))
+    pairs = _pairs(self.config('multi30k', 'en', 'fr', manual_dir=empty, download=True))
     self.assertEqual(pairs, self.expected('en', 'fr'))
     self.assertLen(requested, 6)
     self.assertEqual(
@@ -206,16 +226,16 @@ class Multi30kTest(_CorpusTest):
     self.assertEqual(os.listdir(empty), [])
 
   def test_tfds_reads_a_prepared_dataset(self):
-    forward = corpora.load_pairs(self.config('multi30k', 'de', 'en'))
-    pairs = corpora.load_pairs(self.config('tfds', 'en', 'de', tfds_name='s2s_multi30k/de-en'))
+    forward = _pairs(self.config('multi30k', 'de', 'en'))
+    pairs = _pairs(self.config('tfds', 'en', 'de', tfds_name='s2s_multi30k/de-en'))
     self.assertEqual(pairs, {s: [(t, s_) for s_, t in p] for s, p in forward.items()})
     with self.assertRaisesRegex(ValueError, 'two different codes of de, en'):
-      corpora.load_pairs(self.config('tfds', 'en', 'fr', tfds_name='s2s_multi30k/de-en'))
+      _pairs(self.config('tfds', 'en', 'fr', tfds_name='s2s_multi30k/de-en'))
 
   @parameterized.parameters('s2s_multi30k/cs-en', 'no_such_dataset_xyz/de-en')
   def test_tfds_not_prepared(self, name):
     with self.assertRaises(ValueError) as cm:
-      corpora.load_pairs(self.config('tfds', 'de', 'en', tfds_name=name))
+      _pairs(self.config('tfds', 'de', 'en', tfds_name=name))
     msg = str(cm.exception)
     self.assertIn(f'{name!r} is not prepared as array_record in data.data_dir={self.data_dir}', msg)
     self.assertLess(len(msg), 1000)  # not TFDS' whole catalogue
@@ -229,34 +249,34 @@ class TatoebaTest(_CorpusTest):
     _write(os.path.join(self.manual, 'fra.txt.gz'), self.lines)
 
   def test_splits_sizes_and_pairs(self):
-    pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr'))
+    pairs = _pairs(self.config('tatoeba', 'en', 'fr'))
     # Pinned: the split rule must never change silently (it would mix evaluation data into training).
     self.assertEqual({s: len(p) for s, p in pairs.items()}, {'train': 2879, 'validation': 60, 'test': 61})
     self.assertEqual(pairs['train'][0], ('Go.', 'Va !'))
     for split, split_pairs in pairs.items():
-      self.assertEqual(split_pairs, [p for p in self.raw if corpora.tatoeba_split(p[0]) == split])  # file order
-    backward = corpora.load_pairs(self.config('tatoeba', 'fr', 'en'))
+      self.assertEqual(split_pairs, [p for p in self.raw if tatoeba.tatoeba_split(p[0]) == split])  # file order
+    backward = _pairs(self.config('tatoeba', 'fr', 'en'))
     self.assertEqual(backward, {s: [(t, s_) for s_, t in p] for s, p in pairs.items()})
 
   def test_split_is_deterministic_and_english_sentences_disjoint(self):
-    pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr'))
+    pairs = _pairs(self.config('tatoeba', 'en', 'fr'))
     self.data_dir = self.create_tempdir('again').full_path
-    self.assertEqual(corpora.load_pairs(self.config('tatoeba', 'en', 'fr')), pairs)
+    self.assertEqual(_pairs(self.config('tatoeba', 'en', 'fr')), pairs)
     english = {s: {' '.join(en.lower().split()) for en, _ in p} for s, p in pairs.items()}
     for a, b in itertools.combinations(english, 2):
       self.assertEmpty(english[a] & english[b], msg=f'{a} and {b} share English sentences')
     repeated = [en for en, n in collections.Counter(e for e, _ in self.raw).items() if n > 1]
     self.assertNotEmpty(repeated)  # the slice has sentences with several translations, all in one split
-    self.assertEqual(corpora.tatoeba_split('Go.'), corpora.tatoeba_split('  GO. '))
+    self.assertEqual(tatoeba.tatoeba_split('Go.'), tatoeba.tatoeba_split('  GO. '))
 
   def test_wrong_language(self):
     with self.assertRaisesRegex(ValueError, "two different codes of en, fr; got 'de' and 'fr'"):
-      corpora.load_pairs(self.config('tatoeba', 'de', 'fr'))
+      _pairs(self.config('tatoeba', 'de', 'fr'))
 
   def test_line_without_tab(self):
     path = _write(os.path.join(self.manual, 'fra.txt.gz'), self.lines[:2] + ['no tab here'] + self.lines[3:10])
     with self.assertRaisesRegex(ValueError, f'{path}:3: expected English<TAB>French'):
-      corpora.load_pairs(self.config('tatoeba', 'en', 'fr'))
+      _pairs(self.config('tatoeba', 'en', 'fr'))
 
   def test_download_reads_the_first_two_fields_of_the_zip(self):
     buf = io.BytesIO()
@@ -267,10 +287,10 @@ class TatoebaTest(_CorpusTest):
       z.writestr('_about.txt', 'about')
     requested = []
     self.urlopen.side_effect = _fake_urlopen({'https://www.manythings.org/anki/fra-eng.zip': buf.getvalue()}, requested)
-    pairs = corpora.load_pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
+    pairs = _pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
     self.assertEqual(sorted(p for split in pairs.values() for p in split), sorted(self.raw))
     self.assertTrue(os.path.isfile(os.path.join(self.data_dir, 'downloads', 'tatoeba', 'fra.txt.gz')))
-    corpora.load_pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
+    _pairs(self.config('tatoeba', 'en', 'fr', manual_dir=self.manual + '_absent', download=True))
     self.assertLen(requested, 1)
 
 
@@ -286,14 +306,14 @@ class Iwslt15Test(_CorpusTest):
 
   def test_without_train_files(self):
     c = self.config('iwslt15', 'en', 'vi')
-    pairs = corpora.load_pairs(c)
+    pairs = _pairs(c)
     self.assertEqual(sorted(pairs), ['test', 'validation'])
     self.assertEqual(pairs['validation'], list(zip(self.raw['tst2012', 'en'], self.raw['tst2012', 'vi'])))
     self.assertEqual(pairs['test'], list(zip(self.raw['tst2013', 'en'], self.raw['tst2013', 'vi'])))
     self.assertTrue(pairs['test'][0][0].startswith('When I was little , I thought my country was the best'))
-    self.assertIs(corpora.require_split(pairs, 'test', c), pairs['test'])
+    self.assertIs(corpora.require_split(registry.get(c.name), pairs, 'test', c), pairs['test'])
     with self.assertRaises(ValueError) as cm:
-      corpora.require_split(pairs, 'train', c)
+      corpora.require_split(registry.get(c.name), pairs, 'train', c)
     msg = str(cm.exception)
     for part in (
       "no 'train' split",
@@ -306,21 +326,21 @@ class Iwslt15Test(_CorpusTest):
       self.assertIn(part, msg)
 
   def test_train_files_added_later(self):
-    backward = corpora.load_pairs(self.config('iwslt15', 'vi', 'en'))
+    backward = _pairs(self.config('iwslt15', 'vi', 'en'))
     self.assertNotIn('train', backward)
     # Stand-in train files (the real ones are not in ../shared/data): further real lines of tst2012.
     src = shared_data.require(self, 'iwslt15_en_vi')
     train = {lang: _head(os.path.join(src, f'tst2012.{lang}'), 120, start=300) for lang in ('en', 'vi')}
     for lang, lines in train.items():
       _write(os.path.join(self.manual, f'train.{lang}'), lines)
-    pairs = corpora.load_pairs(self.config('iwslt15', 'vi', 'en'))
+    pairs = _pairs(self.config('iwslt15', 'vi', 'en'))
     self.assertEqual(pairs['train'], list(zip(train['vi'], train['en'])))
     self.assertEqual(pairs['validation'], backward['validation'])
 
   def test_missing_dev_file(self):
     os.remove(os.path.join(self.manual, 'tst2012.vi'))
     with self.assertRaisesRegex(FileNotFoundError, r"lacks \['tst2012.vi'\]"):
-      corpora.load_pairs(self.config('iwslt15', 'en', 'vi'))
+      _pairs(self.config('iwslt15', 'en', 'vi'))
     self.urlopen.assert_not_called()
 
 
@@ -329,14 +349,15 @@ class DownloadChecksumTest(absltest.TestCase):
     path = shared_data.require(self, 'multi30k', 'task1', 'raw', 'val.de.gz')
     with open(path, 'rb') as f:
       data = f.read()
-    raw_files.check_download('multi30k', 'val.de.gz', data)  # pylint: disable=protected-access  (the official file)
+    official = multi30k.SPEC.downloads['task1/raw/val.de.gz']
+    raw_files.check_download(official, 'val.de.gz', data, 'multi30k')  # the official file
     with self.assertRaisesRegex(
       ValueError,
       r'The download of val.de.gz \(multi30k\) has sha256 \w+, not the '
       r"official file's f0cba2f9",
     ):
-      raw_files.check_download('multi30k', 'val.de.gz', data[:-1])  # pylint: disable=protected-access
-    raw_files.check_download('tatoeba', 'fra.txt.gz', b'anything')  # pylint: disable=protected-access  (no checksum)
+      raw_files.check_download(official, 'val.de.gz', data[:-1], 'multi30k')
+    raw_files.check_download(tatoeba.SPEC.downloads['fra.txt.gz'], 'fra.txt.gz', b'anything', 'tatoeba')  # no sum
 
 
 class ParallelTextTest(_CorpusTest):
@@ -354,9 +375,7 @@ class ParallelTextTest(_CorpusTest):
 
   def test_plain_gz_and_tsv_with_relative_paths(self):
     with contextlib.chdir(self.dir):
-      pairs = corpora.load_pairs(
-        self.config('parallel_text', files='train=a.de,a.en;validation=b.de.gz,b.en.gz;test=c.tsv')
-      )
+      pairs = _pairs(self.config('parallel_text', files='train=a.de,a.en;validation=b.de.gz,b.en.gz;test=c.tsv'))
     self.assertEqual(
       pairs,
       {
@@ -365,7 +384,7 @@ class ParallelTextTest(_CorpusTest):
         'test': self.tsv,
       },
     )
-    self.assertIsNone(raw_files.resolve_manual_dir(self.config('parallel_text')))
+    self.assertIsNone(registry.get('parallel_text').manual_dir(self.config('parallel_text')))
     self.assertEqual(
       raw_files.resolve_files(f'train={self.dir}/a.de, {self.dir}/a.en'),
       {'train': (os.path.join(self.dir, 'a.de'), os.path.join(self.dir, 'a.en'))},
@@ -375,20 +394,20 @@ class ParallelTextTest(_CorpusTest):
     # Above tfds' in-memory buffer (1 GB; a few hundred bytes here) examples are spilled to bucket files through
     # `tf.io.gfile`; without TensorFlow (the CI environment) builders.py provides local files for it.
     with mock.patch.object(tfds_shuffle, 'MAX_MEM_BUFFER_SIZE', 500):
-      pairs = corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/c.tsv'))
+      pairs = _pairs(self.config('parallel_text', files=f'train={self.dir}/c.tsv'))
     self.assertEqual(pairs, {'train': self.tsv})  # every pair, in file order
     self.assertEqual(glob.glob(os.path.join(self.data_dir, '**', '*bucket*'), recursive=True), [])  # spills removed
 
   def test_empty_lines_are_kept(self):
     _write(os.path.join(self.dir, 'e.de'), ['eins', '', 'drei'])
     _write(os.path.join(self.dir, 'e.en'), ['one', 'two', ''])
-    pairs = corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/e.de,{self.dir}/e.en'))
+    pairs = _pairs(self.config('parallel_text', files=f'train={self.dir}/e.de,{self.dir}/e.en'))
     self.assertEqual(pairs, {'train': [('eins', 'one'), ('', 'two'), ('drei', '')]})
 
   def test_mismatched_line_counts(self):
     _write(os.path.join(self.dir, 'a.en'), self.en[:29])
     with self.assertRaisesRegex(ValueError, f'{self.dir}/a.de: 30 lines, {self.dir}/a.en: 29 lines'):
-      corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/a.de,{self.dir}/a.en'))
+      _pairs(self.config('parallel_text', files=f'train={self.dir}/a.de,{self.dir}/a.en'))
 
   def test_invalid_utf8_names_file_and_line(self):
     path = os.path.join(self.dir, 'bad.en')
@@ -396,29 +415,29 @@ class ParallelTextTest(_CorpusTest):
       f.write(b'fine\nalso fine\nbroken \xff\xfe here\n')
     _write(os.path.join(self.dir, 'bad.de'), ['a', 'b', 'c'])
     with self.assertRaisesRegex(ValueError, f'{path}:3: invalid UTF-8'):
-      corpora.load_pairs(self.config('parallel_text', files=f'train={self.dir}/bad.de,{path}'))
+      _pairs(self.config('parallel_text', files=f'train={self.dir}/bad.de,{path}'))
 
   def test_tsv_line_without_tab(self):
     path = _write(os.path.join(self.dir, 'd.tsv'), ['\t'.join(p) for p in self.tsv[:4]] + ['no tab'])
     with self.assertRaisesRegex(ValueError, f'{path}:5: expected source<TAB>target'):
-      corpora.load_pairs(self.config('parallel_text', files=f'train={path}'))
+      _pairs(self.config('parallel_text', files=f'train={path}'))
 
   def test_tsv_line_with_a_tab_inside_a_sentence(self):
     path = _write(os.path.join(self.dir, 'f.tsv'), ['\t'.join(p) for p in self.tsv[:3]] + ['ein Satz\tone\tsentence'])
     with self.assertRaisesRegex(ValueError, f'{path}:4: expected source<TAB>target \\(exactly one TAB\\), found 2'):
-      corpora.load_pairs(self.config('parallel_text', files=f'train={path}'))
+      _pairs(self.config('parallel_text', files=f'train={path}'))
 
   def test_config_name_changes_when_a_file_changes(self):
     c = self.config('parallel_text', files=f'train={self.dir}/a.de,{self.dir}/a.en')
-    name = corpora.get_builder(c).builder_config.name
-    self.assertEqual(corpora.get_builder(c).builder_config.name, name)
-    self.assertEqual(corpora.load_pairs(c)['train'][0], (self.de[0], self.en[0]))
+    name = _builder(c).builder_config.name
+    self.assertEqual(_builder(c).builder_config.name, name)
+    self.assertEqual(_pairs(c)['train'][0], (self.de[0], self.en[0]))
     path = _write(os.path.join(self.dir, 'a.en'), ['changed'] + self.en[1:30])
     os.utime(path, ns=(1, 1))
-    self.assertNotEqual(corpora.get_builder(c).builder_config.name, name)
-    self.assertEqual(corpora.load_pairs(c)['train'][0], (self.de[0], 'changed'))
+    self.assertNotEqual(_builder(c).builder_config.name, name)
+    self.assertEqual(_pairs(c)['train'][0], (self.de[0], 'changed'))
     other = self.config('parallel_text', files=f'train={self.dir}/b.de.gz,{self.dir}/b.en.gz')
-    self.assertNotEqual(corpora.get_builder(other).builder_config.name, name)
+    self.assertNotEqual(_builder(other).builder_config.name, name)
 
   def test_processes_preparing_at_once_all_see_every_split(self):
     # Parallel sweep runs share data.data_dir: a process that made its builder while another was preparing used
@@ -430,10 +449,10 @@ class ParallelTextTest(_CorpusTest):
     script = (
       'import sys\n'
       'from s2s_jax import config_lib\n'
-      'from s2s_jax.data import corpora\n'
+      'from s2s_jax.data import corpora, registry\n'
       'c = config_lib.base_config().data\n'
       'c.update(name="parallel_text", files=sys.argv[1], data_dir=sys.argv[2])\n'
-      'print({k: len(v) for k, v in sorted(corpora.load_pairs(c).items())})\n'
+      'print({k: len(v) for k, v in sorted(corpora.load_pairs(registry.get(c.name), c).items())})\n'
     )
     procs = [
       subprocess.Popen(
@@ -453,7 +472,7 @@ class ParallelTextTest(_CorpusTest):
   @parameterized.parameters('', 'train=a,b,c', 'train', 'train=x.de,x.en', 'tr ain=c.tsv', 'test=c.tsv;test=c.tsv')
   def test_bad_files_spec(self, spec):
     with contextlib.chdir(self.dir), self.assertRaisesRegex((ValueError, FileNotFoundError), 'data.files'):
-      corpora.load_pairs(self.config('parallel_text', files=spec))
+      _pairs(self.config('parallel_text', files=spec))
 
 
 class DataRootTest(absltest.TestCase):
@@ -466,11 +485,11 @@ class DataRootTest(absltest.TestCase):
         self.assertEqual(raw_files.default_data_root(), expected)
         c = config_lib.base_config().data
         c.name = 'tatoeba'
-        self.assertEqual(raw_files.resolve_manual_dir(c), os.path.join(expected, 'tatoeba_fra_eng'))
+        self.assertEqual(registry.get(c.name).manual_dir(c), os.path.join(expected, 'tatoeba_fra_eng'))
       os.environ['S2S_DATA_DIR'] = '/some/where'
       self.assertEqual(raw_files.default_data_root(), '/some/where')
     self.assertEqual(
-      corpora.FOLDERS,
+      {d.name: d.folder for d in registry.SPECS if d.folder and d.source == 'text'},
       {'multi30k': 'multi30k', 'tatoeba': 'tatoeba_fra_eng', 'iwslt15': 'iwslt15_en_vi', 'aeslc': 'aeslc'},
     )  # CONVENTIONS §4
 

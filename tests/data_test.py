@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from s2s_jax import config_lib
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from s2s_jax.data import builders
+from s2s_jax.data import identity as identity_lib
 from s2s_jax.data import batches as batches_lib
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
@@ -475,7 +476,7 @@ class PrepareTest(parameterized.TestCase):
     self.assertEqual(vocab_lib.Vocab.load(paths[0]), first.src_vocab)
     self.assertEqual(vocab_lib.Vocab.load(paths[1]), first.tgt_vocab)
     raw, _ = registry.get(config.name).load(config)
-    self.assertEqual(first.src_vocab, pipeline.build_vocabs(raw['train'], config)[0])
+    self.assertEqual(first.src_vocab, pipeline.build_vocabs(registry.get(config.name), raw['train'], config)[0])
     mtimes = [os.stat(p).st_mtime_ns for p in paths]
     # A changed data config (here: a vocabulary size cap that would give a smaller vocabulary) reuses the files.
     config.max_vocab_size = 8
@@ -514,7 +515,7 @@ class VocabCacheTest(absltest.TestCase):
     config = _data_config(self.create_tempdir().full_path)
     first_dir, second_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     first = pipeline.prepare(config, vocab_dir=first_dir)
-    key = vocab_cache.key(config, builders.fingerprint(pipeline.data_identity(config)))
+    key = vocab_cache.key(config, builders.fingerprint(identity_lib.data_identity(registry.get(config.name), config)))
     self.assertTrue(os.path.exists(os.path.join(config.data_dir, 'vocabularies', key, 'manifest.json')))
     with mock.patch.object(pipeline, 'build_vocabs', side_effect=AssertionError('built again')):
       second = pipeline.prepare(config, vocab_dir=second_dir)
@@ -529,7 +530,7 @@ class VocabCacheTest(absltest.TestCase):
   def test_a_damaged_cache_is_rebuilt_with_a_warning(self):
     config = _data_config(self.create_tempdir().full_path)
     first = pipeline.prepare(config, vocab_dir=self.create_tempdir().full_path)
-    key = vocab_cache.key(config, builders.fingerprint(pipeline.data_identity(config)))
+    key = vocab_cache.key(config, builders.fingerprint(identity_lib.data_identity(registry.get(config.name), config)))
     path = os.path.join(config.data_dir, 'vocabularies', key, 'vocab.src.json')
     with open(path, 'a', encoding='utf-8') as f:
       f.write(' ')  # still JSON, but not the file the manifest hashed

@@ -20,7 +20,6 @@ import testutil
 from s2s_jax import config_lib
 from s2s_jax.data import batches
 from s2s_jax.data import bucketing
-from s2s_jax.data import corpora
 from s2s_jax.data import id_cache
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
@@ -272,7 +271,7 @@ class IdCacheTest(absltest.TestCase):
 
   def test_a_tfds_dataset_takes_the_same_path(self):
     local = self.prepare()  # prepares the corpus as a TFDS dataset in data_dir
-    builder = corpora.get_builder(_config(self.data_dir, self.files))
+    builder = registry.get('parallel_text').make_builder(_config(self.data_dir, self.files))
     tfds_name = f'{builder.name}/{builder.builder_config.name}'
     config = _config(self.data_dir, '', name='tfds', tfds_name=tfds_name, source_lang='source', target_lang='target')
     first = pipeline.prepare(config, self.create_tempdir().full_path)

@@ -27,6 +27,8 @@ from s2s_jax.data import audio
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
 from s2s_jax.data import speech
+from s2s_jax.data.datasets import fsdd as fsdd_spec
+from s2s_jax.data.datasets import yesno as yesno_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -82,7 +84,7 @@ class FrontendTest(parameterized.TestCase):
     path = os.path.join(self.create_tempdir().full_path, 'float.wav')
     soundfile.write(path, (np.random.RandomState(1).randn(4000) * 0.1).astype(np.float32), RATE, subtype='FLOAT')
     with open(path, 'rb') as f:
-      stored, _ = speech._int16(f.read(), path)  # pylint: disable=protected-access  (what preparation stores)
+      stored, _ = speech.int16(f.read(), path)  # what preparation stores
     frontend = audio.AudioFrontend(40, RATE)
     np.testing.assert_array_equal(frontend.encode(frontend.read(path)), frontend.encode(audio.Clip(path, stored, RATE)))
 
@@ -112,12 +114,12 @@ class FsddBuilderTest(absltest.TestCase):
   def setUp(self):
     super().setUp()
     self.raw = self.create_tempdir().full_path
-    path = os.path.join(self.raw, speech.FSDD_ARCHIVE)
+    path = os.path.join(self.raw, fsdd_spec.FSDD_ARCHIVE)
     with tarfile.open(path, 'w:gz') as tar:
       for speaker in ('george', 'theo'):
         for digit in range(3):
           for index in range(14):
-            value = self.VALUE[speech.fsdd_split(speaker, index)]
+            value = self.VALUE[fsdd_spec.fsdd_split(speaker, index)]
             data = _wav_bytes(np.full(400 + 40 * digit, value, np.int16))
             info = tarfile.TarInfo(f'recordings/{digit}_{speaker}_{index}.wav')
             info.size = len(data)
@@ -133,7 +135,7 @@ class FsddBuilderTest(absltest.TestCase):
     pipeline.resolve_paths(self.config.data)
 
   def test_splits_use_only_their_own_recordings(self):
-    clips, skipped = speech.load_clips(self.config.data)
+    clips, skipped = speech.load_clips(fsdd_spec.SPEC, self.config.data)
     self.assertEqual(
       {k: len(v) for k, v in clips.items()}, {'train': 30, 'validation': 6, 'test_speaker': 6, 'test_random': 6}
     )
@@ -160,16 +162,16 @@ class FsddBuilderTest(absltest.TestCase):
   def test_missing_archive_names_the_folder(self):
     self.config.data.manual_dir = self.create_tempdir().full_path
     with self.assertRaisesRegex(FileNotFoundError, r'recordings.tar.gz.*data.manual_dir'):
-      speech.load_clips(self.config.data)
+      speech.load_clips(fsdd_spec.SPEC, self.config.data)
 
 
 class RealSpeechDataTest(absltest.TestCase):
   def test_fsdd_speaker_theo_only_in_test_speaker(self):
-    shared_data.require(self, 'fsdd', speech.FSDD_ARCHIVE)
-    with tarfile.open(os.path.join(shared_data.require(self, 'fsdd'), speech.FSDD_ARCHIVE)) as tar:
+    shared_data.require(self, 'fsdd', fsdd_spec.FSDD_ARCHIVE)
+    with tarfile.open(os.path.join(shared_data.require(self, 'fsdd'), fsdd_spec.FSDD_ARCHIVE)) as tar:
       names = [os.path.basename(m.name)[:-4].split('_') for m in tar if m.name.endswith('.wav')]
     self.assertLen(names, 3000)
-    splits = {s: [n for n in names if speech.fsdd_split(n[1], int(n[2])) == s] for s in speech.FSDD_SPLITS}
+    splits = {s: [n for n in names if fsdd_spec.fsdd_split(n[1], int(n[2])) == s] for s in fsdd_spec.FSDD_SPLITS}
     self.assertEqual(
       {s: len(v) for s, v in splits.items()},
       {'train': 2000, 'validation': 250, 'test_speaker': 500, 'test_random': 250},
@@ -178,20 +180,20 @@ class RealSpeechDataTest(absltest.TestCase):
     self.assertFalse(any(n[1] == 'theo' for s in ('train', 'validation', 'test_random') for n in splits[s]))
 
   def test_yesno_splits_and_transcripts(self):
-    shared_data.require(self, 'yesno', speech.YESNO_FOLDER)
+    shared_data.require(self, 'yesno', yesno_spec.YESNO_FOLDER)
     config = yesno.get_config('size=tiny')
     config.data.data_dir = self.create_tempdir().full_path
     pipeline.resolve_paths(config.data)
-    clips, skipped = speech.load_clips(config.data)
+    clips, skipped = speech.load_clips(yesno_spec.SPEC, config.data)
     self.assertEqual((len(clips['train']), len(clips['test']), skipped), (40, 20, []))
     names = [os.path.basename(c.name) for c, _ in clips['train'] + clips['test']]
     self.assertEqual(names, sorted(names))
     clip, text = clips['test'][0]
-    self.assertEqual(text, speech.yesno_transcript(os.path.basename(clip.name)))
+    self.assertEqual(text, yesno_spec.yesno_transcript(os.path.basename(clip.name)))
     self.assertLen(text.split(), 8)
-    self.assertEqual(speech.yesno_transcript('1_0_1.wav'), 'yes no yes')
+    self.assertEqual(yesno_spec.yesno_transcript('1_0_1.wav'), 'yes no yes')
     with self.assertRaisesRegex(ValueError, 'must be 0/1 labels'):
-      speech.yesno_transcript('README.wav')
+      yesno_spec.yesno_transcript('README.wav')
 
 
 class AudioFolderTest(absltest.TestCase):
@@ -325,7 +327,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 class EndToEndTest(absltest.TestCase):
   @pytest.mark.slow  # about 45 s; the fast tier keeps the builders, frontend and encoder tests
   def test_yesno_trains_evaluates_and_transcribes_files(self):
-    folder = shared_data.require(self, 'yesno', speech.YESNO_FOLDER)
+    folder = shared_data.require(self, 'yesno', yesno_spec.YESNO_FOLDER)
     config = yesno.get_config('size=tiny')
     config.data.data_dir = self.create_tempdir().full_path
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
@@ -350,7 +352,7 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(sorted(os.listdir(plots)), ['000001.png', '000003.png'])
     refs = os.path.join(self.create_tempdir().full_path, 'refs.txt')
     with open(refs, 'w') as f:
-      f.write(''.join(speech.yesno_transcript(os.path.basename(p)) + '\n' for p in files))
+      f.write(''.join(yesno_spec.yesno_transcript(os.path.basename(p)) + '\n' for p in files))
     with open(listing, 'w') as f:
       f.write(''.join(p + '\n' for p in files))
     evaluated = _run(
@@ -376,7 +378,7 @@ class EndToEndTest(absltest.TestCase):
 
   @pytest.mark.slow  # the yesno run above covers the same path in the fast tier
   def test_fsdd_tiny_trains_and_scores_both_test_splits(self):
-    shared_data.require(self, 'fsdd', speech.FSDD_ARCHIVE)
+    shared_data.require(self, 'fsdd', fsdd_spec.FSDD_ARCHIVE)
     config = fsdd.get_config('size=tiny')
     config.data.data_dir = self.create_tempdir().full_path
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

@@ -31,6 +31,7 @@ from s2s_jax import train
 from s2s_jax.data import corpora
 from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
+from s2s_jax.data.datasets import aeslc as aeslc_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -46,29 +47,29 @@ class AeslcFormatTest(absltest.TestCase):
       'Hi Phillip,  This is to confirm\nour meeting.\n\n@subject\nConfirmation: Meeting 10/30\n\n'
       '@ann0\nmeeting confirmation\n\n@ann1\n meeting  confirmed \n@ann2\nconfirm meeting\n'
     )
-    record = corpora.parse_aeslc(text)
+    record = aeslc_spec.parse_aeslc(text)
     self.assertEqual(record['source'], 'Hi Phillip, This is to confirm our meeting.')
     self.assertEqual(record['target'], 'Confirmation: Meeting 10/30')
     self.assertEqual(record['references'], ['meeting confirmation', 'meeting confirmed', 'confirm meeting'])
 
   def test_parse_train_file_and_errors(self):
-    self.assertEqual(corpora.parse_aeslc('body\n@subject\nsubj\n')['references'], [])
+    self.assertEqual(aeslc_spec.parse_aeslc('body\n@subject\nsubj\n')['references'], [])
     with self.assertRaisesRegex(ValueError, 'x.subject: no @subject line'):
-      corpora.parse_aeslc('just a body\n', 'x.subject')
+      aeslc_spec.parse_aeslc('just a body\n', 'x.subject')
 
   def test_validation_split_is_a_stable_five_percent(self):
     stems = [f'user-{i}_inbox_{i * 7}' for i in range(4000)]
-    share = sum(corpora.aeslc_split(s) == 'validation' for s in stems) / len(stems)
+    share = sum(aeslc_spec.aeslc_split(s) == 'validation' for s in stems) / len(stems)
     self.assertBetween(share, 0.03, 0.07)
-    self.assertEqual([corpora.aeslc_split(s) for s in stems[:50]], [corpora.aeslc_split(s) for s in stems[:50]])
+    self.assertEqual([aeslc_spec.aeslc_split(s) for s in stems[:50]], [aeslc_spec.aeslc_split(s) for s in stems[:50]])
 
 
 def _slice_archive(folder: str, num_train: int = 120, num_dev: int = 24) -> str:
   """The first emails of each folder of the real archive, packed like it (a tiny real AESLC)."""
-  source = os.path.join(raw_files.default_data_root(), 'aeslc', raw_files.AESLC_ARCHIVE)
+  source = os.path.join(raw_files.default_data_root(), 'aeslc', aeslc_spec.ARCHIVE)
   counts = {'train': 0, 'dev': 0}
   limits = {'train': num_train, 'dev': num_dev}
-  out_path = os.path.join(folder, raw_files.AESLC_ARCHIVE)
+  out_path = os.path.join(folder, aeslc_spec.ARCHIVE)
   with tarfile.open(source, 'r:gz') as src, tarfile.open(out_path, 'w:gz') as dst:
     for member in src:
       split = os.path.basename(os.path.dirname(member.name))
@@ -97,18 +98,18 @@ class AeslcSliceTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    shared_data.require(self, 'aeslc', raw_files.AESLC_ARCHIVE)
-    if not os.path.exists(os.path.join(self.raw, raw_files.AESLC_ARCHIVE)):
+    shared_data.require(self, 'aeslc', aeslc_spec.ARCHIVE)
+    if not os.path.exists(os.path.join(self.raw, aeslc_spec.ARCHIVE)):
       _slice_archive(self.raw)
     self.config = _tiny_config(self.raw, os.path.join(self.root, 'data'))
 
   def test_splits_and_references(self):
-    pairs = corpora.load_pairs(self.config.data)
+    pairs = corpora.load_pairs(aeslc_spec.SPEC, self.config.data)
     self.assertEqual(sorted(pairs), ['test', 'train', 'validation'])
     self.assertLen(pairs['test'], 24)
     self.assertLen(pairs['train'] + pairs['validation'], 120)
     self.assertTrue(all(source and target for source, target in pairs['test']))
-    refs = corpora.load_references(self.config.data)
+    refs = corpora.load_references(aeslc_spec.SPEC, self.config.data)
     self.assertEqual(sorted(refs), ['test'])
     self.assertLen(refs['test'], 3)
     self.assertTrue(all(len(stream) == 24 for stream in refs['test']))
@@ -123,16 +124,16 @@ class AeslcSliceTest(absltest.TestCase):
   def test_missing_archive_names_the_folder(self):
     self.config.data.manual_dir = os.path.join(self.root, 'nowhere')
     with self.assertRaisesRegex(FileNotFoundError, r'enron_subject_line\.tar\.gz'):
-      corpora.load_pairs(self.config.data)
+      corpora.load_pairs(aeslc_spec.SPEC, self.config.data)
 
   def test_corrupt_archive_fails_loudly(self):
     bad = os.path.join(self.root, 'bad')
     os.makedirs(bad, exist_ok=True)
-    with open(os.path.join(bad, raw_files.AESLC_ARCHIVE), 'wb') as f:
+    with open(os.path.join(bad, aeslc_spec.ARCHIVE), 'wb') as f:
       f.write(b'\x1f\x8b not really gzip')
     self.config.data.manual_dir = bad
     with self.assertRaisesRegex(ValueError, 'cannot read the archive'):
-      corpora.load_pairs(self.config.data)
+      corpora.load_pairs(aeslc_spec.SPEC, self.config.data)
 
   def test_lead_baselines(self):
     self.assertEqual(evaluation.first_sentence('Hi all.  Meeting at 3? Yes.'), 'Hi all.')
@@ -156,7 +157,7 @@ class AeslcSliceTest(absltest.TestCase):
       self.assertBetween(scores[name]['rouge1'], 0.0, 100.0)
       self.assertGreaterEqual(scores[name]['rouge1_max'], scores[name]['rouge1'])
     # The annotators' agreement: each annotator against the other two, averaged over the three.
-    refs = corpora.load_references(self.config.data)['test']
+    refs = corpora.load_references(aeslc_spec.SPEC, self.config.data)['test']
     each = [metrics.rouge(refs[k], refs[:k] + refs[k + 1 :]) for k in range(3)]
     for key in ('rouge1', 'rouge2', 'rougeL', 'rougeL_max'):
       self.assertAlmostEqual(scores['human'][key], sum(e[key] for e in each) / 3, places=6)

@@ -10,6 +10,7 @@ from absl.testing import parameterized
 
 from s2s_jax import config_lib
 from s2s_jax.data import pipeline
+from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 from s2s_jax.data import workers
 
@@ -129,9 +130,9 @@ class ParallelCountingTest(parameterized.TestCase):
       target_lang='en',
     )
     pairs = [(f'{s} {i % 13}', f'{t} {i % 7}') for i in range(60) for s, t in _TEXTS[i % 4 : i % 4 + 1]]
-    here = pipeline.build_vocabs(pairs, c)
+    here = pipeline.build_vocabs(registry.get(c.name), pairs, c)
     with _small_pool():
-      there = pipeline.build_vocabs(pairs, c, self.pool)
+      there = pipeline.build_vocabs(registry.get(c.name), pairs, c, self.pool)
     self.assertLen(self.pool._procs, 2)  # pylint: disable=protected-access
     for a, b in zip(here, there):
       self.assertEqual(a.to_json(), b.to_json())

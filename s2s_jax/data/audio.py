@@ -15,7 +15,6 @@ import functools
 import io
 
 import numpy as np
-import soundfile
 
 from s2s_jax.data import saved
 
@@ -34,6 +33,8 @@ class Clip:
 def read_wav(source, name: str = '') -> tuple[np.ndarray, int]:
   """(mono float32 samples in [-1, 1] on the int16 grid, sample rate) from a path or bytes; ValueError naming the
   file if it is unreadable or has NaN / infinite samples."""
+  import soundfile  # pylint: disable=g-import-not-at-top  (not at import: config validation reads this module)
+
   name = name or (source if isinstance(source, str) else '<bytes>')
   try:
     samples, rate = soundfile.read(

@@ -4,7 +4,6 @@ bucket plan's shapes) and the evaluation batches. Every batch is a dict of numpy
 
 from collections.abc import Iterator
 
-from absl import flags
 from absl import logging
 import grain
 import numpy as np
@@ -65,7 +64,8 @@ def train_iterator(
   Without buckets: one padded shape, examples shuffled over the whole split. With `data.buckets`: batches of the
   bucket plan (s2s_jax/data/bucketing.py), each process taking every process_count-th row of a global batch. Either
   way a process reads only the examples of its own rows. `num_workers` > 0 makes batches in that many grain worker
-  processes.
+  processes; grain then reads its absl flags, which the process's entry point parses (app.run; a script without
+  it calls `flags.FLAGS.mark_as_parsed()` first, as tests/conftest.py does): this library reads no flags.
   """
   if batch_size % process_count:
     raise ValueError(f'data.batch_size={batch_size} must be a multiple of the process count {process_count}.')
@@ -78,8 +78,6 @@ def train_iterator(
     ds = ds.map(_Batch(_Examples(split, data.src_len, data.tgt_len)))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
   if num_workers:  # batches made in worker processes (data.num_workers); the iterator state stays exact
-    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (parsed by our entry points' app.run)
-      flags.FLAGS.mark_as_parsed()
     if num_workers > (usable := resources.usable_cpus()):  # the count is part of the iterator state: kept, not cut
       logging.warning(
         'data.num_workers=%d grain workers, but this process may use %d CPU(s) (affinity, SLURM_CPUS_PER_TASK, '

@@ -265,3 +265,40 @@ def padding_fraction(buckets: list[Bucket], src_lengths: np.ndarray, tgt_lengths
     padded = sum(n * b.batch_size * getattr(b, attr) for n, b in zip(counts, buckets))
     out[side] = round(1.0 - float(lengths.sum()) / max(1, padded), 4)
   return out
+
+
+def plan(data_config, train_lengths: np.ndarray, multiple: int, report: dict) -> list[Bucket] | None:
+  """The bucket plan of the training split (data.num_buckets / batch_tokens; None for one padded shape) from its
+  lengths [N, 2], with its shapes, batches and padding added to the data report."""
+  if data_config.num_buckets == 1 and not data_config.batch_tokens:
+    return None
+  lengths = (train_lengths[:, 0], train_lengths[:, 1])
+  buckets = make_buckets(
+    *lengths,
+    num_buckets=data_config.num_buckets,
+    max_padding=data_config.max_padding,
+    batch_size=data_config.batch_size,
+    batch_tokens=data_config.batch_tokens,
+    multiple=multiple,
+  )
+  report['splits']['train']['padding_fraction'] = padding_fraction(buckets, *lengths)
+  counts = batches_per_bucket(buckets)
+  report['train_buckets'] = [
+    {
+      'examples': len(b.example_ids),
+      'src_len': b.src_len,
+      'tgt_len': b.tgt_len,
+      'batch_size': b.batch_size,
+      'batches_per_epoch': n,
+    }
+    for b, n in zip(buckets, counts)
+  ]
+  report['train_batch_shapes'] = len(buckets)
+  report['train_batches_per_epoch'] = sum(counts)
+  logging.info(
+    'Training batches: %d shapes, %d batches per epoch, padding %s',
+    len(buckets),
+    sum(counts),
+    report['splits']['train']['padding_fraction'],
+  )
+  return buckets

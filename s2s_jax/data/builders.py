@@ -52,6 +52,12 @@ def default_data_dir() -> str:
   return os.environ.get('S2S_CACHE_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 's2s_jax')
 
 
+def data_dir(data_config) -> str:
+  """The absolute folder of prepared data: data.data_dir, else default_data_dir() (pipeline.resolve_paths writes it
+  into the config)."""
+  return os.path.abspath(os.path.expanduser(data_config.data_dir or default_data_dir()))
+
+
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
   """Parameters of a generated task; the config name encodes all of them."""
@@ -117,7 +123,7 @@ class S2sSynthetic(tfds.core.GeneratorBasedBuilder):
 
 
 @contextlib.contextmanager
-def _lock(data_dir: str, name: str):
+def lock(data_dir: str, name: str):
   """Serialises preparation of one dataset across processes sharing a data_dir (e.g. test workers)."""
   os.makedirs(data_dir, exist_ok=True)
   with open(os.path.join(data_dir, f'.{name}.lock'), 'w') as f:
@@ -179,7 +185,7 @@ def split_files(builder: tfds.core.DatasetBuilder, manifest: dict, split_names) 
 def identity(builder: tfds.core.DatasetBuilder, manifest: dict, split_names=None) -> dict:
   """What a prepared dataset's records are: its builder, config and version, each split (by name) with the raw
   files it is read from in order (path, size, sha256 from `manifest`), and every raw file. The caller adds what is
-  read from the records (features, direction: pipeline.data_identity). No file is hashed here: the sha256 were
+  read from the records (features, direction: identity.data_identity). No file is hashed here: the sha256 were
   computed once, at preparation (`raw_manifest.json`). `split_names`: the prepared splits (default: the builder's)."""
   by_path = {f['path']: [f['path'], f['size'], f['sha256']] for f in manifest['files']}
   names = list(builder.info.splits) if split_names is None else list(split_names)
@@ -194,7 +200,7 @@ def identity(builder: tfds.core.DatasetBuilder, manifest: dict, split_names=None
 
 
 def fingerprint(identity_: dict) -> str:
-  """The data fingerprint: sha256 of an identity (pipeline.data_identity) as canonical JSON. It keys both caches
+  """The data fingerprint: sha256 of an identity (identity.data_identity) as canonical JSON. It keys both caches
   (vocab_cache, id_cache) and is provenance.json's `data_sha256`."""
   return hashlib.sha256(json.dumps(identity_, sort_keys=True).encode('utf-8')).hexdigest()
 
@@ -239,7 +245,7 @@ def download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
 
 def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
   """Prepares `builder` once (locked) and returns its splits as random-access data sources."""
-  with _lock(builder.data_dir_root, builder.name + '-' + builder.builder_config.name):
+  with lock(builder.data_dir_root, builder.name + '-' + builder.builder_config.name):
     # Made again under the lock: a builder constructed while another process was preparing has no splits.
     builder = type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root, file_format='array_record')
     if not builder.is_prepared():
@@ -247,14 +253,14 @@ def prepare(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
   return builder.as_data_source()
 
 
-def read_texts(source, features: tuple[str, ...]) -> list[tuple[str, ...]]:
+def read_texts(source, features: tuple[str, ...], pool: workers.Pool | None = None) -> list[tuple[str, ...]]:
   """Every record of a prepared split as a tuple of its text `features`, in order.
 
   Parses the stored tf.train.Example protos directly (about 10x faster than the data source's own decoding of
   every example, which dominated the start of short runs: 3.9 s of a 54,000-example dataset). A large split is read
-  and parsed in the workers of the active `workers.Pool` (pipeline's preparation of a text dataset opens one).
+  and parsed in the workers of `pool` (pipeline's preparation of a text dataset opens one); without one, here.
   """
-  pool = workers.active() or workers.Pool(1)  # (a pool of 1 runs here and starts nothing)
+  pool = pool or workers.Pool(1)  # (a pool of 1 runs here and starts nothing)
   out = []
   for part in pool.map(_read_records, range(len(source)), source.data_source, features):
     out.extend(part)
@@ -286,10 +292,4 @@ def synthetic_builder(data_config, data_dir: str) -> S2sSynthetic:
 
 def generated_builder(data_config) -> S2sSynthetic:
   """The builder of a generated task (data.name one of synthetic.TASKS) in data.data_dir."""
-  return synthetic_builder(data_config, data_config.data_dir)
-
-
-def load_generated(data_config) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
-  """split -> (source, target) strings of a generated task (prepared once); nothing is ever skipped."""
-  sources = prepare(generated_builder(data_config))
-  return {split: read_texts(source, ('source', 'target')) for split, source in sources.items()}, []
+  return synthetic_builder(data_config, data_dir(data_config))

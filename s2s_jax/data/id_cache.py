@@ -9,7 +9,7 @@
     COMMIT                 written last: every file's size and sha256, and the data identity the ids were made from
     DAMAGED                only after a failed read (see below)
 
-The key hashes VERSION, the data fingerprint (the sha256 of pipeline.data_identity: data.name, builder config and
+The key hashes VERSION, the data fingerprint (the sha256 of identity.data_identity: data.name, builder config and
 version, each split by name with its raw files in order and their sha256 and sizes, the source and target features
 and the direction; for data.name='tfds' its prepared dataset_info.json and record files), both vocabularies' sha256
 and the length policy, so any change to what the ids would be makes a new folder: swapped sides or splits, the
@@ -288,7 +288,7 @@ def build(
   identity: dict | None = None,
 ) -> None:
   """Encodes every split of `raw` (split -> [(source, target)]) and commits the cache folder; a large split in the
-  worker processes of `pool` (a `workers.Pool`; default: a new one). `identity` (the data's, pipeline.data_identity)
+  worker processes of `pool` (a `workers.Pool`; default: a new one). `identity` (the data's, identity.data_identity)
   is recorded in COMMIT, for whoever wonders what a folder holds."""
   if pool is None:
     with workers.Pool() as pool:

@@ -29,6 +29,7 @@ from s2s_jax.data import builders
 from s2s_jax.data import corpora
 from s2s_jax.data import encoding
 from s2s_jax.data import id_cache
+from s2s_jax.data import identity as identity_lib
 from s2s_jax.data import images
 from s2s_jax.data import raw_files
 from s2s_jax.data import registry
@@ -107,59 +108,13 @@ class TextData:
     return len(self.splits['train']) / batch_size
 
 
-def data_manifest(data_config) -> dict[str, Any]:
-  """The manifest of the prepared dataset of `data_config` (read from beside its files; made once at preparation)."""
-  if data_config.name == 'tfds':  # prepared outside this project: no raw files (its identity is tfds_identity)
-    return {'dataset': f'tfds:{data_config.tfds_name}', 'config': data_config.data_dir, 'version': '', 'files': []}
-  return builders.read_manifest(registry.get(data_config.name).builder(data_config))
-
-
-def feature_names(data_config) -> tuple[str, str]:
-  """The record features sources and targets are read from (their order is the direction of the pairs)."""
-  family = registry.get(data_config.name).family
-  if family == 'corpus':
-    return corpora.features(data_config)
-  return {'generated': ('source', 'target'), 'speech': ('audio', 'text'), 'images': ('image', 'caption')}[family]
-
-
-def data_identity(data_config, split_names=None) -> dict[str, Any]:
-  """What the pairs of a prepared dataset are, as a JSON-able dict: data.name, the builder, its config and version,
-  each split by name with the raw files it is read from in order (path, size and sha256), every raw file, the
-  source and target features and the direction (data.source_lang, data.target_lang); for data.name='tfds' the
-  sha256 of the prepared `dataset_info.json` and its record files' names, sizes and sampled sha256
-  (corpora.tfds_identity).
-
-  Its sha256 (`TextData.fingerprint`, builders.fingerprint) keys the vocabulary and id caches and is recorded in
-  provenance.json, so swapping the sides or the splits of a dataset, reversing its direction, renaming a split or
-  preparing a TFDS dataset again never reuses what the other data gave, and a resume on such data refuses. Cheap at
-  every start: the raw files' sha256 come from the manifest written at preparation. `split_names`: the prepared
-  splits (default: the prepared dataset's)."""
-  if data_config.name == 'tfds':
-    identity = corpora.tfds_identity(data_config)
-    if split_names is not None and sorted(split_names) != sorted(s for s, _ in identity['splits']):
-      raise ValueError(f'data.tfds_name={data_config.tfds_name!r} changed while it was read; start again.')
-  else:
-    builder = registry.get(data_config.name).builder(data_config)
-    identity = builders.identity(builder, builders.read_manifest(builder), split_names)
-  identity.update(
-    dataset=data_config.name,
-    features=list(feature_names(data_config)),
-    direction=[data_config.source_lang, data_config.target_lang],
-  )
-  return identity
-
-
-def split_names(identity: dict[str, Any]) -> list[str]:
-  return [split for split, _ in identity['splits']]
-
-
 def resolve_paths(data_config) -> None:
-  """Absolute data.data_dir, data.manual_dir (a corpus' raw folder) and data.files paths (CONVENTIONS §4)."""
-  data_config.data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir or builders.default_data_dir()))
-  if data_config.manual_dir:
-    data_config.manual_dir = os.path.abspath(os.path.expanduser(data_config.manual_dir))
-  elif folder := raw_files.resolve_manual_dir(data_config):
+  """Absolute data.data_dir, data.manual_dir (a dataset's raw folder) and data.files paths (CONVENTIONS §4)."""
+  data_config.data_dir = builders.data_dir(data_config)
+  if folder := registry.of(data_config).manual_dir(data_config):
     data_config.manual_dir = folder
+  elif data_config.manual_dir:
+    data_config.manual_dir = os.path.abspath(os.path.expanduser(data_config.manual_dir))
   if data_config.files:
     data_config.files = ';'.join(
       f'{split}={",".join(paths)}' for split, paths in raw_files.resolve_files(data_config.files).items()
@@ -208,7 +163,7 @@ def _expected_settings(source: str, side: int, data_config) -> dict[str, object]
 
 
 def build_vocabs(
-  train_pairs: Sequence[tuple[Any, str]], data_config, pool: workers.Pool | None = None
+  dataset, train_pairs: Sequence[tuple[Any, str]], data_config, pool: workers.Pool | None = None
 ) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
   """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
 
@@ -221,7 +176,7 @@ def build_vocabs(
   With a `pool` (text datasets), char/word/moses tokens are counted in its workers, chunk by chunk, and summed:
   the same vocabularies (counts add up), in a fraction of the time on a large corpus.
   """
-  source = registry.get(data_config.name).source
+  source = dataset.source
   # Each vocabulary to build: the sides it reads and the side whose settings it takes.
   if source != 'text':
     plans = [((1,), 1)]
@@ -274,7 +229,7 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   `batch_multiple` (devices x accumulation steps) is what token-based batch sizes are rounded to. `for_training`
   checks data.eval_split and data.test_splits against the dataset's splits before any vocabulary is written.
   """
-  dataset = registry.get(data_config.name)
+  dataset = registry.of(data_config)
   if dataset.source == 'text':
     splits, report, (src_vocab, tgt_vocab), identity = _text_splits(dataset, data_config, vocab_dir, for_training)
   else:
@@ -310,24 +265,12 @@ def _vocabs(
     src_vocab, tgt_vocab = cached
   else:
     start, sample = time.time(), vocab_cache.sample(train_pairs(), data_config.vocab_sample_size)
-    src_vocab, tgt_vocab = build_vocabs(sample, data_config, pool)
+    src_vocab, tgt_vocab = build_vocabs(dataset, sample, data_config, pool)
     logging.info('Built the vocabularies from %d training pairs in %.1f s.', len(sample), time.time() - start)
     vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab, identity)
   for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
     vocab.save(path)
   return src_vocab, tgt_vocab
-
-
-def _prepared(dataset, data_config) -> dict[str, Any]:
-  """Prepares a text dataset (once, locked; cheap when prepared) and returns its identity (data_identity, whose
-  split names are the prepared dataset's), reading no text."""
-  if dataset.family == 'generated':
-    names = list(builders.prepare(dataset.builder(data_config)))
-  else:
-    sources = corpora.prepared_sources(data_config)
-    corpora.require_split(sources, 'train', data_config)  # the error names what would provide it
-    names = list(sources)
-  return data_identity(data_config, names)
 
 
 def _text_splits(dataset, data_config, vocab_dir, for_training):
@@ -337,17 +280,19 @@ def _text_splits(dataset, data_config, vocab_dir, for_training):
 
 
 def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
-  identity = _prepared(dataset, data_config)
-  fingerprint, names = builders.fingerprint(identity), split_names(identity)
+  sources = dataset.sources(dataset, data_config)  # prepared once (locked; cheap when prepared); no text read
+  corpora.require_split(dataset, sources, 'train', data_config)  # the error names what would provide it
+  identity = identity_lib.data_identity(dataset, data_config, list(sources))
+  fingerprint, names = builders.fingerprint(identity), identity_lib.split_names(identity)
   if 'train' not in names:
-    raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(names)}.')
+    raise ValueError(f'data.name={dataset.name!r} has no train split; found {sorted(names)}.')
   if for_training:
-    check_splits(data_config, names)
+    check_splits(dataset, data_config, names)
   raw = {}
 
   def load_raw() -> dict:
     if not raw:
-      raw.update(dataset.load(data_config)[0])
+      raw.update(dataset.load(data_config, pool)[0])
     return raw
 
   vocabs = _vocabs(dataset, data_config, vocab_dir, identity, lambda: load_raw()['train'], pool)
@@ -357,18 +302,18 @@ def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
   if stored is None:
     os.makedirs(os.path.join(data_config.data_dir, id_cache.FOLDER), exist_ok=True)
     # One process of a job encodes; the others wait here and then read its cache.
-    with builders._lock(os.path.join(data_config.data_dir, id_cache.FOLDER), cache_key):  # pylint: disable=protected-access
+    with builders.lock(os.path.join(data_config.data_dir, id_cache.FOLDER), cache_key):
       stored = id_cache.load(data_config.data_dir, cache_key)
       if stored is None:
-        logging.info('Encoding %s into %s.', data_config.name, id_cache.folder(data_config.data_dir, cache_key))
-        references = corpora.load_references(data_config) if dataset.family == 'corpus' else {}
+        logging.info('Encoding %s into %s.', dataset.name, id_cache.folder(data_config.data_dir, cache_key))
+        references = corpora.load_references(dataset, data_config, pool)
         id_cache.build(data_config.data_dir, cache_key, load_raw(), references, *vocabs, policy, pool, identity)
         stored = id_cache.load(data_config.data_dir, cache_key)
   stored_splits, split_reports = stored
   if sorted(stored_splits) != sorted(names):  # the key holds the split names: only a foreign folder can differ
     raise ValueError(
       f'The id cache {id_cache.folder(data_config.data_dir, cache_key)} holds splits {sorted(stored_splits)}, but '
-      f'data.name={data_config.name!r} has {sorted(names)}; delete that folder to encode the data again.'
+      f'data.name={dataset.name!r} has {sorted(names)}; delete that folder to encode the data again.'
     )
   splits = {}
   for name, (records, texts, has_references) in stored_splits.items():
@@ -382,19 +327,19 @@ def _text_splits_in(dataset, data_config, vocab_dir, for_training, pool):
       references=references,
       store=records,
     )
-  return splits, {'dataset': data_config.name, 'splits': split_reports}, vocabs, identity
+  return splits, {'dataset': dataset.name, 'splits': split_reports}, vocabs, identity
 
 
 def _feature_splits(dataset, data_config, vocab_dir, for_training):
   """An audio or image dataset's splits, encoded in memory."""
   raw, skipped = dataset.load(data_config)
   if 'train' not in raw:
-    raise ValueError(f'data.name={data_config.name!r} has no train split; found {sorted(raw)}.')
+    raise ValueError(f'data.name={dataset.name!r} has no train split; found {sorted(raw)}.')
   if for_training:
-    check_splits(data_config, raw)
-  identity = data_identity(data_config, list(raw))
+    check_splits(dataset, data_config, raw)
+  identity = identity_lib.data_identity(dataset, data_config, list(raw))
   src_vocab, tgt_vocab = _vocabs(dataset, data_config, vocab_dir, identity, lambda: raw['train'])
-  splits, report = {}, {'dataset': data_config.name, 'splits': {}}
+  splits, report = {}, {'dataset': dataset.name, 'splits': {}}
   what = {'audio': 'audio', 'image': 'images'}[dataset.source]
   report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
   if skipped:
@@ -431,43 +376,13 @@ def _finish(
     padded_src_len=src_len,
     padded_tgt_len=tgt_len,
   )
-  buckets = None
-  if data_config.num_buckets != 1 or data_config.batch_tokens:
-    lengths = (lengths['train'][:, 0], lengths['train'][:, 1])
-    buckets = bucketing.make_buckets(
-      *lengths,
-      num_buckets=data_config.num_buckets,
-      max_padding=data_config.max_padding,
-      batch_size=data_config.batch_size,
-      batch_tokens=data_config.batch_tokens,
-      multiple=batch_multiple,
-    )
-    report['splits']['train']['padding_fraction'] = bucketing.padding_fraction(buckets, *lengths)
-    counts = bucketing.batches_per_bucket(buckets)
-    report['train_buckets'] = [
-      {
-        'examples': len(b.example_ids),
-        'src_len': b.src_len,
-        'tgt_len': b.tgt_len,
-        'batch_size': b.batch_size,
-        'batches_per_epoch': n,
-      }
-      for b, n in zip(buckets, counts)
-    ]
-    report['train_batch_shapes'] = len(buckets)
-    report['train_batches_per_epoch'] = sum(counts)
-    logging.info(
-      'Training batches: %d shapes, %d batches per epoch, padding %s',
-      len(buckets),
-      sum(counts),
-      report['splits']['train']['padding_fraction'],
-    )
-  logging.info('Data %s: %s', data_config.name, {k: len(v) for k, v in splits.items()})
-  manifest = data_manifest(data_config)
+  buckets = bucketing.plan(data_config, lengths['train'], batch_multiple, report)
+  logging.info('Data %s: %s', dataset.name, {k: len(v) for k, v in splits.items()})
+  manifest = identity_lib.data_manifest(dataset, data_config)
   return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets, manifest, identity)
 
 
-def check_splits(data_config, splits) -> None:
+def check_splits(dataset, data_config, splits) -> None:
   """Fails (before anything is trained or written) when data.eval_split or a data.test_splits name is not one of
   the dataset's `splits`."""
   wanted = {'data.eval_split': [data_config.eval_split]}
@@ -475,6 +390,6 @@ def check_splits(data_config, splits) -> None:
   for field, names in wanted.items():
     if missing := [n for n in names if n not in splits]:
       raise ValueError(
-        f'{field} names {", ".join(map(repr, missing))}, which data.name={data_config.name!r} does '
+        f'{field} names {", ".join(map(repr, missing))}, which data.name={dataset.name!r} does '
         f'not have; its splits are {", ".join(sorted(splits))}.'
       )

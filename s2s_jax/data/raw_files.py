@@ -1,36 +1,19 @@
-"""Raw files: where a corpus' raw files are (data.manual_dir, the shared data root, or a download), how they are
-checked and fetched (data.download=True only), and how text files are read (one reader for the whole project:
-corpora, data.files, translate and evaluate inputs).
+"""Raw files, generically (the facts of each dataset are in its spec, s2s_jax/data/datasets/): where a dataset's raw
+files are (data.manual_dir, the shared data root, or a download), how they are checked and fetched (data.download=True
+only), their fingerprint, and how text files are read (one reader for the whole project: corpora, data.files,
+translate and evaluate inputs).
 """
 
 import contextlib
 import gzip
 import hashlib
-import io
 import os
 import re
 import sys
 import urllib.request
-import zipfile
 
 from absl import logging
 
-from s2s_jax.data import builders
-from s2s_jax.data import registry
-
-FOLDERS = registry.folders('corpus')  # data.name -> its folder of the shared data root
-AESLC_ARCHIVE = 'enron_subject_line.tar.gz'
-LANGUAGES = {'multi30k': ('cs', 'de', 'en', 'fr'), 'tatoeba': ('en', 'fr'), 'iwslt15': ('en', 'vi')}
-STEMS = {
-  'multi30k': {'train': 'task1/raw/train', 'validation': 'task1/raw/val', 'test': 'task1/raw/test_2016_flickr'},
-  'iwslt15': {'train': 'train', 'validation': 'tst2012', 'test': 'tst2013'},
-}
-URLS = {
-  'multi30k': 'https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/',
-  'tatoeba': 'https://www.manythings.org/anki/fra-eng.zip',
-  'iwslt15': 'https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/',
-  'aeslc': 'https://github.com/ryanzhumich/AESLC (enron_subject_line/, packed as enron_subject_line.tar.gz)',
-}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -38,17 +21,6 @@ def default_data_root() -> str:
   """$S2S_DATA_DIR, else ../shared/data next to the repository root (independent of the working directory)."""
   root = os.environ.get('S2S_DATA_DIR') or os.path.join(_REPO_ROOT, '..', 'shared', 'data')
   return os.path.abspath(os.path.expanduser(root))
-
-
-def resolve_manual_dir(data_config) -> str | None:
-  """The absolute raw folder of a dataset with one (registry.FOLDERS): data.manual_dir or
-  default_data_root()/<folder>; None for the others."""
-  folders = registry.FOLDERS
-  if data_config.name not in folders:
-    return None
-  if data_config.manual_dir:
-    return os.path.abspath(os.path.expanduser(data_config.manual_dir))
-  return os.path.join(default_data_root(), folders[data_config.name])
 
 
 def _open(path: str):
@@ -107,102 +79,72 @@ def fingerprint(paths: list[str], root: str = '') -> str:
   return h.hexdigest()[:16]
 
 
-def expected_files(name: str, languages) -> dict[str, list[str]]:
-  """split -> raw files (relative to the raw folder) of a named corpus."""
-  if name == 'tatoeba':
-    return {s: ['fra.txt.gz'] for s in ('train', 'validation', 'test')}
-  if name == 'aeslc':
-    return {s: [AESLC_ARCHIVE] for s in ('train', 'validation', 'test')}
-  ext = '.gz' if name == 'multi30k' else ''
-  return {split: [f'{stem}.{lang}{ext}' for lang in languages] for split, stem in STEMS[name].items()}
-
-
-# sha256 of the official files that do not change upstream (Multi30k's task1/raw, repository multi30k/dataset);
-
-
-_SHA256 = {
-  'multi30k': {
-    'test_2016_flickr.cs.gz': '200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1',
-    'test_2016_flickr.de.gz': '9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8',
-    'test_2016_flickr.en.gz': '611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9',
-    'test_2016_flickr.fr.gz': '6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90',
-    'train.cs.gz': 'a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077',
-    'train.de.gz': '726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6',
-    'train.en.gz': 'd79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f',
-    'train.fr.gz': '622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c',
-    'val.cs.gz': 'b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc',
-    'val.de.gz': 'f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a',
-    'val.en.gz': '14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28',
-    'val.fr.gz': 'ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9',
-  },
-}
-
-
-def check_download(name: str, rel: str, data: bytes) -> None:
-  """Raises if a downloaded file's sha256 is not the known one of the official file."""
+def check_download(download, rel: str, data: bytes, name: str) -> None:
+  """Raises if a downloaded file's sha256 is not the published one of the official file (`download.sha256`)."""
   digest = hashlib.sha256(data).hexdigest()
-  expected = _SHA256.get(name, {}).get(os.path.basename(rel))
-  if expected is None:
+  if not download.sha256:
     logging.info('%s of %s has sha256 %s (no published checksum to compare with).', rel, name, digest)
-  elif digest != expected:
+  elif digest != download.sha256:
     raise ValueError(
-      f"The download of {rel} ({name}) has sha256 {digest}, not the official file's {expected}: it "
+      f"The download of {rel} ({name}) has sha256 {digest}, not the official file's {download.sha256}: it "
       'was corrupted or changed upstream. Nothing was saved; try again, or put the files in '
       'data.manual_dir yourself.'
     )
 
 
-def download(name: str, files: list[str], dest: str) -> None:
-  """Fetches the missing `files` of a named corpus from its official URL into `dest` (data.download=True only)."""
-  with builders._lock(dest, f'download-{name}'):  # pylint: disable=protected-access
+def download(dataset, files: list[str], dest: str) -> None:
+  """Fetches the missing `files` of a dataset from their official URLs (`dataset.downloads`) into `dest`
+  (data.download=True only)."""
+  from s2s_jax.data import builders  # pylint: disable=g-import-not-at-top  (tensorflow-datasets: not at import)
+
+  with builders.lock(dest, f'download-{dataset.name}'):
     for rel in files:
       path = os.path.join(dest, rel)
       if os.path.isfile(path):
         continue
-      url = URLS[name] if name == 'tatoeba' else URLS[name] + os.path.basename(rel)
-      logging.info('Downloading %s to %s', url, path)
-      request = urllib.request.Request(url, headers={'User-Agent': 'Mozilla/5.0 (s2s_jax)'})
+      official = dataset.downloads[rel]
+      logging.info('Downloading %s to %s', official.url, path)
+      request = urllib.request.Request(official.url, headers={'User-Agent': 'Mozilla/5.0 (s2s_jax)'})
       with urllib.request.urlopen(request, timeout=120) as response:
         data = response.read()
-      check_download(name, rel, data)
-      if name == 'tatoeba':  # fra-eng.zip holds fra.txt; stored gzipped like ../shared/data
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-          data = gzip.compress(z.read(next(n for n in z.namelist() if os.path.basename(n) == 'fra.txt')))
+      check_download(official, rel, data, dataset.name)
+      if official.unpack:
+        data = official.unpack(data)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path + '.part', 'wb') as f:
         f.write(data)
       os.replace(path + '.part', path)
 
 
-def raw_dir(data_config, data_dir: str, languages) -> tuple[str, list[str]]:
-  """The folder holding a named corpus' raw files and the files that will be read; downloads if asked to."""
-  name = data_config.name
-  expected = expected_files(name, languages)
-  optional = expected.pop('train') if name == 'iwslt15' else []
+def raw_dir(dataset, data_config, data_dir: str, languages) -> tuple[str, list[str]]:
+  """The folder holding a dataset's raw files (`dataset.expected_files(languages)`) and the files that will be
+  read; downloads the missing ones if asked to (data.download=True)."""
+  name = dataset.name
+  expected = dataset.expected_files(languages)
+  optional = [f for split in dataset.optional_splits for f in expected.pop(split, [])]
   required = sorted({f for files in expected.values() for f in files})
-  manual = raw = resolve_manual_dir(data_config)
+  manual = raw = dataset.manual_dir(data_config)
   missing = [f for f in required + optional if not os.path.isfile(os.path.join(manual, f))]
-  if data_config.download and missing and name == 'aeslc':
+  if data_config.download and missing and not dataset.downloads:
     raise FileNotFoundError(
-      f'data.name=aeslc: {missing} not found in {manual}, and it has no single-file official '
-      f'download; get enron_subject_line/ from {URLS[name]}, pack it as {AESLC_ARCHIVE} '
-      '(tar czf) and put it in data.manual_dir.'
+      f'data.name={name}: {missing} not found in {manual}, and it has no single-file official download; '
+      f'{dataset.no_download}'
     )
   if data_config.download and missing:
     raw = os.path.join(data_dir, 'downloads', name)
-    download(name, required + optional, raw)
+    download(dataset, required + optional, raw)
   elif set(missing) - set(optional):
     where = (
       'data.manual_dir'
       if data_config.manual_dir
-      else f'$S2S_DATA_DIR/{FOLDERS[name]} with S2S_DATA_DIR={default_data_root()}'
+      else f'$S2S_DATA_DIR/{dataset.folder} with S2S_DATA_DIR={default_data_root()}'
     )
     state = 'is missing' if not os.path.isdir(manual) else f'lacks {sorted(set(missing) - set(optional))}'
     raise FileNotFoundError(
       f'data.name={name!r}: the raw folder {manual} ({where}) {state}. Expected there: {required + optional}'
       f'{" (train files optional)" if optional else ""}. Set data.manual_dir to the folder holding them, or '
-      f'S2S_DATA_DIR to the folder holding {FOLDERS[name]}/, or data.download=True to fetch them from '
-      f'{URLS[name]} into {os.path.join(data_dir, "downloads", name)}.'
+      f'S2S_DATA_DIR to the folder holding {dataset.folder}/, or data.download=True to fetch them from '
+      f'{dataset.url} into {os.path.join(data_dir, "downloads", name)}.'
     )
   present = [f for f in optional if os.path.isfile(os.path.join(raw, f))]
   if 0 < len(present) < len(optional):
@@ -224,7 +166,7 @@ def resolve_files(spec: str | None) -> dict[str, tuple[str, ...]]:
       )
     out[split] = paths
   if not out:
-    raise ValueError("data.name='parallel_text' needs data.files, e.g. 'train=a.de,a.en;validation=b.tsv'.")
+    raise ValueError("data.files is empty; it names the files of each split, e.g. 'train=a.de,a.en;validation=b.tsv'.")
   missing = [p for paths in out.values() for p in paths if not os.path.isfile(p)]
   if missing:
     raise FileNotFoundError(

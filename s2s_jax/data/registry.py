@@ -1,120 +1,74 @@
-"""Datasets by name: what `data.name` reads, through which builder, and what kind of source it has.
+"""The registry: the list of dataset specs (s2s_jax/data/datasets/, one module per dataset or family).
 
-  entry = registry.get('multi30k')        # Dataset('multi30k', family='corpus', ...); entry.source == 'text'
-  raw, skipped = entry.load(data_config)  # split -> [(source, target)], unreadable raw files skipped
-  builder = entry.builder(data_config)    # its TFDS builder (None for data.name='tfds': prepared elsewhere)
+  dataset = registry.get('multi30k')       # its spec: datasets.spec.Dataset; dataset.source == 'text'
+  raw, skipped = dataset.load(data_config)  # split -> [(source, target)], unreadable raw files skipped
+  builder = dataset.make_builder(data_config)  # its TFDS builder (None for data prepared elsewhere: tfds)
 
-A source is `text` (token ids: model.input_kind 'tokens'), `audio` (log-mel frames: 'frames') or `image` (columns of
-pixels: 'image'); the source side's "vocabulary" is accordingly a text vocabulary, an `audio.AudioFrontend` or an
-`images.ImageFrontend` (all loaded by `vocab.load`). This module imports nothing heavy (config validation reads it
-before any data is touched): loaders and builders are named 'module:function' and imported when called.
+The spec, once looked up from data.name, is what the data wing passes down. A dataset defined outside this package
+is named by data.dataset_module, a module whose `SPEC` is its spec (docs/adding_a_dataset.md): every entry point
+(main, translate, evaluate) then finds it from config.json alone. Importing this module imports no heavy library
+(config validation reads it before any data is touched).
 """
 
-import dataclasses
 import importlib
-from typing import Any
 
-SOURCE_KINDS = ('text', 'audio', 'image')
-INPUT_KINDS = {'text': 'tokens', 'audio': 'frames', 'image': 'image'}  # source kind -> model.input_kind
+from s2s_jax.data.datasets import aeslc
+from s2s_jax.data.datasets import audio_folder
+from s2s_jax.data.datasets import digits_captions
+from s2s_jax.data.datasets import fsdd
+from s2s_jax.data.datasets import generated
+from s2s_jax.data.datasets import image_folder
+from s2s_jax.data.datasets import iwslt15
+from s2s_jax.data.datasets import multi30k
+from s2s_jax.data.datasets import parallel_text
+from s2s_jax.data.datasets import spec
+from s2s_jax.data.datasets import tatoeba
+from s2s_jax.data.datasets import tfds_catalog
+from s2s_jax.data.datasets import yesno
 
+SOURCE_KINDS = spec.SOURCE_KINDS
+INPUT_KINDS = spec.INPUT_KINDS
+Dataset = spec.Dataset
 
-def _call(target: str, *args):
-  module, function = target.split(':')
-  return getattr(importlib.import_module(module), function)(*args)
-
-
-# family -> (source kind, loader, builder). A loader maps data_config to (split -> [(source, target)], the raw files
-# it skipped as unreadable); a builder maps it to the dataset's TFDS builder (preparing nothing).
-FAMILIES = {
-  'generated': ('text', 's2s_jax.data.builders:load_generated', 's2s_jax.data.builders:generated_builder'),
-  'corpus': ('text', 's2s_jax.data.corpora:load', 's2s_jax.data.corpora:get_builder'),
-  'speech': ('audio', 's2s_jax.data.speech:load_clips', 's2s_jax.data.speech:get_builder'),
-  'images': ('image', 's2s_jax.data.image_datasets:load_pictures', 's2s_jax.data.image_datasets:get_builder'),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-  """One value of data.name."""
-
-  name: str
-  family: str  # a key of FAMILIES
-  needs: tuple[tuple[tuple[str, ...], str], ...] = ()  # (data fields that must be set, the error when one is not)
-  folder: str = ''  # raw files: data.manual_dir, else this folder of the shared data root (raw_files.default_data_root)
-
-  @property
-  def source(self) -> str:
-    """One of SOURCE_KINDS."""
-    return FAMILIES[self.family][0]
-
-  @property
-  def input_kind(self) -> str:
-    return INPUT_KINDS[self.source]
-
-  def load(self, data_config) -> tuple[dict[str, list[tuple[Any, str]]], list[str]]:
-    return _call(FAMILIES[self.family][1], data_config)
-
-  def builder(self, data_config):
-    """The TFDS builder (data.name='tfds' has none here: it is prepared outside this project)."""
-    return None if self.name == 'tfds' else _call(FAMILIES[self.family][2], data_config)
-
-  def check(self, data_config) -> None:
-    """Raises ValueError when a field this dataset needs is not set."""
-    for fields, message in self.needs:
-      if any(not data_config[field] for field in fields):
-        raise ValueError(message.format(name=self.name))
-
-
-_LANGS = (
-  ('source_lang', 'target_lang'),
-  'data.name={name!r} needs data.source_lang and data.target_lang (e.g. de and en).',
+SPECS = (
+  *generated.SPECS,
+  multi30k.SPEC,
+  tatoeba.SPEC,
+  iwslt15.SPEC,
+  aeslc.SPEC,
+  parallel_text.SPEC,
+  tfds_catalog.SPEC,
+  fsdd.SPEC,
+  yesno.SPEC,
+  audio_folder.SPEC,
+  digits_captions.SPEC,
+  image_folder.SPEC,
 )
-
-
-def _files(example: str) -> tuple[tuple[str, ...], str]:
-  return ('files',), f'data.name={{name!r}} needs data.files, e.g. {example}.'
-
-
-DATASETS = {
-  d.name: d
-  for d in (
-    *(Dataset(task, 'generated') for task in ('dates', 'copy', 'reverse', 'sort', 'addition')),
-    Dataset('multi30k', 'corpus', needs=(_LANGS,), folder='multi30k'),
-    Dataset('tatoeba', 'corpus', needs=(_LANGS,), folder='tatoeba_fra_eng'),
-    Dataset('iwslt15', 'corpus', needs=(_LANGS,), folder='iwslt15_en_vi'),
-    Dataset('aeslc', 'corpus', folder='aeslc'),
-    Dataset('parallel_text', 'corpus', needs=(_files("'train=a.de,a.en;validation=b.tsv'"),)),
-    Dataset(
-      'tfds',
-      'corpus',
-      needs=(_LANGS, (('tfds_name',), "data.name='tfds' needs data.tfds_name, e.g. 'wmt14_translate/de-en'.")),
-    ),
-    Dataset('fsdd', 'speech', folder='fsdd'),
-    Dataset('yesno', 'speech', folder='yesno'),
-    Dataset(
-      'audio_folder', 'speech', needs=(_files("'train=train.tsv;test=test.tsv' (lines AUDIO_PATH<TAB>transcript)"),)
-    ),
-    Dataset('digits_captions', 'images'),
-    Dataset(
-      'image_folder', 'images', needs=(_files("'train=captions.tsv;test=test.tsv' (lines IMAGE_PATH<TAB>caption)"),)
-    ),
-  )
-}
+DATASETS = {d.name: d for d in SPECS}
 NAMES = tuple(DATASETS)
-FOLDERS = {name: d.folder for name, d in DATASETS.items() if d.folder}
 
 
-def get(name: str) -> Dataset:
-  if name not in DATASETS:
-    raise ValueError(f'data.name={name!r} is not one of {NAMES}.')
-  return DATASETS[name]
+def get(name: str, module: str | None = None) -> Dataset:
+  """The spec of data.name: one of the project's datasets, else the `SPEC` of `module` (data.dataset_module)."""
+  if name in DATASETS:
+    return DATASETS[name]
+  if not module:
+    raise ValueError(
+      f'data.name={name!r} is not one of {NAMES}; a dataset of your own also needs data.dataset_module '
+      '(the module defining its SPEC).'
+    )
+  try:
+    found = getattr(importlib.import_module(module), 'SPEC', None)
+  except ImportError as e:
+    raise ValueError(f'data.dataset_module={module!r} cannot be imported ({e}); is its folder on PYTHONPATH?') from e
+  if not isinstance(found, Dataset) or found.name != name:
+    raise ValueError(
+      f'data.dataset_module={module!r} must define SPEC, a s2s_jax.data.datasets.spec.Dataset named {name!r} '
+      f'(data.name); found {found!r:.100}.'
+    )
+  return found
 
 
-def folders(family_name: str) -> dict[str, str]:
-  """data.name -> raw folder of a family's datasets that have one."""
-  return {name: folder for name, folder in FOLDERS.items() if DATASETS[name].family == family_name}
-
-
-def family(name: str) -> tuple[str, ...]:
-  """The datasets of a family (a key of FAMILIES), e.g. the text corpora."""
-  return tuple(n for n, d in DATASETS.items() if d.family == name)
+def of(data_config) -> Dataset:
+  """The spec of a config's data section (data.name, data.dataset_module)."""
+  return get(data_config.name, data_config.get('dataset_module'))

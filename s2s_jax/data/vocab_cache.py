@@ -2,7 +2,7 @@
 
 A vocabulary pair is stored in `data.data_dir/vocabularies/<key>/` (vocab.src.json, vocab.tgt.json and
 manifest.json with their sha256 and the data's identity), where the key hashes the data fingerprint (the sha256 of
-pipeline.data_identity: data.name, builder config and version, each split's raw files in order with their sha256
+identity.data_identity: data.name, builder config and version, each split's raw files in order with their sha256
 and sizes, the source and target features and the direction; for data.name='tfds' its prepared dataset_info.json
 and record files), every setting that shapes a vocabulary (tokenizer, case, languages, SentencePiece model type,
 minimum count, size, shared vocabulary, frontend settings), the sample size and VERSION (a change of the code that
@@ -95,7 +95,7 @@ def load(data_dir: str, cache_key: str | None):
 
 def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab, identity: dict | None = None) -> None:
   """Writes the pair under a temporary name and renames it into place (a complete folder, or none); `identity`
-  (the data's, pipeline.data_identity) is recorded in its manifest, for whoever wonders what a folder holds."""
+  (the data's, identity.data_identity) is recorded in its manifest, for whoever wonders what a folder holds."""
   if cache_key is None:
     return
   final = os.path.join(data_dir, _FOLDER, cache_key)

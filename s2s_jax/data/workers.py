@@ -7,9 +7,8 @@ worker processes (one per core), started at the first large map and reused by th
 module-level function; `shared` (e.g. the vocabularies) is sent to each worker once per map, the chunks one at a
 time, each worker getting its next chunk when its result has been read.
 
-Entering a pool (`with Pool() as pool:`) makes it this thread's `active()` pool until the block ends: code deep inside
-a dataset's loader (builders.read_texts, which parses a large split's records in the workers) uses it without a pool
-argument in every loader's signature.
+A pool is passed down explicitly (pipeline opens one, `with Pool() as pool:`, and hands it to the dataset's reader
+and to builders.read_texts, which parses a large split's records in its workers); leaving the block closes it.
 
 Workers are fresh interpreters running this module (not multiprocessing, whose spawned children re-run the caller's
 main script, and whose forked children would inherit JAX's threads). An exception in a worker is raised here, with
@@ -18,7 +17,6 @@ to do, whether it died while working or while its next chunk was being sent.
 """
 
 import contextlib
-import contextvars
 import importlib
 import os
 import pickle
@@ -55,14 +53,6 @@ def _receive(stream):
   return pickle.loads(data)
 
 
-_ACTIVE: contextvars.ContextVar['Pool | None'] = contextvars.ContextVar('active_data_pool', default=None)
-
-
-def active() -> 'Pool | None':
-  """The pool of the innermost `with Pool()` block of this thread, or None."""
-  return _ACTIVE.get()
-
-
 class WorkerError(RuntimeError):
   """A worker's task raised, or a worker died."""
 
@@ -97,14 +87,11 @@ class Pool:
   def __init__(self, size: int | None = None):
     self.size = size or resources.usable_cpus()
     self._procs: list[subprocess.Popen] = []
-    self._tokens: list[contextvars.Token] = []
 
   def __enter__(self) -> 'Pool':
-    self._tokens.append(_ACTIVE.set(self))
     return self
 
   def __exit__(self, *exc) -> None:
-    _ACTIVE.reset(self._tokens.pop())
     self.close()
 
   def map(self, fn: Callable[..., Any], items: Sequence, *shared: Any, chunk_size: int | None = None) -> Iterator[Any]:
