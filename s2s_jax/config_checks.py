@@ -15,7 +15,7 @@ import ml_collections
 from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import decode
-from s2s_jax import models
+from s2s_jax import seq2seq_config
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
@@ -306,7 +306,7 @@ def _check_model(config: ml_collections.ConfigDict, dataset: registry.Dataset) -
     input_kind=fields['input_kind'] if fields['input_kind'] != 'tokens' else dataset.input_kind,
     max_src_len=fields['max_src_len'] or config.data.max_src_len,
   )
-  models.Seq2SeqConfig.from_dict(fields).validate()
+  seq2seq_config.Seq2SeqConfig.from_dict(fields).validate()
 
 
 def check_override_flags(argv: list[str]) -> None:

@@ -56,6 +56,7 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import rnn
+from s2s_jax import seq2seq_config
 from s2s_jax import steps as steps_lib
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID
 
@@ -180,7 +181,7 @@ def measure_decode(config, batch_sizes, beam_sizes, src_len, max_len, vocab, rou
   return {'rows': rows, 'src_len': src_len, 'max_len': max_len, 'vocab_size': vocab, 'rounds': rounds}
 
 
-def matmul_macs(cfg: models.Seq2SeqConfig, batch: int, src_len: int, tgt_len: int) -> int:
+def matmul_macs(cfg: seq2seq_config.Seq2SeqConfig, batch: int, src_len: int, tgt_len: int) -> int:
   """Multiply-accumulates of the matmuls of one forward pass of a token-input model (embedding lookups excluded):
   encoder and decoder gate matmuls, the bridge, the context's projection (none_concat: once per sentence),
   attention (keys, the query projection and energies of additive / concat scores, scores, context, Luong's
@@ -228,7 +229,7 @@ def _dot_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n**3 / statistics.median(_time(dot, x, x) for _ in range(repeats)) / 1e9
 
 
-def torch_arch(cfg: models.Seq2SeqConfig) -> str:
+def torch_arch(cfg: seq2seq_config.Seq2SeqConfig) -> str:
   """The scripts/torch_reference.py architecture that mirrors a model config; UsageError when none does."""
   m = cfg
   plain = not (m.pointer_generator or m.coverage or m.tie_embeddings or m.pyramid)

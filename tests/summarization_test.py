@@ -26,6 +26,7 @@ from s2s_jax import decoder
 from s2s_jax import evaluation
 from s2s_jax import metrics
 from s2s_jax import models
+from s2s_jax import seq2seq_config
 from s2s_jax import steps
 from s2s_jax import train
 from s2s_jax.data import corpora
@@ -210,7 +211,7 @@ def _model(**kw):
     coverage=True,
   )
   base.update(kw)
-  return models.Seq2Seq(models.Seq2SeqConfig(**base))
+  return models.Seq2Seq(seq2seq_config.Seq2SeqConfig(**base))
 
 
 def _variables(model, *args, gate_bias=None):
