@@ -56,7 +56,7 @@ windows, P = n - 1.
 """
 
 # pylint: disable=invalid-name
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any
 
@@ -114,6 +114,15 @@ class DecodeOptions:
 
 # (name, type, help) of every setting that is a config field and a command-line flag.
 FLAGS = tuple((f.name, f.type, f.metadata['help']) for f in dataclasses.fields(DecodeOptions) if f.metadata['flag'])
+
+
+def define_flags(absl_flags) -> Callable[[], dict[str, Any]]:
+  """For the entry points (translate, evaluate): defines one command-line flag per setting of FLAGS through absl's
+  `flags` module (`absl_flags`; the library defines no flag of its own), each defaulting to None (the run's
+  config.decode), and returns a function giving the settings set on the command line: `options`' overrides."""
+  define = {int: absl_flags.DEFINE_integer, float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool}
+  holders = {name: define[kind](name, None, help_text) for name, kind, help_text in FLAGS}
+  return lambda: {name: holder.value for name, holder in holders.items() if holder.value is not None}
 
 
 def config_defaults() -> dict[str, Any]:

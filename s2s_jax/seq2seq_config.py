@@ -1,9 +1,10 @@
 """Seq2SeqConfig: the model's hyperparameters (the fields of `config.model`), their choices and the rules between them.
 
 A module of its own, importing only the choices and checks it uses (`rnn`, `attention`, `cudnn_rnn`; none imports
-it), so that the model's parts (`models.py`, `decoder.py`, `encoders.py`) can all type their `cfg`. `validate`
-checks the choices and the rules between model fields, including those on the fields the data sets (vocabulary
-sizes, input kind and features).
+it), so that the model's parts (`models.py`, `decoder.py`, `encoders.py`) can all type their `cfg`. One home per
+rule: the numeric fields' ranges are `config_checks.RANGES`, rules across config sections are `config_checks`', the
+valid attention combinations `attention.check_combination`; `validate` holds the other choices and the rules
+between model fields, including those on the fields the data sets (vocabulary sizes, input kind and features).
 """
 
 import dataclasses
@@ -76,22 +77,17 @@ class Seq2SeqConfig:
     return self.hidden_dim // self.num_directions
 
   def validate(self) -> None:
-    """Raises ValueError naming the field and the allowed values for every invalid choice."""
-    choices = {
-      'cell': rnn.CELLS,
-      'bridge': BRIDGES,
-      'attention': attention_lib.FLOWS,
-      'attention_score': attention_lib.SCORES,
-      'recurrent_init': rnn.RECURRENT_INITS,
-      'dtype': DTYPES,
-      'input_kind': INPUT_KINDS,
-      'frame_stride': FRAME_STRIDES,
-      'rnn_impl': cudnn_rnn.IMPLS,
-    }
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed:
-        raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
+    """Raises ValueError naming the field and what is allowed for every invalid choice or combination of fields."""
+    _check_choices(self, cell=rnn.CELLS, bridge=BRIDGES)
     attention_lib.check_combination(self.attention, self.attention_score, self.input_feeding)
+    _check_choices(
+      self,
+      recurrent_init=rnn.RECURRENT_INITS,
+      dtype=DTYPES,
+      input_kind=INPUT_KINDS,
+      frame_stride=FRAME_STRIDES,
+      rnn_impl=cudnn_rnn.IMPLS,
+    )
     cudnn_rnn.check(self.rnn_impl, self.cell, self.dtype)
     positive = ('src_vocab_size',) if self.input_kind == 'tokens' else ('input_features',)
     for name in positive + ('tgt_vocab_size', 'num_layers', 'embed_dim', 'hidden_dim', 'cnn_layers', 'cnn_features'):
@@ -105,15 +101,13 @@ class Seq2SeqConfig:
         'model.frame_stride and model.specaug_* apply to audio frames only; model.input_kind='
         f'{self.input_kind!r} (set from the data).'
       )
-    if self.input_kind == 'image' and (self.image_channels <= 0 or self.input_features % self.image_channels):
+    if self.input_kind == 'image' and self.input_features % self.image_channels:
       raise ValueError(
         f'model.input_features={self.input_features} (image height x channels) must be a multiple '
         f'of model.image_channels={self.image_channels}.'
       )
     if self.pointer_generator and self.input_kind != 'tokens':
       raise ValueError(f"model.pointer_generator copies source tokens; this dataset's source is {self.input_kind}.")
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f'model.dropout_rate must be in [0, 1), got {self.dropout_rate}.')
     if self.bridge == 'copy' and self.encoder_units * self.num_directions != self.hidden_dim:
       raise ValueError(
         f'model.bridge=copy needs encoder units x directions == hidden_dim '
@@ -135,11 +129,6 @@ class Seq2SeqConfig:
         f'model.coverage feeds the coverage vector into the additive / concat score; '
         f'model.attention_score={self.attention_score!r} has no place for it.'
       )
-    if self.pointer_generator and self.src_vocab_size != self.tgt_vocab_size:
-      raise ValueError(
-        f'model.pointer_generator needs one vocabulary for both sides (data.shared_vocab=True); got '
-        f'{self.src_vocab_size} source and {self.tgt_vocab_size} target ids.'
-      )
     if self.context_to_output and self.attention != 'none_concat':
       raise ValueError('model.context_to_output applies only to model.attention=none_concat.')
     if (
@@ -153,3 +142,9 @@ class Seq2SeqConfig:
     if unknown := sorted(set(d) - known):
       raise ValueError(f'Unknown model field(s) {unknown}; valid fields: {sorted(known)}.')
     return cls(**d)
+
+
+def _check_choices(cfg: Seq2SeqConfig, **allowed) -> None:
+  for name, choices in allowed.items():
+    if getattr(cfg, name) not in choices:
+      raise ValueError(f'model.{name}={getattr(cfg, name)!r} is not one of {choices}.')

@@ -239,7 +239,6 @@ class ModelTest(parameterized.TestCase):
     ('copy_mismatch', dict(bridge='copy', bidirectional=True, encoder_hidden_dim=5), 'bridge=copy needs encoder units'),
     ('init_zeros', dict(attention='none_init', bridge='zeros'), 'gives the decoder no information'),
     ('context_to_output', dict(attention='luong', context_to_output=True), 'context_to_output applies only'),
-    ('dropout', dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
     ('size', dict(hidden_dim=0), 'hidden_dim must be positive'),
     ('location', dict(attention_score='location', max_src_len=0), 'location needs model.max_src_len'),
   )
