@@ -116,22 +116,14 @@ def _model_and_params(config, vocab: int, src_len: int):
 
 def _decode_fns(model, batch_size: int, beam_size: int, max_len: int):
   """Jitted (encode, full decode, bookkeeping-only decode) for one batch and beam size."""
+  options = decode.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
   search = functools.partial(
-    decode.beam_search,
-    batch_size=batch_size,
-    beam_size=beam_size,
-    max_len=max_len,
-    bos_id=BOS_ID,
-    eos_id=EOS_ID,
-    pad_id=PAD_ID,
-    length_alpha=0.6,
-    min_len=max_len - 1,
+    decode.beam_search, options=options, batch_size=batch_size, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID
   )
 
   def encode(params, batch):
     return model.apply({'params': params}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
 
-  options = decode.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
   full = functools.partial(steps_lib.predict_step, model=model, options=options)  # what evaluation and translate run
 
   def bookkeeping(state, logits_NxV):  # the initial decoder state is an input: no encoder work inside
