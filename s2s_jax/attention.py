@@ -30,12 +30,18 @@ VALID_COMBINATIONS: tuple[tuple[str, str | None, bool], ...] = (
 )
 
 
-def check_combination(attention: str, score: str, input_feeding: bool) -> None:
-  """Raises ValueError naming the valid choices unless the combination is in VALID_COMBINATIONS."""
-  if attention not in FLOWS:
-    raise ValueError(f'model.attention={attention!r} is not one of {FLOWS}.')
+def check_score(score: str) -> None:
+  """Raises ValueError naming the choices unless `score` is one of SCORES."""
   if score not in SCORES:
     raise ValueError(f'model.attention_score={score!r} is not one of {SCORES}.')
+
+
+def check_combination(attention: str, score: str, input_feeding: bool) -> None:
+  """Raises ValueError naming the valid choices unless the flow, the score and input feeding are each valid and
+  their combination is in VALID_COMBINATIONS (the one check of model.attention, attention_score, input_feeding)."""
+  if attention not in FLOWS:
+    raise ValueError(f'model.attention={attention!r} is not one of {FLOWS}.')
+  check_score(score)
   key = (attention, None if attention in NO_ATTENTION else score, bool(input_feeding))
   if key not in VALID_COMBINATIONS:
     valid = sorted({f'{a}/{s or "-"}/feed={f}' for a, s, f in VALID_COMBINATIONS if a == attention})
@@ -100,8 +106,7 @@ class Attention(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
-    if self.score not in SCORES:
-      raise ValueError(f'Unknown attention score {self.score!r}; choose one of {SCORES}.')
+    check_score(self.score)  # a module built outside a validated config (tests) fails as the config would
     dense = lambda n, bias=False: nn.Dense(n, use_bias=bias, dtype=self.dtype)
     if self.score in ('additive', 'concat'):
       self.key = dense(self.attention_dim)

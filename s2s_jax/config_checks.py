@@ -15,7 +15,8 @@ import ml_collections
 from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import decode
-from s2s_jax import models
+from s2s_jax import metrics as metrics_lib
+from s2s_jax import seq2seq_config
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
@@ -24,29 +25,6 @@ SCHEDULES = ('constant', 'rsqrt', 'halving', 'cosine')
 TEACHER_FORCING = ('constant', 'linear', 'exponential', 'inverse_sigmoid')
 _DECAY_K = {'linear': '> 0 (the decrease per step)', 'exponential': 'in (0, 1)', 'inverse_sigmoid': '>= 1'}
 LEN_POLICIES = ('filter', 'truncate')
-METRICS = (
-  'loss',
-  'perplexity',
-  'token_accuracy',
-  'exact_match',
-  'bleu',
-  'bleu_lc',
-  'bleu_tok',
-  'chrf',
-  'rouge1',
-  'rouge2',
-  'rougeL',
-  'wer',
-  'cer',
-)
-SCORE_GROUPS = {
-  'bleu': ('bleu', 'bleu_lc'),
-  'bleu_tok': ('bleu_tok',),
-  'chrf': ('chrf',),
-  'exact_match': ('exact_match',),
-  'rouge': ('rouge1', 'rouge2', 'rougeL'),
-  'wer': ('wer', 'cer'),
-}
 DATASETS = registry.NAMES
 
 
@@ -189,7 +167,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _check_range(key, value)
   _check_cadence(config)
   dataset = _check_data(config.data)
-  _check_optim(config.optim, config.data)
+  _check_optim(config.optim)
+  check_batch_sizes(config)
   _check_eval(config.eval)
   _check_decode(config)
   _check_model(config, dataset)
@@ -222,7 +201,7 @@ def _check_data(d: ml_collections.ConfigDict) -> registry.Dataset:
   return dataset
 
 
-def _check_optim(o: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
+def _check_optim(o: ml_collections.ConfigDict) -> None:
   _check_choice('optim.optimizer', o.optimizer, OPTIMIZERS)
   _check_choice('optim.schedule', o.schedule, SCHEDULES)
   if o.weight_decay and o.optimizer != 'adamw':
@@ -245,23 +224,36 @@ def _check_optim(o: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> 
     raise ValueError(f'optim.teacher_forcing={decay!r} needs optim.teacher_forcing_k {_DECAY_K[decay]}, got {k}.')
   if o.schedule == 'halving' and o.decay_every_steps <= 0:
     raise ValueError('optim.schedule=halving needs optim.decay_every_steps > 0.')
-  if d.batch_size % o.grad_accum_steps:
-    raise ValueError(
-      f'data.batch_size={d.batch_size} must be a multiple of optim.grad_accum_steps={o.grad_accum_steps}.'
-    )
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, devices: int = 1) -> None:
+  """data.batch_size must split evenly over `devices` and then into optim.grad_accum_steps micro-batches, and
+  data.eval_batch_size over `devices`: `validate` checks one device, the training loop its device count."""
+  accum = config.optim.grad_accum_steps
+  for key, parts in (('batch_size', devices * accum), ('eval_batch_size', devices)):
+    size = config.data[key]
+    if size % parts:
+      factors = [f'the device count {devices}'] if devices > 1 else []
+      factors += [f'optim.grad_accum_steps={accum}'] if key == 'batch_size' else []
+      raise ValueError(f'data.{key}={size} must be a multiple of {" x ".join(factors)}.')
+
+
+def computed_metrics(scores: str) -> set[str]:
+  """The metrics an evaluation computes under eval.scores=`scores` (valid groups): what eval.metric (and a tuning
+  search's METRIC) may name."""
+  groups = [g for g in scores.split(',') if g]
+  return set(metrics_lib.LOSS_METRICS).union(*(metrics_lib.SCORE_GROUPS[g] for g in groups))
 
 
 def _check_eval(e: ml_collections.ConfigDict) -> None:
-  _check_choice('eval.metric', e.metric, METRICS)
+  _check_choice('eval.metric', e.metric, metrics_lib.METRICS)
   _check_choice('eval.mode', e.mode, ('max', 'min'))
-  groups = [g for g in e.scores.split(',') if g]
-  for group in groups:
-    _check_choice('eval.scores item', group, SCORE_GROUPS)
-  produced = {'loss', 'perplexity', 'token_accuracy'}.union(*(SCORE_GROUPS[g] for g in groups))
-  if e.metric not in produced:
+  for group in filter(None, e.scores.split(',')):
+    _check_choice('eval.scores item', group, sorted(metrics_lib.SCORE_GROUPS))
+  if e.metric not in computed_metrics(e.scores):
     raise ValueError(
       f'eval.metric={e.metric!r} is not computed by eval.scores={e.scores!r}; '
-      f'add its group ({[g for g, m in SCORE_GROUPS.items() if e.metric in m]}).'
+      f'add its group ({[g for g, m in metrics_lib.SCORE_GROUPS.items() if e.metric in m]}).'
     )
 
 
@@ -305,7 +297,7 @@ def _check_model(config: ml_collections.ConfigDict, dataset: registry.Dataset) -
     input_kind=fields['input_kind'] if fields['input_kind'] != 'tokens' else dataset.input_kind,
     max_src_len=fields['max_src_len'] or config.data.max_src_len,
   )
-  models.Seq2SeqConfig.from_dict(fields).validate()
+  seq2seq_config.Seq2SeqConfig.from_dict(fields).validate()
 
 
 def check_override_flags(argv: list[str]) -> None:

@@ -18,7 +18,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from s2s_jax import decode
-from s2s_jax import models
+from s2s_jax import seq2seq_config
 
 SIZES = ('tiny', 'small', 'base')
 # Fields that may change when a run resumes (CONVENTIONS §3); any other difference needs --allow_config_change.
@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
       test_splits='test',  # comma-separated
     )
   )
-  c.model = ml_collections.ConfigDict(dataclasses.asdict(models.Seq2SeqConfig()))
+  c.model = ml_collections.ConfigDict(dataclasses.asdict(seq2seq_config.Seq2SeqConfig()))
   c.optim = ml_collections.ConfigDict(
     dict(
       optimizer='adam',
@@ -166,8 +166,8 @@ def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
-def model_config(config: ml_collections.ConfigDict) -> models.Seq2SeqConfig:
-  cfg = models.Seq2SeqConfig.from_dict(to_dict(config.model))
+def model_config(config: ml_collections.ConfigDict) -> seq2seq_config.Seq2SeqConfig:
+  cfg = seq2seq_config.Seq2SeqConfig.from_dict(to_dict(config.model))
   cfg.validate()
   return cfg
 

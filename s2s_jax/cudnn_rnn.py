@@ -49,7 +49,7 @@ def on_cuda() -> bool:
 
 
 def encoder_lstm(cfg, cuda: bool | None = None) -> LstmFn | None:
-  """The layer function the encoder's LSTM layers run through for `cfg` (models.Seq2SeqConfig): `cudnn_lstm`, or
+  """The layer function the encoder's LSTM layers run through for `cfg` (seq2seq_config.Seq2SeqConfig): `cudnn_lstm`, or
   None for the scan. rnn_impl=cudnn off a CUDA GPU raises ValueError naming auto and scan. `cuda`: whether the
   backend is a CUDA GPU (default: `on_cuda()`)."""
   check(cfg.rnn_impl, cfg.cell, cfg.dtype)

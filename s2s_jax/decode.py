@@ -8,13 +8,14 @@ memory, masks) is closed over by the step function, already tiled to `N` rows
 with `expand_to_beams`, so it never enters the loop carry. A step function may
 return a third output, a dict of auxiliary per-row arrays `[N, ...]` about the
 token it scored: `{'attention': [N, S]}` (the attention behind it) is what
-coverage and `return_aux` need; the search carries it with its hypotheses and
-reorders it with them, and never looks inside `dec_state`.
+coverage and `return_attention` need; the search carries it with its
+hypotheses and reorders it with them, and never looks inside `dec_state`.
 
 The settings are one frozen dataclass, `DecodeOptions`: the fields of
-`config.decode`, the decoding flags of translate / evaluate (`FLAGS`) and the
-keyword arguments of `beam_search` are its fields; `options()` builds it from a
-run's config and command-line overrides (resolving `max_len=0`).
+`config.decode` and the decoding flags of translate / evaluate (`FLAGS`) are
+its fields, and `beam_search` and `sampling.sample` take it whole, next to the
+special ids and the per-call arrays; `options()` builds it from a run's config
+and command-line overrides (resolving `max_len=0`).
 
 Search: every step extends each live hypothesis by every allowed token and
 keeps the top 2K of the K*V extensions. Those ending in EOS that rank among the
@@ -56,7 +57,7 @@ windows, P = n - 1.
 """
 
 # pylint: disable=invalid-name
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any
 
@@ -80,8 +81,8 @@ class BeamState:
   done_score_BxK: jax.Array  # float32, length-normalized; -inf = empty slot
   dec_state: PyTree  # every leaf [B, K, ...]
   live_cov_BxKxS: jax.Array | None = None  # summed attention; coverage only
-  live_attn_BxKxTxS: jax.Array | None = None  # per token; return_aux only
-  done_attn_BxKxTxS: jax.Array | None = None  # zeros after EOS; return_aux
+  live_attn_BxKxTxS: jax.Array | None = None  # per token; return_attention only
+  done_attn_BxKxTxS: jax.Array | None = None  # zeros after EOS; return_attention
 
 
 def _setting(default, help_text: str, flag: bool = True):
@@ -90,7 +91,7 @@ def _setting(default, help_text: str, flag: bool = True):
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
-  """How to decode: config.decode's fields, translate / evaluate's flags and beam_search's settings, described once.
+  """How to decode: config.decode's fields, translate / evaluate's flags and the searches' settings, described once.
 
   Static: a change recompiles the search. `max_len=0` means "the data's max_tgt_len" until `options()` resolves it.
   """
@@ -114,6 +115,15 @@ class DecodeOptions:
 
 # (name, type, help) of every setting that is a config field and a command-line flag.
 FLAGS = tuple((f.name, f.type, f.metadata['help']) for f in dataclasses.fields(DecodeOptions) if f.metadata['flag'])
+
+
+def define_flags(absl_flags) -> Callable[[], dict[str, Any]]:
+  """For the entry points (translate, evaluate): defines one command-line flag per setting of FLAGS through absl's
+  `flags` module (`absl_flags`; the library defines no flag of its own), each defaulting to None (the run's
+  config.decode), and returns a function giving the settings set on the command line: `options`' overrides."""
+  define = {int: absl_flags.DEFINE_integer, float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool}
+  holders = {name: define[kind](name, None, help_text) for name, kind, help_text in FLAGS}
+  return lambda: {name: holder.value for name, holder in holders.items() if holder.value is not None}
 
 
 def config_defaults() -> dict[str, Any]:
@@ -154,14 +164,14 @@ def expand_to_beams(tree: PyTree, beam_size: int) -> PyTree:
 
 def _init_state(init_state: PyTree, batch_size: int, beam_size: int, opts: ops.SearchOptions) -> BeamState:
   """Beam 0 alive (log-prob 0), the others -inf so hypotheses stay distinct."""
-  shape = (batch_size, beam_size, opts.max_len)
+  shape = (batch_size, beam_size, opts.settings.max_len)
   live_logp_BxK = jnp.full((batch_size, beam_size), NEG_INF, jnp.float32)
   aux = {}
   if opts.source_mask_BxS is not None:
     cov_BxKxS = jnp.zeros((batch_size, beam_size) + opts.source_mask_BxS.shape[1:], jnp.float32)
-    if opts.coverage_beta > 0:
+    if opts.settings.coverage_beta > 0:
       aux['live_cov_BxKxS'] = cov_BxKxS
-    if opts.return_attention:
+    if opts.settings.return_attention:
       attn_BxKxTxS = jnp.zeros(shape + cov_BxKxS.shape[2:], jnp.float32)
       aux.update(live_attn_BxKxTxS=attn_BxKxTxS, done_attn_BxKxTxS=attn_BxKxTxS)
   return BeamState(
@@ -233,7 +243,7 @@ def _beam_step(state: BeamState, step_fn: StepFn, opts: ops.SearchOptions) -> Be
   # As in fairseq, only EOS among the top K extensions finishes (so beam 1 is
   # exactly greedy); a dead (-inf) slot that picks EOS never finishes.
   finishes_BxK = (is_eos_BxM & (logp_BxM > NEG_INF))[:, :beam_size]
-  new_score_BxK = logp_BxM[:, :beam_size] / ops.length_penalty(state.t + 1, opts.length_alpha)
+  new_score_BxK = logp_BxM[:, :beam_size] / ops.length_penalty(state.t + 1, opts.settings.length_alpha)
   if 'cov' in aux_BxM:
     new_score_BxK += ops.coverage_penalty(aux_BxM['cov'][:, :beam_size], opts)
   new_score_BxK = jnp.where(finishes_BxK, new_score_BxK, NEG_INF)
@@ -263,21 +273,20 @@ def _not_finished(state: BeamState, opts: ops.SearchOptions) -> jax.Array:
   """False at max_len or once every row is finished (see the bound below)."""
   # Log-probs only decrease and cp <= 0, so a live beam's best possible final
   # score is its log-prob over the largest penalty among the reachable lengths.
-  max_penalty = jnp.maximum(
-    ops.length_penalty(state.t + 1, opts.length_alpha), ops.length_penalty(opts.max_len, opts.length_alpha)
-  )
+  max_len, alpha = opts.settings.max_len, opts.settings.length_alpha
+  max_penalty = jnp.maximum(ops.length_penalty(state.t + 1, alpha), ops.length_penalty(max_len, alpha))
   best_bound_B = jnp.max(state.live_logp_BxK, axis=1) / max_penalty
   worst_done_B = jnp.min(state.done_score_BxK, axis=1)
   # With an empty done slot (-inf) a row finishes only when no beam is alive.
   row_finished_B = best_bound_B <= worst_done_B
-  return (state.t < opts.max_len) & ~jnp.all(row_finished_B)
+  return (state.t < max_len) & ~jnp.all(row_finished_B)
 
 
 def _finalize(state: BeamState, opts: ops.SearchOptions) -> tuple[jax.Array, ...]:
   """Done hypotheses, or live ones for rows that never finished; best first."""
   beam_size = state.done_score_BxK.shape[1]
   has_done_B = jnp.max(state.done_score_BxK, axis=1) > NEG_INF
-  fallback_BxK = state.live_logp_BxK / ops.length_penalty(opts.max_len, opts.length_alpha)
+  fallback_BxK = state.live_logp_BxK / ops.length_penalty(opts.settings.max_len, opts.settings.length_alpha)
   if state.live_cov_BxKxS is not None:  # dead slots may hold NaN coverage
     fallback_BxK = jnp.where(
       fallback_BxK > NEG_INF, fallback_BxK + ops.coverage_penalty(state.live_cov_BxKxS, opts), NEG_INF
@@ -299,96 +308,66 @@ def _finalize(state: BeamState, opts: ops.SearchOptions) -> tuple[jax.Array, ...
 def beam_search(
   step_fn: StepFn,
   init_state: PyTree,
+  options: DecodeOptions,
   *,
   batch_size: int,
-  beam_size: int,
-  max_len: int,
   bos_id: int,
   eos_id: int,
   pad_id: int = 0,
-  length_alpha: float = 0.0,
-  min_len: int = 0,
   row_max_len: jax.Array | None = None,
-  no_repeat_ngram_size: int = 0,
-  coverage_beta: float = 0.0,
   source_mask: jax.Array | None = None,
-  return_aux: bool = False,
 ) -> tuple[Any, ...]:
-  """Beam search over `step_fn`; `beam_size=1` is greedy decoding.
+  """Beam search over `step_fn` with `options` (beam_size 1 is greedy decoding).
 
   Static shapes throughout (one `lax.while_loop`), so it can be jitted with
-  `functools.partial(beam_search, step_fn, batch_size=..., ...)` and reused for
-  new `init_state`, `row_max_len` and `source_mask` values without retracing.
-  The module docstring states the output contract (sort order, EOS/PAD layout,
-  scores, masks). The defaults reproduce plain beam search exactly.
+  `functools.partial(beam_search, step_fn, options=..., batch_size=..., ...)`
+  and reused for new `init_state`, `row_max_len` and `source_mask` values
+  without retracing. The module docstring states the output contract (sort
+  order, EOS/PAD layout, scores, masks).
 
   Args:
     step_fn: `(ids int32[N], state) -> (logits [N, V], new_state[, aux])`
       with `N = batch_size * beam_size`; state and aux leaves are `[N, ...]`.
       The first call gets `bos_id` in every row. Logits may be any float dtype.
     init_state: decoder state, every leaf `[batch_size, ...]`, tiled to beams
-      inside as `expand_to_beams` tiles. Coverage and `return_aux` need a
+      inside as `expand_to_beams` tiles. Coverage and `return_attention` need a
       step function that also returns `{'attention': [N, S]}`, the attention
       behind the token it scores.
+    options: the settings (static; a change recompiles). Read here: beam_size
+      (K; may exceed the vocabulary: surplus slots come back as -inf), max_len
+      (T, the most tokens per hypothesis, EOS included; resolved, > 0),
+      length_alpha (GNMT length-penalty exponent; 0 means raw log-prob sums),
+      min_len (no EOS while fewer tokens were emitted), no_repeat_ngram_size
+      (n, 0 = off; no n-gram occurs twice), coverage_beta (GNMT
+      coverage-penalty weight, 0 = off) and return_attention.
     batch_size: B.
-    beam_size: K; may exceed the vocabulary (surplus slots come back as -inf).
-    max_len: T, the most tokens per hypothesis, EOS included.
     bos_id, eos_id, pad_id: fed first (never output); ends a hypothesis; fills
       the output after EOS (never generated).
-    length_alpha: GNMT length-penalty exponent; 0 means raw log-prob sums.
-    min_len: static; no EOS while fewer than `min_len` tokens were emitted.
     row_max_len: optional int32 `[B]` limit on |y| (EOS included), clipped to
       `[min_len + 1, max_len]`; below `max_len` a row must emit EOS there.
-    no_repeat_ngram_size: static n (0 = off); no n-gram occurs twice.
-    coverage_beta: static GNMT coverage-penalty weight (0 = off).
-    source_mask: `[B, S]`, 1 on real source positions (coverage, return_aux).
-    return_aux: also return `{'attention': float32[B, K, max_len, S]}` behind
-      every returned token (zero after EOS, on padding and in empty slots).
+    source_mask: `[B, S]`, 1 on real source positions (coverage,
+      return_attention).
 
   Returns:
     `(seqs int32[B, K, max_len], scores float32[B, K])`, best FIRST per row,
-    plus the aux dict when `return_aux`.
+    plus, with `options.return_attention`, `{'attention': float32[B, K,
+    max_len, S]}` behind every returned token (zero after EOS, on padding and
+    in empty slots).
   """
-  ops.check_args(
-    init_state,
-    batch_size=batch_size,
-    beam_size=beam_size,
-    max_len=max_len,
-    eos_id=eos_id,
-    pad_id=pad_id,
-    min_len=min_len,
-    row_max_len=row_max_len,
-  )
-  ops.check_beam_options(
-    step_fn,
-    init_state,
-    source_mask,
-    batch_size=batch_size,
-    beam_size=beam_size,
-    return_aux=return_aux,
-    no_repeat_ngram_size=no_repeat_ngram_size,
-    coverage_beta=coverage_beta,
-  )
-  settings = DecodeOptions(
-    beam_size=beam_size,
-    max_len=max_len,
-    length_alpha=length_alpha,
-    min_len=min_len,
-    no_repeat_ngram_size=no_repeat_ngram_size,
-    coverage_beta=coverage_beta,
-    return_attention=return_aux,
-  )
+  ops.check_args(init_state, options, batch_size=batch_size, eos_id=eos_id, pad_id=pad_id, row_max_len=row_max_len)
+  ops.check_beam_options(step_fn, init_state, source_mask, options, batch_size=batch_size)
+  attention = options.coverage_beta > 0 or options.return_attention
   opts = ops.search_options(
-    settings,
+    options,
     bos_id=bos_id,
     eos_id=eos_id,
     pad_id=pad_id,
     row_max_len=row_max_len,
-    source_mask=source_mask if coverage_beta > 0 or return_aux else None,
+    source_mask=source_mask if attention else None,
   )
-  state = _init_state(init_state, batch_size, beam_size, opts)
+  state = _init_state(init_state, batch_size, options.beam_size, opts)
   state = lax.while_loop(lambda s: _not_finished(s, opts), lambda s: _beam_step(s, step_fn, opts), state)
   seqs_BxKxT, scores_BxK, attn_BxKxTxS = _finalize(state, opts)
-  if return_aux:
+  if options.return_attention:
     return seqs_BxKxT, scores_BxK, {'attention': attn_BxKxTxS}
   return seqs_BxKxT, scores_BxK

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from s2s_jax import attention as attention_lib
 from s2s_jax import rnn
+from s2s_jax import seq2seq_config
 
 State = dict[str, Any]
 Memory = dict[str, jax.Array]
@@ -37,7 +38,7 @@ Memory = dict[str, jax.Array]
 class DecoderCell(nn.Module):
   """Target embedding, the stacked recurrent cells, attention and the output layer of the decoder."""
 
-  cfg: Any  # models.Seq2SeqConfig
+  cfg: seq2seq_config.Seq2SeqConfig
   dropout_keep: Any = None  # 1 - cfg.dropout_rate as a runtime input (rnn.Dropout), or None
 
   def setup(self):

@@ -24,16 +24,13 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax import rnn
-
-# What a source step is: a token id, a feature frame (log-mel audio), or an image column (a CNN makes the grid).
-INPUT_KINDS = ('tokens', 'frames', 'image')
-FRAME_STRIDES = (1, 2, 4, 8)
+from s2s_jax import seq2seq_config
 
 
 class SourceInput(nn.Module):
   """The common part: the memory geometry of the RNN stack above the input (its pyramid halves time)."""
 
-  cfg: Any  # models.Seq2SeqConfig
+  cfg: seq2seq_config.Seq2SeqConfig
 
   def step_mask(self, inputs_mask_BxS: jax.Array) -> jax.Array:
     """The mask of the sequence the encoder RNN reads."""
@@ -191,9 +188,10 @@ class ImageInput(SourceInput):
     return jnp.ones((batch, length, self.cfg.input_features), jnp.float32)
 
 
+# model.input_kind (seq2seq_config.INPUT_KINDS) -> its source input
 _KINDS = {'tokens': TokenInput, 'frames': FrameInput, 'image': ImageInput}
 
 
-def for_config(cfg, **kwargs) -> SourceInput:
-  """The source input of a model config (`models.Seq2SeqConfig`); unbound, so its geometry methods work as is."""
+def for_config(cfg: seq2seq_config.Seq2SeqConfig, **kwargs) -> SourceInput:
+  """The source input of a model config; unbound, so its geometry methods work as is."""
   return _KINDS[cfg.input_kind](cfg, **kwargs)

@@ -55,10 +55,7 @@ _CHECKPOINT = flags.DEFINE_string(
 _SEED = flags.DEFINE_integer(
   'seed', 0, "With --sample: the random seed; each sentence's samples come from the seed and its source text."
 )
-_DECODE = {
-  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[kind](name, None, help_text)
-  for name, kind, help_text in decode.FLAGS
-}
+_DECODE_OVERRIDES = decode.define_flags(flags)
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   'compilation_cache_dir', compile_cache.default_dir(), compile_cache.FLAG_HELP
 )
@@ -126,7 +123,7 @@ def main(argv):
     examples, refs, src_len, sources, data = _split_examples(runs, inputs)
   else:
     (examples, refs, src_len, sources), data = _file_examples(inputs), None
-  overrides = {name: holder.value for name, holder in _DECODE.items() if holder.value is not None}
+  overrides = _DECODE_OVERRIDES()
   own = decode.options(run.config.decode, run.config.data.max_tgt_len)
   try:
     options = decode.options(run.config.decode, run.config.data.max_tgt_len, **overrides)

@@ -15,6 +15,19 @@ import sacrebleu
 
 Metrics = dict[str, jax.Array]
 
+# The metric names, defined once (eval.metric, eval.scores, the test/* records and tune's METRIC read them here).
+LOSS_METRICS = ('loss', 'perplexity', 'token_accuracy')  # every evaluation's, from the token sums
+# eval.scores' groups -> the decoded scores each adds (text_scores)
+SCORE_GROUPS = {
+  'exact_match': ('exact_match',),
+  'bleu': ('bleu', 'bleu_lc'),
+  'bleu_tok': ('bleu_tok',),
+  'chrf': ('chrf',),
+  'rouge': ('rouge1', 'rouge2', 'rougeL'),
+  'wer': ('wer', 'cer'),
+}
+METRICS = LOSS_METRICS + tuple(name for group in SCORE_GROUPS.values() for name in group)  # what eval.metric may name
+
 
 def weighted_xent(
   logits_BxTxV: jax.Array,

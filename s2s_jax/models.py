@@ -13,7 +13,6 @@ explicit masks (1 for real steps, contiguous from the start); how a source becom
 (token ids, audio frames, image grids) and what that does to the memory's mask is `encoders.py`'s business.
 """
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -22,148 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention as attention_lib
 from s2s_jax import cudnn_rnn
 from s2s_jax import data
 from s2s_jax import decoder as decoder_lib
 from s2s_jax import encoders
 from s2s_jax import rnn
-
-BRIDGES = ('copy', 'dense', 'zeros')
-DTYPES = ('float32', 'bfloat16', 'float16')
-
-
-@flax.struct.dataclass
-class Seq2SeqConfig:
-  """Model hyperparameters: the fields of `config.model` (CONVENTIONS §3)."""
-
-  src_vocab_size: int = 0  # set from the data (tokens only)
-  tgt_vocab_size: int = 0  # set from the data
-  input_kind: str = 'tokens'  # tokens | frames | image: set from the data
-  input_features: int = 0  # frames: features per frame (mel bins); image: pixels per column (height); from the data
-  frame_stride: int = 1  # frames: 1, 2, 4 or 8 = time subsampling by that many stride-2 convolutions (width 3)
-  pyramid: bool = False  # Listen, Attend and Spell: each encoder layer above the first halves time (concat pairs)
-  specaug_masks: int = 2  # SpecAugment (training only): frequency bands and time bands, each this many
-  specaug_freq_width: int = 0  # widest frequency band (mel bins); 0: no frequency masking
-  specaug_time_width: int = 0  # widest time band (frames, at most 20% of the utterance); 0: no time masking
-  cnn_layers: int = 2  # image: 3x3 convolution + ReLU + 2x2 max-pool blocks
-  cnn_features: int = 32  # image: channels of every block
-  image_channels: int = 1  # image: colour channels (input_features = height x channels); set from the data
-  cell: str = 'lstm'  # rnn | gru | lstm
-  num_layers: int = 1  # encoder and decoder layers
-  bidirectional: bool = False  # encoder only
-  bridge: str = 'copy'  # copy | dense | zeros: how the encoder's final states initialise the decoder
-  attention: str = 'luong'  # none_init | none_concat | bahdanau | luong
-  attention_score: str = 'general'  # additive | dot | general | concat | location | scaled_dot
-  input_feeding: bool = False  # luong flow: feed h~_{t-1} into step t
-  context_to_output: bool = False  # none_concat: the output layer also sees the context
-  embed_to_output: bool = False  # the output layer also sees the previous target embedding
-  pointer_generator: bool = False  # See et al. 2017: mix the vocabulary softmax with copying source ids (shared vocab)
-  coverage: bool = False  # See et al. 2017: the summed past attention joins the additive / concat score
-  embed_dim: int = 64
-  hidden_dim: int = 128  # decoder units (and encoder units per direction unless encoder_hidden_dim is set)
-  encoder_hidden_dim: int = 0  # units per encoder direction; 0: hidden_dim, or hidden_dim // 2 when bidirectional
-  attention_dim: int = 0  # additive / concat scorer size; 0: hidden_dim
-  max_src_len: int = 0  # padded source length; the location score needs it (set from data.max_src_len)
-  dropout_rate: float = 0.0  # on embeddings, between layers, before the output layer
-  variational_dropout: bool = False  # one mask per sequence, shared over time
-  tie_embeddings: bool = False  # target embedding = output matrix (through a projection to embed_dim)
-  recurrent_init: str = 'orthogonal'  # orthogonal (recurrent) + lecun (input) | uniform (all weights U(-s, s))
-  init_scale: float = 0.1  # s of the uniform initialisation
-  dtype: str = 'float32'  # compute dtype; parameters stay float32
-  remat: bool = False  # recompute the recurrences' forward in the backward pass: less memory for long sequences
-  # scan | cudnn | auto: the encoder's LSTM layers through cuDNN (CUDA GPUs, lstm, float32; the decoder stays
-  # scanned); auto: cuDNN where the backend and model allow it, else the scan (cudnn_rnn.py, docs/gpu.md)
-  rnn_impl: str = 'auto'
-
-  @property
-  def num_directions(self) -> int:
-    return 2 if self.bidirectional else 1
-
-  @property
-  def encoder_units(self) -> int:
-    if self.encoder_hidden_dim:
-      return self.encoder_hidden_dim
-    return self.hidden_dim // self.num_directions
-
-  def validate(self) -> None:
-    """Raises ValueError naming the field and the allowed values for every invalid choice."""
-    choices = {
-      'cell': rnn.CELLS,
-      'bridge': BRIDGES,
-      'attention': attention_lib.FLOWS,
-      'attention_score': attention_lib.SCORES,
-      'recurrent_init': rnn.RECURRENT_INITS,
-      'dtype': DTYPES,
-      'input_kind': encoders.INPUT_KINDS,
-      'frame_stride': encoders.FRAME_STRIDES,
-      'rnn_impl': cudnn_rnn.IMPLS,
-    }
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed:
-        raise ValueError(f'model.{name}={getattr(self, name)!r} is not one of {allowed}.')
-    attention_lib.check_combination(self.attention, self.attention_score, self.input_feeding)
-    cudnn_rnn.check(self.rnn_impl, self.cell, self.dtype)
-    positive = ('src_vocab_size',) if self.input_kind == 'tokens' else ('input_features',)
-    for name in positive + ('tgt_vocab_size', 'num_layers', 'embed_dim', 'hidden_dim', 'cnn_layers', 'cnn_features'):
-      if getattr(self, name) <= 0:
-        raise ValueError(f'model.{name} must be positive, got {getattr(self, name)}.')
-    for name in ('specaug_masks', 'specaug_freq_width', 'specaug_time_width'):
-      if getattr(self, name) < 0:
-        raise ValueError(f'model.{name} must be >= 0, got {getattr(self, name)}.')
-    if self.input_kind != 'frames' and (self.frame_stride > 1 or self.specaug_freq_width or self.specaug_time_width):
-      raise ValueError(
-        'model.frame_stride and model.specaug_* apply to audio frames only; model.input_kind='
-        f'{self.input_kind!r} (set from the data).'
-      )
-    if self.input_kind == 'image' and (self.image_channels <= 0 or self.input_features % self.image_channels):
-      raise ValueError(
-        f'model.input_features={self.input_features} (image height x channels) must be a multiple '
-        f'of model.image_channels={self.image_channels}.'
-      )
-    if self.pointer_generator and self.input_kind != 'tokens':
-      raise ValueError(f"model.pointer_generator copies source tokens; this dataset's source is {self.input_kind}.")
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f'model.dropout_rate must be in [0, 1), got {self.dropout_rate}.')
-    if self.bridge == 'copy' and self.encoder_units * self.num_directions != self.hidden_dim:
-      raise ValueError(
-        f'model.bridge=copy needs encoder units x directions == hidden_dim '
-        f'({self.encoder_units} x {self.num_directions} != {self.hidden_dim}); use bridge=dense or '
-        f'change model.encoder_hidden_dim.'
-      )
-    if self.attention == 'none_init' and self.bridge == 'zeros':
-      raise ValueError(
-        'model.attention=none_init with model.bridge=zeros gives the decoder no information about '
-        'the source; use bridge=copy or dense.'
-      )
-    if (self.pointer_generator or self.coverage) and self.attention in attention_lib.NO_ATTENTION:
-      raise ValueError(
-        f'model.pointer_generator and model.coverage need attention weights; model.attention='
-        f'{self.attention!r} has none (use bahdanau or luong).'
-      )
-    if self.coverage and self.attention_score not in ('additive', 'concat'):
-      raise ValueError(
-        f'model.coverage feeds the coverage vector into the additive / concat score; '
-        f'model.attention_score={self.attention_score!r} has no place for it.'
-      )
-    if self.pointer_generator and self.src_vocab_size != self.tgt_vocab_size:
-      raise ValueError(
-        f'model.pointer_generator needs one vocabulary for both sides (data.shared_vocab=True); got '
-        f'{self.src_vocab_size} source and {self.tgt_vocab_size} target ids.'
-      )
-    if self.context_to_output and self.attention != 'none_concat':
-      raise ValueError('model.context_to_output applies only to model.attention=none_concat.')
-    if (
-      self.attention_score == 'location' and self.attention not in attention_lib.NO_ATTENTION and self.max_src_len <= 0
-    ):
-      raise ValueError('model.attention_score=location needs model.max_src_len > 0 (set from data.max_src_len).')
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> 'Seq2SeqConfig':
-    known = {f.name for f in dataclasses.fields(cls)}
-    if unknown := sorted(set(d) - known):
-      raise ValueError(f'Unknown model field(s) {unknown}; valid fields: {sorted(known)}.')
-    return cls(**d)
+from s2s_jax import seq2seq_config
 
 
 def shift_right(targets_BxT: jax.Array) -> jax.Array:
@@ -221,7 +84,7 @@ _SCAN_SAMPLED = {
 class Seq2Seq(nn.Module):
   """An RNN encoder-decoder; `cfg.attention` picks the decoder flow."""
 
-  cfg: Seq2SeqConfig  # validated where it is built (config_lib.model_config), not at every trace of setup
+  cfg: seq2seq_config.Seq2SeqConfig  # validated where it is built (config_lib.model_config), not in every setup
   # 1 - cfg.dropout_rate as a runtime input (an array inside the train step: runs with other non-zero rates share one
   # program), or None (cfg.dropout_rate as a constant). cfg.dropout_rate = 0 is no dropout either way.
   dropout_keep: Any = None

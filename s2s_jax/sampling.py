@@ -5,6 +5,8 @@ contracts in s2s_jax/decode.py.
 """
 
 # pylint: disable=invalid-name
+import dataclasses
+
 import flax
 import jax
 from jax import lax
@@ -48,12 +50,11 @@ def _sample_tokens(
   return choice_BxK.astype(jnp.int32)
 
 
-def _sample_step(
-  state: _SampleState, step_fn: StepFn, rng_B: jax.Array, opts: ops.SearchOptions, **sampling
-) -> _SampleState:
+def _sample_step(state: _SampleState, step_fn: StepFn, rng_B: jax.Array, opts: ops.SearchOptions) -> _SampleState:
   """One token for every unfinished sample; PAD after EOS. `rng_B`: this step's key of every row."""
+  o = opts.settings
   logp_BxKxV, dec_state, _ = ops.next_log_probs(step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
-  token_BxK = _sample_tokens(rng_B, logp_BxKxV, **sampling)
+  token_BxK = _sample_tokens(rng_B, logp_BxKxV, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p)
   token_logp_BxK = jnp.take_along_axis(logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
   # Only when every allowed token has probability 0: end there, score -inf.
   token_BxK = jnp.where(token_logp_BxK > NEG_INF, token_BxK, opts.eos_id)
@@ -81,20 +82,15 @@ def sample(
   step_fn: StepFn,
   init_state: PyTree,
   rng: jax.Array,
+  options: decode.DecodeOptions,
   *,
   batch_size: int,
-  max_len: int,
   bos_id: int,
   eos_id: int,
   pad_id: int = 0,
-  num_samples: int = 1,
-  temperature: float = 1.0,
-  top_k: int = 0,
-  top_p: float = 1.0,
-  min_len: int = 0,
   row_max_len: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """Ancestral sampling over `step_fn` (same contract as `beam_search`).
+  """Ancestral sampling over `step_fn` with `options` (same contract as `beam_search`).
 
   Each batch row is tiled `num_samples` times as beams are (close over
   `expand_to_beams(..., num_samples)`). Every step draws from
@@ -102,20 +98,20 @@ def sample(
   (0 = all) and then to the smallest most-likely-first set whose (tempered,
   top-k renormalized) probability reaches `top_p`; the most likely token is
   always kept. PAD is never drawn; `min_len` and `row_max_len` mask as in
-  `beam_search`. A sample stops at EOS (PAD after it) or at `max_len`. The
-  draws of batch row b depend only on its key (folded in with the step) and
-  its own log-probabilities, so they are reproducible and do not depend on the
-  other rows of the batch.
+  `beam_search` (repeated n-grams are not banned). A sample stops at EOS (PAD
+  after it) or at `max_len`. The draws of batch row b depend only on its key
+  (folded in with the step) and its own log-probabilities, so they are
+  reproducible and do not depend on the other rows of the batch.
 
   Args:
-    step_fn, init_state, batch_size, max_len, bos_id, eos_id, pad_id, min_len,
-      row_max_len: as in `beam_search`.
+    step_fn, init_state, batch_size, bos_id, eos_id, pad_id, row_max_len: as
+      in `beam_search`.
     rng: one PRNG key per batch row ([B] keys; what makes a row's samples
       independent of its batch), or one key (row b draws from fold_in(rng, b)).
-    num_samples: samples per batch row.
-    temperature: > 0 divides the log-probs; 0 means argmax (greedy).
-    top_k: keep the k most likely tokens; 0 keeps all.
-    top_p: nucleus mass in (0, 1]; 1 keeps all.
+    options: the settings (static). Read here: num_samples (samples per batch
+      row), temperature (> 0 divides the log-probs; 0 means argmax, greedy),
+      top_k (keep the k most likely tokens; 0 keeps all), top_p (nucleus mass
+      in (0, 1]; 1 keeps all), max_len and min_len (as in `beam_search`).
 
   Returns:
     `(seqs int32[B, num_samples, max_len], scores float32[B, num_samples])` in
@@ -123,48 +119,33 @@ def sample(
     of the sampled tokens (EOS included), not length-normalized. A sample
     whose allowed tokens all have probability 0 ends there with EOS, -inf.
   """
+  o = options
   ops.check_args(
-    init_state,
-    batch_size=batch_size,
-    beam_size=num_samples,
-    max_len=max_len,
-    eos_id=eos_id,
-    pad_id=pad_id,
-    min_len=min_len,
-    row_max_len=row_max_len,
-    beam_name='num_samples',
+    init_state, o, batch_size=batch_size, eos_id=eos_id, pad_id=pad_id, row_max_len=row_max_len, rows_name='num_samples'
   )
   for name, value, ok, want in [
-    ('temperature', temperature, temperature >= 0, '>= 0'),
-    ('top_k', top_k, top_k >= 0, '>= 0'),
-    ('top_p', top_p, 0 < top_p <= 1, 'in (0, 1]'),
+    ('temperature', o.temperature, o.temperature >= 0, '>= 0'),
+    ('top_k', o.top_k, o.top_k >= 0, '>= 0'),
+    ('top_p', o.top_p, 0 < o.top_p <= 1, 'in (0, 1]'),
   ]:
     if not ok:
       raise ValueError(f'{name}={value} must be {want}.')
-  settings = decode.DecodeOptions(beam_size=num_samples, max_len=max_len, min_len=min_len, length_alpha=0.0)
+  settings = dataclasses.replace(o, no_repeat_ngram_size=0)  # sampling bans no n-grams (mask_tokens reads it)
   opts = ops.search_options(
     settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, row_max_len=row_max_len, source_mask=None
   )
   rng_B = row_keys(rng, batch_size)
-  shape = (batch_size, num_samples)
+  shape = (batch_size, o.num_samples)
   state = _SampleState(
     t=jnp.zeros((), jnp.int32),
-    seqs_BxKxT=jnp.full(shape + (max_len,), pad_id, jnp.int32),
+    seqs_BxKxT=jnp.full(shape + (o.max_len,), pad_id, jnp.int32),
     logp_BxK=jnp.zeros(shape, jnp.float32),
     alive_BxK=jnp.ones(shape, bool),
-    dec_state=ops.tile_beams(init_state, num_samples),
+    dec_state=ops.tile_beams(init_state, o.num_samples),
   )
   state = lax.while_loop(
-    lambda s: (s.t < max_len) & jnp.any(s.alive_BxK),
-    lambda s: _sample_step(
-      s,
-      step_fn,
-      jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_B, s.t),
-      opts,
-      temperature=temperature,
-      top_k=top_k,
-      top_p=top_p,
-    ),
+    lambda s: (s.t < o.max_len) & jnp.any(s.alive_BxK),
+    lambda s: _sample_step(s, step_fn, jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_B, s.t), opts),
     state,
   )
   return state.seqs_BxKxT, state.logp_BxK

@@ -21,8 +21,8 @@ COVERAGE_FLOOR = 1e-6  # smallest coverage inside the log of the penalty
 
 @dataclasses.dataclass(frozen=True)
 class SearchOptions:
-  """One search call: its settings (a decode.DecodeOptions, whose fields read through: opts.max_len, ...), the
-  special ids and the traced per-row inputs they need."""
+  """One search call: its settings (`settings`, the decode.DecodeOptions it was given; decode imports this module),
+  the special ids and the traced per-row inputs they need."""
 
   settings: Any
   bos_id: int
@@ -30,11 +30,6 @@ class SearchOptions:
   pad_id: int = 0
   row_limit_B: jax.Array | None = None  # int32 in [min_len + 1, max_len]
   source_mask_BxS: jax.Array | None = None  # float32; set when coverage or return_attention needs attention
-
-  def __getattr__(self, name: str):
-    if name == 'settings':  # not set yet (copying, unpickling)
-      raise AttributeError(name)
-    return getattr(self.settings, name)
 
 
 def tile_beams(tree: PyTree, beam_size: int) -> PyTree:
@@ -80,7 +75,7 @@ def coverage_penalty(cov_BxMxS: jax.Array, opts: SearchOptions) -> jax.Array:
   """GNMT beta * sum_i log(min(cov_i, 1)) over real positions, floored."""
   log_cov_BxMxS = jnp.log(jnp.clip(cov_BxMxS, COVERAGE_FLOOR, 1.0))
   mask_Bx1xS = opts.source_mask_BxS[:, None, :]
-  return opts.coverage_beta * jnp.sum(log_cov_BxMxS * mask_Bx1xS, axis=-1)
+  return opts.settings.coverage_beta * jnp.sum(log_cov_BxMxS * mask_Bx1xS, axis=-1)
 
 
 def repeated_ngram_mask(seqs_BxKxT: jax.Array, t: jax.Array, n: int, vocab_size: int) -> jax.Array:
@@ -108,18 +103,20 @@ def repeated_ngram_mask(seqs_BxKxT: jax.Array, t: jax.Array, n: int, vocab_size:
 
 def mask_tokens(logp_BxKxV: jax.Array, seqs_BxKxT: jax.Array, t: jax.Array, opts: SearchOptions) -> jax.Array:
   """-inf for PAD and for whatever min_len, row limits and n-grams forbid."""
+  settings = opts.settings
   logp_BxKxV = logp_BxKxV.at[..., opts.pad_id].set(NEG_INF)
   vocab_size = logp_BxKxV.shape[-1]
-  if opts.min_len > 0:
-    logp_BxKxV = logp_BxKxV.at[..., opts.eos_id].set(jnp.where(t < opts.min_len, NEG_INF, logp_BxKxV[..., opts.eos_id]))
+  if settings.min_len > 0:
+    eos_BxK = jnp.where(t < settings.min_len, NEG_INF, logp_BxKxV[..., opts.eos_id])
+    logp_BxKxV = logp_BxKxV.at[..., opts.eos_id].set(eos_BxK)
   if opts.row_limit_B is not None:
     # Rows limited to max_len keep the plain behaviour (fallback at the end).
     limit_B = opts.row_limit_B
-    at_limit_Bx1x1 = ((t + 1 >= limit_B) & (limit_B < opts.max_len))[:, None, None]
+    at_limit_Bx1x1 = ((t + 1 >= limit_B) & (limit_B < settings.max_len))[:, None, None]
     not_eos_1x1xV = (jnp.arange(vocab_size) != opts.eos_id)[None, None]
     logp_BxKxV = jnp.where(at_limit_Bx1x1 & not_eos_1x1xV, NEG_INF, logp_BxKxV)
-  if opts.no_repeat_ngram_size > 0:
-    banned_BxKxV = repeated_ngram_mask(seqs_BxKxT, t, opts.no_repeat_ngram_size, vocab_size)
+  if settings.no_repeat_ngram_size > 0:
+    banned_BxKxV = repeated_ngram_mask(seqs_BxKxT, t, settings.no_repeat_ngram_size, vocab_size)
     logp_BxKxV = jnp.where(banned_BxKxV, NEG_INF, logp_BxKxV)
   return logp_BxKxV
 
@@ -152,19 +149,19 @@ def expand_as(x: jax.Array, like: jax.Array) -> jax.Array:
 
 def check_args(
   init_state: PyTree,
+  settings,
   *,
   batch_size: int,
-  beam_size: int,
-  max_len: int,
   eos_id: int,
   pad_id: int,
-  min_len: int,
   row_max_len: jax.Array | None,
-  beam_name: str = 'beam_size',
+  rows_name: str = 'beam_size',
 ) -> None:
-  """Raises ValueError on arguments the static-shape loop cannot handle."""
-  if batch_size < 1 or beam_size < 1 or max_len < 1:
-    raise ValueError(f'batch_size={batch_size}, {beam_name}={beam_size} and max_len={max_len} must all be >= 1.')
+  """Raises ValueError on arguments the static-shape loop cannot handle; `rows_name` names the setting that gives
+  the rows per batch row (beam_size, or num_samples)."""
+  rows, max_len, min_len = getattr(settings, rows_name), settings.max_len, settings.min_len
+  if batch_size < 1 or rows < 1 or max_len < 1:
+    raise ValueError(f'batch_size={batch_size}, {rows_name}={rows} and max_len={max_len} must all be >= 1.')
   if pad_id == eos_id:
     raise ValueError(f'pad_id and eos_id must differ, both are {pad_id}.')
   if not 0 <= min_len < max_len:
@@ -181,30 +178,25 @@ def check_args(
 
 
 def check_beam_options(
-  step_fn: StepFn,
-  init_state: PyTree,
-  source_mask: jax.Array | None,
-  *,
-  batch_size: int,
-  beam_size: int,
-  no_repeat_ngram_size: int,
-  coverage_beta: float,
-  return_aux: bool,
+  step_fn: StepFn, init_state: PyTree, source_mask: jax.Array | None, settings, *, batch_size: int
 ) -> None:
-  """Coverage and return_aux need source_mask and the step function's
+  """Coverage and return_attention need source_mask and the step function's
   auxiliary 'attention' output (checked on shapes, without running it)."""
-  if no_repeat_ngram_size < 0:
-    raise ValueError(f'no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0.')
-  if coverage_beta < 0:
-    raise ValueError(f'coverage_beta={coverage_beta} must be >= 0 (the penalty must not reward lack of coverage).')
-  if not (coverage_beta > 0 or return_aux):
+  if settings.no_repeat_ngram_size < 0:
+    raise ValueError(f'no_repeat_ngram_size={settings.no_repeat_ngram_size} must be >= 0.')
+  if settings.coverage_beta < 0:
+    raise ValueError(
+      f'coverage_beta={settings.coverage_beta} must be >= 0 (the penalty must not reward lack of coverage).'
+    )
+  if not (settings.coverage_beta > 0 or settings.return_attention):
     return
   mask_shape = None if source_mask is None else jnp.shape(source_mask)
   if mask_shape is None or len(mask_shape) != 2 or (mask_shape[0] != batch_size):
     raise ValueError(
-      f'coverage_beta > 0 and return_aux need source_mask of shape [batch_size={batch_size}, S], got {mask_shape}.'
+      'coverage_beta > 0 and return_attention need source_mask of shape '
+      f'[batch_size={batch_size}, S], got {mask_shape}.'
     )
-  rows = batch_size * beam_size
+  rows = batch_size * settings.beam_size
   ids_N = jax.ShapeDtypeStruct((rows,), jnp.int32)
   state_N = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows,) + jnp.shape(x)[1:], jnp.result_type(x)), init_state)
   out = jax.eval_shape(step_fn, ids_N, state_N)
@@ -212,7 +204,7 @@ def check_beam_options(
   aux = out[2] if len(out) == 3 else None
   if not isinstance(aux, Mapping) or 'attention' not in aux or (aux['attention'].shape != shape):
     raise ValueError(
-      'coverage_beta > 0 and return_aux need a step function returning '
+      'coverage_beta > 0 and return_attention need a step function returning '
       "(logits, state, {'attention': [N, S]}); expected the attention of "
       f'shape {shape}, got the outputs {out}.'
     )

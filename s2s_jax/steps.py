@@ -275,29 +275,14 @@ def predict_step(
     row_max_len = jnp.clip(jnp.floor(o.max_len_a * src_tokens).astype(jnp.int32) + o.max_len_b, 1, o.max_len)
   common = dict(
     batch_size=batches[0]['inputs'].shape[0],
-    max_len=o.max_len,
     bos_id=data_lib.BOS_ID,
     eos_id=data_lib.EOS_ID,
     pad_id=data_lib.PAD_ID,
-    min_len=o.min_len,
     row_max_len=row_max_len,
   )
   if o.sample:
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    return sampling.sample(
-      step_fn, state, rng, num_samples=o.num_samples, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, **common
-    )
-  out = decode.beam_search(
-    step_fn,
-    state,
-    beam_size=o.beam_size,
-    length_alpha=o.length_alpha,
-    no_repeat_ngram_size=o.no_repeat_ngram_size,
-    coverage_beta=o.coverage_beta,
-    source_mask=memory_mask if attention else None,
-    return_aux=o.return_attention,
-    **common,
-  )
+    return sampling.sample(step_fn, state, jax.random.PRNGKey(0) if rng is None else rng, o, **common)
+  out = decode.beam_search(step_fn, state, o, source_mask=memory_mask if attention else None, **common)
   if o.return_attention:
     seqs, scores, aux = out
     return seqs, scores, aux['attention']

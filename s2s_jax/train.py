@@ -13,6 +13,7 @@ import numpy as np
 
 from s2s_jax import checkpointing
 from s2s_jax import compile_cache
+from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import evaluation
 from s2s_jax import metrics as metrics_lib
@@ -57,17 +58,6 @@ def train_step_fn(config: ml_collections.ConfigDict):
     )
 
   return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None, None))
-
-
-def _check_batch_sizes(config: ml_collections.ConfigDict) -> None:
-  devices = jax.device_count()
-  for key in ('batch_size', 'eval_batch_size'):
-    size = config.data[key]
-    if size % devices or (key == 'batch_size' and (size // devices) % config.optim.grad_accum_steps):
-      raise ValueError(
-        f'data.{key}={size} must be a multiple of the device count {devices}'
-        f'{" x optim.grad_accum_steps" if key == "batch_size" else ""}.'
-      )
 
 
 def _log_train(
@@ -136,7 +126,7 @@ def train_and_evaluate(
   """
   start_time = time.time()
   config = workdir_lib.resolve_config(config)
-  _check_batch_sizes(config)
+  config_checks.check_batch_sizes(config, jax.device_count())
   with preemption_lib.Preemption(workdir) as preemption:
     lock = None
     try:

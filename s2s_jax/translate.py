@@ -50,10 +50,7 @@ _PRINT_SCORES = flags.DEFINE_bool('print_scores', False, 'Prefix each output lin
 _INPUT = flags.DEFINE_string('input', '-', 'Input file (.gz accepted), or - for stdin.')
 _OUTPUT = flags.DEFINE_string('output', '-', 'Output file, or - for stdout.')
 _ATTENTION_DIR = flags.DEFINE_string('attention_dir', None, 'Write an attention heatmap per input line here.')
-_DECODE = {
-  name: {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[kind](name, None, help_text)
-  for name, kind, help_text in decode.FLAGS
-}
+_DECODE_OVERRIDES = decode.define_flags(flags)
 flags.mark_flag_as_required('workdir')
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   'compilation_cache_dir', compile_cache.default_dir(), compile_cache.FLAG_HELP
@@ -76,7 +73,7 @@ def main(argv):
   except ValueError as e:  # one line naming what to fix (no usage text)
     sys.exit(f'Error: {e}')
   run = runs[0]  # the first run's config and decode settings (each member reads the inputs its own way)
-  overrides = {name: holder.value for name, holder in _DECODE.items()}
+  overrides = _DECODE_OVERRIDES()
   wants_attention = _ATTENTION_DIR.value is not None
   if wants_attention and run.config.model.attention in attention_lib.NO_ATTENTION:
     raise app.UsageError(f'--attention_dir: model.attention={run.config.model.attention!r} has no attention.')

@@ -56,6 +56,7 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import rnn
+from s2s_jax import seq2seq_config
 from s2s_jax import steps as steps_lib
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID
 
@@ -115,22 +116,14 @@ def _model_and_params(config, vocab: int, src_len: int):
 
 def _decode_fns(model, batch_size: int, beam_size: int, max_len: int):
   """Jitted (encode, full decode, bookkeeping-only decode) for one batch and beam size."""
+  options = decode.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
   search = functools.partial(
-    decode.beam_search,
-    batch_size=batch_size,
-    beam_size=beam_size,
-    max_len=max_len,
-    bos_id=BOS_ID,
-    eos_id=EOS_ID,
-    pad_id=PAD_ID,
-    length_alpha=0.6,
-    min_len=max_len - 1,
+    decode.beam_search, options=options, batch_size=batch_size, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID
   )
 
   def encode(params, batch):
     return model.apply({'params': params}, batch['inputs'], batch['inputs_mask'], method=models.Seq2Seq.encode)
 
-  options = decode.DecodeOptions(beam_size=beam_size, max_len=max_len, length_alpha=0.6, min_len=max_len - 1)
   full = functools.partial(steps_lib.predict_step, model=model, options=options)  # what evaluation and translate run
 
   def bookkeeping(state, logits_NxV):  # the initial decoder state is an input: no encoder work inside
@@ -180,7 +173,7 @@ def measure_decode(config, batch_sizes, beam_sizes, src_len, max_len, vocab, rou
   return {'rows': rows, 'src_len': src_len, 'max_len': max_len, 'vocab_size': vocab, 'rounds': rounds}
 
 
-def matmul_macs(cfg: models.Seq2SeqConfig, batch: int, src_len: int, tgt_len: int) -> int:
+def matmul_macs(cfg: seq2seq_config.Seq2SeqConfig, batch: int, src_len: int, tgt_len: int) -> int:
   """Multiply-accumulates of the matmuls of one forward pass of a token-input model (embedding lookups excluded):
   encoder and decoder gate matmuls, the bridge, the context's projection (none_concat: once per sentence),
   attention (keys, the query projection and energies of additive / concat scores, scores, context, Luong's
@@ -228,7 +221,7 @@ def _dot_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n**3 / statistics.median(_time(dot, x, x) for _ in range(repeats)) / 1e9
 
 
-def torch_arch(cfg: models.Seq2SeqConfig) -> str:
+def torch_arch(cfg: seq2seq_config.Seq2SeqConfig) -> str:
   """The scripts/torch_reference.py architecture that mirrors a model config; UsageError when none does."""
   m = cfg
   plain = not (m.pointer_generator or m.coverage or m.tie_embeddings or m.pyramid)

@@ -129,8 +129,7 @@ def check_metric(module) -> None:
 
   path = module.CONFIG if os.path.isabs(module.CONFIG) else os.path.join(_REPO, module.CONFIG)
   config = config_lib.import_beside(path, os.path.basename(path)).get_config(getattr(module, 'CONFIG_ARG', '') or None)
-  groups = [g for g in config.eval.scores.split(',') if g]
-  logged = {'loss', 'perplexity', 'token_accuracy'}.union(*(config_checks.SCORE_GROUPS[g] for g in groups))
+  logged = config_checks.computed_metrics(config.eval.scores)
   name = module.METRIC[len('eval/') :]
   if name not in logged:
     raise app.UsageError(

@@ -16,6 +16,7 @@ import pytest
 import testutil
 from s2s_jax import config_lib
 from s2s_jax import models
+from s2s_jax import seq2seq_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('benchmark', os.path.join(ROOT, 'scripts', 'benchmark.py'))
@@ -29,7 +30,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 class MatmulMacsTest(absltest.TestCase):
   def test_lstm_luong_general_by_hand(self):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       src_vocab_size=64,
       tgt_vocab_size=64,
       cell='lstm',
@@ -47,7 +48,7 @@ class MatmulMacsTest(absltest.TestCase):
     self.assertEqual(benchmark.matmul_macs(cfg, b, s, t), encoder + decoder + attention + vocab)
 
   def test_bidirectional_gru_bahdanau_by_hand(self):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       src_vocab_size=50,
       tgt_vocab_size=40,
       cell='gru',
@@ -69,7 +70,7 @@ class MatmulMacsTest(absltest.TestCase):
     self.assertEqual(benchmark.matmul_macs(cfg, b, s, t), encoder + bridge + decoder + attention + vocab)
 
   def test_gru_context_by_hand(self):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       src_vocab_size=50,
       tgt_vocab_size=40,
       cell='gru',
@@ -202,7 +203,7 @@ class CommandTest(absltest.TestCase):
       self.assertGreater(r['compile_s'], 0.0)
     self.assertEqual(out.stdout.count('\n| '), 1 + 4)  # the Markdown header and one row each
     # The --config.* override reached the rows' processes: their FLOP count is that of embeddings of 8 (tiny: 16).
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       src_vocab_size=64,
       tgt_vocab_size=64,
       cell='lstm',

@@ -19,6 +19,7 @@ import pytest
 import testutil
 from s2s_jax import encoders
 from s2s_jax import models
+from s2s_jax import seq2seq_config
 from s2s_jax import steps
 from s2s_jax import train
 from s2s_jax.data import image_datasets
@@ -146,7 +147,7 @@ class GridAndRegulariserTest(parameterized.TestCase):
     ('image_rgb', dict(input_kind='image', input_features=6, image_channels=3, cnn_layers=1, cnn_features=4)),
   )
   def test_memory_mask_matches_the_encoder(self, fields):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       tgt_vocab_size=7,
       embed_dim=8,
       hidden_dim=8,
@@ -177,7 +178,7 @@ class GridAndRegulariserTest(parameterized.TestCase):
     )
 
   def test_regulariser_changes_the_training_loss(self):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       input_kind='image',
       input_features=8,
       tgt_vocab_size=7,

@@ -1,6 +1,7 @@
 """Tests for s2s_jax.decode (beam search; greedy is beam 1)."""
 
 # pylint: disable=invalid-name
+import dataclasses
 import functools
 import itertools
 
@@ -87,11 +88,22 @@ def _markov_model(probs: np.ndarray):
   return step_fn, init_state
 
 
+# DecodeOptions fields; the search's batch_size is its own argument (the rows of init_state), not the option's.
+_SETTINGS = {f.name for f in dataclasses.fields(decode.DecodeOptions)} - {'batch_size'}
+
+
+def _options(**settings) -> decode.DecodeOptions:
+  """DecodeOptions with no length penalty unless given (the plain search these tests check against)."""
+  return decode.DecodeOptions(**({'length_alpha': 0.0} | settings))
+
+
 @functools.lru_cache(maxsize=None)
 def _decoder(step_fn, fn=decode.beam_search, **kwargs):
-  """One jitted decoder per (model, function, static configuration)."""
-  kwargs = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD) | kwargs
-  return jax.jit(lambda state, traced: fn(step_fn, state, **traced, **kwargs))
+  """One jitted decoder per (model, function, static configuration); `kwargs` holds DecodeOptions fields and the
+  search's other static arguments."""
+  options = _options(**{k: v for k, v in kwargs.items() if k in _SETTINGS})
+  kwargs = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD) | {k: v for k, v in kwargs.items() if k not in _SETTINGS}
+  return jax.jit(lambda state, traced: fn(step_fn, state, options=options, **traced, **kwargs))
 
 
 def _run(model, rows, fn=decode.beam_search, traced=None, **kwargs):
@@ -405,7 +417,7 @@ class BeamSearchTest(parameterized.TestCase):
     @chex.assert_max_traces(n=1)
     def search(state):
       return decode.beam_search(
-        step_fn, state, batch_size=2, beam_size=3, max_len=5, bos_id=BOS, eos_id=EOS, pad_id=PAD
+        step_fn, state, _options(beam_size=3, max_len=5), batch_size=2, bos_id=BOS, eos_id=EOS, pad_id=PAD
       )
 
     first = search(init_state([0, 1]))
@@ -421,11 +433,11 @@ class BeamSearchTest(parameterized.TestCase):
 
   def test_bad_arguments_raise(self):
     step_fn, init_state = _rnn_model(0, 7)
-    kwargs = dict(beam_size=2, max_len=3, bos_id=BOS, eos_id=EOS)
+    options, ids = _options(beam_size=2, max_len=3), dict(bos_id=BOS, eos_id=EOS)
     with self.assertRaisesRegex(ValueError, 'leading dimension'):
-      decode.beam_search(step_fn, init_state([0, 1]), batch_size=3, **kwargs)
+      decode.beam_search(step_fn, init_state([0, 1]), options, batch_size=3, **ids)
     with self.assertRaisesRegex(ValueError, 'must differ'):
-      decode.beam_search(step_fn, init_state([0]), batch_size=1, pad_id=EOS, **kwargs)
+      decode.beam_search(step_fn, init_state([0]), options, batch_size=1, pad_id=EOS, **ids)
     state = init_state([0])
     for bad, message in [
       (dict(min_len=3), 'min_len'),
@@ -433,15 +445,17 @@ class BeamSearchTest(parameterized.TestCase):
       (dict(no_repeat_ngram_size=-1), 'no_repeat_ngram_size'),
       (dict(coverage_beta=-0.1), 'coverage_beta'),
       (dict(coverage_beta=0.2), 'source_mask'),
-      (dict(return_aux=True), 'source_mask'),
+      (dict(return_attention=True), 'source_mask'),
       (
         dict(coverage_beta=0.2, source_mask=jnp.ones((1, 4))),
         r"step function returning \(logits, state, \{'attention'",
       ),
       (dict(row_max_len=jnp.ones((2,), jnp.int32)), 'row_max_len'),
     ]:
+      settings = {k: v for k, v in bad.items() if k in _SETTINGS}
+      arrays = {k: v for k, v in bad.items() if k not in _SETTINGS}
       with self.assertRaisesRegex(ValueError, message):
-        decode.beam_search(step_fn, state, batch_size=1, **kwargs, **bad)
+        decode.beam_search(step_fn, state, dataclasses.replace(options, **settings), batch_size=1, **ids, **arrays)
 
   @given(
     batch_size=st.integers(1, 3),
@@ -467,7 +481,7 @@ class BeamSearchTest(parameterized.TestCase):
 
 
 class BeamOptionsTest(parameterized.TestCase):
-  """min_len, row_max_len, n-gram blocking, coverage and return_aux."""
+  """min_len, row_max_len, n-gram blocking, coverage and return_attention."""
 
   @parameterized.parameters(0, 1, 2)
   def test_exhaustive_beam_top_is_brute_force_and_beats_greedy(self, seed):
@@ -582,7 +596,7 @@ class BeamOptionsTest(parameterized.TestCase):
     rows = range(4)
     mask = _source_mask(rows, 4)
     kwargs = dict(beam_size=beam_size, max_len=max_len, length_alpha=0.6)
-    seqs, scores, aux = _run(model, rows, return_aux=True, traced=dict(source_mask=mask), **kwargs)
+    seqs, scores, aux = _run(model, rows, return_attention=True, traced=dict(source_mask=mask), **kwargs)
     attn = aux['attention']
     self.assertEqual(attn.dtype, np.float32)
     chex.assert_shape(attn, (4, beam_size, max_len, 4))
@@ -599,7 +613,9 @@ class BeamOptionsTest(parameterized.TestCase):
     rows = range(4)
     mask = _source_mask(rows, 4)
     kwargs = dict(beam_size=3, max_len=5, length_alpha=0.6)
-    seqs, scores, aux = _run(model, rows, return_aux=True, coverage_beta=0.4, traced=dict(source_mask=mask), **kwargs)
+    seqs, scores, aux = _run(
+      model, rows, return_attention=True, coverage_beta=0.4, traced=dict(source_mask=mask), **kwargs
+    )
     cp = _coverage_penalty(aux['attention'], mask, 0.4)
     self.assertTrue((cp[np.isfinite(scores)] < -1e-3).any())
     self._check_aux(model, rows, seqs, scores, aux['attention'], mask, 0.6, 0.4)
@@ -618,7 +634,7 @@ class BeamOptionsTest(parameterized.TestCase):
     attn_VxS[B, 1] = 1.0  # [B, EOS] attends both positions
     model = _with_attention(_markov_model(probs), attn_VxS)
     traced = dict(source_mask=jnp.ones((1, 2)))
-    kwargs = dict(beam_size=2, max_len=3, return_aux=True, traced=traced)
+    kwargs = dict(beam_size=2, max_len=3, return_attention=True, traced=traced)
     seqs, scores, _ = _run(model, [0], coverage_beta=0.0, **kwargs)
     np.testing.assert_array_equal(seqs[0, :, 0], [A, B])
     np.testing.assert_allclose(scores[0], np.log([0.6, 0.4]), rtol=1e-6)
@@ -635,22 +651,25 @@ class BeamOptionsTest(parameterized.TestCase):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def search(state, row_max_len, source_mask):
+      options = decode.DecodeOptions(
+        beam_size=3,
+        max_len=5,
+        length_alpha=0.6,
+        min_len=1,
+        no_repeat_ngram_size=2,
+        coverage_beta=0.3,
+        return_attention=True,
+      )
       return decode.beam_search(
         step_fn,
         state,
+        options,
         batch_size=2,
-        beam_size=3,
-        max_len=5,
         bos_id=BOS,
         eos_id=EOS,
         pad_id=PAD,
-        length_alpha=0.6,
-        min_len=1,
         row_max_len=row_max_len,
-        no_repeat_ngram_size=2,
-        coverage_beta=0.3,
         source_mask=source_mask,
-        return_aux=True,
       )
 
     outs = [
@@ -812,25 +831,13 @@ class SampleTest(parameterized.TestCase):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def draw(state, rng, row_max_len):
+      options = decode.DecodeOptions(max_len=5, num_samples=3, top_k=3, top_p=0.9, min_len=1)
       return sampling.sample(
-        step_fn,
-        state,
-        rng,
-        batch_size=2,
-        max_len=5,
-        bos_id=BOS,
-        eos_id=EOS,
-        pad_id=PAD,
-        num_samples=3,
-        top_k=3,
-        top_p=0.9,
-        min_len=1,
-        row_max_len=row_max_len,
+        step_fn, state, rng, options, batch_size=2, bos_id=BOS, eos_id=EOS, pad_id=PAD, row_max_len=row_max_len
       )
 
     for key in range(3):
       draw(init_state([key, key + 1]), jax.random.key(key), jnp.asarray([key + 2, 4], jnp.int32))
-    kwargs = dict(batch_size=1, max_len=4, bos_id=BOS, eos_id=EOS)
     for bad, message in [
       (dict(temperature=-1.0), 'temperature'),
       (dict(top_k=-1), 'top_k'),
@@ -838,8 +845,9 @@ class SampleTest(parameterized.TestCase):
       (dict(num_samples=0), 'num_samples'),
       (dict(min_len=4), 'min_len'),
     ]:
+      options = decode.DecodeOptions(max_len=4, **bad)
       with self.assertRaisesRegex(ValueError, message):
-        sampling.sample(step_fn, init_state([0]), jax.random.key(0), **kwargs, **bad)
+        sampling.sample(step_fn, init_state([0]), jax.random.key(0), options, batch_size=1, bos_id=BOS, eos_id=EOS)
 
 
 if __name__ == '__main__':

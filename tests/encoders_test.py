@@ -8,6 +8,7 @@ import numpy as np
 
 from s2s_jax import encoders
 from s2s_jax import models
+from s2s_jax import seq2seq_config
 
 _COMMON = dict(
   tgt_vocab_size=7,
@@ -21,7 +22,7 @@ _COMMON = dict(
 
 
 def _init(**fields):
-  cfg = models.Seq2SeqConfig(**_COMMON, **fields)
+  cfg = seq2seq_config.Seq2SeqConfig(**_COMMON, **fields)
   mask = jnp.array([[1] * 12, [1] * 7 + [0] * 5])
   x = encoders.for_config(cfg).dummy_inputs(2, 12) * (mask if cfg.input_kind == 'tokens' else 1)
   model = models.Seq2Seq(cfg)
@@ -68,7 +69,7 @@ class SourceInputTest(parameterized.TestCase):
     self.assertEqual(out.attention.shape, (2, 3, memory['values'].shape[1]))
 
   def test_frame_labels_are_the_first_frame_of_each_memory_step(self):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       **_COMMON, input_kind='frames', input_features=6, frame_stride=2, pyramid=True, num_layers=2
     )
     source = encoders.for_config(cfg)
@@ -76,7 +77,7 @@ class SourceInputTest(parameterized.TestCase):
     self.assertEqual(source.memory_labels([str(i) for i in range(10)]), ['0', '4', '8'])
 
   def test_image_grid_shape(self):
-    cfg = models.Seq2SeqConfig(**_COMMON, input_kind='image', input_features=30, image_channels=3, cnn_layers=2)
+    cfg = seq2seq_config.Seq2SeqConfig(**_COMMON, input_kind='image', input_features=30, image_channels=3, cnn_layers=2)
     self.assertEqual(encoders.for_config(cfg).grid_shape(11), (3, 3))  # 11 -> 6 -> 3 columns, 10 -> 5 -> 3 rows
     labels = encoders.for_config(cfg).memory_labels(['x'] * 11)
     self.assertEqual(labels[:4], ['x0y0', 'x0y1', 'x0y2', 'x1y0'])

@@ -21,6 +21,7 @@ from s2s_jax import cudnn_rnn
 from s2s_jax import models
 from s2s_jax import optim
 from s2s_jax import rnn
+from s2s_jax import seq2seq_config
 from s2s_jax import steps
 from s2s_jax import train
 
@@ -144,9 +145,9 @@ class PackingTest(parameterized.TestCase):
       self.assertIn(f'hidden_size={_HIDDEN} input_size={input_size} num_layers=1', call)
 
 
-def _model_config(**model) -> models.Seq2SeqConfig:
+def _model_config(**model) -> seq2seq_config.Seq2SeqConfig:
   base = dict(src_vocab_size=20, tgt_vocab_size=20, num_layers=2, bidirectional=True, max_src_len=12)
-  return models.Seq2SeqConfig(**{**base, **model})
+  return seq2seq_config.Seq2SeqConfig(**{**base, **model})
 
 
 def _lowered_train_step(rnn_impl: str) -> str:

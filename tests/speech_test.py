@@ -22,6 +22,7 @@ import soundfile
 from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import rnn
+from s2s_jax import seq2seq_config
 from s2s_jax import train
 from s2s_jax.data import audio
 from s2s_jax.data import inputs as inputs_lib
@@ -273,7 +274,7 @@ class FrameEncoderTest(parameterized.TestCase):
 
   @parameterized.parameters((1, False, 24), (4, False, 6), (2, True, 6), (4, True, 3))
   def test_memory_length_follows_stride_and_pyramid(self, stride, pyramid, steps):
-    cfg = models.Seq2SeqConfig(
+    cfg = seq2seq_config.Seq2SeqConfig(
       input_kind='frames',
       input_features=8,
       tgt_vocab_size=9,
@@ -306,11 +307,11 @@ class FrameEncoderTest(parameterized.TestCase):
 
   def test_invalid_frame_options(self):
     with self.assertRaisesRegex(ValueError, 'frame_stride=3 is not one of'):
-      models.Seq2SeqConfig(input_kind='frames', input_features=8, tgt_vocab_size=9, frame_stride=3).validate()
+      seq2seq_config.Seq2SeqConfig(input_kind='frames', input_features=8, tgt_vocab_size=9, frame_stride=3).validate()
     with self.assertRaisesRegex(ValueError, 'apply to audio frames only'):
-      models.Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, frame_stride=2).validate()
+      seq2seq_config.Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, frame_stride=2).validate()
     with self.assertRaisesRegex(ValueError, 'pointer_generator copies source tokens'):
-      models.Seq2SeqConfig(
+      seq2seq_config.Seq2SeqConfig(
         input_kind='frames',
         input_features=8,
         tgt_vocab_size=9,

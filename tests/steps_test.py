@@ -17,6 +17,7 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import seq2seq_config
 from s2s_jax import steps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +40,7 @@ def _model(**kw):
     max_src_len=9,
   )
   cfg.update(kw)
-  return models.Seq2Seq(models.Seq2SeqConfig(**cfg))
+  return models.Seq2Seq(seq2seq_config.Seq2SeqConfig(**cfg))
 
 
 def _ragged_batch(batch_size=16, src_len=9, tgt_len=6, seed=0):

@@ -17,6 +17,7 @@ from s2s_jax import checkpointing
 from s2s_jax import config_lib
 from s2s_jax import fileio
 from s2s_jax import models
+from s2s_jax import seq2seq_config
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import BOS_ID
@@ -108,7 +109,7 @@ def step_by_step(model, variables, inputs, mask, targets):
 def small_state(lr=0.1):
   """The train state of a tiny Luong model (source length 5, target length 4) under SGD."""
   model = models.Seq2Seq(
-    models.Seq2SeqConfig(
+    seq2seq_config.Seq2SeqConfig(
       src_vocab_size=9, tgt_vocab_size=9, embed_dim=4, hidden_dim=8, attention='luong', max_src_len=5
     )
   )
