@@ -15,7 +15,7 @@ evaluation: the best checkpoint, the run's decode settings, one workdir. Otherwi
 naming the difference (avg2, step400, beam10, ensemble3, avg2.beam10, ...), so that no evaluation replaces the run's
 own eval_<split>.json unless --name says so. A source file whose stem is one of the run's test splits is named
 `<stem>.file[.<tag>]`. An ensemble (--workdir repeated) is written into the first workdir; each member reads the
-inputs its own way (data.reverse_source, data.max_src_len, its source vocabulary or frontend).
+inputs its own way (data.reverse_source, data.max_src_len, its frontend).
 """
 
 import json

@@ -183,7 +183,7 @@ def lead_baselines(sources: Sequence[str], num_words: Sequence[int]) -> dict[str
   return out
 
 
-def split_examples(runs: Sequence[inference.Run], inputs, data: pipeline.TextData, split: str) -> tuple[list, Any]:
+def split_examples(runs: Sequence[inference.Run], inputs, data: pipeline.PreparedData, split: str) -> tuple[list, Any]:
   """(encoded sources, padded source length) of a split of `data` (the first run's prepared data) for `runs`. When
   the members of an ensemble read inputs differently (`inputs` is an inference.EnsembleInputs), an example is a
   tuple of each member's encoding from its own prepared data (its reverse_source, max_src_len, vocabulary or
@@ -220,7 +220,7 @@ def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[s
 class Evaluator:
   """Compiled eval and decode steps for one model, data and config."""
 
-  def __init__(self, model, data: pipeline.TextData, config):
+  def __init__(self, model, data: pipeline.PreparedData, config):
     self.data, self.config = data, config
     self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
     self.options = decode.options(config.decode, config.data.max_tgt_len)

@@ -25,6 +25,7 @@ from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
 
@@ -38,7 +39,7 @@ class Run:
   model: models.Seq2Seq
   params: Any
   step: int
-  src_vocab: vocab_lib.Vocab
+  frontend: frontend_lib.Frontend  # the source side (vocab.src.json): a text vocabulary, an audio or image frontend
   tgt_vocab: vocab_lib.Vocab
   inputs: inputs_lib.InputKind
 
@@ -53,16 +54,18 @@ class Run:
 
 
 def load(workdir: str, checkpoint: str = 'best') -> Run:
-  """Config, vocabularies, model and parameters of `workdir` (`checkpoint`: see checkpointing.restore_params).
-  Raises ValueError with a one-line message when the workdir or the checkpoint is not there."""
+  """Config, frontend and target vocabulary, model and parameters of `workdir` (`checkpoint`: see
+  checkpointing.restore_params). Raises ValueError with a one-line message when the workdir or the checkpoint is not
+  there."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ValueError(f'--workdir={workdir}: {path} does not exist; give a directory written by s2s_jax.main.')
   with open(path, encoding='utf-8') as f:
     config = config_lib.from_saved(json.load(f))
   config_checks.validate(config)
-  src_vocab, tgt_vocab = (vocab_lib.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
-  workdir_lib.check_vocabs(workdir, config, src_vocab, tgt_vocab)
+  frontend = frontend_lib.load(os.path.join(workdir, 'vocab.src.json'))
+  tgt_vocab = vocab_lib.load(os.path.join(workdir, 'vocab.tgt.json'))
+  workdir_lib.check_vocabs(workdir, config, frontend, tgt_vocab)
   params, step = checkpointing.restore_params(workdir, checkpoint)
   return Run(
     workdir,
@@ -70,16 +73,16 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
     models.Seq2Seq(config_lib.model_config(config)),
     params,
     step,
-    src_vocab,
+    frontend,
     tgt_vocab,
-    inputs_lib.for_config(config, src_vocab),
+    inputs_lib.for_config(config, frontend),
   )
 
 
 def load_all(workdirs: Sequence[str], checkpoint: str = 'best') -> list[Run]:
   """Several runs to decode as an ensemble. Their target vocabularies must be the same (by hash): the search
   averages their log-probabilities over one vocabulary. Each member reads its input its own way (see
-  `ensemble_inputs`), so source vocabularies and input settings may differ."""
+  `ensemble_inputs`), so frontends and input settings may differ."""
   runs = [load(w, checkpoint) for w in workdirs]
   for run in runs[1:]:
     a, b = runs[0].tgt_vocab, run.tgt_vocab
@@ -93,10 +96,10 @@ def load_all(workdirs: Sequence[str], checkpoint: str = 'best') -> list[Run]:
 
 
 def input_settings(run: Run) -> dict[str, Any]:
-  """What decides how a run encodes an input line: its source vocabulary or frontend (by hash and settings), the
+  """What decides how a run encodes an input line: its frontend (by hash and settings), the
   data fields that shape a source (reverse_source, max_src_len) and its model's input kind."""
   return {
-    'source vocabulary': f'{run.src_vocab.sha256()[:12]} {run.src_vocab.settings()}',
+    'frontend': f'{run.frontend.sha256()[:12]} {run.frontend.settings()}',
     'data.reverse_source': bool(run.config.data.reverse_source),
     'data.max_src_len': run.config.data.max_src_len,
     'model.input_kind': run.config.model.input_kind,
@@ -128,7 +131,7 @@ def ensemble_inputs(runs: Sequence[Run]) -> inputs_lib.InputKind | EnsembleInput
   order of the members."""
   if all(input_settings(r) == input_settings(runs[0]) for r in runs[1:]):
     return runs[0].inputs
-  if len({r.src_vocab.source_kind for r in runs}) > 1:
+  if len({r.frontend.source_kind for r in runs}) > 1:
     raise ValueError(
       'The members of an ensemble must read the same kind of input line (text, or the path of an audio or image '
       f'file); they differ in {"; ".join(differing_inputs(runs))}.'

@@ -176,7 +176,7 @@ class IteratorTest(absltest.TestCase):
     src, tgt = _split(n)
     split = pipeline.Split('train', [''] * n, [''] * n, src, tgt)
     buckets = _buckets(src, tgt, num_buckets=3, batch_size=8, multiple=2)
-    return pipeline.TextData(None, None, {'train': split}, 64, 64, {}, buckets)
+    return pipeline.PreparedData(None, None, {'train': split}, 64, 64, {}, buckets)
 
   def test_resume_from_the_iterator_state_gives_the_same_batches(self):
     data = self._data()

@@ -12,7 +12,7 @@ import numpy as np
 from s2s_jax import resources
 from s2s_jax.data import PAD_ID
 from s2s_jax.data import bucketing
-from s2s_jax.data.pipeline import Batch, Split, TextData
+from s2s_jax.data.pipeline import Batch, Split, PreparedData
 
 
 def _pad(ids: np.ndarray, length: int) -> np.ndarray:
@@ -58,7 +58,7 @@ class _Batch:
 
 
 def train_iterator(
-  data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0
+  data: PreparedData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0
 ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch.
 
@@ -91,7 +91,9 @@ def train_iterator(
   return iter(ds)
 
 
-def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Batch, int]]:
+def eval_batches(
+  data: PreparedData, split: str, batch_size: int, limit: int | None = None
+) -> Iterator[tuple[Batch, int]]:
   """Batches of a split in order; the last one is padded with empty rows. Yields (batch, number of real rows)."""
   examples = _Examples(data.splits[split], data.src_len, data.tgt_len)
   n = len(examples) if limit is None else min(limit, len(examples))

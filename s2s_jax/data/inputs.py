@@ -3,7 +3,7 @@
 An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example and
 pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names an example's steps (tokens, frame times, image
 columns), which the model's source input (`s2s_jax/encoders.py`) maps to its memory's steps for attention plots.
-`for_config` picks the kind from a run's source "vocabulary": a text vocabulary, an audio or an image frontend.
+`for_config` picks the kind from the source kind of a run's frontend (s2s_jax/data/frontend.py).
 """
 
 from collections.abc import Sequence
@@ -13,19 +13,19 @@ import numpy as np
 
 from s2s_jax.data import EOS_ID, PAD_ID, SPECIAL_TOKENS
 from s2s_jax.data import audio
+from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import images
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
 
-def source_fields(src_vocab) -> dict[str, object]:
-  """The model fields a dataset's source side (`saved.SavedJson.source_kind`) sets: input_kind, input_features,
-  image_channels."""
-  kind = src_vocab.source_kind
+def source_fields(frontend: frontend_lib.Frontend) -> dict[str, object]:
+  """The model fields a dataset's frontend (its `source_kind`) sets: input_kind, input_features, image_channels."""
+  kind = frontend.source_kind
   return {
     'input_kind': registry.INPUT_KINDS[kind],
-    'input_features': 0 if kind == 'text' else src_vocab.num_features,
-    'image_channels': src_vocab.channels if kind == 'image' else 1,
+    'input_features': 0 if kind == 'text' else frontend.num_features,
+    'image_channels': frontend.channels if kind == 'image' else 1,
   }
 
 
@@ -115,10 +115,10 @@ class ImageInputs:
     return example.reshape(f.width, f.height, f.channels).transpose(1, 0, 2)
 
 
-def for_config(config, src_vocab) -> InputKind:
-  """The input kind of a run's dataset: text, audio (a speech dataset's frontend) or images."""
-  if src_vocab.source_kind == 'audio':
-    return AudioInputs(src_vocab, config.data.max_src_len)
-  if src_vocab.source_kind == 'image':
-    return ImageInputs(src_vocab)
-  return TextInputs(src_vocab, config.data.max_src_len, reverse=config.data.reverse_source)
+def for_config(config, frontend: frontend_lib.Frontend) -> InputKind:
+  """The input kind of a run's frontend: text (its vocabulary), audio or images."""
+  if frontend.source_kind == 'audio':
+    return AudioInputs(frontend, config.data.max_src_len)
+  if frontend.source_kind == 'image':
+    return ImageInputs(frontend)
+  return TextInputs(frontend, config.data.max_src_len, reverse=config.data.reverse_source)
