@@ -137,10 +137,10 @@ def main(argv):
   model, params = inference.ensemble(runs)
   decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
   params = flax.jax_utils.replicate(params)
-  decoder(params, examples[: decoder.batch_size], inputs.collate)  # compile first: decode_s times decoding only
+  decoder(params, examples[: decoder.batch_size])  # compile first: decode_s times decoding only
   start = time.time()
   keys = [inference.line_key(s) for s in sources]
-  hyps = [h.texts[0] for h in decoder(params, examples, inputs.collate, seed=_SEED.value, keys=keys)]
+  hyps = [h.texts[0] for h in decoder(params, examples, seed=_SEED.value, keys=keys)]
   seconds = time.time() - start
   result = {}
   if data is not None and len(runs) == 1:  # as the training's own evaluation: the loss too

@@ -27,7 +27,6 @@ from s2s_jax import fileio
 from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import steps
-from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
@@ -227,7 +226,6 @@ class Evaluator:
     self.decoder = inference.Decoder(
       model, self.options, data.tgt_vocab, src_len=data.src_len, batch_size=config.data.eval_batch_size
     )
-    self._collate = inputs_lib.collate_sources
 
   def loss_sums(self, params, split: str) -> dict[str, float]:
     """Summed NLL, correct tokens and token count over a whole split (params replicated)."""
@@ -244,7 +242,7 @@ class Evaluator:
   def decode(self, params, split: str, limit: int | None = None) -> tuple[list[str], float]:
     """The best hypothesis per example of a split (or of its first `limit`) and the seconds it took."""
     start = time.time()
-    results = self.decoder(params, self.data.splits[split].src_ids[:limit], self._collate)
+    results = self.decoder(params, self.data.splits[split].src_ids[:limit])
     return [r.texts[0] for r in results], time.time() - start
 
   def validate(self, params, step: int, writer) -> dict[str, float]:

@@ -25,6 +25,7 @@ from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import batches
 from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
@@ -108,7 +109,7 @@ def input_settings(run: Run) -> dict[str, Any]:
 
 class EnsembleInputs:
   """The input kind of an ensemble whose members read their inputs differently: an example is a tuple holding each
-  member's own encoding of the line, and a batch a tuple of each member's batch (padded to its own length)."""
+  member's own encoding of the line (`Decoder` pads each member's into its own batch, to its own length)."""
 
   def __init__(self, kinds: Sequence[inputs_lib.InputKind]):
     self.kinds = tuple(kinds)
@@ -117,9 +118,6 @@ class EnsembleInputs:
   def encode(self, line: str) -> tuple[tuple[np.ndarray, ...], bool]:
     encoded = [k.encode(line) for k in self.kinds]
     return tuple(x for x, _ in encoded), any(t for _, t in encoded)
-
-  def collate(self, examples, batch_size: int, length: tuple[int, ...]) -> tuple[dict[str, np.ndarray], ...]:
-    return tuple(k.collate([x[i] for x in examples], batch_size, n) for i, (k, n) in enumerate(zip(self.kinds, length)))
 
   def labels(self, example) -> list[str]:
     return self.kinds[0].labels(example[0])  # the attention shown is the first member's
@@ -199,7 +197,7 @@ class Decoder:
     options: decode.DecodeOptions,
     tgt_vocab: vocab_lib.Vocab,
     *,
-    src_len: int,
+    src_len: int | tuple[int, ...],
     batch_size: int,
   ):
     devices = jax.local_device_count()
@@ -211,14 +209,14 @@ class Decoder:
     self,
     params,
     examples: Sequence[Any],
-    collate: Callable[..., Any],
     memory_len: Callable[[Any], int] = len,
     seed: int = 0,
     keys: Sequence[int] | None = None,
   ) -> list[Hypotheses]:
-    """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
+    """Decodes `examples` with replicated `params`, padded into batches by `batches.collate`;
     `memory_len(example)` is how many encoder memory steps (attention columns) an example has. An example may be
-    a tuple of the members' own encodings of one input (`EnsembleInputs`; then `src_len` is a tuple too).
+    a tuple of the members' own encodings of one input (`EnsembleInputs`; then `src_len` is a tuple too, and each
+    member reads its own batch).
 
     Examples are decoded in order of length, so each batch holds inputs of similar length and its search stops
     at a similar output length; the results come back in the order given. A sentence's output does not depend on
@@ -234,7 +232,10 @@ class Decoder:
     for start in range(0, len(order), self.batch_size):
       rows = order[start : start + self.batch_size]
       chunk = [examples[i] for i in rows]
-      batch = collate(chunk, self.batch_size, self.src_len)
+      if isinstance(self.src_len, tuple):  # an ensemble's members, each reading its own encoding
+        batch = tuple(batches.collate([x[m] for x in chunk], self.batch_size, n) for m, n in enumerate(self.src_len))
+      else:
+        batch = batches.collate(chunk, self.batch_size, self.src_len)
       row_keys = np.zeros((self.batch_size,), np.uint32)  # the filler rows' keys do not matter
       row_keys[: len(rows)] = [keys[i] for i in rows]
       rngs = np.asarray(_row_rngs(jax.random.PRNGKey(seed), row_keys))

@@ -109,9 +109,7 @@ def main(argv):
   memory_len = lambda x: len(run.memory_labels(inference.first_member(x)))
   keys = [inference.line_key(lines[i]) for i in where]
   results = (
-    decoder(flax.jax_utils.replicate(params), examples, inputs.collate, memory_len, seed=_SEED.value, keys=keys)
-    if examples
-    else []
+    decoder(flax.jax_utils.replicate(params), examples, memory_len, seed=_SEED.value, keys=keys) if examples else []
   )
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), n_best, _PRINT_SCORES.value)]

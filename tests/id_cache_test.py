@@ -19,7 +19,6 @@ import testutil
 
 from s2s_jax import config_lib
 from s2s_jax.data import batches
-from s2s_jax.data import bucketing
 from s2s_jax.data import corpora
 from s2s_jax.data import id_cache
 from s2s_jax.data import pipeline
@@ -152,9 +151,9 @@ class IdCacheTest(absltest.TestCase):
   def test_each_process_reads_only_its_rows(self):
     data = self.prepare()
     split = data.splits['train']
-    global_batches = bucketing.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, seed=0)
+    global_batches = batches.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, seed=0)
     shards = [
-      bucketing.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, 0, index, 2) for index in range(2)
+      batches.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, 0, index, 2) for index in range(2)
     ]
     epoch = global_batches.batches_per_epoch
     for i in range(epoch):
