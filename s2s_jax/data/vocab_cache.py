@@ -14,7 +14,8 @@ others read it; a failed write removes its temporary folder); a cache whose file
 removed with a warning and rebuilt.
 
 Vocabularies are built from a deterministic sample of at most `data.vocab_sample_size` training pairs (all of them
-when the corpus is smaller), so building one is bounded in time and memory whatever the corpus size.
+when the corpus is smaller), so building one is bounded in time and memory whatever the corpus size. The source side
+of a pair is the dataset's frontend (s2s_jax/data/frontend.py): a vocabulary, or an audio or image frontend.
 """
 
 import hashlib
