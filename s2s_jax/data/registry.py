@@ -5,8 +5,8 @@
   builder = entry.builder(data_config)    # its TFDS builder (None for data.name='tfds': prepared elsewhere)
 
 A source is `text` (token ids: model.input_kind 'tokens'), `audio` (log-mel frames: 'frames') or `image` (columns of
-pixels: 'image'); the source side's "vocabulary" is accordingly a text vocabulary, an `audio.AudioFrontend` or an
-`images.ImageFrontend` (all loaded by `vocab.load`). This module imports nothing heavy (config validation reads it
+pixels: 'image'); the source side's frontend is accordingly a text vocabulary, an `audio.AudioFrontend` or an
+`images.ImageFrontend` (all loaded by `frontend.load`). This module imports nothing heavy (config validation reads it
 before any data is touched): loaders and builders are named 'module:function' and imported when called.
 """
 
