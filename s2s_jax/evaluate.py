@@ -15,7 +15,7 @@ evaluation: the best checkpoint, the run's decode settings, one workdir. Otherwi
 naming the difference (avg2, step400, beam10, ensemble3, avg2.beam10, ...), so that no evaluation replaces the run's
 own eval_<split>.json unless --name says so. A source file whose stem is one of the run's test splits is named
 `<stem>.file[.<tag>]`. An ensemble (--workdir repeated) is written into the first workdir; each member reads the
-inputs its own way (data.reverse_source, data.max_src_len, its source vocabulary or frontend).
+inputs its own way (data.reverse_source, data.max_src_len, its frontend).
 """
 
 import json
@@ -134,10 +134,10 @@ def main(argv):
   model, params = inference.ensemble(runs)
   decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
   params = flax.jax_utils.replicate(params)
-  decoder(params, examples[: decoder.batch_size], inputs.collate)  # compile first: decode_s times decoding only
+  decoder(params, examples[: decoder.batch_size])  # compile first: decode_s times decoding only
   start = time.time()
   keys = [inference.line_key(s) for s in sources]
-  hyps = [h.texts[0] for h in decoder(params, examples, inputs.collate, seed=_SEED.value, keys=keys)]
+  hyps = [h.texts[0] for h in decoder(params, examples, seed=_SEED.value, keys=keys)]
   seconds = time.time() - start
   result = {}
   if data is not None and len(runs) == 1:  # as the training's own evaluation: the loss too

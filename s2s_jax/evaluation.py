@@ -27,7 +27,6 @@ from s2s_jax import fileio
 from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import steps
-from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
@@ -166,7 +165,7 @@ def lead_baselines(sources: Sequence[str], num_words: Sequence[int]) -> dict[str
   return out
 
 
-def split_examples(runs: Sequence[inference.Run], inputs, data: pipeline.TextData, split: str) -> tuple[list, Any]:
+def split_examples(runs: Sequence[inference.Run], inputs, data: pipeline.PreparedData, split: str) -> tuple[list, Any]:
   """(encoded sources, padded source length) of a split of `data` (the first run's prepared data) for `runs`. When
   the members of an ensemble read inputs differently (`inputs` is an inference.EnsembleInputs), an example is a
   tuple of each member's encoding from its own prepared data (its reverse_source, max_src_len, vocabulary or
@@ -203,14 +202,13 @@ def write_eval(workdir: str, name: str, result: dict[str, Any], hyps: Sequence[s
 class Evaluator:
   """Compiled eval and decode steps for one model, data and config."""
 
-  def __init__(self, model, data: pipeline.TextData, config):
+  def __init__(self, model, data: pipeline.PreparedData, config):
     self.data, self.config = data, config
     self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
     self.options = decode.options(config.decode, config.data.max_tgt_len)
     self.decoder = inference.Decoder(
       model, self.options, data.tgt_vocab, src_len=data.src_len, batch_size=config.data.eval_batch_size
     )
-    self._collate = inputs_lib.collate_sources
 
   def loss_sums(self, params, split: str) -> dict[str, float]:
     """Summed NLL, correct tokens and token count over a whole split (params replicated)."""
@@ -227,7 +225,7 @@ class Evaluator:
   def decode(self, params, split: str, limit: int | None = None) -> tuple[list[str], float]:
     """The best hypothesis per example of a split (or of its first `limit`) and the seconds it took."""
     start = time.time()
-    results = self.decoder(params, self.data.splits[split].src_ids[:limit], self._collate)
+    results = self.decoder(params, self.data.splits[split].src_ids[:limit])
     return [r.texts[0] for r in results], time.time() - start
 
   def validate(self, params, step: int, writer) -> dict[str, float]:

@@ -25,6 +25,8 @@ from s2s_jax import models
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import batches
+from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
 
@@ -38,7 +40,7 @@ class Run:
   model: models.Seq2Seq
   params: Any
   step: int
-  src_vocab: vocab_lib.Vocab
+  frontend: frontend_lib.Frontend  # the source side (vocab.src.json): a text vocabulary, an audio or image frontend
   tgt_vocab: vocab_lib.Vocab
   inputs: inputs_lib.InputKind
 
@@ -53,16 +55,18 @@ class Run:
 
 
 def load(workdir: str, checkpoint: str = 'best') -> Run:
-  """Config, vocabularies, model and parameters of `workdir` (`checkpoint`: see checkpointing.restore_params).
-  Raises ValueError with a one-line message when the workdir or the checkpoint is not there."""
+  """Config, frontend and target vocabulary, model and parameters of `workdir` (`checkpoint`: see
+  checkpointing.restore_params). Raises ValueError with a one-line message when the workdir or the checkpoint is not
+  there."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ValueError(f'--workdir={workdir}: {path} does not exist; give a directory written by s2s_jax.main.')
   with open(path, encoding='utf-8') as f:
     config = config_lib.from_saved(json.load(f))
   config_checks.validate(config)
-  src_vocab, tgt_vocab = (vocab_lib.load(os.path.join(workdir, f'vocab.{side}.json')) for side in ('src', 'tgt'))
-  workdir_lib.check_vocabs(workdir, config, src_vocab, tgt_vocab)
+  frontend = frontend_lib.load(os.path.join(workdir, 'vocab.src.json'))
+  tgt_vocab = vocab_lib.load(os.path.join(workdir, 'vocab.tgt.json'))
+  workdir_lib.check_vocabs(workdir, config, frontend, tgt_vocab)
   params, step = checkpointing.restore_params(workdir, checkpoint)
   return Run(
     workdir,
@@ -70,16 +74,16 @@ def load(workdir: str, checkpoint: str = 'best') -> Run:
     models.Seq2Seq(config_lib.model_config(config)),
     params,
     step,
-    src_vocab,
+    frontend,
     tgt_vocab,
-    inputs_lib.for_config(config, src_vocab),
+    inputs_lib.for_config(config, frontend),
   )
 
 
 def load_all(workdirs: Sequence[str], checkpoint: str = 'best') -> list[Run]:
   """Several runs to decode as an ensemble. Their target vocabularies must be the same (by hash): the search
   averages their log-probabilities over one vocabulary. Each member reads its input its own way (see
-  `ensemble_inputs`), so source vocabularies and input settings may differ."""
+  `ensemble_inputs`), so frontends and input settings may differ."""
   runs = [load(w, checkpoint) for w in workdirs]
   for run in runs[1:]:
     a, b = runs[0].tgt_vocab, run.tgt_vocab
@@ -93,10 +97,10 @@ def load_all(workdirs: Sequence[str], checkpoint: str = 'best') -> list[Run]:
 
 
 def input_settings(run: Run) -> dict[str, Any]:
-  """What decides how a run encodes an input line: its source vocabulary or frontend (by hash and settings), the
+  """What decides how a run encodes an input line: its frontend (by hash and settings), the
   data fields that shape a source (reverse_source, max_src_len) and its model's input kind."""
   return {
-    'source vocabulary': f'{run.src_vocab.sha256()[:12]} {run.src_vocab.settings()}',
+    'frontend': f'{run.frontend.sha256()[:12]} {run.frontend.settings()}',
     'data.reverse_source': bool(run.config.data.reverse_source),
     'data.max_src_len': run.config.data.max_src_len,
     'model.input_kind': run.config.model.input_kind,
@@ -105,7 +109,7 @@ def input_settings(run: Run) -> dict[str, Any]:
 
 class EnsembleInputs:
   """The input kind of an ensemble whose members read their inputs differently: an example is a tuple holding each
-  member's own encoding of the line, and a batch a tuple of each member's batch (padded to its own length)."""
+  member's own encoding of the line (`Decoder` pads each member's into its own batch, to its own length)."""
 
   def __init__(self, kinds: Sequence[inputs_lib.InputKind]):
     self.kinds = tuple(kinds)
@@ -114,9 +118,6 @@ class EnsembleInputs:
   def encode(self, line: str) -> tuple[tuple[np.ndarray, ...], bool]:
     encoded = [k.encode(line) for k in self.kinds]
     return tuple(x for x, _ in encoded), any(t for _, t in encoded)
-
-  def collate(self, examples, batch_size: int, length: tuple[int, ...]) -> tuple[dict[str, np.ndarray], ...]:
-    return tuple(k.collate([x[i] for x in examples], batch_size, n) for i, (k, n) in enumerate(zip(self.kinds, length)))
 
   def labels(self, example) -> list[str]:
     return self.kinds[0].labels(example[0])  # the attention shown is the first member's
@@ -128,7 +129,7 @@ def ensemble_inputs(runs: Sequence[Run]) -> inputs_lib.InputKind | EnsembleInput
   order of the members."""
   if all(input_settings(r) == input_settings(runs[0]) for r in runs[1:]):
     return runs[0].inputs
-  if len({r.src_vocab.source_kind for r in runs}) > 1:
+  if len({r.frontend.source_kind for r in runs}) > 1:
     raise ValueError(
       'The members of an ensemble must read the same kind of input line (text, or the path of an audio or image '
       f'file); they differ in {"; ".join(differing_inputs(runs))}.'
@@ -196,7 +197,7 @@ class Decoder:
     options: decode.DecodeOptions,
     tgt_vocab: vocab_lib.Vocab,
     *,
-    src_len: int,
+    src_len: int | tuple[int, ...],
     batch_size: int,
   ):
     devices = jax.local_device_count()
@@ -208,14 +209,14 @@ class Decoder:
     self,
     params,
     examples: Sequence[Any],
-    collate: Callable[..., Any],
     memory_len: Callable[[Any], int] = len,
     seed: int = 0,
     keys: Sequence[int] | None = None,
   ) -> list[Hypotheses]:
-    """Decodes `examples` with replicated `params`; `collate(chunk, batch_size, length)` pads a batch and
+    """Decodes `examples` with replicated `params`, padded into batches by `batches.collate`;
     `memory_len(example)` is how many encoder memory steps (attention columns) an example has. An example may be
-    a tuple of the members' own encodings of one input (`EnsembleInputs`; then `src_len` is a tuple too).
+    a tuple of the members' own encodings of one input (`EnsembleInputs`; then `src_len` is a tuple too, and each
+    member reads its own batch).
 
     Examples are decoded in order of length, so each batch holds inputs of similar length and its search stops
     at a similar output length; the results come back in the order given. A sentence's output does not depend on
@@ -231,7 +232,10 @@ class Decoder:
     for start in range(0, len(order), self.batch_size):
       rows = order[start : start + self.batch_size]
       chunk = [examples[i] for i in rows]
-      batch = collate(chunk, self.batch_size, self.src_len)
+      if isinstance(self.src_len, tuple):  # an ensemble's members, each reading its own encoding
+        batch = tuple(batches.collate([x[m] for x in chunk], self.batch_size, n) for m, n in enumerate(self.src_len))
+      else:
+        batch = batches.collate(chunk, self.batch_size, self.src_len)
       row_keys = np.zeros((self.batch_size,), np.uint32)  # the filler rows' keys do not matter
       row_keys[: len(rows)] = [keys[i] for i in rows]
       rngs = np.asarray(_row_rngs(jax.random.PRNGKey(seed), row_keys))

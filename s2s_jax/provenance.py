@@ -92,7 +92,7 @@ def record(
     'data_identity': data.identity,
     'data_manifest': data.manifest,
     'data_history': data_history or [{'data_sha256': data.fingerprint, 'from_step': 0}],
-    'tokenizer_sha256': {'source': data.src_vocab.sha256(), 'target': data.tgt_vocab.sha256()},
+    'tokenizer_sha256': {'source': data.frontend.sha256(), 'target': data.tgt_vocab.sha256()},
   }
 
 

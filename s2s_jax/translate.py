@@ -14,7 +14,7 @@ A line's output does not depend on the other lines, their order or --batch_size.
 are drawn from a key derived from --seed and the line's text (its file path for audio and image models), so the same
 line gives the same samples in any file, at any position and in any batch, and identical lines give identical
 samples. With several --workdir (an ensemble) each member reads the input its own way (data.reverse_source,
-data.max_src_len, its source vocabulary or frontend); the attention drawn is the first member's.
+data.max_src_len, its frontend); the attention drawn is the first member's.
 """
 
 import os
@@ -106,9 +106,7 @@ def main(argv):
   memory_len = lambda x: len(run.memory_labels(inference.first_member(x)))
   keys = [inference.line_key(lines[i]) for i in where]
   results = (
-    decoder(flax.jax_utils.replicate(params), examples, inputs.collate, memory_len, seed=_SEED.value, keys=keys)
-    if examples
-    else []
+    decoder(flax.jax_utils.replicate(params), examples, memory_len, seed=_SEED.value, keys=keys) if examples else []
   )
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), n_best, _PRINT_SCORES.value)]
@@ -120,7 +118,7 @@ def main(argv):
   if wants_attention:
     os.makedirs(_ATTENTION_DIR.value, exist_ok=True)
     for i, example, hyps in zip(where, (inference.first_member(x) for x in examples), results):
-      if run.src_vocab.source_kind == 'image':  # per-token overlays on the image
+      if run.frontend.source_kind == 'image':  # per-token overlays on the image
         plots.save_attention_overlay(
           os.path.join(_ATTENTION_DIR.value, f'{i + 1:06d}.png'),
           run.inputs.pixels(example),

@@ -34,9 +34,9 @@ def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
   num_train_epochs, num_train_steps (epochs x the training batches of an epoch: the bucket plan's count)."""
   from s2s_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
 
-  fields = inputs_lib.source_fields(data.src_vocab)
+  fields = inputs_lib.source_fields(data.frontend)
   kind = fields['input_kind']
-  src_size = len(data.src_vocab) if kind == 'tokens' else 0
+  src_size = len(data.frontend) if kind == 'tokens' else 0
   for key, value in (
     ('src_vocab_size', src_size),
     ('tgt_vocab_size', len(data.tgt_vocab)),
@@ -64,11 +64,12 @@ def set_data_fields(config: ml_collections.ConfigDict, data) -> None:
     config.num_train_steps = steps
 
 
-def check_vocabs(workdir: str, config: ml_collections.ConfigDict, src_vocab, tgt_vocab) -> None:
-  """Fails when `vocab.{src,tgt}.json` of `workdir` do not belong to its run: a size differs from config.json's
-  model fields, or a content hash from provenance.json's tokenizer_sha256 (written when the run started)."""
-  sizes = {'src': len(src_vocab) if config.model.input_kind == 'tokens' else 0, 'tgt': len(tgt_vocab)}
-  for side, vocab in (('src', src_vocab), ('tgt', tgt_vocab)):
+def check_vocabs(workdir: str, config: ml_collections.ConfigDict, frontend, tgt_vocab) -> None:
+  """Fails when `vocab.{src,tgt}.json` of `workdir` (its frontend and target vocabulary) do not belong to its run: a
+  size differs from config.json's model fields, or a content hash from provenance.json's tokenizer_sha256 (written
+  when the run started)."""
+  sizes = {'src': len(frontend) if config.model.input_kind == 'tokens' else 0, 'tgt': len(tgt_vocab)}
+  for side, vocab in (('src', frontend), ('tgt', tgt_vocab)):
     want = config.model[f'{side}_vocab_size']
     if want and sizes[side] != want:
       raise ValueError(
@@ -81,7 +82,7 @@ def check_vocabs(workdir: str, config: ml_collections.ConfigDict, src_vocab, tgt
     return
   with open(path, encoding='utf-8') as f:
     stored = json.load(f).get('tokenizer_sha256', {})
-  for side, key, vocab in (('src', 'source', src_vocab), ('tgt', 'target', tgt_vocab)):
+  for side, key, vocab in (('src', 'source', frontend), ('tgt', 'target', tgt_vocab)):
     if key in stored and stored[key] != vocab.sha256():
       raise ValueError(
         f'{os.path.join(workdir, f"vocab.{side}.json")} differs from the vocabulary this run was '
@@ -101,7 +102,7 @@ def check_and_write(workdir: str, config: ml_collections.ConfigDict, data, allow
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       old = json.load(f)
-    check_vocabs(workdir, config_lib.from_saved(old), data.src_vocab, data.tgt_vocab)
+    check_vocabs(workdir, config_lib.from_saved(old), data.frontend, data.tgt_vocab)
     if changes := config_lib.diff(old, new):
       message = f'The config differs from {path}:\n  ' + '\n  '.join(changes)
       if not allow_config_change:

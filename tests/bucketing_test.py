@@ -68,7 +68,7 @@ class BucketingTest(parameterized.TestCase):
       batch_tokens=batch_tokens,
       multiple=4 if batch_tokens else 1,
     )
-    source = bucketing.BucketedBatches(_in_memory(src, tgt), buckets, seed)
+    source = batches.BucketedBatches(_in_memory(src, tgt), buckets, seed)
     for epoch in range(2):
       seen = []
       for batch in _epoch(source, epoch):
@@ -107,7 +107,7 @@ class BucketingTest(parameterized.TestCase):
     longest = (buckets[-1].src_len, buckets[-1].tgt_len)
     partial = [
       b
-      for b in _epoch(bucketing.BucketedBatches(_in_memory(src, tgt), buckets, 0))
+      for b in _epoch(batches.BucketedBatches(_in_memory(src, tgt), buckets, 0))
       if (b['inputs_mask'].sum(1) == 0).any()
     ]
     self.assertLessEqual(len(partial), 1)
@@ -142,9 +142,9 @@ class BucketingTest(parameterized.TestCase):
   def test_seeded_and_reshuffled_every_epoch(self):
     src, tgt = _split(100)
     buckets = _buckets(src, tgt)
-    a = bucketing.BucketedBatches(_in_memory(src, tgt), buckets, seed=1)
-    b = bucketing.BucketedBatches(_in_memory(src, tgt), buckets, seed=1)
-    c = bucketing.BucketedBatches(_in_memory(src, tgt), buckets, seed=2)
+    a = batches.BucketedBatches(_in_memory(src, tgt), buckets, seed=1)
+    b = batches.BucketedBatches(_in_memory(src, tgt), buckets, seed=1)
+    c = batches.BucketedBatches(_in_memory(src, tgt), buckets, seed=2)
     first = [_ids_of(x) for x in _epoch(a)]
     self.assertEqual(first, [_ids_of(x) for x in _epoch(b)])
     self.assertNotEqual(first, [_ids_of(x) for x in _epoch(c)])
@@ -154,7 +154,7 @@ class BucketingTest(parameterized.TestCase):
     """The plan is part of every reported result: a change to it must be deliberate. If this fails because the
     batching plan was changed on purpose, say so in the commit and the README, and update the digest."""
     src, tgt = _split(500, seed=7)
-    source = bucketing.BucketedBatches(_in_memory(src, tgt), _buckets(src, tgt, num_buckets=0, batch_size=16), seed=11)
+    source = batches.BucketedBatches(_in_memory(src, tgt), _buckets(src, tgt, num_buckets=0, batch_size=16), seed=11)
     digest = hashlib.sha256()
     for batch in _epoch(source) + _epoch(source, 1):
       digest.update(np.asarray(_ids_of(batch) + list(batch['targets'].shape), np.int64).tobytes())
@@ -164,10 +164,10 @@ class BucketingTest(parameterized.TestCase):
     src, tgt = _split(50)
     buckets = _buckets(src, tgt, num_buckets=2, batch_size=8)
     lengths = np.array([len(x) for x in src]), np.array([len(x) for x in tgt])
-    batches = _epoch(bucketing.BucketedBatches(_in_memory(src, tgt), buckets, 0))
+    epoch = _epoch(batches.BucketedBatches(_in_memory(src, tgt), buckets, 0))
     for side, key in (('source', 'inputs_mask'), ('target', 'targets')):
-      real = sum(int((b[key] != 0).sum()) for b in batches)
-      padded = sum(b[key].size for b in batches)
+      real = sum(int((b[key] != 0).sum()) for b in epoch)
+      padded = sum(b[key].size for b in epoch)
       self.assertAlmostEqual(bucketing.padding_fraction(buckets, *lengths)[side], 1 - real / padded, places=3)
 
 
@@ -176,7 +176,7 @@ class IteratorTest(absltest.TestCase):
     src, tgt = _split(n)
     split = pipeline.Split('train', [''] * n, [''] * n, src, tgt)
     buckets = _buckets(src, tgt, num_buckets=3, batch_size=8, multiple=2)
-    return pipeline.TextData(None, None, {'train': split}, 64, 64, {}, buckets)
+    return pipeline.PreparedData(None, None, {'train': split}, 64, 64, {}, buckets)
 
   def test_resume_from_the_iterator_state_gives_the_same_batches(self):
     data = self._data()

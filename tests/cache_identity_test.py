@@ -74,7 +74,7 @@ class _Test(parameterized.TestCase):
     self.raw = self.create_tempdir('raw').full_path
     self.data_dir = self.create_tempdir('data').full_path
 
-  def run_start(self, **fields) -> tuple[pipeline.TextData, str]:
+  def run_start(self, **fields) -> tuple[pipeline.PreparedData, str]:
     """What a new run does at start: prepare the data into a fresh workdir (vocab.{src,tgt}.json)."""
     workdir = self.create_tempdir().full_path
     data = pipeline.prepare(_data_config(self.data_dir, **fields), workdir, for_training=True)
@@ -143,7 +143,7 @@ class NamedCorpusTest(_Test):
     common.update(max_src_len=40, max_tgt_len=40)
     en_fr, _ = self.run_start(source_lang='en', target_lang='fr', **common)
     fr_en, _ = self.run_start(source_lang='fr', target_lang='en', **common)
-    self.assertEqual(en_fr.src_vocab.tokens, fr_en.src_vocab.tokens)  # one shared vocabulary (so equal hashes)
+    self.assertEqual(en_fr.frontend.tokens, fr_en.frontend.tokens)  # one shared vocabulary (so equal hashes)
     self.assertLen(self.id_folders(), 2)
     self.assertNotEqual(en_fr.fingerprint, fr_en.fingerprint)
     en_fr_train = en_fr.splits['train']
@@ -151,7 +151,7 @@ class NamedCorpusTest(_Test):
     self.assertTrue(all(s.startswith('go home') for s in en_fr_train.sources))
     self.assertTrue(all(s.startswith('rentre') for s in fr_en_train.sources))
     self.assertTrue(all(t.startswith('go home') for t in fr_en_train.targets))
-    encoded = [en_fr.src_vocab.encode(s) for s in fr_en_train.sources[:5]]
+    encoded = [en_fr.frontend.encode(s) for s in fr_en_train.sources[:5]]
     for ids, want in zip(fr_en_train.src_ids[:5], encoded):  # the fr->en ids encode French sources
       self.assertEqual(list(ids[: len(want)]), list(want))
 
@@ -223,7 +223,7 @@ class TfdsTest(_Test):
   def prepare_tfds(self, rows, version: str = '1.0.0') -> None:
     _tiny_tfds(rows, version)(data_dir=self.data_dir, file_format='array_record').download_and_prepare()
 
-  def run_tfds(self) -> pipeline.TextData:
+  def run_tfds(self) -> pipeline.PreparedData:
     fields = dict(name='tfds', tfds_name=_TinyTfds.name, source_lang='de', target_lang='en')
     return self.run_start(**fields)[0]
 

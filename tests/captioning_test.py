@@ -128,7 +128,7 @@ class FrontendAndFolderTest(absltest.TestCase):
     x = data.splits['train'].src_ids[0]
     self.assertEqual(x.shape, (16, 8))
     self.assertAlmostEqual(float(x.mean()), 200 / 255, places=2)
-    self.assertEqual(data.src_vocab, images.ImageFrontend(8, 16, 1))
+    self.assertEqual(data.frontend, images.ImageFrontend(8, 16, 1))
 
   def test_a_decompression_bomb_is_an_unreadable_image(self):
     path = os.path.join(self.create_tempdir().full_path, 'big.png')

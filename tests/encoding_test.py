@@ -82,7 +82,7 @@ class EncodeFlatTest(parameterized.TestCase):
     self.assertEqual(encoding.encode([], vocab, vocab, policy, True).src_ids, [])
 
   def test_special_literals_are_unknown(self):
-    vocab = vocab_lib.Vocab(list(SPECIAL_TOKENS) + ['a'], 'word')
+    vocab = vocab_lib.TokenTable(list(SPECIAL_TOKENS) + ['a'], 'word')
     ids, lengths = vocab.encode_many(['a </s> <pad>', ''])
     self.assertEqual((ids.tolist(), lengths.tolist()), ([4, 1, 1], [3, 0]))
 

@@ -19,7 +19,6 @@ import testutil
 
 from s2s_jax import config_lib
 from s2s_jax.data import batches
-from s2s_jax.data import bucketing
 from s2s_jax.data import id_cache
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
@@ -69,13 +68,13 @@ class IdCacheTest(absltest.TestCase):
     self.data_dir = self.create_tempdir('data').full_path
     self.files = _corpus(self.create_tempdir('raw').full_path)
 
-  def prepare(self, **overrides) -> pipeline.TextData:
+  def prepare(self, **overrides) -> pipeline.PreparedData:
     return pipeline.prepare(_config(self.data_dir, self.files, **overrides), self.create_tempdir().full_path)
 
   def cache_folders(self) -> list[str]:
     return sorted(glob.glob(os.path.join(self.data_dir, id_cache.FOLDER, '*')))
 
-  def assert_same_data(self, a: pipeline.TextData, b: pipeline.TextData):
+  def assert_same_data(self, a: pipeline.PreparedData, b: pipeline.PreparedData):
     self.assertEqual(a.report, b.report)
     self.assertEqual((a.src_len, a.tgt_len), (b.src_len, b.tgt_len))
     for name in a.splits:
@@ -91,7 +90,7 @@ class IdCacheTest(absltest.TestCase):
     with _no_raw_text():
       second = self.prepare()  # a new workdir: vocabularies from the vocabulary cache, ids from the id cache
     self.assert_same_data(first, second)
-    self.assertEqual(first.src_vocab.sha256(), second.src_vocab.sha256())
+    self.assertEqual(first.frontend.sha256(), second.frontend.sha256())
     self.assertLen(self.cache_folders(), 1)
     # Another length policy is another cache (the vocabularies are reused).
     with _no_raw_text(), self.assertRaisesRegex(AssertionError, 'raw text was read'):
@@ -109,7 +108,7 @@ class IdCacheTest(absltest.TestCase):
     data_config = _config(self.data_dir, self.files, src_len_policy='truncate')
     raw, _ = registry.get('parallel_text').load(data_config)
     memory = {
-      name: pipeline.encode_split(name, pairs, data.src_vocab, data.tgt_vocab, data_config, name == 'train')
+      name: pipeline.encode_split(name, pairs, data.frontend, data.tgt_vocab, data_config, name == 'train')
       for name, pairs in raw.items()
     }
     in_memory = dataclasses.replace(data, splits={name: split for name, (split, _) in memory.items()})
@@ -151,9 +150,9 @@ class IdCacheTest(absltest.TestCase):
   def test_each_process_reads_only_its_rows(self):
     data = self.prepare()
     split = data.splits['train']
-    global_batches = bucketing.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, seed=0)
+    global_batches = batches.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, seed=0)
     shards = [
-      bucketing.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, 0, index, 2) for index in range(2)
+      batches.BucketedBatches(pickle.loads(pickle.dumps(split)), data.buckets, 0, index, 2) for index in range(2)
     ]
     epoch = global_batches.batches_per_epoch
     for i in range(epoch):
@@ -247,7 +246,7 @@ class IdCacheTest(absltest.TestCase):
     )
     self.assertTrue(start.called)  # (worker processes, not this one)
     self.assertLen(self.cache_folders(), 2)
-    self.assertEqual(serial.src_vocab.tokens, parallel.src_vocab.tokens)
+    self.assertEqual(serial.frontend.tokens, parallel.frontend.tokens)
     self.assertEqual(serial.tgt_vocab.tokens, parallel.tgt_vocab.tokens)
     self.assert_same_data(serial, parallel)
 

@@ -89,7 +89,7 @@ def _decode(runs, lines, batch_size, **overrides):
   decoder = inference.Decoder(model, options, runs[0].tgt_vocab, src_len=inputs.max_len, batch_size=batch_size)
   examples = [inputs.encode(line)[0] for line in lines]
   keys = [inference.line_key(line) for line in lines]
-  return decoder(flax.jax_utils.replicate(params), examples, inputs.collate, seed=3, keys=keys)
+  return decoder(flax.jax_utils.replicate(params), examples, seed=3, keys=keys)
 
 
 class EnsembleInputsTest(_RandomRuns):
@@ -143,7 +143,7 @@ class BatchInvarianceTest(_RandomRuns):
     def outputs(lines, batch_size):
       decoder = inference.Decoder(model, options, runs[0].tgt_vocab, src_len=inputs.max_len, batch_size=batch_size)
       examples = [inputs.encode(line)[0] for line in lines]
-      return [(h.texts, h.scores) for h in decoder(params, examples, inputs.collate, seed=3)]
+      return [(h.texts, h.scores) for h in decoder(params, examples, seed=3)]
 
     reference = dict(zip(_LINES, outputs(_LINES, 16)))
     self.assertEqual(reference[_LINES[1]], outputs(_LINES, 16)[-2])  # the repeated line

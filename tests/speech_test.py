@@ -156,7 +156,7 @@ class FsddBuilderTest(absltest.TestCase):
     data = pipeline.prepare(self.config.data)
     self.assertEqual(data.report['skipped_audio']['count'], 1)
     self.assertEqual(data.splits['train'].src_ids[0].shape[1], 40)
-    self.assertEqual(data.src_vocab, audio.AudioFrontend(40, RATE))
+    self.assertEqual(data.frontend, audio.AudioFrontend(40, RATE))
     self.assertEqual(set(data.tgt_vocab.tokens[4:]), {'zero', 'one', 'two'})
     self.assertEqual(data.report['src_vocab_size'], 0)
 

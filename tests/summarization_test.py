@@ -117,7 +117,7 @@ class AeslcSliceTest(absltest.TestCase):
     # The references are the annotations, not the email's own subject line.
     self.assertNotEqual(refs['test'][0], [target for _, target in pairs['test']])
     data = pipeline.prepare(self.config.data)
-    self.assertIs(data.src_vocab, data.tgt_vocab)  # data.shared_vocab
+    self.assertIs(data.frontend, data.tgt_vocab)  # data.shared_vocab
     self.assertEqual(data.splits['test'].reference_streams(), refs['test'])
     self.assertEqual(data.splits['validation'].reference_streams(), [data.splits['validation'].targets])
     self.assertEqual(data.report['splits']['test']['references_per_example'], 3)

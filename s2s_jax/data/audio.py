@@ -6,7 +6,7 @@ path, by the same `AudioFrontend.encode`, so training and inference see identica
   scale, 20 Hz to Nyquist) -> log(energy + 1e-6) -> per-utterance mean and variance normalisation of every bin.
 SpecAugment masking (time and frequency bands) happens on the device, in training only (`models.Seq2Seq.encode`).
 
-An `AudioFrontend` stands where a text dataset has its source vocabulary: it is saved as the workdir's
+An `AudioFrontend` is a speech dataset's frontend (s2s_jax/data/frontend.py): it is saved as the workdir's
 `vocab.src.json` (kind 'audio', mel bins, sample rate) and hashed into provenance.json like a vocabulary.
 """
 
@@ -95,7 +95,7 @@ def log_mel(samples: np.ndarray, rate: int, num_mel: int = 40, normalize: bool =
 
 @dataclasses.dataclass(frozen=True)
 class AudioFrontend(saved.SavedJson):
-  """Clips -> log-mel frames [frames, num_mel]: the source side of a speech dataset (saved as vocab.src.json)."""
+  """Clips -> log-mel frames [frames, num_mel]: the frontend of a speech dataset (saved as vocab.src.json)."""
 
   num_mel: int
   sample_rate: int

@@ -1,8 +1,10 @@
-"""From prepared splits to padded batches: the endless, checkpointable training iterator (one padded shape, or the
-bucket plan's shapes) and the evaluation batches. Every batch is a dict of numpy arrays (see pipeline.py).
+"""From prepared splits to padded batches: `collate` (the one padding of examples into a batch, used by training,
+evaluation and inference), the endless, checkpointable training iterator (one padded shape, or the bucket plan's
+shapes) and the evaluation batches. Every batch is a dict of numpy arrays (see pipeline.py).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+import functools
 
 from absl import logging
 import grain
@@ -11,53 +13,103 @@ import numpy as np
 from s2s_jax import resources
 from s2s_jax.data import PAD_ID
 from s2s_jax.data import bucketing
-from s2s_jax.data.pipeline import Batch, Split, TextData
+from s2s_jax.data.pipeline import Batch, PreparedData, Split
+
+_EPOCHS = 1_000_000  # the bucketed source is "endless": this many epochs
 
 
-def _pad(ids: np.ndarray, length: int) -> np.ndarray:
-  """Token ids padded with PAD, or feature frames [frames, F] padded with zero frames, to `length` steps."""
-  out = np.full((length,) + ids.shape[1:], PAD_ID, ids.dtype)
-  out[: len(ids)] = ids
-  return out
+def collate(
+  sources: Sequence[np.ndarray],
+  batch_size: int,
+  src_len: int,
+  targets: Sequence[np.ndarray] | None = None,
+  tgt_len: int = 0,
+  like: np.ndarray | None = None,
+) -> Batch:
+  """The one way examples become a batch (training, evaluation and inference): `batch_size` rows padded to `src_len`
+  source steps (and `tgt_len` target steps); the rows after the examples are empty (mask 0, target PAD: no loss).
+
+  Args:
+    sources: token ids [S] or feature frames [S, F] (audio frames, image columns), each at most `src_len` steps.
+    batch_size: rows of the batch, at least len(sources).
+    src_len: padded source steps: token ids are padded with PAD, frames with zero frames.
+    targets: target ids [T] of the same examples, at most `tgt_len` each; None: a batch without 'targets'.
+    tgt_len: padded target steps (with targets).
+    like: an example whose dtype and step shape an empty `sources` takes (default: int32 token ids).
+
+  Returns:
+    {'inputs': [batch_size, src_len(, F)], 'inputs_mask': int32 [batch_size, src_len], 'targets': int32
+    [batch_size, tgt_len] (with targets)}.
+  """
+  if len(sources) > batch_size:
+    raise ValueError(f'{len(sources)} examples do not fit a batch of {batch_size}.')
+  first = sources[0] if len(sources) else like if like is not None else np.zeros((0,), np.int32)
+  inputs = np.full((batch_size, src_len) + first.shape[1:], PAD_ID, first.dtype)
+  mask = np.zeros((batch_size, src_len), np.int32)
+  for row, src in enumerate(sources):
+    if len(src) > src_len:
+      raise ValueError(f'An example of {len(src)} source steps does not fit a batch of {src_len} steps.')
+    inputs[row, : len(src)], mask[row, : len(src)] = src, 1
+  batch = {'inputs': inputs, 'inputs_mask': mask}
+  if targets is not None:
+    batch['targets'] = np.full((batch_size, tgt_len), PAD_ID, np.int32)
+    for row, tgt in enumerate(targets):
+      if len(tgt) > tgt_len:
+        raise ValueError(f'An example of {len(tgt)} target steps does not fit a batch of {tgt_len} steps.')
+      batch['targets'][row, : len(tgt)] = tgt
+  return batch
 
 
-class _Examples:
-  """Random access to padded examples of a split: a grain data source."""
+class _Batch:
+  """Indices -> the padded batch of those examples of a split (a picklable grain map for worker processes)."""
 
   def __init__(self, split: Split, src_len: int, tgt_len: int):
     self._split, self._src_len, self._tgt_len = split, src_len, tgt_len
 
-  def __len__(self) -> int:
-    return len(self._split)
-
-  def __getitem__(self, i: int) -> Batch:
-    return self._example(*self._split.pairs([i])[0])
-
-  def rows(self, indices) -> list[Batch]:
-    """Examples `indices`, read in one go."""
-    return [self._example(src, tgt) for src, tgt in self._split.pairs(indices)]
-
-  def _example(self, src: np.ndarray, tgt: np.ndarray) -> Batch:
-    return {
-      'inputs': _pad(src, self._src_len),
-      'inputs_mask': (np.arange(self._src_len) < len(src)).astype(np.int32),
-      'targets': _pad(tgt, self._tgt_len),
-    }
-
-
-class _Batch:
-  """Indices -> the padded batch of those examples (a picklable grain map for worker processes)."""
-
-  def __init__(self, examples: _Examples):
-    self._examples = examples
-
   def __call__(self, indices: np.ndarray) -> Batch:
-    rows = self._examples.rows(indices)
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    sources, targets = zip(*self._split.pairs(indices))
+    return collate(sources, len(indices), self._src_len, targets, self._tgt_len)
+
+
+class BucketedBatches:
+  """Random access to padded batches: element i is batch i of the endless, epoch-wise shuffled stream of the bucket
+  plan (bucketing.epoch_plan), so grain's iterator state (an index) makes resumption exact.
+
+  `examples` gives the (source, target) ids of a list of example indices (`pipeline.Split.pairs`). With
+  process_count > 1 an element is this process's rows of global batch i (rows process_index, process_index +
+  process_count, ...), and only those examples are read.
+  """
+
+  def __init__(
+    self, examples, buckets: list[bucketing.Bucket], seed: int, process_index: int = 0, process_count: int = 1
+  ):
+    self._examples, self._buckets, self._seed = examples, buckets, seed
+    self._process_index, self._process_count = process_index, process_count
+    for bucket in buckets:
+      if bucket.batch_size % process_count:
+        raise ValueError(f'A batch of {bucket.batch_size} examples does not split over {process_count} processes.')
+    self.batches_per_epoch = sum(bucketing.batches_per_bucket(buckets))
+
+  def __len__(self) -> int:
+    return self.batches_per_epoch * _EPOCHS
+
+  @functools.lru_cache(maxsize=2)
+  def _epoch_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+    return bucketing.epoch_plan(self._buckets, self._seed, epoch)
+
+  def __getitem__(self, index: int) -> Batch:
+    epoch, i = divmod(index, self.batches_per_epoch)
+    b, ids = self._epoch_plan(epoch)[i]
+    bucket = self._buckets[b]
+    pairs = self._examples.pairs(ids[self._process_index :: self._process_count])
+    sources, targets = zip(*pairs) if pairs else ((), ())
+    like = None if pairs else self._examples.pairs([0])[0][0]  # an empty share: token ids [S] or frames [S, F]
+    rows = bucket.batch_size // self._process_count
+    return collate(sources, rows, bucket.src_len, targets, bucket.tgt_len, like)
 
 
 def train_iterator(
-  data: TextData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0
+  data: PreparedData, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0
 ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's share of each global batch, reshuffled every epoch.
 
@@ -71,11 +123,11 @@ def train_iterator(
     raise ValueError(f'data.batch_size={batch_size} must be a multiple of the process count {process_count}.')
   split = data.splits['train']
   if data.buckets:
-    ds = grain.MapDataset.source(bucketing.BucketedBatches(split, data.buckets, seed, process_index, process_count))
+    ds = grain.MapDataset.source(BucketedBatches(split, data.buckets, seed, process_index, process_count))
   else:  # shuffled example indices, batched, then one read per batch
     ds = grain.MapDataset.range(len(split)).shuffle(seed=seed).repeat()
     ds = ds[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
-    ds = ds.map(_Batch(_Examples(split, data.src_len, data.tgt_len)))
+    ds = ds.map(_Batch(split, data.src_len, data.tgt_len))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
   if num_workers:  # batches made in worker processes (data.num_workers); the iterator state stays exact
     if num_workers > (usable := resources.usable_cpus()):  # the count is part of the iterator state: kept, not cut
@@ -89,14 +141,12 @@ def train_iterator(
   return iter(ds)
 
 
-def eval_batches(data: TextData, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Batch, int]]:
+def eval_batches(
+  data: PreparedData, split: str, batch_size: int, limit: int | None = None
+) -> Iterator[tuple[Batch, int]]:
   """Batches of a split in order; the last one is padded with empty rows. Yields (batch, number of real rows)."""
-  examples = _Examples(data.splits[split], data.src_len, data.tgt_len)
+  examples = data.splits[split]
   n = len(examples) if limit is None else min(limit, len(examples))
   for start in range(0, n, batch_size):
-    rows = examples.rows(range(start, min(n, start + batch_size)))
-    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    pad = batch_size - len(rows)
-    if pad:
-      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
-    yield batch, len(rows)
+    sources, targets = zip(*examples.pairs(range(start, min(n, start + batch_size))))
+    yield collate(sources, batch_size, data.src_len, targets, data.tgt_len), len(sources)

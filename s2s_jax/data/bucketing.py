@@ -1,4 +1,4 @@
-"""Length-bucketed training batches with little padding, as a checkpointable grain data source.
+"""Length-bucketed training batches with little padding: the plan (batches.BucketedBatches makes its batches).
 
 The plan has two parts.
 
@@ -17,19 +17,14 @@ Batches. A shape's batch holds `batch_size` examples, or with `batch_tokens` abo
 examples (seeded by seed and epoch) and cuts them into full batches; the examples left over (fewer than a batch) join
 the next-cheapest shape that holds theirs, so only the longest shape ends the epoch with a partial batch, which is
 filled with empty rows (mask 0, target PAD: no loss). Every example is seen exactly once per epoch, the number of
-batches per epoch is fixed, and the order of all batches is shuffled. Element i of the source is global batch i, so
-grain's iterator state (an index) makes resumption exact.
+batches per epoch is fixed, and the order of all batches is shuffled (`epoch_plan`).
 """
 
 import dataclasses
-import functools
 
 from absl import logging
 import numpy as np
 
-from s2s_jax.data import PAD_ID
-
-_EPOCHS = 1_000_000  # the source is "endless": this many epochs
 _EXACT_UP_TO = 32  # lengths up to this are shape candidates as they are; longer ones are rounded up to a 3% grid
 _GRID_RATIO = 1.03
 _ONE_BY_ONE_BELOW = 64  # above this many shapes, drop the cheapest 5% at once (fast for long audio inputs)
@@ -207,53 +202,19 @@ def batches_per_bucket(buckets: list[Bucket]) -> list[int]:
   return _batches([len(b.example_ids) for b in buckets], [b.batch_size for b in buckets], [b.parent for b in buckets])
 
 
-class BucketedBatches:
-  """Random access to padded batches: element i is batch i of the endless, epoch-wise shuffled stream.
-
-  `examples` gives the (source, target) ids of a list of example indices (`pipeline.Split.pairs`). With
-  process_count > 1 an element is this process's rows of global batch i (rows process_index, process_index +
-  process_count, ...), and only those examples are read.
-  """
-
-  def __init__(self, examples, buckets: list[Bucket], seed: int, process_index: int = 0, process_count: int = 1):
-    self._examples, self._buckets, self._seed = examples, buckets, seed
-    self._process_index, self._process_count = process_index, process_count
-    for bucket in buckets:
-      if bucket.batch_size % process_count:
-        raise ValueError(f'A batch of {bucket.batch_size} examples does not split over {process_count} processes.')
-    self.batches_per_epoch = sum(batches_per_bucket(buckets))
-
-  def __len__(self) -> int:
-    return self.batches_per_epoch * _EPOCHS
-
-  @functools.lru_cache(maxsize=2)
-  def _epoch_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
-    """(bucket index, example ids) of every batch of an epoch, in training order."""
-    rng = np.random.default_rng([self._seed, epoch])
-    carried = [[] for _ in self._buckets]
-    plan = []
-    for k, bucket in enumerate(self._buckets):
-      ids = rng.permutation(np.concatenate([bucket.example_ids, *carried[k]]).astype(_INDEX))
-      size = bucket.batch_size
-      full = len(ids) if bucket.parent is None else len(ids) // size * size
-      plan += [(k, ids[i : i + size]) for i in range(0, full, size)]
-      if full < len(ids):
-        carried[bucket.parent].append(ids[full:])
-    return [plan[i] for i in rng.permutation(len(plan))]
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    epoch, i = divmod(index, self.batches_per_epoch)
-    b, ids = self._epoch_plan(epoch)[i]
-    bucket = self._buckets[b]
-    rows = bucket.batch_size // self._process_count
-    pairs = self._examples.pairs(ids[self._process_index :: self._process_count])
-    first = pairs[0][0] if pairs else self._examples.pairs([0])[0][0]  # token ids [S] or feature frames [S, F]
-    inputs = np.full((rows, bucket.src_len) + first.shape[1:], PAD_ID, first.dtype)
-    mask = np.zeros((rows, bucket.src_len), np.int32)
-    targets = np.full((rows, bucket.tgt_len), PAD_ID, np.int32)
-    for row, (src, tgt) in enumerate(pairs):
-      inputs[row, : len(src)], mask[row, : len(src)], targets[row, : len(tgt)] = src, 1, tgt
-    return {'inputs': inputs, 'inputs_mask': mask, 'targets': targets}
+def epoch_plan(buckets: list[Bucket], seed: int, epoch: int) -> list[tuple[int, np.ndarray]]:
+  """(bucket index, example ids) of every global batch of an epoch, in training order (see the module docstring)."""
+  rng = np.random.default_rng([seed, epoch])
+  carried = [[] for _ in buckets]
+  plan = []
+  for k, bucket in enumerate(buckets):
+    ids = rng.permutation(np.concatenate([bucket.example_ids, *carried[k]]).astype(_INDEX))
+    size = bucket.batch_size
+    full = len(ids) if bucket.parent is None else len(ids) // size * size
+    plan += [(k, ids[i : i + size]) for i in range(0, full, size)]
+    if full < len(ids):
+      carried[bucket.parent].append(ids[full:])
+  return [plan[i] for i in rng.permutation(len(plan))]
 
 
 def padding_fraction(buckets: list[Bucket], src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> dict[str, float]:

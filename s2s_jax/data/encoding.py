@@ -1,9 +1,9 @@
 """Examples to ids under the length policy, in chunks that can be encoded in parallel and merged.
 
-A source is a string (text) or an `audio.Clip`, which the source "vocabulary" (an `audio.AudioFrontend`) turns into
-frames; its length counts frames. Training examples that are empty, or longer than the limits under the `filter`
-policy, are dropped and counted; under `truncate` (and always for evaluation splits) they are cut (EOS kept) and
-counted.
+A source is a string (text), an `audio.Clip` or an `images.Picture`, which the source side's frontend
+(s2s_jax/data/frontend.py) turns into token ids, frames or pixel columns; its length counts those steps. Training
+examples that are empty, or longer than the limits under the `filter` policy, are dropped and counted; under
+`truncate` (and always for evaluation splits) they are cut (EOS kept) and counted.
 """
 
 import collections
@@ -157,22 +157,22 @@ def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
   return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
-def encode(pairs: Sequence[tuple[Any, str]], src_vocab, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
-  """Encodes `pairs` and applies the length policy."""
-  if hasattr(src_vocab, 'encode_many') and hasattr(tgt_vocab, 'encode_many'):  # text: `encode_flat`
-    flat = encode_flat(pairs, src_vocab, tgt_vocab, policy, train)
+def encode(pairs: Sequence[tuple[Any, str]], frontend, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
+  """Encodes `pairs` (sources through the `frontend`) and applies the length policy."""
+  if hasattr(frontend, 'encode_many') and hasattr(tgt_vocab, 'encode_many'):  # text: `encode_flat`
+    flat = encode_flat(pairs, frontend, tgt_vocab, policy, train)
     flat.encoded.src_ids = _split(flat.ids['source'], flat.lengths['source'])
     flat.encoded.tgt_ids = _split(flat.ids['target'], flat.lengths['target'])
     return flat.encoded
-  return encode_each(pairs, src_vocab, tgt_vocab, policy, train)
+  return encode_each(pairs, frontend, tgt_vocab, policy, train)
 
 
-def encode_each(pairs: Sequence[tuple[Any, str]], src_vocab, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
+def encode_each(pairs: Sequence[tuple[Any, str]], frontend, tgt_vocab, policy: LengthPolicy, train: bool) -> Encoded:
   """Encodes `pairs` one example at a time (any source: text, audio, image) and applies the length policy."""
   out = Encoded([], [], [], {}, collections.Counter(), collections.Counter(), {'source': 0, 'target': 0})
   lengths = {'source': [], 'target': []}
   for index, (src, tgt) in enumerate(pairs):
-    ids = {'source': src_vocab.encode(src), 'target': tgt_vocab.encode(tgt)}
+    ids = {'source': frontend.encode(src), 'target': tgt_vocab.encode(tgt)}
     # Sutskever et al. 2014: feed the source backwards (EOS still last)
     if policy.reverse_source and isinstance(src, str):
       ids['source'] = ids['source'][::-1]

@@ -1,4 +1,4 @@
-"""Images as a model source: the image frontend, which stands where a text dataset has its source vocabulary.
+"""Images as a model source: the image frontend (the frontend of an image dataset, s2s_jax/data/frontend.py).
 
 An image example is float32 [W, H * C] in [0, 1]: its columns, left to right, are the source steps (so padding,
 batching and bucketing treat images like audio frames), and `encoders.GridEncoder` folds them back into [W, H, C] for
@@ -36,7 +36,7 @@ def read_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class ImageFrontend(saved.SavedJson):
-  """Pictures -> float32 columns [W, H * C] in [0, 1]: the source side of a captioning dataset."""
+  """Pictures -> float32 columns [W, H * C] in [0, 1]: the frontend of a captioning dataset."""
 
   height: int
   width: int

@@ -1,45 +1,31 @@
 """What a model reads, from raw input lines: the input abstraction of the translate / evaluate tools.
 
-An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example and
-pads examples into a batch {'inputs', 'inputs_mask'}; `labels` names an example's steps (tokens, frame times, image
-columns), which the model's source input (`s2s_jax/encoders.py`) maps to its memory's steps for attention plots.
-`for_config` picks the kind from a run's source "vocabulary": a text vocabulary, an audio or an image frontend.
+An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example through
+the run's frontend (s2s_jax/data/frontend.py); `batches.collate` pads examples into a batch. `labels` names an
+example's steps (tokens, frame times, image columns), which the model's source input (`s2s_jax/encoders.py`) maps to
+its memory's steps for attention plots. `for_config` picks the kind from the frontend's source kind.
 """
 
-from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from s2s_jax.data import EOS_ID, PAD_ID, SPECIAL_TOKENS
+from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
 from s2s_jax.data import audio
+from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import images
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
 
-def source_fields(src_vocab) -> dict[str, object]:
-  """The model fields a dataset's source side (`saved.SavedJson.source_kind`) sets: input_kind, input_features,
-  image_channels."""
-  kind = src_vocab.source_kind
+def source_fields(frontend: frontend_lib.Frontend) -> dict[str, object]:
+  """The model fields a dataset's frontend (its `source_kind`) sets: input_kind, input_features, image_channels."""
+  kind = frontend.source_kind
   return {
     'input_kind': registry.INPUT_KINDS[kind],
-    'input_features': 0 if kind == 'text' else src_vocab.num_features,
-    'image_channels': src_vocab.channels if kind == 'image' else 1,
+    'input_features': 0 if kind == 'text' else frontend.num_features,
+    'image_channels': frontend.channels if kind == 'image' else 1,
   }
-
-
-def collate_sources(examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
-  """Token ids [S] or feature frames [S, F] padded (PAD / zero frames) into a batch of `batch_size` rows."""
-  if len(examples) > batch_size:
-    raise ValueError(f'{len(examples)} examples do not fit a batch of {batch_size}.')
-  first = examples[0] if len(examples) else np.zeros((0,), np.int32)
-  inputs = np.full((batch_size, length) + first.shape[1:], PAD_ID, first.dtype)
-  mask = np.zeros((batch_size, length), np.int32)
-  for i, x in enumerate(examples):
-    inputs[i, : len(x)] = x[:length]
-    mask[i, : len(x)] = 1
-  return {'inputs': inputs, 'inputs_mask': mask}
 
 
 class InputKind(Protocol):
@@ -47,9 +33,6 @@ class InputKind(Protocol):
 
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     """(example, whether it was truncated to max_len)."""
-
-  def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
-    """A batch of `batch_size` rows padded to `length` steps (missing rows are empty, mask 0)."""
 
   def labels(self, example: np.ndarray) -> list[str]:
     """One label per step of the example (`encoders.SourceInput.memory_labels` maps them to memory steps)."""
@@ -67,9 +50,6 @@ class TextInputs:
     truncated = len(ids) + 1 > self.max_len
     return np.asarray(ids[: self.max_len - 1] + [EOS_ID], np.int32), truncated
 
-  def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
-    return collate_sources(examples, batch_size, length)
-
   def labels(self, example: np.ndarray) -> list[str]:
     return [SPECIAL_TOKENS[i] if i < len(SPECIAL_TOKENS) else self.vocab.tokens[i] for i in example]
 
@@ -83,9 +63,6 @@ class AudioInputs:
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     frames = self.frontend.encode(self.frontend.read(line.strip()))
     return frames[: self.max_len], len(frames) > self.max_len
-
-  def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
-    return collate_sources(examples, batch_size, length)
 
   def labels(self, example: np.ndarray) -> list[str]:
     """The start time (seconds) of every frame."""
@@ -101,9 +78,6 @@ class ImageInputs:
   def encode(self, line: str) -> tuple[np.ndarray, bool]:
     return self.frontend.encode(self.frontend.read(line.strip())), False
 
-  def collate(self, examples: Sequence[np.ndarray], batch_size: int, length: int) -> dict[str, np.ndarray]:
-    return collate_sources(examples, batch_size, length)
-
   def labels(self, example: np.ndarray) -> list[str]:
     """The image's pixel columns: 'x<column>'."""
     del example
@@ -115,10 +89,10 @@ class ImageInputs:
     return example.reshape(f.width, f.height, f.channels).transpose(1, 0, 2)
 
 
-def for_config(config, src_vocab) -> InputKind:
-  """The input kind of a run's dataset: text, audio (a speech dataset's frontend) or images."""
-  if src_vocab.source_kind == 'audio':
-    return AudioInputs(src_vocab, config.data.max_src_len)
-  if src_vocab.source_kind == 'image':
-    return ImageInputs(src_vocab)
-  return TextInputs(src_vocab, config.data.max_src_len, reverse=config.data.reverse_source)
+def for_config(config, frontend: frontend_lib.Frontend) -> InputKind:
+  """The input kind of a run's frontend: text (its vocabulary), audio or images."""
+  if frontend.source_kind == 'audio':
+    return AudioInputs(frontend, config.data.max_src_len)
+  if frontend.source_kind == 'image':
+    return ImageInputs(frontend)
+  return TextInputs(frontend, config.data.max_src_len, reverse=config.data.reverse_source)

@@ -1,5 +1,5 @@
-"""From prepared TFDS data to encoded splits: vocabularies, length policies, the bucket plan and the data report
-(batches.py turns the splits into padded batches).
+"""From prepared TFDS data to encoded splits: the source frontend and target vocabulary, length policies, the bucket
+plan and the data report (batches.py turns the splits into padded batches).
 
 Every batch is a dict of numpy arrays with static shapes:
   inputs       int32 [B, S]   source ids ending in EOS, PAD after
@@ -28,6 +28,7 @@ from s2s_jax.data import bucketing
 from s2s_jax.data import builders
 from s2s_jax.data import corpora
 from s2s_jax.data import encoding
+from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import id_cache
 from s2s_jax.data import identity as identity_lib
 from s2s_jax.data import images
@@ -77,8 +78,10 @@ class Split:
 
 
 @dataclasses.dataclass
-class TextData:
-  src_vocab: vocab_lib.Vocab
+class PreparedData:
+  """A prepared dataset: what `prepare` returns and batches.py reads (text, audio or image sources alike)."""
+
+  frontend: frontend_lib.Frontend  # the source side: a text vocabulary, an audio or an image frontend
   tgt_vocab: vocab_lib.Vocab
   splits: dict[str, Split]
   src_len: int  # padded lengths of every batch (bucketed training batches: at most these)
@@ -124,14 +127,14 @@ def resolve_paths(data_config) -> None:
 def encode_split(
   name: str,
   pairs: Sequence[tuple[Any, str]],
-  src_vocab: vocab_lib.Vocab,
+  frontend: frontend_lib.Frontend,
   tgt_vocab: vocab_lib.Vocab,
   data_config,
   train: bool,
 ) -> tuple[Split, dict[str, Any]]:
   """Encodes one split in memory under the length policy (s2s_jax/data/encoding.py); returns the split and its
   report entry. A source is a string or an `audio.Clip`, whose `sources` entry is the clip's name."""
-  encoded = encoding.encode(pairs, src_vocab, tgt_vocab, encoding.LengthPolicy.of(data_config), train)
+  encoded = encoding.encode(pairs, frontend, tgt_vocab, encoding.LengthPolicy.of(data_config), train)
   sources = [pairs[i][0] if isinstance(pairs[i][0], str) else pairs[i][0].name for i in encoded.kept]
   targets = [pairs[i][1] for i in encoded.kept]
   return Split(name, sources, targets, encoded.src_ids, encoded.tgt_ids), encoding.report(encoded)
@@ -143,15 +146,15 @@ def _vocab_settings(data_config, side: int) -> dict[str, object]:
 
 
 def _frontend(source: str, train_pairs: Sequence[tuple[Any, str]], data_config):
-  """The source "vocabulary" of an audio or image dataset."""
+  """The frontend of an audio or image dataset."""
   if source == 'audio':  # data.num_mel_bins at the clips' sample rate
     return audio.AudioFrontend(data_config.num_mel_bins, train_pairs[0][0].rate)
   return images.ImageFrontend(data_config.image_height, data_config.image_width, data_config.image_channels)
 
 
 def _expected_settings(source: str, side: int, data_config) -> dict[str, object]:
-  """What a stored vocabulary of this side must report (`settings()`, without an audio clip's sample rate, which
-  comes from the data)."""
+  """What the stored frontend (side 0) or vocabulary (side 1) must report (`settings()`, without an audio clip's
+  sample rate, which comes from the data)."""
   if side == 0 and source == 'audio':
     return {'kind': 'audio', 'num_mel': data_config.num_mel_bins}
   if side == 0 and source == 'image':
@@ -164,11 +167,11 @@ def _expected_settings(source: str, side: int, data_config) -> dict[str, object]
 
 def build_vocabs(
   dataset, train_pairs: Sequence[tuple[Any, str]], data_config, pool: workers.Pool | None = None
-) -> tuple[vocab_lib.Vocab, vocab_lib.Vocab]:
-  """Source and target vocabularies from the training pairs (data.tokenizer, languages, sizes).
+) -> tuple[frontend_lib.Frontend, vocab_lib.Vocab]:
+  """The source frontend and the target vocabulary from the training pairs (data.tokenizer, languages, sizes).
 
-  A speech dataset's source side is an `audio.AudioFrontend` (data.num_mel_bins at the clips' sample rate), an
-  image dataset's an `images.ImageFrontend` (data.image_height x image_width x image_channels).
+  A text dataset's frontend is its source vocabulary, a speech dataset's an `audio.AudioFrontend` (data.num_mel_bins
+  at the clips' sample rate), an image dataset's an `images.ImageFrontend` (image_height x image_width x channels).
 
   With data.shared_vocab, one vocabulary is built from both sides (with the source side's settings) and serves
   both, so a source id and a target id name the same token (needed by the pointer-generator's copying).
@@ -221,8 +224,10 @@ def _count_chunk(pairs, kind: str, counting) -> list[collections.Counter]:
   ]
 
 
-def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False) -> TextData:
-  """Loads every split, builds the vocabularies from train (or reuses those in `vocab_dir`) and encodes.
+def prepare(
+  data_config, vocab_dir: str | None = None, batch_multiple: int = 1, for_training: bool = False
+) -> PreparedData:
+  """Loads every split, builds the frontend and the target vocabulary from train (or reuses `vocab_dir`'s); encodes.
 
   A text dataset's ids come from the id cache (s2s_jax/data/id_cache.py: encoded once per data, vocabularies and
   length policy, then read by random access); audio and image datasets are encoded in memory at every start.
@@ -231,26 +236,26 @@ def prepare(data_config, vocab_dir: str | None = None, batch_multiple: int = 1, 
   """
   dataset = registry.of(data_config)
   if dataset.source == 'text':
-    splits, report, (src_vocab, tgt_vocab), identity = _text_splits(dataset, data_config, vocab_dir, for_training)
+    splits, report, (frontend, tgt_vocab), identity = _text_splits(dataset, data_config, vocab_dir, for_training)
   else:
-    splits, report, (src_vocab, tgt_vocab), identity = _feature_splits(dataset, data_config, vocab_dir, for_training)
-  return _finish(dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple, identity)
+    splits, report, (frontend, tgt_vocab), identity = _feature_splits(dataset, data_config, vocab_dir, for_training)
+  return _finish(dataset, data_config, splits, report, frontend, tgt_vocab, batch_multiple, identity)
 
 
 def _vocabs(
   dataset, data_config, vocab_dir: str | None, identity: dict[str, Any], train_pairs, pool: workers.Pool | None = None
 ) -> tuple[Any, Any]:
-  """The workdir's vocabularies (checked against the config), else the vocabulary cache's, else built from a sample
-  of `train_pairs()` (in `pool`'s workers where that helps; and cached); saved into `vocab_dir`."""
+  """The workdir's frontend and target vocabulary (checked against the config), else the vocabulary cache's, else
+  built from a sample of `train_pairs()` (in `pool`'s workers where that helps; and cached); saved into `vocab_dir`."""
   paths = vocab_dir and [os.path.join(vocab_dir, f'vocab.{side}.json') for side in ('src', 'tgt')]
   if paths and all(os.path.exists(p) for p in paths):
-    src_vocab, tgt_vocab = (vocab_lib.load(p) for p in paths)
-    if data_config.shared_vocab and src_vocab.tokens != tgt_vocab.tokens:
+    frontend, tgt_vocab = frontend_lib.load(paths[0]), vocab_lib.load(paths[1])
+    if data_config.shared_vocab and frontend.tokens != tgt_vocab.tokens:
       raise ValueError(
         f'data.shared_vocab=True, but {paths[0]} and {paths[1]} differ; use a new workdir or delete '
         'the vocabulary files to rebuild them.'
       )
-    for side, (vocab, path) in enumerate(zip((src_vocab, tgt_vocab), paths)):
+    for side, (vocab, path) in enumerate(zip((frontend, tgt_vocab), paths)):
       want = _expected_settings(dataset.source, side, data_config)
       got = {k: v for k, v in vocab.settings().items() if k != 'sample_rate'}
       if got != want:
@@ -258,19 +263,19 @@ def _vocabs(
           f'{path} was built with {vocab.settings()}, but the config asks for {want}; use a new '
           'workdir or delete the vocabulary files to rebuild them.'
         )
-    return src_vocab, tgt_vocab
+    return frontend, tgt_vocab
   cache_key = vocab_cache.key(data_config, builders.fingerprint(identity))
   cached = vocab_cache.load(data_config.data_dir, cache_key)
   if cached:
-    src_vocab, tgt_vocab = cached
+    frontend, tgt_vocab = cached
   else:
     start, sample = time.time(), vocab_cache.sample(train_pairs(), data_config.vocab_sample_size)
-    src_vocab, tgt_vocab = build_vocabs(dataset, sample, data_config, pool)
+    frontend, tgt_vocab = build_vocabs(dataset, sample, data_config, pool)
     logging.info('Built the vocabularies from %d training pairs in %.1f s.', len(sample), time.time() - start)
-    vocab_cache.store(data_config.data_dir, cache_key, src_vocab, tgt_vocab, identity)
-  for vocab, path in zip((src_vocab, tgt_vocab), paths or ()):
+    vocab_cache.store(data_config.data_dir, cache_key, frontend, tgt_vocab, identity)
+  for vocab, path in zip((frontend, tgt_vocab), paths or ()):
     vocab.save(path)
-  return src_vocab, tgt_vocab
+  return frontend, tgt_vocab
 
 
 def _text_splits(dataset, data_config, vocab_dir, for_training):
@@ -338,7 +343,7 @@ def _feature_splits(dataset, data_config, vocab_dir, for_training):
   if for_training:
     check_splits(dataset, data_config, raw)
   identity = identity_lib.data_identity(dataset, data_config, list(raw))
-  src_vocab, tgt_vocab = _vocabs(dataset, data_config, vocab_dir, identity, lambda: raw['train'])
+  frontend, tgt_vocab = _vocabs(dataset, data_config, vocab_dir, identity, lambda: raw['train'])
   splits, report = {}, {'dataset': dataset.name, 'splits': {}}
   what = {'audio': 'audio', 'image': 'images'}[dataset.source]
   report[f'skipped_{what}'] = {'count': len(skipped), 'files': skipped}
@@ -348,14 +353,14 @@ def _feature_splits(dataset, data_config, vocab_dir, for_training):
     )
   for name, pairs in raw.items():
     splits[name], report['splits'][name] = encode_split(
-      name, pairs, src_vocab, tgt_vocab, data_config, train=name == 'train'
+      name, pairs, frontend, tgt_vocab, data_config, train=name == 'train'
     )
-  return splits, report, (src_vocab, tgt_vocab), identity
+  return splits, report, (frontend, tgt_vocab), identity
 
 
 def _finish(
-  dataset, data_config, splits, report, src_vocab, tgt_vocab, batch_multiple: int, identity: dict[str, Any]
-) -> TextData:
+  dataset, data_config, splits, report, frontend, tgt_vocab, batch_multiple: int, identity: dict[str, Any]
+) -> PreparedData:
   """Padded lengths, padding fractions and the bucket plan, from the splits' length indexes."""
   if not len(splits['train']):
     raise ValueError(
@@ -371,7 +376,7 @@ def _finish(
       'target': round(1 - int(lengths[name][:, 1].sum()) / max(1, len(split) * tgt_len), 4),
     }
   report.update(
-    src_vocab_size=len(src_vocab) if dataset.source == 'text' else 0,
+    src_vocab_size=len(frontend) if dataset.source == 'text' else 0,
     tgt_vocab_size=len(tgt_vocab),
     padded_src_len=src_len,
     padded_tgt_len=tgt_len,
@@ -379,7 +384,7 @@ def _finish(
   buckets = bucketing.plan(data_config, lengths['train'], batch_multiple, report)
   logging.info('Data %s: %s', dataset.name, {k: len(v) for k, v in splits.items()})
   manifest = identity_lib.data_manifest(dataset, data_config)
-  return TextData(src_vocab, tgt_vocab, splits, src_len, tgt_len, report, buckets, manifest, identity)
+  return PreparedData(frontend, tgt_vocab, splits, src_len, tgt_len, report, buckets, manifest, identity)
 
 
 def check_splits(dataset, data_config, splits) -> None:

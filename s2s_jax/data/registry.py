@@ -8,6 +8,8 @@ The spec, once looked up from data.name, is what the data wing passes down. A da
 is named by data.dataset_module, a module whose `SPEC` is its spec (docs/adding_a_dataset.md): every entry point
 (main, translate, evaluate) then finds it from config.json alone. Importing this module imports no heavy library
 (config validation reads it before any data is touched).
+A source is `text`, `audio` or `image`; its frontend (a text vocabulary, an `audio.AudioFrontend` or an
+`images.ImageFrontend`) is loaded by `frontend.load`.
 """
 
 import importlib

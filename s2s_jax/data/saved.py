@@ -1,8 +1,7 @@
-"""The file form shared by vocabularies and input frontends: `vocab.{src,tgt}.json` in a workdir.
+"""The file form shared by vocabularies and frontends: `vocab.{src,tgt}.json` in a workdir.
 
-A source "vocabulary" is one of three kinds of SavedJson, told apart by `source_kind` (the registry's source kinds):
-`vocab.Vocab` ('text': token ids), `audio.AudioFrontend` ('audio': log-mel frames) and `images.ImageFrontend`
-('image': pixel columns). All have `settings()`, `sha256()` and `save()`; `vocab.load` reads any of them back.
+A source side's frontend (s2s_jax/data/frontend.py: a `vocab.Vocab`, an `audio.AudioFrontend` or an
+`images.ImageFrontend`) and a target side's vocabulary are SavedJson: JSON of `to_dict()`, `sha256()` and `save()`.
 """
 
 import abc
@@ -14,8 +13,6 @@ from s2s_jax import fileio
 
 class SavedJson(abc.ABC):
   """JSON of `to_dict()`, its sha256 (provenance's tokenizer hash) and an atomic save; subclasses give to_dict."""
-
-  source_kind = 'text'  # what a model reads through it as a source: 'text', 'audio' or 'image'
 
   @abc.abstractmethod
   def to_dict(self) -> dict[str, object]:

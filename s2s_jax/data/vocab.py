@@ -10,15 +10,18 @@ Tokenizers (`TOKENIZERS`), all behind the same interface (`encode`, `decode`, `t
   encoded text except for whitespace runs (collapsed, as `word` does) and characters never seen in training (UNK).
   Training is deterministic (one thread; the same texts give byte-identical models). The serialized model is stored
   base64 in the same JSON file, so `sha256()` covers the model bytes and the settings.
-`char`, `word` and `moses` are token tables (`Vocab`): most frequent tokens first, limited by `min_count` and
-`max_size`. `decode(ids, detokenize=False)` gives the tokens joined by single spaces (what a tokenised BLEU compares);
-for `char` and `word` both settings give the same text, for `sentencepiece` the tokens are its pieces ('▁' included).
+`Vocab` is what every vocabulary has; `char`, `word` and `moses` are token tables (`TokenTable`): most frequent
+tokens first, limited by `min_count` and `max_size`; `sentencepiece` is a `SentencePieceVocab`. A text dataset's
+source side reads through its vocabulary (its frontend, s2s_jax/data/frontend.py); every target side is one.
+`decode(ids, detokenize=False)` gives the tokens joined by single spaces (what a tokenised BLEU compares); for
+`char` and `word` both settings give the same text, for `sentencepiece` the tokens are its pieces ('▁' included).
 
 No text ever becomes a control id: `word` and `sentencepiece` map the literal of a special token ('<pad>', '<unk>',
 '<s>', '</s>') to UNK, `char` and `moses` split it into characters. `build` / `load` are the factories;
 `from_token_file` imports another toolkit's vocabulary file, remapping it to the reserved ids.
 """
 
+import abc
 import base64
 import collections
 from collections.abc import Iterable, Sequence
@@ -32,13 +35,11 @@ import sacremoses
 import sentencepiece as spm
 
 from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
-from s2s_jax.data import audio
-from s2s_jax.data import images
 from s2s_jax.data import saved
 
 TOKENIZERS = ('char', 'word', 'moses', 'sentencepiece')
 SPM_MODEL_TYPES = ('unigram', 'bpe')
-_TABLE_KINDS = ('char', 'word', 'moses')  # the kinds of `Vocab` itself
+_TABLE_KINDS = ('char', 'word', 'moses')  # the kinds of `TokenTable`
 _SPECIAL_RE = re.compile('|'.join(re.escape(t) for t in SPECIAL_TOKENS))
 # A Unicode noncharacter ("for a process's internal use"), never in a SentencePiece model: where the text has a
 # special token's literal, the model reads this character, an unknown one, so it encodes to UNK with the spacing kept.
@@ -46,30 +47,12 @@ _HOLE = '\ufdd0'
 
 
 class Vocab(saved.SavedJson):
-  """A vocabulary for one side (source or target) of a dataset; this class is the token table of char/word/moses."""
+  """A text vocabulary for one side (source or target) of a dataset: ids of `tokens`, the reserved ones first."""
 
-  def __init__(self, tokens: Sequence[str], kind: str, lowercase: bool = False, lang: str = ''):
-    if kind not in TOKENIZERS:
-      raise ValueError(f'Unknown tokenizer {kind!r}; choose one of {TOKENIZERS}.')
-    if kind not in _TABLE_KINDS:
-      raise ValueError(f'A {kind} vocabulary is trained: use vocab.build(texts, {kind!r}, max_size=...).')
-    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-      raise ValueError(f'A vocabulary must start with {SPECIAL_TOKENS}, got {list(tokens[:4])}.')
-    if len(set(tokens)) != len(tokens):
-      raise ValueError('A vocabulary must not repeat tokens.')
-    self.tokens = list(tokens)
-    self.kind = kind
-    self.lowercase = lowercase
-    self.lang = lang if kind == 'moses' else ''
-    self.model_type = ''
-    # What encoding looks up: the literal of a special token is text, so it is absent here and reads as UNK.
-    self._encode_ids = {t: i for i, t in enumerate(self.tokens) if i >= len(SPECIAL_TOKENS)}
-    if kind == 'moses':  # built once per vocabulary, never per sentence
-      self._moses = (
-        sacremoses.MosesPunctNormalizer(self.lang),
-        sacremoses.MosesTokenizer(self.lang),
-        sacremoses.MosesDetokenizer(self.lang),
-      )
+  source_kind = 'text'  # as a source side's frontend (s2s_jax/data/frontend.py)
+
+  def __init__(self, tokens: Sequence[str], kind: str, lowercase: bool, lang: str = '', model_type: str = ''):
+    self.tokens, self.kind, self.lowercase, self.lang, self.model_type = list(tokens), kind, lowercase, lang, model_type
 
   def __len__(self) -> int:
     return len(self.tokens)
@@ -80,66 +63,28 @@ class Vocab(saved.SavedJson):
   def __reduce__(self):  # pickled as its saved form (what data workers receive; a SentencePiece processor is not
     return from_dict, (self.to_dict(),)  # picklable, and a table's lookup dict is rebuilt faster than unpickled)
 
-  @classmethod
-  def build(
-    cls,
-    texts: Iterable[str],
-    kind: str,
-    *,
-    lowercase: bool = False,
-    min_count: int = 1,
-    max_size: int = 0,
-    lang: str = '',
-    model_type: str = 'unigram',
-  ) -> 'Vocab':
-    """The same as the module's `build`, kept for existing callers."""
-    return build(
-      texts, kind, lowercase=lowercase, min_count=min_count, max_size=max_size, lang=lang, model_type=model_type
-    )
-
-  @classmethod
-  def load(cls, path: str) -> 'Vocab':
-    """The same as the module's `load`: the vocabulary of any kind saved at `path`."""
-    return load(path)
-
-  def settings(self) -> dict[str, object]:
-    """What the vocabulary was built with, to compare with `settings(...)` of a config; sizes excluded."""
-    return settings(self.kind, lowercase=self.lowercase, lang=self.lang, model_type=self.model_type)
-
+  @abc.abstractmethod
   def tokenize(self, text: str) -> list[str]:
     """The tokens of `text` (lowercased first when `lowercase`), before any mapping to ids."""
-    if self.lowercase:
-      text = text.lower()
-    if self.kind == 'char':
-      return list(text)
-    if self.kind == 'word':
-      return text.split()
-    normalizer, tokenizer, _ = self._moses
-    return tokenizer.tokenize(normalizer.normalize(text), escape=False)
 
+  @abc.abstractmethod
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without BOS or EOS; unknown tokens, and the text of special tokens, map to UNK.
 
     A literal '</s>' or '<pad>' in the data is text, never a control id (it would otherwise end or hide a sequence).
     """
-    get = self._encode_ids.get
-    return [get(t, UNK_ID) for t in self.tokenize(text)]
 
+  @abc.abstractmethod
   def encode_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """`encode` of every text at once: (all ids concatenated as int32, each text's number of ids as int64).
+    """`encode` of every text at once: (all ids concatenated as int32, each text's number of ids as int64)."""
 
-    The same ids as `encode` text by text, several times faster for `char` and `word` (no Python call per token).
-    """
-    if self.lowercase and self.kind != 'moses':  # (moses lowercases in `tokenize`)
-      texts = [t.lower() for t in texts]
-    if self.kind == 'char':
-      tokens, counts = itertools.chain.from_iterable(texts), map(len, texts)
-    else:
-      split = [t.split() for t in texts] if self.kind == 'word' else [self.tokenize(t) for t in texts]
-      tokens, counts = itertools.chain.from_iterable(split), map(len, split)
-    lengths = np.fromiter(counts, np.int64, count=len(texts))
-    ids = map(self._encode_ids.get, tokens, itertools.repeat(UNK_ID))
-    return np.fromiter(ids, np.int32, count=int(lengths.sum())), lengths
+  @abc.abstractmethod
+  def _join(self, ids: list[int], detokenize: bool) -> str:
+    """The text of ids that are neither control ids nor out of range."""
+
+  def settings(self) -> dict[str, object]:
+    """What the vocabulary was built with, to compare with `settings(...)` of a config; sizes excluded."""
+    return settings(self.kind, lowercase=self.lowercase, lang=self.lang, model_type=self.model_type)
 
   def decode(self, ids: Iterable[int], detokenize: bool = True) -> str:
     """Text of `ids` up to the first EOS; PAD and BOS are dropped, UNK (and any id out of range) shows as <unk>.
@@ -150,6 +95,57 @@ class Vocab(saved.SavedJson):
         sentencepiece), which is what a tokenised BLEU compares; char and word ignore it.
     """
     return self._join(_strip_control(ids, len(self)), detokenize)
+
+
+class TokenTable(Vocab):
+  """A char/word/moses vocabulary: a table of tokens."""
+
+  def __init__(self, tokens: Sequence[str], kind: str, lowercase: bool = False, lang: str = ''):
+    if kind not in TOKENIZERS:
+      raise ValueError(f'Unknown tokenizer {kind!r}; choose one of {TOKENIZERS}.')
+    if kind not in _TABLE_KINDS:
+      raise ValueError(f'A {kind} vocabulary is trained: use vocab.build(texts, {kind!r}, max_size=...).')
+    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+      raise ValueError(f'A vocabulary must start with {SPECIAL_TOKENS}, got {list(tokens[:4])}.')
+    if len(set(tokens)) != len(tokens):
+      raise ValueError('A vocabulary must not repeat tokens.')
+    super().__init__(tokens, kind, lowercase, lang if kind == 'moses' else '')
+    # What encoding looks up: the literal of a special token is text, so it is absent here and reads as UNK.
+    self._encode_ids = {t: i for i, t in enumerate(self.tokens) if i >= len(SPECIAL_TOKENS)}
+    if kind == 'moses':  # built once per vocabulary, never per sentence
+      self._moses = (
+        sacremoses.MosesPunctNormalizer(self.lang),
+        sacremoses.MosesTokenizer(self.lang),
+        sacremoses.MosesDetokenizer(self.lang),
+      )
+
+  def tokenize(self, text: str) -> list[str]:
+    if self.lowercase:
+      text = text.lower()
+    if self.kind == 'char':
+      return list(text)
+    if self.kind == 'word':
+      return text.split()
+    normalizer, tokenizer, _ = self._moses
+    return tokenizer.tokenize(normalizer.normalize(text), escape=False)
+
+  def encode(self, text: str) -> list[int]:
+    get = self._encode_ids.get
+    return [get(t, UNK_ID) for t in self.tokenize(text)]
+
+  def encode_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The same ids as `encode` text by text, several times faster for `char` and `word` (no Python call per
+    token)."""
+    if self.lowercase and self.kind != 'moses':  # (moses lowercases in `tokenize`)
+      texts = [t.lower() for t in texts]
+    if self.kind == 'char':
+      tokens, counts = itertools.chain.from_iterable(texts), map(len, texts)
+    else:
+      split = [t.split() for t in texts] if self.kind == 'word' else [self.tokenize(t) for t in texts]
+      tokens, counts = itertools.chain.from_iterable(split), map(len, split)
+    lengths = np.fromiter(counts, np.int64, count=len(texts))
+    ids = map(self._encode_ids.get, tokens, itertools.repeat(UNK_ID))
+    return np.fromiter(ids, np.int32, count=int(lengths.sum())), lengths
 
   def _join(self, ids: list[int], detokenize: bool) -> str:
     tokens = [self.tokens[i] for i in ids]
@@ -170,27 +166,24 @@ class Vocab(saved.SavedJson):
 class SentencePieceVocab(Vocab):
   """A SentencePiece model whose pieces 0-3 are <pad>, <unk>, <s>, </s> (PAD, UNK, BOS, EOS)."""
 
-  def __init__(self, model: bytes, lowercase: bool = False, model_type: str = 'unigram'):  # pylint: disable=super-init-not-called
+  def __init__(self, model: bytes, lowercase: bool = False, model_type: str = 'unigram'):
     if model_type not in SPM_MODEL_TYPES:
       raise ValueError(f'Unknown SentencePiece model type {model_type!r}; choose one of {SPM_MODEL_TYPES}.')
     try:
       self._sp = spm.SentencePieceProcessor(model_proto=model)
     except RuntimeError as e:
       raise ValueError(f'Not a SentencePiece model: {e}') from e
-    self.tokens = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+    tokens = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
     reserved = [
       self._sp.is_control(PAD_ID),
       self._sp.is_unknown(UNK_ID),
       self._sp.is_control(BOS_ID),
       self._sp.is_control(EOS_ID),
     ]
-    if tuple(self.tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS or not all(reserved):
-      raise ValueError(f'A SentencePiece model must start with {SPECIAL_TOKENS}, got {self.tokens[:4]}.')
+    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS or not all(reserved):
+      raise ValueError(f'A SentencePiece model must start with {SPECIAL_TOKENS}, got {tokens[:4]}.')
+    super().__init__(tokens, 'sentencepiece', lowercase, model_type=model_type)
     self.model = bytes(model)
-    self.kind = 'sentencepiece'
-    self.lowercase = lowercase
-    self.lang = ''
-    self.model_type = model_type
 
   @classmethod
   def train(
@@ -311,7 +304,7 @@ def build(
     model_type: sentencepiece: 'unigram' or 'bpe'; ignored by the other kinds.
 
   Returns:
-    A `Vocab` (char/word/moses: most frequent tokens first, ties alphabetical, independent of the order of `texts`)
+    A `TokenTable` (char/word/moses: most frequent tokens first, ties alphabetical, independent of the order of `texts`)
     or a `SentencePieceVocab`.
   """
   if kind == 'sentencepiece':
@@ -328,7 +321,7 @@ def count_tokens(texts: Iterable[str], kind: str, *, lowercase: bool = False, la
   if kind not in _TABLE_KINDS:
     raise ValueError(f'A {kind} vocabulary is trained, not counted: use vocab.build(texts, {kind!r}, max_size=...).')
   if kind == 'moses':
-    probe = Vocab(SPECIAL_TOKENS, kind, lowercase, lang)
+    probe = TokenTable(SPECIAL_TOKENS, kind, lowercase, lang)
     tokens = itertools.chain.from_iterable(map(probe.tokenize, texts))
   else:  # char / word: counted in one C loop (Counter of an iterator), not a call per text
     texts = (t.lower() for t in texts) if lowercase else texts
@@ -351,7 +344,7 @@ def from_counts(
   )
   if max_size:
     ranked = ranked[: max(0, max_size - len(SPECIAL_TOKENS))]
-  return Vocab(list(SPECIAL_TOKENS) + ranked, kind, lowercase, lang)
+  return TokenTable(list(SPECIAL_TOKENS) + ranked, kind, lowercase, lang)
 
 
 def load(path: str) -> Vocab:
@@ -363,15 +356,12 @@ def load(path: str) -> Vocab:
     raise ValueError(f'Cannot read the vocabulary {path}: {e}. Delete it to rebuild it from the data.') from e
 
 
-def from_dict(d: dict):
-  """The vocabulary (or input frontend) of a `to_dict()`; a malformed one raises KeyError, TypeError or ValueError."""
-  if d['kind'] == 'audio':  # a speech dataset's source side: the frontend's settings (s2s_jax/data/audio.py)
-    return audio.AudioFrontend.from_dict(d)
-  if d['kind'] == 'image':  # an image dataset's source side (s2s_jax/data/images.py)
-    return images.ImageFrontend.from_dict(d)
+def from_dict(d: dict) -> Vocab:
+  """The vocabulary of a `to_dict()` (frontend.from_dict reads any source side); a malformed one raises KeyError,
+  TypeError or ValueError."""
   if d['kind'] == 'sentencepiece':
     return SentencePieceVocab(base64.b64decode(d['model'], validate=True), d['lowercase'], d['model_type'])
-  return Vocab(d['tokens'], d['kind'], d['lowercase'], d['lang'] if d['kind'] == 'moses' else '')
+  return TokenTable(d['tokens'], d['kind'], d['lowercase'], d['lang'] if d['kind'] == 'moses' else '')
 
 
 def from_token_file(path: str, kind: str, lowercase: bool = False, lang: str = '') -> Vocab:
@@ -386,7 +376,7 @@ def from_token_file(path: str, kind: str, lowercase: bool = False, lang: str = '
   with open(path, encoding='utf-8') as f:
     lines = (line.rstrip('\r\n') for line in f)
     tokens = dict.fromkeys(t.lower() if lowercase else t for t in lines if t)
-  return Vocab(list(SPECIAL_TOKENS) + [t for t in tokens if t not in SPECIAL_TOKENS], kind, lowercase, lang)
+  return TokenTable(list(SPECIAL_TOKENS) + [t for t in tokens if t not in SPECIAL_TOKENS], kind, lowercase, lang)
 
 
 def _strip_control(ids: Iterable[int], size: int) -> list[int]:

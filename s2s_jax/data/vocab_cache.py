@@ -14,7 +14,8 @@ others read it; a failed write removes its temporary folder); a cache whose file
 removed with a warning and rebuilt.
 
 Vocabularies are built from a deterministic sample of at most `data.vocab_sample_size` training pairs (all of them
-when the corpus is smaller), so building one is bounded in time and memory whatever the corpus size.
+when the corpus is smaller), so building one is bounded in time and memory whatever the corpus size. The source side
+of a pair is the dataset's frontend (s2s_jax/data/frontend.py): a vocabulary, or an audio or image frontend.
 """
 
 import hashlib
@@ -26,6 +27,7 @@ from absl import logging
 import numpy as np
 
 from s2s_jax import fileio
+from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import vocab as vocab_lib
 
 VERSION = 2  # 2: the key holds the data identity (issue 25: version 1 keys ignored sides, splits, direction)
@@ -70,7 +72,7 @@ def _sha256(path: str) -> str:
 
 
 def load(data_dir: str, cache_key: str | None):
-  """The cached (source, target) vocabularies, or None (absent, or damaged: then removed with a warning)."""
+  """The cached (frontend, target vocabulary), or None (absent, or damaged: then removed with a warning)."""
   if cache_key is None:
     return None
   folder = os.path.join(data_dir, _FOLDER, cache_key)
@@ -84,7 +86,7 @@ def load(data_dir: str, cache_key: str | None):
     for path in paths:
       if manifest.get(os.path.basename(path)) != _sha256(path):
         raise ValueError(f'{path} does not match its sha256 in {manifest_path}')
-    return tuple(vocab_lib.load(p) for p in paths)
+    return frontend_lib.load(paths[0]), vocab_lib.load(paths[1])
   except (OSError, ValueError, AttributeError) as e:
     logging.warning(
       'The vocabulary cache %s is damaged (%s); removing it and building the vocabularies again.', folder, e
@@ -93,7 +95,7 @@ def load(data_dir: str, cache_key: str | None):
     return None
 
 
-def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab, identity: dict | None = None) -> None:
+def store(data_dir: str, cache_key: str | None, frontend, tgt_vocab, identity: dict | None = None) -> None:
   """Writes the pair under a temporary name and renames it into place (a complete folder, or none); `identity`
   (the data's, identity.data_identity) is recorded in its manifest, for whoever wonders what a folder holds."""
   if cache_key is None:
@@ -104,7 +106,7 @@ def store(data_dir: str, cache_key: str | None, src_vocab, tgt_vocab, identity: 
   tmp = fileio.make_temp_dir(os.path.join(data_dir, _FOLDER), f'.tmp-{cache_key}-')
   try:
     manifest = {}
-    for side, vocab in (('src', src_vocab), ('tgt', tgt_vocab)):
+    for side, vocab in (('src', frontend), ('tgt', tgt_vocab)):
       path = os.path.join(tmp, f'vocab.{side}.json')
       vocab.save(path)
       manifest[os.path.basename(path)] = _sha256(path)
