@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import subprocess
 import sys
 
 from absl import app
@@ -46,6 +47,12 @@ class CommittedTablesTest(absltest.TestCase):
   def test_every_record_is_valid(self):
     for rec in results_table.load_records():  # raises on a malformed record or a misplaced file
       self.assertIn(rec['kind'], ('result', 'speed'))
+
+  def test_every_plot_of_a_record_is_committed_and_small(self):
+    files = [r['plot']['file'] for r in results_table.load_records() if r.get('plot')]
+    self.assertIn('docs/speed_vs_pytorch.png', files)
+    for name in files:
+      self.assertLessEqual(os.path.getsize(os.path.join(_REPO, name)), 150_000, name)
 
 
 class GeneratorTest(absltest.TestCase):
@@ -176,6 +183,19 @@ class SpeedRecordTest(absltest.TestCase):
 
 
 class PlotsTest(absltest.TestCase):
+  def test_plots_command_draws_the_speed_chart_under_out(self):
+    out = self.create_tempdir().full_path
+    script = os.path.join(_REPO, 'scripts', 'results_table.py')
+    proc = subprocess.run(
+      [sys.executable, script, 'plots', f'--out={out}'], capture_output=True, text=True, check=False
+    )
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    path = os.path.join(out, 'docs', 'speed_vs_pytorch.png')
+    self.assertIn(f'wrote {path}', proc.stdout)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
+    self.assertBetween(os.path.getsize(path), 5_000, 150_000)
+
   def test_curves_per_page_skip_records_without_wall_times(self):
     import results_plots  # pylint: disable=g-import-not-at-top
 
