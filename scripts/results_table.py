@@ -4,11 +4,14 @@
   python scripts/results_table.py record --workdir=DIR --name=multi30k/strong --page=docs/results/multi30k.md \
       --title='strong: bi-LSTM, Luong + input feeding' --metric=test/bleu_lc --anchor='OpenNMT-py 38.4' \
       --command='python -m s2s_jax.main --config=experiments/multi30k/strong.py --workdir=DIR' [--summary]
-  # a speed script's --json output -> a record of "kind": "speed"
-  python scripts/results_table.py speed --json=OUT.json --name=speed/compile_cache --page=docs/speed.md \
-      --title='...' --command='...' [--rows=rows] [--columns=label,wall_s]
+  # a speed script's --json output -> a record of "kind": "speed" (--columns: KEY or KEY=HEADER, KEY dotted)
+  python scripts/results_table.py speed --json=OUT.json --name=speed/compile_default --page=docs/speed.md \
+      --title='...' --command='...' [--rows=rows|rows.0:3] [--columns=label=start,wall_s=wall s] \
+      [--commit=... --date=... --machine=...  (where the JSON lacks them)] [--dot_peak_gflops=...]
   # rewrite every generated table in README.md and docs/ from the records (--check: fail where one differs)
   python scripts/results_table.py tables [--check]
+  # draw the plots of the records (scripts/results_plots.py: speed bar charts, learning curves per results page)
+  python scripts/results_table.py plots [--out=DIR]
 
 A table is generated between two markers in a Markdown file: `<!-- results:summary -->` (the records marked
 `summary`: the README's table), `<!-- results:page -->` (the result records whose `page` is this file) or
@@ -41,9 +44,14 @@ _METRIC = flags.DEFINE_string('metric', 'test/bleu', 'record: the headline metri
 _ANCHOR = flags.DEFINE_string('anchor', None, "record: the published anchor, 'WHO VALUE', e.g. 'OpenNMT-py 38.4'.")
 _COMMAND = flags.DEFINE_string('command', None, 'record/speed: the command that made it.')
 _SUMMARY = flags.DEFINE_bool('summary', False, "record: a row of the README's results table.")
-_ROWS = flags.DEFINE_string('rows', 'rows', 'speed: where the rows are in the JSON (dotted path to a list).')
-_COLUMNS = flags.DEFINE_list('columns', None, 'speed: the columns to show (default: every key of the first row).')
+_ROWS = flags.DEFINE_string('rows', 'rows', 'speed: where the rows are in the JSON (dotted; A:B slices a list).')
+_COLUMNS = flags.DEFINE_list('columns', None, "speed: the columns shown, KEY or KEY=HEADER (default: the first row's).")
 _CHECK = flags.DEFINE_bool('check', False, 'tables: change nothing; exit 1 where a table differs from the records.')
+_COMMIT = flags.DEFINE_string('commit', None, 'speed: the measured commit, where the JSON has no "commit".')
+_DATE = flags.DEFINE_string('date', None, 'speed: the day measured (YYYY-MM-DD), where the JSON has no "date".')
+_MACHINE = flags.DEFINE_string('machine', None, 'speed: e.g. "AMD EPYC, 2 cores", where the JSON has none.')
+_DOT_PEAK = flags.DEFINE_float('dot_peak_gflops', None, "speed: the `jnp.dot` peak that day (default: the JSON's).")
+_OUT = flags.DEFINE_string('out', None, 'plots: the folder the plots go under (default: the repository).')
 
 
 def _read_json(path: str) -> Any:
@@ -124,27 +132,58 @@ def _parse_anchor(text: str | None) -> dict[str, Any] | None:
     raise app.UsageError(f"--anchor={text!r}: give 'WHO VALUE', e.g. 'OpenNMT-py 38.4'.") from None
 
 
-def speed_record(path: str, name: str, page: str, title: str, command: str, rows_at: str, columns) -> dict[str, Any]:
-  """A speed script's --json output as a record: its rows (a list of dicts at `rows_at`) and the columns shown."""
-  result = _read_json(path)
+def _cell(row: Any, key: str) -> Any:
+  """row[key], where a dotted key reads into nested objects ('cold.to_training_s')."""
+  for part in key.split('.'):
+    row = row.get(part) if isinstance(row, dict) else None
+  return row
+
+
+def _rows_at(result: Any, rows_at: str, path: str) -> list[dict[str, Any]]:
+  """The rows at a dotted path: a list (a last part 'A:B' slices it) or one object (one row)."""
   rows = result
-  for part in rows_at.split('.') if rows_at else []:
-    rows = rows[int(part)] if isinstance(rows, list) else rows[part]
+  try:
+    for part in rows_at.split('.') if rows_at else []:
+      if ':' in part and isinstance(rows, list):
+        start, stop = part.split(':')
+        rows = rows[int(start or 0) : int(stop) if stop else None]
+      else:
+        rows = rows[int(part)] if isinstance(rows, list) else rows[part]
+  except (KeyError, IndexError, ValueError, TypeError):
+    raise app.UsageError(f'{path} has nothing at --rows={rows_at!r}.') from None
+  rows = [rows] if isinstance(rows, dict) else rows
   if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows) or not rows:
-    raise app.UsageError(f'{path}: {rows_at!r} is not a non-empty list of rows (objects).')
-  columns = columns or list(rows[0])
+    raise app.UsageError(f'{path}: {rows_at!r} is not an object or a non-empty list of rows (objects).')
+  return rows
+
+
+def speed_record(
+  path: str, name: str, page: str, title: str, command: str, rows_at: str, columns, meta: dict | None = None
+) -> dict[str, Any]:
+  """A speed script's --json output as a record: its rows (see _rows_at) and the columns shown, each 'KEY' or
+  'KEY=HEADER' (a dotted KEY reads into nested objects). commit, date, machine and dot_peak_gflops come from
+  `meta` where given there, else from the JSON (its `jnp_dot_gflops` is a `jnp.dot` peak)."""
+  result = _read_json(path)
+  rows = _rows_at(result, rows_at, path)
+  keys = [c.split('=', 1)[0] for c in columns] if columns else list(rows[0])
+  headers = [c.split('=', 1)[-1] for c in columns] if columns else keys
+  if unknown := [k for k in keys if all(_cell(r, k) is None for r in rows)]:
+    raise app.UsageError(f'{path}: no row has {", ".join(unknown)}; the first has {", ".join(rows[0])}.')
+  info = result if isinstance(result, dict) else {}
+  given = {k: v for k, v in (meta or {}).items() if v is not None}
+  conditions = {k: given.get(k, info.get(k)) for k in ('commit', 'date', 'machine')}
+  if missing := [k for k, v in conditions.items() if not v]:
+    raise app.UsageError(f'{path} does not say its {", ".join(missing)}: give --{" --".join(missing)}.')
   return {
     'kind': 'speed',
     'name': name,
     'page': page,
     'title': title,
     'command': command,
-    'commit': result.get('commit'),
-    'date': result.get('date'),
-    'machine': result.get('machine'),
-    'dot_peak_gflops': result.get('dot_peak_gflops'),
-    'columns': columns,
-    'rows': [{c: r.get(c) for c in columns} for r in rows],
+    **conditions,
+    'dot_peak_gflops': given.get('dot_peak_gflops', info.get('dot_peak_gflops', info.get('jnp_dot_gflops'))),
+    'columns': headers,
+    'rows': [{h: _cell(r, k) for k, h in zip(keys, headers)} for r in rows],
     'source': 'run',
   }
 
@@ -181,6 +220,9 @@ def load_records(folder: str = RESULTS) -> list[dict[str, Any]]:
 
 def _num(value: Any) -> str:
   if isinstance(value, float):
+    if abs(value) < 1:  # 0.958, 0.079, 0.80: up to three decimals, at least two
+      text = f'{value:.3f}'
+      return text[:-1] if text.endswith('0') else text
     return f'{value:,.2f}' if abs(value) < 1000 else f'{value:,.0f}'
   if isinstance(value, int) and not isinstance(value, bool):
     return f'{value:,}'
@@ -194,8 +236,9 @@ def _wall(seconds: float | None) -> str:
 
 
 def _conditions(rec: dict[str, Any]) -> str:
-  peak = rec.get('dot_peak_gflops')
-  return f'{rec["machine"]}' + (f', `jnp.dot` {peak:.0f} GFLOP/s' if peak else '')
+  peak = rec.get('dot_peak_gflops')  # GFLOP/s, or [low, high] over a measurement's rounds
+  peak = '-'.join(f'{p:.0f}' for p in peak) if isinstance(peak, list) else peak and f'{peak:.0f}'
+  return f'{rec["machine"]}' + (f', `jnp.dot` {peak} GFLOP/s' if peak else '')
 
 
 def _result_rows(records: list[dict[str, Any]], md_dir: str, link: bool) -> list[str]:
@@ -220,7 +263,8 @@ def _speed_rows(rec: dict[str, Any]) -> list[str]:
   cols = rec['columns']
   out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
   out += ['| ' + ' | '.join(_num(row.get(c)) for c in cols) + ' |' for row in rec['rows']]
-  out.append(f'\n{rec["title"]}: `{rec["command"]}` ({rec["commit"]}, {rec["date"]}, {_conditions(rec)}).')
+  source = '' if rec['source'] == 'run' else '; published before the registry'
+  out.append(f'\n{rec["title"]}: `{rec["command"]}` ({rec["commit"]}, {rec["date"]}, {_conditions(rec)}{source}).')
   return out
 
 
@@ -303,8 +347,8 @@ def _write_record(rec: dict[str, Any]) -> None:
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ('record', 'speed', 'tables'):
-    raise app.UsageError('give one command: record, speed or tables')
+  if len(argv) != 2 or argv[1] not in ('record', 'speed', 'tables', 'plots'):
+    raise app.UsageError('give one command: record, speed, tables or plots')
   command = argv[1]
   if command in ('record', 'speed'):
     for flag in (_NAME, _PAGE, _TITLE, _COMMAND) + ((_WORKDIR,) if command == 'record' else (_JSON,)):
@@ -324,9 +368,17 @@ def main(argv):
       )
     )
   elif command == 'speed':
+    meta = dict(commit=_COMMIT.value, date=_DATE.value, machine=_MACHINE.value, dot_peak_gflops=_DOT_PEAK.value)
     _write_record(
-      speed_record(_JSON.value, _NAME.value, _PAGE.value, _TITLE.value, _COMMAND.value, _ROWS.value, _COLUMNS.value)
+      speed_record(
+        _JSON.value, _NAME.value, _PAGE.value, _TITLE.value, _COMMAND.value, _ROWS.value, _COLUMNS.value, meta
+      )
     )
+  elif command == 'plots':
+    import results_plots  # pylint: disable=g-import-not-at-top  (matplotlib only where plots are drawn)
+
+    written, notes = results_plots.write_plots(load_records(), _OUT.value or _REPO)
+    print('\n'.join(notes + [f'wrote {path}' for path in written]) or 'No record has a plot.')
   elif _CHECK.value:
     if stale := stale_tables():
       print(f'Tables differ from results/ in: {", ".join(stale)}. Run python scripts/results_table.py tables.')

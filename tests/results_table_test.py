@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import subprocess
 import sys
 
+from absl import app
 from absl.testing import absltest
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +47,12 @@ class CommittedTablesTest(absltest.TestCase):
   def test_every_record_is_valid(self):
     for rec in results_table.load_records():  # raises on a malformed record or a misplaced file
       self.assertIn(rec['kind'], ('result', 'speed'))
+
+  def test_every_plot_of_a_record_is_committed_and_small(self):
+    files = [r['plot']['file'] for r in results_table.load_records() if r.get('plot')]
+    self.assertIn('docs/speed_vs_pytorch.png', files)
+    for name in files:
+      self.assertLessEqual(os.path.getsize(os.path.join(_REPO, name)), 150_000, name)
 
 
 class GeneratorTest(absltest.TestCase):
@@ -111,6 +119,104 @@ class GeneratorTest(absltest.TestCase):
         json.dump(bad, f)
       with self.assertRaisesRegex(ValueError, message):
         results_table.load_records(folder)
+
+
+def _speed(**extra) -> dict:
+  rec = {
+    'kind': 'speed',
+    'name': 'speed/x',
+    'page': 'docs/speed.md',
+    'title': 'T',
+    'command': 'c',
+    'commit': 'abc',
+    'date': 'd',
+    'machine': 'm',
+    'dot_peak_gflops': None,
+    'columns': ['config', 'ours', 'peer', 'ratio'],
+    'rows': [{'config': 'a', 'ours': 1920, 'peer': 1472, 'ratio': 1.3}, {'config': 'b', 'ours': 800, 'peer': None}],
+    'source': 'run',
+  }
+  rec.update(extra)
+  return rec
+
+
+class SpeedRecordTest(absltest.TestCase):
+  def _json(self, content) -> str:
+    path = self.create_tempfile('out.json').full_path
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump(content, f)
+    return path
+
+  def test_benchmark_outputs_become_records(self):
+    data = self._json([{'num_pairs': 1000, 'cold': {'to_training_s': 8.5}}, {'num_pairs': 10, 'cold': {}}])
+    meta = {'commit': 'abc1234', 'date': '2026-12-06', 'machine': 'm', 'dot_peak_gflops': None}
+    rec = results_table.speed_record(
+      data, 'speed/d', 'docs/speed.md', 'T', 'c', '', ['num_pairs=pairs', 'cold.to_training_s=cold s'], meta
+    )
+    self.assertEqual(rec['rows'], [{'pairs': 1000, 'cold s': 8.5}, {'pairs': 10, 'cold s': None}])
+    self.assertEqual((rec['commit'], rec['source'], rec['columns']), ('abc1234', 'run', ['pairs', 'cold s']))
+    train = self._json({'target_tokens_per_s': 1629.4, 'jnp_dot_gflops': 172.0, 'date': '2026-11-30'})
+    rec = results_table.speed_record(
+      train, 'speed/t', 'p', 'T', 'c', '', ['target_tokens_per_s'], dict(meta, date=None)
+    )
+    self.assertEqual((rec['rows'], rec['dot_peak_gflops']), ([{'target_tokens_per_s': 1629.4}], 172.0))
+    self.assertEqual(rec['date'], '2026-11-30')  # the JSON's own, where the flag is not given
+    rows = self._json({'rows': [{'label': 'a'}, {'label': 'b'}, {'label': 'all', 'trials': []}]})
+    rec = results_table.speed_record(rows, 'speed/r', 'p', 'T', 'c', 'rows.0:2', ['label'], meta)
+    self.assertEqual(rec['rows'], [{'label': 'a'}, {'label': 'b'}])
+
+  def test_bad_input_names_what_to_fix(self):
+    path = self._json({'rows': [{'label': 'a'}]})
+    meta = {'commit': 'abc', 'date': 'd', 'machine': None}
+    with self.assertRaisesRegex(app.UsageError, 'give --machine'):
+      results_table.speed_record(path, 'speed/r', 'p', 'T', 'c', 'rows', None, meta)
+    with self.assertRaisesRegex(app.UsageError, 'no row has wall_s'):
+      results_table.speed_record(path, 'speed/r', 'p', 'T', 'c', 'rows', ['wall_s'], dict(meta, machine='m'))
+    with self.assertRaisesRegex(app.UsageError, 'nothing at --rows'):
+      results_table.speed_record(path, 'speed/r', 'p', 'T', 'c', 'rows.7', None, dict(meta, machine='m'))
+
+  def test_small_numbers_keep_three_decimals_and_a_peak_range_shows(self):
+    rows = results_table.render('speed=speed/x', 'docs/speed.md', [_speed(dot_peak_gflops=[157, 173])])
+    self.assertEqual(rows[2], '| a | 1,920 | 1,472 | 1.30 |')
+    self.assertIn('`jnp.dot` 157-173 GFLOP/s', rows[-1])
+    self.assertEqual([results_table._num(v) for v in (0.958, 0.079, 0.8, 0.0)], ['0.958', '0.079', '0.80', '0.00'])
+
+
+class PlotsTest(absltest.TestCase):
+  def test_plots_command_draws_the_speed_chart_under_out(self):
+    out = self.create_tempdir().full_path
+    script = os.path.join(_REPO, 'scripts', 'results_table.py')
+    proc = subprocess.run(
+      [sys.executable, script, 'plots', f'--out={out}'], capture_output=True, text=True, check=False
+    )
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    path = os.path.join(out, 'docs', 'speed_vs_pytorch.png')
+    self.assertIn(f'wrote {path}', proc.stdout)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
+    self.assertBetween(os.path.getsize(path), 5_000, 150_000)
+
+  def test_curves_per_page_skip_records_without_wall_times(self):
+    import results_plots  # pylint: disable=g-import-not-at-top
+
+    out = self.create_tempdir().full_path
+    records = [
+      _record('m/a', 22.0, curve=[[100, 60.0, 10.0], [200, 130.0, 15.5]]),
+      _record('m/b', 30.0, curve=[[100, None, 12.0]], source='README before the registry'),
+      _record('m/c', 1.0, page='docs/results/other.md', curve=[]),
+      _speed(plot={'file': 'docs/x.png', 'x': 'config', 'bars': ['ours', 'peer'], 'annotate': 'ratio'}),
+    ]
+    written, notes = results_plots.write_plots(records, out)
+    self.assertEqual(
+      written, [os.path.join(out, 'docs', 'x.png'), os.path.join(out, 'docs', 'results', 'example_curves.png')]
+    )
+    self.assertTrue(all(os.path.getsize(p) <= results_plots.MAX_BYTES for p in written))
+    self.assertLen(notes, 2)
+    self.assertIn('m/b: no learning curve drawn (its validation curve lacks wall times', notes[0])
+    self.assertIn('m/c', notes[1])
+    self.assertFalse(os.path.exists(os.path.join(out, 'docs', 'results', 'other_curves.png')))
+    with self.assertRaisesRegex(ValueError, 'names speed, not among its columns'):
+      results_plots.bar_chart(_speed(plot={'file': 'docs/x.png', 'x': 'config', 'bars': ['speed']}), out)
 
 
 _LINK = re.compile(r'\]\(([^)\s]+)\)')
