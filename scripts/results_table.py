@@ -259,6 +259,15 @@ def _result_rows(records: list[dict[str, Any]], md_dir: str, link: bool) -> list
   return out
 
 
+def _commands(records: list[dict[str, Any]]) -> list[str]:
+  """Below a page's table, a line per record: the command that made it and its other metrics."""
+  out = []
+  for r in records:
+    others = ', '.join(f'`{k}` {_num(v)}' for k, v in sorted(r['metrics'].items()) if k != r['metric'])
+    out.append(f'- {r["title"]}: `{r["command"]}`' + (f'; also {others}.' if others else '.'))
+  return out
+
+
 def _speed_rows(rec: dict[str, Any]) -> list[str]:
   cols = rec['columns']
   out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
@@ -276,7 +285,8 @@ def render(spec: str, md_path: str, records: list[dict[str, Any]]) -> list[str]:
   if spec == 'summary':
     return _result_rows([r for r in results if r['summary']], md_dir, link=True)
   if spec == 'page':
-    return _result_rows([r for r in results if r['page'] == rel], md_dir, link=False)
+    mine = [r for r in results if r['page'] == rel]
+    return _result_rows(mine, md_dir, link=False) + ([''] + _commands(mine) if mine else [])
   if spec.startswith('speed='):
     found = [r for r in records if r['kind'] == 'speed' and r['name'] == spec[len('speed=') :]]
     if not found:

@@ -68,6 +68,24 @@ class GeneratorTest(absltest.TestCase):
     edited = fresh.replace('**22.04**', '**23.04**')
     self.assertNotEqual(results_table.regenerate(edited, md, records), edited)
 
+  def test_page_lists_each_command_and_the_other_metrics(self):
+    md = os.path.join(_REPO, 'docs', 'results', 'example.md')
+    records = [_record('m/a', 22.04, metrics={'test/bleu': 22.04, 'test/chrf': 48.5}), _record('m/b', 1.0)]
+    rows = results_table.render('page', md, records)
+    self.assertEqual(
+      rows[-3:],
+      [
+        '',
+        '- model m/a: `python -m s2s_jax.main --config=X`; also `test/chrf` 48.50.',
+        '- model m/b: `python -m s2s_jax.main --config=X`.',
+      ],
+    )
+    text = '<!-- results:page -->\n<!-- /results -->\n'
+    fresh = results_table.regenerate(text, md, records)
+    edited = fresh.replace('--config=X`; also', '--config=Y`; also')
+    self.assertNotEqual(results_table.regenerate(edited, md, records), edited)
+    self.assertEqual(results_table.render('page', os.path.join(_REPO, 'docs', 'other.md'), records)[2:], [])
+
   def test_summary_holds_only_summary_records_and_links_their_page(self):
     readme = os.path.join(_REPO, 'README.md')
     records = [_record('m/a', 22.0), _record('m/b', 33.6, summary=False)]
