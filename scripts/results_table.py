@@ -8,18 +8,15 @@
   python scripts/results_table.py speed --json=OUT.json --name=speed/compile_default --page=docs/speed.md \
       --title='...' --command='...' [--rows=rows|rows.0:3] [--columns=label=start,wall_s=wall s] \
       [--commit=... --date=... --machine=...  (where the JSON lacks them)] [--dot_peak_gflops=...]
-  # rewrite every generated table in README.md and docs/ from the records (--check: fail where one differs)
-  python scripts/results_table.py tables [--check]
-  # draw the plots of the records (scripts/results_plots.py: speed bar charts, learning curves per results page)
-  python scripts/results_table.py plots [--out=DIR]
+  python scripts/results_table.py tables [--check]  # rewrite README.md's and docs/' tables (--check: only compare)
+  python scripts/results_table.py plots [--out=DIR]  # scripts/results_plots.py: bar charts, learning curves
 
 A table is generated between two markers in a Markdown file: `<!-- results:summary -->` (the records marked
 `summary`: the README's table), `<!-- results:page -->` (the result records whose `page` is this file) or
 `<!-- results:speed=NAME -->` (the rows of speed record NAME), closed by `<!-- /results -->`. What lies between the
-markers is the generator's: a hand edit there fails the fast-tier test (tests/results_table_test.py), so a number in a
-table is always the record's. A record written from numbers published before the registry, its run folder gone,
-carries `"source": "README before the registry"` and is replaced the next time the run is made. results/blind/ holds
-translations, not records, and is ignored.
+markers is the generator's: a hand edit there fails the fast test (tests/results_table_test.py). A record written from
+numbers published before the registry (run folder gone) carries `"source": "README before the registry"` and is
+replaced the next time the run is made. results/blind/ holds translations, not records, and is ignored.
 """
 
 import glob
