@@ -102,6 +102,7 @@ def _start_record(step: int, git_sha: str | None = None, git_dirty: bool | None 
     'utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
     'git_sha': _git('rev-parse', 'HEAD') if git_sha is None else git_sha,
     'git_dirty': bool(_git('status', '--porcelain')) if git_dirty is None else git_dirty,
+    'dot_peak_gflops': resources.dot_peak_gflops(),  # the day's machine speed (results carry their conditions)
   }
   if job := slurm.job():  # inside a SLURM job: which job, and which start of it (restart > 0: it was requeued)
     record['slurm'] = job

@@ -49,3 +49,23 @@ def describe() -> dict[str, int | None]:
     'cgroup_quota': _cgroup_quota(),
     'usable': usable_cpus(),
   }
+
+
+def dot_peak_gflops(n: int = 2048, repeats: int = 3) -> float:
+  """The day's `jnp.dot` speed of the default device, in GFLOP/s: the best of `repeats` float32 n x n matmuls after
+  one warm-up (about 0.1-2 s). Machines differ and drift (this project has read 103-468 GFLOP/s on one 2-core
+  machine type), so every run records it at each start and a result carries the conditions it was measured in."""
+  import time  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  x = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(x, x).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    dot(x, x).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return round(2 * n**3 / best / 1e9, 1)
