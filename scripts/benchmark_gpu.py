@@ -46,14 +46,11 @@ from absl import app
 from absl import flags
 import jax
 
-from benchmark import _torch_round, measure_decode, measure_train  # scripts/benchmark.py, beside this file
+# scripts/benchmark.py's measurements, from its flag-free library modules beside this file.
+from benchmark_decode import measure_decode
+from benchmark_train import _torch_round, measure_train
 from s2s_jax import config_lib
 
-# scripts/benchmark.py's command-line flags come with its functions (its --config is required); this script has its
-# own, so they are dropped.
-for _flag in list(flags.FLAGS.flags_by_module_dict().get(measure_train.__module__, [])):
-  if _flag.name in flags.FLAGS:
-    delattr(flags.FLAGS, _flag.name)
 _MAX_SECONDS = flags.DEFINE_float('max_seconds', 480.0, 'Wall-time budget of the whole run, compiles included.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny sizes, 2 steps, 1 round, JAX only, SMOKE_ROWS in one process.')

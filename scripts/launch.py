@@ -102,6 +102,7 @@ FORWARD = {
   signal.SIGUSR2: signal.SIGTERM,
 }
 KILLED = 124  # the run did not stop within the grace after a stop signal and was killed (as timeout(1) reports)
+REQUEUED_EXIT = 3  # a task of a SLURM job whose run stopped and whose job starts again; it leaves no result
 _REPEAT_S = 1.0  # a signal this soon after the last one passed on is the same stop reaching the job twice
 
 
@@ -197,92 +198,18 @@ def run_job(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
   """The job the drivers submit, in every task of it: run_one(cmd, task_log(log_path), grace_s). Returns 0, or the
   code of a run stopped by a stop signal (resumable, see was_stopped); raises RunFailed for any other failure.
 
-  In a SLURM job, a run stopped by a stop signal makes the job start again where the job goes on (see after_stop):
-  the task then exits with REQUEUED_EXIT and no result, so the driver keeps waiting for the job, whose next start
-  resumes the run from its checkpoint."""
+  In a SLURM job, a run stopped by a stop signal makes the job start again where the job goes on (s2s_jax/slurm.py:
+  after_stop): the task then exits with REQUEUED_EXIT and no result, so the driver keeps waiting for the job, whose
+  next start resumes the run from its checkpoint."""
   log = task_log(log_path)
   code = run_one(cmd, log, grace_s)
-  if was_stopped(code) and os.environ.get('SUBMITIT_EXECUTOR') == 'slurm' and slurm.job():
-    _requeue_after_stop(code, log)
+  if was_stopped(code) and os.environ.get('SUBMITIT_EXECUTOR') == 'slurm' and (job := slurm.job()):
+    how = 'was killed after the grace' if code == KILLED else f'stopped on {signal.Signals(code - 128).name}'
+    if slurm.requeue_after_stop(job, how, lambda message: _note_to(log, message)):
+      sys.exit(REQUEUED_EXIT)
   if code != 0 and not was_stopped(code):
     raise RunFailed(code)
   return code
-
-
-REQUEUED_EXIT = 3  # a task of a SLURM job whose run stopped and whose job starts again; it leaves no result
-
-
-def after_stop(state: str, restarts: int, restart: int) -> str:
-  """What a SLURM job does once its run stopped on a stop signal, from the job's state and restart count as
-  `scontrol show job` gives them then (`restart`: this start's SLURM_RESTART_COUNT):
-    'requeued': SLURM requeued the job already (`scontrol requeue`, a preemption in REQUEUE mode); its next start
-      resumes the run.
-    'requeue': the job is still RUNNING, so the signal was a warning (`scancel --signal=TERM`, the time-limit warning
-      of sbatch --signal, which submitit asks for 120 s ahead, a preemption's grace time): the job requeues itself.
-    'end': the job is ending (`scancel`, the time limit reached): the stop is the job's result, reported as
-      resumable."""
-  if restarts > restart:
-    return 'requeued'
-  return 'requeue' if state == 'RUNNING' else 'end'
-
-
-def _scontrol(*args: str) -> str:
-  return subprocess.run(['scontrol', *args], capture_output=True, text=True, timeout=60, check=True).stdout
-
-
-def _job_state(job_id: str) -> tuple[str, int]:
-  """(JobState, Restarts) of a SLURM job as `scontrol show job` gives them."""
-  shown = _scontrol('show', 'job', '-o', job_id)
-  state, restarts = re.search(r'\bJobState=(\S+)', shown), re.search(r'\bRestarts=(\d+)', shown)
-  if not (state and restarts):
-    raise ValueError(f'no JobState and Restarts in: {shown.strip()[:200]}')
-  return state.group(1), int(restarts.group(1))
-
-
-def _requeue_after_stop(code: int, log_path: str) -> None:
-  """Asks SLURM what becomes of this job (after_stop), requeues it where it goes on (task 0 does) and exits without
-  a result where it starts again. Returns where the job ends, or where SLURM cannot be asked or refuses the requeue
-  (the run's log says why; the stop is then the job's result, reported as resumable)."""
-  job = slurm.job()
-  how = 'was killed after the grace' if code == KILLED else f'stopped on {signal.Signals(code - 128).name}'
-  head = f'SLURM job {job["job_id"]} (restart {job["restart"]}): the run {how}'
-  try:
-    state, restarts = _job_state(job['job_id'])
-  except (OSError, subprocess.SubprocessError, ValueError) as e:
-    _note_to(log_path, f'{head}, but scontrol could not say what becomes of the job ({_error(e)}).')
-    return
-  decision = after_stop(state, restarts, job['restart'])
-  if decision == 'end':
-    _note_to(log_path, f'{head} and the job ends ({state}): not requeued.')
-    return
-  if decision == 'requeued':
-    _note_to(log_path, f'{head}; SLURM requeued the job ({state}, restarts {restarts}).')
-  elif int(os.environ.get('SLURM_PROCID', '0')) != 0:
-    _note_to(log_path, f'{head} while the job was running; task 0 requeues it.')
-  else:
-    try:
-      _scontrol('requeue', job['job_id'])
-    except (OSError, subprocess.SubprocessError) as e:
-      if not _requeued_since(job):  # (SLURM may have requeued it meanwhile: a preemption in REQUEUE mode)
-        _note_to(log_path, f'{head} while the job was running; requeueing it failed ({_error(e)}).')
-        return
-      _note_to(log_path, f'{head} while the job was running; SLURM requeued it meanwhile.')
-    else:
-      _note_to(log_path, f'{head} while the job was running: requeued it (scontrol requeue).')
-  _note_to(log_path, 'The next start of the job resumes the run from its checkpoint.')
-  sys.exit(REQUEUED_EXIT)
-
-
-def _requeued_since(job: dict) -> bool:
-  try:
-    return _job_state(job['job_id'])[1] > job['restart']
-  except (OSError, subprocess.SubprocessError, ValueError):
-    return False
-
-
-def _error(e: Exception) -> str:
-  text = getattr(e, 'stderr', None) or str(e)
-  return ' '.join(str(text).split())
 
 
 def _note_to(log_path: str, message: str) -> None:
@@ -434,7 +361,8 @@ def executor(root: str) -> submitit.Executor:
       # The job runs sys.executable (submitit's default: the driver's virtual environment) in the repository, with
       # the driver's environment (PYTHONPATH, JAX and XLA settings, S2S_* folders): sbatch's default, stated here
       # (a site's SBATCH_EXPORT in the driver's environment still wins, as sbatch's input variables do).
-      # --requeue: the job may start again (requeue_after_stop; `scontrol requeue`), whatever the cluster's default.
+      # --requeue: the job may start again (slurm.requeue_after_stop, `scontrol requeue`), whatever the cluster's
+      # default.
       slurm_additional_parameters={'chdir': _REPO, 'export': 'ALL', 'requeue': True},
       # A task that fails ends the others (which would wait for it in a collective until the time limit).
       slurm_srun_args=['--kill-on-bad-exit=1'],

@@ -73,6 +73,13 @@ class ExperimentFilesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"Unknown config arg 'sise'; known: \['size'(, '\w+')*\]"):
       module.get_config('sise=tiny')
 
+  @parameterized.parameters('seq2seq_lstm', 'gru_context', 'bahdanau_bigru')
+  def test_the_tutorial_configs_are_their_published_size_at_small_and_base(self, name):
+    module = _load(f'experiments/multi30k/{name}.py')  # (their docstrings say so: the published size is the real one)
+    self.assertEqual(config_lib.to_dict(module.get_config('size=base')), config_lib.to_dict(module.get_config()))
+    self.assertIn('`size=base` is the same as `size=small`', module.__doc__)
+    self.assertEqual((module.get_config().model.embed_dim, module.get_config().model.hidden_dim), (256, 512))
+
   @pytest.mark.slow  # 20 steps, validation and test of each file (about 150 s of CPU in all)
   @parameterized.named_parameters(*[(_case_name(p), p) for p in EXPERIMENTS if p not in CORPUS_EXPERIMENTS])
   def test_trains_at_size_tiny(self, path):

@@ -257,7 +257,8 @@ class ResolveBaselineTest(absltest.TestCase):
       'import importlib.util, json, sys\n'
       'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
       'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
-      'print(json.dumps([report._lines(sys.argv[2]), report._lines(sys.argv[2] + ".missing")]))\n'
+      'import report_runs\n'
+      'print(json.dumps([report_runs.read_lines(sys.argv[2]), report_runs.read_lines(sys.argv[2] + ".missing")]))\n'
     )
     result = subprocess.run(
       [sys.executable, '-c', script, os.path.join(ROOT, 'scripts', 'report.py'), path],
@@ -283,6 +284,7 @@ class StudyStorageTest(absltest.TestCase):
       'import optuna\n'
       'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
       'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+      'import report_study\n'
       'root, url = sys.argv[2], sys.argv[3]\n'
       'optuna.logging.set_verbosity(optuna.logging.WARNING)\n'
       'study = optuna.create_study(storage=url, study_name="study")\n'
@@ -293,7 +295,7 @@ class StudyStorageTest(absltest.TestCase):
       '          "study_name": "study"}\n'
       '  with open(os.path.join(root, "study.json"), "w") as f:\n'
       '    json.dump(info, f)\n'
-      '  lines = report.study_markdown(root, root, flag) if flag else report.study_markdown(root, root)\n'
+      '  lines = report_study.study_markdown(root, root, flag) if flag else report_study.study_markdown(root, root)\n'
       '  print(json.dumps([case, "\\n".join(lines)]), flush=True)\n'
     )
     result = subprocess.run(
@@ -336,11 +338,12 @@ class OwnEvaluationTest(absltest.TestCase):
       'import importlib.util, json, os, sys\n'
       'spec = importlib.util.spec_from_file_location("report", sys.argv[1])\n'
       'report = importlib.util.module_from_spec(spec); spec.loader.exec_module(report)\n'
+      'import report_figures, report_runs\n'
       'out = {}\n'
       'for name in sys.argv[3:]:\n'
       '  run = {"name": name, "workdir": os.path.join(sys.argv[2], name)}\n'
-      '  found = report.plot_by_length(os.path.join(sys.argv[2], name + ".png"), {"v": [run]}, "test")\n'
-      '  out[name] = [found, report.own_eval(run, "test")[1]]\n'
+      '  found = report_figures.plot_by_length(os.path.join(sys.argv[2], name + ".png"), {"v": [run]}, "test")\n'
+      '  out[name] = [found, report_runs.own_eval(run, "test")[1]]\n'
       'print(json.dumps(out))\n'
     )
     result = subprocess.run(

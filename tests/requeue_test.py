@@ -19,6 +19,7 @@ import psutil
 import testutil
 from s2s_jax import fileio
 from s2s_jax import provenance
+from s2s_jax import slurm
 from s2s_jax import workdir_lock
 
 sys.path.insert(0, os.path.join(testutil.ROOT, 'scripts'))
@@ -224,7 +225,7 @@ class StoppedJobTest(parameterized.TestCase):
       ('CANCELLED', 0, 0, 'end'),
       ('TIMEOUT', 1, 1, 'end'),
     ):
-      self.assertEqual(launch.after_stop(state, restarts, restart), expected, (state, restarts, restart))
+      self.assertEqual(slurm.after_stop(state, restarts, restart), expected, (state, restarts, restart))
 
 
 class SlurmTrainScriptTest(parameterized.TestCase):

@@ -25,7 +25,8 @@ class LastStepTest(absltest.TestCase):
         f'sys.path.insert(0, {scripts!r})\n'
         f'spec = importlib.util.spec_from_file_location("tune", {os.path.join(scripts, "tune.py")!r})\n'
         'tune = importlib.util.module_from_spec(spec); spec.loader.exec_module(tune)\n'
-        'print("LAST", tune._last_step(sys.argv[1]))\n'
+        'import tune_runs\n'
+        'print("LAST", tune_runs.last_step(sys.argv[1]))\n'
       )
     before = testutil.run(probe, workdir)
     self.assertIn('LAST inf', before.stdout, before.stderr[-2000:])  # config.json not written yet
@@ -64,8 +65,9 @@ class StorageRedactionTest(absltest.TestCase):
       folder,
       'from absl import app, flags\n'
       f'flags.FLAGS(["tune", "--space={_SMOKE}", "--root={folder}", "--storage={url}"])\n'
+      'import tune_study\n'
       'module, _ = tune.load_space(flags.FLAGS.space)\n'
-      f'tune.write_study_json({folder!r}, tune.search_of(module, flags.FLAGS.space), {url!r}, "study")\n'
+      f'tune_study.write_study_json({folder!r}, tune_study.search_of(module, flags.FLAGS.space), {url!r}, "study")\n'
       'try:\n'
       f'  tune.make_study(module, {url!r}, "study")\n'
       '  error = ""\n'
@@ -126,16 +128,17 @@ class StopRunTest(absltest.TestCase):
     child = os.path.join(testutil.ROOT, 'tests', 'stop_child.py')
     out = _probe(
       folder,
-      'import os, time, submitit, launch\n'
+      'import os, time, submitit, launch, tune_runs\n'
       'from absl import flags\n'
       f'folder, child = {folder!r}, {child!r}\n'
       f'flags.FLAGS(["tune", "--space={_SMOKE}", f"--root={folder}"])\n'
       'def stop(workdir, job, grace):\n'
       '  flags.FLAGS.stop_grace_s = grace\n'
       '  os.makedirs(workdir, exist_ok=True)\n'
-      '  request, cancel = tune.stop_request(workdir, job, "pruned", signal_ok=True), lambda: job.cancel(check=False)\n'
+      '  request = tune_runs.stop_request(workdir, job, "pruned", signal_ok=True)\n'
+      '  cancel = lambda: job.cancel(check=False)\n'
       '  text = open(os.path.join(workdir, "STOP")).read()\n'
-      '  while (outcome := tune.stop_progress(request, workdir, job.done(), cancel)) is None:\n'
+      '  while (outcome := tune_runs.stop_progress(request, workdir, job.done(), cancel)) is None:\n'
       '    time.sleep(0.1)\n'
       '  return outcome, text, os.path.exists(os.path.join(workdir, "STOP"))\n'
       'executor = submitit.LocalExecutor(folder=os.path.join(folder, ".submitit"))\n'

@@ -16,7 +16,9 @@ def multi30k_config(
   Training lasts `epochs` real epochs (num_train_epochs: steps = epochs x the batches of the bucket plan, counted
   when the data is prepared, e.g. 227 batches of 128 sentences); evaluation (validation loss, which picks best/, and
   BLEU on the whole validation set) runs about once per epoch (every 29,000 / batch_size steps, rounded down to a
-  multiple of 50) and at the last step. `size=tiny` keeps the real data but trains 20 steps of tiny batches.
+  multiple of 50) and at the last step. `size=tiny` keeps the real data but trains 20 steps of tiny batches;
+  `small` and `base` are the same here (an experiment with a larger real size sets it itself, e.g. strong.py's
+  epochs).
   """
   c = config_lib.base_config()
   c.data.update(

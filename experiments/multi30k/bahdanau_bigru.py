@@ -8,6 +8,9 @@ tokens.
   (:tf=0.5 trains with the tutorial's teacher-forcing ratio of 0.5, scheduled sampling at a constant ratio;
   the default is teacher forcing at every step.)
 Published (tutorial): test PPL 25.6, BLEU 28.3 (tokenised, lowercased). Measured: README table.
+`size=base` is the same as `size=small` (the default): both are the tutorial's published model and schedule,
+the real size of this experiment (no tutorial publishes a larger one); it trains in under 70 minutes on a 2-core
+CPU (README), and a GPU runs the same config.
 """
 
 import ml_collections

@@ -7,6 +7,9 @@ most 25 tokens; word vocabularies (min count 2) of lowercased Moses tokens (the 
   (:tf=0.5 trains with the tutorial's teacher-forcing ratio of 0.5, scheduled sampling at a constant ratio;
   the default is teacher forcing at every step.)
 Published (tutorial): test PPL 43.8, BLEU 13.8 (tokenised, lowercased). Measured: README table.
+`size=base` is the same as `size=small` (the default): both are the tutorial's published model and schedule,
+the real size of this experiment (no tutorial publishes a larger one); it trains in under 70 minutes on a 2-core
+CPU (README), and a GPU runs the same config.
 """
 
 import ml_collections
