@@ -20,7 +20,8 @@ runs the same packed weights through jax.experimental.rnn.lstm_ref anywhere, whi
 the packing and the padding against the scan (tests/rnn_impl_test.py).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 import functools
 
 import jax

@@ -57,7 +57,8 @@ windows, P = n - 1.
 """
 
 # pylint: disable=invalid-name
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 import dataclasses
 from typing import Any
 
@@ -67,7 +68,9 @@ from jax import lax
 import jax.numpy as jnp
 
 from s2s_jax import search_ops as ops
-from s2s_jax.search_ops import NEG_INF, PyTree, StepFn
+from s2s_jax.search_ops import NEG_INF
+from s2s_jax.search_ops import PyTree
+from s2s_jax.search_ops import StepFn
 
 
 @flax.struct.dataclass

@@ -138,7 +138,8 @@ def exact_match(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
 def moses_lc(lines: Sequence[str], lang: str) -> list[str]:
   """Lowercased, punctuation-normalised, Moses-tokenised text (with Moses' escapes), as in the `tok/*.lc.norm.tok`
   files of Multi30k (checked: identical on all 1,000 English test2016 sentences)."""
-  from sacremoses import MosesPunctNormalizer, MosesTokenizer  # pylint: disable=g-import-not-at-top
+  from sacremoses import MosesPunctNormalizer  # pylint: disable=g-import-not-at-top
+  from sacremoses import MosesTokenizer  # pylint: disable=g-import-not-at-top
 
   normalizer, tokenizer = MosesPunctNormalizer(lang or 'en'), MosesTokenizer(lang or 'en')
   return [tokenizer.tokenize(normalizer.normalize(x.lower()), escape=True, return_str=True) for x in lines]

@@ -12,11 +12,11 @@ stop by writing `DIR/STOP` (STOP_FILE) in its workdir: the training loop reads i
 (`read_stop_file`) and stops as on a first signal, with a checkpoint and without DONE; the file is consumed.
 """
 
+import _thread
 import contextlib
 import os
 import signal
 import threading
-import _thread
 
 from absl import logging
 import jax

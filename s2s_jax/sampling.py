@@ -14,7 +14,9 @@ import jax.numpy as jnp
 
 from s2s_jax import decode
 from s2s_jax import search_ops as ops
-from s2s_jax.search_ops import NEG_INF, PyTree, StepFn
+from s2s_jax.search_ops import NEG_INF
+from s2s_jax.search_ops import PyTree
+from s2s_jax.search_ops import StepFn
 
 
 @flax.struct.dataclass

@@ -4,7 +4,8 @@ The contracts are in decode.py's docstring.
 """
 
 # pylint: disable=invalid-name
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 import dataclasses
 from typing import Any
 

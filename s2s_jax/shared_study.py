@@ -21,8 +21,8 @@ import dataclasses
 import os
 import socket
 import time
-import uuid
 from typing import Any
+import uuid
 
 import optuna
 import psutil

@@ -9,10 +9,11 @@ After a stop signal (scripts/launch.py's job: a run stopped on a scheduler's war
 asks SLURM what becomes of it (`after_stop`) and requeues itself where it goes on (`requeue_after_stop`).
 """
 
+from collections.abc import Callable
 import os
 import re
 import subprocess
-from typing import Any, Callable
+from typing import Any
 
 
 def job() -> dict[str, Any] | None:

@@ -69,7 +69,7 @@ def check_vocabs(workdir: str, config: ml_collections.ConfigDict, frontend, tgt_
   size differs from config.json's model fields, or a content hash from provenance.json's tokenizer_sha256 (written
   when the run started)."""
   sizes = {'src': len(frontend) if config.model.input_kind == 'tokens' else 0, 'tgt': len(tgt_vocab)}
-  for side, vocab in (('src', frontend), ('tgt', tgt_vocab)):
+  for side in ('src', 'tgt'):
     want = config.model[f'{side}_vocab_size']
     if want and sizes[side] != want:
       raise ValueError(

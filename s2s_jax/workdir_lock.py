@@ -13,8 +13,8 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from typing import Any
+import uuid
 
 from absl import logging
 import jax

@@ -23,6 +23,7 @@ sys.path.insert(0, _REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import checkpointing
 from s2s_jax import fileio
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')

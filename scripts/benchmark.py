@@ -52,7 +52,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # (its library m
 import benchmark_decode
 import benchmark_epoch
 import benchmark_train
+
 from s2s_jax import config_lib
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # What scripts/benchmark_gpu.py (and earlier callers) import from this module.

@@ -15,7 +15,9 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import steps as steps_lib
-from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID
+from s2s_jax.data import BOS_ID
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import PAD_ID
 
 
 def _model_and_params(config, vocab: int, src_len: int):

@@ -44,11 +44,13 @@ import traceback
 
 from absl import app
 from absl import flags
-import jax
 
 # scripts/benchmark.py's measurements, from its flag-free library modules beside this file.
 from benchmark_decode import measure_decode
-from benchmark_train import _torch_round, measure_train
+from benchmark_train import _torch_round
+from benchmark_train import measure_train
+import jax
+
 from s2s_jax import config_lib
 
 _MAX_SECONDS = flags.DEFINE_float('max_seconds', 480.0, 'Wall-time budget of the whole run, compiles included.')

@@ -129,8 +129,9 @@ def _records(workdir: str) -> list[dict]:
 
 
 def _params_difference(a: str, b: str, which: str) -> str | None:
-  from s2s_jax import checkpointing  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
+  from s2s_jax import checkpointing  # pylint: disable=g-import-not-at-top
 
   params_a, step_a = checkpointing.restore_params(a, which)
   params_b, step_b = checkpointing.restore_params(b, which)

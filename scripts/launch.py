@@ -47,6 +47,7 @@ sys.path.insert(0, _REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import compile_cache
 from s2s_jax import slurm
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # The submitted job (run_one) is pickled by value: this file is not an installed module, so a submitit worker could

@@ -19,8 +19,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from s2s_jax import config_checks
-from s2s_jax import evaluation
 from s2s_jax import decode
+from s2s_jax import evaluation
 from s2s_jax.data import corpora
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry

@@ -33,9 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # (its library m
 import report_figures
 import report_runs
 import report_study
+
 from s2s_jax import fileio
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import sweep_lib
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root', None, 'A sweep root (scripts/sweep.py --root) or any folder of run workdirs.')

@@ -46,7 +46,7 @@ def own_eval(run: dict, split: str) -> tuple[dict | None, str | None]:
   return _own_eval(run['workdir'], run['name'], split)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _own_eval(workdir: str, name: str, split: str) -> tuple[dict | None, str | None]:
   path = os.path.join(workdir, f'eval_{split}.json')
   result = read(path)
@@ -112,6 +112,7 @@ def find_runs(root: str, sweep: dict | None) -> list[dict]:
 def count_params(saved_config: dict, cache: dict) -> int:
   """Parameters of a run's model, counted from the shapes of its init (no checkpoint, no computation)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from s2s_jax import models  # pylint: disable=g-import-not-at-top
 
   config = config_lib.from_saved(saved_config)

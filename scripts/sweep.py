@@ -34,6 +34,7 @@ import submitit
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 from s2s_jax import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from s2s_jax import workdir_lock  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -60,9 +60,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # (its library m
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import launch
 import optuna
-from s2s_jax import redact
 import tune_driver
 import tune_study
+
+from s2s_jax import redact
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SPACE = flags.DEFINE_string('space', None, 'Search file and optional arg: experiments/search/NAME.py[:arg].')

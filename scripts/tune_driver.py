@@ -1,12 +1,13 @@
 """The driver of scripts/tune.py: it asks, runs, watches, prunes and tells the study's trials, and resumes those of gone
 drivers (see scripts/tune.py's docstring). A library of scripts/tune.py (its flags come in as arguments)."""
 
+from collections.abc import Callable
 import contextlib
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import app
 import launch

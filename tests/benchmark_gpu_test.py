@@ -10,7 +10,6 @@ import time
 
 from absl.testing import absltest
 import pytest
-
 import testutil
 
 SCRIPT = os.path.join(testutil.ROOT, 'scripts', 'benchmark_gpu.py')

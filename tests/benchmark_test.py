@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import models
 from s2s_jax import seq2seq_config
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import numpy as np
 
 from s2s_jax.data import EOS_ID
-from s2s_jax.data import bucketing
 from s2s_jax.data import batches
+from s2s_jax.data import bucketing
 from s2s_jax.data import pipeline
 
 

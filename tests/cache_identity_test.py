@@ -16,8 +16,8 @@ import types
 from absl.testing import absltest
 from absl.testing import parameterized
 import tensorflow_datasets as tfds
-
 import testutil
+
 from s2s_jax import config_lib
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import builders

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
-
 import testutil
+
 from s2s_jax import encoders
 from s2s_jax import models
 from s2s_jax import seq2seq_config

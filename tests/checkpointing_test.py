@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 import testutil
+
 from s2s_jax import checkpointing
 from s2s_jax import models
 from s2s_jax import steps
@@ -159,7 +159,8 @@ class DamagedCheckpointTest(absltest.TestCase):
 def _restore_step(mngr, workdir, optim_changes=None, **model_changes) -> int:
   """Restores into a fresh state of the run's model and optimizer (with the changes) and returns the restored
   step."""
-  from s2s_jax import config_lib, optim  # pylint: disable=g-import-not-at-top
+  from s2s_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from s2s_jax import optim  # pylint: disable=g-import-not-at-top
   from s2s_jax.data import batches  # pylint: disable=g-import-not-at-top
   from s2s_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
@@ -192,7 +193,7 @@ class FailedSaveTest(absltest.TestCase):
 
     checkpointing.save(mngr, state, Iterator(False))
     mngr.wait_until_finished()
-    with self.assertRaises(Exception):
+    with self.assertRaises(Exception):  # noqa: B017  (orbax wraps the iterator's OSError in its own error types)
       checkpointing.save(mngr, state.replace(step=state.step + 1), Iterator(True))
       mngr.wait_until_finished()
     self.assertEqual(ocp.CheckpointManager(mngr.directory).all_steps(), [0])

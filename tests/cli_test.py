@@ -10,8 +10,8 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import config_lib
 from s2s_jax import train
 

@@ -19,8 +19,8 @@ import sys
 import time
 
 import pytest
-
 import testutil
+
 from s2s_jax import fileio
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import workdir_lock

@@ -14,8 +14,8 @@ import time
 
 import pytest
 import submitit
-
 import testutil
+
 from s2s_jax import checkpointing
 
 pytestmark = pytest.mark.cluster

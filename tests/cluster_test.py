@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import optuna
 import pytest
-
 import testutil
+
 from s2s_jax import checkpointing
 
 pytestmark = pytest.mark.cluster

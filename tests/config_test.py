@@ -8,8 +8,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import ml_collections
 import pytest
-
 import shared_data
+
 from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import train

@@ -23,9 +23,9 @@ import zipfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import shared_data
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-import shared_data
 from s2s_jax import config_lib
 from s2s_jax.data import corpora
 from s2s_jax.data import raw_files

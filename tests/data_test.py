@@ -22,10 +22,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from s2s_jax import config_lib
-from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from s2s_jax.data import BOS_ID
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import PAD_ID
+from s2s_jax.data import SPECIAL_TOKENS
+from s2s_jax.data import UNK_ID
+from s2s_jax.data import batches as batches_lib
 from s2s_jax.data import builders
 from s2s_jax.data import identity as identity_lib
-from s2s_jax.data import batches as batches_lib
 from s2s_jax.data import pipeline
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib

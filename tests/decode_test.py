@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax import decode
-from s2s_jax import search_ops
 from s2s_jax import sampling
+from s2s_jax import search_ops
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -29,7 +29,7 @@ MAX_ROWS = 8  # batch rows a toy model has initial states for
 MAX_STEPS = 8  # steps a toy model has position biases for
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rnn_model(
   seed: int, vocab_size: int, logits_dtype: str = 'float32', eos_logit: float | None = None, hidden: int = 8
 ):
@@ -97,7 +97,7 @@ def _options(**settings) -> decode.DecodeOptions:
   return decode.DecodeOptions(**({'length_alpha': 0.0} | settings))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _decoder(step_fn, fn=decode.beam_search, **kwargs):
   """One jitted decoder per (model, function, static configuration); `kwargs` holds DecodeOptions fields and the
   search's other static arguments."""
@@ -220,7 +220,7 @@ def _check_invariants(test, seqs_BxKxT, scores_BxK, expected_BxK):
 SRC_LENGTHS = np.array([4, 2, 3, 1, 4, 2, 3, 1])  # real source positions
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _state_model(vocab_size: int, src_len: int = 0, eos_bias: float = 0.0, repeat_bias: float = 0.0, hidden: int = 8):
   """A tiny random RNN whose weights ride in its state.
 

@@ -7,7 +7,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import SPECIAL_TOKENS
 from s2s_jax.data import encoding
 from s2s_jax.data import vocab as vocab_lib
 

@@ -14,7 +14,6 @@ from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
-
 import testutil
 
 from s2s_jax import config_lib

@@ -11,8 +11,8 @@ from absl.testing import absltest
 import flax
 import jax
 import numpy as np
-
 import testutil
+
 from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
@@ -34,7 +34,7 @@ _LINES = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_runs() -> tuple[str, str, str]:
   """(root, fwd, rev): two random tiny runs sharing root/data, `rev` with data.reverse_source=true; fwd keeps
   best/ at steps 20 and 40 (made once per test process)."""

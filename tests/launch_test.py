@@ -15,7 +15,6 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 from absl.testing import parameterized
 import pytest
-
 import testutil
 
 ROOT = testutil.ROOT

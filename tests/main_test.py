@@ -7,8 +7,8 @@ import subprocess
 from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
-
 import testutil
+
 from s2s_jax import attention
 from s2s_jax import rnn
 

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
-
 import shared_data
+
 from s2s_jax import metrics
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
@@ -203,8 +203,8 @@ class TextScoresTest(parameterized.TestCase):
     self.assertIn('nc:6', scores['chrf_signature'])
 
   def test_rouge_and_error_rates_equal_the_libraries(self):
-    from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
     import jiwer  # pylint: disable=g-import-not-at-top
+    from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
 
     scorer = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
     got = metrics.rouge(_HYPS, [_REFS, _REFS2])
@@ -299,7 +299,7 @@ class ExactMatchTest(parameterized.TestCase):
 class BleuByLengthTest(parameterized.TestCase):
   def _corpus(self, lengths, seed=0):
     rng = np.random.RandomState(seed)
-    words = ['w%d' % i for i in range(6)]
+    words = [f'w{i}' for i in range(6)]
     refs = [' '.join(rng.choice(words, 3 + i % 5)) for i in range(len(lengths))]
     hyps = [r if i % 3 else ' '.join(r.split()[::-1]) for i, r in enumerate(refs)]
     return hyps, [refs]

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import attention
 from s2s_jax import models
 from s2s_jax import rnn
@@ -335,8 +335,8 @@ class ScheduledSamplingTest(parameterized.TestCase):
       np.testing.assert_array_equal(own[b, :n], greedy[b, :n])
 
   def test_schedules(self):
-    from s2s_jax import config_lib  # pylint: disable=g-import-not-at-top
     from s2s_jax import config_checks  # pylint: disable=g-import-not-at-top
+    from s2s_jax import config_lib  # pylint: disable=g-import-not-at-top
     from s2s_jax import optim  # pylint: disable=g-import-not-at-top
 
     o = config_lib.base_config().optim

@@ -13,8 +13,8 @@ from absl.testing import absltest
 import jax
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import checkpointing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,7 +20,6 @@ import shutil
 
 from absl.testing import absltest
 import pytest
-
 import testutil
 
 _FIXTURE = os.path.join(testutil.ROOT, 'tests', 'testdata', 'old_layout_workdir')

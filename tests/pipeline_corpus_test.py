@@ -7,10 +7,11 @@ import os
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
-
 import shared_data
+
 from s2s_jax import config_lib
-from s2s_jax.data import EOS_ID, PAD_ID
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import PAD_ID
 from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 

@@ -17,8 +17,8 @@ from absl.testing import absltest
 import numpy as np
 import pytest
 from scipy import stats
-
 import testutil
+
 from s2s_jax import checkpointing
 from s2s_jax import metrics
 

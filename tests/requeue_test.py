@@ -15,8 +15,8 @@ from unittest import mock
 from absl.testing import absltest
 from absl.testing import parameterized
 import psutil
-
 import testutil
+
 from s2s_jax import fileio
 from s2s_jax import provenance
 from s2s_jax import slurm

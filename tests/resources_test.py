@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 import testutil
+
 from s2s_jax import resources
 from s2s_jax.data import workers
 

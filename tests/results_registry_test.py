@@ -9,7 +9,6 @@ import sys
 
 from absl.testing import absltest
 import pytest
-
 import shared_data
 import testutil
 

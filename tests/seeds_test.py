@@ -6,8 +6,8 @@ import sys
 
 from absl.testing import absltest
 import pytest
-
 import testutil
+
 from s2s_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import testutil
 import shared_data
 import soundfile
+import testutil
 
 from s2s_jax import encoders
 from s2s_jax import models

@@ -5,8 +5,8 @@ import json
 import os
 
 from absl.testing import absltest
-
 import testutil
+
 from s2s_jax import checkpointing
 from s2s_jax import train
 

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import testutil
 import shared_data
+import testutil
 
 from s2s_jax import config_checks
 from s2s_jax import decoder
@@ -30,8 +30,8 @@ from s2s_jax import seq2seq_config
 from s2s_jax import steps
 from s2s_jax import train
 from s2s_jax.data import corpora
-from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
+from s2s_jax.data import raw_files
 from s2s_jax.data.datasets import aeslc as aeslc_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

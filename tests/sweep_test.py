@@ -11,8 +11,8 @@ import sys
 from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
-
 import testutil
+
 from s2s_jax import config_checks
 from s2s_jax import sweep_lib
 from s2s_jax import workdir_lock

@@ -15,9 +15,13 @@ from absl.testing import parameterized
 from hypothesis import given
 from hypothesis import strategies as st
 import numpy as np
-
-from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 import shared_data
+
+from s2s_jax.data import BOS_ID
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import PAD_ID
+from s2s_jax.data import SPECIAL_TOKENS
+from s2s_jax.data import UNK_ID
 from s2s_jax.data import frontend
 from s2s_jax.data import vocab as vocab_lib
 

@@ -10,12 +10,11 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import checkpointing
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
-
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 

@@ -18,8 +18,8 @@ import uuid
 
 import optuna
 import pytest
-
 import testutil
+
 from s2s_jax import shared_study
 
 pytestmark = pytest.mark.cluster

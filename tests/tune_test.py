@@ -7,7 +7,6 @@ import tempfile
 
 from absl.testing import absltest
 import pytest
-
 import testutil
 
 _SMOKE = 'experiments/search/smoke.py'

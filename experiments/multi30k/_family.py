@@ -4,7 +4,6 @@ import ml_collections
 
 from s2s_jax import config_lib
 
-
 MULTI30K_TRAIN_EXAMPLES = 29_000
 
 

@@ -3,7 +3,8 @@ evaluation and inference), the endless, checkpointable training iterator (one pa
 shapes) and the evaluation batches. Every batch is a dict of numpy arrays (see pipeline.py).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 import functools
 
 from absl import logging
@@ -13,7 +14,9 @@ import numpy as np
 from s2s_jax import resources
 from s2s_jax.data import PAD_ID
 from s2s_jax.data import bucketing
-from s2s_jax.data.pipeline import Batch, PreparedData, Split
+from s2s_jax.data.pipeline import Batch
+from s2s_jax.data.pipeline import PreparedData
+from s2s_jax.data.pipeline import Split
 
 _EPOCHS = 1_000_000  # the bucketed source is "endless": this many epochs
 
@@ -93,7 +96,7 @@ class BucketedBatches:
   def __len__(self) -> int:
     return self.batches_per_epoch * _EPOCHS
 
-  @functools.lru_cache(maxsize=2)
+  @functools.lru_cache(maxsize=2)  # noqa: B019  (two epochs' plans; the iterator lives as long as its run)
   def _epoch_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
     return bucketing.epoch_plan(self._buckets, self._seed, epoch)
 

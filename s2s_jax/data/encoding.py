@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from s2s_jax.data import EOS_ID, UNK_ID
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import UNK_ID
 
 SIDES = ('source', 'target')
 

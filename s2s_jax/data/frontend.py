@@ -11,7 +11,8 @@ the frontend for the translate / evaluate tools.
 """
 
 import json
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol
 
 from s2s_jax.data import audio
 from s2s_jax.data import images

@@ -10,7 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
-from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import SPECIAL_TOKENS
 from s2s_jax.data import audio
 from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import images

@@ -26,7 +26,8 @@ uniform digit count in 1..max_digits, then a uniform value with that many digits
     `generate` raises ValueError; the attempts are bounded.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 import functools
 import hashlib
 import random
@@ -44,7 +45,7 @@ _MAX_REJECTIONS = 100_000  # unusable draws in a row before giving up
 
 def _split_of(task: str, source: str) -> str:
   """The one split that owns `source` (a stable hash; no seeds, no lengths)."""
-  digest = hashlib.sha256(f'{task}\x1f{source}'.encode('utf-8')).digest()
+  digest = hashlib.sha256(f'{task}\x1f{source}'.encode()).digest()
   u = int.from_bytes(digest[:8], 'big') / 2**64
   if u < _EVAL_FRACTION:
     return 'test'

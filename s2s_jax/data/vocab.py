@@ -24,7 +24,8 @@ No text ever becomes a control id: `word` and `sentencepiece` map the literal of
 import abc
 import base64
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 import io
 import itertools
 import json
@@ -34,7 +35,11 @@ import numpy as np
 import sacremoses
 import sentencepiece as spm
 
-from s2s_jax.data import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from s2s_jax.data import BOS_ID
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import PAD_ID
+from s2s_jax.data import SPECIAL_TOKENS
+from s2s_jax.data import UNK_ID
 from s2s_jax.data import saved
 
 TOKENIZERS = ('char', 'word', 'moses', 'sentencepiece')

@@ -16,6 +16,9 @@ the worker's traceback; a worker that dies (killed, out of memory) is a `WorkerE
 to do, whether it died while working or while its next chunk was being sent.
 """
 
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 import contextlib
 import importlib
 import os
@@ -25,7 +28,6 @@ import struct
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from s2s_jax import resources

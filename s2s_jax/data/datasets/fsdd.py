@@ -71,7 +71,7 @@ def _read(builder) -> dict:
     raise ValueError(f'{path}: cannot read the archive of {{digit}}_{{speaker}}_{{index}}.wav files ({e}).') from e
   by_split = {s: [] for s in FSDD_SPLITS}
   rate = 0
-  for name, samples, rate, digit in builder.read_all(items):
+  for name, samples, rate, digit in builder.read_all(items):  # noqa: B007  (the clips' rate, read after the loop)
     by_split[where[name]].append((samples, int(digit)))
   sizes = {'train': c.num_train, 'validation': c.num_eval, 'test_speaker': c.num_eval, 'test_random': c.num_eval}
   out = {}

@@ -10,7 +10,8 @@ functions, so validating a config (which reads every spec) imports none of them.
 through adding one.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 import dataclasses
 import os
 from typing import Any
