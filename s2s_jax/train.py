@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from absl import logging
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -19,6 +18,7 @@ from s2s_jax import evaluation
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import parallel
 from s2s_jax import preemption as preemption_lib
 from s2s_jax import provenance
 from s2s_jax import seeds as seeds_lib
@@ -31,8 +31,9 @@ from s2s_jax.data import pipeline
 
 
 def train_step_fn(config: ml_collections.ConfigDict):
-  """`steps.train_step` as the loop pmaps it: (state, batch, hp) -> (state, sums), hp = optim.hyperparameters(config)
-  (the same for every seed: vmapped over the seed axis, every seed on the same batch, when config.num_seeds > 1).
+  """`steps.train_step` as the loop runs it on every device (parallel.data_parallel): (state, batch, hp) -> (state,
+  sums), hp = optim.hyperparameters(config) (the same for every seed: vmapped over the seed axis, every seed on the
+  same batch, when config.num_seeds > 1).
 
   The learning rate, its schedule's constants, warmup, clipping norm, weight decay, label smoothing, loss weights,
   the teacher-forcing ratio and its schedule's constants and the dropout rate are read from `hp` inside the step, so
@@ -101,7 +102,7 @@ def _stop_for_preemption(preemption, mngr, state, train_iter, step: int, lock, s
   """Checkpoints the current step (any step: the log sums are part of the state) and says how to resume."""
   lock.check()
   if mngr.latest_step() != step:
-    checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=True)
+    checkpointing.save(mngr, parallel.unreplicate(state), train_iter, force=True)
   mngr.wait_until_finished()
   lock.check()
   saves.update()
@@ -199,7 +200,7 @@ def _train_and_evaluate(
     'Process %d: parameters at step %d have sha256 %s',
     jax.process_index(),
     last_step,
-    checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)),
+    checkpointing.params_sha256(parallel.unreplicate(state.params)),
   )
   if (store := data.splits['train'].store) is not None and not config.data.num_workers:
     # Each process reads only its rows of every global batch (the multi-host test compares the counts).
@@ -280,26 +281,26 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
   checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
   validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
   """
-  p_train_step = steps.CompiledByShape(
-    jax.pmap(train_step_fn(config), axis_name='batch', in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
+  p_train_step = parallel.CompiledByShape(
+    parallel.data_parallel(train_step_fn(config), in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
   )
   hp = optim.hyperparameters(config)
   schedule = optim.make_schedule(config.optim, config.num_train_steps)
   tf_schedule = optim.make_teacher_forcing(config.optim)
-  state = flax.jax_utils.replicate(state)
+  state = parallel.replicate(state)
   if _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
     logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, config.eval.patience)
     return state, first_step
   progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
   for step in range(first_step + 1, config.num_train_steps + 1):
-    state, _ = p_train_step(state, steps.shard_batch(next(train_iter)), hp)
+    state, _ = p_train_step(state, parallel.shard_batch(next(train_iter)), hp)
     is_last = step == config.num_train_steps
     if jax.process_count() > 1 and (step % config.log_every_steps == 0 or is_last):
       lock.sync()  # process 0 watches the lock; every process acts on it at the same step
     lock.check()
     if step % config.log_every_steps == 0 or is_last:
       saves.update()  # the checkpoints committed since the last log
-      sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
+      sums = jax.device_get(parallel.unreplicate(state.log_sums))
       for k, writer in enumerate(runs.writers):
         _log_train(
           writer,
@@ -313,7 +314,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
           p_train_step.seconds,
           None if tf_schedule is None else float(tf_schedule(step - 1)),
         )
-      state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
+      state = state.replace(log_sums=parallel.replicate(seeds_lib.empty_log_sums(runs.num)))
     if step % config.eval_every_steps == 0 or is_last:
       logging.info('Validating step %d.', step)
       for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
@@ -323,7 +324,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
         key = f'eval/{config.eval.metric}'
         if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
           lock.check()
-          checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
+          checkpointing.save_best(best_mngr, step, parallel.unreplicate(params), scores)
       if not is_last and _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
         logging.warning(
           'Early stopping at step %d: %d validations without a better eval/%s (eval.patience).',
@@ -341,7 +342,7 @@ def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, pr
         best_mngr.wait_until_finished()
       lock.check()
       logging.info('Saving checkpoint %d.', step)
-      checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
+      checkpointing.save(mngr, parallel.unreplicate(state), train_iter, force=is_last)
     if preemption.requested:
       _stop_for_preemption(preemption, mngr, state, train_iter, step, lock, saves)
       return None, step
