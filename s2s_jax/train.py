@@ -1,4 +1,5 @@
-"""Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
+"""Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, placed on the devices by parallel.py;
+evaluation in evaluation.py; early stopping's count in early_stopping.py)."""
 
 import dataclasses
 import time
@@ -59,39 +60,6 @@ def train_step_fn(config: ml_collections.ConfigDict):
     )
 
   return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None, None))
-
-
-def _train_scalars(
-  log_sums: dict[str, Any],
-  seconds: float,
-  lr: float,
-  teacher_forcing: float | None,
-  last_checkpoint: int | None,
-  skip_nonfinite: bool,
-) -> dict[str, float]:
-  """The train/* metrics of one seed from its sums since the last log, over `seconds` of training; a non-finite
-  loss or gradient raises FloatingPointError naming the last good checkpoint (unless skip_nonfinite)."""
-  sums = {k: float(v) for k, v in log_sums.items()}
-  if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
-    raise FloatingPointError(
-      f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
-      f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.'
-    )
-  scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(sums).items()}
-  kept = max(sums['steps'] - sums['skipped'], 1)
-  scalars.update(
-    {
-      'train/grad_norm': sums['grad_norm_sum'] / kept,
-      'train/learning_rate': lr,
-      'train/steps_per_s': sums['steps'] / seconds,
-      'train/target_tokens_per_s': sums['num_tokens'] / seconds,
-    }
-  )
-  if skip_nonfinite:
-    scalars['train/skipped_updates'] = sums['skipped']
-  if teacher_forcing is not None:  # scheduled sampling: the ratio of the last step
-    scalars['train/teacher_forcing_ratio'] = teacher_forcing
-  return scalars
 
 
 def train_and_evaluate(
@@ -358,3 +326,36 @@ class _Loop:
       raise
     self.runs.close()
     self.mngr.close()
+
+
+def _train_scalars(
+  log_sums: dict[str, Any],
+  seconds: float,
+  lr: float,
+  teacher_forcing: float | None,
+  last_checkpoint: int | None,
+  skip_nonfinite: bool,
+) -> dict[str, float]:
+  """The train/* metrics of one seed from its sums since the last log, over `seconds` of training; a non-finite
+  loss or gradient raises FloatingPointError naming the last good checkpoint (unless skip_nonfinite)."""
+  sums = {k: float(v) for k, v in log_sums.items()}
+  if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
+    raise FloatingPointError(
+      f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
+      f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.'
+    )
+  scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(sums).items()}
+  kept = max(sums['steps'] - sums['skipped'], 1)
+  scalars.update(
+    {
+      'train/grad_norm': sums['grad_norm_sum'] / kept,
+      'train/learning_rate': lr,
+      'train/steps_per_s': sums['steps'] / seconds,
+      'train/target_tokens_per_s': sums['num_tokens'] / seconds,
+    }
+  )
+  if skip_nonfinite:
+    scalars['train/skipped_updates'] = sums['skipped']
+  if teacher_forcing is not None:  # scheduled sampling: the ratio of the last step
+    scalars['train/teacher_forcing_ratio'] = teacher_forcing
+  return scalars
