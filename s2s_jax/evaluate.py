@@ -26,13 +26,13 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import flax
 
 from s2s_jax import checkpointing
 from s2s_jax import compile_cache
 from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
+from s2s_jax import parallel
 from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
 
@@ -133,7 +133,7 @@ def main(argv):
   name = _name(run, tag)
   model, params = inference.ensemble(runs)
   decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=src_len, batch_size=options.batch_size)
-  params = flax.jax_utils.replicate(params)
+  params = parallel.replicate(params)
   decoder(params, examples[: decoder.batch_size])  # compile first: decode_s times decoding only
   start = time.time()
   keys = [inference.line_key(s) for s in sources]

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
-import flax
 import jax
 
 from s2s_jax import checkpointing
@@ -26,6 +25,7 @@ from s2s_jax import decode
 from s2s_jax import fileio
 from s2s_jax import inference
 from s2s_jax import metrics as metrics_lib
+from s2s_jax import parallel
 from s2s_jax import steps
 from s2s_jax.data import batches
 from s2s_jax.data import pipeline
@@ -204,7 +204,7 @@ class Evaluator:
 
   def __init__(self, model, data: pipeline.PreparedData, config):
     self.data, self.config = data, config
-    self.p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name='batch')
+    self.p_eval_step = parallel.data_parallel(functools.partial(steps.eval_step, model=model))
     self.options = decode.options(config.decode, config.data.max_tgt_len)
     self.decoder = inference.Decoder(
       model, self.options, data.tgt_vocab, src_len=data.src_len, batch_size=config.data.eval_batch_size
@@ -214,7 +214,7 @@ class Evaluator:
     """Summed NLL, correct tokens and token count over a whole split (params replicated)."""
     total = None
     for batch, _ in batches.eval_batches(self.data, split, self.config.data.eval_batch_size):
-      sums = flax.jax_utils.unreplicate(self.p_eval_step(params, steps.shard_batch(batch)))
+      sums = parallel.unreplicate(self.p_eval_step(params, parallel.shard_batch(batch)))
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
     return {k: float(v) for k, v in jax.device_get(total).items()}
 
@@ -281,7 +281,7 @@ class Evaluator:
     """Evaluates the best checkpoint on every test split; writes eval_<split>.json, hypotheses and test/*."""
     params, best_step = checkpointing.restore_params(workdir, 'best')
     logging.info('Testing the best checkpoint (step %d) of %s.', best_step, workdir)
-    params = flax.jax_utils.replicate(params)
+    params = parallel.replicate(params)
     for split in filter(None, self.config.data.test_splits.split(',')):
       result, hyps = self.evaluate_split(params, split, best_step)
       result.update(settings_record(workdir, 'best', [], [workdir], {}, ''))

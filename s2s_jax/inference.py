@@ -22,6 +22,7 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import encoders
 from s2s_jax import models
+from s2s_jax import parallel
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
@@ -239,7 +240,7 @@ class Decoder:
       row_keys = np.zeros((self.batch_size,), np.uint32)  # the filler rows' keys do not matter
       row_keys[: len(rows)] = [keys[i] for i in rows]
       rngs = np.asarray(_row_rngs(jax.random.PRNGKey(seed), row_keys))
-      result = jax.device_get(self._predict(params, steps.shard_batch(batch), steps.shard_batch(rngs)))
+      result = jax.device_get(self._predict(params, parallel.shard_batch(batch), parallel.shard_batch(rngs)))
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[: len(chunk)] for x in result]
       for j, (i, example) in enumerate(zip(rows, chunk)):
         out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, : memory_len(example)] if attn else None)

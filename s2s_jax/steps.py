@@ -1,20 +1,17 @@
-"""The pure, compiled pieces of training and decoding: train state, train/eval/predict steps, batch sharding.
+"""The pure, compiled pieces of training and decoding: train state, train/eval/predict steps.
 
 Step functions are module-level and pure; static arguments are bound with functools.partial. `axis_name=None` is
-the jit path (tests, one device), 'batch' the pmap path. Losses are sums: gradients and token counts are psum'ed
-and divided by the GLOBAL token count, so an update does not depend on how tokens split over devices.
+the jit path (tests, one device), 'batch' (parallel.AXIS) the data-parallel path (parallel.py). Losses are sums:
+gradients and token counts are psum'ed and divided by the GLOBAL token count, so an update does not depend on how
+tokens split over devices.
 (Kept apart from train.py so evaluation.py can use them without an import cycle.)
 """
 
 import functools
-import time
 
-from absl import logging
-from flax.training import common_utils
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from s2s_jax import data as data_lib
@@ -22,6 +19,7 @@ from s2s_jax import decode
 from s2s_jax import encoders
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
+from s2s_jax import parallel
 from s2s_jax import sampling
 
 Batch = dict[str, jax.Array]
@@ -290,57 +288,7 @@ def predict_step(
 
 
 def make_predict_fn(model, options: decode.DecodeOptions):
-  """The pmapped predict step (one compile per options and batch shape): (params, batch, per-row keys) -> outputs,
+  """The data-parallel predict step (one compile per options and batch shape): (params, batch, per-row keys) -> outputs,
   the batch and its keys sharded alike; `model` may be a tuple (an ensemble, with a tuple of parameter trees)."""
-  fn = functools.partial(predict_step, model=model, options=options, axis_name='batch')
-  return jax.pmap(fn, axis_name='batch', in_axes=(0, 0, 0))
-
-
-class CompiledByShape:
-  """A pmapped step, compiled ahead of time (and timed) once per batch shape, when the first batch of that shape
-  arrives: bucketed training batches come in several shapes, and compiling lazily keeps the first step early. Before
-  a compile the steps still running are waited for, so `seconds` holds compiling (or loading from the persistent
-  cache) only."""
-
-  def __init__(self, p_fn, name: str = 'step'):
-    self._p_fn, self._name, self._compiled = p_fn, name, {}
-    self.seconds = 0.0  # total compile time so far
-
-  def __call__(self, state, batch: Batch, *args):
-    key = tuple((k, v.shape) for k, v in sorted(batch.items()))
-    if key in self._compiled:
-      return self._compiled[key](state, batch, *args)
-    # The steps dispatched before run on while this one compiles: wait for them first, so the seconds measured
-    # (and subtracted from training time: train/steps_per_s) are the compile's alone.
-    jax.block_until_ready(state)
-    start, out = time.perf_counter(), None
-    if jax.process_count() == 1:
-      self._compiled[key] = self._p_fn.lower(state, batch, *args).compile()
-    else:
-      # With several processes a pmap lowers for the global device count but is called with the local shards, so
-      # its AOT executable cannot be called; the pmap's own cache compiles instead, timed with its first step.
-      self._compiled[key] = self._p_fn
-      out = jax.block_until_ready(self._p_fn(state, batch, *args))
-    seconds = time.perf_counter() - start
-    self.seconds += seconds
-    logging.info(
-      'Compiled the %s for batch shape %s in %.1f s (%d shapes, %.1f s so far).',
-      self._name,
-      ', '.join(f'{k} {list(shape)}' for k, shape in key),
-      seconds,
-      len(self._compiled),
-      self.seconds,
-    )
-    return self._compiled[key](state, batch, *args) if out is None else out
-
-
-def shard_batch(batch):
-  """A host batch [B, ...] (a dict, or any tree of arrays) as [local devices, B / local devices, ...], committed to
-  the pmap devices.
-
-  Passing numpy arrays straight to a pmapped step together with its own outputs makes every call take the slow
-  dispatch path (measured 3-4x slower per step on CPU), so batches are put on the devices first.
-  """
-  devices = np.asarray(jax.local_devices())
-  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ('batch',)), jax.sharding.PartitionSpec('batch'))
-  return jax.device_put(common_utils.shard(batch), sharding)
+  fn = functools.partial(predict_step, model=model, options=options, axis_name=parallel.AXIS)
+  return parallel.data_parallel(fn)

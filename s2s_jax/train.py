@@ -1,12 +1,11 @@
-"""Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, evaluation in evaluation.py)."""
+"""Training: `train_and_evaluate`, the loop main.py runs (steps in steps.py, placed on the devices by parallel.py;
+evaluation in evaluation.py; early stopping's count in early_stopping.py)."""
 
-import json
-import os
+import dataclasses
 import time
 from typing import Any
 
 from absl import logging
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -15,10 +14,12 @@ from s2s_jax import checkpointing
 from s2s_jax import compile_cache
 from s2s_jax import config_checks
 from s2s_jax import config_lib
+from s2s_jax import early_stopping as early_stopping_lib
 from s2s_jax import evaluation
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import parallel
 from s2s_jax import preemption as preemption_lib
 from s2s_jax import provenance
 from s2s_jax import seeds as seeds_lib
@@ -31,8 +32,9 @@ from s2s_jax.data import pipeline
 
 
 def train_step_fn(config: ml_collections.ConfigDict):
-  """`steps.train_step` as the loop pmaps it: (state, batch, hp) -> (state, sums), hp = optim.hyperparameters(config)
-  (the same for every seed: vmapped over the seed axis, every seed on the same batch, when config.num_seeds > 1).
+  """`steps.train_step` as the loop runs it on every device (parallel.data_parallel): (state, batch, hp) -> (state,
+  sums), hp = optim.hyperparameters(config) (the same for every seed: vmapped over the seed axis, every seed on the
+  same batch, when config.num_seeds > 1).
 
   The learning rate, its schedule's constants, warmup, clipping norm, weight decay, label smoothing, loss weights,
   the teacher-forcing ratio and its schedule's constants and the dropout rate are read from `hp` inside the step, so
@@ -58,56 +60,6 @@ def train_step_fn(config: ml_collections.ConfigDict):
     )
 
   return step if config.num_seeds == 1 else jax.vmap(step, in_axes=(0, None, None))
-
-
-def _log_train(
-  writer,
-  step: int,
-  log_sums: dict[str, Any],
-  lr: float,
-  seconds: float,
-  progress,
-  last_checkpoint: int | None,
-  skip_nonfinite: bool,
-  compile_s: float,
-  teacher_forcing: float | None = None,
-) -> None:
-  """Writes the train/* metrics summed on device since the last log (pulling them is the loop's only host sync)."""
-  sums = {k: float(v) for k, v in log_sums.items()}
-  if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
-    raise FloatingPointError(
-      f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
-      f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.'
-    )
-  scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(sums).items()}
-  kept = max(sums['steps'] - sums['skipped'], 1)
-  scalars.update(
-    {
-      'train/grad_norm': sums['grad_norm_sum'] / kept,
-      'train/learning_rate': lr,
-      'train/steps_per_s': sums['steps'] / seconds,
-      'train/target_tokens_per_s': sums['num_tokens'] / seconds,
-    }
-  )
-  if skip_nonfinite:
-    scalars['train/skipped_updates'] = sums['skipped']
-  if teacher_forcing is not None:  # scheduled sampling: the ratio of the last step
-    scalars['train/teacher_forcing_ratio'] = teacher_forcing
-  writer.write_scalars(step, scalars)
-  logging.info('%s', progress.line(step, compile_s))
-
-
-def _stop_for_preemption(preemption, mngr, state, train_iter, step: int, lock, saves) -> None:
-  """Checkpoints the current step (any step: the log sums are part of the state) and says how to resume."""
-  lock.check()
-  if mngr.latest_step() != step:
-    checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=True)
-  mngr.wait_until_finished()
-  lock.check()
-  saves.update()
-  logging.warning(
-    '%s: stopped at step %d with a checkpoint; run the same command to resume.', preemption.signal_name, step
-  )
 
 
 def train_and_evaluate(
@@ -168,10 +120,10 @@ def _train_and_evaluate(
     state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
     state = checkpointing.restore_or_init(mngr, state, train_iter)
   first_step = int(np.max(state.step))
-  dirs = seeds_lib.run_dirs(config, workdir)
-  validations = [_validation_steps(d, first_step) for d in dirs]
-  stopped_early = _patience_exhausted(config, _best_steps_on_disk(dirs), validations)
-  if (first_step >= config.num_train_steps or stopped_early) and workdir_lib.is_done(workdir):
+  early_stopping = early_stopping_lib.EarlyStopping(
+    config.eval.patience, seeds_lib.run_dirs(config, workdir), first_step
+  )
+  if (first_step >= config.num_train_steps or early_stopping.reached()) and workdir_lib.is_done(workdir):
     logging.info('%s is DONE at step %d; nothing to do.', workdir, first_step)
     return
   lock.check()
@@ -184,11 +136,18 @@ def _train_and_evaluate(
     config.num_seeds,
   )
   runs = seeds_lib.SeedRuns(config, workdir, start_time, first_step, guard=lock.check)
-  saves = workdir_lib.SaveRecorder(workdir, runs.dirs)
-  evaluator = evaluation.Evaluator(model, data, config)
-  state, last_step = _train(
-    config, state, train_iter, mngr, runs, evaluator, first_step, preemption, lock, saves, validations
+  loop = _Loop(
+    config=config,
+    mngr=mngr,
+    train_iter=train_iter,
+    runs=runs,
+    saves=workdir_lib.SaveRecorder(workdir, runs.dirs),
+    evaluator=evaluation.Evaluator(model, data, config),
+    early_stopping=early_stopping,
+    preemption=preemption,
+    lock=lock,
   )
+  state, last_step = loop.train(state, first_step)
   if state is None:  # stopped with a checkpoint
     _record_compiles(workdir, compiles_before, lock)
     runs.close()
@@ -199,31 +158,12 @@ def _train_and_evaluate(
     'Process %d: parameters at step %d have sha256 %s',
     jax.process_index(),
     last_step,
-    checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)),
+    checkpointing.params_sha256(parallel.unreplicate(state.params)),
   )
   if (store := data.splits['train'].store) is not None and not config.data.num_workers:
     # Each process reads only its rows of every global batch (the multi-host test compares the counts).
     logging.info('Process %d read %d training records from the id cache.', jax.process_index(), store.reads)
-  mngr.wait_until_finished()
-  lock.check()
-  saves.update()
-  try:
-    for best_mngr in runs.best:
-      best_mngr.wait_until_finished()
-    with preemption.immediate('during the test evaluation (a re-run redoes only the test evaluation)'):
-      for k, folder in enumerate(runs.dirs):
-        lock.check()
-        evaluator.test(folder, last_step, runs.writers[k])
-        lock.check()
-        workdir_lib.mark_done(folder)
-  except workdir_lock.LockLost:
-    raise  # nothing more is written, not even what the writers buffer
-  except BaseException:
-    runs.close()
-    mngr.close()
-    raise
-  runs.close()
-  mngr.close()
+  loop.test(last_step)
   _record_compiles(workdir, compiles_before, lock)
   lock.check()
   workdir_lib.mark_done(workdir)
@@ -238,115 +178,184 @@ def _record_compiles(workdir: str, before: dict, lock: workdir_lock.WorkdirLock)
     provenance.record_compiles(workdir, stats)
 
 
-def _best_steps_on_disk(dirs: list[str]) -> list[int | None]:
-  """The step in each seed's best/ (it keeps one), or None."""
-  steps_ = [[s for s, _, _ in checkpointing.saved_steps(d, params_only=True)] for d in dirs]
-  return [max(s) if s else None for s in steps_]
+@dataclasses.dataclass
+class _Loop:
+  """The training loop of one start of a run and what it owns: the checkpoint manager and the data iterator it
+  saves, the seeds' runs (metric writers, best/ managers) and saves.json, the evaluator, early stopping, the
+  preemption handler (signals, the STOP file) and the workdir lock. `train` runs the steps; `test` follows them."""
 
+  config: ml_collections.ConfigDict
+  mngr: Any  # checkpoints/ (checkpointing.make_manager)
+  train_iter: Any  # batches.train_iterator, saved with every checkpoint
+  runs: seeds_lib.SeedRuns
+  saves: workdir_lib.SaveRecorder
+  evaluator: evaluation.Evaluator
+  early_stopping: early_stopping_lib.EarlyStopping
+  preemption: preemption_lib.Preemption
+  lock: workdir_lock.WorkdirLock
 
-def _validation_steps(folder: str, up_to: int) -> list[int]:
-  """The steps <= up_to at which `folder`'s run validated (its eval/* records in metrics.jsonl)."""
-  steps_ = set()
-  try:
-    with open(os.path.join(folder, 'metrics.jsonl'), encoding='utf-8') as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except ValueError:
-          continue  # a line torn by a kill
-        step = record.get('step') if isinstance(record, dict) else None
-        if isinstance(step, int) and step <= up_to and any(k.startswith('eval/') for k in record):
-          steps_.add(step)
-  except OSError:
-    pass
-  return sorted(steps_)
+  def __post_init__(self):
+    c = self.config
+    self.p_train_step = parallel.CompiledByShape(
+      parallel.data_parallel(train_step_fn(c), in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
+    )
+    self.hp = optim.hyperparameters(c)
+    self.schedule = optim.make_schedule(c.optim, c.num_train_steps)
+    self.tf_schedule = optim.make_teacher_forcing(c.optim)
 
+  def train(self, state, first_step: int):
+    """Trains from first_step to num_train_steps, or until early stopping (eval.patience); returns (the final
+    replicated state, its step), or (None, step) when a signal stopped it (after a checkpoint of the current step).
 
-def _patience_exhausted(config, best_steps: list[int | None], validations: list[list[int]]) -> bool:
-  """Early stopping (eval.patience = N > 0): every seed has validated N times since its best validation. Counted
-  from the validations that happened (metrics.jsonl, then this start's), so changing eval_every_steps on resume
-  changes nothing already done."""
-  patience = config.eval.patience
-  if not patience or any(b is None for b in best_steps):
-    return False
-  return all(sum(v > best for v in steps_) >= patience for best, steps_ in zip(best_steps, validations))
+    At a step that both validates and checkpoints, validation (and the update of best/) comes first and the
+    checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
+    validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
+    """
+    c = self.config
+    state = parallel.replicate(state)
+    if self.early_stopping.reached():
+      logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, c.eval.patience)
+      return state, first_step
+    progress, tick, compile_at_tick = writers.Progress(first_step, c.num_train_steps), time.time(), 0.0
+    for step in range(first_step + 1, c.num_train_steps + 1):
+      state, _ = self.p_train_step(state, parallel.shard_batch(next(self.train_iter)), self.hp)
+      is_last = step == c.num_train_steps
+      logs = step % c.log_every_steps == 0 or is_last
+      if jax.process_count() > 1 and logs:
+        self.lock.sync()  # process 0 watches the lock; every process acts on it at the same step
+      self.lock.check()
+      if logs:
+        state = self._log(step, state, tick, compile_at_tick)
+        logging.info('%s', progress.line(step, self.p_train_step.seconds))
+      if step % c.eval_every_steps == 0 or is_last:
+        self._validate(step, state)
+        if not is_last and self.early_stopping.reached():
+          self._stop_early(step)
+          is_last = True
+        if not is_last:
+          self.preemption.read_stop_file()  # a search driver that cannot signal this run asks it to stop (DIR/STOP)
+      if step % c.checkpoint_every_steps == 0 or is_last:
+        self._checkpoint(step, state, force=is_last)
+      if self.preemption.requested:
+        self._stop_for_preemption(step, state)
+        return None, step
+      if is_last:
+        return state, step
+      if step % c.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
+        tick, compile_at_tick = time.time(), self.p_train_step.seconds
+    return state, first_step  # reached only when no step was left to train
 
+  def _log(self, step: int, state, tick: float, compile_at_tick: float):
+    """Writes each seed's train/* metrics summed on device since the last log and returns `state` with the sums
+    reset. Pulling the sums is the loop's only host sync; the seconds since `tick` are measured after it (every
+    step dispatched so far has run), less the compiles since then."""
+    self.saves.update()  # the checkpoints committed since the last log
+    sums = jax.device_get(parallel.unreplicate(state.log_sums))
+    seconds = time.time() - tick - (self.p_train_step.seconds - compile_at_tick)
+    lr = float(self.schedule(step - 1))
+    teacher_forcing = None if self.tf_schedule is None else float(self.tf_schedule(step - 1))
+    for k, writer in enumerate(self.runs.writers):
+      seed_sums = self.runs.pick(sums, k, replicated=False)
+      skip = self.config.optim.skip_nonfinite
+      writer.write_scalars(step, _train_scalars(seed_sums, seconds, lr, teacher_forcing, self.mngr.latest_step(), skip))
+    return state.replace(log_sums=parallel.replicate(seeds_lib.empty_log_sums(self.runs.num)))
 
-def _train(config, state, train_iter, mngr, runs, evaluator, first_step: int, preemption, lock, saves, validations):
-  """The training loop from first_step to num_train_steps, or until early stopping (eval.patience); (the final
-  replicated state, its step), or (None, step) when a signal stopped it (after a checkpoint of the current step).
+  def _validate(self, step: int, state) -> None:
+    """Validates each seed (eval/* metrics), saves a better one to its best/ and records it for early stopping."""
+    logging.info('Validating step %d.', step)
+    key = f'eval/{self.config.eval.metric}'
+    for k, (writer, best_mngr) in enumerate(zip(self.runs.writers, self.runs.best)):
+      params = self.runs.pick(state.params, k)
+      scores = self.evaluator.validate(params, step, writer)
+      improved = checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), self.config.eval.mode)
+      if improved:
+        self.lock.check()
+        checkpointing.save_best(best_mngr, step, parallel.unreplicate(params), scores)
+      self.early_stopping.record(k, step, improved)
 
-  At a step that both validates and checkpoints, validation (and the update of best/) comes first and the
-  checkpoint waits for best/ to be written: a restored step N has always been validated, so a kill during
-  validation only repeats training from the previous checkpoint (deterministically) and never skips an evaluation.
-  """
-  p_train_step = steps.CompiledByShape(
-    jax.pmap(train_step_fn(config), axis_name='batch', in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
-  )
-  hp = optim.hyperparameters(config)
-  schedule = optim.make_schedule(config.optim, config.num_train_steps)
-  tf_schedule = optim.make_teacher_forcing(config.optim)
-  state = flax.jax_utils.replicate(state)
-  if _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
-    logging.info('Early stopping already reached at step %d (eval.patience=%d).', first_step, config.eval.patience)
-    return state, first_step
-  progress, tick, compile_at_tick = writers.Progress(first_step, config.num_train_steps), time.time(), 0.0
-  for step in range(first_step + 1, config.num_train_steps + 1):
-    state, _ = p_train_step(state, steps.shard_batch(next(train_iter)), hp)
-    is_last = step == config.num_train_steps
-    if jax.process_count() > 1 and (step % config.log_every_steps == 0 or is_last):
-      lock.sync()  # process 0 watches the lock; every process acts on it at the same step
-    lock.check()
-    if step % config.log_every_steps == 0 or is_last:
-      saves.update()  # the checkpoints committed since the last log
-      sums = jax.device_get(flax.jax_utils.unreplicate(state.log_sums))
-      for k, writer in enumerate(runs.writers):
-        _log_train(
-          writer,
-          step,
-          runs.pick(sums, k, replicated=False),
-          float(schedule(step - 1)),
-          time.time() - tick - (p_train_step.seconds - compile_at_tick),
-          progress,
-          mngr.latest_step(),
-          config.optim.skip_nonfinite,
-          p_train_step.seconds,
-          None if tf_schedule is None else float(tf_schedule(step - 1)),
-        )
-      state = state.replace(log_sums=flax.jax_utils.replicate(seeds_lib.empty_log_sums(runs.num)))
-    if step % config.eval_every_steps == 0 or is_last:
-      logging.info('Validating step %d.', step)
-      for k, (writer, best_mngr) in enumerate(zip(runs.writers, runs.best)):
-        params = runs.pick(state.params, k)
-        scores = evaluator.validate(params, step, writer)
-        validations[k].append(step)
-        key = f'eval/{config.eval.metric}'
-        if checkpointing.is_better(scores[key], checkpointing.best_value(best_mngr, key), config.eval.mode):
-          lock.check()
-          checkpointing.save_best(best_mngr, step, flax.jax_utils.unreplicate(params), scores)
-      if not is_last and _patience_exhausted(config, [m.best_step() for m in runs.best], validations):
-        logging.warning(
-          'Early stopping at step %d: %d validations without a better eval/%s (eval.patience).',
-          step,
-          config.eval.patience,
-          config.eval.metric,
-        )
-        for writer in runs.writers:
-          writer.write_scalars(step, {'eval/stopped_early': 1.0})
-        is_last = True
-      if not is_last:
-        preemption.read_stop_file()  # a search driver that cannot signal this run asks it to stop (DIR/STOP)
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      for best_mngr in runs.best:
+  def _stop_early(self, step: int) -> None:
+    logging.warning(
+      'Early stopping at step %d: %d validations without a better eval/%s (eval.patience).',
+      step,
+      self.config.eval.patience,
+      self.config.eval.metric,
+    )
+    for writer in self.runs.writers:
+      writer.write_scalars(step, {'eval/stopped_early': 1.0})
+
+  def _checkpoint(self, step: int, state, force: bool) -> None:
+    """Saves `step` once every best/ is written (validation before checkpoint: see `train`)."""
+    for best_mngr in self.runs.best:
+      best_mngr.wait_until_finished()
+    self.lock.check()
+    logging.info('Saving checkpoint %d.', step)
+    checkpointing.save(self.mngr, parallel.unreplicate(state), self.train_iter, force=force)
+
+  def _stop_for_preemption(self, step: int, state) -> None:
+    """Checkpoints the current step (any step: the log sums are part of the state) and says how to resume."""
+    self.lock.check()
+    if self.mngr.latest_step() != step:
+      checkpointing.save(self.mngr, parallel.unreplicate(state), self.train_iter, force=True)
+    self.mngr.wait_until_finished()
+    self.lock.check()
+    self.saves.update()
+    logging.warning(
+      '%s: stopped at step %d with a checkpoint; run the same command to resume.', self.preemption.signal_name, step
+    )
+
+  def test(self, step: int) -> None:
+    """After the last step: waits for the checkpoints, then evaluates each seed's best checkpoint on the test
+    splits and marks the seed DONE; closes the managers and writers."""
+    self.mngr.wait_until_finished()
+    self.lock.check()
+    self.saves.update()
+    try:
+      for best_mngr in self.runs.best:
         best_mngr.wait_until_finished()
-      lock.check()
-      logging.info('Saving checkpoint %d.', step)
-      checkpointing.save(mngr, flax.jax_utils.unreplicate(state), train_iter, force=is_last)
-    if preemption.requested:
-      _stop_for_preemption(preemption, mngr, state, train_iter, step, lock, saves)
-      return None, step
-    if is_last:
-      return state, step
-    if step % config.log_every_steps == 0:  # rate and ETA measure training only (compiles excluded)
-      tick, compile_at_tick = time.time(), p_train_step.seconds
-  return state, first_step  # reached only when no step was left to train
+      with self.preemption.immediate('during the test evaluation (a re-run redoes only the test evaluation)'):
+        for k, folder in enumerate(self.runs.dirs):
+          self.lock.check()
+          self.evaluator.test(folder, step, self.runs.writers[k])
+          self.lock.check()
+          workdir_lib.mark_done(folder)
+    except workdir_lock.LockLost:
+      raise  # nothing more is written, not even what the writers buffer
+    except BaseException:
+      self.runs.close()
+      self.mngr.close()
+      raise
+    self.runs.close()
+    self.mngr.close()
+
+
+def _train_scalars(
+  log_sums: dict[str, Any],
+  seconds: float,
+  lr: float,
+  teacher_forcing: float | None,
+  last_checkpoint: int | None,
+  skip_nonfinite: bool,
+) -> dict[str, float]:
+  """The train/* metrics of one seed from its sums since the last log, over `seconds` of training; a non-finite
+  loss or gradient raises FloatingPointError naming the last good checkpoint (unless skip_nonfinite)."""
+  sums = {k: float(v) for k, v in log_sums.items()}
+  if sums['first_nonfinite_step'] >= 0 and not skip_nonfinite:
+    raise FloatingPointError(
+      f'Non-finite training loss or gradient at step {int(sums["first_nonfinite_step"])}; the last good checkpoint '
+      f'is step {last_checkpoint}. Lower the learning rate, check the data, or set optim.skip_nonfinite=True.'
+    )
+  scalars = {f'train/{k}': v for k, v in metrics_lib.finalize_token_sums(sums).items()}
+  kept = max(sums['steps'] - sums['skipped'], 1)
+  scalars.update(
+    {
+      'train/grad_norm': sums['grad_norm_sum'] / kept,
+      'train/learning_rate': lr,
+      'train/steps_per_s': sums['steps'] / seconds,
+      'train/target_tokens_per_s': sums['num_tokens'] / seconds,
+    }
+  )
+  if skip_nonfinite:
+    scalars['train/skipped_updates'] = sums['skipped']
+  if teacher_forcing is not None:  # scheduled sampling: the ratio of the last step
+    scalars['train/teacher_forcing_ratio'] = teacher_forcing
+  return scalars

@@ -23,13 +23,13 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import flax
 import numpy as np
 
 from s2s_jax import attention as attention_lib
 from s2s_jax import compile_cache
 from s2s_jax import decode
 from s2s_jax import inference
+from s2s_jax import parallel
 from s2s_jax import plots
 from s2s_jax.data import raw_files
 
@@ -105,9 +105,7 @@ def main(argv):
   decoder = inference.Decoder(model, options, run.tgt_vocab, src_len=inputs.max_len, batch_size=options.batch_size)
   memory_len = lambda x: len(run.memory_labels(inference.first_member(x)))
   keys = [inference.line_key(lines[i]) for i in where]
-  results = (
-    decoder(flax.jax_utils.replicate(params), examples, memory_len, seed=_SEED.value, keys=keys) if examples else []
-  )
+  results = decoder(parallel.replicate(params), examples, memory_len, seed=_SEED.value, keys=keys) if examples else []
   by_line = dict(zip(where, results))
   out = [text for i in range(len(lines)) for text in _format(by_line.get(i), n_best, _PRINT_SCORES.value)]
   if _OUTPUT.value == '-':

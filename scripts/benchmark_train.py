@@ -12,7 +12,6 @@ import sys
 import time
 
 from absl import app
-import flax
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ import numpy as np
 from s2s_jax import config_lib
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import parallel
 from s2s_jax import seq2seq_config
 from s2s_jax import steps as steps_lib
 from s2s_jax import train
@@ -176,9 +176,9 @@ def measure_train(
     'inputs_mask': np.ones((batch, src_len), np.int32),
     'targets': rng.randint(4, cfg.tgt_vocab_size, (batch, tgt_len)).astype(np.int32),
   }
-  device_batch = steps_lib.shard_batch(host_batch)
-  state = flax.jax_utils.replicate(state)
-  p_step = jax.pmap(train.train_step_fn(config), axis_name='batch', in_axes=(0, 0, None), donate_argnums=(0,))
+  device_batch = parallel.shard_batch(host_batch)
+  state = parallel.replicate(state)
+  p_step = parallel.data_parallel(train.train_step_fn(config), in_axes=(0, 0, None), donate_argnums=(0,))
   hp = optim.hyperparameters(config)
   start = time.perf_counter()
   compiled = p_step.lower(state, device_batch, hp).compile()

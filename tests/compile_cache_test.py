@@ -13,7 +13,7 @@ import pytest
 
 import testutil
 from s2s_jax import compile_cache
-from s2s_jax import steps
+from s2s_jax import parallel
 
 # A program compiled and run in a fresh process: its output, then the process' compile statistics as JSON.
 _PROGRAM = """
@@ -106,11 +106,11 @@ class HonestRateTest(absltest.TestCase):
       return {'x': x + batch['inputs'].sum() * 0}
 
     wrapped = _RecordsReadiness(jax.pmap(slow_step, axis_name='batch'))
-    p_step = steps.CompiledByShape(wrapped, 'slow step')
+    p_step = parallel.CompiledByShape(wrapped, 'slow step')
     state = flax.jax_utils.replicate({'x': jnp.eye(128) * 0.9})
-    state = p_step(state, steps.shard_batch({'inputs': np.ones((8, 3), np.int32)}))
-    state = p_step(state, steps.shard_batch({'inputs': np.ones((8, 3), np.int32)}))
-    state = p_step(state, steps.shard_batch({'inputs': np.ones((8, 5), np.int32)}))  # a new shape
+    state = p_step(state, parallel.shard_batch({'inputs': np.ones((8, 3), np.int32)}))
+    state = p_step(state, parallel.shard_batch({'inputs': np.ones((8, 3), np.int32)}))
+    state = p_step(state, parallel.shard_batch({'inputs': np.ones((8, 5), np.int32)}))  # a new shape
     jax.block_until_ready(state)
     self.assertEqual(wrapped.ready_at_lower, [True, True])
 

@@ -16,6 +16,7 @@ from s2s_jax import checkpointing
 from s2s_jax import config_lib
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import parallel
 from s2s_jax import seeds as seeds_lib
 from s2s_jax import steps
 from s2s_jax import train
@@ -91,7 +92,7 @@ def _train(config, num_steps: int):
   p_step = jax.pmap(train.train_step_fn(config), axis_name='batch', in_axes=(0, 0, None))
   hp, losses = optim.hyperparameters(config), []
   for _ in range(num_steps):
-    state, sums = p_step(state, steps.shard_batch(next(it)), hp)
+    state, sums = p_step(state, parallel.shard_batch(next(it)), hp)
     sums = jax.device_get(flax.jax_utils.unreplicate(sums))
     losses.append(float(sums['loss_sum']) / float(sums['num_tokens']))
   return checkpointing.params_sha256(flax.jax_utils.unreplicate(state.params)), losses
@@ -126,7 +127,7 @@ def _lowered(config, seed: int = 0) -> str:
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
   state = flax.jax_utils.replicate(steps.create_train_state(jax.random.PRNGKey(seed), model, tx, 12, 7))
   rng = np.random.default_rng(seed)
-  batch = steps.shard_batch(
+  batch = parallel.shard_batch(
     {
       'inputs': rng.integers(4, 20, (16, 12)).astype(np.int32),
       'inputs_mask': np.ones((16, 12), np.int32),

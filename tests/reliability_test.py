@@ -74,7 +74,7 @@ class NonFiniteTest(parameterized.TestCase):
     sums = jax.device_get(steps.empty_log_sums())
     sums.update(first_nonfinite_step=17, steps=10)
     with self.assertRaisesRegex(FloatingPointError, r'at step 17; the last good checkpoint is step 10'):
-      train._log_train(None, 20, sums, 0.1, 1.0, None, last_checkpoint=10, skip_nonfinite=False, compile_s=0.0)
+      train._train_scalars(sums, 1.0, 0.1, None, last_checkpoint=10, skip_nonfinite=False)
 
   def test_no_checkpoint_with_non_finite_values(self):
     mngr = checkpointing.make_manager(self.create_tempdir().full_path, 2)

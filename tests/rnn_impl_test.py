@@ -20,6 +20,7 @@ from s2s_jax import config_lib
 from s2s_jax import cudnn_rnn
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import parallel
 from s2s_jax import rnn
 from s2s_jax import seq2seq_config
 from s2s_jax import steps
@@ -159,7 +160,7 @@ def _lowered_train_step(rnn_impl: str) -> str:
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
   state = flax.jax_utils.replicate(steps.create_train_state(jax.random.PRNGKey(0), model, tx, 12, 7))
   batch = {'inputs': np.ones((16, 12), np.int32), 'inputs_mask': np.ones((16, 12), np.int32)}
-  batch = steps.shard_batch({**batch, 'targets': np.ones((16, 7), np.int32)})
+  batch = parallel.shard_batch({**batch, 'targets': np.ones((16, 7), np.int32)})
   p_step = jax.pmap(train.train_step_fn(config), axis_name='batch', in_axes=(0, 0, None))
   return p_step.lower(state, batch, optim.hyperparameters(config)).as_text()
 

@@ -17,6 +17,7 @@ from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import models
 from s2s_jax import optim
+from s2s_jax import parallel
 from s2s_jax import seq2seq_config
 from s2s_jax import steps
 
@@ -80,7 +81,7 @@ class TrainStepTest(parameterized.TestCase):
     state = steps.create_train_state(jax.random.PRNGKey(0), model, tx, 9, 6)
     jit_state, jit_sums = jax.jit(functools.partial(steps.train_step, axis_name=None))(state, batch)
     p_step = jax.pmap(steps.train_step, axis_name='batch')
-    p_state, p_sums = p_step(flax.jax_utils.replicate(state), steps.shard_batch(batch))
+    p_state, p_sums = p_step(flax.jax_utils.replicate(state), parallel.shard_batch(batch))
     p_state = flax.jax_utils.unreplicate(p_state)
     chex_close = functools.partial(np.testing.assert_allclose, atol=1e-5, rtol=1e-5)
     jax.tree.map(chex_close, p_state.params, jit_state.params)
