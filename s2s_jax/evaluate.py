@@ -33,8 +33,8 @@ from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
 from s2s_jax import parallel
-from s2s_jax.data import raw_files
 from s2s_jax.data import pipeline
+from s2s_jax.data import raw_files
 
 _WORKDIR = flags.DEFINE_multi_string(
   'workdir', None, 'A run directory written by s2s_jax.main; repeat it to score an ensemble (written into the first).'

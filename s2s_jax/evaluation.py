@@ -7,13 +7,14 @@ writes the same files through `score` and `write_eval`, named by `settings_tag` 
 settings never replaces the run's own; every eval JSON records its settings (`settings_record`).
 """
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 import functools
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging

@@ -5,12 +5,13 @@ rows), so a sentence gets exactly the same output whichever batch it is in, and 
 draws each input's samples from a key of its content, not of its position.
 """
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import dataclasses
 import json
 import os
-import zlib
-from collections.abc import Callable, Sequence
 from typing import Any
+import zlib
 
 import jax
 import ml_collections
@@ -25,7 +26,8 @@ from s2s_jax import models
 from s2s_jax import parallel
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
-from s2s_jax.data import EOS_ID, SPECIAL_TOKENS
+from s2s_jax.data import EOS_ID
+from s2s_jax.data import SPECIAL_TOKENS
 from s2s_jax.data import batches
 from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import inputs as inputs_lib

@@ -107,7 +107,9 @@ def attention_figures(
     examples, slug = data.src_ids[:num], re.sub(r'[^A-Za-z0-9_.-]+', '_', variant)
     options = decode.options(loaded.config.decode, loaded.config.data.max_tgt_len, return_attention=True)
     decoder = inference.Decoder(loaded.model, options, loaded.tgt_vocab, src_len=src_len, batch_size=len(examples))
-    results = decoder(parallel.replicate(loaded.params), examples, lambda x: len(loaded.memory_labels(x)))
+    results = decoder(
+      parallel.replicate(loaded.params), examples, lambda x, loaded=loaded: len(loaded.memory_labels(x))
+    )
     pngs[variant] = [f'attention_{slug}_{i + 1}.png' for i in range(len(examples))]
     for png, example, hyps in zip(pngs[variant], examples, results):
       plots.save_attention_heatmap(

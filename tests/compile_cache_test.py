@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import compile_cache
 from s2s_jax import parallel
 

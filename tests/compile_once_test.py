@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import testutil
+
 from s2s_jax import checkpointing
 from s2s_jax import config_lib
 from s2s_jax import models

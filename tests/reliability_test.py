@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import psutil
 import pytest
-
 import testutil
+
 from s2s_jax import checkpointing
 from s2s_jax import fileio
 from s2s_jax import steps
