@@ -32,24 +32,6 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(_REPO, 'results')
 SOURCES = ('run', 'README before the registry')
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'record: the finished run.')
-_JSON = flags.DEFINE_string('json', None, 'speed: the --json output of a speed script.')
-_NAME = flags.DEFINE_string('name', None, 'record/speed: the record name (results/NAME.json), e.g. multi30k/strong.')
-_PAGE = flags.DEFINE_string('page', None, 'record/speed: the docs page that shows it (path from the repository).')
-_TITLE = flags.DEFINE_string('title', None, 'record/speed: what the row is (model, data), in a few words.')
-_METRIC = flags.DEFINE_string('metric', 'test/bleu', 'record: the headline metric, SPLIT/NAME of eval_SPLIT.json.')
-_ANCHOR = flags.DEFINE_string('anchor', None, "record: the published anchor, 'WHO VALUE', e.g. 'OpenNMT-py 38.4'.")
-_COMMAND = flags.DEFINE_string('command', None, 'record/speed: the command that made it.')
-_SUMMARY = flags.DEFINE_bool('summary', False, "record: a row of the README's results table.")
-_ROWS = flags.DEFINE_string('rows', 'rows', 'speed: where the rows are in the JSON (dotted; A:B slices a list).')
-_COLUMNS = flags.DEFINE_list('columns', None, "speed: the columns shown, KEY or KEY=HEADER (default: the first row's).")
-_CHECK = flags.DEFINE_bool('check', False, 'tables: change nothing; exit 1 where a table differs from the records.')
-_COMMIT = flags.DEFINE_string('commit', None, 'speed: the measured commit, where the JSON has no "commit".')
-_DATE = flags.DEFINE_string('date', None, 'speed: the day measured (YYYY-MM-DD), where the JSON has no "date".')
-_MACHINE = flags.DEFINE_string('machine', None, 'speed: e.g. "AMD EPYC, 2 cores", where the JSON has none.')
-_DOT_PEAK = flags.DEFINE_float('dot_peak_gflops', None, "speed: the `jnp.dot` peak that day (default: the JSON's).")
-_OUT = flags.DEFINE_string('out', None, 'plots: the folder the plots go under (default: the repository).')
-
 
 def _read_json(path: str) -> Any:
   with open(path, encoding='utf-8') as f:
@@ -396,5 +378,22 @@ def main(argv):
     print(f'Rewrote the tables of: {", ".join(changed)}' if changed else 'Every table was current.')
 
 
-if __name__ == '__main__':
+if __name__ == '__main__':  # flags only when run: importing this module defines none (absl's flags are global)
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'record: the finished run.')
+  _JSON = flags.DEFINE_string('json', None, 'speed: the --json output of a speed script.')
+  _NAME = flags.DEFINE_string('name', None, 'record/speed: the record name (results/NAME.json), e.g. multi30k/strong.')
+  _PAGE = flags.DEFINE_string('page', None, 'record/speed: the docs page that shows it (path from the repository).')
+  _TITLE = flags.DEFINE_string('title', None, 'record/speed: what the row is (model, data), in a few words.')
+  _METRIC = flags.DEFINE_string('metric', 'test/bleu', 'record: the headline metric, SPLIT/NAME of eval_SPLIT.json.')
+  _ANCHOR = flags.DEFINE_string('anchor', None, "record: the published anchor, 'WHO VALUE', e.g. 'OpenNMT-py 38.4'.")
+  _COMMAND = flags.DEFINE_string('command', None, 'record/speed: the command that made it.')
+  _SUMMARY = flags.DEFINE_bool('summary', False, "record: a row of the README's results table.")
+  _ROWS = flags.DEFINE_string('rows', 'rows', 'speed: where the rows are in the JSON (dotted; A:B slices a list).')
+  _COLUMNS = flags.DEFINE_list('columns', None, "speed: the columns, KEY or KEY=HEADER (default: the first row's).")
+  _CHECK = flags.DEFINE_bool('check', False, 'tables: change nothing; exit 1 where a table differs from the records.')
+  _COMMIT = flags.DEFINE_string('commit', None, 'speed: the measured commit, where the JSON has no "commit".')
+  _DATE = flags.DEFINE_string('date', None, 'speed: the day measured (YYYY-MM-DD), where the JSON has no "date".')
+  _MACHINE = flags.DEFINE_string('machine', None, 'speed: e.g. "AMD EPYC, 2 cores", where the JSON has none.')
+  _DOT_PEAK = flags.DEFINE_float('dot_peak_gflops', None, "speed: the `jnp.dot` peak that day (default: the JSON's).")
+  _OUT = flags.DEFINE_string('out', None, 'plots: the folder the plots go under (default: the repository).')
   app.run(main)
