@@ -149,10 +149,13 @@ def run_one(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
   """
   own_session = os.environ.get('SUBMITIT_EXECUTOR') != 'slurm'
   received = []  # (signal, monotonic time, passed on) of every stop signal
-  child, previous = None, {}
+  child, previous, pending = None, {}, []
 
   def on_signal(signum, frame) -> None:
     del frame
+    if child is None:  # a stop while the run starts (a busy machine): passed on once it has started
+      pending.append(signum)
+      return
     now, passed = time.monotonic(), [t for _, t, p in received if p]
     forward = own_session or FORWARD[signum] != signum
     forward = forward and not (passed and now - passed[-1] < _REPEAT_S) and child.poll() is None
@@ -164,11 +167,14 @@ def run_one(cmd: list[str], log_path: str, grace_s: float = 600.0) -> int:
     try:
       if threading.current_thread() is threading.main_thread():  # (handlers can only be set from the main thread)
         previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGUSR1, signal.SIGUSR2)}  # inherited
+        # The other handlers before the run starts (exec resets them in the run), so no stop is lost meanwhile.
+        previous.update({s: signal.signal(s, on_signal) for s in FORWARD if s not in previous})
       child = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=own_session)
       if previous:
-        previous.update({s: signal.signal(s, on_signal) for s in FORWARD if s not in previous})
         for s in (signal.SIGUSR1, signal.SIGUSR2):
           signal.signal(s, on_signal)
+      for signum in pending:
+        on_signal(signum, None)
       return _wait(child, own_session, received, grace_s, log)
     finally:
       for s, handler in previous.items():
