@@ -206,6 +206,7 @@ def restore_params(workdir: str, which: str = 'best') -> tuple[Any, int]:
   output; a path relative to the workdir, e.g. 'averaged', or absolute).
 
   Raises ValueError with a one-line message naming the steps the workdir keeps when `which` names nothing there."""
+  workdir = os.path.abspath(workdir)  # orbax reads absolute paths only; --workdir may be relative
   if which.startswith('avg:'):
     return average_params(workdir, which[len('avg:') :])
   if which not in ('best', 'latest') and not which.isdigit():

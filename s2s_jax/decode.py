@@ -62,7 +62,6 @@ from collections.abc import Mapping
 import dataclasses
 from typing import Any
 
-import flax
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -73,7 +72,8 @@ from s2s_jax.search_ops import PyTree
 from s2s_jax.search_ops import StepFn
 
 
-@flax.struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class BeamState:
   """Loop carry of `beam_search`; every array is per batch row and beam."""
 

@@ -33,6 +33,7 @@ from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
 from s2s_jax import parallel
+from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
 from s2s_jax.data import raw_files
 
@@ -136,7 +137,7 @@ def main(argv):
   params = parallel.replicate(params)
   decoder(params, examples[: decoder.batch_size])  # compile first: decode_s times decoding only
   start = time.time()
-  keys = [inference.line_key(s) for s in sources]
+  keys = [inputs_lib.line_key(s) for s in sources]
   hyps = [h.texts[0] for h in decoder(params, examples, seed=_SEED.value, keys=keys)]
   seconds = time.time() - start
   result = {}

@@ -28,7 +28,6 @@ from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax.data import EOS_ID
 from s2s_jax.data import SPECIAL_TOKENS
-from s2s_jax.data import batches
 from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
@@ -150,12 +149,6 @@ def differing_inputs(runs: Sequence[Run]) -> list[str]:
   ]
 
 
-def line_key(line: str) -> int:
-  """The content key of an input line (crc32 of its UTF-8 text): sampling draws a line's samples from
-  fold_in(PRNGKey(seed), line_key(line)), so they do not depend on the line's position or batch."""
-  return zlib.crc32(line.encode('utf-8'))
-
-
 def ensemble(runs: Sequence[Run]) -> tuple:
   """(model, params) for Decoder and predict_step: one run's, or tuples of every run's (an ensemble)."""
   if len(runs) == 1:
@@ -184,12 +177,6 @@ def _example_key(example) -> int:
   return zlib.crc32(b''.join(np.ascontiguousarray(x).tobytes() for x in parts))
 
 
-@jax.jit
-def _row_rngs(rng: jax.Array, row_keys: jax.Array) -> jax.Array:
-  """One PRNG key per batch row: fold_in(rng, key of the row's input)."""
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, row_keys)
-
-
 class Decoder:
   """Beam search (or sampling) over encoded examples in fixed-shape batches, on all local devices; `model` may be a
   tuple of models decoded as an ensemble (then the params passed to a call are a tuple too)."""
@@ -216,7 +203,7 @@ class Decoder:
     seed: int = 0,
     keys: Sequence[int] | None = None,
   ) -> list[Hypotheses]:
-    """Decodes `examples` with replicated `params`, padded into batches by `batches.collate`;
+    """Decodes `examples` with replicated `params`, padded into batches by `inputs_lib.collate`;
     `memory_len(example)` is how many encoder memory steps (attention columns) an example has. An example may be
     a tuple of the members' own encodings of one input (`EnsembleInputs`; then `src_len` is a tuple too, and each
     member reads its own batch).
@@ -225,7 +212,7 @@ class Decoder:
     at a similar output length; the results come back in the order given. A sentence's output does not depend on
     its batch: rows are decoded independently, and sampling draws the samples of example i from
     fold_in(PRNGKey(seed), keys[i]), where `keys` identify the inputs' content (translate and evaluate pass
-    `line_key` of each input line; by default the crc32 of the example's bytes). The same input and seed give the
+    `inputs.line_key` of each input line; by default the crc32 of the example's bytes). The same input and seed give the
     same samples at any position, in any batch and at any batch size."""
     keys = [_example_key(x) for x in examples] if keys is None else list(keys)
     if len(keys) != len(examples):
@@ -236,12 +223,12 @@ class Decoder:
       rows = order[start : start + self.batch_size]
       chunk = [examples[i] for i in rows]
       if isinstance(self.src_len, tuple):  # an ensemble's members, each reading its own encoding
-        batch = tuple(batches.collate([x[m] for x in chunk], self.batch_size, n) for m, n in enumerate(self.src_len))
+        batch = tuple(inputs_lib.collate([x[m] for x in chunk], self.batch_size, n) for m, n in enumerate(self.src_len))
       else:
-        batch = batches.collate(chunk, self.batch_size, self.src_len)
+        batch = inputs_lib.collate(chunk, self.batch_size, self.src_len)
       row_keys = np.zeros((self.batch_size,), np.uint32)  # the filler rows' keys do not matter
       row_keys[: len(rows)] = [keys[i] for i in rows]
-      rngs = np.asarray(_row_rngs(jax.random.PRNGKey(seed), row_keys))
+      rngs = inputs_lib.row_rngs(seed, row_keys)
       result = jax.device_get(self._predict(params, parallel.shard_batch(batch), parallel.shard_batch(rngs)))
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[: len(chunk)] for x in result]
       for j, (i, example) in enumerate(zip(rows, chunk)):

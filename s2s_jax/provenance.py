@@ -44,6 +44,11 @@ def _git(*args: str) -> str:
     return ''
 
 
+def git_sha() -> str:
+  """The repository's HEAD commit ('' outside a git checkout)."""
+  return _git('rev-parse', 'HEAD')
+
+
 def _cpu() -> str:
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:

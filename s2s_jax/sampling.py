@@ -7,7 +7,6 @@ contracts in s2s_jax/decode.py.
 # pylint: disable=invalid-name
 import dataclasses
 
-import flax
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -19,7 +18,8 @@ from s2s_jax.search_ops import PyTree
 from s2s_jax.search_ops import StepFn
 
 
-@flax.struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class _SampleState:
   """Loop carry of `sample`."""
 

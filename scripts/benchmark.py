@@ -49,8 +49,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # (its library modules, also when loaded by path)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import benchmark_decode
 import benchmark_epoch
+import benchmark_search
 import benchmark_train
 
 from s2s_jax import config_lib
@@ -59,7 +59,7 @@ from s2s_jax import config_lib
 
 # What scripts/benchmark_gpu.py (and earlier callers) import from this module.
 measure_train = benchmark_train.measure_train
-measure_decode = benchmark_decode.measure_decode
+measure_decode = benchmark_search.measure_decode
 dot_peak_gflops = _dot_peak_gflops = benchmark_train.dot_peak_gflops
 _torch_round = benchmark_train._torch_round  # pylint: disable=protected-access
 
@@ -280,7 +280,7 @@ def main(argv):
     _ROUNDS.value,
   )
   result.update(
-    benchmark_decode.summarize(result),
+    benchmark_search.summarize(result),
     load_average_before=load,
     device=str(jax.devices()[0]),
     command_line=' '.join(sys.argv),

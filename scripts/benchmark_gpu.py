@@ -46,7 +46,7 @@ from absl import app
 from absl import flags
 
 # scripts/benchmark.py's measurements, from its flag-free library modules beside this file.
-from benchmark_decode import measure_decode
+from benchmark_search import measure_decode
 from benchmark_train import _torch_round
 from benchmark_train import measure_train
 import jax

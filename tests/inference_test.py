@@ -17,6 +17,7 @@ from s2s_jax import decode
 from s2s_jax import evaluation
 from s2s_jax import inference
 from s2s_jax.data import EOS_ID
+from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import pipeline
 
 _LINES = [
@@ -88,7 +89,7 @@ def _decode(runs, lines, batch_size, **overrides):
   options = decode.options(runs[0].config.decode, runs[0].config.data.max_tgt_len, **overrides)
   decoder = inference.Decoder(model, options, runs[0].tgt_vocab, src_len=inputs.max_len, batch_size=batch_size)
   examples = [inputs.encode(line)[0] for line in lines]
-  keys = [inference.line_key(line) for line in lines]
+  keys = [inputs_lib.line_key(line) for line in lines]
   return decoder(flax.jax_utils.replicate(params), examples, seed=3, keys=keys)
 
 

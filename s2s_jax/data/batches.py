@@ -1,10 +1,9 @@
-"""From prepared splits to padded batches: `collate` (the one padding of examples into a batch, used by training,
-evaluation and inference), the endless, checkpointable training iterator (one padded shape, or the bucket plan's
-shapes) and the evaluation batches. Every batch is a dict of numpy arrays (see pipeline.py).
+"""From prepared splits to padded batches (through `inputs.collate`, the one padding of examples into a batch, used
+by training, evaluation and inference): the endless, checkpointable training iterator (one padded shape, or the
+bucket plan's shapes) and the evaluation batches. Every batch is a dict of numpy arrays (see pipeline.py).
 """
 
 from collections.abc import Iterator
-from collections.abc import Sequence
 import functools
 
 from absl import logging
@@ -12,55 +11,13 @@ import grain
 import numpy as np
 
 from s2s_jax import resources
-from s2s_jax.data import PAD_ID
 from s2s_jax.data import bucketing
+from s2s_jax.data import inputs
 from s2s_jax.data.pipeline import Batch
 from s2s_jax.data.pipeline import PreparedData
 from s2s_jax.data.pipeline import Split
 
 _EPOCHS = 1_000_000  # the bucketed source is "endless": this many epochs
-
-
-def collate(
-  sources: Sequence[np.ndarray],
-  batch_size: int,
-  src_len: int,
-  targets: Sequence[np.ndarray] | None = None,
-  tgt_len: int = 0,
-  like: np.ndarray | None = None,
-) -> Batch:
-  """The one way examples become a batch (training, evaluation and inference): `batch_size` rows padded to `src_len`
-  source steps (and `tgt_len` target steps); the rows after the examples are empty (mask 0, target PAD: no loss).
-
-  Args:
-    sources: token ids [S] or feature frames [S, F] (audio frames, image columns), each at most `src_len` steps.
-    batch_size: rows of the batch, at least len(sources).
-    src_len: padded source steps: token ids are padded with PAD, frames with zero frames.
-    targets: target ids [T] of the same examples, at most `tgt_len` each; None: a batch without 'targets'.
-    tgt_len: padded target steps (with targets).
-    like: an example whose dtype and step shape an empty `sources` takes (default: int32 token ids).
-
-  Returns:
-    {'inputs': [batch_size, src_len(, F)], 'inputs_mask': int32 [batch_size, src_len], 'targets': int32
-    [batch_size, tgt_len] (with targets)}.
-  """
-  if len(sources) > batch_size:
-    raise ValueError(f'{len(sources)} examples do not fit a batch of {batch_size}.')
-  first = sources[0] if len(sources) else like if like is not None else np.zeros((0,), np.int32)
-  inputs = np.full((batch_size, src_len) + first.shape[1:], PAD_ID, first.dtype)
-  mask = np.zeros((batch_size, src_len), np.int32)
-  for row, src in enumerate(sources):
-    if len(src) > src_len:
-      raise ValueError(f'An example of {len(src)} source steps does not fit a batch of {src_len} steps.')
-    inputs[row, : len(src)], mask[row, : len(src)] = src, 1
-  batch = {'inputs': inputs, 'inputs_mask': mask}
-  if targets is not None:
-    batch['targets'] = np.full((batch_size, tgt_len), PAD_ID, np.int32)
-    for row, tgt in enumerate(targets):
-      if len(tgt) > tgt_len:
-        raise ValueError(f'An example of {len(tgt)} target steps does not fit a batch of {tgt_len} steps.')
-      batch['targets'][row, : len(tgt)] = tgt
-  return batch
 
 
 class _Batch:
@@ -71,7 +28,7 @@ class _Batch:
 
   def __call__(self, indices: np.ndarray) -> Batch:
     sources, targets = zip(*self._split.pairs(indices))
-    return collate(sources, len(indices), self._src_len, targets, self._tgt_len)
+    return inputs.collate(sources, len(indices), self._src_len, targets, self._tgt_len)
 
 
 class BucketedBatches:
@@ -108,7 +65,7 @@ class BucketedBatches:
     sources, targets = zip(*pairs) if pairs else ((), ())
     like = None if pairs else self._examples.pairs([0])[0][0]  # an empty share: token ids [S] or frames [S, F]
     rows = bucket.batch_size // self._process_count
-    return collate(sources, rows, bucket.src_len, targets, bucket.tgt_len, like)
+    return inputs.collate(sources, rows, bucket.src_len, targets, bucket.tgt_len, like)
 
 
 def train_iterator(
@@ -152,4 +109,4 @@ def eval_batches(
   n = len(examples) if limit is None else min(limit, len(examples))
   for start in range(0, n, batch_size):
     sources, targets = zip(*examples.pairs(range(start, min(n, start + batch_size))))
-    yield collate(sources, batch_size, data.src_len, targets, data.tgt_len), len(sources)
+    yield inputs.collate(sources, batch_size, data.src_len, targets, data.tgt_len), len(sources)

@@ -1,16 +1,20 @@
 """What a model reads, from raw input lines: the input abstraction of the translate / evaluate tools.
 
 An input kind turns one raw line (a sentence; for audio and image models a file path) into a source example through
-the run's frontend (s2s_jax/data/frontend.py); `batches.collate` pads examples into a batch. `labels` names an
+the run's frontend (s2s_jax/data/frontend.py); `collate` pads examples into a batch. `labels` names an
 example's steps (tokens, frame times, image columns), which the model's source input (`s2s_jax/encoders.py`) maps to
 its memory's steps for attention plots. `for_config` picks the kind from the frontend's source kind.
 """
 
+from collections.abc import Sequence
 from typing import Protocol
+import zlib
 
+import jax
 import numpy as np
 
 from s2s_jax.data import EOS_ID
+from s2s_jax.data import PAD_ID
 from s2s_jax.data import SPECIAL_TOKENS
 from s2s_jax.data import audio
 from s2s_jax.data import frontend as frontend_lib
@@ -97,3 +101,61 @@ def for_config(config, frontend: frontend_lib.Frontend) -> InputKind:
   if frontend.source_kind == 'image':
     return ImageInputs(frontend)
   return TextInputs(frontend, config.data.max_src_len, reverse=config.data.reverse_source)
+
+
+def collate(
+  sources: Sequence[np.ndarray],
+  batch_size: int,
+  src_len: int,
+  targets: Sequence[np.ndarray] | None = None,
+  tgt_len: int = 0,
+  like: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+  """The one way examples become a batch (training, evaluation and inference): `batch_size` rows padded to `src_len`
+  source steps (and `tgt_len` target steps); the rows after the examples are empty (mask 0, target PAD: no loss).
+
+  Args:
+    sources: token ids [S] or feature frames [S, F] (audio frames, image columns), each at most `src_len` steps.
+    batch_size: rows of the batch, at least len(sources).
+    src_len: padded source steps: token ids are padded with PAD, frames with zero frames.
+    targets: target ids [T] of the same examples, at most `tgt_len` each; None: a batch without 'targets'.
+    tgt_len: padded target steps (with targets).
+    like: an example whose dtype and step shape an empty `sources` takes (default: int32 token ids).
+
+  Returns:
+    {'inputs': [batch_size, src_len(, F)], 'inputs_mask': int32 [batch_size, src_len], 'targets': int32
+    [batch_size, tgt_len] (with targets)}.
+  """
+  if len(sources) > batch_size:
+    raise ValueError(f'{len(sources)} examples do not fit a batch of {batch_size}.')
+  first = sources[0] if len(sources) else like if like is not None else np.zeros((0,), np.int32)
+  inputs = np.full((batch_size, src_len) + first.shape[1:], PAD_ID, first.dtype)
+  mask = np.zeros((batch_size, src_len), np.int32)
+  for row, src in enumerate(sources):
+    if len(src) > src_len:
+      raise ValueError(f'An example of {len(src)} source steps does not fit a batch of {src_len} steps.')
+    inputs[row, : len(src)], mask[row, : len(src)] = src, 1
+  batch = {'inputs': inputs, 'inputs_mask': mask}
+  if targets is not None:
+    batch['targets'] = np.full((batch_size, tgt_len), PAD_ID, np.int32)
+    for row, tgt in enumerate(targets):
+      if len(tgt) > tgt_len:
+        raise ValueError(f'An example of {len(tgt)} target steps does not fit a batch of {tgt_len} steps.')
+      batch['targets'][row, : len(tgt)] = tgt
+  return batch
+
+
+def line_key(line: str) -> int:
+  """The content key of an input line (crc32 of its UTF-8 text): sampling draws a line's samples from
+  fold_in(PRNGKey(seed), line_key(line)), so they do not depend on the line's position or batch."""
+  return zlib.crc32(line.encode('utf-8'))
+
+
+@jax.jit
+def _fold_in_rows(rng: jax.Array, row_keys: jax.Array) -> jax.Array:
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, row_keys)
+
+
+def row_rngs(seed: int, row_keys: np.ndarray) -> np.ndarray:
+  """One PRNG key per batch row, fold_in(PRNGKey(seed), key of the row's input): uint32 [B, 2]."""
+  return np.asarray(_fold_in_rows(jax.random.PRNGKey(seed), np.asarray(row_keys, np.uint32)))

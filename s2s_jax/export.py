@@ -1,0 +1,236 @@
+"""Exports a trained run as one self-contained folder: the encoder and search serialised with `jax.export`.
+
+  python -m s2s_jax.export --workdir=DIR --out=ART [--checkpoint=best|latest|STEP|avg:K] [--beam_size=5 ...]
+      [--sample --num_samples=4 --temperature=0.8 ...] [--platforms=cpu,cuda,tpu]
+  python -m s2s_jax.translate --exported=ART < input.txt
+
+The folder holds, each listed with its sha256 in `manifest.json`:
+  beam.jax, greedy.jax (and sample.jax with --sample)  StableHLO of encoder + `lax.while_loop` search, from
+      (parameter leaves, inputs, inputs_mask[, per-row keys]) to (token ids [B, K, T], scores [B, K]), with the
+      batch and (except for image models and the location score) the source length symbolic
+  params.bin                      every parameter leaf, raw little-endian bytes (dtypes and shapes in the manifest)
+  vocab.src.json, vocab.tgt.json  the run's source-side frontend and target vocabulary, as in its workdir
+  config.json                     the run's resolved config, for the record (the loader reads only the manifest)
+  manifest.json                   decode settings, model config, checkpoint, JAX version, platforms, file hashes
+
+The decode settings are baked in: the run's config.decode with the decode flags given here. Greedy is the same
+settings with beam_size=1, as `translate --beam_size=1` decodes. Only `s2s_jax.exported` (jax, numpy and the
+project's tokenizer and frontend modules) is needed to read it back.
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import os
+import shutil
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from jax import export as jax_export
+import jax.numpy as jnp
+import numpy as np
+
+from s2s_jax import config_lib
+from s2s_jax import decode
+from s2s_jax import exported
+from s2s_jax import fileio
+from s2s_jax import inference
+from s2s_jax import provenance
+from s2s_jax import steps
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
+_OUT = flags.DEFINE_string('out', None, 'The artifact folder to write (must not exist, or be empty).')
+_CHECKPOINT = flags.DEFINE_string(
+  'checkpoint', 'best', 'best, latest, a step number, avg:K, avg:S1,S2,... or a folder.'
+)
+_PLATFORMS = flags.DEFINE_list(
+  'platforms',
+  ['cpu', 'cuda', 'tpu'],
+  'Platforms to lower for (one artifact runs on each); a platform that cannot be lowered from this machine is '
+  'left out with a warning, except cpu, which is required.',
+)
+_DECODE_OVERRIDES = decode.define_flags(flags)
+flags.mark_flags_as_required(['workdir', 'out'])
+
+
+def _input_spec(run: inference.Run, b, s) -> jax.ShapeDtypeStruct:
+  """The source batch: token ids [b, s], or float32 features [b, s, F] (audio frames, image columns)."""
+  cfg = run.model.cfg
+  if cfg.input_kind == 'tokens':
+    return jax.ShapeDtypeStruct((b, s), jnp.int32)
+  return jax.ShapeDtypeStruct((b, s, cfg.input_features), jnp.float32)
+
+
+def source_length(run: inference.Run) -> tuple[int | None, str]:
+  """(fixed source length or None for symbolic, why): image models read a fixed width and the location score
+  needs a fixed maximum source length (CONVENTIONS §3); every other model takes any length up to max_src_len."""
+  if run.frontend.source_kind == 'image':
+    return run.inputs.max_len, 'image models read a fixed number of columns'
+  if run.model.cfg.attention_score == 'location' and run.model.cfg.attention not in ('none_init', 'none_concat'):
+    return run.inputs.max_len, 'the location score needs a fixed maximum source length'
+  return None, 'symbolic'
+
+
+def _function(run: inference.Run, options: decode.DecodeOptions, treedef, sample: bool):
+  """(leaves, inputs, inputs_mask[, row_keys]) -> (seqs, scores): the run's encoder and search at `options`."""
+  model = run.model
+
+  def predict(leaves, inputs, inputs_mask, *row_keys):
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
+    batch = {'inputs': inputs, 'inputs_mask': inputs_mask}
+    rng = row_keys[0] if sample else None
+    return steps.predict_step(params, batch, rng, model=model, options=options)
+
+  return predict
+
+
+def _lower(fn, args, platforms: list[str]) -> tuple[jax_export.Exported, list[str]]:
+  """jax.export of `fn` for every platform that lowers from here (cpu is required); (exported, platforms)."""
+  try:
+    return jax_export.export(jax.jit(fn), platforms=platforms)(*args), platforms
+  except Exception as e:  # pylint: disable=broad-except  (fall back platform by platform)
+    if platforms == ['cpu']:
+      raise
+    logging.warning('Lowering for %s at once failed (%s); trying one platform at a time.', platforms, e)
+  kept = []
+  for p in platforms:
+    try:
+      jax_export.export(jax.jit(fn), platforms=[p])(*args)
+      kept.append(p)
+    except Exception as e:  # pylint: disable=broad-except
+      if p == 'cpu':
+        raise
+      logging.warning('Leaving out platform %s: %s', p, ' '.join(str(e).split())[:300])
+  return jax_export.export(jax.jit(fn), platforms=kept)(*args), kept
+
+
+def export_run(
+  run: inference.Run,
+  options: decode.DecodeOptions,
+  out: str,
+  *,
+  checkpoint: str = 'best',
+  platforms: tuple[str, ...] = ('cpu',),
+) -> dict:
+  """Writes the artifact of `run` decoding with `options` into `out` (new or empty); returns its manifest.
+
+  With options.sample, a sampling function is exported beside beam search and greedy (with the options' sampling
+  settings); beam search and greedy always use the options' search settings (sample=False)."""
+  if os.path.exists(out) and os.listdir(out):
+    raise ValueError(f'--out={out} exists and is not empty; give a new folder.')
+  if options.return_attention:
+    raise ValueError('An exported artifact does not return attention.')
+  platforms = [p.lower() for p in platforms]
+  if 'cpu' not in platforms:
+    platforms = ['cpu'] + platforms
+  leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(run.params))
+  leaves = [np.asarray(x) for x in leaves]
+  fixed, why = source_length(run)
+  b, s = jax_export.symbolic_shape('b, s') if fixed is None else (jax_export.symbolic_shape('b')[0], fixed)
+  inputs = _input_spec(run, b, s)
+  mask = jax.ShapeDtypeStruct((b, s), jnp.int32)
+  leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+  search = dataclasses.replace(options, sample=False)
+  variants = {'beam': (search, False), 'greedy': (dataclasses.replace(search, beam_size=1), False)}
+  if options.sample:
+    variants['sample'] = (options, True)
+  tmp = fileio.make_temp_dir(os.path.dirname(os.path.abspath(out)), '.export-')  # renamed to `out` when whole
+  try:
+    functions = {}
+    for name, (opts, sample) in variants.items():
+      args = [leaf_specs, inputs, mask] + ([jax.ShapeDtypeStruct((b, 2), jnp.uint32)] if sample else [])
+      exp, platforms = _lower(_function(run, opts, treedef, sample), args, platforms)
+      with open(os.path.join(tmp, f'{name}.jax'), 'wb') as f:
+        f.write(exp.serialize())
+      functions[name] = {
+        'file': f'{name}.jax',
+        'hypotheses': opts.num_samples if sample else opts.beam_size,
+        'decode': dataclasses.asdict(opts),
+        'calling_convention_version': exp.calling_convention_version,
+        'platforms': list(exp.platforms),
+        'inputs': [str(a) for a in exp.in_avals[len(leaves) :]],
+      }
+    params_layout = []
+    with open(os.path.join(tmp, 'params.bin'), 'wb') as f:
+      for path, x in zip(_leaf_names(run.params), leaves):
+        params_layout.append({'name': path, 'dtype': x.dtype.name, 'shape': list(x.shape), 'offset': f.tell()})
+        f.write(np.ascontiguousarray(x).astype(x.dtype.newbyteorder('<')).tobytes())
+    for name in ('vocab.src.json', 'vocab.tgt.json', 'config.json'):
+      shutil.copyfile(os.path.join(run.workdir, name), os.path.join(tmp, name))
+    config = run.config
+    manifest = {
+      'format': exported.FORMAT,
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'jax_version': jax.__version__,
+      'platforms': platforms,
+      'source': {
+        'workdir': os.path.abspath(run.workdir),
+        'checkpoint': checkpoint,
+        'step': run.step,
+        'git_sha': provenance.git_sha(),
+      },
+      'decode': dataclasses.asdict(options),
+      'default_function': 'sample' if options.sample else 'beam',
+      'functions': functions,
+      'inputs': {
+        'source_kind': run.frontend.source_kind,
+        'max_src_len': run.inputs.max_len,
+        'reverse_source': bool(config.data.reverse_source),
+        'src_len': fixed,
+        'src_len_reason': why,
+        'batch_size': options.batch_size,
+      },
+      'model': config_lib.to_dict(config.model),
+      'params': params_layout,
+    }
+    manifest['files'] = {name: _sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+    fileio.write_json(os.path.join(tmp, exported.MANIFEST), manifest, indent=2, sort_keys=True)
+    if os.path.isdir(out):
+      os.rmdir(out)
+    if not fileio.commit_dir(tmp, out):
+      raise ValueError(f'--out={out}: another process wrote it meanwhile.')
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return manifest
+
+
+def _leaf_names(params) -> list[str]:
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  return ['/'.join(str(getattr(k, 'key', k)) for k in path) for path in paths]
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
+    options = decode.options(run.config.decode, run.config.data.max_tgt_len, **_DECODE_OVERRIDES())
+    manifest = export_run(run, options, _OUT.value, checkpoint=_CHECKPOINT.value, platforms=tuple(_PLATFORMS.value))
+  except ValueError as e:
+    sys.exit(f'Error: {e}')
+  size = sum(os.path.getsize(os.path.join(_OUT.value, n)) for n in manifest['files'])
+  logging.info(
+    'Exported %s (step %d, %s) to %s: %s for %s, %.1f MB.',
+    run.workdir,
+    run.step,
+    _CHECKPOINT.value,
+    _OUT.value,
+    ', '.join(manifest['functions']),
+    ', '.join(manifest['platforms']),
+    size / 1e6,
+  )
+
+
+if __name__ == '__main__':
+  app.run(main)
