@@ -66,12 +66,16 @@ def _input_spec(run: inference.Run, b, s) -> jax.ShapeDtypeStruct:
 
 def source_length(run: inference.Run) -> tuple[int | None, str]:
   """(fixed source length or None for symbolic, why): image models read a fixed width and the location score
-  needs a fixed maximum source length (CONVENTIONS §3); every other model takes any length up to max_src_len."""
+  needs a fixed maximum source length (CONVENTIONS §3); every other model takes any length up to max_src_len (a
+  multiple of the encoder's time stride: frame subsampling and the pyramid halve time exactly)."""
   if run.frontend.source_kind == 'image':
     return run.inputs.max_len, 'image models read a fixed number of columns'
   if run.model.cfg.attention_score == 'location' and run.model.cfg.attention not in ('none_init', 'none_concat'):
     return run.inputs.max_len, 'the location score needs a fixed maximum source length'
-  return None, 'symbolic'
+  stride = run.source.time_stride()
+  if run.inputs.max_len % stride:
+    return run.inputs.max_len, f'max_src_len {run.inputs.max_len} is not a multiple of the time stride {stride}'
+  return None, f'symbolic (a multiple of the time stride {stride})' if stride > 1 else 'symbolic'
 
 
 def _function(run: inference.Run, options: decode.DecodeOptions, treedef, sample: bool):
@@ -107,6 +111,22 @@ def _lower(fn, args, platforms: list[str]) -> tuple[jax_export.Exported, list[st
   return jax_export.export(jax.jit(fn), platforms=kept)(*args), kept
 
 
+def _export_all(run, variants, treedef, leaves, fixed, platforms) -> tuple[dict, list[str]]:
+  """{name: Exported} of every variant with a symbolic batch and a symbolic (fixed=None) or fixed source length."""
+  if fixed is None:  # a multiple of the encoder's time stride (frame subsampling, pyramid), so its halvings are exact
+    b, k = jax_export.symbolic_shape('b, s')
+    s = run.source.time_stride() * k
+  else:
+    b, s = jax_export.symbolic_shape('b')[0], fixed
+  inputs, mask = _input_spec(run, b, s), jax.ShapeDtypeStruct((b, s), jnp.int32)
+  leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+  out = {}
+  for name, (opts, sample) in variants.items():
+    args = [leaf_specs, inputs, mask] + ([jax.ShapeDtypeStruct((b, 2), jnp.uint32)] if sample else [])
+    out[name], platforms = _lower(_function(run, opts, treedef, sample), args, platforms)
+  return out, platforms
+
+
 def export_run(
   run: inference.Run,
   options: decode.DecodeOptions,
@@ -129,20 +149,24 @@ def export_run(
   leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(run.params))
   leaves = [np.asarray(x) for x in leaves]
   fixed, why = source_length(run)
-  b, s = jax_export.symbolic_shape('b, s') if fixed is None else (jax_export.symbolic_shape('b')[0], fixed)
-  inputs = _input_spec(run, b, s)
-  mask = jax.ShapeDtypeStruct((b, s), jnp.int32)
-  leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
   search = dataclasses.replace(options, sample=False)
   variants = {'beam': (search, False), 'greedy': (dataclasses.replace(search, beam_size=1), False)}
   if options.sample:
     variants['sample'] = (options, True)
+  try:
+    lowered, platforms = _export_all(run, variants, treedef, leaves, fixed, platforms)
+  except Exception as e:  # pylint: disable=broad-except  (shape polymorphism cannot express every encoder)
+    if fixed is not None:
+      raise
+    fixed = run.inputs.max_len
+    why = f'a symbolic source length did not lower ({type(e).__name__}: {" ".join(str(e).split())[:200]})'
+    logging.warning('Exporting with the source length fixed at %d: %s', fixed, why)
+    lowered, platforms = _export_all(run, variants, treedef, leaves, fixed, platforms)
   tmp = fileio.make_temp_dir(os.path.dirname(os.path.abspath(out)), '.export-')  # renamed to `out` when whole
   try:
     functions = {}
     for name, (opts, sample) in variants.items():
-      args = [leaf_specs, inputs, mask] + ([jax.ShapeDtypeStruct((b, 2), jnp.uint32)] if sample else [])
-      exp, platforms = _lower(_function(run, opts, treedef, sample), args, platforms)
+      exp = lowered[name]
       with open(os.path.join(tmp, f'{name}.jax'), 'wb') as f:
         f.write(exp.serialize())
       functions[name] = {

@@ -117,8 +117,15 @@ class Artifact:
     data = types.SimpleNamespace(max_src_len=spec['max_src_len'], reverse_source=spec['reverse_source'])
     self.inputs = inputs_lib.for_config(types.SimpleNamespace(data=data), self.frontend)
     self.functions = {name: _deserialize(path, name, info) for name, info in m['functions'].items()}
-    self.params = [jax.device_put(x) for x in _params(path, m['params'])]
-    self._calls = {name: jax.jit(exp.call) for name, exp in self.functions.items()}
+    # Every local device decodes its share of a batch, as inference.Decoder does (so outputs match it bit for bit).
+    self._devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.asarray(self._devices), ('devices',))
+    self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
+    n = len(self._devices)
+    self.params = [
+      jax.device_put(np.broadcast_to(x, (n,) + x.shape), self._sharding) for x in _params(path, m['params'])
+    ]
+    self._calls = {name: jax.pmap(exp.call, devices=self._devices) for name, exp in self.functions.items()}
 
   def hypotheses(self, function: str) -> int:
     """How many hypotheses (beam) or samples `function` returns per input."""
@@ -138,6 +145,7 @@ class Artifact:
     if function not in self._calls:
       raise ValueError(f'{self.path} holds no {function!r} function; it holds {sorted(self._calls)}.')
     batch_size = batch_size or self.manifest['inputs']['batch_size']
+    batch_size = -(-batch_size // len(self._devices)) * len(self._devices)  # a multiple of the device count
     src_len = self.inputs.max_len
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     out = [None] * len(examples)
@@ -145,12 +153,13 @@ class Artifact:
     for start in range(0, len(order), batch_size):
       rows = order[start : start + batch_size]
       batch = inputs_lib.collate([examples[i] for i in rows], batch_size, src_len)
-      args = [self.params, batch['inputs'], batch['inputs_mask']]
+      args = [batch['inputs'], batch['inputs_mask']]
       if sample:
         row_keys = np.zeros((batch_size,), np.uint32)  # the filler rows' keys do not matter
         row_keys[: len(rows)] = [keys[i] for i in rows]
         args.append(inputs_lib.row_rngs(seed, row_keys))
-      seqs, scores = jax.device_get(call(*args))
+      shards = [jax.device_put(x.reshape((len(self._devices), -1) + x.shape[1:]), self._sharding) for x in args]
+      seqs, scores = (x.reshape((batch_size,) + x.shape[2:]) for x in jax.device_get(call(self.params, *shards)))
       for j, i in enumerate(rows):
         out[i] = Hypotheses([self.tgt_vocab.decode(s) for s in seqs[j]], [float(x) for x in scores[j]])
     return out
