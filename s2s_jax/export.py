@@ -41,20 +41,6 @@ from s2s_jax import inference
 from s2s_jax import provenance
 from s2s_jax import steps
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
-_OUT = flags.DEFINE_string('out', None, 'The artifact folder to write (must not exist, or be empty).')
-_CHECKPOINT = flags.DEFINE_string(
-  'checkpoint', 'best', 'best, latest, a step number, avg:K, avg:S1,S2,... or a folder.'
-)
-_PLATFORMS = flags.DEFINE_list(
-  'platforms',
-  ['cpu', 'cuda', 'tpu'],
-  'Platforms to lower for (one artifact runs on each); a platform that cannot be lowered from this machine is '
-  'left out with a warning, except cpu, which is required.',
-)
-_DECODE_OVERRIDES = decode.define_flags(flags)
-flags.mark_flags_as_required(['workdir', 'out'])
-
 
 def _input_spec(run: inference.Run, b, s) -> jax.ShapeDtypeStruct:
   """The source batch: token ids [b, s], or float32 features [b, s, F] (audio frames, image columns)."""
@@ -234,22 +220,40 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def main(argv):
+def _define_flags():
+  """The command line (defined only when this module runs, so scripts can import export_run)."""
+  workdir = flags.DEFINE_string('workdir', None, 'A run directory written by s2s_jax.main.')
+  out = flags.DEFINE_string('out', None, 'The artifact folder to write (must not exist, or be empty).')
+  checkpoint = flags.DEFINE_string(
+    'checkpoint', 'best', 'best, latest, a step number, avg:K, avg:S1,S2,... or a folder.'
+  )
+  platforms = flags.DEFINE_list(
+    'platforms',
+    ['cpu', 'cuda', 'tpu'],
+    'Platforms to lower for (one artifact runs on each); a platform that cannot be lowered from this machine is '
+    'left out with a warning, except cpu, which is required.',
+  )
+  overrides = decode.define_flags(flags)
+  flags.mark_flags_as_required(['workdir', 'out'])
+  return workdir, out, checkpoint, platforms, overrides
+
+
+def main(argv, workdir, out, checkpoint, platforms, overrides):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    run = inference.load(_WORKDIR.value, _CHECKPOINT.value)
-    options = decode.options(run.config.decode, run.config.data.max_tgt_len, **_DECODE_OVERRIDES())
-    manifest = export_run(run, options, _OUT.value, checkpoint=_CHECKPOINT.value, platforms=tuple(_PLATFORMS.value))
+    run = inference.load(workdir.value, checkpoint.value)
+    options = decode.options(run.config.decode, run.config.data.max_tgt_len, **overrides())
+    manifest = export_run(run, options, out.value, checkpoint=checkpoint.value, platforms=tuple(platforms.value))
   except ValueError as e:
     sys.exit(f'Error: {e}')
-  size = sum(os.path.getsize(os.path.join(_OUT.value, n)) for n in manifest['files'])
+  size = sum(os.path.getsize(os.path.join(out.value, n)) for n in manifest['files'])
   logging.info(
     'Exported %s (step %d, %s) to %s: %s for %s, %.1f MB.',
     run.workdir,
     run.step,
-    _CHECKPOINT.value,
-    _OUT.value,
+    checkpoint.value,
+    out.value,
     ', '.join(manifest['functions']),
     ', '.join(manifest['platforms']),
     size / 1e6,
@@ -257,4 +261,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _flags = _define_flags()
+  app.run(lambda argv: main(argv, *_flags))

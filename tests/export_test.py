@@ -245,6 +245,30 @@ class CommandLineTest(absltest.TestCase):
       self.assertNotEqual(done.returncode, 0)
       self.assertRegex(done.stderr, message)
 
+  def test_the_decoding_benchmark_measures_both_paths(self):
+    root = self.create_tempdir().full_path
+    wd = testutil.random_workdir(os.path.join(root, 'wd'), os.path.join(root, 'data'))
+    src = os.path.join(root, 'in.txt')
+    with open(src, 'w', encoding='utf-8') as f:
+      f.write('\n'.join(_LINES) + '\n')
+    out = os.path.join(root, 'decode.json')
+    done = testutil.run(
+      'scripts/benchmark_decode.py', f'--workdir={wd}', f'--source_file={src}', '--batch_sizes=1,4', '--rounds=1',
+      '--cold_rounds=1', '--beam=2', f'--scratch={root}', f'--json={out}',
+    )  # fmt: skip
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    with open(out, encoding='utf-8') as f:
+      result = json.load(f)
+    self.assertEqual(result['num_sentences'], len(_LINES))
+    self.assertEqual([(r['beam'], r['batch_size']) for r in result['warm']], [(1, 1), (1, 4), (2, 1), (2, 4)])
+    for row in result['warm']:
+      for name in ('workdir', 'exported'):
+        self.assertGreater(row[name]['sentences_per_s'], 0)
+        self.assertLessEqual(row[name]['p50_ms'], row[name]['p99_ms'])
+      self.assertGreater(row['exported_over_workdir'], 0)
+    self.assertTrue(all(s > 0 for s in result['cold_start_s']['exported'] + result['cold_start_s']['workdir']))
+    self.assertIn('| 2 | 4 | exported |', done.stdout)
+
 
 if __name__ == '__main__':
   absltest.main()
