@@ -15,6 +15,7 @@ import ml_collections
 from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import decode
+from s2s_jax import mbr
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import seq2seq_config
 from s2s_jax.data import registry
@@ -140,6 +141,8 @@ RANGES = {
   'decode.temperature': (0.0, 1000.0, False, False),
   'decode.top_k': (0, 100_000_000, False, False),
   'decode.top_p': (0.0, 1.0, True, False),
+  'decode.epsilon': (0.0, 1.0, False, True),
+  'decode.mbr_candidates': (1, 10_000, False, False),
   'eval.num_decode_examples': (1, _BIG, False, False),
   'eval.num_samples_to_log': (0, 1_000_000, False, False),
   'eval.patience': (0, 1_000_000, False, False),
@@ -259,6 +262,8 @@ def _check_eval(e: ml_collections.ConfigDict) -> None:
 
 def _check_decode(config: ml_collections.ConfigDict) -> None:
   decode.options(config.decode, config.data.max_tgt_len)  # max_len resolved; min_len below it
+  _check_choice('decode.mbr', config.decode.mbr, mbr.NONE_AND_UTILITIES)
+  _check_choice('decode.mbr_source', config.decode.mbr_source, decode.MBR_SOURCES)
   if config.decode.coverage_beta and config.model.attention in attention_lib.NO_ATTENTION:
     raise ValueError(
       f'decode.coverage_beta needs attention weights; model.attention={config.model.attention!r} has none.'

@@ -113,7 +113,16 @@ class DecodeOptions:
   temperature: float = _setting(1.0, 'With sample: divides the log-probabilities (0: greedy).')
   top_k: int = _setting(0, 'With sample: draw among the k most likely tokens (0: all).')
   top_p: float = _setting(1.0, 'With sample: nucleus mass in (0, 1] (1: all).')
+  epsilon: float = _setting(0.0, 'With sampling: drop tokens of probability below epsilon (epsilon sampling; 0: off).')
+  mbr: str = _setting('none', 'Minimum-Bayes-risk selection among candidates by this utility: none, bleu or chrf.')
+  mbr_candidates: int = _setting(16, 'With mbr: candidates per input (samples, or the n-best of a beam this wide).')
+  mbr_source: str = _setting('sample', 'With mbr: the candidates are samples (the sampling settings) or beam n-best.')
   return_attention: bool = _setting(False, 'Also return the attention behind every output token.', flag=False)
+
+  @property
+  def draws_samples(self) -> bool:
+    """Whether the search samples (so the seed matters): sampling, or MBR among sampled candidates."""
+    return self.sample or (self.mbr != 'none' and self.mbr_source == 'sample')
 
 
 # (name, type, help) of every setting that is a config field and a command-line flag.
@@ -124,7 +133,12 @@ def define_flags(absl_flags) -> Callable[[], dict[str, Any]]:
   """For the entry points (translate, evaluate): defines one command-line flag per setting of FLAGS through absl's
   `flags` module (`absl_flags`; the library defines no flag of its own), each defaulting to None (the run's
   config.decode), and returns a function giving the settings set on the command line: `options`' overrides."""
-  define = {int: absl_flags.DEFINE_integer, float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool}
+  define = {
+    int: absl_flags.DEFINE_integer,
+    float: absl_flags.DEFINE_float,
+    bool: absl_flags.DEFINE_bool,
+    str: absl_flags.DEFINE_string,
+  }
   holders = {name: define[kind](name, None, help_text) for name, kind, help_text in FLAGS}
   return lambda: {name: holder.value for name, holder in holders.items() if holder.value is not None}
 
@@ -147,6 +161,19 @@ def options(decode_config: Mapping[str, Any], max_tgt_len: int, **overrides) -> 
   if out.min_len >= out.max_len:
     raise ValueError(f'decode.min_len={out.min_len} must be below the decoding length limit {out.max_len}.')
   return out
+
+
+MBR_SOURCES = ('sample', 'beam')  # the choices of decode.mbr_source
+
+
+def candidate_options(o: DecodeOptions) -> DecodeOptions:
+  """The search that draws MBR candidates (o.mbr != 'none'): o.mbr_candidates samples with o's sampling settings, or
+  the n-best of a beam of that width; without MBR, `o` itself."""
+  if o.mbr == 'none':
+    return o
+  if o.mbr_source == 'sample':
+    return dataclasses.replace(o, sample=True, num_samples=o.mbr_candidates)
+  return dataclasses.replace(o, sample=False, beam_size=o.mbr_candidates)
 
 
 def expand_to_beams(tree: PyTree, beam_size: int) -> PyTree:

@@ -155,7 +155,7 @@ def main(argv):
       run.config.data.target_lang,
     )
   )
-  seed = _SEED.value if options.sample else None
+  seed = _SEED.value if options.draws_samples else None
   members = _WORKDIR.value
   result.update(evaluation.settings_record(run.workdir, _CHECKPOINT.value, averaged, members, overrides, tag, seed))
   if tag and name in filter(None, run.config.data.test_splits.split(',')):

@@ -77,8 +77,13 @@ _TAGS = {
   'temperature': 'temp',
   'top_k': 'topk',
   'top_p': 'topp',
+  'epsilon': 'eps',
+  'mbr': 'mbr',
+  'mbr_candidates': 'mbrn',
+  'mbr_source': 'mbrfrom',
 }
-_SAMPLING_ONLY = ('num_samples', 'temperature', 'top_k', 'top_p')
+_SAMPLING_ONLY = ('num_samples', 'temperature', 'top_k', 'top_p', 'epsilon')
+_MBR_ONLY = ('mbr_candidates', 'mbr_source')
 
 
 def _checkpoint_tag(checkpoint: str, step: int, averaged: Sequence[int]) -> str:
@@ -110,13 +115,15 @@ def settings_tag(
   parts.append(f'ensemble{num_members}' if num_members > 1 else '')
   for name, tag in _TAGS.items():
     value = getattr(options, name)
-    if value == getattr(own, name) or (name in _SAMPLING_ONLY and not options.sample):
+    if value == getattr(own, name) or (name in _SAMPLING_ONLY and not options.draws_samples):
+      continue
+    if name in _MBR_ONLY and options.mbr == 'none':
       continue
     if isinstance(value, bool):
       parts.append(tag if value else f'no{tag}')
     else:
       parts.append(f'{tag}{value:g}' if isinstance(value, float) else f'{tag}{value}')
-  if options.sample:
+  if options.draws_samples:
     parts.append(f'seed{seed}')
   return '.'.join(p for p in parts if p)
 

@@ -129,6 +129,11 @@ def export_run(
     raise ValueError(f'--out={out} exists and is not empty; give a new folder.')
   if options.return_attention:
     raise ValueError('An exported artifact does not return attention.')
+  if options.mbr != 'none':
+    raise ValueError(
+      f'decode.mbr={options.mbr!r}: MBR selection runs on the host, outside the exported search; export with '
+      '--mbr=none (and --sample --num_samples=N to export the candidate sampler).'
+    )
   platforms = [p.lower() for p in platforms]
   if 'cpu' not in platforms:
     platforms = ['cpu'] + platforms

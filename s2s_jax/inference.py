@@ -22,6 +22,7 @@ from s2s_jax import config_checks
 from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import encoders
+from s2s_jax import mbr
 from s2s_jax import models
 from s2s_jax import parallel
 from s2s_jax import steps
@@ -178,8 +179,9 @@ def _example_key(example) -> int:
 
 
 class Decoder:
-  """Beam search (or sampling) over encoded examples in fixed-shape batches, on all local devices; `model` may be a
-  tuple of models decoded as an ensemble (then the params passed to a call are a tuple too)."""
+  """Beam search (or sampling, or MBR selection among sampled or beam candidates) over encoded examples in
+  fixed-shape batches, on all local devices; `model` may be a tuple of models decoded as an ensemble (then the
+  params passed to a call are a tuple too)."""
 
   def __init__(
     self,
@@ -193,7 +195,8 @@ class Decoder:
     devices = jax.local_device_count()
     self.batch_size = -(-batch_size // devices) * devices  # a multiple of the device count
     self.src_len, self.options, self.tgt_vocab = src_len, options, tgt_vocab
-    self._predict = steps.make_predict_fn(model, options)
+    # With MBR the search draws the candidates and the host picks among them (s2s_jax/mbr.py).
+    self._predict = steps.make_predict_fn(model, decode.candidate_options(options))
 
   def __call__(
     self,
@@ -233,7 +236,19 @@ class Decoder:
       seqs, scores, *attn = [x.reshape((-1,) + x.shape[2:])[: len(chunk)] for x in result]
       for j, (i, example) in enumerate(zip(rows, chunk)):
         out[i] = self._hypotheses(seqs[j], scores[j], attn[0][j, :, :, : memory_len(example)] if attn else None)
+    if self.options.mbr != 'none':
+      out = [self._mbr(h) for h in out]
     return out
+
+  def _mbr(self, hyps: Hypotheses) -> Hypotheses:
+    """The candidates in order of their expected utility against the others, scored by it (0-100): the MBR
+    choice first. Empty slots of a beam's n-best (score -inf) stay last, scored -inf."""
+    real = [k for k, s in enumerate(hyps.scores) if s > -np.inf]
+    order, expected = mbr.rank([hyps.texts[k] for k in real], self.options.mbr)
+    keep = [real[k] for k in order] + [k for k in range(len(hyps.texts)) if k not in real]
+    scores = [float(e) for e in expected] + [float('-inf')] * (len(keep) - len(order))
+    attention = [hyps.attention[k] for k in keep] if hyps.attention is not None else None
+    return Hypotheses([hyps.texts[k] for k in keep], scores, [hyps.tokens[k] for k in keep], attention)
 
   def _hypotheses(self, seqs_KxT: np.ndarray, scores_K: np.ndarray, attn_KxTxS: np.ndarray | None) -> Hypotheses:
     texts, tokens, attention = [], [], []

@@ -31,9 +31,10 @@ class _SampleState:
 
 
 def _sample_tokens(
-  rng_B: jax.Array, logp_BxKxV: jax.Array, *, temperature: float, top_k: int, top_p: float
+  rng_B: jax.Array, logp_BxKxV: jax.Array, *, temperature: float, top_k: int, top_p: float, epsilon: float = 0.0
 ) -> jax.Array:
-  """Draws from softmax(logp / temperature) cut to top_k, then to top_p; row b's K draws from its key rng_B[b]."""
+  """Draws from softmax(logp / temperature) cut to top_k, then to top_p, then to the tokens of probability at least
+  epsilon (the most likely always kept); row b's K draws from its key rng_B[b]."""
   if temperature == 0:  # the limit: greedy
     return jnp.argmax(logp_BxKxV, axis=-1).astype(jnp.int32)
   logits_BxKxC, idx_BxKxC = logp_BxKxV / temperature, None
@@ -44,6 +45,10 @@ def _sample_tokens(
     probs_BxKxC = jax.nn.softmax(logits_BxKxC, axis=-1)
     before_BxKxC = jnp.cumsum(probs_BxKxC, axis=-1) - probs_BxKxC
     keep_BxKxC = (before_BxKxC < top_p).at[..., 0].set(True)
+    logits_BxKxC = jnp.where(keep_BxKxC, logits_BxKxC, NEG_INF)
+  if epsilon > 0:  # epsilon sampling (Hewitt et al. 2022): drop the tokens below epsilon of the distribution so far
+    probs_BxKxC = jax.nn.softmax(logits_BxKxC, axis=-1)
+    keep_BxKxC = (probs_BxKxC >= epsilon) | (probs_BxKxC == probs_BxKxC.max(axis=-1, keepdims=True))
     logits_BxKxC = jnp.where(keep_BxKxC, logits_BxKxC, NEG_INF)
   # Per row, so that a row's draws depend on its own key only (not on the batch around it).
   choice_BxK = jax.vmap(lambda key, logits_KxC: jax.random.categorical(key, logits_KxC, axis=-1))(rng_B, logits_BxKxC)
@@ -56,7 +61,9 @@ def _sample_step(state: _SampleState, step_fn: StepFn, rng_B: jax.Array, opts: o
   """One token for every unfinished sample; PAD after EOS. `rng_B`: this step's key of every row."""
   o = opts.settings
   logp_BxKxV, dec_state, _ = ops.next_log_probs(step_fn, state.seqs_BxKxT, state.t, state.dec_state, opts)
-  token_BxK = _sample_tokens(rng_B, logp_BxKxV, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p)
+  token_BxK = _sample_tokens(
+    rng_B, logp_BxKxV, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, epsilon=o.epsilon
+  )
   token_logp_BxK = jnp.take_along_axis(logp_BxKxV, token_BxK[..., None], axis=-1)[..., 0]
   # Only when every allowed token has probability 0: end there, score -inf.
   token_BxK = jnp.where(token_logp_BxK > NEG_INF, token_BxK, opts.eos_id)
@@ -98,8 +105,9 @@ def sample(
   `expand_to_beams(..., num_samples)`). Every step draws from
   `softmax(logp / temperature)` restricted to the `top_k` most likely tokens
   (0 = all) and then to the smallest most-likely-first set whose (tempered,
-  top-k renormalized) probability reaches `top_p`; the most likely token is
-  always kept. PAD is never drawn; `min_len` and `row_max_len` mask as in
+  top-k renormalized) probability reaches `top_p`, and then to the tokens
+  whose probability in what remains is at least `epsilon`; the most likely
+  token is always kept. PAD is never drawn; `min_len` and `row_max_len` mask as in
   `beam_search` (repeated n-grams are not banned). A sample stops at EOS (PAD
   after it) or at `max_len`. The draws of batch row b depend only on its key
   (folded in with the step) and its own log-probabilities, so they are
@@ -113,7 +121,7 @@ def sample(
     options: the settings (static). Read here: num_samples (samples per batch
       row), temperature (> 0 divides the log-probs; 0 means argmax, greedy),
       top_k (keep the k most likely tokens; 0 keeps all), top_p (nucleus mass
-      in (0, 1]; 1 keeps all), max_len and min_len (as in `beam_search`).
+      in (0, 1]; 1 keeps all), epsilon (drop tokens below it; 0 keeps all), max_len and min_len (as in `beam_search`).
 
   Returns:
     `(seqs int32[B, num_samples, max_len], scores float32[B, num_samples])` in
@@ -129,6 +137,7 @@ def sample(
     ('temperature', o.temperature, o.temperature >= 0, '>= 0'),
     ('top_k', o.top_k, o.top_k >= 0, '>= 0'),
     ('top_p', o.top_p, 0 < o.top_p <= 1, 'in (0, 1]'),
+    ('epsilon', o.epsilon, 0 <= o.epsilon < 1, 'in [0, 1)'),
   ]:
     if not ok:
       raise ValueError(f'{name}={value} must be {want}.')

@@ -172,9 +172,13 @@ def _translate_workdir() -> None:
   options = decode.options(
     run.config.decode, run.config.data.max_tgt_len, return_attention=wants_attention, **overrides
   )
-  if options.sample and wants_attention:
-    raise app.UsageError('--attention_dir draws the attention of beam search; it does not combine with --sample.')
-  if options.sample:
+  if (options.sample or options.mbr != 'none') and wants_attention:
+    raise app.UsageError('--attention_dir draws the attention of beam search; not with --sample or --mbr.')
+  if options.mbr != 'none':  # the candidates, best expected utility first
+    n_best = _N_BEST.value
+    if not 1 <= n_best <= options.mbr_candidates:
+      raise app.UsageError(f'--n_best={n_best} must be between 1 and --mbr_candidates={options.mbr_candidates}.')
+  elif options.sample:
     n_best = options.num_samples  # every sample, in sample order
   elif not 1 <= _N_BEST.value <= options.beam_size:
     raise app.UsageError(f'--n_best={_N_BEST.value} must be between 1 and the beam size {options.beam_size}.')

@@ -772,8 +772,11 @@ class SampleTest(parameterized.TestCase):
     (2.0, 0, 1.0, np.sqrt([0.5, 0.3, 0.2])),
     (1.0, 2, 1.0, [0.5, 0.3, 0.0]),
     (1.0, 0, 0.7, [0.5, 0.3, 0.0]),
+    (1.0, 0, 1.0, [0.5, 0.3, 0.0], 0.25),  # epsilon sampling drops B (0.2 < 0.25)
+    (1.0, 0, 1.0, [0.5, 0.0, 0.0], 0.6),  # nothing reaches 0.6: the most likely token stays
+    (1.0, 2, 1.0, [0.5, 0.0, 0.0], 0.4),  # epsilon after top-k: B is gone, A's 0.375 of the rest < 0.4
   )
-  def test_first_token_frequencies(self, temperature, top_k, top_p, want):
+  def test_first_token_frequencies(self, temperature, top_k, top_p, want, epsilon=0.0):
     probs = np.zeros((1, 5, 5))
     probs[0, BOS, [EOS, A, B]] = [0.5, 0.3, 0.2]
     probs[0, [A, B], EOS] = 1.0
@@ -786,6 +789,7 @@ class SampleTest(parameterized.TestCase):
       temperature=temperature,
       top_k=top_k,
       top_p=top_p,
+      epsilon=epsilon,
       traced=dict(rng=jax.random.key(0)),
     )
     freq = [(seqs[0, :, 0] == tok).mean() for tok in (EOS, A, B)]

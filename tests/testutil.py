@@ -75,9 +75,7 @@ def tiny_config(data_dir: str, constant_lr: bool = False, **overrides):
   return config
 
 
-def random_workdir(
-  workdir: str, data_dir: str, seed: int = 0, steps_=(1,), config=None, **data_overrides
-) -> str:
+def random_workdir(workdir: str, data_dir: str, seed: int = 0, steps_=(1,), config=None, **data_overrides) -> str:
   """A workdir as translate / evaluate read it (config.json, vocabularies, best/<step>/ parameters) of the tiny
   default model (or of `config`), randomly initialised from `seed` instead of trained (seconds instead of a training
   run); the data config takes `data_overrides` (e.g. reverse_source=True). Every step of `steps_` saves the same
