@@ -31,6 +31,8 @@ RESUMABLE = (
   'keep_checkpoints',
   'data.data_dir',
   'data.manual_dir',
+  'init.from_workdir',  # used only by a run's first start: a resume ignores them
+  'init.checkpoint',
 )
 
 
@@ -135,6 +137,12 @@ def base_config() -> ml_collections.ConfigDict:
       # inverse_sigmoid: k / (k + exp(step / k)) (k >= 1)
       teacher_forcing_floor=0.0,  # the decays never go below this ratio
       scheduled_sampling_sample=False,  # feed a sample of the model's distribution instead of its argmax
+    )
+  )
+  c.init = ml_collections.ConfigDict(
+    dict(
+      from_workdir=config_dict.placeholder(str),  # a new run starts from this run's parameters (--init_from)
+      checkpoint='best',  # which of its checkpoints: best, latest, a step, avg:K (checkpointing.restore_params)
     )
   )
   c.decode = ml_collections.ConfigDict(decode.config_defaults())  # decode.DecodeOptions documents each field

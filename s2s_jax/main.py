@@ -42,6 +42,12 @@ _LOCK_WAIT_S = flags.DEFINE_float(
   '(its heartbeat counter standing still for 10 minutes), then take it over. 0: refuse at once, naming the holder.',
   lower_bound=0.0,
 )
+_INIT_FROM = flags.DEFINE_string(
+  'init_from',
+  None,
+  "WORKDIR[:checkpoint]: start a new run from that run's parameters (config init.from_workdir / init.checkpoint; "
+  'checkpoint: best, latest, a step or avg:K, default best). Ignored when the workdir already has a checkpoint.',
+)
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: address of process 0 (host:port).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
@@ -70,6 +76,17 @@ def _launched_as_many_processes() -> bool:
   )
 
 
+def parse_init_from(value: str) -> tuple[str, str]:
+  """'DIR', 'DIR:best', 'DIR:latest', 'DIR:1200' or 'DIR:avg:5' -> (DIR, checkpoint)."""
+  if ':avg:' in value:
+    workdir, _, spec = value.partition(':avg:')
+    return workdir, 'avg:' + spec
+  workdir, _, spec = value.rpartition(':')
+  if workdir and (spec in ('best', 'latest') or spec.isdigit()):
+    return workdir, spec
+  return value, 'best'
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -84,6 +101,8 @@ def main(argv):
     config_checks.check_steps_override(_CONFIG.value, config_flags.get_override_values(flags.FLAGS['config']))
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  if _INIT_FROM.value:
+    _CONFIG.value.init.from_workdir, _CONFIG.value.init.checkpoint = parse_init_from(_INIT_FROM.value)
   try:
     train.train_and_evaluate(
       _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value, lock_wait_s=_LOCK_WAIT_S.value

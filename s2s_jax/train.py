@@ -118,6 +118,8 @@ def _train_and_evaluate(
   mngr = checkpointing.make_manager(workdir, config.keep_checkpoints)
   with preemption.immediate('while creating or restoring the train state'):
     state = seeds_lib.create_states(config, model, tx, data.src_len, data.tgt_len)
+    if config.init.from_workdir and mngr.latest_step() is None:  # a new run from another's parameters
+      state = workdir_lib.init_params(state, config, workdir, data)
     state = checkpointing.restore_or_init(mngr, state, train_iter)
   first_step = int(np.max(state.step))
   early_stopping = early_stopping_lib.EarlyStopping(

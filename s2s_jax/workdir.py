@@ -12,6 +12,7 @@ from typing import Any
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from s2s_jax import config_checks
 from s2s_jax import config_lib
@@ -26,6 +27,8 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   config = ml_collections.ConfigDict(config_lib.to_dict(config))
   config_checks.validate(config)  # after the JSON round trip: what is written to config.json is what was checked
   pipeline.resolve_paths(config.data)
+  if config.init.from_workdir:
+    config.init.from_workdir = os.path.abspath(os.path.expanduser(config.init.from_workdir))
   return config
 
 
@@ -205,3 +208,52 @@ def clear_done(workdir: str) -> None:
 def mark_done(workdir: str) -> None:
   if jax.process_index() == 0:
     fileio.write_text(os.path.join(workdir, 'DONE'), 'done\n')
+
+
+def init_params(state, config: ml_collections.ConfigDict, workdir: str, data):
+  """`state` with the parameters of config.init.from_workdir (its config.init.checkpoint) for a new run that starts
+  from another run (fine-tuning); the optimizer state stays fresh. Both runs must read the same vocabularies (by
+  content hash) and build the same parameter tree; each difference is an error naming it. With num_seeds > 1 every
+  seed starts from the same parameters."""
+  from s2s_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from s2s_jax.data import frontend as frontend_lib  # pylint: disable=g-import-not-at-top
+  from s2s_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+
+  source, which = config.init.from_workdir, config.init.checkpoint
+  if not os.path.exists(os.path.join(source, 'config.json')):
+    raise ValueError(f'init.from_workdir={source}: no config.json there; give a workdir written by s2s_jax.main.')
+  theirs = {
+    'source': frontend_lib.load(os.path.join(source, 'vocab.src.json')),
+    'target': vocab_lib.load(os.path.join(source, 'vocab.tgt.json')),
+  }
+  for side, ours in (('source', data.frontend), ('target', data.tgt_vocab)):
+    if theirs[side].sha256() != ours.sha256():
+      raise ValueError(
+        f"init.from_workdir={source}: its {side} vocabulary differs from this run's (sha256 "
+        f'{theirs[side].sha256()[:12]}... vs {ours.sha256()[:12]}...); fine-tune on data tokenised the same way '
+        '(the same data.* tokenizer settings and training text).'
+      )
+  try:
+    params, step = checkpointing.restore_params(source, which)
+  except ValueError as e:
+    raise ValueError(f'init.from_workdir={source}, init.checkpoint={which}: {e}') from None
+  seeds = config.num_seeds
+  want = jax.tree.map(lambda x: x.shape[1:] if seeds > 1 else x.shape, state.params)
+  have = jax.tree.map(lambda x: x.shape, params)
+  if want != have:
+    flat_want, flat_have = dict(_flat_shapes(want)), dict(_flat_shapes(have))
+    differ = sorted(k for k in set(flat_want) | set(flat_have) if flat_want.get(k) != flat_have.get(k))[:5]
+    raise ValueError(
+      f'init.from_workdir={source}: its parameters do not fit this model ('
+      + '; '.join(f'{k}: {flat_have.get(k, "absent")} there, {flat_want.get(k, "absent")} here' for k in differ)
+      + '); the model.* fields must match the run it starts from.'
+    )
+  if seeds > 1:
+    params = jax.tree.map(lambda x: np.stack([np.asarray(x)] * seeds), params)
+  logging.info('Initialised the parameters from %s (checkpoint %s, step %d).', source, which, step)
+  return state.replace(params=jax.tree.map(lambda new, old: np.asarray(new, old.dtype), params, state.params))
+
+
+def _flat_shapes(tree) -> list[tuple[str, tuple]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))[0]
+  return [('/'.join(str(getattr(k, 'key', k)) for k in path), shape) for path, shape in leaves]
