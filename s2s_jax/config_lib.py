@@ -225,3 +225,14 @@ def import_beside(file: str, name: str):
     spec.loader.exec_module(module)
     sys.modules[key] = module
   return sys.modules[key]
+
+
+def parse_init_from(value: str) -> tuple[str, str]:
+  """'DIR', 'DIR:best', 'DIR:latest', 'DIR:1200' or 'DIR:avg:5' -> (DIR, checkpoint)."""
+  if ':avg:' in value:
+    workdir, _, spec = value.partition(':avg:')
+    return workdir, 'avg:' + spec
+  workdir, _, spec = value.rpartition(':')
+  if workdir and (spec in ('best', 'latest') or spec.isdigit()):
+    return workdir, spec
+  return value, 'best'

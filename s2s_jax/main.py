@@ -76,17 +76,6 @@ def _launched_as_many_processes() -> bool:
   )
 
 
-def parse_init_from(value: str) -> tuple[str, str]:
-  """'DIR', 'DIR:best', 'DIR:latest', 'DIR:1200' or 'DIR:avg:5' -> (DIR, checkpoint)."""
-  if ':avg:' in value:
-    workdir, _, spec = value.partition(':avg:')
-    return workdir, 'avg:' + spec
-  workdir, _, spec = value.rpartition(':')
-  if workdir and (spec in ('best', 'latest') or spec.isdigit()):
-    return workdir, spec
-  return value, 'best'
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -102,7 +91,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   if _INIT_FROM.value:
-    _CONFIG.value.init.from_workdir, _CONFIG.value.init.checkpoint = parse_init_from(_INIT_FROM.value)
+    _CONFIG.value.init.from_workdir, _CONFIG.value.init.checkpoint = config_lib.parse_init_from(_INIT_FROM.value)
   try:
     train.train_and_evaluate(
       _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value, lock_wait_s=_LOCK_WAIT_S.value

@@ -9,16 +9,16 @@ import pytest
 import testutil
 
 from s2s_jax import checkpointing
-from s2s_jax import main as main_lib
+from s2s_jax import config_lib
 
 
 class ParseTest(absltest.TestCase):
   def test_the_checkpoint_suffix(self):
-    self.assertEqual(main_lib.parse_init_from('/r/a'), ('/r/a', 'best'))
-    self.assertEqual(main_lib.parse_init_from('/r/a:latest'), ('/r/a', 'latest'))
-    self.assertEqual(main_lib.parse_init_from('/r/a:1200'), ('/r/a', '1200'))
-    self.assertEqual(main_lib.parse_init_from('/r/a:avg:5'), ('/r/a', 'avg:5'))
-    self.assertEqual(main_lib.parse_init_from('/r/a:b'), ('/r/a:b', 'best'))  # not a checkpoint spec: part of the path
+    self.assertEqual(config_lib.parse_init_from('/r/a'), ('/r/a', 'best'))
+    self.assertEqual(config_lib.parse_init_from('/r/a:latest'), ('/r/a', 'latest'))
+    self.assertEqual(config_lib.parse_init_from('/r/a:1200'), ('/r/a', '1200'))
+    self.assertEqual(config_lib.parse_init_from('/r/a:avg:5'), ('/r/a', 'avg:5'))
+    self.assertEqual(config_lib.parse_init_from('/r/a:b'), ('/r/a:b', 'best'))  # not a checkpoint spec: part of the path
 
 
 def _final_sha(stderr: str) -> str:
