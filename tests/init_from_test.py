@@ -18,7 +18,7 @@ class ParseTest(absltest.TestCase):
     self.assertEqual(config_lib.parse_init_from('/r/a:latest'), ('/r/a', 'latest'))
     self.assertEqual(config_lib.parse_init_from('/r/a:1200'), ('/r/a', '1200'))
     self.assertEqual(config_lib.parse_init_from('/r/a:avg:5'), ('/r/a', 'avg:5'))
-    self.assertEqual(config_lib.parse_init_from('/r/a:b'), ('/r/a:b', 'best'))  # not a checkpoint spec: part of the path
+    self.assertEqual(config_lib.parse_init_from('/r/a:b'), ('/r/a:b', 'best'))  # not a checkpoint: part of the path
 
 
 def _final_sha(stderr: str) -> str:
