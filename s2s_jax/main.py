@@ -23,8 +23,8 @@ import jax
 from ml_collections import config_flags
 
 from s2s_jax import compile_cache
-from s2s_jax import config_lib
 from s2s_jax import config_checks
+from s2s_jax import config_lib
 from s2s_jax import train
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import workdir_lock
