@@ -173,7 +173,9 @@ def _translate_workdir() -> None:
     run.config.decode, run.config.data.max_tgt_len, return_attention=wants_attention, **overrides
   )
   if (options.sample or options.mbr != 'none') and wants_attention:
-    raise app.UsageError('--attention_dir draws the attention of beam search; not with --sample or --mbr.')
+    raise app.UsageError(
+      '--attention_dir draws the attention of beam search; it does not combine with --sample or --mbr.'
+    )
   if options.mbr != 'none':  # the candidates, best expected utility first
     n_best = _N_BEST.value
     if not 1 <= n_best <= options.mbr_candidates:
