@@ -20,7 +20,6 @@ project's tokenizer and frontend modules) is needed to read it back.
 
 import dataclasses
 import datetime
-import hashlib
 import os
 import shutil
 import sys
@@ -201,7 +200,7 @@ def export_run(
       'model': config_lib.to_dict(config.model),
       'params': params_layout,
     }
-    manifest['files'] = {name: _sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+    manifest['files'] = {name: fileio.sha256_file(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
     fileio.write_json(os.path.join(tmp, exported.MANIFEST), manifest, indent=2, sort_keys=True)
     if os.path.isdir(out):
       os.rmdir(out)
@@ -215,14 +214,6 @@ def export_run(
 def _leaf_names(params) -> list[str]:
   paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   return ['/'.join(str(getattr(k, 'key', k)) for k in path) for path in paths]
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _define_flags():

@@ -11,7 +11,6 @@ maximum source length, filler rows empty, sampling keys from each line's content
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import types
@@ -21,6 +20,7 @@ import jax
 from jax import export as jax_export
 import numpy as np
 
+from s2s_jax import fileio
 from s2s_jax.data import frontend as frontend_lib
 from s2s_jax.data import inputs as inputs_lib
 from s2s_jax.data import vocab as vocab_lib
@@ -35,14 +35,6 @@ class Hypotheses:
 
   texts: list[str]
   scores: list[float]
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def read_manifest(path: str) -> dict:
@@ -62,7 +54,7 @@ def read_manifest(path: str) -> dict:
     file = os.path.join(path, name)
     if not os.path.isfile(file):
       raise ValueError(f'{file} is missing (listed in {where}); the artifact is incomplete: export the run again.')
-    if _sha256(file) != digest:
+    if fileio.sha256_file(file) != digest:
       raise ValueError(f'{file} does not match its sha256 in {where} (damaged or replaced); export the run again.')
   return manifest
 

@@ -8,6 +8,7 @@ not mkstemp's 0600.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -71,3 +72,12 @@ def commit_dir(tmp: str, final: str) -> bool:
   except OSError:
     shutil.rmtree(tmp, ignore_errors=True)
     return False
+
+
+def sha256_file(path: str) -> str:
+  """The sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()

@@ -190,14 +190,6 @@ class _TextField:
     return list(self) == list(other)
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
 _LAZY = ('.array_record', '.text.json')  # not hashed at every start (large; checked when read, see the docstring)
 
 
@@ -229,7 +221,7 @@ def load(data_dir: str, cache_key: str | None):
         raise ValueError(f'{name} has {os.path.getsize(os.path.join(path, name))} bytes, COMMIT says {size}')
     note = _read_note(path)
     for name, digest in commit['sha256'].items():
-      if (note or not name.endswith(_LAZY)) and _sha256(os.path.join(path, name)) != digest:
+      if (note or not name.endswith(_LAZY)) and fileio.sha256_file(os.path.join(path, name)) != digest:
         raise ValueError(f'{name} does not match its sha256 in COMMIT' + (f' (a read failed: {note})' if note else ''))
     if note:  # every file matches: the failed read was not the files' content (e.g. a passing I/O error)
       logging.warning(
@@ -344,7 +336,7 @@ def build(
       'splits': counts,
       'with_references': sorted(s for s in raw if s != 'train' and references.get(s)),
       'sizes': {name: os.path.getsize(os.path.join(tmp, name)) for name in files},
-      'sha256': {name: _sha256(os.path.join(tmp, name)) for name in files},
+      'sha256': {name: fileio.sha256_file(os.path.join(tmp, name)) for name in files},
       'data_identity': identity,
     }
     with open(os.path.join(tmp, _COMMIT), 'w', encoding='utf-8') as f:

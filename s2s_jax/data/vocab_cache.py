@@ -66,11 +66,6 @@ def key(data_config, fingerprint: str) -> str | None:
   return hashlib.sha256(json.dumps(settings, sort_keys=True).encode('utf-8')).hexdigest()[:20]
 
 
-def _sha256(path: str) -> str:
-  with open(path, 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
 def load(data_dir: str, cache_key: str | None):
   """The cached (frontend, target vocabulary), or None (absent, or damaged: then removed with a warning)."""
   if cache_key is None:
@@ -84,7 +79,7 @@ def load(data_dir: str, cache_key: str | None):
       manifest = json.load(f)
     paths = [os.path.join(folder, f'vocab.{side}.json') for side in ('src', 'tgt')]
     for path in paths:
-      if manifest.get(os.path.basename(path)) != _sha256(path):
+      if manifest.get(os.path.basename(path)) != fileio.sha256_file(path):
         raise ValueError(f'{path} does not match its sha256 in {manifest_path}')
     return frontend_lib.load(paths[0]), vocab_lib.load(paths[1])
   except (OSError, ValueError, AttributeError) as e:
@@ -109,7 +104,7 @@ def store(data_dir: str, cache_key: str | None, frontend, tgt_vocab, identity: d
     for side, vocab in (('src', frontend), ('tgt', tgt_vocab)):
       path = os.path.join(tmp, f'vocab.{side}.json')
       vocab.save(path)
-      manifest[os.path.basename(path)] = _sha256(path)
+      manifest[os.path.basename(path)] = fileio.sha256_file(path)
     manifest['data_identity'] = identity
     fileio.write_json(os.path.join(tmp, 'manifest.json'), manifest, indent=1)
   except BaseException:  # a failed write (disk full, a signal) leaves no temporary folder behind
