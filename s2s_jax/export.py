@@ -32,6 +32,7 @@ from jax import export as jax_export
 import jax.numpy as jnp
 import numpy as np
 
+from s2s_jax import attention as attention_lib
 from s2s_jax import config_lib
 from s2s_jax import decode
 from s2s_jax import exported
@@ -55,7 +56,7 @@ def source_length(run: inference.Run) -> tuple[int | None, str]:
   multiple of the encoder's time stride: frame subsampling and the pyramid halve time exactly)."""
   if run.frontend.source_kind == 'image':
     return run.inputs.max_len, 'image models read a fixed number of columns'
-  if run.model.cfg.attention_score == 'location' and run.model.cfg.attention not in ('none_init', 'none_concat'):
+  if run.model.cfg.attention_score == 'location' and run.model.cfg.attention not in attention_lib.NO_ATTENTION:
     return run.inputs.max_len, 'the location score needs a fixed maximum source length'
   stride = run.source.time_stride()
   if run.inputs.max_len % stride:
