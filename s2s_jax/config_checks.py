@@ -18,6 +18,7 @@ from s2s_jax import decode
 from s2s_jax import mbr
 from s2s_jax import metrics as metrics_lib
 from s2s_jax import seq2seq_config
+from s2s_jax import sequence_loss
 from s2s_jax.data import registry
 from s2s_jax.data import vocab as vocab_lib
 
@@ -128,6 +129,9 @@ RANGES = {
   'optim.teacher_forcing_ratio': (0.0, 1.0, False, False),
   'optim.teacher_forcing_k': (0.0, 1e9, False, False),
   'optim.teacher_forcing_floor': (0.0, 1.0, False, False),
+  'optim.sequence_candidates': (1, 256, False, False),
+  'optim.sequence_sharpness': (0.0, 1000.0, True, False),
+  'optim.sequence_token_weight': (0.0, 1.0, False, False),
   'decode.beam_size': (1, 1000, False, False),
   'decode.length_alpha': (0.0, 10.0, False, False),
   'decode.max_len': (0, 100_000, False, False),
@@ -218,6 +222,9 @@ def _check_optim(o: ml_collections.ConfigDict) -> None:
       f'{o.optimizer!r} it would do nothing. Use sgd, or set momentum=0.'
     )
   _check_choice('optim.teacher_forcing', o.teacher_forcing, TEACHER_FORCING)
+  _check_choice('optim.sequence_loss', o.sequence_loss, sequence_loss.LOSSES)
+  _check_choice('optim.sequence_source', o.sequence_source, sequence_loss.SOURCES)
+  _check_choice('optim.sequence_cost', o.sequence_cost, sequence_loss.COSTS)
   k, decay = o.teacher_forcing_k, o.teacher_forcing
   if (
     (decay == 'linear' and k <= 0)

@@ -137,6 +137,13 @@ def base_config() -> ml_collections.ConfigDict:
       # inverse_sigmoid: k / (k + exp(step / k)) (k >= 1)
       teacher_forcing_floor=0.0,  # the decays never go below this ratio
       scheduled_sampling_sample=False,  # feed a sample of the model's distribution instead of its argmax
+      # Sequence-level training (s2s_jax/sequence_loss.py): minimum expected risk over K candidates + the reference.
+      sequence_loss='none',  # none | risk
+      sequence_candidates=4,  # K per source, searched inside the step
+      sequence_source='beam',  # beam (the n-best of a beam K wide) | sample (temperature 1)
+      sequence_cost='bleu',  # bleu (1 - BLEU+1 on token ids, in JAX) | chrf (1 - chrF on text, sacreBLEU on the host)
+      sequence_sharpness=1.0,  # alpha: Q = softmax(alpha * log p) over the candidate set
+      sequence_token_weight=0.3,  # loss = w * token-level loss + (1 - w) * risk (per reference token)
     )
   )
   c.init = ml_collections.ConfigDict(

@@ -30,6 +30,8 @@ RUNTIME_FIELDS = (
   'teacher_forcing_ratio',
   'teacher_forcing_k',
   'teacher_forcing_floor',
+  'sequence_sharpness',
+  'sequence_token_weight',
 )
 
 

@@ -21,6 +21,7 @@ from s2s_jax import metrics as metrics_lib
 from s2s_jax import models
 from s2s_jax import parallel
 from s2s_jax import sampling
+from s2s_jax import sequence_loss
 
 Batch = dict[str, jax.Array]
 
@@ -98,9 +99,13 @@ def _loss_and_sums(
   teacher_forcing_ratio: jax.Array | None = None,
   scheduled_sampling_sample: bool = False,
   label_confidence: jax.Array | None = None,
+  sequence: sequence_loss.Settings | None = None,
+  sequence_sharpness: float | jax.Array = 1.0,
+  sequence_token_weight: float | jax.Array = 1.0,
 ):
-  """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed) and the
-  logged sums (plain NLL). A `teacher_forcing_ratio` trains with scheduled sampling (Seq2Seq.teacher_forcing)."""
+  """The objective (smoothed cross-entropy [+ coverage loss] [+ doubly stochastic regulariser], summed; mixed with
+  the sequence-level risk when `sequence` is set) and the logged sums (plain NLL). A `teacher_forcing_ratio` trains
+  with scheduled sampling (Seq2Seq.teacher_forcing)."""
   out = apply_fn(
     {'params': params},
     batch['inputs'],
@@ -120,7 +125,50 @@ def _loss_and_sums(
     loss_sum = loss_sum + coverage_loss_weight * coverage_loss_sum(out.attention, weights)
   if _nonzero(doubly_stochastic_weight):
     loss_sum = loss_sum + doubly_stochastic_weight * doubly_stochastic_loss_sum(out.attention, weights, out.memory_mask)
+  if sequence is not None:
+    risk_sum = _risk_sum(params, apply_fn, batch, rng, sequence, sequence_sharpness)
+    loss_sum = sequence_token_weight * loss_sum + (1.0 - sequence_token_weight) * risk_sum
   return loss_sum, metrics_lib.token_sums(nll_sum, out.logits, batch['targets'], weights)
+
+
+def _candidates(params, batch: Batch, rng: jax.Array, s: sequence_loss.Settings) -> jax.Array:
+  """int32 [B, K, T]: K candidates per source from the model as it is (the n-best of a beam K wide, or K samples at
+  temperature 1), as long as the batch's targets at most; no dropout, no gradient."""
+  max_len = batch['targets'].shape[1]
+  if s.source == 'beam':
+    options = decode.DecodeOptions(beam_size=s.candidates, max_len=max_len)
+  else:
+    options = decode.DecodeOptions(sample=True, num_samples=s.candidates, max_len=max_len)
+  source = {k: batch[k] for k in ('inputs', 'inputs_mask')}
+  return predict_step(jax.lax.stop_gradient(params), source, rng, model=s.model, options=options)[0]
+
+
+def _risk_sum(
+  params, apply_fn, batch: Batch, rng: jax.Array, s: sequence_loss.Settings, sharpness, candidates=None
+) -> jax.Array:
+  """sum over sources of |reference| x expected risk over {reference} + K candidates (s2s_jax/sequence_loss.py);
+  the candidates [B, K, T] are searched unless given."""
+  refs_BxT = batch['targets']
+  b, t = refs_BxT.shape
+  if candidates is None:
+    candidates = _candidates(params, batch, jax.random.fold_in(rng, 1), s)
+  cand_BxCxT = jnp.concatenate([refs_BxT[:, None], candidates], axis=1)
+  c = cand_BxCxT.shape[1]
+  tile = functools.partial(jnp.repeat, repeats=c, axis=0)
+  cand_NxT = cand_BxCxT.reshape(b * c, t)
+  out = apply_fn(
+    {'params': params},
+    tile(batch['inputs']),
+    tile(batch['inputs_mask']),
+    cand_NxT,
+    train=True,
+    rngs={'dropout': jax.random.fold_in(rng, 2)},
+    method=models.Seq2Seq.teacher_forcing,
+  )
+  logp_BxC = sequence_loss.sequence_log_probs(out.logits, cand_NxT).reshape(b, c)
+  cost_BxC = sequence_loss.costs(s, cand_BxCxT, refs_BxT)
+  risk_B = sequence_loss.expected_risk(logp_BxC, cost_BxC, sequence_loss.first_occurrences(cand_BxCxT), sharpness)
+  return jnp.sum((refs_BxT != data_lib.PAD_ID).sum(axis=1) * risk_B)
 
 
 def train_step(
@@ -135,6 +183,9 @@ def train_step(
   teacher_forcing=None,
   scheduled_sampling_sample: bool = False,
   label_confidence: jax.Array | None = None,
+  sequence: sequence_loss.Settings | None = None,
+  sequence_sharpness: float | jax.Array = 1.0,
+  sequence_token_weight: float | jax.Array = 1.0,
   tx: optax.GradientTransformation | None = None,
   apply_fn=None,
   axis_name: str | None = 'batch',
@@ -144,7 +195,8 @@ def train_step(
   The sums are also added to `state.log_sums`, with an on-device finite flag: the first step whose loss or gradient
   is not finite is recorded, and with `skip_nonfinite` such an update leaves parameters and optimizer state as
   they were (and is counted). `teacher_forcing` (optim.make_teacher_forcing: step -> ratio, or None) turns on
-  scheduled sampling.
+  scheduled sampling; `sequence` (sequence_loss.settings) mixes in the sequence-level risk with its sharpness and the
+  token-level loss' weight.
 
   The loss weights and label smoothing are Python numbers (0: the term is not in the program) or arrays (runtime
   inputs, train.train_step_fn; label smoothing then with `label_confidence` = 1 - label_smoothing); `tx` and
@@ -163,6 +215,9 @@ def train_step(
       teacher_forcing_ratio=None if teacher_forcing is None else teacher_forcing(state.step),
       scheduled_sampling_sample=scheduled_sampling_sample,
       label_confidence=label_confidence,
+      sequence=sequence,
+      sequence_sharpness=sequence_sharpness,
+      sequence_token_weight=sequence_token_weight,
     ),
     has_aux=True,
   )

@@ -23,6 +23,7 @@ from s2s_jax import parallel
 from s2s_jax import preemption as preemption_lib
 from s2s_jax import provenance
 from s2s_jax import seeds as seeds_lib
+from s2s_jax import sequence_loss
 from s2s_jax import steps
 from s2s_jax import workdir as workdir_lib
 from s2s_jax import workdir_lock
@@ -31,7 +32,7 @@ from s2s_jax.data import batches
 from s2s_jax.data import pipeline
 
 
-def train_step_fn(config: ml_collections.ConfigDict):
+def train_step_fn(config: ml_collections.ConfigDict, tgt_vocab=None):
   """`steps.train_step` as the loop runs it on every device (parallel.data_parallel): (state, batch, hp) -> (state,
   sums), hp = optim.hyperparameters(config) (the same for every seed: vmapped over the seed axis, every seed on the
   same batch, when config.num_seeds > 1).
@@ -39,9 +40,11 @@ def train_step_fn(config: ml_collections.ConfigDict):
   The learning rate, its schedule's constants, warmup, clipping norm, weight decay, label smoothing, loss weights,
   the teacher-forcing ratio and its schedule's constants and the dropout rate are read from `hp` inside the step, so
   runs that differ only in them (or in the seed) trace to one program (a persistent compilation cache then serves
-  it); the config fixes only the structure (which optimizer and schedule; a value of 0 leaves its part out)."""
+  it); the config fixes only the structure (which optimizer and schedule; a value of 0 leaves its part out).
+  `tgt_vocab`: the target vocabulary, needed by optim.sequence_cost=chrf only."""
   o = config.optim
   model = models.Seq2Seq(config_lib.model_config(config))
+  sequence = sequence_loss.settings(config, model, tgt_vocab)
 
   def step(state, batch, hp):
     return steps.train_step(
@@ -55,6 +58,9 @@ def train_step_fn(config: ml_collections.ConfigDict):
       doubly_stochastic_weight=hp['doubly_stochastic_weight'] if o.doubly_stochastic_weight else 0.0,
       teacher_forcing=optim.make_teacher_forcing(o, hp),
       scheduled_sampling_sample=o.scheduled_sampling_sample,
+      sequence=sequence,
+      sequence_sharpness=hp['sequence_sharpness'],
+      sequence_token_weight=hp['sequence_token_weight'],
       tx=optim.make_optimizer(o, config.num_train_steps, hp),
       apply_fn=model.clone(dropout_keep=hp['dropout_keep']).apply if config.model.dropout_rate else None,
     )
@@ -199,7 +205,7 @@ class _Loop:
   def __post_init__(self):
     c = self.config
     self.p_train_step = parallel.CompiledByShape(
-      parallel.data_parallel(train_step_fn(c), in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
+      parallel.data_parallel(train_step_fn(c, self.evaluator.data.tgt_vocab), in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
     )
     self.hp = optim.hyperparameters(c)
     self.schedule = optim.make_schedule(c.optim, c.num_train_steps)
