@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     schedule='constant',
     warmup_steps=0,
   )
-  c.update(num_train_epochs=0.0, num_train_steps=400, eval_every_steps=100, checkpoint_every_steps=100)
+  c.update(num_train_epochs=0.0, num_train_steps=300, eval_every_steps=100, checkpoint_every_steps=100)
   if config_lib.parse_arg(arg, size='small').size == 'tiny':
     c.update(num_train_steps=20, eval_every_steps=20, checkpoint_every_steps=20)
   return c
