@@ -204,8 +204,9 @@ class _Loop:
 
   def __post_init__(self):
     c = self.config
+    step_fn = train_step_fn(c, self.evaluator.data.tgt_vocab)
     self.p_train_step = parallel.CompiledByShape(
-      parallel.data_parallel(train_step_fn(c, self.evaluator.data.tgt_vocab), in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
+      parallel.data_parallel(step_fn, in_axes=(0, 0, None), donate_argnums=(0,)), 'train step'
     )
     self.hp = optim.hyperparameters(c)
     self.schedule = optim.make_schedule(c.optim, c.num_train_steps)

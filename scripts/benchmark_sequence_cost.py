@@ -5,9 +5,9 @@
 
 Scores `--pairs` (hypothesis, reference) rows of token ids, as a step of `strong_risk` scores about 130 sources x 5
 candidates: the hypotheses are the reference rows shifted by one sentence (so costs are neither 0 nor 1) of
---references (the run's validation references), encoded with its target vocabulary. Times the jitted `bleu_cost` (JAX, on the ids)
-and the jitted `chrf_cost` (sacreBLEU on the host through jax.pure_callback), medians of --rounds calls after one
-warm-up call each, interleaved. Compare with the step's own time (train/steps_per_s in metrics.jsonl).
+--references (the run's validation references), encoded with its target vocabulary. Times the jitted `bleu_cost`
+(JAX, on the ids) and the jitted `chrf_cost` (sacreBLEU on the host through jax.pure_callback), medians of --rounds
+calls after one warm-up call each, interleaved. Compare with the step's own time (train/steps_per_s in metrics.jsonl).
 """
 
 import json
@@ -60,7 +60,7 @@ def main(argv):
     'chrf_text_host': jax.jit(lambda h, r: sequence_loss.chrf_cost(h, r, tgt_vocab)),
   }
   times = {name: [] for name in fns}
-  for name, fn in fns.items():
+  for fn in fns.values():  # compile and warm up
     fn(hyps, refs).block_until_ready()
   for _ in range(_ROUNDS.value):
     for name, fn in fns.items():

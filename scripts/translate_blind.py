@@ -9,7 +9,6 @@ the commit, the checkpoint (spec, step, parameter sha256), the line count and th
 are kept outside the project; the outputs are scored there.
 """
 
-import json
 import os
 import subprocess
 import sys

@@ -12,20 +12,18 @@ import numpy as np
 import optax
 import pytest
 import sacrebleu
+import steps_test  # pylint: disable=g-bad-import-order  (the tiny model and batch of the steps' tests)
 import testutil
+import train_test  # pylint: disable=g-bad-import-order
 
 from s2s_jax import checkpointing
 from s2s_jax import config_checks
 from s2s_jax import config_lib
-from s2s_jax import models
 from s2s_jax import optim
 from s2s_jax import sequence_loss
 from s2s_jax import steps
 from s2s_jax import train
 from s2s_jax.data import vocab as vocab_lib
-
-import steps_test  # pylint: disable=g-bad-import-order  (the tiny model and batch of the steps' tests)
-import train_test  # pylint: disable=g-bad-import-order
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -45,7 +43,6 @@ def _sacre_bleu_plus_one(hyp, ref):
 
 
 class CostTest(parameterized.TestCase):
-
   def test_bleu_cost_equals_sacrebleu_add_one_on_the_ids(self):
     rng = np.random.RandomState(0)
     width = 14
@@ -82,7 +79,6 @@ class CostTest(parameterized.TestCase):
 
 
 class RiskTest(parameterized.TestCase):
-
   def test_expected_risk_and_its_gradient_by_hand(self):
     """Q = softmax(alpha logp); d R / d logp_i = alpha Q_i (cost_i - R)."""
     logp = jnp.log(jnp.array([[0.5, 0.25, 0.25, 0.125]]))
@@ -93,7 +89,8 @@ class RiskTest(parameterized.TestCase):
       q /= q.sum()
       risk = float(q @ [0.0, 1.0, 0.5])
       want_grad = alpha * q * (np.array([0.0, 1.0, 0.5]) - risk)
-      got, grad = jax.value_and_grad(lambda lp: sequence_loss.expected_risk(lp, cost, keep, alpha).sum())(logp)
+      risk_of = functools.partial(lambda lp, a: sequence_loss.expected_risk(lp, cost, keep, a).sum(), a=alpha)
+      got, grad = jax.value_and_grad(risk_of)(logp)
       self.assertAlmostEqual(float(got), risk, places=6)
       np.testing.assert_allclose(grad[0, :3], want_grad, atol=1e-7)
       self.assertEqual(float(grad[0, 3]), 0.0)
@@ -139,7 +136,6 @@ def _state_and_settings(cost='bleu', source='beam', dropout=0.0):
 
 
 class StepTest(parameterized.TestCase):
-
   def test_a_reference_only_candidate_set_gives_exactly_zero_loss_and_gradient(self):
     model, batch, state, settings = _state_and_settings(dropout=0.3)
     refs = np.asarray(batch['targets'])
@@ -166,7 +162,8 @@ class StepTest(parameterized.TestCase):
     _, batch, state, settings = _state_and_settings(source='beam', dropout=0.3)
     step = lambda **kw: jax.jit(functools.partial(steps.train_step, axis_name=None, **kw))(state, batch)
     plain, plain_sums = step()
-    mixed, mixed_sums = step(sequence=settings, sequence_sharpness=jnp.float32(1.0), sequence_token_weight=jnp.float32(1))
+    one = jnp.float32(1.0)
+    mixed, mixed_sums = step(sequence=settings, sequence_sharpness=one, sequence_token_weight=one)
     jax.tree.map(np.testing.assert_array_equal, mixed.params, plain.params)
     np.testing.assert_array_equal(mixed_sums['loss_sum'], plain_sums['loss_sum'])
     risky, _ = step(sequence=settings, sequence_sharpness=jnp.float32(1.0), sequence_token_weight=jnp.float32(0.3))
@@ -200,7 +197,6 @@ class StepTest(parameterized.TestCase):
 
 @pytest.mark.slow  # three short training runs
 class FineTuneTest(absltest.TestCase):
-
   def test_a_sequence_level_fine_tune_stopped_and_resumed_is_exact(self):
     """From another run's parameters, risk with the chrF cost (the host callback, over the test's 8 devices): 10
     steps, stop, resume to 20 == 20 steps uninterrupted (candidates, parameters, metrics)."""
@@ -233,7 +229,6 @@ class FineTuneTest(absltest.TestCase):
 
 
 class ConfigTest(parameterized.TestCase):
-
   @parameterized.parameters(
     ('sequence_loss', 'mrt', 'optim.sequence_loss'),
     ('sequence_source', 'nbest', 'optim.sequence_source'),
