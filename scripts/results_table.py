@@ -238,11 +238,20 @@ def _result_rows(records: list[dict[str, Any]], md_dir: str, link: bool) -> list
   return out
 
 
+# Settings and counts an eval file records beside its scores: not repeated below a table (they stay in the record).
+_NOT_SCORES = ('beam_size', 'checkpoint_step', 'length_alpha', 'num_sentences', 'seed', 'decode_s')
+
+
 def _commands(records: list[dict[str, Any]]) -> list[str]:
-  """Below a page's table, a line per record: the command that made it and its other metrics."""
+  """Below a page's table, a line per record: the command that made it and its other scores (those of `evaluate`'s
+  tagged re-evaluations, e.g. `test.mbrchrf.seed0/*`, stay in the record: the page that reports them shows them)."""
   out = []
   for r in records:
-    others = ', '.join(f'`{k}` {_num(v)}' for k, v in sorted(r['metrics'].items()) if k != r['metric'])
+    others = ', '.join(
+      f'`{k}` {_num(v)}'
+      for k, v in sorted(r['metrics'].items())
+      if k != r['metric'] and '.' not in k.split('/')[0] and k.split('/')[-1] not in _NOT_SCORES
+    )
     out.append(f'- {r["title"]}: `{r["command"]}`' + (f'; also {others}.' if others else '.'))
   return out
 
